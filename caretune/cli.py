@@ -1,0 +1,125 @@
+"""The `caretune` command. Heavy libraries (torch, transformers, LLaMA-Factory) load inside commands only."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from caretune import __version__
+from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION, TEMPLATE
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="caretune")
+def main() -> None:
+    """Fine-tune Qwen3 into a careful Chinese medical-consultation assistant with LLaMA-Factory."""
+
+
+def _convert_command(source_name: str, help_text: str):
+    @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--out", type=click.Path(dir_okay=False), default=None,
+                  help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.")
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=DATA_DIR, show_default=True,
+                  help="Output folder when --out is not given; datasets already converted here are deduped against.")
+    @click.option("--eval-size", type=click.IntRange(min=0), default=DEFAULT_EVAL_SIZE, show_default=True,
+                  help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).")
+    @click.option("--scrub-pii/--no-scrub-pii", default=True, show_default=True,
+                  help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.")
+    @click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
+                  help="LLaMA-Factory registry to add the outputs to.")
+    @click.option("--register/--no-register", default=True, show_default=True,
+                  help="Add the outputs to --dataset-info.")
+    @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
+    def command(raw, out, data_dir, eval_size, scrub_pii, dataset_info, register, progress, as_json):
+        from converters.pipeline import SOURCES, ConversionError, Outputs, convert_file, summary_line
+        from converters.reader import InputError
+        from converters.registry import RegistryError
+
+        source = SOURCES[source_name]
+        outputs = Outputs.for_source(source, out, data_dir)
+        try:
+            report = convert_file(
+                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION,
+                scrub_pii=scrub_pii, registry_path=dataset_info if register else None, progress=progress,
+            )
+        except (InputError, RegistryError, ConversionError) as err:
+            raise click.ClickException(str(err)) from None
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+            return
+        click.echo(summary_line(report))
+        if register:
+            state = "updated" if report["registry_changed"] else "already up to date"
+            click.echo(f"registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})")
+
+    command.__doc__ = help_text
+    return command
+
+
+@main.group()
+def convert() -> None:
+    """Convert raw medical dialogue files into registered LLaMA-Factory datasets."""
+
+
+convert.command("chatmed")(_convert_command(
+    "chatmed",
+    """ChatMed_Consult JSON Lines {"query","response"} -> alpaca records (multi-med).
+
+    RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
+))
+convert.command("huatuo")(_convert_command(
+    "huatuo",
+    """HuatuoGPT2 {"conversations":[...]} or {"data":["问：…","答：…"]} rows -> sharegpt records (huatuo2-sft).
+
+    RAW may be one JSON array (read incrementally) or JSON Lines, UTF-8 with or without BOM.""",
+))
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
+              help="Registry whose folder is LLaMA-Factory's dataset_dir.")
+@click.option("--model", "model_name_or_path", default=None,
+              help="Tokenizer source: a local model folder or hub id (default: Qwen/Qwen3-8B, "
+                   "else the verified offline Qwen3 tokenizer).")
+@click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template.")
+@click.option("--cutoff-len", type=click.IntRange(min=1), default=CUTOFF_LEN, show_default=True,
+              help="Rows longer than this many tokens would be truncated in training.")
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Check only the first N rows of each dataset.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample, as_json):
+    """Load registered datasets through LLaMA-Factory's own data path and report what training would see.
+
+    NAMES default to every dataset in the registry. Exits non-zero when a dataset fails to load
+    or LLaMA-Factory would drop rows.
+    """
+    from caretune.check import CheckError, check_datasets, format_results
+
+    try:
+        results = check_datasets(list(names), dataset_info, model_name_or_path=model_name_or_path,
+                                 template=template, cutoff_len=cutoff_len, sample=sample)
+    except CheckError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_results(results, cutoff_len))
+    failed = [r["dataset"] for r in results if r["error"] or r["dropped"]]
+    if failed:
+        raise click.ClickException(f"check failed for: {', '.join(failed)}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["chatmed", "huatuo"]))
+@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True,
+              help="Hub to download from.")
+@click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
+def fetch(dataset, source, dest):
+    """Download a raw dataset file from Hugging Face or ModelScope into DEST."""
+    from caretune.fetch import FetchError, fetch_raw
+
+    try:
+        path = fetch_raw(dataset, source, dest)
+    except FetchError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"downloaded {path}")
+    click.echo(f"next: caretune convert {dataset} {path}")

@@ -1,0 +1,136 @@
+"""HuatuoGPT2 rows -> LLaMA-Factory sharegpt records.
+
+Accepted shapes:
+- HuatuoGPT2-SFT-GPT4-140K: `{"id", "conversations": [{"from": "human"|"gpt", "value"}, ...]}`
+- HuatuoGPT-sft-data-v1:    `{"data": ["问：…", "答：…", ...]}`
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from caretune.constants import HUATUO_DATASET, HUATUO_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
+from converters.pii import mask_pii
+from converters.records import (
+    BAD_ROLE_ORDER,
+    EMPTY_AFTER_STRIP,
+    MISSING_FIELD,
+    NON_STRING_FIELD,
+    NOT_AN_OBJECT,
+    UNKNOWN_SHAPE,
+    Skip,
+)
+
+NAME = "huatuo"
+DATASET = HUATUO_DATASET
+EVAL_DATASET = HUATUO_EVAL_DATASET
+
+HUMAN, GPT = "human", "gpt"
+TRAILING_HUMAN_TURN = "trailing_human_turn_dropped"
+_V1_PREFIXES = (("问：", "问:"), ("答：", "答:"))
+
+# dataset_info.json entry (without file_name): LLaMA-Factory's sharegpt columns and tags.
+REGISTRY_ENTRY = {
+    "formatting": "sharegpt",
+    "columns": {"messages": "conversations", "system": "system"},
+    "tags": {"role_tag": "from", "content_tag": "value", "user_tag": HUMAN, "assistant_tag": GPT},
+}
+
+
+def convert(row: object) -> dict | Skip:
+    """One Huatuo row -> `{"conversations": [...], "system": ...}` with strictly alternating turns.
+
+    A trailing unanswered human turn is dropped; the record then carries `_trimmed`
+    (removed by the pipeline before writing) so the report can count it.
+    """
+    if not isinstance(row, dict):
+        return Skip(NOT_AN_OBJECT, type(row).__name__)
+    if "conversations" in row:
+        turns = _sharegpt_turns(row["conversations"])
+    elif "data" in row:
+        turns = _v1_turns(row["data"])
+    else:
+        return Skip(MISSING_FIELD, "conversations")
+    if isinstance(turns, Skip):
+        return turns
+
+    trimmed = False
+    if turns and turns[-1]["from"] == HUMAN:
+        turns = turns[:-1]
+        trimmed = True
+    if not turns:
+        return Skip(BAD_ROLE_ORDER, "no answered human turn")
+    record = {"conversations": turns, "system": MEDICAL_SYSTEM_PROMPT}
+    if trimmed:
+        record["_trimmed"] = TRAILING_HUMAN_TURN
+    return record
+
+
+def _sharegpt_turns(conversations: object) -> list[dict] | Skip:
+    if not isinstance(conversations, list):
+        return Skip(UNKNOWN_SHAPE, f"conversations is {type(conversations).__name__}")
+    if not conversations:
+        return Skip(EMPTY_AFTER_STRIP, "conversations")
+    turns = []
+    for index, turn in enumerate(conversations):
+        if not isinstance(turn, dict):
+            return Skip(UNKNOWN_SHAPE, f"turn {index} is {type(turn).__name__}")
+        role, value = turn.get("from"), turn.get("value")
+        if role is None or value is None:
+            return Skip(MISSING_FIELD, f"turn {index} {'from' if role is None else 'value'}")
+        if not isinstance(role, str) or not isinstance(value, str):
+            return Skip(NON_STRING_FIELD, f"turn {index}")
+        expected = HUMAN if index % 2 == 0 else GPT
+        if role != expected:
+            return Skip(BAD_ROLE_ORDER, f"turn {index} is {role!r}, expected {expected!r}")
+        value = value.strip()
+        if not value:
+            return Skip(EMPTY_AFTER_STRIP, f"turn {index}")
+        turns.append({"from": role, "value": value})
+    return turns
+
+
+def _v1_turns(data: object) -> list[dict] | Skip:
+    if not isinstance(data, list):
+        return Skip(UNKNOWN_SHAPE, f"data is {type(data).__name__}")
+    if not data:
+        return Skip(EMPTY_AFTER_STRIP, "data")
+    turns = []
+    for index, text in enumerate(data):
+        if not isinstance(text, str):
+            return Skip(NON_STRING_FIELD, f"data[{index}]")
+        role = HUMAN if index % 2 == 0 else GPT
+        prefixes = _V1_PREFIXES[index % 2]
+        other = _V1_PREFIXES[1 - index % 2]
+        text = text.strip()
+        if text.startswith(other):
+            return Skip(BAD_ROLE_ORDER, f"data[{index}] starts with {text[:2]!r}")
+        for prefix in prefixes:
+            if text.startswith(prefix):
+                text = text[len(prefix):].strip()
+                break
+        if not text:
+            return Skip(EMPTY_AFTER_STRIP, f"data[{index}]")
+        turns.append({"from": role, "value": text})
+    return turns
+
+
+def first_query(record: dict) -> str:
+    """The patient's opening question: the dedupe and split key."""
+    return record["conversations"][0]["value"]
+
+
+def scrub(record: dict) -> tuple[dict, Counter]:
+    """Mask personal data in every human turn."""
+    total: Counter = Counter()
+    turns = []
+    for turn in record["conversations"]:
+        if turn["from"] == HUMAN:
+            masked, counts = mask_pii(turn["value"])
+            if counts:
+                total.update(counts)
+                turn = {**turn, "value": masked}
+        turns.append(turn)
+    if total:
+        record = {**record, "conversations": turns}
+    return record, total

@@ -1,0 +1,193 @@
+"""Streaming readers that know line numbers: JSON Lines, or one (huge) JSON array.
+
+Both yield `(line_number, value)`; a JSON Lines row that does not parse yields an
+`InvalidJson` value instead. Anything that makes the file as a whole unreadable
+(wrong encoding, not JSON at all, a broken array) raises `InputError` naming file and line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+JSONL = "jsonl"
+JSON_ARRAY = "json-array"
+
+CHUNK_BYTES = 1 << 20
+MAX_ELEMENT_CHARS = 64 << 20  # one array element larger than this is treated as a broken file
+_BOM = codecs.BOM_UTF8
+_WHITESPACE = " \t\r\n"
+
+
+class InputError(Exception):
+    """The input file cannot be read as a whole; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class InvalidJson:
+    """A JSON Lines row that does not parse."""
+
+    message: str
+
+
+class RawFile:
+    """A raw input file opened for one streaming pass: detects its format, hashes what it reads."""
+
+    def __init__(self, path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None):
+        self.path = os.fspath(path)
+        self.size = os.path.getsize(self.path)
+        self.sha256 = hashlib.sha256()
+        self._on_bytes = on_bytes or (lambda n: None)
+        self.format = self._detect()
+
+    def _detect(self) -> str:
+        with open(self.path, "rb") as handle:
+            head = handle.read(4096)
+        if head.startswith(_BOM):
+            head = head[len(_BOM):]
+        stripped = head.lstrip(b" \t\r\n")
+        if not stripped:
+            raise InputError(f"{self.path}:1: file is empty")
+        line = 1 + head[: len(head) - len(stripped)].count(b"\n")
+        first = stripped[:1]
+        if first == b"[":
+            return JSON_ARRAY
+        if first == b"{":
+            return JSONL
+        try:
+            shown = stripped[:20].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
+        raise InputError(f"{self.path}:{line}: not JSON Lines or a JSON array (starts with {shown!r})")
+
+    def _chunks(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as handle:
+            first = True
+            while chunk := handle.read(CHUNK_BYTES):
+                self.sha256.update(chunk)
+                self._on_bytes(len(chunk))
+                if first and chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM):]
+                first = False
+                yield chunk
+
+    def rows(self) -> Iterator[tuple[int, object]]:
+        """Yield `(line_number, value)` for every row of the file."""
+        return self._jsonl_rows() if self.format == JSONL else self._array_rows()
+
+    def _jsonl_rows(self) -> Iterator[tuple[int, object]]:
+        line_no = 0
+        pending = b""
+        for chunk in self._chunks():
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for raw in lines:
+                line_no += 1
+                row = self._jsonl_row(raw, line_no)
+                if row is not None:
+                    yield line_no, row
+        if pending:
+            line_no += 1
+            row = self._jsonl_row(pending, line_no)
+            if row is not None:
+                yield line_no, row
+
+    def _jsonl_row(self, raw: bytes, line_no: int) -> object | None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{self.path}:{line_no}: not UTF-8 text at byte {err.start} of the line "
+                             "(convert the file to UTF-8 first)") from None
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            return InvalidJson(f"{err.msg} (column {err.colno})")
+
+    def _array_rows(self) -> Iterator[tuple[int, object]]:
+        decoder = json.JSONDecoder()
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+        chunks = self._chunks()
+        buf = ""
+        pos = 0
+        counted_pos, counted_line = 0, 1  # buf[counted_pos] is on line counted_line
+        eof = False
+
+        def line_of(index: int) -> int:
+            """Line number of buf[index], counting newlines incrementally."""
+            nonlocal counted_pos, counted_line
+            if index >= counted_pos:
+                counted_line += buf.count("\n", counted_pos, index)
+                counted_pos = index
+                return counted_line
+            return counted_line - buf.count("\n", index, counted_pos)
+
+        def more() -> bool:
+            """Append the next chunk to buf; False at end of file."""
+            nonlocal buf, pos, counted_pos, counted_line, eof
+            if eof:
+                return False
+            counted_line = line_of(pos)
+            counted_pos = 0
+            buf = buf[pos:]
+            pos = 0
+            chunk = next(chunks, None)
+            try:
+                if chunk is None:
+                    eof = True
+                    buf += utf8.decode(b"", final=True)
+                    return False
+                buf += utf8.decode(chunk)
+            except UnicodeDecodeError:
+                raise InputError(f"{self.path}:{line_of(len(buf))}: not UTF-8 text "
+                                 "(convert the file to UTF-8 first)") from None
+            return True
+
+        def skip_whitespace() -> str:
+            """Advance past whitespace; return the next character ('' at end of file)."""
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in _WHITESPACE:
+                    pos += 1
+                if pos < len(buf):
+                    return buf[pos]
+                if not more():
+                    return ""
+
+        skip_whitespace()
+        pos += 1  # the opening '[' seen by _detect
+        if skip_whitespace() == "]":
+            return
+        while True:
+            start = pos
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as err:
+                    if len(buf) - pos > MAX_ELEMENT_CHARS:
+                        raise InputError(f"{self.path}:{line_of(pos)}: array element larger than "
+                                         f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})") from None
+                    if not more():
+                        raise InputError(f"{self.path}:{line_of(err.pos)}: invalid JSON in array: {err.msg}"
+                                         " (a JSON array must parse as a whole; fix it or use JSON Lines)") from None
+                    start = pos
+            yield line_of(start), value
+            pos = end
+            separator = skip_whitespace()
+            if separator == "]":
+                pos += 1
+                if skip_whitespace():
+                    raise InputError(f"{self.path}:{line_of(pos)}: unexpected data after the closing ']'")
+                return
+            if separator != ",":
+                where = line_of(pos)
+                found = repr(separator) if separator else "end of file"
+                raise InputError(f"{self.path}:{where}: invalid JSON in array: expected ',' or ']', found {found}")
+            pos += 1
+            skip_whitespace()
