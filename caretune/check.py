@@ -1,0 +1,119 @@
+"""`caretune check`: load registered datasets exactly as LLaMA-Factory's SFT training does,
+and report rows, rows it would drop, token lengths and rows over the cutoff."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from caretune.constants import TEMPLATE
+
+UNBOUNDED_CUTOFF = 1 << 30  # preprocess untruncated, then compare lengths with the real cutoff
+
+
+class CheckError(Exception):
+    """The check cannot start (registry unreadable, tokenizer unavailable)."""
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
+    if not sorted_values:
+        return 0
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil without floats drifting
+    return sorted_values[int(rank) - 1]
+
+
+def length_stats(lengths: list[int], cutoff_len: int) -> dict:
+    """Token-length summary of one dataset."""
+    ordered = sorted(lengths)
+    return {
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1] if ordered else 0,
+        "mean": round(sum(ordered) / len(ordered), 1) if ordered else 0.0,
+        "over_cutoff": sum(1 for n in ordered if n > cutoff_len),
+    }
+
+
+def local_dataset_names(registry: dict) -> list[str]:
+    """Registry entries that LLaMA-Factory reads from local files."""
+    return [name for name, entry in registry.items() if isinstance(entry, dict) and "file_name" in entry]
+
+
+def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: str | None, template: str = TEMPLATE,
+                   cutoff_len: int, sample: int | None = None) -> list[dict]:
+    """One result dict per dataset; a dataset that fails carries its error instead of stopping the rest."""
+    from converters.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry(dataset_info)
+    except RegistryError as err:
+        raise CheckError(str(err)) from None
+    if not Path(dataset_info).exists():
+        raise CheckError(f"{dataset_info}: no registry; convert a dataset first (caretune convert ...)")
+    names = names or local_dataset_names(registry)
+    if not names:
+        raise CheckError(f"{dataset_info}: no local datasets registered; convert a dataset first")
+
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+    from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
+
+    try:
+        tokenizer, tokenizer_source = load_qwen3_tokenizer(model_name_or_path)
+    except TokenizerError as err:
+        raise CheckError(str(err)) from None
+    print(f"tokenizer: {tokenizer_source}", file=sys.stderr)
+
+    from llamafactory.data.loader import _get_preprocessed_dataset, _load_single_dataset
+    from llamafactory.data.parser import get_dataset_list
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments, ModelArguments
+    from transformers import Seq2SeqTrainingArguments
+
+    dataset_dir = str(Path(dataset_info).resolve().parent)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in names:
+            result = {"dataset": name, "rows": 0, "dropped": 0, "tokens": None, "error": None}
+            results.append(result)
+            if name not in registry:
+                result["error"] = f"not registered in {dataset_info}"
+                continue
+            try:
+                data_args = DataArguments(template=template, dataset=name, dataset_dir=dataset_dir,
+                                          cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample, overwrite_cache=True,
+                                          preprocessing_num_workers=None)
+                model_args = ModelArguments(model_name_or_path=model_name_or_path or "Qwen/Qwen3-8B")
+                training_args = Seq2SeqTrainingArguments(output_dir=scratch, report_to=[])
+                chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
+                with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # it prints an example row
+                    attr = get_dataset_list([name], dataset_dir)[0]
+                    aligned = _load_single_dataset(attr, model_args, data_args, training_args)
+                    processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft",
+                                                          chat_template, tokenizer)
+                lengths = [len(ids) for ids in processed["input_ids"]]
+            except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail
+                result["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
+                continue
+            result["rows"] = len(aligned)
+            result["dropped"] = len(aligned) - len(lengths)
+            result["tokens"] = length_stats(lengths, cutoff_len)
+    return results
+
+
+def format_results(results: list[dict], cutoff_len: int) -> str:
+    """A table a person reads."""
+    header = f"{'dataset':<18} {'rows':>8} {'dropped':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} {'>' + str(cutoff_len):>8}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if r["error"]:
+            lines.append(f"{r['dataset']:<18} ERROR {r['error']}")
+            continue
+        t = r["tokens"]
+        lines.append(f"{r['dataset']:<18} {r['rows']:>8} {r['dropped']:>8} {t['p50']:>6} {t['p90']:>6} "
+                     f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8}")
+    return "\n".join(lines)

