@@ -23,6 +23,11 @@ def convert(row: object) -> dict | Skip:
     """One ChatMed row -> `{"instruction", "input", "output", "history": []}`, or why not."""
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
+    query, response = row.get("query"), row.get("response")
+    if type(query) is str and type(response) is str:  # the common case, checked cheaply
+        query, response = query.strip(), response.strip()
+        if query and response:
+            return {"instruction": MEDICAL_SYSTEM_PROMPT, "input": query, "output": response, "history": []}
     query = string_field(row, "query")
     if isinstance(query, Skip):
         return query
@@ -37,8 +42,8 @@ def first_query(record: dict) -> str:
     return record["input"]
 
 
-def scrub(record: dict) -> tuple[dict, Counter]:
-    """Mask personal data in the patient's text."""
+def scrub(record: dict) -> tuple[dict, Counter | None]:
+    """Mask personal data in the patient's text; the counts are None when nothing was masked."""
     masked, counts = mask_pii(record["input"])
     if counts:
         record = {**record, "input": masked}

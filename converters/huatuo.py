@@ -120,8 +120,8 @@ def first_query(record: dict) -> str:
     return record["conversations"][0]["value"]
 
 
-def scrub(record: dict) -> tuple[dict, Counter]:
-    """Mask personal data in every human turn."""
+def scrub(record: dict) -> tuple[dict, Counter | None]:
+    """Mask personal data in every human turn; the counts are None when nothing was masked."""
     total: Counter = Counter()
     turns = []
     for turn in record["conversations"]:
@@ -131,6 +131,6 @@ def scrub(record: dict) -> tuple[dict, Counter]:
                 total.update(counts)
                 turn = {**turn, "value": masked}
         turns.append(turn)
-    if total:
-        record = {**record, "conversations": turns}
-    return record, total
+    if not total:
+        return record, None
+    return {**record, "conversations": turns}, total

@@ -21,15 +21,16 @@ _PII = re.compile(
 _CHEAP_SIGNS = re.compile(r"[0-9@]")
 
 
-def mask_pii(text: str) -> tuple[str, Counter]:
-    """Return `text` with personal data replaced by placeholders, and a count per kind."""
-    counts: Counter = Counter()
+def mask_pii(text: str) -> tuple[str, Counter | None]:
+    """Return `text` with personal data replaced by placeholders, and a count per kind (None if none)."""
     if not _CHEAP_SIGNS.search(text):
-        return text, counts
+        return text, None
+    counts: Counter = Counter()
 
     def replace(match: re.Match) -> str:
         kind = match.lastgroup
         counts[kind] += 1
         return MASKS[kind]
 
-    return _PII.sub(replace, text), counts
+    masked = _PII.sub(replace, text)
+    return masked, counts or None

@@ -4,17 +4,22 @@ a report, a rejects log and the dataset registry."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from types import ModuleType
 
 from converters import chatmed, huatuo
-from converters.reader import InvalidJson, RawFile
-from converters.records import DUPLICATE, INVALID_JSON, Skip, query_key
+from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
+from converters.reader import JSONL, RawFile, parse_jsonl_block
+from converters.records import DUPLICATE, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.registry import load_registry, merge_entries, register, relative_file_name
 from converters.split import HeldOutSplit
 from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomic
@@ -22,6 +27,7 @@ from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomi
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo}
 REPORT_SUFFIX = ".report.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
+ARRAY_BATCH_ROWS = 2048
 
 
 class ConversionError(Exception):
@@ -84,6 +90,67 @@ def prior_query_keys(outputs: Outputs) -> tuple[set[int], list[str]]:
     return keys, datasets
 
 
+@dataclass
+class Batch:
+    """What converting a run of rows produced; small and picklable so worker processes can return it."""
+
+    read: int = 0
+    kept: list[tuple[int, int, bytes]] = field(default_factory=list)  # (line, query key, record as UTF-8 JSON)
+    rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
+    notes: Counter = field(default_factory=Counter)
+    pii: Counter = field(default_factory=Counter)
+
+
+def convert_rows(source_name: str, scrub_pii: bool, rows: Iterable[tuple[int, object]]) -> Batch:
+    """Run `(line, value)` rows through a source's pure functions."""
+    source = SOURCES[source_name]
+    convert, scrub, first_query = source.convert, source.scrub, source.first_query
+    batch = Batch()
+    kept, rejects = batch.kept, batch.rejects
+    for line_no, row in rows:
+        batch.read += 1
+        result = Skip(INVALID_JSON, str(row)) if isinstance(row, InvalidJson) else convert(row)
+        if type(result) is Skip:
+            rejects.append((line_no, result.reason, result.detail))
+            continue
+        if "_trimmed" in result:
+            batch.notes[result.pop("_trimmed")] += 1
+        if scrub_pii:
+            result, masked = scrub(result)
+            if masked:
+                batch.pii.update(masked)
+        try:
+            encoded = dumps_bytes(result)
+        except UnencodableText as err:
+            rejects.append((line_no, INVALID_UNICODE, str(err)))
+            continue
+        kept.append((line_no, query_key(first_query(result)), encoded))
+    return batch
+
+
+def convert_jsonl_block(source_name: str, scrub_pii: bool, path: str, first_line: int, block: bytes) -> Batch:
+    """Parse and convert one block of JSON Lines (runs in a worker process for large files)."""
+    return convert_rows(source_name, scrub_pii, parse_jsonl_block(path, first_line, block))
+
+
+def _batches(source: ModuleType, raw: RawFile, scrub_pii: bool, workers: int) -> Iterator[Batch]:
+    """Converted batches in input order; with workers > 1, JSON Lines blocks fan out to worker processes."""
+    if raw.format != JSONL or workers <= 1:
+        rows = iter(raw.rows())
+        while chunk := list(islice(rows, ARRAY_BATCH_ROWS)):
+            yield convert_rows(source.NAME, scrub_pii, chunk)
+        return
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: deque = deque()
+        for first_line, block in raw.jsonl_blocks():
+            pending.append(pool.submit(convert_jsonl_block, source.NAME, scrub_pii, raw.path, first_line, block))
+            if len(pending) >= 2 * workers:  # bounded: the file is never read far ahead of the writer
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def convert_file(
     source: ModuleType,
     raw_path: str | os.PathLike,
@@ -94,6 +161,7 @@ def convert_file(
     scrub_pii: bool = True,
     registry_path: str | os.PathLike | None = None,
     progress: bool | None = None,
+    workers: int = 1,
 ) -> dict:
     """Convert `raw_path` with `source`; write outputs atomically, register them, and return the report.
 
@@ -124,41 +192,35 @@ def convert_file(
     rejects_out = JsonLinesWriter(outputs.rejects)
     try:
         with train_out, rejects_out:
-            for line_no, row in raw.rows():
-                read += 1
-                result = source.convert(row) if not isinstance(row, InvalidJson) else Skip(INVALID_JSON, row.message)
-                if isinstance(result, Skip):
-                    skipped[result.reason] += 1
-                    rejects_out.append({"line": line_no, "reason": result.reason, "detail": result.detail})
-                    continue
-                note = result.pop("_trimmed", None)
-                if note:
-                    notes[note] += 1
-                if scrub_pii:
-                    result, masked = source.scrub(result)
-                    pii.update(masked)
-                key = query_key(source.first_query(result))
-                if key in seen or key in prior:
-                    duplicates += 1
-                    detail = "query seen earlier in this file" if key in seen else prior_detail
-                    rejects_out.append({"line": line_no, "reason": DUPLICATE, "detail": detail})
-                    continue
-                seen.add(key)
-                to_train = split.offer(key, result)
-                if to_train is not None:
-                    train_out.append(to_train)
+            for batch in _batches(source, raw, scrub_pii, workers):
+                read += batch.read
+                notes.update(batch.notes)
+                pii.update(batch.pii)
+                for line_no, reason, detail in batch.rejects:
+                    skipped[reason] += 1
+                    rejects_out.append({"line": line_no, "reason": reason, "detail": detail})
+                to_train = []
+                for line_no, key, text in batch.kept:
+                    if key in seen or key in prior:
+                        duplicates += 1
+                        detail = "query seen earlier in this file" if key in seen else prior_detail
+                        rejects_out.append({"line": line_no, "reason": DUPLICATE, "detail": detail})
+                        continue
+                    seen.add(key)
+                    displaced = split.offer(key, text)
+                    if displaced is not None:
+                        to_train.append(displaced)
+                train_out.extend_json(to_train)
 
             kept = train_out.count + len(split)
             eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
-            for record in leftover:
-                train_out.append(record)
+            train_out.extend_json(list(leftover))
             if train_out.count + len(eval_rows) == 0:
                 reasons = ", ".join(f"{k} {v}" for k, v in skipped.most_common()) or "no rows"
                 raise ConversionError(f"{raw_path}: no row could be converted ({reasons}, duplicates {duplicates}); "
                                       "nothing was written")
             with JsonArrayWriter(outputs.eval) as eval_out:
-                for record in eval_rows:
-                    eval_out.append(record)
+                eval_out.extend_json(eval_rows)
                 eval_out.commit()
             train_out.commit()
             rejects_out.commit()
@@ -182,6 +244,7 @@ def convert_file(
                   "sha256": raw.sha256.hexdigest()},
         "outputs": {"train": os.fspath(outputs.train), "eval": os.fspath(outputs.eval),
                     "rejects": os.fspath(outputs.rejects)},
+        "workers": workers,
         "seconds": round(time.perf_counter() - started, 3),
     }
     assert read == report["written"] + report["eval"] + duplicates + sum(skipped.values()), report

@@ -1,7 +1,7 @@
 """Streaming readers that know line numbers: JSON Lines, or one (huge) JSON array.
 
 Both yield `(line_number, value)`; a JSON Lines row that does not parse yields an
-`InvalidJson` value instead. Anything that makes the file as a whole unreadable
+`InvalidJson` message instead. Anything that makes the file as a whole unreadable
 (wrong encoding, not JSON at all, a broken array) raises `InputError` naming file and line.
 """
 
@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+
+from converters.jsoncodec import InvalidJson, loads_line
 
 JSONL = "jsonl"
 JSON_ARRAY = "json-array"
@@ -25,13 +26,6 @@ _WHITESPACE = " \t\r\n"
 
 class InputError(Exception):
     """The input file cannot be read as a whole; the message names file and line."""
-
-
-@dataclass(frozen=True)
-class InvalidJson:
-    """A JSON Lines row that does not parse."""
-
-    message: str
 
 
 class RawFile:
@@ -77,37 +71,26 @@ class RawFile:
 
     def rows(self) -> Iterator[tuple[int, object]]:
         """Yield `(line_number, value)` for every row of the file."""
-        return self._jsonl_rows() if self.format == JSONL else self._array_rows()
+        if self.format == JSON_ARRAY:
+            return self._array_rows()
+        return (row for first_line, block in self.jsonl_blocks()
+                for row in parse_jsonl_block(self.path, first_line, block))
 
-    def _jsonl_rows(self) -> Iterator[tuple[int, object]]:
-        line_no = 0
+    def jsonl_blocks(self) -> Iterator[tuple[int, bytes]]:
+        """Yield `(first_line_number, block)`: runs of whole JSON Lines rows, about CHUNK_BYTES each."""
+        next_line = 1
         pending = b""
         for chunk in self._chunks():
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for raw in lines:
-                line_no += 1
-                row = self._jsonl_row(raw, line_no)
-                if row is not None:
-                    yield line_no, row
+            data = pending + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                pending = data
+                continue
+            block, pending = data[:cut], data[cut:]
+            yield next_line, block
+            next_line += block.count(b"\n")
         if pending:
-            line_no += 1
-            row = self._jsonl_row(pending, line_no)
-            if row is not None:
-                yield line_no, row
-
-    def _jsonl_row(self, raw: bytes, line_no: int) -> object | None:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"{self.path}:{line_no}: not UTF-8 text at byte {err.start} of the line "
-                             "(convert the file to UTF-8 first)") from None
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            return InvalidJson(f"{err.msg} (column {err.colno})")
+            yield next_line, pending
 
     def _array_rows(self) -> Iterator[tuple[int, object]]:
         decoder = json.JSONDecoder()
@@ -191,3 +174,14 @@ class RawFile:
                 raise InputError(f"{self.path}:{where}: invalid JSON in array: expected ',' or ']', found {found}")
             pos += 1
             skip_whitespace()
+
+
+def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tuple[int, object]]:
+    """Parse a block of whole JSON Lines rows; blank lines are not rows."""
+    for offset, raw in enumerate(block.split(b"\n")):
+        if not raw or raw.isspace():
+            continue
+        try:
+            yield first_line + offset, loads_line(raw)
+        except UnicodeDecodeError:
+            raise InputError(f"{path}:{first_line + offset}: not UTF-8 text (convert the file to UTF-8 first)") from None

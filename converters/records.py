@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from dataclasses import dataclass
 
 INVALID_JSON = "invalid_json"
@@ -13,6 +12,7 @@ NON_STRING_FIELD = "non_string_field"
 EMPTY_AFTER_STRIP = "empty_after_strip"
 BAD_ROLE_ORDER = "bad_role_order"
 UNKNOWN_SHAPE = "unknown_shape"
+INVALID_UNICODE = "invalid_unicode"
 DUPLICATE = "duplicate"
 
 
@@ -24,15 +24,21 @@ class Skip:
     detail: str = ""
 
 
+# Whitespace anywhere and punctuation at the end (ASCII and full-width) do not make a query new.
+_TRAILING_PUNCTUATION = " \t\r\n\u3000.,!?;:~…。，！？；：～、"
+_blake2b = hashlib.blake2b
+
+
 def normalise_query(text: str) -> str:
-    """Canonical form of a patient query for dedupe: NFKC, case-folded, whitespace removed."""
-    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """Canonical form of a patient query for dedupe: case-folded, whitespace removed, trailing
+    punctuation removed, so "头疼怎么办？", "头疼 怎么办?" and "头疼怎么办" are one query."""
+    return "".join(text.casefold().split()).rstrip(_TRAILING_PUNCTUATION)
 
 
 def query_key(text: str) -> int:
-    """Stable 64-bit key of a query: same on every run and machine (blake2b, not hash())."""
-    digest = hashlib.blake2b(normalise_query(text).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    """Stable 64-bit key of `normalise_query(text)`: same on every run and machine (blake2b, not hash())."""
+    normalised = "".join(text.casefold().split()).rstrip(_TRAILING_PUNCTUATION)  # normalise_query, inlined
+    return int.from_bytes(_blake2b(normalised.encode(), digest_size=8).digest(), "big")
 
 
 def string_field(row: dict, name: str) -> str | Skip:

@@ -26,7 +26,7 @@ class HeldOutSplit:
         return len(self._heap)
 
     def offer(self, key: int, record: dict) -> dict | None:
-        """Keep `record` as an eval candidate if its key is among the smallest; return the row for train."""
+        """Keep `record` (any payload) as an eval candidate if its key is among the smallest; return the row for train."""
         self._order += 1
         if self.eval_size == 0:
             return record

@@ -6,21 +6,25 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO
+
+from converters.jsoncodec import dumps_bytes
 
 
 class AtomicFile:
-    """A text file that replaces `path` only on `commit()`; `discard()` (or an exception) leaves it untouched."""
+    """A UTF-8 file that replaces `path` only on `commit()`; `discard()` (or an exception) leaves it untouched."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self.tmp_path = Path(tmp)
-        self.handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20)
+        self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
 
     def write(self, text: str) -> None:
-        self.handle.write(text)
+        self.handle.write(text.encode("utf-8"))
+
+    def write_bytes(self, data: bytes) -> None:
+        self.handle.write(data)
 
     def commit(self) -> None:
         """Flush to disk and rename over the target."""
@@ -42,25 +46,26 @@ class AtomicFile:
             self.discard()
 
 
-def dumps(record: dict) -> str:
-    """One record as compact UTF-8 JSON (Chinese kept readable)."""
-    return json.dumps(record, ensure_ascii=False)
-
-
 class JsonArrayWriter(AtomicFile):
     """A JSON array, one record per line: valid JSON that is also easy to stream and diff."""
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path)
         self.count = 0
-        self.write("[")
+        self.write_bytes(b"[")
 
     def append(self, record: dict) -> None:
-        self.write(("\n" if self.count == 0 else ",\n") + dumps(record))
-        self.count += 1
+        self.extend_json([dumps_bytes(record)])
+
+    def extend_json(self, records: list[bytes]) -> None:
+        """Append records already serialised as UTF-8 JSON."""
+        if not records:
+            return
+        self.write_bytes((b"\n" if self.count == 0 else b",\n") + b",\n".join(records))
+        self.count += len(records)
 
     def commit(self) -> None:
-        self.write("\n]\n" if self.count else "]\n")
+        self.write_bytes(b"\n]\n" if self.count else b"]\n")
         super().commit()
 
 
@@ -72,7 +77,7 @@ class JsonLinesWriter(AtomicFile):
         self.count = 0
 
     def append(self, record: dict) -> None:
-        self.write(dumps(record) + "\n")
+        self.write_bytes(dumps_bytes(record) + b"\n")
         self.count += 1
 
 
