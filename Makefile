@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	@# LLaMA-Factory depends on torchvision and torchaudio; PyPI's wheels of both can be CUDA builds
 	@# that fail to import next to a CPU torch. LLaMA-Factory never uses torchvision for text models,
 	@# and only imports torchaudio (at module level) for audio inputs.
-	@if ! $(BIN)/python -c "import torchvision" >/dev/null 2>&1; then \
+	@if $(PIP) show --quiet torchvision >/dev/null 2>&1 && ! $(BIN)/python -c "import torchvision" >/dev/null 2>&1; then \
 	  echo "setup: torchvision does not import next to this torch: removing it (text training never needs it)"; \
 	  $(PIP) uninstall --quiet -y torchvision; \
 	fi
@@ -44,7 +44,7 @@ $(STAMP): pyproject.toml Makefile
 	if ! $(BIN)/python -c "import torchaudio" >/dev/null 2>&1; then \
 	  echo "setup: torchaudio does not import next to this torch: removing it and using caretune/stubs/torchaudio"; \
 	  echo "       (LLaMA-Factory imports it at module level; audio inputs would fail with a clear error)"; \
-	  $(PIP) uninstall --quiet -y torchaudio; \
+	  if $(PIP) show --quiet torchaudio >/dev/null 2>&1; then $(PIP) uninstall --quiet -y torchaudio; fi; \
 	  echo "$(CURDIR)/caretune/stubs" > $$site/caretune-torchaudio-stub.pth; \
 	fi
 	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"

@@ -126,3 +126,7 @@ def fetch(dataset, source, dest):
         raise click.ClickException(str(err)) from None
     click.echo(f"downloaded {path}")
     click.echo(f"next: caretune convert {dataset} {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -196,21 +196,23 @@ def convert_file(
                 read += batch.read
                 notes.update(batch.notes)
                 pii.update(batch.pii)
-                for line_no, reason, detail in batch.rejects:
+                rejects = batch.rejects
+                for _, reason, _ in rejects:
                     skipped[reason] += 1
-                    rejects_out.append({"line": line_no, "reason": reason, "detail": detail})
                 to_train = []
                 for line_no, key, text in batch.kept:
                     if key in seen or key in prior:
                         duplicates += 1
                         detail = "query seen earlier in this file" if key in seen else prior_detail
-                        rejects_out.append({"line": line_no, "reason": DUPLICATE, "detail": detail})
+                        rejects.append((line_no, DUPLICATE, detail))
                         continue
                     seen.add(key)
                     displaced = split.offer(key, text)
                     if displaced is not None:
                         to_train.append(displaced)
                 train_out.extend_json(to_train)
+                for line_no, reason, detail in sorted(rejects):
+                    rejects_out.append({"line": line_no, "reason": reason, "detail": detail})
 
             kept = train_out.count + len(split)
             eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))

@@ -126,9 +126,9 @@ class RawFile:
                     buf += utf8.decode(b"", final=True)
                     return False
                 buf += utf8.decode(chunk)
-            except UnicodeDecodeError:
-                raise InputError(f"{self.path}:{line_of(len(buf))}: not UTF-8 text "
-                                 "(convert the file to UTF-8 first)") from None
+            except UnicodeDecodeError as err:
+                line = line_of(len(buf)) + (chunk or b"").count(b"\n", 0, err.start)
+                raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
             return True
 
         def skip_whitespace() -> str:
@@ -157,7 +157,11 @@ class RawFile:
                         raise InputError(f"{self.path}:{line_of(pos)}: array element larger than "
                                          f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})") from None
                     if not more():
-                        raise InputError(f"{self.path}:{line_of(err.pos)}: invalid JSON in array: {err.msg}"
+                        if buf[err.pos:].strip():
+                            where, what = line_of(err.pos), err.msg
+                        else:  # the file ends inside this element
+                            where, what = line_of(pos), "the file ends inside this element (truncated download?)"
+                        raise InputError(f"{self.path}:{where}: invalid JSON in array: {what}"
                                          " (a JSON array must parse as a whole; fix it or use JSON Lines)") from None
                     start = pos
             yield line_of(start), value

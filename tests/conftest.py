@@ -1,0 +1,42 @@
+"""Shared fixtures: the shipped sample, the real public shards in ../shared when present, a scratch project."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+CHATMED_SAMPLE = SAMPLE / "chatmed_consult_sample.jsonl"
+HUATUO_SAMPLE = SAMPLE / "huatuo2_sft_sample.json"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test on machines without it."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not present on this machine")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """An empty project folder: data/ for outputs and dataset_info.json beside it."""
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path

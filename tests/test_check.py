@@ -1,0 +1,84 @@
+"""`caretune check` through LLaMA-Factory's own loader, with the real Qwen3 tokenizer."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from caretune.check import length_stats, percentile
+from caretune.cli import main
+from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
+
+pytestmark = pytest.mark.lf
+
+
+def test_percentile_and_stats_by_hand():
+    values = list(range(1, 101))
+    assert [percentile(values, q) for q in (50, 90, 99, 100)] == [50, 90, 99, 100]
+    assert percentile([7], 50) == 7 and percentile([], 50) == 0
+    stats = length_stats([10, 3000, 20, 2049, 2048], cutoff_len=2048)
+    assert stats["over_cutoff"] == 2 and stats["max"] == 3000 and stats["p50"] == 2048
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    project = tmp_path_factory.mktemp("project")
+    runner = CliRunner()
+    for source, raw in (("chatmed", CHATMED_SAMPLE), ("huatuo", HUATUO_SAMPLE)):
+        result = runner.invoke(main, ["convert", source, str(raw), "--data-dir", str(project / "data"),
+                                      "--dataset-info", str(project / "dataset_info.json")])
+        assert result.exit_code == 0, result.output
+    return project
+
+
+def run_check(project, *args):
+    return CliRunner().invoke(main, ["check", "--dataset-info", str(project / "dataset_info.json"), *args])
+
+
+def test_check_reports_every_registered_dataset(converted):
+    result = run_check(converted, "--json")
+    assert result.exit_code == 0, result.output
+    results = {r["dataset"]: r for r in json.loads(result.stdout)}
+    assert list(results) == ["multi-med", "multi-med-eval", "huatuo2-sft", "huatuo2-eval"]
+    for name, report in (("multi-med", "multi-med"), ("huatuo2-sft", "huatuo2-sft")):
+        conversion = read_json(converted / "data" / f"{report}.report.json")
+        assert results[name]["rows"] == conversion["written"]
+        assert results[name]["dropped"] == 0 and results[name]["error"] is None
+    tokens = results["multi-med"]["tokens"]
+    # every ChatMed row carries the ~60-token instruction, so no row is short
+    assert 60 < tokens["p50"] <= tokens["p90"] <= tokens["p99"] <= tokens["max"] < 2048
+    assert tokens["over_cutoff"] == 0
+
+
+def test_check_table_and_cutoff(converted):
+    result = run_check(converted, "multi-med", "--cutoff-len", "150", "--sample", "20")
+    assert result.exit_code == 0, result.output
+    header, rule, row = result.stdout.strip().splitlines()
+    assert header.split()[-1] == ">150"
+    fields = row.split()
+    assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-1]) > 0
+
+
+def test_rows_llamafactory_would_drop_fail_the_check(converted):
+    registry = read_json(converted / "dataset_info.json")
+    odd = converted / "data" / "hand-made.json"
+    odd.write_text(json.dumps([
+        {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
+                                          {"from": "human", "value": "q2"}]},
+    ]), encoding="utf-8")
+    registry["hand-made"] = {**registry["huatuo2-sft"], "file_name": "data/hand-made.json"}
+    registry["missing"] = {**registry["huatuo2-sft"], "file_name": "data/missing.json"}
+    (converted / "dataset_info.json").write_text(json.dumps(registry), encoding="utf-8")
+    result = run_check(converted, "hand-made", "missing", "not-registered", "--json")
+    assert result.exit_code == 1
+    results = {r["dataset"]: r for r in json.loads(result.stdout)}
+    assert results["hand-made"]["rows"] == 2 and results["hand-made"]["dropped"] == 1
+    assert "not found" in results["missing"]["error"]
+    assert "not registered" in results["not-registered"]["error"]
+    assert "check failed for: hand-made, missing, not-registered" in result.stderr
+
+
+def test_check_without_registry_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["check", "--dataset-info", str(tmp_path / "dataset_info.json")])
+    assert result.exit_code == 1 and "convert a dataset first" in result.output

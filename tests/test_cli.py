@@ -1,0 +1,100 @@
+"""The `caretune` command: fast help, one-line errors, exit codes, summaries."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from caretune.cli import main
+from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT, read_json
+
+
+def test_help_does_not_import_torch_or_llamafactory():
+    code = ("import sys; from caretune.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'llamafactory', 'transformers', 'datasets') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "HEAVY []" in out
+
+
+def test_every_subcommand_has_help():
+    runner = CliRunner()
+    for args in (["convert", "chatmed", "--help"], ["convert", "huatuo", "--help"], ["check", "--help"],
+                 ["fetch", "--help"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0 and "Usage:" in result.output, args
+
+
+def run(project, *args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_convert_prints_one_summary_line_and_registers(project, monkeypatch):
+    monkeypatch.chdir(project)
+    result = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
+    assert result.exit_code == 0
+    first, second = result.output.strip().splitlines()
+    assert first.startswith("chatmed: read 71 = train 59 + eval 6 + duplicates 1 + skipped 5")
+    assert "registered multi-med, multi-med-eval in dataset_info.json (updated)" == second
+    again = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
+    assert "(already up to date)" in again.output
+    assert set(read_json(project / "dataset_info.json")) == {"multi-med", "multi-med-eval"}
+
+
+def test_convert_json_report(project, monkeypatch):
+    monkeypatch.chdir(project)
+    result = run(project, "convert", "huatuo", str(HUATUO_SAMPLE), "--json", "--no-register", "--eval-size", "3")
+    report = json.loads(result.output)
+    assert report["eval"] == 3 and report["input"]["format"] == "json-array"
+    assert not (project / "dataset_info.json").exists()
+    assert (project / "data" / "huatuo2-sft.report.json").exists()
+
+
+def test_custom_out_names_the_datasets(project, monkeypatch):
+    monkeypatch.chdir(project)
+    result = run(project, "convert", "chatmed", str(CHATMED_SAMPLE), "--out", "data/cm-small.json")
+    assert result.exit_code == 0
+    assert set(read_json(project / "dataset_info.json")) == {"cm-small", "cm-small-eval"}
+    assert (project / "data" / "cm-small-eval.json").exists()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"query": "头疼", "response": "休息"}\n'.encode("gbk"), "in.jsonl:1: not UTF-8 text"),
+    (b"query,response\n", "in.jsonl:1: not JSON Lines or a JSON array"),
+    (b'[{"query": "a", "response": "b"},\n{"query": ', "in.jsonl:2: invalid JSON in array"),
+])
+def test_bad_input_is_one_line_error_and_no_output(project, monkeypatch, content, expected):
+    monkeypatch.chdir(project)
+    (project / "in.jsonl").write_bytes(content)
+    result = CliRunner().invoke(main, ["convert", "chatmed", "in.jsonl"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0]
+    assert list((project / "data").iterdir()) == []
+
+
+def test_missing_file_is_a_usage_error(project, monkeypatch):
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(main, ["convert", "chatmed", "nope.jsonl"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_fetch_offline_fails_fast_with_manual_instructions(project, monkeypatch):
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(main, ["fetch", "huatuo"])
+    assert result.exit_code == 1
+    assert "place it at data/raw/HuatuoGPT2-GPT4-SFT-140K.json" in result.output
+    assert "caretune convert huatuo" in result.output
+
+
+def test_fetch_unreachable_hub_fails_fast(project, monkeypatch):
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    result = CliRunner().invoke(main, ["fetch", "chatmed"])
+    assert result.exit_code == 1 and "unreachable" in result.output
+    assert "ChatMed_Consult-v0.3.json" in result.output
