@@ -9,6 +9,7 @@ PHONE = "phone"
 ID_CARD = "id_card"
 EMAIL = "email"
 
+PII_KINDS = (PHONE, ID_CARD, EMAIL)
 MASKS = {PHONE: "[电话]", ID_CARD: "[身份证号]", EMAIL: "[邮箱]"}
 
 # One alternation so each text is scanned once. Digits around a match are excluded so that

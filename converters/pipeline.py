@@ -18,6 +18,7 @@ from types import ModuleType
 
 from converters import chatmed, huatuo
 from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
+from converters.pii import PII_KINDS
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.registry import load_registry, merge_entries, register, relative_file_name
@@ -239,7 +240,7 @@ def convert_file(
         "duplicates": duplicates,
         "skipped": dict(sorted(skipped.items())),
         "notes": dict(sorted(notes.items())),
-        "pii_masked": {kind: pii[kind] for kind in sorted(pii)} if scrub_pii else None,
+        "pii_masked": {kind: pii[kind] for kind in PII_KINDS} if scrub_pii else None,
         "prior_queries": {"datasets": prior_datasets, "count": len(prior)},
         "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
         "input": {"path": os.fspath(raw_path), "format": raw.format, "bytes": raw.size,

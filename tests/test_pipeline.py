@@ -37,7 +37,7 @@ def test_chatmed_sample_every_row_accounted_for(project):
                                  "non_string_field": 1, "not_an_object": 1}
     assert report["duplicates"] == 1 and report["eval"] == 5 and report["written"] == 60
     assert len(read_json(outputs.train)) == report["written"] and len(read_json(outputs.eval)) == report["eval"]
-    assert report["pii_masked"] == {"email": 1, "phone": 1}
+    assert report["pii_masked"] == {"phone": 1, "id_card": 0, "email": 1}
     assert report["input"]["sha256"] == hashlib.sha256(CHATMED_SAMPLE.read_bytes()).hexdigest()
     rejects = [json.loads(line) for line in outputs.rejects.read_text(encoding="utf-8").splitlines()]
     assert len(rejects) == report["duplicates"] + sum(report["skipped"].values())
@@ -61,7 +61,7 @@ def test_huatuo_sample_accounting_and_notes(project):
     report, outputs = convert(huatuo, HUATUO_SAMPLE, project)
     assert accounted(report) and report["read"] == 66
     assert report["notes"] == {"trailing_human_turn_dropped": 1}
-    assert report["pii_masked"] == {"id_card": 1}
+    assert report["pii_masked"] == {"phone": 0, "id_card": 1, "email": 0}
     assert report["skipped"] == {"bad_role_order": 1, "empty_after_strip": 1, "missing_field": 1,
                                  "non_string_field": 1, "unknown_shape": 1}
     records = read_json(outputs.train) + read_json(outputs.eval)
