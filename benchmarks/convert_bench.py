@@ -84,7 +84,7 @@ VARIANTS = {"walkthrough": walkthrough, "caretune": caretune_convert, "caretune-
 
 def run_variant(name: str, raw: str, out_dir: str) -> dict:
     """Run one variant in a fresh process; return its seconds, its own peak RSS and the peak RSS
-    of its whole process tree (worker processes included), sampled every 10 ms."""
+    of its whole process tree (worker processes included), sampled every 50 ms."""
     import psutil
 
     code = (
@@ -103,7 +103,7 @@ def run_variant(name: str, raw: str, out_dir: str) -> dict:
             tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
         except psutil.Error:
             pass
-        time.sleep(0.01)
+        time.sleep(0.05)
     if child.returncode != 0:
         raise SystemExit(f"{name} failed with exit code {child.returncode}")
     result = json.loads(child.stdout.read().strip().splitlines()[-1])
@@ -120,7 +120,10 @@ def main() -> None:
         raw = os.path.join(work, "chatmed.jsonl")
         make_input(Path(raw), args.rows)
         size_mb = os.path.getsize(raw) / 1e6
-        results = {name: run_variant(name, raw, work) for name in VARIANTS}
+        results = {}
+        for name in VARIANTS:
+            os.sync()  # start each variant with no other variant's dirty pages still being written back
+            results[name] = run_variant(name, raw, work)
     for result in results.values():
         result["rows_per_s"] = args.rows / result["seconds"]
     base = results["walkthrough"]["rows_per_s"]
