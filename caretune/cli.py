@@ -7,7 +7,15 @@ import json
 import click
 
 from caretune import __version__
-from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION, TEMPLATE
+from caretune.constants import (
+    CUTOFF_LEN,
+    DATA_DIR,
+    DATASET_INFO,
+    DEFAULT_EVAL_SIZE,
+    MAX_EVAL_FRACTION,
+    TEMPLATE,
+    TINY_MODEL_DIR,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -126,6 +134,20 @@ def fetch(dataset, source, dest):
         raise click.ClickException(str(err)) from None
     click.echo(f"downloaded {path}")
     click.echo(f"next: caretune convert {dataset} {path}")
+
+
+@main.command("tiny-model")
+@click.argument("directory", type=click.Path(file_okay=False), default=TINY_MODEL_DIR)
+def tiny_model(directory):
+    """Build a tiny random Qwen3 (the CPU stand-in for Qwen3-8B) with the real Qwen3 tokenizer in DIRECTORY."""
+    from caretune.tiny_model import build_tiny_model
+    from caretune.tokenizer import TokenizerError
+
+    try:
+        path = build_tiny_model(directory)
+    except TokenizerError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"tiny Qwen3 written to {path} (random weights: its answers are noise)")
 
 
 if __name__ == "__main__":

@@ -26,3 +26,4 @@ TEMPLATE = "qwen3_nothink"
 CUTOFF_LEN = 2048
 
 BASE_MODEL = "Qwen/Qwen3-8B"
+TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny-model`
