@@ -150,5 +150,22 @@ def tiny_model(directory):
     click.echo(f"tiny Qwen3 written to {path} (random weights: its answers are noise)")
 
 
+@main.command()
+@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 if a recipe differs from the generator.")
+def recipes(check_only):
+    """Write every recipe under recipes/ from caretune/recipes.py (LLaMA-Factory YAML, DeepSpeed JSON)."""
+    from caretune.recipes import drift, write_recipes
+
+    if check_only:
+        stale = drift()
+        if stale:
+            raise click.ClickException(f"recipes differ from caretune/recipes.py: {', '.join(stale)} "
+                                       "(run `caretune recipes` to regenerate, or move your edit into the generator)")
+        click.echo("recipes match the generator")
+        return
+    changed = write_recipes()
+    click.echo(f"wrote {len(changed)} file(s)" + (": " + ", ".join(changed) if changed else " (all up to date)"))
+
+
 if __name__ == "__main__":
     main()
