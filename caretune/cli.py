@@ -167,5 +167,50 @@ def recipes(check_only):
     click.echo(f"wrote {len(changed)} file(s)" + (": " + ", ".join(changed) if changed else " (all up to date)"))
 
 
+def _preflight(recipe, processes, overwrite, fresh):
+    from caretune.preflight import PreflightError, preflight
+
+    try:
+        plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh)
+    except PreflightError as err:
+        raise click.ClickException(str(err)) from None
+    for note in plan.notes:
+        click.echo(f"preflight: {note}")
+    return plan
+
+
+_GPUS_HELP = "Processes (GPUs) per node; default: every visible GPU, or 1 on CPU."
+
+
+@main.command("preflight")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+def preflight_command(recipe, processes):
+    """Check a recipe before any GPU time is spent (keys, datasets, template, DeepSpeed, GPUs, output_dir)."""
+    plan = _preflight(recipe, processes, overwrite=True, fresh=False)
+    click.echo(f"preflight: {recipe} is ready ({plan.processes} process(es) per node)")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+@click.option("--overwrite", is_flag=True, help="Train again over a finished run (moved aside, not deleted).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming an unfinished run (moved aside).")
+def train(recipe, processes, overwrite, fresh):
+    """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
+
+    Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
+    """
+    from caretune.train import command, launch_env, run
+
+    plan = _preflight(recipe, processes, overwrite, fresh)
+    env = launch_env(plan)
+    shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
+    click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
+    code = run(plan)
+    if code != 0:
+        raise click.ClickException(f"llamafactory-cli train exited with code {code}")
+
+
 if __name__ == "__main__":
     main()

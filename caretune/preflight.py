@@ -1,0 +1,213 @@
+"""`caretune preflight RECIPE`: catch, before a GPU minute is spent, what LLaMA-Factory would reject
+late or get silently wrong. Every problem is one line naming the recipe, the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from caretune.constants import DATASET_INFO
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
+CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
+SIBLING_TASKS = ("lora_sft", "predict", "chat", "export")
+
+
+class PreflightError(Exception):
+    """The recipe cannot run as written; the message says where and how to fix it."""
+
+
+@dataclass
+class Plan:
+    """What `caretune train` will launch."""
+
+    recipe: Path
+    args: dict
+    processes: int
+    overrides: dict = field(default_factory=dict)  # key=value passed to llamafactory-cli after the YAML
+    move_aside: tuple[Path, Path] | None = None  # (old output_dir, where it goes) before training
+    notes: list[str] = field(default_factory=list)
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PreflightError(f"{path}: no such recipe")
+    try:
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise PreflightError(f"{path}:{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(args, dict):
+        raise PreflightError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
+    return args
+
+
+def known_keys() -> set[str]:
+    """Every key LLaMA-Factory's train/infer parsers accept (from its own argument dataclasses)."""
+    from dataclasses import fields
+
+    from llamafactory.hparams import (
+        DataArguments,
+        EvaluationArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        TrainingArguments,
+    )
+
+    return {f.name for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
+                               GeneratingArguments, EvaluationArguments) for f in fields(cls)}
+
+
+def check_keys(path: Path, args: dict, known: set[str]) -> None:
+    for key in args:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "remove it or check LLaMA-Factory's docs"
+            raise PreflightError(f"{path}: unknown key '{key}' ({hint})")
+
+
+def _names(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value]
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
+def check_datasets(path: Path, args: dict) -> None:
+    dataset_dir = Path(args.get("dataset_dir", "data"))
+    registry_path = dataset_dir / DATASET_INFO
+    names = [("dataset", n) for n in _names(args.get("dataset"))] + [("eval_dataset", n) for n in _names(args.get("eval_dataset"))]
+    if not names:
+        return
+    if not registry_path.is_file():
+        raise PreflightError(f"{path}: dataset_dir '{dataset_dir}' has no {DATASET_INFO}; "
+                             "convert the data first (caretune convert ...)")
+    registry = json.loads(registry_path.read_text(encoding="utf-8"))
+    for key, name in names:
+        entry = registry.get(name)
+        if entry is None:
+            raise PreflightError(f"{path}: {key} '{name}' is not registered in {registry_path}; "
+                                 "convert it first (caretune convert ...) or fix the name")
+        if "file_name" not in entry:
+            continue  # a hub dataset: LLaMA-Factory downloads it
+        data_file = dataset_dir / entry["file_name"]
+        if not data_file.exists():
+            raise PreflightError(f"{path}: {key} '{name}' points at {data_file}, which does not exist; "
+                                 "run the conversion (make demo converts the sample)")
+        if data_file.is_file() and _is_empty_dataset(data_file):
+            raise PreflightError(f"{path}: {key} '{name}' file {data_file} has no rows")
+
+
+def _is_empty_dataset(data_file: Path) -> bool:
+    with open(data_file, "rb") as handle:
+        head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return not head or head.replace(b" ", b"").replace(b"\n", b"").startswith(b"[]")
+
+
+def check_siblings(path: Path, args: dict) -> None:
+    """template / enable_thinking must agree across a folder's recipes: a mismatch leaks <think> after deployment."""
+    for task in SIBLING_TASKS:
+        sibling = path.with_name(f"{task}.yaml")
+        if sibling == path or not sibling.is_file():
+            continue
+        other = load_recipe(sibling)
+        for key in CONSISTENT_KEYS:
+            mine, theirs = args.get(key), other.get(key)
+            if mine != theirs:
+                raise PreflightError(f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
+                                     "recipe of the folder (a template mismatch leaks <think> blocks after deployment)")
+
+
+def check_deepspeed(path: Path, args: dict) -> dict | None:
+    ds_path = args.get("deepspeed")
+    if not ds_path:
+        return None
+    ds_file = Path(ds_path)
+    if not ds_file.is_file():
+        raise PreflightError(f"{path}: deepspeed file '{ds_path}' does not exist (see recipes/deepspeed/)")
+    try:
+        config = json.loads(ds_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PreflightError(f"{ds_file}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(config, dict) or "zero_optimization" not in config:
+        raise PreflightError(f"{ds_file}: no zero_optimization section; start from recipes/deepspeed/ds_z2.json")
+    stage = config["zero_optimization"].get("stage")
+    if stage == 3 and args.get("predict_with_generate"):
+        raise PreflightError(f"{path}: predict_with_generate does not work with DeepSpeed ZeRO-3 ({ds_path}); "
+                             "use ds_z2.json or drop deepspeed for prediction")
+    return config
+
+
+def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
+    if visible_gpus and processes > visible_gpus:
+        raise PreflightError(f"{path}: {processes} GPUs requested but {visible_gpus} visible; "
+                             f"use GPUS={visible_gpus} or fix CUDA_VISIBLE_DEVICES")
+
+
+def finished(output_dir: Path) -> bool:
+    return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    steps = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*")
+             if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()]
+    return max(steps)[1] if steps else None
+
+
+def plan_output(path: Path, args: dict, plan: Plan, *, overwrite: bool, fresh: bool) -> None:
+    """Refuse a finished run, resume an unfinished one; moving an old run aside, never deleting it."""
+    if not args.get("do_train"):
+        return
+    output_dir = Path(args.get("output_dir", ""))
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if finished(output_dir) and not overwrite:
+        raise PreflightError(f"{path}: output_dir {output_dir} holds a finished run; pass --overwrite to train "
+                             "again (the old run is moved aside, not deleted) or change output_dir")
+    if finished(output_dir) or fresh:
+        aside = output_dir.with_name(f"{output_dir.name}.old-{int(os.path.getmtime(output_dir))}")
+        plan.move_aside = (output_dir, aside)
+        plan.notes.append(f"the previous run in {output_dir} will be moved to {aside}")
+        return
+    checkpoint = last_checkpoint(output_dir)
+    if checkpoint is None:
+        raise PreflightError(f"{path}: output_dir {output_dir} is not empty but holds no checkpoint; "
+                             "pass --fresh to move it aside and start over")
+    plan.overrides["resume_from_checkpoint"] = str(checkpoint)
+    plan.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
+
+
+def visible_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False,
+              fresh: bool = False) -> Plan:
+    """Check a recipe; return the launch plan. Raises PreflightError on the first problem."""
+    path = Path(recipe)
+    args = load_recipe(path)
+    check_keys(path, args, known_keys())
+    check_datasets(path, args)
+    check_siblings(path, args)
+    check_deepspeed(path, args)
+    visible = visible_gpu_count()
+    processes = processes or max(visible, 1)
+    check_processes(path, processes, visible)
+    plan = Plan(recipe=path, args=args, processes=processes)
+    plan_output(path, args, plan, overwrite=overwrite, fresh=fresh)
+    if not visible:
+        plan.notes.append("no GPU visible: training runs on CPU (fine for tiny-qwen3, not for Qwen3-8B)")
+    return plan

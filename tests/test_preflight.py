@@ -1,0 +1,133 @@
+"""Each preflight rule, triggered by a broken recipe, with its one-line message."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from caretune.preflight import PreflightError, preflight
+from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT
+
+pytestmark = pytest.mark.lf
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A project copy with converted sample data and the shipped recipes."""
+    from converters import chatmed, huatuo
+    from converters.pipeline import Outputs, convert_file
+
+    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
+        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=5,
+                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def edit(path, **changes):
+    args = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if value is None:
+            args.pop(key, None)
+        else:
+            args[key] = value
+    Path(path).write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+SFT = "recipes/tiny-qwen3/lora_sft.yaml"
+
+
+def test_shipped_recipes_pass(workspace):
+    for recipe in ("recipes/tiny-qwen3/lora_sft.yaml", "recipes/tiny-qwen3/predict.yaml",
+                   "recipes/qwen3-8b/lora_sft.yaml", "recipes/qwen3-8b/predict.yaml"):
+        plan = preflight(recipe)
+        assert plan.processes == 1 and plan.overrides == {}
+
+
+def test_unknown_key_with_suggestion(workspace):
+    edit(SFT, lora_rnak=8)
+    with pytest.raises(PreflightError, match=r"lora_sft\.yaml: unknown key 'lora_rnak' \(did you mean 'lora_rank'\?\)"):
+        preflight(SFT)
+
+
+def test_invalid_yaml_names_the_line(workspace):
+    Path(SFT).write_text("stage: sft\nlora_rank: [8\n", encoding="utf-8")
+    with pytest.raises(PreflightError, match=r"lora_sft\.yaml:\d+: not valid YAML"):
+        preflight(SFT)
+
+
+def test_dataset_not_registered(workspace):
+    edit(SFT, dataset="multi-med,cmedqa")
+    with pytest.raises(PreflightError, match=r"dataset 'cmedqa' is not registered in dataset_info\.json"):
+        preflight(SFT)
+
+
+def test_dataset_file_missing_or_empty(workspace):
+    Path("data/huatuo2-sft.json").unlink()
+    with pytest.raises(PreflightError, match=r"dataset 'huatuo2-sft' points at data/huatuo2-sft\.json, which does not exist"):
+        preflight(SFT)
+    Path("data/huatuo2-sft.json").write_text("[]\n", encoding="utf-8")
+    with pytest.raises(PreflightError, match=r"huatuo2-sft\.json has no rows"):
+        preflight(SFT)
+
+
+def test_template_mismatch_across_the_folder(workspace):
+    edit("recipes/tiny-qwen3/chat.yaml", template="qwen3")
+    with pytest.raises(PreflightError, match=r"template is 'qwen3_nothink' but recipes/tiny-qwen3/chat\.yaml has 'qwen3'.*<think>"):
+        preflight(SFT)
+
+
+def test_enable_thinking_mismatch(workspace):
+    edit("recipes/tiny-qwen3/export.yaml", enable_thinking=None)
+    with pytest.raises(PreflightError, match=r"enable_thinking is False but recipes/tiny-qwen3/export\.yaml has None"):
+        preflight(SFT)
+
+
+def test_predict_with_generate_and_zero3(workspace):
+    edit("recipes/tiny-qwen3/predict.yaml", deepspeed="recipes/deepspeed/ds_z3.json")
+    with pytest.raises(PreflightError, match=r"predict_with_generate does not work with DeepSpeed ZeRO-3"):
+        preflight("recipes/tiny-qwen3/predict.yaml")
+
+
+def test_deepspeed_file_missing_or_broken(workspace):
+    edit(SFT, deepspeed="recipes/deepspeed/nope.json")
+    with pytest.raises(PreflightError, match=r"deepspeed file 'recipes/deepspeed/nope\.json' does not exist"):
+        preflight(SFT)
+    Path("recipes/deepspeed/broken.json").write_text('{\n  "zero_optimization": {\n    "stage": 2,\n  }\n}', encoding="utf-8")
+    edit(SFT, deepspeed="recipes/deepspeed/broken.json")
+    with pytest.raises(PreflightError, match=r"broken\.json:4: not valid JSON"):
+        preflight(SFT)
+
+
+def test_more_gpus_than_visible(workspace, monkeypatch):
+    monkeypatch.setattr("caretune.preflight.visible_gpu_count", lambda: 2)
+    with pytest.raises(PreflightError, match=r"4 GPUs requested but 2 visible"):
+        preflight(SFT, processes=4)
+    assert preflight(SFT, processes=2).processes == 2
+
+
+def test_finished_run_refused_unless_overwrite(workspace):
+    out = Path("saves/tiny-qwen3/lora/sft")
+    out.mkdir(parents=True)
+    (out / "train_results.json").write_text(json.dumps({"train_loss": 1.0}), encoding="utf-8")
+    with pytest.raises(PreflightError, match=r"holds a finished run; pass --overwrite"):
+        preflight(SFT)
+    plan = preflight(SFT, overwrite=True)
+    assert plan.move_aside[0] == out and plan.move_aside[1].name.startswith("sft.old-")
+    assert out.exists()  # preflight itself moves nothing
+
+
+def test_unfinished_run_resumes_from_last_checkpoint(workspace):
+    out = Path("saves/tiny-qwen3/lora/sft")
+    for step in (10, 20, 5):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    (out / "checkpoint-30").mkdir()  # incomplete: no trainer_state.json
+    plan = preflight(SFT)
+    assert plan.overrides == {"resume_from_checkpoint": str(out / "checkpoint-20")}
+    assert any("resuming" in note for note in plan.notes)
+    assert preflight(SFT, fresh=True).move_aside is not None
