@@ -13,7 +13,12 @@ SAMPLE := data/sample
 # Tests and the demo use local files only; nothing waits on a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast bench clean-data
+# `make train [RECIPE=...] [GPUS=N]`; multi-node: add NNODES=2 NODE_RANK=0 MASTER_ADDR=... MASTER_PORT=...
+RECIPE ?= recipes/qwen3-8b/lora_sft.yaml
+GPUS ?=
+TINY := recipes/tiny-qwen3
+
+.PHONY: setup demo test test-fast bench clean-data train preflight
 
 setup: $(STAMP)
 
@@ -50,11 +55,26 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
-# The main job on the embedded default: convert + register + check the shipped sample.
+# The main job on the embedded default, on CPU: convert + register + check the shipped sample,
+# LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, answer one question.
 demo: setup
 	$(BIN)/caretune convert chatmed $(SAMPLE)/chatmed_consult_sample.jsonl
 	$(BIN)/caretune convert huatuo $(SAMPLE)/huatuo2_sft_sample.json
 	$(OFFLINE) $(BIN)/caretune check
+	$(OFFLINE) $(BIN)/caretune tiny-model
+	$(OFFLINE) $(BIN)/caretune train $(TINY)/lora_sft.yaml --overwrite
+	$(OFFLINE) $(BIN)/llamafactory-cli train $(TINY)/predict.yaml
+	@$(BIN)/python -c "import json; r = json.load(open('saves/tiny-qwen3/lora/predict/predict_results.json')); \
+	  print('held-out metrics:', ', '.join(f'{k} {v:.2f}' for k, v in r.items() if 'bleu' in k or 'rouge' in k))"
+	$(OFFLINE) $(BIN)/caretune chat $(TINY)/chat.yaml --query "最近三天低烧，嗓子疼，需要吃抗生素吗？"
+	@echo "demo: the tiny model has random weights, so its loss is ~ln(151936) and its answers are noise."
+	@echo "demo: on 4 GPUs run: make train   (recipes/qwen3-8b/lora_sft.yaml, Qwen3-8B LoRA with DeepSpeed)"
+
+preflight: setup
+	$(BIN)/caretune preflight $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
+
+train: setup
+	$(BIN)/caretune train $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest

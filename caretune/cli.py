@@ -212,5 +212,16 @@ def train(recipe, processes, overwrite, fresh):
         raise click.ClickException(f"llamafactory-cli train exited with code {code}")
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--query", required=True, help="Question to answer once (the interactive chat is `llamafactory-cli chat RECIPE`).")
+@click.option("--system", default=None, help="System prompt (default: the recipe's, which tells users to see a doctor).")
+def chat(recipe, query, system):
+    """Answer one question with the model and adapter of a chat recipe; <think> blocks are never printed."""
+    from caretune.chat import answer
+
+    click.echo(answer(recipe, query, system))
+
+
 if __name__ == "__main__":
     main()

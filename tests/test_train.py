@@ -1,0 +1,142 @@
+"""Real LLaMA-Factory training of the tiny Qwen3 on CPU through `caretune train`:
+single process, resume after a kill, DeepSpeed ZeRO-2 over 2 processes (gloo), two nodes on loopback."""
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT
+
+pytestmark = pytest.mark.lf
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from caretune.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model):
+    from converters import chatmed, huatuo
+    from converters.pipeline import Outputs, convert_file
+
+    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
+        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=5,
+                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    for task in ("lora_sft", "predict", "chat", "export"):
+        path = tmp_path / "recipes" / "tiny-qwen3" / f"{task}.yaml"
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+        args["model_name_or_path"] = str(tiny_model)
+        if task == "lora_sft":
+            args.update(max_steps=4, save_steps=2, cutoff_len=256, per_device_train_batch_size=2)
+        path.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    return tmp_path
+
+
+RECIPE = "recipes/tiny-qwen3/lora_sft.yaml"
+OUTPUT = Path("saves/tiny-qwen3/lora/sft")
+
+
+def caretune(workspace, *args, env=None, **kwargs):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "caretune.cli", *args], cwd=workspace, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            **kwargs)
+
+
+def finish(process, timeout=420):
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+def losses(output_dir):
+    log = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
+    return [entry["loss"] for entry in log if "loss" in entry]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_single_process_training(workspace):
+    output = finish(caretune(workspace, "train", RECIPE))
+    assert "launch: " in output and "FORCE_TORCHRUN" not in output.split("launch: ")[1].splitlines()[0]
+    out = workspace / OUTPUT
+    assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
+    assert (out / "training_loss.png").exists()
+    values = losses(out)
+    assert len(values) == 4 and all(math.isfinite(v) for v in values)
+    again = caretune(workspace, "train", RECIPE)
+    output, _ = again.communicate(timeout=120)
+    assert again.returncode == 1 and "holds a finished run; pass --overwrite" in output
+
+
+def test_resume_after_kill_loses_no_step(workspace):
+    out = workspace / OUTPUT
+    first = caretune(workspace, "train", RECIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if (out / "checkpoint-2" / "trainer_state.json").exists():
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the run ended before it could be interrupted"
+    time.sleep(0.5)  # let the checkpoint's files land
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (out / "train_results.json").exists()
+    resumed_from = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")
+                       if (p / "trainer_state.json").exists())
+
+    output = finish(caretune(workspace, "train", RECIPE))
+    assert f"resuming the unfinished run from {OUTPUT}/checkpoint-{resumed_from}" in output
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    steps = [entry["current_steps"] for entry in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines())
+             if "loss" in entry]
+    # The log is appended across runs: the second run's part starts right after the checkpoint.
+    start = len(steps) - 1 - steps[::-1].index(resumed_from + 1)
+    assert steps[start:] == list(range(resumed_from + 1, 5))
+
+
+def test_deepspeed_zero2_two_processes(workspace):
+    recipe = workspace / RECIPE
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.update(deepspeed="recipes/deepspeed/ds_z2.json", max_steps=2)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    output = finish(caretune(workspace, "train", RECIPE, "--gpus", "2", env={"MASTER_PORT": str(free_port())}))
+    assert "FORCE_TORCHRUN=1 NPROC_PER_NODE=2" in output
+    shards = sorted(p.name for p in (workspace / OUTPUT / "checkpoint-2" / "global_step2").iterdir())
+    assert any("rank_0" in name for name in shards) and any("rank_1" in name for name in shards), shards
+    assert all(math.isfinite(v) for v in losses(workspace / OUTPUT))
+
+
+def test_two_nodes_on_loopback(workspace):
+    recipe = workspace / RECIPE
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.update(max_steps=2)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    port = str(free_port())
+    nodes = [caretune(workspace, "train", RECIPE, "--gpus", "1",
+                      env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+             for rank in (0, 1)]
+    outputs = [finish(node) for node in nodes]
+    assert all("NNODES=2" in output for output in outputs)
+    state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert "world_size: 2" in outputs[0] or "distributed training: True" in outputs[0]
