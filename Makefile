@@ -12,6 +12,7 @@ TORCH_INDEX ?=
 SAMPLE := data/sample
 # Tests and the demo use local files only; nothing waits on a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+QUIET := LLAMAFACTORY_VERBOSITY=WARN TRANSFORMERS_VERBOSITY=warning
 
 # `make train [RECIPE=...] [GPUS=N]`; multi-node: add NNODES=2 NODE_RANK=0 MASTER_ADDR=... MASTER_PORT=...
 RECIPE ?= recipes/qwen3-8b/lora_sft.yaml
@@ -62,11 +63,11 @@ demo: setup
 	$(BIN)/caretune convert huatuo $(SAMPLE)/huatuo2_sft_sample.json
 	$(OFFLINE) $(BIN)/caretune check
 	$(OFFLINE) $(BIN)/caretune tiny-model
-	$(OFFLINE) $(BIN)/caretune train $(TINY)/lora_sft.yaml --overwrite
-	$(OFFLINE) $(BIN)/llamafactory-cli train $(TINY)/predict.yaml
+	$(OFFLINE) $(QUIET) $(BIN)/caretune train $(TINY)/lora_sft.yaml --overwrite
+	$(OFFLINE) $(QUIET) $(BIN)/llamafactory-cli train $(TINY)/predict.yaml
 	@$(BIN)/python -c "import json; r = json.load(open('saves/tiny-qwen3/lora/predict/predict_results.json')); \
 	  print('held-out metrics:', ', '.join(f'{k} {v:.2f}' for k, v in r.items() if 'bleu' in k or 'rouge' in k))"
-	$(OFFLINE) $(BIN)/caretune chat $(TINY)/chat.yaml --query "最近三天低烧，嗓子疼，需要吃抗生素吗？"
+	$(OFFLINE) $(QUIET) $(BIN)/caretune chat $(TINY)/chat.yaml --query "最近三天低烧，嗓子疼，需要吃抗生素吗？"
 	@echo "demo: the tiny model has random weights, so its loss is ~ln(151936) and its answers are noise."
 	@echo "demo: on 4 GPUs run: make train   (recipes/qwen3-8b/lora_sft.yaml, Qwen3-8B LoRA with DeepSpeed)"
 

@@ -139,4 +139,4 @@ def test_two_nodes_on_loopback(workspace):
     assert all("NNODES=2" in output for output in outputs)
     state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())
     assert state["global_step"] == 2
-    assert "world_size: 2" in outputs[0] or "distributed training: True" in outputs[0]
+    assert "Process rank: 0, world size: 2" in outputs[0] and "Process rank: 1, world size: 2" in outputs[1]
