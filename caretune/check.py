@@ -44,6 +44,18 @@ def local_dataset_names(registry: dict) -> list[str]:
     return [name for name, entry in registry.items() if isinstance(entry, dict) and "file_name" in entry]
 
 
+@contextlib.contextmanager
+def _quiet_llamafactory():
+    """LLaMA-Factory reads its log level when first imported: warnings only, without leaking the setting."""
+    previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
+    os.environ["LLAMAFACTORY_VERBOSITY"] = previous or "WARN"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["LLAMAFACTORY_VERBOSITY"]
+
+
 def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: str | None, template: str = TEMPLATE,
                    cutoff_len: int, sample: int | None = None) -> list[dict]:
     """One result dict per dataset; a dataset that fails carries its error instead of stopping the rest."""
@@ -59,7 +71,6 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
     if not names:
         raise CheckError(f"{dataset_info}: no local datasets registered; convert a dataset first")
 
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
     from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
 
     try:
@@ -68,11 +79,12 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
         raise CheckError(str(err)) from None
     print(f"tokenizer: {tokenizer_source}", file=sys.stderr)
 
-    from llamafactory.data.loader import _get_preprocessed_dataset, _load_single_dataset
-    from llamafactory.data.parser import get_dataset_list
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments, ModelArguments
-    from transformers import Seq2SeqTrainingArguments
+    with _quiet_llamafactory():
+        from llamafactory.data.loader import _get_preprocessed_dataset, _load_single_dataset
+        from llamafactory.data.parser import get_dataset_list
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.hparams import DataArguments, ModelArguments
+        from transformers import Seq2SeqTrainingArguments
 
     dataset_dir = str(Path(dataset_info).resolve().parent)
     results = []

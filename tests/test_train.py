@@ -51,7 +51,8 @@ OUTPUT = Path("saves/tiny-qwen3/lora/sft")
 
 
 def caretune(workspace, *args, env=None, **kwargs):
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LLAMAFACTORY_VERBOSITY": "INFO",
+                **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "caretune.cli", *args], cwd=workspace, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             **kwargs)
