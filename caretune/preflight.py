@@ -61,11 +61,25 @@ def known_keys() -> set[str]:
         FinetuningArguments,
         GeneratingArguments,
         ModelArguments,
+        RayArguments,
         TrainingArguments,
     )
 
     return {f.name for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
-                               GeneratingArguments, EvaluationArguments) for f in fields(cls)}
+                               GeneratingArguments, EvaluationArguments, RayArguments) for f in fields(cls)}
+
+
+def ray_requested(env: dict | None = None) -> bool:
+    """USE_RAY=1 asks LLaMA-Factory to launch Ray workers instead of torchrun."""
+    return (env if env is not None else os.environ).get("USE_RAY", "").lower() in ("1", "true", "y", "yes")
+
+
+def check_ray(path: Path) -> None:
+    import importlib.util
+
+    if ray_requested() and importlib.util.find_spec("ray") is None:
+        raise PreflightError(f"{path}: USE_RAY=1 but Ray is not installed; pip install 'ray[train]' "
+                             "or unset USE_RAY to launch with torchrun")
 
 
 def check_keys(path: Path, args: dict, known: set[str]) -> None:
@@ -203,6 +217,7 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     check_datasets(path, args)
     check_siblings(path, args)
     check_deepspeed(path, args)
+    check_ray(path)
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     check_processes(path, processes, visible)

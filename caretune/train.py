@@ -7,18 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from caretune.preflight import Plan
+from caretune.preflight import Plan, ray_requested
 
 # Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
 LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
 
 
 def launch_env(plan: Plan, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes."""
+    """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
+    unless USE_RAY=1 hands the launch to Ray."""
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)  # torchrun lives beside this interpreter
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     multi_node = int(env.get("NNODES", "1")) > 1
+    if ray_requested(env):
+        return env  # LLaMA-Factory starts `ray_num_workers` Ray workers itself; torchrun would bypass Ray
     if plan.processes > 1 or plan.args.get("deepspeed") or multi_node:
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(plan.processes)
