@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 
-from converters.jsoncodec import InvalidJson, loads_line
+from converters.jsoncodec import loads_line
 
 JSONL = "jsonl"
 JSON_ARRAY = "json-array"

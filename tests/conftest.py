@@ -33,6 +33,20 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def converted_workspace(path: Path) -> Path:
+    """A project at `path`: both samples converted and registered, the shipped recipes copied."""
+    import shutil
+
+    from converters import chatmed, huatuo
+    from converters.pipeline import Outputs, convert_file
+
+    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
+        convert_file(source, raw, Outputs.for_source(source, None, path / "data"), eval_size=5,
+                     max_eval_fraction=0.1, registry_path=path / "dataset_info.json")
+    shutil.copytree(ROOT / "recipes", path / "recipes")
+    return path
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -74,8 +74,8 @@ def test_duplicates_across_datasets_in_the_same_folder(project):
     report, outputs = convert(huatuo, HUATUO_SAMPLE, project)
     assert report["duplicates"] == 1  # the sample's one query that ChatMed also has
     assert report["prior_queries"]["datasets"] == ["multi-med"]
-    details = [json.loads(l)["detail"] for l in outputs.rejects.read_text(encoding="utf-8").splitlines()
-               if json.loads(l)["reason"] == "duplicate"]
+    rejects = [json.loads(line) for line in outputs.rejects.read_text(encoding="utf-8").splitlines()]
+    details = [r["detail"] for r in rejects if r["reason"] == "duplicate"]
     assert "query already in multi-med" in details
     chat_keys = set(keys_of(project / "data/multi-med.json", chatmed) + keys_of(project / "data/multi-med-eval.json", chatmed))
     huatuo_keys = set(keys_of(outputs.train, huatuo) + keys_of(outputs.eval, huatuo))

@@ -1,14 +1,13 @@
 """Each preflight rule, triggered by a broken recipe, with its one-line message."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from caretune.preflight import PreflightError, preflight
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT
+from tests.conftest import converted_workspace
 
 pytestmark = pytest.mark.lf
 
@@ -16,14 +15,7 @@ pytestmark = pytest.mark.lf
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """A project copy with converted sample data and the shipped recipes."""
-    from converters import chatmed, huatuo
-    from converters.pipeline import Outputs, convert_file
-
-    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
-        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=5,
-                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
-    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(converted_workspace(tmp_path))
     return tmp_path
 
 

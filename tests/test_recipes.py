@@ -1,7 +1,6 @@
 """Every shipped recipe: matches the generator, parses with LLaMA-Factory's and DeepSpeed's own parsers."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml

@@ -4,7 +4,6 @@ single process, resume after a kill, DeepSpeed ZeRO-2 over 2 processes (gloo), t
 import json
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT
+from tests.conftest import ROOT, converted_workspace
 
 pytestmark = pytest.mark.lf
 
@@ -29,13 +28,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture
 def workspace(tmp_path, tiny_model):
-    from converters import chatmed, huatuo
-    from converters.pipeline import Outputs, convert_file
-
-    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
-        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=5,
-                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
-    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    converted_workspace(tmp_path)
     for task in ("lora_sft", "predict", "chat", "export"):
         path = tmp_path / "recipes" / "tiny-qwen3" / f"{task}.yaml"
         args = yaml.safe_load(path.read_text(encoding="utf-8"))
