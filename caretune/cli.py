@@ -16,6 +16,7 @@ from caretune.constants import (
     TEMPLATE,
     TINY_MODEL_DIR,
 )
+from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_WEBUI_PORT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -221,6 +222,42 @@ def chat(recipe, query, system):
     from caretune.chat import answer
 
     click.echo(answer(recipe, query, system))
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
+def api(recipe, host, port):
+    """LLaMA-Factory's OpenAI-compatible API (/v1/models, /v1/chat/completions) for a chat recipe.
+
+    With API_KEY set, every request needs 'Authorization: Bearer $API_KEY'.
+    """
+    from caretune.serve import ServeError, exec_api
+
+    click.echo(f"api: http://{host}:{port}/v1 (docs at /docs)", err=True)
+    try:
+        exec_api(recipe, host, port)
+    except ServeError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_WEBUI_PORT, show_default=True)
+@click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
+              help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.")
+def webui(host, port, dataset_info):
+    """LLaMA-Factory's WebUI, listing this project's datasets (login 'caretune' / $API_KEY when set)."""
+    from pathlib import Path
+
+    from caretune.serve import ServeError
+    from caretune.serve import webui as run_webui
+
+    try:
+        run_webui(str(Path(dataset_info).resolve().parent), host, port)
+    except ServeError as err:
+        raise click.ClickException(str(err)) from None
 
 
 if __name__ == "__main__":
