@@ -19,7 +19,12 @@ RECIPE ?= recipes/qwen3-8b/lora_sft.yaml
 GPUS ?=
 TINY := recipes/tiny-qwen3
 
-.PHONY: setup demo test test-fast bench clean-data train preflight
+CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
+EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
+HOST ?= 127.0.0.1
+PORT ?=
+
+.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export
 
 setup: $(STAMP)
 
@@ -76,6 +81,19 @@ preflight: setup
 
 train: setup
 	$(BIN)/caretune train $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
+
+chat: setup
+	$(BIN)/caretune chat $(CHAT_RECIPE)
+
+# Loopback by default; another HOST needs API_KEY=<secret> in the environment.
+api: setup
+	$(BIN)/caretune api $(CHAT_RECIPE) --host $(HOST) $(if $(PORT),--port $(PORT))
+
+webui: setup
+	$(BIN)/caretune webui --host $(HOST) $(if $(PORT),--port $(PORT))
+
+export: setup
+	$(BIN)/caretune export $(EXPORT_RECIPE)
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest

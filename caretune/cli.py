@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -215,10 +216,19 @@ def train(recipe, processes, overwrite, fresh):
 
 @main.command()
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--query", required=True, help="Question to answer once (the interactive chat is `llamafactory-cli chat RECIPE`).")
+@click.option("--query", default=None, help="Answer this one question and exit (for scripts).")
 @click.option("--system", default=None, help="System prompt (default: the recipe's, which tells users to see a doctor).")
 def chat(recipe, query, system):
-    """Answer one question with the model and adapter of a chat recipe; <think> blocks are never printed."""
+    """Chat with the model and adapter of a chat recipe (LLaMA-Factory's chat; --query answers once).
+
+    With --query, <think> blocks are never printed.
+    """
+    if query is None:
+        import os
+        import sys
+
+        cli = str(Path(sys.executable).with_name("llamafactory-cli"))
+        os.execv(cli, [cli, "chat", recipe, *([f"default_system={system}"] if system else [])])
     from caretune.chat import answer
 
     click.echo(answer(recipe, query, system))
@@ -249,8 +259,6 @@ def api(recipe, host, port):
               help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.")
 def webui(host, port, dataset_info):
     """LLaMA-Factory's WebUI, listing this project's datasets (login 'caretune' / $API_KEY when set)."""
-    from pathlib import Path
-
     from caretune.serve import ServeError
     from caretune.serve import webui as run_webui
 
@@ -258,6 +266,21 @@ def webui(host, port, dataset_info):
         run_webui(str(Path(dataset_info).resolve().parent), host, port)
     except ServeError as err:
         raise click.ClickException(str(err)) from None
+
+
+@main.command("export")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+def export_command(recipe):
+    """Merge the LoRA adapter into the base model; the exported chat template defaults to non-thinking."""
+    from caretune.export import ExportError, export
+    from caretune.preflight import PreflightError, check_siblings, load_recipe
+
+    try:
+        check_siblings(Path(recipe), load_recipe(recipe))
+        path = export(recipe)
+    except (ExportError, PreflightError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"exported to {path}: chat template and Ollama Modelfile default to non-thinking")
 
 
 if __name__ == "__main__":
