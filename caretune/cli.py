@@ -62,10 +62,11 @@ def _convert_command(source_name: str, help_text: str):
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=False, indent=2))
             return
-        click.echo(summary_line(report))
+        registered = ""
         if register:
             state = "updated" if report["registry_changed"] else "already up to date"
-            click.echo(f"registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})")
+            registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})"
+        click.echo(summary_line(report) + registered)
 
     command.__doc__ = help_text
     return command

@@ -36,9 +36,9 @@ def test_convert_prints_one_summary_line_and_registers(project, monkeypatch):
     monkeypatch.chdir(project)
     result = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
     assert result.exit_code == 0
-    first, second = result.output.strip().splitlines()
-    assert first.startswith("chatmed: read 71 = train 59 + eval 6 + duplicates 1 + skipped 5")
-    assert "registered multi-med, multi-med-eval in dataset_info.json (updated)" == second
+    (line,) = result.stdout.strip().splitlines()  # one summary line
+    assert line.startswith("chatmed: read 71 = train 59 + eval 6 + duplicates 1 + skipped 5")
+    assert line.endswith("; registered multi-med, multi-med-eval in dataset_info.json (updated)")
     again = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
     assert "(already up to date)" in again.output
     assert set(read_json(project / "dataset_info.json")) == {"multi-med", "multi-med-eval"}
