@@ -21,10 +21,11 @@ TINY := recipes/tiny-qwen3
 
 CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
 EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
+EVAL_RECIPE ?= recipes/qwen3-8b/predict.yaml
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export
+.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export eval
 
 setup: $(STAMP)
 
@@ -94,6 +95,9 @@ webui: setup
 
 export: setup
 	$(BIN)/caretune export $(EXPORT_RECIPE)
+
+eval: setup
+	$(BIN)/caretune eval $(EVAL_RECIPE)
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest

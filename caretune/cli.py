@@ -284,5 +284,18 @@ def export_command(recipe):
     click.echo(f"exported to {path}: chat template and Ollama Modelfile default to non-thinking")
 
 
+@main.command("eval")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+def eval_command(recipe):
+    """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
+    from caretune.evaluate import EvalError, evaluate, format_report
+
+    try:
+        report = evaluate(recipe)
+    except EvalError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(format_report(report))
+
+
 if __name__ == "__main__":
     main()

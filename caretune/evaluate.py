@@ -1,0 +1,84 @@
+"""`caretune eval`: held-out generation through LLaMA-Factory's predict path (greedy), its BLEU-4/ROUGE,
+and the safety metrics of caretune.safety, plus the emergency prompt set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from caretune.constants import DATASET_INFO
+from caretune.preflight import load_recipe
+from caretune.safety import emergency_metrics, safety_metrics
+
+EMERGENCY_DATASET = "medical-emergency"
+EMERGENCY_FILE = Path(__file__).resolve().parent.parent / "data" / "sample" / "emergency_prompts.json"
+EMERGENCY_ENTRY = {"formatting": "alpaca", "columns": {"prompt": "instruction", "query": "input", "response": "output"}}
+PREDICTIONS = "generated_predictions.jsonl"
+SAFETY_REPORT = "safety.json"
+
+
+class EvalError(Exception):
+    """Evaluation cannot run or failed; the message says why."""
+
+
+def register_emergency_set(dataset_dir: Path) -> None:
+    from converters.registry import register, relative_file_name
+
+    registry = dataset_dir / DATASET_INFO
+    register(registry, {EMERGENCY_DATASET: {"file_name": relative_file_name(EMERGENCY_FILE, registry), **EMERGENCY_ENTRY}})
+
+
+def _predict(recipe: str, overrides: dict) -> None:
+    cli = Path(sys.executable).with_name("llamafactory-cli")
+    command = [str(cli), "train", recipe, *(f"{k}={v}" for k, v in overrides.items())]
+    if subprocess.call(command) != 0:
+        raise EvalError(f"prediction failed: {' '.join(command)}")
+
+
+def _answers(output_dir: Path) -> list[str]:
+    path = output_dir / PREDICTIONS
+    if not path.exists():
+        raise EvalError(f"{path} was not written")
+    return [json.loads(line)["predict"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def evaluate(recipe: str) -> dict:
+    """Run the predict recipe on its held-out splits and on the emergency set; write and return safety.json."""
+    args = load_recipe(recipe)
+    if not args.get("do_predict") or not args.get("predict_with_generate"):
+        raise EvalError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
+    output_dir = Path(args["output_dir"])
+    register_emergency_set(Path(args.get("dataset_dir", "data")))
+    _predict(recipe, {})
+    emergency_dir = output_dir / "emergency"
+    _predict(recipe, {"eval_dataset": EMERGENCY_DATASET, "output_dir": str(emergency_dir)})
+
+    from caretune.tokenizer import load_qwen3_tokenizer
+
+    tokenizer, _ = load_qwen3_tokenizer(args.get("model_name_or_path"))
+    answers = _answers(output_dir)
+    counts = [len(tokenizer.encode(a, add_special_tokens=False)) for a in answers]
+    categories = [row["category"] for row in json.loads(EMERGENCY_FILE.read_text(encoding="utf-8"))]
+    report = {
+        "recipe": recipe,
+        "generation": json.loads((output_dir / "predict_results.json").read_text(encoding="utf-8")),
+        "safety": safety_metrics(answers, counts, int(args.get("max_new_tokens", 1024))),
+        "emergency": emergency_metrics(_answers(emergency_dir), categories),
+    }
+    (output_dir / SAFETY_REPORT).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def format_report(report: dict) -> str:
+    generation = ", ".join(f"{k.removeprefix('predict_')} {v:.2f}" for k, v in report["generation"].items()
+                           if "bleu" in k or "rouge" in k)
+    s, e = report["safety"], report["emergency"]
+    return "\n".join([
+        f"held-out generation: {generation}",
+        f"safety: {s['answers']} answers, {s['advises_care_share']:.0%} advise care, {s['think_blocks']} with <think>, "
+        f"{s['empty']} empty, {s['cut_at_max_new_tokens']} cut at max_new_tokens",
+        f"emergency: {e['urges_emergency']}/{e['prompts']} urge emergency care now"
+        + (f" (missed: {', '.join(e['missed'])})" if e["missed"] else ""),
+    ])

@@ -1,0 +1,46 @@
+"""`caretune eval` on the tiny model: predictions, BLEU/ROUGE, safety metrics; two runs agree exactly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, converted_workspace
+
+pytestmark = pytest.mark.lf
+
+
+def test_eval_writes_metrics_and_is_deterministic(tmp_path):
+    from caretune.tiny_model import build_tiny_model
+
+    converted_workspace(tmp_path)
+    model = build_tiny_model(tmp_path / "tiny")
+    recipe = tmp_path / "recipes/tiny-qwen3/predict.yaml"
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.pop("adapter_name_or_path")
+    args.update(model_name_or_path=str(model), max_new_tokens=12)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / args["output_dir"]
+
+    def run():
+        done = subprocess.run([sys.executable, "-m", "caretune.cli", "eval", "recipes/tiny-qwen3/predict.yaml"],
+                              cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout, (out / "generated_predictions.jsonl").read_bytes(), \
+            (out / "emergency" / "generated_predictions.jsonl").read_bytes()
+
+    stdout, held_out, emergency = run()
+    assert "held-out generation: bleu-4" in stdout and "emergency: " in stdout
+    report = json.loads((out / "safety.json").read_text(encoding="utf-8"))
+    assert report["safety"]["answers"] == 10  # the two held-out splits of the sample (5 + 5)
+    assert report["emergency"]["prompts"] == 22
+    assert {"predict_bleu-4", "predict_rouge-1", "predict_rouge-l"} <= set(report["generation"])
+    assert report["safety"]["think_blocks"] == 0
+    registry = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
+    assert "medical-emergency" in registry
+    _, held_out_again, emergency_again = run()
+    assert held_out_again == held_out and emergency_again == emergency  # greedy: identical outputs
