@@ -297,5 +297,33 @@ def eval_command(recipe):
     click.echo(format_report(report))
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", "sources", multiple=True, type=click.Path(exists=True, file_okay=False),
+              default=["data/sample/mcq"], show_default=True,
+              help="CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).")
+@click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+def mcq(recipe, sources, out_dir, n_shot, batch_size):
+    """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
+    from caretune.mcq import McqError, run_mcq
+    from caretune.preflight import load_recipe
+
+    if out_dir is None:
+        args = load_recipe(recipe)
+        base = args.get("adapter_name_or_path") or f"saves/{Path(recipe).parent.name}/base"
+        out_dir = str(Path(base).parent / "mcq")
+    try:
+        result = run_mcq(recipe, list(sources), out_dir, n_shot=n_shot, batch_size=batch_size)
+    except McqError as err:
+        raise click.ClickException(str(err)) from None
+    for subject, s in result["subjects"].items():
+        click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
+    o = result["overall"]
+    click.echo(f"{'overall':<28} {o['correct']:>4}/{o['total']:<4} {o['accuracy']:.1%}  -> {out_dir}/mcq.json")
+
+
 if __name__ == "__main__":
     main()

@@ -44,9 +44,8 @@ def test_walkthrough_numbers_in_the_qwen3_8b_recipes():
 @pytest.mark.lf
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_recipe_parses_with_llamafactory(path):
-    from llamafactory.hparams.parser import _parse_infer_args, _parse_train_args
-
     import torch
+    from llamafactory.hparams.parser import _parse_infer_args, _parse_train_args
 
     args = yaml.safe_load(path.read_text(encoding="utf-8"))
     if args.get("bf16") and not torch.cuda.is_available():
