@@ -22,10 +22,12 @@ TINY := recipes/tiny-qwen3
 CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
 EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
 EVAL_RECIPE ?= recipes/qwen3-8b/predict.yaml
+# CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folders of per-subject CSVs
+MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export eval
+.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export eval report
 
 setup: $(STAMP)
 
@@ -98,6 +100,12 @@ export: setup
 
 eval: setup
 	$(BIN)/caretune eval $(EVAL_RECIPE)
+	$(BIN)/caretune mcq $(CHAT_RECIPE) $(foreach source,$(MCQ_SOURCES),--source $(source))
+
+# RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora
+RUNS ?= saves/qwen3-8b/lora
+report: setup
+	$(BIN)/caretune report $(RUNS)
 
 test: setup
 	$(OFFLINE) $(BIN)/python -m pytest

@@ -284,12 +284,22 @@ def export_command(recipe):
     click.echo(f"exported to {path}: chat template and Ollama Modelfile default to non-thinking")
 
 
+def _base_run_dir(recipe: str) -> str:
+    return f"saves/{Path(recipe).parent.name}/base"
+
+
+_BASE_HELP = "Evaluate the base model without the adapter, under saves/<model folder>/base, for the report's side-by-side."
+
+
 @main.command("eval")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-def eval_command(recipe):
+@click.option("--base", is_flag=True, help=_BASE_HELP)
+def eval_command(recipe, base):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
-    from caretune.evaluate import EvalError, evaluate, format_report
+    from caretune.evaluate import EvalError, base_recipe, evaluate, format_report
 
+    if base:
+        recipe = base_recipe(recipe, _base_run_dir(recipe))
     try:
         report = evaluate(recipe)
     except EvalError as err:
@@ -306,11 +316,17 @@ def eval_command(recipe):
               help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).")
 @click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-def mcq(recipe, sources, out_dir, n_shot, batch_size):
+@click.option("--base", is_flag=True, help=_BASE_HELP)
+def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
     """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
+    from caretune.evaluate import base_recipe
     from caretune.mcq import McqError, run_mcq
     from caretune.preflight import load_recipe
 
+    if base:
+        run_dir = _base_run_dir(recipe)
+        recipe = base_recipe(recipe, run_dir)
+        out_dir = out_dir or f"{run_dir}/mcq"
     if out_dir is None:
         args = load_recipe(recipe)
         base = args.get("adapter_name_or_path") or f"saves/{Path(recipe).parent.name}/base"
@@ -323,6 +339,19 @@ def mcq(recipe, sources, out_dir, n_shot, batch_size):
         click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
     o = result["overall"]
     click.echo(f"{'overall':<28} {o['correct']:>4}/{o['total']:<4} {o['accuracy']:.1%}  -> {out_dir}/mcq.json")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True)
+def report(run_dirs, out_dir):
+    """report.md with loss curve, metrics side by side, per-subject MCQ accuracy and held-out answers.
+
+    RUN_DIRS are folders like saves/qwen3-8b/lora and saves/qwen3-8b/base (with sft/, predict/, mcq/ inside).
+    """
+    from caretune.report import write_report
+
+    click.echo(f"wrote {write_report(list(run_dirs), out_dir)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and the safety metrics of caretune.safety, plus the emergency prompt set."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,20 @@ def _answers(output_dir: Path) -> list[str]:
     if not path.exists():
         raise EvalError(f"{path} was not written")
     return [json.loads(line)["predict"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def base_recipe(recipe: str, run_dir: str | os.PathLike) -> str:
+    """A copy of `recipe` without the adapter, writing under `run_dir` (the base model's run folder)."""
+    import yaml
+
+    args = load_recipe(recipe)
+    args.pop("adapter_name_or_path", None)
+    if "output_dir" in args:
+        args["output_dir"] = str(Path(run_dir) / Path(args["output_dir"]).name)
+    path = Path(run_dir) / Path(recipe).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(args, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return str(path)
 
 
 def evaluate(recipe: str) -> dict:
