@@ -294,14 +294,17 @@ _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model fo
 @main.command("eval")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--base", is_flag=True, help=_BASE_HELP)
-def eval_command(recipe, base):
+@click.option("--backend", type=click.Choice(["trainer", "vllm", "huggingface"]), default="trainer", show_default=True,
+              help="trainer: LLaMA-Factory's predict path; vllm: its vLLM engine (GPU, much faster); "
+                   "huggingface: its HF chat engine.")
+def eval_command(recipe, base, backend):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
     from caretune.evaluate import EvalError, base_recipe, evaluate, format_report
 
     if base:
         recipe = base_recipe(recipe, _base_run_dir(recipe))
     try:
-        report = evaluate(recipe)
+        report = evaluate(recipe, backend)
     except EvalError as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_report(report))

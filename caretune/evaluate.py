@@ -3,6 +3,7 @@ and the safety metrics of caretune.safety, plus the emergency prompt set."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,16 +60,84 @@ def base_recipe(recipe: str, run_dir: str | os.PathLike) -> str:
     return str(path)
 
 
-def evaluate(recipe: str) -> dict:
-    """Run the predict recipe on its held-out splits and on the emergency set; write and return safety.json."""
+def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
+    """(prompt messages, reference answer, system) per row, aligned by LLaMA-Factory's own converters."""
+    import tempfile
+
+    from llamafactory.data.loader import _load_single_dataset
+    from llamafactory.data.parser import get_dataset_list
+    from llamafactory.hparams import DataArguments, ModelArguments
+    from transformers import Seq2SeqTrainingArguments
+
+    dataset_dir = args.get("dataset_dir", "data")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        data_args = DataArguments(template=args.get("template"), dataset_dir=dataset_dir)
+        model_args = ModelArguments(model_name_or_path=args["model_name_or_path"])
+        training_args = Seq2SeqTrainingArguments(output_dir=scratch, report_to=[])
+        for attr in get_dataset_list([n.strip() for n in names.split(",")], dataset_dir):
+            for example in _load_single_dataset(attr, model_args, data_args, training_args):
+                rows.append((example["_prompt"], example["_response"][0]["content"], example["_system"]))
+    return rows
+
+
+def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> None:
+    """Greedy generation through LLaMA-Factory's ChatModel (`vllm` batches the concurrent requests), written
+    like the trainer's predict output and scored with LLaMA-Factory's own BLEU/ROUGE code."""
+    import asyncio
+
+    import numpy as np
+    from llamafactory.chat import ChatModel
+    from llamafactory.train.sft.metric import ComputeSimilarity
+    from transformers import EvalPrediction
+
+    keys = ("model_name_or_path", "adapter_name_or_path", "finetuning_type", "template", "enable_thinking",
+            "trust_remote_code", "default_system")
+    chat_model = ChatModel({**{k: args[k] for k in keys if k in args}, "infer_backend": backend})
+    rows = _eval_rows(args, names)
+    generation = {"do_sample": False, "max_new_tokens": int(args.get("max_new_tokens", 1024))}
+    futures = [asyncio.run_coroutine_threadsafe(  # all submitted first: the vLLM engine batches them
+        chat_model.achat(prompt, system or None, **generation), chat_model._loop) for prompt, _, system in rows]
+    answers = [future.result()[0].response_text for future in futures]
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / PREDICTIONS, "w", encoding="utf-8") as out:
+        for (prompt, label, _), answer in zip(rows, answers):
+            out.write(json.dumps({"prompt": prompt[-1]["content"], "predict": answer, "label": label},
+                                 ensure_ascii=False) + "\n")
+    tokenizer = chat_model.engine.tokenizer
+    pad = tokenizer.pad_token_id
+
+    def padded(texts: list[str]) -> np.ndarray:
+        ids = [tokenizer.encode(t, add_special_tokens=False) or [pad] for t in texts]
+        width = max(len(i) for i in ids)
+        return np.array([i + [pad] * (width - len(i)) for i in ids])
+
+    scores = ComputeSimilarity(tokenizer=tokenizer)(EvalPrediction(padded(answers), padded([r[1] for r in rows])))
+    results = {f"predict_{k}": v for k, v in scores.items()}
+    (output_dir / "predict_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def evaluate(recipe: str, backend: str = "trainer") -> dict:
+    """Run the predict recipe on its held-out splits and on the emergency set; write and return safety.json.
+
+    backend "trainer" is LLaMA-Factory's predict path; "vllm" (GPU) or "huggingface" generate through
+    its ChatModel with the same greedy settings.
+    """
     args = load_recipe(recipe)
     if not args.get("do_predict") or not args.get("predict_with_generate"):
         raise EvalError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
     output_dir = Path(args["output_dir"])
     register_emergency_set(Path(args.get("dataset_dir", "data")))
-    _predict(recipe, {})
     emergency_dir = output_dir / "emergency"
-    _predict(recipe, {"eval_dataset": EMERGENCY_DATASET, "output_dir": str(emergency_dir)})
+    if backend == "trainer":
+        _predict(recipe, {})
+        _predict(recipe, {"eval_dataset": EMERGENCY_DATASET, "output_dir": str(emergency_dir)})
+    else:
+        if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise EvalError("--backend vllm needs vLLM (pip install vllm, on a GPU machine)")
+        _chat_predict(args, backend, args["eval_dataset"], output_dir)
+        _chat_predict(args, backend, EMERGENCY_DATASET, emergency_dir)
 
     from caretune.tokenizer import load_qwen3_tokenizer
 
@@ -78,6 +147,7 @@ def evaluate(recipe: str) -> dict:
     categories = [row["category"] for row in json.loads(EMERGENCY_FILE.read_text(encoding="utf-8"))]
     report = {
         "recipe": recipe,
+        "backend": backend,
         "generation": json.loads((output_dir / "predict_results.json").read_text(encoding="utf-8")),
         "safety": safety_metrics(answers, counts, int(args.get("max_new_tokens", 1024))),
         "emergency": emergency_metrics(_answers(emergency_dir), categories),

@@ -44,3 +44,31 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     assert "medical-emergency" in registry
     _, held_out_again, emergency_again = run()
     assert held_out_again == held_out and emergency_again == emergency  # greedy: identical outputs
+
+
+def test_chat_model_backend_writes_the_same_files(tmp_path):
+    """The ChatModel path that vLLM uses on GPUs, run here with LLaMA-Factory's HF engine."""
+    from caretune.tiny_model import build_tiny_model
+
+    converted_workspace(tmp_path)
+    model = build_tiny_model(tmp_path / "tiny")
+    recipe = tmp_path / "recipes/tiny-qwen3/predict.yaml"
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.pop("adapter_name_or_path")
+    args.update(model_name_or_path=str(model), max_new_tokens=8)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "caretune.cli", "eval", "recipes/tiny-qwen3/predict.yaml"]
+
+    missing = subprocess.run([*command, "--backend", "vllm"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "--backend vllm needs vLLM" in missing.stderr
+
+    done = subprocess.run([*command, "--backend", "huggingface"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / args["output_dir"]
+    rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 10 and all({"prompt", "predict", "label"} <= set(r) for r in rows)
+    report = json.loads((out / "safety.json").read_text(encoding="utf-8"))
+    assert report["backend"] == "huggingface" and report["emergency"]["prompts"] == 22
+    assert set(report["generation"]) == {"predict_bleu-4", "predict_rouge-1", "predict_rouge-2", "predict_rouge-l"}
