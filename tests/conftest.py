@@ -47,6 +47,21 @@ def converted_workspace(path: Path) -> Path:
     return path
 
 
+def tiny_recipe(folder: Path, task: str, target: Path | None = None, **changes) -> Path:
+    """A tiny-qwen3 recipe on a freshly built tiny model, without the adapter (the base model), with changes."""
+    import yaml
+
+    from caretune.tiny_model import build_tiny_model
+
+    args = yaml.safe_load((ROOT / "recipes" / "tiny-qwen3" / f"{task}.yaml").read_text(encoding="utf-8"))
+    args.pop("adapter_name_or_path", None)
+    args.update(model_name_or_path=str(build_tiny_model(folder / "tiny")), **changes)
+    target = target or folder / f"{task}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    return target
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -1,10 +1,9 @@
 """One-shot chat: the medical system prompt by default, and never a <think> block."""
 
 import pytest
-import yaml
 
 from caretune.chat import strip_think
-from tests.conftest import ROOT
+from tests.conftest import tiny_recipe
 
 
 def test_strip_think():
@@ -18,14 +17,8 @@ def test_strip_think():
 @pytest.mark.lf
 def test_chat_answers_once_without_think(tmp_path, monkeypatch):
     from caretune import chat
-    from caretune.tiny_model import build_tiny_model
 
-    model = build_tiny_model(tmp_path / "tiny")
-    args = yaml.safe_load((ROOT / "recipes/tiny-qwen3/chat.yaml").read_text(encoding="utf-8"))
-    args.pop("adapter_name_or_path")
-    args.update(model_name_or_path=str(model), max_new_tokens=24)
-    recipe = tmp_path / "chat.yaml"
-    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=24)
 
     seen = {}
     from llamafactory.chat import ChatModel

@@ -8,21 +8,15 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT, converted_workspace
+from tests.conftest import ROOT, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
 
 def test_eval_writes_metrics_and_is_deterministic(tmp_path):
-    from caretune.tiny_model import build_tiny_model
-
     converted_workspace(tmp_path)
-    model = build_tiny_model(tmp_path / "tiny")
-    recipe = tmp_path / "recipes/tiny-qwen3/predict.yaml"
+    recipe = tiny_recipe(tmp_path, "predict", tmp_path / "recipes/tiny-qwen3/predict.yaml", max_new_tokens=12)
     args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    args.pop("adapter_name_or_path")
-    args.update(model_name_or_path=str(model), max_new_tokens=12)
-    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     out = tmp_path / args["output_dir"]
 
     def run():
@@ -48,15 +42,9 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
 
 def test_chat_model_backend_writes_the_same_files(tmp_path):
     """The ChatModel path that vLLM uses on GPUs, run here with LLaMA-Factory's HF engine."""
-    from caretune.tiny_model import build_tiny_model
-
     converted_workspace(tmp_path)
-    model = build_tiny_model(tmp_path / "tiny")
-    recipe = tmp_path / "recipes/tiny-qwen3/predict.yaml"
+    recipe = tiny_recipe(tmp_path, "predict", tmp_path / "recipes/tiny-qwen3/predict.yaml", max_new_tokens=8)
     args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    args.pop("adapter_name_or_path")
-    args.update(model_name_or_path=str(model), max_new_tokens=8)
-    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "caretune.cli", "eval", "recipes/tiny-qwen3/predict.yaml"]
 

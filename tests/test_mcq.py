@@ -4,10 +4,9 @@ import csv
 import json
 
 import pytest
-import yaml
 
 from caretune.mcq import McqError, build_task, read_questions
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import ROOT, SHARED_DATA, tiny_recipe
 
 SAMPLE_MCQ = ROOT / "data" / "sample" / "mcq"
 
@@ -58,13 +57,8 @@ def test_real_cmmlu_and_ceval_folders_build(tmp_path):
 @pytest.mark.lf
 def test_accuracy_equals_a_hand_count(tmp_path):
     from caretune.mcq import run_mcq
-    from caretune.tiny_model import build_tiny_model
 
-    args = yaml.safe_load((ROOT / "recipes/tiny-qwen3/chat.yaml").read_text(encoding="utf-8"))
-    args.pop("adapter_name_or_path")
-    args["model_name_or_path"] = str(build_tiny_model(tmp_path / "tiny"))
-    recipe = tmp_path / "chat.yaml"
-    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    recipe = tiny_recipe(tmp_path, "chat")
 
     result = run_mcq(str(recipe), [str(SAMPLE_MCQ)], tmp_path / "run")
     predictions = json.loads((tmp_path / "run" / "evaluator" / "results.json").read_text(encoding="utf-8"))

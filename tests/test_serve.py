@@ -11,10 +11,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 
 from caretune.serve import ServeError, check_bind, is_loopback
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_recipe
 
 
 def test_loopback_rules():
@@ -82,14 +81,7 @@ def test_api_refuses_a_public_bind_without_a_key(tmp_path):
 
 @pytest.mark.lf
 def test_api_serves_completions_and_streams_behind_a_key(tmp_path):
-    from caretune.tiny_model import build_tiny_model
-
-    model = build_tiny_model(tmp_path / "tiny")
-    args = yaml.safe_load((ROOT / "recipes/tiny-qwen3/chat.yaml").read_text(encoding="utf-8"))
-    args.pop("adapter_name_or_path")
-    args.update(model_name_or_path=str(model), max_new_tokens=8)
-    recipe = tmp_path / "chat.yaml"
-    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=8)
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
     server = start("api", str(recipe), "--port", str(port), env={"API_KEY": "s3cret"})
