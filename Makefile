@@ -71,7 +71,8 @@ demo: setup
 	$(BIN)/caretune convert huatuo $(SAMPLE)/huatuo2_sft_sample.json
 	$(OFFLINE) $(BIN)/caretune check
 	$(OFFLINE) $(BIN)/caretune tiny-model
-	$(OFFLINE) $(QUIET) $(BIN)/caretune train $(TINY)/lora_sft.yaml --overwrite
+	rm -rf saves/tiny-qwen3  # the demo's own scratch run (noise from a random model); nothing else is touched
+	$(OFFLINE) $(QUIET) $(BIN)/caretune train $(TINY)/lora_sft.yaml
 	$(OFFLINE) $(QUIET) $(BIN)/llamafactory-cli train $(TINY)/predict.yaml
 	@$(BIN)/python -c "import json; r = json.load(open('saves/tiny-qwen3/lora/predict/predict_results.json')); \
 	  print('held-out metrics:', ', '.join(f'{k} {v:.2f}' for k, v in r.items() if 'bleu' in k or 'rouge' in k))"
