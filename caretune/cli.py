@@ -242,13 +242,13 @@ def chat(recipe, query, system):
 def api(recipe, host, port):
     """LLaMA-Factory's OpenAI-compatible API (/v1/models, /v1/chat/completions) for a chat recipe.
 
-    With API_KEY set, every request needs 'Authorization: Bearer $API_KEY'.
+    With API_KEY set, every request needs 'Authorization: Bearer $API_KEY'. <think> blocks are never sent.
     """
-    from caretune.serve import ServeError, exec_api
+    from caretune.serve import ServeError, serve_api
 
     click.echo(f"api: http://{host}:{port}/v1 (docs at /docs)", err=True)
     try:
-        exec_api(recipe, host, port)
+        serve_api(recipe, host, port)
     except ServeError as err:
         raise click.ClickException(str(err)) from None
 

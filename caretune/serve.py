@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
-from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
@@ -32,19 +30,16 @@ def check_bind(host: str, api_key: str | None) -> None:
                          "'Authorization: Bearer <secret>') or bind 127.0.0.1")
 
 
-def _llamafactory_cli() -> str:
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    if not cli.exists():
-        raise ServeError("llamafactory-cli not found beside this Python; run `make setup`")
-    return str(cli)
-
-
-def exec_api(recipe: str, host: str, port: int) -> None:
-    """Replace this process with LLaMA-Factory's API server (so its PID is ours to stop)."""
+def serve_api(recipe: str, host: str, port: int) -> None:
+    """LLaMA-Factory's OpenAI-compatible app in this process, over a ChatModel that never shows <think>."""
     check_bind(host, os.environ.get("API_KEY"))
-    env = {**os.environ, "API_HOST": host, "API_PORT": str(port)}
-    cli = _llamafactory_cli()
-    os.execve(cli, [cli, "api", recipe], env)
+    import uvicorn
+    from llamafactory.api.app import create_app
+
+    from caretune.chat import think_free_chat_model
+    from caretune.preflight import load_recipe
+
+    uvicorn.run(create_app(think_free_chat_model(load_recipe(recipe))), host=host, port=port)
 
 
 def webui(dataset_dir: str, host: str, port: int) -> None:

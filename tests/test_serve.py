@@ -99,6 +99,8 @@ def test_api_serves_completions_and_streams_behind_a_key(tmp_path):
         events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
         assert status == 200 and len(events) >= 3 and events[-1] == "[DONE]"
         assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
+        streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+        assert "<think>" not in streamed and "<think>" not in reply["choices"][0]["message"]["content"]
         assert request(f"{base}/chat/completions", body=message)[0] == 401
     finally:
         stop(server)
