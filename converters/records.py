@@ -37,8 +37,7 @@ def normalise_query(text: str) -> str:
 
 def query_key(text: str) -> int:
     """Stable 64-bit key of `normalise_query(text)`: same on every run and machine (blake2b, not hash())."""
-    normalised = "".join(text.casefold().split()).rstrip(_TRAILING_PUNCTUATION)  # normalise_query, inlined
-    return int.from_bytes(_blake2b(normalised.encode(), digest_size=8).digest(), "big")
+    return int.from_bytes(_blake2b(normalise_query(text).encode(), digest_size=8).digest(), "big")
 
 
 def string_field(row: dict, name: str) -> str | Skip:

@@ -54,9 +54,6 @@ class JsonArrayWriter(AtomicFile):
         self.count = 0
         self.write_bytes(b"[")
 
-    def append(self, record: dict) -> None:
-        self.extend_json([dumps_bytes(record)])
-
     def extend_json(self, records: list[bytes]) -> None:
         """Append records already serialised as UTF-8 JSON."""
         if not records:
