@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from caretune.constants import TEMPLATE
+from caretune.constants import BASE_MODEL, TEMPLATE
 
 UNBOUNDED_CUTOFF = 1 << 30  # preprocess untruncated, then compare lengths with the real cutoff
 
@@ -80,11 +80,10 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
     print(f"tokenizer: {tokenizer_source}", file=sys.stderr)
 
     with _quiet_llamafactory():
-        from llamafactory.data.loader import _get_preprocessed_dataset, _load_single_dataset
-        from llamafactory.data.parser import get_dataset_list
+        from llamafactory.data.loader import _get_preprocessed_dataset
         from llamafactory.data.template import get_template_and_fix_tokenizer
-        from llamafactory.hparams import DataArguments, ModelArguments
-        from transformers import Seq2SeqTrainingArguments
+
+        from caretune.lf import load_aligned
 
     dataset_dir = str(Path(dataset_info).resolve().parent)
     results = []
@@ -96,15 +95,11 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
                 result["error"] = f"not registered in {dataset_info}"
                 continue
             try:
-                data_args = DataArguments(template=template, dataset=name, dataset_dir=dataset_dir,
-                                          cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample, overwrite_cache=True,
-                                          preprocessing_num_workers=None)
-                model_args = ModelArguments(model_name_or_path=model_name_or_path or "Qwen/Qwen3-8B")
-                training_args = Seq2SeqTrainingArguments(output_dir=scratch, report_to=[])
-                chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
                 with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # it prints an example row
-                    attr = get_dataset_list([name], dataset_dir)[0]
-                    aligned = _load_single_dataset(attr, model_args, data_args, training_args)
+                    aligned, data_args, training_args = load_aligned(
+                        name, dataset_dir, model_name_or_path or BASE_MODEL, scratch, template=template,
+                        cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample, overwrite_cache=True)
+                    chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
                     processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft",
                                                           chat_template, tokenizer)
                 lengths = [len(ids) for ids in processed["input_ids"]]

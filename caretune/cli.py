@@ -226,10 +226,11 @@ def chat(recipe, query, system):
     """
     if query is None:
         import os
-        import sys
 
-        cli = str(Path(sys.executable).with_name("llamafactory-cli"))
-        os.execv(cli, [cli, "chat", recipe, *([f"default_system={system}"] if system else [])])
+        from caretune.lf import cli_command
+
+        command = [*cli_command(), "chat", recipe, *([f"default_system={system}"] if system else [])]
+        os.execv(command[0], command)
     from caretune.chat import answer
 
     click.echo(answer(recipe, query, system))

@@ -7,10 +7,10 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO
+from caretune.lf import cli_command
 from caretune.preflight import load_recipe
 from caretune.safety import emergency_metrics, safety_metrics
 
@@ -33,8 +33,7 @@ def register_emergency_set(dataset_dir: Path) -> None:
 
 
 def _predict(recipe: str, overrides: dict) -> None:
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    command = [str(cli), "train", recipe, *(f"{k}={v}" for k, v in overrides.items())]
+    command = [*cli_command(), "train", recipe, *(f"{k}={v}" for k, v in overrides.items())]
     if subprocess.call(command) != 0:
         raise EvalError(f"prediction failed: {' '.join(command)}")
 
@@ -64,20 +63,15 @@ def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
     """(prompt messages, reference answer, system) per row, aligned by LLaMA-Factory's own converters."""
     import tempfile
 
-    from llamafactory.data.loader import _load_single_dataset
-    from llamafactory.data.parser import get_dataset_list
-    from llamafactory.hparams import DataArguments, ModelArguments
-    from transformers import Seq2SeqTrainingArguments
+    from caretune.lf import load_aligned
 
     dataset_dir = args.get("dataset_dir", "data")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        data_args = DataArguments(template=args.get("template"), dataset_dir=dataset_dir)
-        model_args = ModelArguments(model_name_or_path=args["model_name_or_path"])
-        training_args = Seq2SeqTrainingArguments(output_dir=scratch, report_to=[])
-        for attr in get_dataset_list([n.strip() for n in names.split(",")], dataset_dir):
-            for example in _load_single_dataset(attr, model_args, data_args, training_args):
-                rows.append((example["_prompt"], example["_response"][0]["content"], example["_system"]))
+        for name in (n.strip() for n in names.split(",")):
+            aligned, _, _ = load_aligned(name, dataset_dir, args["model_name_or_path"], scratch,
+                                         template=args.get("template"))
+            rows += [(example["_prompt"], example["_response"][0]["content"], example["_system"]) for example in aligned]
     return rows
 
 

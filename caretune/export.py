@@ -10,10 +10,10 @@ Ollama Modelfile gets the same block and the medical system prompt as its defaul
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
+from caretune.lf import cli_command
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 THINKS_BY_DEFAULT = "{%- if enable_thinking is defined and enable_thinking is false %}"
@@ -81,8 +81,7 @@ def export(recipe: str) -> Path:
     export_dir = args.get("export_dir")
     if not export_dir:
         raise ExportError(f"{recipe}: no export_dir")
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    code = subprocess.call([str(cli), "export", recipe])
+    code = subprocess.call([*cli_command(), "export", recipe])
     if code != 0:
         raise ExportError(f"llamafactory-cli export exited with code {code}")
     fix_export(export_dir)

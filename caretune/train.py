@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from caretune.lf import cli_command
 from caretune.preflight import Plan, ray_requested
 
 # Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
@@ -29,9 +30,7 @@ def launch_env(plan: Plan, base: dict[str, str] | None = None) -> dict[str, str]
 
 
 def command(plan: Plan) -> list[str]:
-    cli = Path(sys.executable).with_name("llamafactory-cli")
-    exe = [str(cli)] if cli.exists() else [sys.executable, "-m", "llamafactory.cli"]
-    return [*exe, "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
+    return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
 
 
 def run(plan: Plan) -> int:
