@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from caretune.constants import BASE_MODEL, TEMPLATE
@@ -79,12 +80,6 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
         raise CheckError(str(err)) from None
     print(f"tokenizer: {tokenizer_source}", file=sys.stderr)
 
-    with _quiet_llamafactory():
-        from llamafactory.data.loader import _get_preprocessed_dataset
-        from llamafactory.data.template import get_template_and_fix_tokenizer
-
-        from caretune.lf import load_aligned
-
     dataset_dir = str(Path(dataset_info).resolve().parent)
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -95,21 +90,48 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
                 result["error"] = f"not registered in {dataset_info}"
                 continue
             try:
-                with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # it prints an example row
-                    aligned, data_args, training_args = load_aligned(
-                        name, dataset_dir, model_name_or_path or BASE_MODEL, scratch, template=template,
-                        cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample, overwrite_cache=True)
-                    chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
-                    processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft",
-                                                          chat_template, tokenizer)
-                lengths = [len(ids) for ids in processed["input_ids"]]
+                data = tokenized_lengths(name, dataset_dir, tokenizer, model_name_or_path or BASE_MODEL, scratch,
+                                         template=template, cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample)
             except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail
                 result["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
                 continue
-            result["rows"] = len(aligned)
-            result["dropped"] = len(aligned) - len(lengths)
-            result["tokens"] = length_stats(lengths, cutoff_len)
+            result["rows"] = data.rows
+            result["dropped"] = data.rows - len(data.lengths)
+            result["tokens"] = length_stats(data.lengths, cutoff_len)
     return results
+
+
+@dataclass(frozen=True)
+class TokenizedDataset:
+    rows: int  # rows in the dataset (or its first `max_samples`)
+    tokenized: int  # rows put through preprocessing (all, or the sample)
+    lengths: list[int]  # token length of each tokenized row preprocessing kept, in dataset order
+
+
+def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, scratch: str, *, template: str,
+                      cutoff_len: int, max_samples: int | None = None, sample: int | None = None, seed: int = 0,
+                      num_proc: int | None = None) -> TokenizedDataset:
+    """One registered dataset through LLaMA-Factory's SFT preprocessing (unpacked), as training sees it.
+
+    `max_samples` reads only the first rows (as LLaMA-Factory does); `sample` tokenizes a seeded random
+    sample of them while still counting every row.
+    """
+    with _quiet_llamafactory():
+        from llamafactory.data.loader import _get_preprocessed_dataset
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+
+        from caretune.lf import load_aligned
+
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # LF prints an example row
+        aligned, data_args, training_args = load_aligned(
+            name, dataset_dir, model_name_or_path, scratch, template=template, cutoff_len=cutoff_len,
+            max_samples=max_samples, overwrite_cache=True, preprocessing_num_workers=num_proc)
+        rows = len(aligned)
+        if sample is not None and sample < rows:
+            aligned = aligned.shuffle(seed=seed).select(range(sample))
+        chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
+        processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", chat_template, tokenizer)
+    return TokenizedDataset(rows=rows, tokenized=len(aligned), lengths=[len(ids) for ids in processed["input_ids"]])
 
 
 def format_results(results: list[dict], cutoff_len: int) -> str:

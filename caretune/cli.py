@@ -17,6 +17,7 @@ from caretune.constants import (
     TEMPLATE,
     TINY_MODEL_DIR,
 )
+from caretune.estimate import DEFAULT_GPU, GPUS
 from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_WEBUI_PORT
 
 
@@ -168,6 +169,88 @@ def recipes(check_only):
         return
     changed = write_recipes()
     click.echo(f"wrote {len(changed)} file(s)" + (": " + ", ".join(changed) if changed else " (all up to date)"))
+
+
+def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
+    rows = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise click.BadParameter(f"{value!r}: expected DATASET=ROWS, e.g. multi-med=500000", param_hint="--rows")
+        rows[name] = int(count)
+    return rows
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--gpus", type=click.IntRange(min=1), default=None,
+              help="GPUs in the run; default: what a shipped recipe is sized for, else 1.")
+@click.option("--gpu", "gpu_name", type=click.Choice(list(GPUS)), default=DEFAULT_GPU, show_default=True)
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Tokenize a seeded random N rows per dataset and extrapolate (default: all rows).")
+@click.option("--rows", "rows", multiple=True, metavar="DATASET=N",
+              help="Plan for N rows of DATASET (e.g. the full set when only a shard is converted).")
+@click.option("--bench", "bench", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Throughput from a `caretune bench --out` JSON instead of an assumed MFU.")
+@click.option("--mfu", type=click.FloatRange(0.01, 1.0), default=None, help="Assumed MFU when no --bench (default 0.40).")
+@click.option("--attention", type=click.Choice(["fa2", "sdpa"]), default=None,
+              help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/plan.py).")
+def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json):
+    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
+    from caretune.plan import PlanError, format_plan, make_plan
+    from caretune.recipes import sized_gpus
+
+    try:
+        result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
+                           rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention)
+    except PlanError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_plan(result))
+
+
+@main.command()
+@click.option("--model", default=None, help="A Qwen3 name or local folder (its config only); default: "
+              "Qwen/Qwen3-8B on a GPU, the tiny Qwen3 on CPU.")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: all; unavailable ones are skipped).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per variant.")
+@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps first.")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+              help="Rows per device for padding variants (default: 24 on a GPU, as the walkthrough; 4 on CPU).")
+@click.option("--pack-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Packs per device for packing variants (LLaMA-Factory's neat packing with fa2 needs 1).")
+@click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
+@click.option("--profile", default="chatmed", show_default=True,
+              help="Row-length profile: a shipped one, or a `caretune plan --json` output.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=".cache/bench", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Append the results table to this Markdown file (e.g. docs/benchmarks.md).")
+def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record):
+    """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
+    from caretune.bench import BenchError, format_report, run_bench
+    from converters.writer import AtomicFile
+
+    try:
+        report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
+                           micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
+                           work_dir=Path(work_dir), log=lambda line: click.echo(line, err=True))
+    except BenchError as err:
+        raise click.ClickException(str(err)) from None
+    table = format_report(report)
+    click.echo(table)
+    if out:
+        with AtomicFile(Path(out)) as handle:
+            handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+            handle.commit()
+    if record:
+        previous = Path(record).read_text(encoding="utf-8") if Path(record).exists() else ""
+        with AtomicFile(Path(record)) as handle:
+            handle.write(previous.rstrip("\n") + "\n\n" + table + "\n")
+            handle.commit()
+    if not any("real_tokens_per_s" in v for v in report["variants"]):
+        raise click.ClickException("no variant ran")
 
 
 def _preflight(recipe, processes, overwrite, fresh):

@@ -17,7 +17,6 @@ from caretune.constants import DATASET_INFO
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
 CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
-SIBLING_TASKS = ("lora_sft", "predict", "chat", "export")
 
 
 class PreflightError(Exception):
@@ -131,9 +130,8 @@ def _is_empty_dataset(data_file: Path) -> bool:
 
 def check_siblings(path: Path, args: dict) -> None:
     """template / enable_thinking must agree across a folder's recipes: a mismatch leaks <think> after deployment."""
-    for task in SIBLING_TASKS:
-        sibling = path.with_name(f"{task}.yaml")
-        if sibling == path or not sibling.is_file():
+    for sibling in sorted(path.parent.glob("*.yaml")):
+        if sibling.resolve() == path.resolve():
             continue
         other = load_recipe(sibling)
         for key in CONSISTENT_KEYS:
@@ -202,6 +200,23 @@ def plan_output(path: Path, args: dict, plan: Plan, *, overwrite: bool, fresh: b
     plan.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
 
 
+def check_fast_paths(path: Path, args: dict) -> list[str]:
+    """Liger, FlashAttention-2 and neat packing: what would fail after the model loads. Returns notes."""
+    import importlib.util
+
+    notes = []
+    if args.get("enable_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
+        raise PreflightError(f"{path}: enable_liger_kernel needs the liger-kernel package on a CUDA machine "
+                             "(pip install -e '.[gpu]'), or set enable_liger_kernel: false")
+    fa2 = args.get("flash_attn") == "fa2"
+    if args.get("neat_packing") and fa2 and int(args.get("per_device_train_batch_size", 1)) != 1:
+        raise PreflightError(f"{path}: neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1 in "
+                             "LLaMA-Factory (it stops at the first batch otherwise); raise gradient_accumulation_steps")
+    if fa2 and importlib.util.find_spec("flash_attn") is None:
+        notes.append("flash-attn is not installed: LLaMA-Factory falls back to sdpa (correct, slower; pip install flash-attn)")
+    return notes
+
+
 def visible_gpu_count() -> int:
     import torch
 
@@ -217,12 +232,14 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     check_datasets(path, args)
     check_siblings(path, args)
     check_deepspeed(path, args)
+    fast_path_notes = check_fast_paths(path, args)
     check_ray(path)
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     check_processes(path, processes, visible)
     plan = Plan(recipe=path, args=args, processes=processes)
     plan_output(path, args, plan, overwrite=overwrite, fresh=fresh)
+    plan.notes.extend(fast_path_notes)
     if not visible:
         plan.notes.append("no GPU visible: training runs on CPU (fine for tiny-qwen3, not for Qwen3-8B)")
     return plan

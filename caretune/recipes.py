@@ -7,7 +7,7 @@ differs from what this module produces.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -24,6 +24,7 @@ from caretune.constants import (
     TINY_MODEL_DIR,
 )
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPES_DIR = "recipes"
 DEEPSPEED_DIR = f"{RECIPES_DIR}/deepspeed"
 TRAIN_DATASETS = f"{CHATMED_DATASET},{HUATUO_DATASET}"
@@ -53,6 +54,10 @@ class ModelRecipe:
     num_train_epochs: float | None = None
     max_steps: int | None = None
     note: str = ""
+    train_task: str = "lora_sft"  # file name of its training recipe
+    neat_packing: bool = False  # rows packed into cutoff_len-token sequences, attention kept within each row
+    liger: bool = False  # Liger kernels, among them a fused linear cross-entropy
+    flash_attn: str | None = None  # LLaMA-Factory's `flash_attn`; None leaves its default (auto)
 
     def path(self, task: str) -> str:
         return f"{RECIPES_DIR}/{self.folder}/{task}.yaml"
@@ -61,13 +66,21 @@ class ModelRecipe:
         return f"saves/{self.folder}/lora/{task.replace('lora_', '')}"
 
 
-# The walkthrough: LoRA SFT of Qwen3-8B, 2 epochs, per-device batch 24, DeepSpeed, 4 GPUs;
-# evaluation with batch 32, cutoff 2048, 1024 new tokens.
-QWEN3_8B = ModelRecipe(
+# The walkthrough exactly: LoRA SFT of Qwen3-8B, 2 epochs, per-device batch 24, DeepSpeed, 4 GPUs;
+# evaluation with batch 32, cutoff 2048, 1024 new tokens. Kept for comparison as lora_sft_walkthrough.yaml.
+QWEN3_8B_WALKTHROUGH = ModelRecipe(
     folder="qwen3-8b", model=BASE_MODEL, gpus=4, per_device_train_batch_size=24, gradient_accumulation_steps=1,
     learning_rate=1.0e-4, cutoff_len=CUTOFF_LEN, per_device_eval_batch_size=32, max_new_tokens=1024,
     logging_steps=10, save_steps=500, bf16=True, deepspeed=f"{DEEPSPEED_DIR}/ds_z2.json", num_train_epochs=2.0,
+    train_task="lora_sft_walkthrough",
 )
+# The default: the same data, epochs, cutoff and learning rate, trained on packed rows (no padding
+# between them, attention isolated per row), with Liger's fused cross-entropy and FlashAttention-2.
+# LLaMA-Factory's neat packing with FlashAttention-2 takes one pack per device; two accumulated steps
+# on 4 GPUs give 8 packs of up to 2048 tokens, close to the walkthrough's 96 rows per step
+# (`caretune plan` prints both).
+QWEN3_8B = replace(QWEN3_8B_WALKTHROUGH, per_device_train_batch_size=1, gradient_accumulation_steps=2,
+                   train_task="lora_sft", neat_packing=True, liger=True, flash_attn="fa2")
 # The CPU stand-in (`caretune tiny-model`): the same tasks, small enough for CI and `make demo`.
 TINY_QWEN3 = ModelRecipe(
     folder="tiny-qwen3", model=TINY_MODEL_DIR, gpus=1, per_device_train_batch_size=4, gradient_accumulation_steps=1,
@@ -76,6 +89,7 @@ TINY_QWEN3 = ModelRecipe(
     note="random weights: its answers are noise",
 )
 MODELS = (QWEN3_8B, TINY_QWEN3)
+EXTRA_TRAININGS = (QWEN3_8B_WALKTHROUGH,)  # further training recipes beside a folder's lora_sft.yaml
 
 Section = tuple[str, list[tuple[str, object, str]]]  # (title, [(key, value, comment)])
 
@@ -93,31 +107,50 @@ def _template_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
             ("enable_thinking", False, "")]
 
 
+def effective_batch(recipe: ModelRecipe) -> str:
+    """The derived-numbers comment of `gradient_accumulation_steps`."""
+    where = "GPUs" if recipe.gpus > 1 else "process"
+    total = recipe.per_device_train_batch_size * recipe.gpus * recipe.gradient_accumulation_steps
+    text = (f"effective batch = {recipe.per_device_train_batch_size} x {recipe.gpus} {where} x "
+            f"{recipe.gradient_accumulation_steps} = {total}")
+    if recipe.neat_packing:
+        text += f" packs of up to {recipe.cutoff_len} tokens ({total * recipe.cutoff_len:,} tokens)"
+    return text
+
+
 def lora_sft(recipe: ModelRecipe) -> list[Section]:
-    effective = recipe.per_device_train_batch_size * recipe.gpus * recipe.gradient_accumulation_steps
     method = [("stage", "sft", ""), ("do_train", True, ""), ("finetuning_type", "lora", ""),
               ("lora_target", "all", "every linear layer"), ("lora_rank", 8, ""), ("lora_alpha", 16, ""),
               ("lora_dropout", 0.05, "")]
     if recipe.deepspeed:
         method.append(("deepspeed", recipe.deepspeed, "ZeRO-2; ds_z3.json / ds_z3_offload.json for less memory"))
+    speed = []
+    if recipe.flash_attn:
+        speed.append(("flash_attn", recipe.flash_attn, "FlashAttention-2 where installed, else LLaMA-Factory uses sdpa"))
+    if recipe.liger:
+        speed.append(("enable_liger_kernel", True, "fused linear cross-entropy: no full logits in memory "
+                                                   "(pip install liger-kernel)"))
+    packing = ([("neat_packing", True, "rows packed without padding; attention stays within each row")]
+               if recipe.neat_packing else [])
     schedule = ([("num_train_epochs", recipe.num_train_epochs, "")] if recipe.num_train_epochs is not None
                 else [("max_steps", recipe.max_steps, "a few steps: enough to see the loss move")])
+    model = _model_section(recipe, adapter=False)
     return [
-        _model_section(recipe, adapter=False),
+        (model[0], model[1] + speed),
         ("method", method),
         ("dataset", [("dataset", TRAIN_DATASETS, ""), ("dataset_dir", ".", "dataset_info.json at the repository root"),
-                     *_template_keys(recipe), ("cutoff_len", recipe.cutoff_len, ""),
+                     *_template_keys(recipe), ("cutoff_len", recipe.cutoff_len, ""), *packing,
                      ("overwrite_cache", True, ""), ("preprocessing_num_workers", 16 if recipe.gpus > 1 else None, ""),
                      ("dataloader_num_workers", 4 if recipe.gpus > 1 else 0, "")]),
-        ("output", [("output_dir", recipe.output_dir("lora_sft"), ""), ("logging_steps", recipe.logging_steps, ""),
+        ("output", [("output_dir", recipe.output_dir(recipe.train_task), ""), ("logging_steps", recipe.logging_steps, ""),
                     ("save_steps", recipe.save_steps, ""), ("plot_loss", True, "training_loss.png"),
                     ("overwrite_output_dir", False, "caretune train refuses a finished run; resumes an unfinished one"),
                     ("save_only_model", False, "keep optimizer state so an interrupted run resumes exactly"),
                     ("report_to", "tensorboard" if recipe.gpus > 1 else "none", "")]),
-        ("train", [("per_device_train_batch_size", recipe.per_device_train_batch_size, ""),
-                   ("gradient_accumulation_steps", recipe.gradient_accumulation_steps,
-                    f"effective batch = {recipe.per_device_train_batch_size} x {recipe.gpus} "
-                    f"{'GPUs' if recipe.gpus > 1 else 'process'} x {recipe.gradient_accumulation_steps} = {effective}"),
+        ("train", [("per_device_train_batch_size", recipe.per_device_train_batch_size,
+                    "one pack per device: LLaMA-Factory's neat packing with FlashAttention-2 needs 1"
+                    if recipe.neat_packing else ""),
+                   ("gradient_accumulation_steps", recipe.gradient_accumulation_steps, effective_batch(recipe)),
                    ("learning_rate", recipe.learning_rate, ""), *schedule,
                    ("lr_scheduler_type", "cosine", ""), ("warmup_ratio", 0.1, ""), ("bf16", recipe.bf16, ""),
                    ("gradient_checkpointing", recipe.gpus > 1, ""), ("ddp_timeout", 180000000, ""),
@@ -182,6 +215,15 @@ def render_yaml(title: str, sections: list[Section]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def sized_gpus(recipe_path: str) -> int | None:
+    """GPUs a shipped recipe is sized for; None for any other file."""
+    for recipe in MODELS + EXTRA_TRAININGS:
+        if any(Path(recipe_path).resolve() == (PROJECT_ROOT / recipe.path(task)).resolve()
+               for task in (*TASKS, recipe.train_task)):
+            return recipe.gpus
+    return None
+
+
 def deepspeed_configs() -> dict[str, dict]:
     """ZeRO-2, ZeRO-3 and ZeRO-3 with CPU offload; "auto" values are filled in by the HF Trainer."""
     common = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
@@ -203,24 +245,32 @@ def deepspeed_configs() -> dict[str, dict]:
 
 
 def folder_readme(recipe: ModelRecipe) -> str:
-    effective = recipe.per_device_train_batch_size * recipe.gpus * recipe.gradient_accumulation_steps
+    extras = [extra for extra in EXTRA_TRAININGS if extra.folder == recipe.folder]
     where = f"{recipe.gpus} GPUs" if recipe.gpus > 1 else "CPU (one process)"
-    return "\n".join([
+    sizing = [f"Sized for {where}: {effective_batch(recipe)}" + (f"; {recipe.note}." if recipe.note else ".")]
+    if recipe.neat_packing:
+        sizing.append("Packed rows, Liger's fused cross-entropy and FlashAttention-2 (`pip install -e .[gpu]` and "
+                      "`pip install flash-attn` on the GPU machine); `caretune plan` estimates time and memory first.")
+    for extra in extras:
+        sizing.append(f"`{extra.train_task}.yaml` keeps the walkthrough's numbers exactly ({effective_batch(extra)}, "
+                      "padding, no fused kernels) for comparison.")
+    lines = [
         f"# {recipe.folder}: {recipe.model}",
         "",
         HEADER.replace("# ", "").replace("\n", " ").strip(),
         "",
-        f"Sized for {where}: per-device batch {recipe.per_device_train_batch_size}, effective batch {effective}"
-        + (f"; {recipe.note}." if recipe.note else "."),
-        "",
+        *[line for text in sizing for line in (text, "")],
         "```bash",
+        f"caretune plan {recipe.path('lora_sft')}         # rows, tokens, memory, time before launching",
         f"make train RECIPE={recipe.path('lora_sft')}      # preflight, then llamafactory-cli train",
+        *[f"make train RECIPE={extra.path(extra.train_task)}" for extra in extras],
         f"llamafactory-cli train {recipe.path('predict')}  # held-out generation, BLEU-4 / ROUGE",
         f"llamafactory-cli chat {recipe.path('chat')}      # medical system prompt, no thinking",
         f"llamafactory-cli export {recipe.path('export')}  # merge the adapter into the base model",
         "```",
         "",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def generated_files() -> dict[str, str]:
@@ -230,6 +280,8 @@ def generated_files() -> dict[str, str]:
         for task in TASKS:
             files[recipe.path(task)] = render_yaml(f"{recipe.folder} {task}", TASK_BUILDERS[task](recipe))
         files[f"{RECIPES_DIR}/{recipe.folder}/README.md"] = folder_readme(recipe)
+    for extra in EXTRA_TRAININGS:
+        files[extra.path(extra.train_task)] = render_yaml(f"{extra.folder} {extra.train_task}", lora_sft(extra))
     for name, config in deepspeed_configs().items():
         files[f"{DEEPSPEED_DIR}/{name}"] = json.dumps(config, indent=2) + "\n"
     return files

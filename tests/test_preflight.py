@@ -35,9 +35,34 @@ SFT = "recipes/tiny-qwen3/lora_sft.yaml"
 
 def test_shipped_recipes_pass(workspace):
     for recipe in ("recipes/tiny-qwen3/lora_sft.yaml", "recipes/tiny-qwen3/predict.yaml",
-                   "recipes/qwen3-8b/lora_sft.yaml", "recipes/qwen3-8b/predict.yaml"):
+                   "recipes/qwen3-8b/lora_sft_walkthrough.yaml", "recipes/qwen3-8b/predict.yaml"):
         plan = preflight(recipe)
         assert plan.processes == 1 and plan.overrides == {}
+
+
+def test_fast_recipe_needs_liger_and_one_pack_per_device(workspace, monkeypatch):
+    import importlib.util
+
+    fast = "recipes/qwen3-8b/lora_sft.yaml"
+    real_find_spec = importlib.util.find_spec
+    installed = {"liger_kernel": False, "flash_attn": False}
+
+    def find_spec(name, *args):
+        if name in installed:
+            return object() if installed[name] else None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(PreflightError, match=r"lora_sft\.yaml: enable_liger_kernel needs the liger-kernel package"):
+        preflight(fast)
+    installed["liger_kernel"] = True
+    plan = preflight(fast)
+    assert any("falls back to sdpa" in note for note in plan.notes)
+    installed["flash_attn"] = True
+    assert not any("sdpa" in note for note in preflight(fast).notes)
+    edit(fast, per_device_train_batch_size=4)
+    with pytest.raises(PreflightError, match=r"neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1"):
+        preflight(fast)
 
 
 def test_unknown_key_with_suggestion(workspace):

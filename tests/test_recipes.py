@@ -27,18 +27,36 @@ def test_drift_is_detected(tmp_path):
 
 
 def test_walkthrough_numbers_in_the_qwen3_8b_recipes():
-    sft = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft.yaml").read_text(encoding="utf-8"))
+    sft = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
     assert sft["model_name_or_path"] == "Qwen/Qwen3-8B" and sft["dataset"] == "multi-med,huatuo2-sft"
     assert (sft["num_train_epochs"], sft["per_device_train_batch_size"], sft["cutoff_len"]) == (2.0, 24, 2048)
     assert sft["lora_target"] == "all" and sft["bf16"] is True and sft["template"] == "qwen3_nothink"
     assert sft["deepspeed"] == "recipes/deepspeed/ds_z2.json"
-    text = (ROOT / "recipes/qwen3-8b/lora_sft.yaml").read_text(encoding="utf-8")
+    assert not any(key in sft for key in ("neat_packing", "packing", "enable_liger_kernel", "flash_attn"))
+    text = (ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8")
     assert "effective batch = 24 x 4 GPUs x 1 = 96" in text
     predict = yaml.safe_load((ROOT / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
     assert (predict["per_device_eval_batch_size"], predict["cutoff_len"], predict["max_new_tokens"]) == (32, 2048, 1024)
     assert predict["do_sample"] is False and predict["eval_dataset"] == "multi-med-eval,huatuo2-eval"
     chat = yaml.safe_load((ROOT / "recipes/qwen3-8b/chat.yaml").read_text(encoding="utf-8"))
     assert "医生" in chat["default_system"] and chat["enable_thinking"] is False
+
+
+def test_fast_default_differs_from_the_walkthrough_only_in_speed_keys():
+    fast = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft.yaml").read_text(encoding="utf-8"))
+    walkthrough = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
+    changed = {key for key in fast.keys() | walkthrough.keys() if fast.get(key) != walkthrough.get(key)}
+    assert changed == {"neat_packing", "enable_liger_kernel", "flash_attn", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "output_dir"}
+    assert (fast["neat_packing"], fast["enable_liger_kernel"], fast["flash_attn"]) == (True, True, "fa2")
+    assert fast["per_device_train_batch_size"] == 1  # LLaMA-Factory's neat packing with fa2 takes one pack
+    assert fast["output_dir"] != walkthrough["output_dir"]  # the two runs never share a folder
+    predict = yaml.safe_load((ROOT / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
+    assert predict["adapter_name_or_path"] == fast["output_dir"]
+    assert recipes.sized_gpus(str(ROOT / "recipes/qwen3-8b/lora_sft.yaml")) == 4
+    assert recipes.sized_gpus(str(ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml")) == 4
+    assert recipes.sized_gpus(str(ROOT / "recipes/tiny-qwen3/predict.yaml")) == 1
+    assert recipes.sized_gpus(str(ROOT / "pyproject.toml")) is None
 
 
 @pytest.mark.lf
@@ -50,7 +68,7 @@ def test_recipe_parses_with_llamafactory(path):
     args = yaml.safe_load(path.read_text(encoding="utf-8"))
     if args.get("bf16") and not torch.cuda.is_available():
         args["bf16"] = False  # transformers refuses bf16 without a GPU; every other key is parsed as shipped
-    parse = _parse_train_args if path.stem in ("lora_sft", "predict") else _parse_infer_args
+    parse = _parse_train_args if path.stem.startswith("lora_sft") or path.stem == "predict" else _parse_infer_args
     parsed = parse(args)  # unknown keys or bad values raise
     assert parsed
 

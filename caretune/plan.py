@@ -1,0 +1,353 @@
+"""`caretune plan RECIPE`: rows, tokens, padding, steps, memory, time and GPU-hours before a run.
+
+The recipe's datasets go through LLaMA-Factory's own SFT preprocessing with the model's tokenizer
+and template; batching and packing are then replayed as LLaMA-Factory and the Hugging Face Trainer
+do them. Formulas live in `caretune.estimate`.
+
+`--json` keys: recipe, model, arch_source, gpu, gpus, datasets (name, rows, tokenized, rows_kept),
+rows, real_tokens_per_epoch, processed_tokens_per_epoch, non_padding_share, micro_batches_per_gpu_epoch,
+rows_per_micro_batch, optimizer_steps, packing, attention, length_quantiles (p0..p100 of row tokens),
+params, lora_params, memory_bytes (per component and total), memory_limit_bytes, fits,
+max_micro_batch, throughput (source, processed_tokens_per_s_per_gpu, real_tokens_per_s_per_gpu, mfu),
+wall_seconds, gpu_hours, warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from caretune import estimate
+from caretune.constants import TEMPLATE
+
+DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
+SUPPORTED_MIX = (None, "concat")
+
+
+class PlanError(Exception):
+    """The plan cannot be made; the message names the file or key."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a LoRA SFT recipe says about batching, packing and memory."""
+
+    model: str
+    datasets: list[str]
+    dataset_dir: str
+    template: str
+    cutoff_len: int
+    packing: bool
+    neat_packing: bool
+    micro_batch: int
+    accumulation: int
+    epochs: float
+    max_steps: int | None
+    lora_rank: int
+    zero_stage: int
+    offload: bool
+    liger: bool
+    flash_attn: str
+    preprocessing_batch_size: int
+    preprocessing_num_workers: int | None
+    seed: int
+
+    @property
+    def packed_cutoff(self) -> int:
+        """LLaMA-Factory packs to `cutoff_len - 1` tokens and pads each pack to `cutoff_len`."""
+        return self.cutoff_len - 1
+
+
+def read_recipe(path: str) -> TrainSettings:
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise PlanError(f"{path}: cannot read the recipe: {str(err).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise PlanError(f"{path}: not a YAML mapping")
+    if recipe.get("stage", "sft") != "sft" or recipe.get("finetuning_type", "lora") != "lora":
+        raise PlanError(f"{path}: plan estimates LoRA SFT recipes (stage: sft, finetuning_type: lora)")
+    if not recipe.get("dataset"):
+        raise PlanError(f"{path}: no `dataset` to plan for")
+    if recipe.get("mix_strategy") not in SUPPORTED_MIX:
+        raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat")
+    zero_stage, offload = 0, False
+    if recipe.get("deepspeed"):
+        ds_path = Path(recipe["deepspeed"])  # relative to the current directory, as LLaMA-Factory reads it
+        try:
+            zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
+        except (OSError, json.JSONDecodeError) as err:
+            raise PlanError(f"{path}: deepspeed config {recipe['deepspeed']}: {str(err).splitlines()[0]}") from None
+        zero_stage = int(zero.get("stage", 0))
+        offload = bool(zero.get("offload_param") or zero.get("offload_optimizer"))
+    dataset_dir = recipe.get("dataset_dir", "data")
+    if not (Path(dataset_dir) / "dataset_info.json").exists():
+        raise PlanError(f"{path}: dataset_dir {dataset_dir!r} has no dataset_info.json (relative paths start at the "
+                        "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first")
+    return TrainSettings(
+        model=recipe.get("model_name_or_path") or "", datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
+        dataset_dir=dataset_dir, template=recipe.get("template", TEMPLATE), cutoff_len=int(recipe.get("cutoff_len", 2048)),
+        packing=bool(recipe.get("packing") or recipe.get("neat_packing")), neat_packing=bool(recipe.get("neat_packing")),
+        micro_batch=int(recipe.get("per_device_train_batch_size", 8)),
+        accumulation=int(recipe.get("gradient_accumulation_steps", 1)),
+        epochs=float(recipe.get("num_train_epochs", 3.0)),
+        max_steps=int(recipe["max_steps"]) if recipe.get("max_steps", -1) not in (None, -1) else None,
+        lora_rank=int(recipe.get("lora_rank", 8)), zero_stage=zero_stage, offload=offload,
+        liger=bool(recipe.get("enable_liger_kernel")), flash_attn=str(recipe.get("flash_attn", "auto")),
+        preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
+        preprocessing_num_workers=recipe.get("preprocessing_num_workers"), seed=int(recipe.get("seed", 42)))
+
+
+def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
+    """The model's architecture: its local config.json, the Hugging Face cache, the shipped Qwen3 table, the hub."""
+    local = Path(model) / "config.json"
+    if local.exists():
+        return estimate.Arch.from_config(model, json.loads(local.read_text(encoding="utf-8"))), str(local)
+    from caretune.hub import hf_offline
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # not a repo id
+        cached = None
+    if isinstance(cached, str):
+        return estimate.Arch.from_config(model, json.loads(Path(cached).read_text(encoding="utf-8"))), cached
+    if model in estimate.QWEN3_FAMILY:
+        return estimate.QWEN3_FAMILY[model], "caretune's Qwen3 family table"
+    if not hf_offline():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            fetched = hf_hub_download(model, "config.json")
+            return estimate.Arch.from_config(model, json.loads(Path(fetched).read_text(encoding="utf-8"))), fetched
+        except Exception as err:
+            raise PlanError(f"{model}: no config.json locally and the hub failed: {str(err).splitlines()[0]}") from None
+    raise PlanError(f"{model}: no config.json locally, and not one of {', '.join(estimate.QWEN3_FAMILY)}")
+
+
+def tokenizer_processes(recipe_workers: int | None) -> int | None:
+    """Processes for tokenizing here: the recipe's, capped by this machine's cores (the counts do not depend on it)."""
+    cores = os.cpu_count() or 1
+    return min(recipe_workers, cores) if recipe_workers and cores > 1 else None
+
+
+def contiguous_shards(count: int, shards: int) -> list[range]:
+    """How `datasets.map(num_proc=shards)` splits `count` rows."""
+    shards = max(1, min(shards, count))
+    div, mod = divmod(count, shards)
+    bounds, start = [], 0
+    for index in range(shards):
+        end = start + div + (1 if index < mod else 0)
+        bounds.append(range(start, end))
+        start = end
+    return bounds
+
+
+def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | None) -> list[int]:
+    """Real tokens of every pack, as LLaMA-Factory's packed preprocessing forms them (greedy knapsack per map batch)."""
+    from llamafactory.data.processor.processor_utils import greedy_knapsack
+
+    packs = []
+    for shard in contiguous_shards(len(lengths), num_proc or 1):
+        for start in range(shard.start, shard.stop, batch_size):
+            chunk = lengths[start:min(start + batch_size, shard.stop)]
+            packs.extend(sum(knapsack) for knapsack in greedy_knapsack(list(chunk), capacity))
+    return packs
+
+
+def micro_batch_tokens(items: list[int], micro_batch: int, seed: int, fixed_length: int | None) -> tuple[int, int, int]:
+    """(micro-batches, processed tokens, longest processed micro-batch) over one shuffled epoch.
+
+    Each micro-batch is padded to its longest item rounded up to a multiple of 8, or holds
+    `fixed_length` tokens per item (packs padded to the cutoff).
+    """
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    batches = processed = peak = 0
+    for start in range(0, len(order), micro_batch):
+        batch = order[start:start + micro_batch]
+        size = len(batch) * (fixed_length if fixed_length is not None else estimate.padded_length(max(batch)))
+        batches += 1
+        processed += size
+        peak = max(peak, size)
+    return batches, processed, peak
+
+
+def quantiles(lengths: list[int]) -> list[int]:
+    """p0, p1, ..., p100 of the row lengths (nearest rank)."""
+    from caretune.check import percentile
+
+    ordered = sorted(lengths)
+    return [ordered[0] if ordered else 0] + [percentile(ordered, q) for q in range(1, 101)]
+
+
+def load_bench(path: str, settings: TrainSettings) -> dict:
+    """The bench variant of `path` that matches the recipe's packing and Liger settings."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PlanError(f"{path}: cannot read bench results: {str(err).splitlines()[0]}") from None
+    measured = [v for v in report.get("variants", []) if v.get("processed_tokens_per_s")]
+    matching = [v for v in measured if v["packing"] == settings.packing and v["liger"] == settings.liger]
+    if not matching:
+        names = ", ".join(v["name"] for v in measured) or "none measured"
+        raise PlanError(f"{path}: no measured variant with packing={settings.packing}, liger={settings.liger} ({names})")
+    best = max(matching, key=lambda v: v["processed_tokens_per_s"])
+    return {**best, "device": report.get("device", "?")}
+
+
+def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None = None,
+              rows_override: dict[str, int] | None = None, bench: str | None = None, mfu: float | None = None,
+              attention: str | None = None) -> dict:
+    settings = read_recipe(recipe_path)
+    if gpu_name not in estimate.GPUS:
+        raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
+    gpu = estimate.GPUS[gpu_name]
+    arch, arch_source = resolve_arch(settings.model)
+    rows_override = rows_override or {}
+    unknown = sorted(set(rows_override) - set(settings.datasets))
+    if unknown:
+        raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
+
+    from caretune.check import _quiet_llamafactory, tokenized_lengths
+    from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
+
+    try:
+        tokenizer, _ = load_qwen3_tokenizer(settings.model)
+    except TokenizerError as err:
+        raise PlanError(str(err)) from None
+    cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
+    datasets, lengths, scale_rows, tokenized_rows = [], [], 0, 0
+    with tempfile.TemporaryDirectory() as scratch, _quiet_llamafactory():
+        for name in settings.datasets:
+            try:
+                data = tokenized_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
+                                         template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
+                                         num_proc=tokenizer_processes(settings.preprocessing_num_workers))
+            except Exception as err:  # LLaMA-Factory's own error, with the dataset named
+                raise PlanError(f"{settings.dataset_dir}/dataset_info.json: {name}: "
+                                f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+            rows = rows_override.get(name, data.rows)
+            datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,
+                             "rows_kept": round(len(data.lengths) * rows / data.tokenized) if data.tokenized else 0})
+            lengths.extend(data.lengths)
+            scale_rows += rows
+            tokenized_rows += data.tokenized
+    if not lengths:
+        raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
+    scale = scale_rows / tokenized_rows  # 1.0 unless sampled or --rows extrapolates
+
+    attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")
+    unpadded = settings.neat_packing and attention == "fa2"  # LLaMA-Factory strips the padding of bsz-1 packs
+    if settings.packing:
+        items = pack(lengths, cutoff, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
+        fixed = None if unpadded else estimate.padded_length(settings.cutoff_len)
+    else:
+        items, fixed = lengths, None
+    if unpadded:
+        batches, processed = math.ceil(len(items) / settings.micro_batch), sum(items)
+        peak_tokens = settings.micro_batch * settings.packed_cutoff
+    else:
+        batches, processed, _ = micro_batch_tokens(items, settings.micro_batch, settings.seed, fixed)
+        peak_tokens = settings.micro_batch * (fixed or estimate.padded_length(max(items)))
+    real = sum(lengths)
+    items_total = round(len(items) * scale)
+    micro_batches_per_gpu = math.ceil(items_total / (settings.micro_batch * gpus))
+    steps = (settings.max_steps if settings.max_steps is not None
+             else estimate.optimizer_steps(micro_batches_per_gpu, settings.accumulation, settings.epochs))
+    epochs_run = steps * settings.accumulation / micro_batches_per_gpu
+    real_epoch, processed_epoch = real * scale, processed * scale
+
+    memory_kwargs = {"gpus": gpus, "lora_rank": settings.lora_rank, "zero_stage": settings.zero_stage,
+                     "offload": settings.offload, "fused_cross_entropy": settings.liger}
+    memory = estimate.memory_breakdown(arch, micro_batch_tokens=peak_tokens, **memory_kwargs)
+    limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
+    per_item_peak = peak_tokens // settings.micro_batch
+    max_micro_batch = 0
+    while max_micro_batch < 4096 and estimate.memory_breakdown(
+            arch, micro_batch_tokens=(max_micro_batch + 1) * per_item_peak, **memory_kwargs)["total"] <= limit:
+        max_micro_batch += 1
+
+    share = real / processed
+    context = estimate.causal_context(lengths)
+    if bench:
+        measured = load_bench(bench, settings)
+        processed_rate = measured["processed_tokens_per_s"]
+        source = f"caretune bench {bench}: variant {measured['name']} on {measured['device']}"
+    else:
+        assumed = mfu if mfu is not None else estimate.DEFAULT_MFU
+        processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
+        source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
+    real_rate = processed_rate * share
+    seconds = processed_epoch * epochs_run / (processed_rate * gpus)
+
+    warnings = []
+    if memory["total"] > limit:
+        warnings.append(f"memory: {memory['total'] / estimate.GIB:.1f} GiB per GPU exceeds "
+                        f"{estimate.MEMORY_HEADROOM:.0%} of the {gpu.name}'s {gpu.memory_gib:g} GiB; "
+                        f"largest micro-batch that fits: {max_micro_batch}")
+    if settings.neat_packing and attention == "fa2" and settings.micro_batch != 1:
+        warnings.append("neat_packing with flash attention 2 needs per_device_train_batch_size: 1 in LLaMA-Factory")
+    if sample is not None and tokenized_rows < scale_rows:
+        warnings.append(f"sampled {tokenized_rows} of {scale_rows} rows: token figures are extrapolated")
+    return {
+        "recipe": recipe_path, "model": settings.model, "arch_source": arch_source, "gpu": gpu.name, "gpus": gpus,
+        "datasets": datasets, "rows": sum(d["rows_kept"] for d in datasets),
+        "real_tokens_per_epoch": round(real_epoch), "processed_tokens_per_epoch": round(processed_epoch),
+        "non_padding_share": round(share, 4), "micro_batches_per_gpu_epoch": micro_batches_per_gpu,
+        "rows_per_micro_batch": round(len(lengths) / batches, 2), "optimizer_steps": steps,
+        "packing": "neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
+        "attention": attention, "length_quantiles": quantiles(lengths),
+        "params": arch.params(), "lora_params": arch.lora_params(settings.lora_rank),
+        "memory_bytes": memory, "memory_limit_bytes": limit, "fits": memory["total"] <= limit,
+        "max_micro_batch": max_micro_batch,
+        "throughput": {"source": source, "processed_tokens_per_s_per_gpu": round(processed_rate, 1),
+                       "real_tokens_per_s_per_gpu": round(real_rate, 1),
+                       "mfu": round(estimate.mfu(arch, gpu, real_rate, context), 4)},
+        "wall_seconds": round(seconds), "gpu_hours": round(seconds * gpus / 3600, 2), "warnings": warnings,
+    }
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
+def format_plan(plan: dict) -> str:
+    """The plan as a person reads it."""
+    gib = estimate.GIB
+    memory = plan["memory_bytes"]
+    lines = [f"plan for {plan['recipe']}: {plan['model']} ({plan['params'] / 1e9:.2f}B parameters, "
+             f"LoRA {plan['lora_params'] / 1e6:.1f}M; architecture from {plan['arch_source']})",
+             f"hardware: {plan['gpus']} x {plan['gpu']}", "", "data:"]
+    for d in plan["datasets"]:
+        lines.append(f"  {d['name']:<18} {d['rows']:>10,} rows, {d['rows_kept']:>10,} kept by preprocessing"
+                     + (f" (tokenized {d['tokenized']:,})" if d["tokenized"] != d["rows"] else ""))
+    q = plan["length_quantiles"]
+    lines += [f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
+              f"  per epoch: {plan['real_tokens_per_epoch']:,} real tokens, {plan['processed_tokens_per_epoch']:,} "
+              f"processed ({plan['non_padding_share']:.1%} non-padding; packing: {plan['packing']}, "
+              f"attention: {plan['attention']})",
+              f"  {plan['rows_per_micro_batch']:g} rows per micro-batch, {plan['micro_batches_per_gpu_epoch']:,} "
+              f"micro-batches per GPU per epoch, {plan['optimizer_steps']:,} optimizer steps", "",
+              "memory per GPU (estimate; formulas in caretune/estimate.py):"]
+    for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead"):
+        lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")
+    lines += [f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan['memory_limit_bytes'] / gib:.1f} GiB usable "
+              f"({'fits' if plan['fits'] else 'DOES NOT FIT'}); largest micro-batch that fits: {plan['max_micro_batch']}",
+              f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
+              f"with a fused linear cross-entropy (enable_liger_kernel)", ""]
+    t = plan["throughput"]
+    lines += [f"throughput: {t['processed_tokens_per_s_per_gpu']:,.0f} processed tokens/s per GPU, "
+              f"{t['real_tokens_per_s_per_gpu']:,.0f} real ({t['mfu']:.0%} MFU); {t['source']}",
+              f"estimate: {_duration(plan['wall_seconds'])} wall, {plan['gpu_hours']:.1f} GPU-hours"]
+    lines += [f"warning: {w}" for w in plan["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""`caretune bench` on CPU with the tiny Qwen3: the same code a GPU runs, reporting finite figures."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from caretune import bench
+from caretune.cli import main
+
+
+def test_sampled_lengths_follow_the_profile():
+    quantiles = bench.load_profile("chatmed")
+    lengths = sorted(bench.sample_lengths(quantiles, 20_000))
+    for q in (10, 50, 90):
+        assert abs(lengths[len(lengths) * q // 100] - quantiles[q]) <= 3, q
+    assert quantiles[0] <= lengths[0] and lengths[-1] <= quantiles[100]
+    assert bench.sample_lengths(quantiles, 50) == bench.sample_lengths(quantiles, 50)  # seeded
+
+
+def test_profile_errors(tmp_path):
+    with pytest.raises(bench.BenchError, match="no length profile 'nope'"):
+        bench.load_profile("nope")
+    not_a_plan = tmp_path / "plan.json"
+    not_a_plan.write_text("{}", encoding="utf-8")
+    with pytest.raises(bench.BenchError, match="not a `caretune plan --json` output"):
+        bench.load_profile(str(not_a_plan))
+    with pytest.raises(bench.BenchError, match="unknown variant"):
+        bench.variant_by_name("padding-eager")
+    assert len({v.name for v in bench.ALL_VARIANTS}) == 8
+
+
+def test_unavailable_variants_on_cpu():
+    assert bench.unavailable(bench.variant_by_name("padding-sdpa"), cuda=False) is None
+    assert "flash attention 2" in bench.unavailable(bench.variant_by_name("neat-packing-fa2"), cuda=False)
+    assert "Liger" in bench.unavailable(bench.variant_by_name("padding-sdpa-liger"), cuda=False)
+
+
+@pytest.mark.lf
+def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
+    """Digits are one Qwen3 token each, so LLaMA-Factory's preprocessing gives back every target length."""
+    from caretune.check import tokenized_lengths
+    from caretune.constants import TEMPLATE
+    from caretune.tokenizer import load_qwen3_tokenizer
+
+    tokenizer, _ = load_qwen3_tokenizer(None)
+    overhead = bench.template_overhead(tokenizer)
+    targets = bench.sample_lengths(bench.load_profile("chatmed"), 40)
+    (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
+    data = tokenized_lengths("bench", str(tmp_path), tokenizer, "Qwen/Qwen3-8B", str(tmp_path / "scratch"),
+                             template=TEMPLATE, cutoff_len=4096)
+    assert data.lengths == targets
+
+
+@pytest.mark.lf
+def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path):
+    out, record = tmp_path / "bench.json", tmp_path / "benchmarks.md"
+    record.write_text("# Benchmarks\n", encoding="utf-8")
+    result = CliRunner().invoke(main, [
+        "bench", "--variant", "padding-sdpa", "--variant", "neat-packing-sdpa", "--variant", "neat-packing-fa2",
+        "--steps", "2", "--warmup", "1", "--cutoff-len", "2048", "--work-dir", str(tmp_path / "work"), "--out", str(out), "--record", str(record)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["model"] == "tiny" and report["device"].startswith("CPU")
+    ran = {v["name"]: v for v in report["variants"] if "real_tokens_per_s" in v}
+    assert set(ran) == {"padding-sdpa", "neat-packing-sdpa"}
+    skipped = [v for v in report["variants"] if "skipped" in v]
+    assert [v["name"] for v in skipped] == ["neat-packing-fa2"]
+    for v in ran.values():
+        assert v["timed_steps"] == 2 and v["finite"] and len(v["losses"]) == 3
+        for key in ("real_tokens_per_s", "processed_tokens_per_s", "seconds"):
+            assert math.isfinite(v[key]) and v[key] > 0, key
+        assert 0 < v["real_tokens"] <= v["processed_tokens"] and v["peak_rss_bytes"] > 0
+        assert v["mfu"] is None and v["peak_memory_bytes"] is None  # no GPU peak to divide by
+    # a pack holds several rows padded once; padding pads every row of a batch to its longest
+    assert ran["neat-packing-sdpa"]["non_padding_share"] > ran["padding-sdpa"]["non_padding_share"]
+    table = record.read_text(encoding="utf-8")
+    assert table.startswith("# Benchmarks\n\n") and "| padding-sdpa |" in table and "skipped: flash attention 2" in table

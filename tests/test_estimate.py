@@ -1,0 +1,122 @@
+"""The cost model against hand computations and against the models transformers and peft build."""
+
+import pytest
+
+from caretune import estimate
+from caretune.estimate import GIB, GPUS, QWEN3_FAMILY
+from caretune.plan import contiguous_shards, micro_batch_tokens, pack
+
+QWEN3_8B = QWEN3_FAMILY["Qwen/Qwen3-8B"]
+
+# Qwen3-8B by hand: q, o 4096x4096; k, v 4096x1024; gate, up, down 4096x12288; norms 2x4096 + 2x128.
+LAYER_8B = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 12288 + 2 * 4096 + 2 * 128
+EMBED_8B = 151_936 * 4096
+
+
+def test_qwen3_8b_parameters_by_hand():
+    assert LAYER_8B == 192_946_432
+    assert QWEN3_8B.params() == 36 * LAYER_8B + 2 * EMBED_8B + 4096 == 8_190_735_360  # "8.2B"
+    assert QWEN3_8B.non_embedding_params() == 36 * LAYER_8B + 4096  # model card: 6.95B non-embedding
+    assert round(QWEN3_8B.non_embedding_params() / 1e9, 2) == 6.95
+    # LoRA rank 8 on q, k, v, o, gate, up, down: 8 x (in + out) each
+    assert QWEN3_8B.lora_params(8) == 36 * 8 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + (4096 + 12288) * 3) == 21_823_488
+
+
+@pytest.mark.parametrize("name", list(QWEN3_FAMILY))
+def test_parameter_count_equals_the_transformers_model(name):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    arch = QWEN3_FAMILY[name]
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(Qwen3Config(**arch.to_config()))
+    assert arch.params() == model.num_parameters()
+
+
+def test_non_embedding_sizes_match_the_qwen3_model_cards():
+    card = {"Qwen/Qwen3-0.6B": 0.44, "Qwen/Qwen3-1.7B": 1.4, "Qwen/Qwen3-4B": 3.6, "Qwen/Qwen3-8B": 6.95,
+            "Qwen/Qwen3-14B": 13.2, "Qwen/Qwen3-32B": 31.2}
+    for name, billions in card.items():
+        assert QWEN3_FAMILY[name].non_embedding_params() / 1e9 == pytest.approx(billions, abs=0.05), name  # cards round
+
+
+def test_lora_count_equals_peft_on_all_linear_layers():
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from caretune.tiny_model import TINY_CONFIG
+
+    arch = estimate.Arch.from_config("tiny", TINY_CONFIG)
+    model = get_peft_model(Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG)),
+                           LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert arch.lora_params(8) == trainable
+    assert arch.params() == model.get_base_model().num_parameters() - trainable
+
+
+def test_flops_and_throughput_by_hand():
+    matmul = 36 * LAYER_8B + EMBED_8B  # the LM head multiplies; the embedding is a lookup
+    assert estimate.flops_per_token(QWEN3_8B, 0) == 6 * matmul == 45_410_408_448
+    # attention: 4 x (4 L H d c) for c = 100 attended positions
+    assert estimate.flops_per_token(QWEN3_8B, 100) - 6 * matmul == 16 * 36 * 32 * 128 * 100
+    h100 = GPUS["h100"]
+    assert estimate.tokens_per_second(QWEN3_8B, h100, 1.0, 0) == pytest.approx(989.4e12 / (6 * matmul))
+    assert round(estimate.tokens_per_second(QWEN3_8B, h100, 1.0, 0)) == 21_788  # ~20k tokens/s at 100% MFU
+    assert estimate.mfu(QWEN3_8B, h100, 10_894, 0) == pytest.approx(0.5, abs=1e-4)
+    assert estimate.causal_context([1, 3]) == pytest.approx((1 + 6) / 4)
+
+
+def test_memory_of_the_walkthrough_batch_by_hand():
+    tokens = 24 * 2048
+    parts = estimate.memory_breakdown(QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2,
+                                      offload=False, fused_cross_entropy=False)
+    assert parts["weights"] == 2 * 8_190_735_360
+    assert parts["lora_states"] == 4 * 21_823_488 + 12 * 21_823_488 // 4
+    assert parts["checkpointed_activations"] == 2 * 36 * 4096 * tokens
+    assert parts["recomputed_layer"] == 2 * (9 * 4096 + 3 * 4096 + 2 * 1024 + 5 * 12288) * tokens
+    assert parts["logits"] == 10 * tokens * 151_936
+    assert 4 * tokens * 151_936 / 1e9 == pytest.approx(29.9, abs=0.05)  # the fp32 logits alone: ~30 GB
+    assert parts["total"] == sum(parts[k] for k in ("weights", "lora_states", "checkpointed_activations",
+                                                    "recomputed_layer", "logits", "overhead"))
+    assert parts["total"] > 80 * GIB  # does not fit an 80 GB GPU at full length
+    # Liger: ceil(151936 / 4096) = 38 chunks; 49152 / 38 -> 1294 rows -> 2048
+    assert estimate.liger_chunk_tokens(QWEN3_8B, tokens) == 2048
+    fused = estimate.memory_breakdown(QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2,
+                                      offload=False, fused_cross_entropy=True)
+    assert fused["logits"] == 4 * tokens * 4096 + 2 * 4 * 2048 * 151_936
+    assert fused["total"] < 80 * GIB
+
+
+def test_deepspeed_stages_shard_what_they_should():
+    common = {"micro_batch_tokens": 2048, "gpus": 4, "lora_rank": 8, "fused_cross_entropy": True}
+    z2 = estimate.memory_breakdown(QWEN3_8B, zero_stage=2, offload=False, **common)
+    z3 = estimate.memory_breakdown(QWEN3_8B, zero_stage=3, offload=False, **common)
+    off = estimate.memory_breakdown(QWEN3_8B, zero_stage=3, offload=True, **common)
+    assert z3["weights"] == z2["weights"] // 4 and z3["lora_states"] == 16 * 21_823_488 // 4
+    assert off["weights"] == 0 and off["lora_states"] == 0
+    assert z2["checkpointed_activations"] == z3["checkpointed_activations"] == off["checkpointed_activations"]
+
+
+def test_steps_and_padding_as_the_trainer_counts():
+    assert estimate.padded_length(185) == 192 and estimate.padded_length(192) == 192
+    assert estimate.optimizer_steps(10, 3, 2.0) == 2 * 4  # 10 micro-batches, accumulation 3 -> 4 steps an epoch
+    assert estimate.optimizer_steps(10, 1, 0.5) == 5
+    assert estimate.gpu_from_device_name("NVIDIA H100 80GB HBM3") is GPUS["h100"]
+    assert estimate.gpu_from_device_name("NVIDIA A100-SXM4-40GB") is GPUS["a100-40g"]
+    assert estimate.gpu_from_device_name("Tesla T4") is None
+
+
+def test_batching_and_packing_replay():
+    assert [list(r) for r in contiguous_shards(10, 3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert len(contiguous_shards(2, 16)) == 2
+    # one micro-batch of 3 rows padded to 24 (17 rounded up to a multiple of 8)
+    assert micro_batch_tokens([5, 9, 17], 3, seed=0, fixed_length=None) == (1, 72, 72)
+    batches, processed, peak = micro_batch_tokens([8, 8, 16, 16], 2, seed=1, fixed_length=None)
+    assert batches == 2 and processed in (8 * 2 + 16 * 2, 16 * 2 + 16 * 2) and peak == 32  # {8,8}{16,16} or {8,16}x2
+    assert micro_batch_tokens([100, 50], 1, seed=0, fixed_length=256) == (2, 512, 256)
+    # greedy knapsack per map batch: [6, 6] then [4, 4]
+    assert sorted(pack([6, 6, 4, 4], 10, batch_size=2, num_proc=None)) == [6, 6, 8]
+    assert sorted(pack([6, 6, 4, 4], 10, batch_size=1000, num_proc=None)) == [10, 10]
+    assert sum(pack([3, 7, 2, 9, 4], 10, batch_size=1000, num_proc=2)) == 25
+    assert pack([1] * 50, 8, 1000, None) == [8] * 6 + [2]

@@ -1,0 +1,113 @@
+"""`caretune plan` on the shipped sample agrees with LLaMA-Factory's own preprocessing, packed and unpacked."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from caretune.cli import main
+from caretune.plan import PlanError, make_plan, read_recipe
+from tests.conftest import ROOT, converted_workspace, tiny_recipe
+
+pytestmark = pytest.mark.lf
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return converted_workspace(tmp_path_factory.mktemp("plan"))
+
+
+def lf_train_dataset(recipe):
+    """The training set exactly as `llamafactory-cli train RECIPE` builds it."""
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    model_args, data_args, training_args, _, _ = get_train_args({**args, "output_dir": str(recipe.parent / "out")})
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    return get_dataset(template, model_args, data_args, training_args, "sft", **tokenizer_module)["train_dataset"]
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padding", "neat-packing"])
+def test_plan_agrees_with_llamafactory_preprocessing(workspace, monkeypatch, packing):
+    monkeypatch.chdir(workspace)
+    changes = {"cutoff_len": 1024, "per_device_train_batch_size": 1, "preprocessing_batch_size": 16,
+               "num_train_epochs": 1.0, "max_steps": -1}
+    if packing:
+        changes["neat_packing"] = True
+    recipe = tiny_recipe(workspace, "lora_sft", workspace / f"plan-{packing}.yaml", **changes)
+    plan = make_plan(str(recipe), gpus=1, gpu_name="h100")
+    dataset = lf_train_dataset(recipe)
+    real = sum(sum(1 for m in mask if m != 0) for mask in dataset["attention_mask"])
+    assert plan["micro_batches_per_gpu_epoch"] == len(dataset)  # rows, or packs, one per micro-batch
+    assert plan["real_tokens_per_epoch"] == real
+    assert plan["optimizer_steps"] == len(dataset)
+    if packing:
+        assert len(dataset) < plan["rows"]  # several rows per pack
+        assert {len(ids) for ids in dataset["input_ids"]} == {1024}
+        assert plan["processed_tokens_per_epoch"] == 1024 * len(dataset)  # sdpa: every pack padded to the cutoff
+    else:
+        assert plan["rows"] == len(dataset)
+        assert plan["processed_tokens_per_epoch"] == sum(-(-len(ids) // 8) * 8 for ids in dataset["input_ids"])
+
+
+def test_plan_of_the_shipped_recipe_json(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["gpus"] == 4 and plan["gpu"] == "h800" and plan["params"] == 8_190_735_360
+    assert plan["arch_source"] == "caretune's Qwen3 family table"  # offline
+    report = {d["name"]: d for d in plan["datasets"]}
+    assert set(report) == {"multi-med", "huatuo2-sft"}
+    for name in report:
+        written = json.loads((workspace / "data" / f"{name}.report.json").read_text(encoding="utf-8"))["written"]
+        assert report[name]["rows"] == report[name]["rows_kept"] == written
+    assert 0.3 < plan["non_padding_share"] < 1.0
+    assert plan["processed_tokens_per_epoch"] > plan["real_tokens_per_epoch"]
+    q = plan["length_quantiles"]
+    assert len(q) == 101 and q == sorted(q) and q[100] <= 2048
+    memory = plan["memory_bytes"]
+    assert memory["weights"] == 2 * plan["params"] and plan["fits"] is (memory["total"] <= plan["memory_limit_bytes"])
+    t = plan["throughput"]
+    assert "assumed 40% MFU" in t["source"]
+    assert t["real_tokens_per_s_per_gpu"] == pytest.approx(t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"],
+                                                           rel=1e-3)
+    assert plan["gpu_hours"] == pytest.approx(plan["wall_seconds"] * 4 / 3600, abs=0.01)
+
+
+def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, tmp_path):
+    monkeypatch.chdir(workspace)
+    base = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800")
+    scaled = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800",
+                       rows_override={"multi-med": base["datasets"][0]["rows"] * 100})
+    assert scaled["datasets"][0]["rows"] == base["datasets"][0]["rows"] * 100
+    assert scaled["real_tokens_per_epoch"] > 30 * base["real_tokens_per_epoch"]
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"device": "test", "variants": [
+        {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
+        {"name": "neat-packing", "packing": True, "liger": False, "processed_tokens_per_s": 9000.0}]}), encoding="utf-8")
+    measured = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800", bench=str(bench))
+    assert measured["throughput"]["processed_tokens_per_s_per_gpu"] == 5000.0
+    assert "variant padding on test" in measured["throughput"]["source"]
+    assert measured["wall_seconds"] == pytest.approx(base["processed_tokens_per_epoch"] * 2 / (5000 * 4), abs=1)
+
+
+def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
+    monkeypatch.chdir(workspace)
+    bad = tmp_path / "full.yaml"
+    bad.write_text("stage: sft\nfinetuning_type: full\ndataset: multi-med\n", encoding="utf-8")
+    with pytest.raises(PlanError, match="full.yaml: plan estimates LoRA SFT"):
+        read_recipe(str(bad))
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("dataset: multi-med\ndataset_dir: nowhere\n", encoding="utf-8")
+    with pytest.raises(PlanError, match="has no dataset_info.json"):
+        read_recipe(str(elsewhere))
+    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--rows", "multi-med=lots"])
+    assert result.exit_code == 2 and "DATASET=ROWS" in result.output
+    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--rows", "nope=10"])
+    assert result.exit_code == 1 and "not a dataset of" in result.output
+    assert (ROOT / "recipes/qwen3-8b/lora_sft.yaml").exists()
