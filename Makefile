@@ -27,7 +27,7 @@ MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup demo test test-fast bench clean-data train preflight chat api webui export eval report
+.PHONY: setup demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report
 
 setup: $(STAMP)
 
@@ -117,6 +117,17 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/convert_bench.py
+
+# Training throughput: Qwen3-8B's shape on a GPU, the tiny Qwen3 on CPU; the table is appended to benchmarks/README.md.
+train-bench: setup
+	$(OFFLINE) $(BIN)/caretune bench --out benchmarks/out/train-bench.json --record benchmarks/README.md
+
+# `make plan [RECIPE=...] [GPUS=4] [GPU=h800] [BENCH=benchmarks/out/train-bench.json]`: rows, tokens, memory,
+# time and GPU-hours before launching; BENCH uses a GPU run of `make train-bench` for the throughput.
+GPU ?= h800
+BENCH ?=
+plan: setup
+	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) --gpu $(GPU) $(if $(GPUS),--gpus $(GPUS)) $(if $(BENCH),--bench $(BENCH))
 
 clean-data:
 	rm -f data/*.json data/*.jsonl

@@ -101,6 +101,23 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
     return results
 
 
+@contextlib.contextmanager
+def _unfingerprinted():
+    """`datasets` hashes every map's tokenizer to name cache files (seconds for Qwen3's vocabulary each time);
+    these scratch loads never reuse a cache, so random names do."""
+    from datasets import arrow_dataset, fingerprint
+
+    def random_fingerprint(*_args, **_kwargs) -> str:
+        return fingerprint.generate_random_fingerprint()
+
+    saved = fingerprint.update_fingerprint, arrow_dataset.update_fingerprint
+    fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = random_fingerprint
+    try:
+        yield
+    finally:
+        fingerprint.update_fingerprint, arrow_dataset.update_fingerprint = saved
+
+
 @dataclass(frozen=True)
 class TokenizedDataset:
     rows: int  # rows in the dataset (or its first `max_samples`)
@@ -122,7 +139,7 @@ def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path
 
         from caretune.lf import load_aligned
 
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # LF prints an example row
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), _unfingerprinted():  # LF prints a row
         aligned, data_args, training_args = load_aligned(
             name, dataset_dir, model_name_or_path, scratch, template=template, cutoff_len=cutoff_len,
             max_samples=max_samples, overwrite_cache=True, preprocessing_num_workers=num_proc)

@@ -6,7 +6,8 @@ do them. Formulas live in `caretune.estimate`.
 
 `--json` keys: recipe, model, arch_source, gpu, gpus, datasets (name, rows, tokenized, rows_kept),
 rows, real_tokens_per_epoch, processed_tokens_per_epoch, non_padding_share, micro_batches_per_gpu_epoch,
-rows_per_micro_batch, optimizer_steps, packing, attention, length_quantiles (p0..p100 of row tokens),
+rows_per_micro_batch, optimizer_steps, packing, attention, pack_fill (real tokens / pack capacity, or null),
+length_quantiles (p0..p100 of row tokens),
 params, lora_params, memory_bytes (per component and total), memory_limit_bytes, fits,
 max_micro_batch, throughput (source, processed_tokens_per_s_per_gpu, real_tokens_per_s_per_gpu, mfu),
 wall_seconds, gpu_hours, warnings.
@@ -29,6 +30,8 @@ from caretune.constants import TEMPLATE
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
 SUPPORTED_MIX = (None, "concat")
+PARALLEL_TOKENIZE_BYTES = 20 << 20
+LOW_PACK_FILL = 0.9  # below this, a plan says why packs are part-empty
 
 
 class PlanError(Exception):
@@ -133,10 +136,20 @@ def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
     raise PlanError(f"{model}: no config.json locally, and not one of {', '.join(estimate.QWEN3_FAMILY)}")
 
 
-def tokenizer_processes(recipe_workers: int | None) -> int | None:
-    """Processes for tokenizing here: the recipe's, capped by this machine's cores (the counts do not depend on it)."""
+def tokenizer_processes(recipe_workers: int | None, data_bytes: int) -> int | None:
+    """Processes for tokenizing here: the recipe's, capped by this machine's cores, and none for small files
+    (starting workers costs more than it saves); the figures do not depend on it."""
     cores = os.cpu_count() or 1
-    return min(recipe_workers, cores) if recipe_workers and cores > 1 else None
+    return min(recipe_workers, cores) if recipe_workers and cores > 1 and data_bytes > PARALLEL_TOKENIZE_BYTES else None
+
+
+def dataset_bytes(dataset_dir: str, name: str) -> int:
+    """Size of a registered dataset's local file (0 when it is not a local file)."""
+    try:
+        entry = json.loads((Path(dataset_dir) / "dataset_info.json").read_text(encoding="utf-8")).get(name, {})
+        return (Path(dataset_dir) / entry["file_name"]).stat().st_size
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0
 
 
 def contiguous_shards(count: int, shards: int) -> list[range]:
@@ -189,12 +202,15 @@ def quantiles(lengths: list[int]) -> list[int]:
     return [ordered[0] if ordered else 0] + [percentile(ordered, q) for q in range(1, 101)]
 
 
-def load_bench(path: str, settings: TrainSettings) -> dict:
-    """The bench variant of `path` that matches the recipe's packing and Liger settings."""
+def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
+    """The bench variant of `path` that matches the recipe's packing and Liger settings, run on the recipe's shape."""
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise PlanError(f"{path}: cannot read bench results: {str(err).splitlines()[0]}") from None
+    if report.get("params") != arch.params():
+        raise PlanError(f"{path}: the bench ran {report.get('model')} ({report.get('params')} parameters), the recipe "
+                        f"trains {settings.model} ({arch.params()}); run `caretune bench --model {settings.model}` on a GPU")
     measured = [v for v in report.get("variants", []) if v.get("processed_tokens_per_s")]
     matching = [v for v in measured if v["packing"] == settings.packing and v["liger"] == settings.liger]
     if not matching:
@@ -231,7 +247,8 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
             try:
                 data = tokenized_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
                                          template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
-                                         num_proc=tokenizer_processes(settings.preprocessing_num_workers))
+                                         num_proc=tokenizer_processes(settings.preprocessing_num_workers,
+                                                                       dataset_bytes(settings.dataset_dir, name)))
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
                 raise PlanError(f"{settings.dataset_dir}/dataset_info.json: {name}: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
@@ -249,9 +266,10 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     unpadded = settings.neat_packing and attention == "fa2"  # LLaMA-Factory strips the padding of bsz-1 packs
     if settings.packing:
         items = pack(lengths, cutoff, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
+        pack_fill = sum(items) / (len(items) * cutoff)
         fixed = None if unpadded else estimate.padded_length(settings.cutoff_len)
     else:
-        items, fixed = lengths, None
+        items, fixed, pack_fill = lengths, None, None
     if unpadded:
         batches, processed = math.ceil(len(items) / settings.micro_batch), sum(items)
         peak_tokens = settings.micro_batch * settings.packed_cutoff
@@ -279,7 +297,7 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     share = real / processed
     context = estimate.causal_context(lengths)
     if bench:
-        measured = load_bench(bench, settings)
+        measured = load_bench(bench, settings, arch)
         processed_rate = measured["processed_tokens_per_s"]
         source = f"caretune bench {bench}: variant {measured['name']} on {measured['device']}"
     else:
@@ -296,6 +314,12 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
                         f"largest micro-batch that fits: {max_micro_batch}")
     if settings.neat_packing and attention == "fa2" and settings.micro_batch != 1:
         warnings.append("neat_packing with flash attention 2 needs per_device_train_batch_size: 1 in LLaMA-Factory")
+    if pack_fill is not None and pack_fill < LOW_PACK_FILL:
+        shard_rows = len(lengths) // max(1, settings.preprocessing_num_workers or 1)
+        warnings.append(f"packing: packs are {pack_fill:.0%} full. LLaMA-Factory packs each of its "
+                        f"{settings.preprocessing_num_workers or 1} preprocessing shard(s) (~{shard_rows} rows) and "
+                        f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
+                        "preprocessing_num_workers")
     if sample is not None and tokenized_rows < scale_rows:
         warnings.append(f"sampled {tokenized_rows} of {scale_rows} rows: token figures are extrapolated")
     return {
@@ -305,7 +329,8 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
         "non_padding_share": round(share, 4), "micro_batches_per_gpu_epoch": micro_batches_per_gpu,
         "rows_per_micro_batch": round(len(lengths) / batches, 2), "optimizer_steps": steps,
         "packing": "neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
-        "attention": attention, "length_quantiles": quantiles(lengths),
+        "attention": attention, "pack_fill": round(pack_fill, 4) if pack_fill is not None else None,
+        "length_quantiles": quantiles(lengths),
         "params": arch.params(), "lora_params": arch.lora_params(settings.lora_rank),
         "memory_bytes": memory, "memory_limit_bytes": limit, "fits": memory["total"] <= limit,
         "max_micro_batch": max_micro_batch,

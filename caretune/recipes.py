@@ -24,7 +24,6 @@ from caretune.constants import (
     TINY_MODEL_DIR,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RECIPES_DIR = "recipes"
 DEEPSPEED_DIR = f"{RECIPES_DIR}/deepspeed"
 TRAIN_DATASETS = f"{CHATMED_DATASET},{HUATUO_DATASET}"
@@ -216,11 +215,12 @@ def render_yaml(title: str, sections: list[Section]) -> str:
 
 
 def sized_gpus(recipe_path: str) -> int | None:
-    """GPUs a shipped recipe is sized for; None for any other file."""
+    """GPUs a shipped recipe (any copy of the recipes/ tree) is sized for; None for any other file."""
+    parts = Path(recipe_path).resolve().parts
     for recipe in MODELS + EXTRA_TRAININGS:
-        if any(Path(recipe_path).resolve() == (PROJECT_ROOT / recipe.path(task)).resolve()
-               for task in (*TASKS, recipe.train_task)):
-            return recipe.gpus
+        for task in (*TASKS, recipe.train_task):
+            if parts[-3:] == Path(recipe.path(task)).parts:
+                return recipe.gpus
     return None
 
 

@@ -1,6 +1,7 @@
 """`caretune plan` on the shipped sample agrees with LLaMA-Factory's own preprocessing, packed and unpacked."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.plan import PlanError, make_plan, read_recipe
-from tests.conftest import ROOT, converted_workspace, tiny_recipe
+from tests.conftest import converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -54,9 +55,13 @@ def test_plan_agrees_with_llamafactory_preprocessing(workspace, monkeypatch, pac
         assert plan["processed_tokens_per_epoch"] == sum(-(-len(ids) // 8) * 8 for ids in dataset["input_ids"])
 
 
-def test_plan_of_the_shipped_recipe_json(workspace, monkeypatch):
+WALKTHROUGH = "recipes/qwen3-8b/lora_sft_walkthrough.yaml"
+FAST = "recipes/qwen3-8b/lora_sft.yaml"
+
+
+def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--json"])
+    result = CliRunner().invoke(main, ["plan", WALKTHROUGH, "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["gpus"] == 4 and plan["gpu"] == "h800" and plan["params"] == 8_190_735_360
@@ -79,21 +84,44 @@ def test_plan_of_the_shipped_recipe_json(workspace, monkeypatch):
     assert plan["gpu_hours"] == pytest.approx(plan["wall_seconds"] * 4 / 3600, abs=0.01)
 
 
+def test_fast_recipe_against_the_walkthrough(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    walkthrough = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
+    fast = make_plan(FAST, gpus=4, gpu_name="h800")
+    assert fast["packing"] == "neat" and fast["attention"] == "fa2"
+    assert fast["non_padding_share"] == 1.0  # fa2 neat packing: LLaMA-Factory strips the padding of each pack
+    # 113 sample rows over 16 preprocessing workers: ~7 rows a shard, each shard packed alone
+    assert fast["pack_fill"] < 0.9 and any("lower preprocessing_num_workers" in w for w in fast["warnings"])
+    one_worker = FAST.replace(".yaml", "-1worker.yaml")
+    Path(one_worker).write_text(Path(FAST).read_text(encoding="utf-8").replace("preprocessing_num_workers: 16\n", ""),
+                                encoding="utf-8")
+    sdpa = make_plan(one_worker, gpus=4, gpu_name="h800", attention="sdpa")
+    assert sdpa["pack_fill"] > fast["pack_fill"] and sdpa["non_padding_share"] > walkthrough["non_padding_share"]
+    assert fast["real_tokens_per_epoch"] == pytest.approx(walkthrough["real_tokens_per_epoch"], rel=0.01)
+    assert fast["memory_bytes"]["logits"] < walkthrough["memory_bytes"]["logits"] / 10  # fused cross-entropy
+    assert fast["processed_tokens_per_epoch"] < walkthrough["processed_tokens_per_epoch"]  # time at equal tokens/s
+    assert not any("per_device_train_batch_size" in w for w in fast["warnings"])
+
+
 def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(workspace)
-    base = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800")
-    scaled = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800",
+    base = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
+    scaled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800",
                        rows_override={"multi-med": base["datasets"][0]["rows"] * 100})
     assert scaled["datasets"][0]["rows"] == base["datasets"][0]["rows"] * 100
     assert scaled["real_tokens_per_epoch"] > 30 * base["real_tokens_per_epoch"]
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"device": "test", "variants": [
+    bench.write_text(json.dumps({"device": "test", "model": "Qwen/Qwen3-8B", "params": 8_190_735_360, "variants": [
         {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
         {"name": "neat-packing", "packing": True, "liger": False, "processed_tokens_per_s": 9000.0}]}), encoding="utf-8")
-    measured = make_plan("recipes/qwen3-8b/lora_sft.yaml", gpus=4, gpu_name="h800", bench=str(bench))
+    measured = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", bench=str(bench))
     assert measured["throughput"]["processed_tokens_per_s_per_gpu"] == 5000.0
     assert "variant padding on test" in measured["throughput"]["source"]
     assert measured["wall_seconds"] == pytest.approx(base["processed_tokens_per_epoch"] * 2 / (5000 * 4), abs=1)
+    tiny = tmp_path / "tiny-bench.json"
+    tiny.write_text(json.dumps({"device": "CPU", "model": "tiny", "params": 19_500_000, "variants": []}), encoding="utf-8")
+    with pytest.raises(PlanError, match="the bench ran tiny"):
+        make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", bench=str(tiny))
 
 
 def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
@@ -106,8 +134,29 @@ def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
     elsewhere.write_text("dataset: multi-med\ndataset_dir: nowhere\n", encoding="utf-8")
     with pytest.raises(PlanError, match="has no dataset_info.json"):
         read_recipe(str(elsewhere))
-    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--rows", "multi-med=lots"])
+    result = CliRunner().invoke(main, ["plan", FAST, "--rows", "multi-med=lots"])
     assert result.exit_code == 2 and "DATASET=ROWS" in result.output
-    result = CliRunner().invoke(main, ["plan", "recipes/qwen3-8b/lora_sft.yaml", "--rows", "nope=10"])
+    result = CliRunner().invoke(main, ["plan", FAST, "--rows", "nope=10"])
     assert result.exit_code == 1 and "not a dataset of" in result.output
-    assert (ROOT / "recipes/qwen3-8b/lora_sft.yaml").exists()
+
+
+def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkeypatch):
+    """The real ChatMed shard and the ShareGPT rows (standing in for HuatuoGPT2), as the recipes train them."""
+    import shutil
+
+    from converters import chatmed, huatuo
+    from converters.pipeline import Outputs, convert_file
+    from tests.conftest import ROOT, shared_file
+
+    raws = ((chatmed, shared_file("chatmed/corpus_92_hpc.jsonl")), (huatuo, shared_file("sharegpt/medical_sft_1K_format.jsonl")))
+    for source, raw in raws:
+        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=500,
+                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    monkeypatch.chdir(tmp_path)
+    walkthrough = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
+    sdpa = make_plan(FAST, gpus=4, gpu_name="h800", attention="sdpa")
+    assert walkthrough["rows"] == sdpa["rows"] == 4427 + 900
+    assert walkthrough["non_padding_share"] < 0.6  # batch 24 padded to its longest row
+    assert sdpa["pack_fill"] >= 0.95 and sdpa["non_padding_share"] >= 0.95  # every pack padded to 2048 under sdpa
+    assert not walkthrough["fits"] and sdpa["fits"]  # a 2048-token row in a batch of 24, unfused logits
