@@ -288,7 +288,7 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
               "cutoff_len": cutoff_len, "micro_batch": micro_batch, "pack_batch": pack_batch, "profile": profile,
               "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error", "DISABLE_VERSION_CHECK": "1"}
+           "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
     for variant in chosen:
         entry = {"name": variant.name, **asdict(variant)}
         report["variants"].append(entry)
