@@ -29,7 +29,6 @@ from caretune.constants import TEMPLATE
 PROFILES = Path(__file__).with_name("data") / "length_profiles.json"
 DEFAULT_PROFILE = "chatmed"
 TINY = "tiny"  # the CPU stand-in's shape (caretune.tiny_model.TINY_CONFIG)
-QWEN3_SPECIAL_IDS = {"bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": 151643}
 SEED = 20261125
 
 
@@ -126,7 +125,7 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     """A folder with the shape's config.json and the verified Qwen3 tokenizer, and no weights."""
     from transformers import AutoTokenizer, Qwen3Config
 
-    from caretune.tokenizer import offline_tokenizer_dir, verify
+    from caretune.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer_dir, verify
 
     target = root / arch.name.replace("/", "--")
     if (target / "config.json").exists():
@@ -135,7 +134,9 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     verify(tokenizer)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        Qwen3Config(**arch.to_config(), **QWEN3_SPECIAL_IDS, max_position_embeddings=40960,
+        special = {"bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"], "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
+                   "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"]}
+        Qwen3Config(**arch.to_config(), **special, max_position_embeddings=40960,
                     rope_theta=1_000_000.0, rms_norm_eps=1e-6).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         os.replace(staging, target)

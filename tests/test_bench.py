@@ -60,7 +60,8 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path):
     record.write_text("# Benchmarks\n", encoding="utf-8")
     result = CliRunner().invoke(main, [
         "bench", "--variant", "padding-sdpa", "--variant", "neat-packing-sdpa", "--variant", "neat-packing-fa2",
-        "--steps", "2", "--warmup", "1", "--cutoff-len", "2048", "--work-dir", str(tmp_path / "work"), "--out", str(out), "--record", str(record)])
+        "--steps", "2", "--warmup", "1", "--cutoff-len", "2048", "--work-dir", str(tmp_path / "work"),
+        "--out", str(out), "--record", str(record)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["model"] == "tiny" and report["device"].startswith("CPU")
