@@ -256,7 +256,7 @@ def device_description() -> tuple[bool, str]:
     import torch
 
     if torch.cuda.is_available():
-        return True, f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()} (torch {torch.__version__})"
+        return True, f"1 x {torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     return False, f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
@@ -290,6 +290,8 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
               "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
+    if cuda:  # one GPU: with several visible, the Trainer would wrap the model in DataParallel
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     for variant in chosen:
         entry = {"name": variant.name, **asdict(variant)}
         report["variants"].append(entry)

@@ -110,6 +110,11 @@ def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, 
                        rows_override={"multi-med": base["datasets"][0]["rows"] * 100})
     assert scaled["datasets"][0]["rows"] == base["datasets"][0]["rows"] * 100
     assert scaled["real_tokens_per_epoch"] > 30 * base["real_tokens_per_epoch"]
+    sampled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", sample=20)
+    assert [d["tokenized"] for d in sampled["datasets"]] == [20, 20]
+    assert [d["rows"] for d in sampled["datasets"]] == [d["rows"] for d in base["datasets"]]  # every row still counted
+    assert sampled["real_tokens_per_epoch"] == pytest.approx(base["real_tokens_per_epoch"], rel=0.25)
+    assert any("sampled 40 of" in w for w in sampled["warnings"])
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"device": "test", "model": "Qwen/Qwen3-8B", "params": 8_190_735_360, "variants": [
         {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
