@@ -359,8 +359,9 @@ def format_plan(plan: dict) -> str:
     q = plan["length_quantiles"]
     lines += [f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
               f"  per epoch: {plan['real_tokens_per_epoch']:,} real tokens, {plan['processed_tokens_per_epoch']:,} "
-              f"processed ({plan['non_padding_share']:.1%} non-padding; packing: {plan['packing']}, "
-              f"attention: {plan['attention']})",
+              f"processed ({plan['non_padding_share']:.1%} non-padding; packing: {plan['packing']}"
+              + (f", packs {plan['pack_fill']:.1%} full" if plan["pack_fill"] is not None else "")
+              + f"; attention: {plan['attention']})",
               f"  {plan['rows_per_micro_batch']:g} rows per micro-batch, {plan['micro_batches_per_gpu_epoch']:,} "
               f"micro-batches per GPU per epoch, {plan['optimizer_steps']:,} optimizer steps", "",
               "memory per GPU (estimate; formulas in caretune/estimate.py):"]
