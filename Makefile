@@ -64,12 +64,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
-# The main job on the embedded default, on CPU: convert + register + check the shipped sample,
-# LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, answer one question.
+# The main job on the embedded default, on CPU: convert + register + check the shipped sample, plan the
+# Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, answer one question.
 demo: setup
 	$(BIN)/caretune convert chatmed $(SAMPLE)/chatmed_consult_sample.jsonl
 	$(BIN)/caretune convert huatuo $(SAMPLE)/huatuo2_sft_sample.json
 	$(OFFLINE) $(BIN)/caretune check
+	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) 2>/dev/null  # what the Qwen3-8B run of this data would cost
 	$(OFFLINE) $(BIN)/caretune tiny-model
 	rm -rf saves/tiny-qwen3  # the demo's own scratch run (noise from a random model); nothing else is touched
 	$(OFFLINE) $(QUIET) $(BIN)/caretune train $(TINY)/lora_sft.yaml

@@ -343,7 +343,7 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
 
 def _duration(seconds: float) -> str:
     hours, rest = divmod(int(round(seconds)), 3600)
-    return f"{hours}h{rest // 60:02d}m"
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def format_plan(plan: dict) -> str:

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from caretune.cli import main
-from caretune.plan import PlanError, make_plan, read_recipe
+from caretune.plan import PlanError, _duration, make_plan, read_recipe
 from tests.conftest import converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
@@ -79,6 +79,7 @@ def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     assert memory["weights"] == 2 * plan["params"] and plan["fits"] is (memory["total"] <= plan["memory_limit_bytes"])
     t = plan["throughput"]
     assert "assumed 40% MFU" in t["source"]
+    assert _duration(59) == "0m59s" and _duration(7560) == "2h06m"
     assert t["real_tokens_per_s_per_gpu"] == pytest.approx(t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"],
                                                            rel=1e-3)
     assert plan["gpu_hours"] == pytest.approx(plan["wall_seconds"] * 4 / 3600, abs=0.01)
