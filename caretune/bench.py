@@ -191,6 +191,22 @@ def summarise(records: list[tuple[int, int]], times: list[float], warmup: int, a
             "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None}
 
 
+def built_on(device: str, dtype):
+    """A stand-in for `AutoModelForCausalLM` in LLaMA-Factory's loader: `from_config` materialises random
+    weights on `device` in `dtype`, with no CPU copy of a large model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    class OnDevice:
+        @staticmethod
+        def from_config(config, **kwargs):
+            torch.manual_seed(SEED)
+            with torch.device(device):
+                return AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+
+    return OnDevice
+
+
 def worker(spec_path: str) -> None:
     """One variant in this process: LLaMA-Factory's trainer with counters on its collator and step ends."""
     import resource
@@ -199,22 +215,11 @@ def worker(spec_path: str) -> None:
     from llamafactory.data import collator
     from llamafactory.model import loader
     from llamafactory.train.tuner import run_exp
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import TrainerCallback
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     cuda = torch.cuda.is_available()
-    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
-
-    class OnDevice:
-        """Random weights materialised on the device in the training dtype (no CPU copy of a large model)."""
-
-        @staticmethod
-        def from_config(config, **kwargs):
-            torch.manual_seed(SEED)
-            with torch.device(device):
-                return AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
-
-    loader.AutoModelForCausalLM = OnDevice
+    loader.AutoModelForCausalLM = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
     records: list[tuple[int, int]] = []
     collate = collator.SFTDataCollatorWith4DAttentionMask.__call__
 

@@ -37,6 +37,32 @@ def test_unavailable_variants_on_cpu():
     assert "Liger" in bench.unavailable(bench.variant_by_name("padding-sdpa-liger"), cuda=False)
 
 
+def test_throughput_summary_by_hand():
+    from caretune.estimate import GPUS, QWEN3_FAMILY
+
+    # 4 steps; the first is warm-up. Steps 2-4: 3 x 1000 real, 3 x 1200 processed tokens in 10.0 - 4.0 = 6 s
+    records = [(999, 9999), (1000, 1200), (1000, 1200), (1000, 1200), (5, 5)]  # the last batch was prefetched
+    summary = bench.summarise(records, [4.0, 6.0, 8.0, 10.0], 1, QWEN3_FAMILY["Qwen/Qwen3-8B"], GPUS["h100"], 0.0)
+    assert summary["timed_steps"] == 3 and summary["seconds"] == 6.0
+    assert summary["real_tokens_per_s"] == 500.0 and summary["processed_tokens_per_s"] == 600.0
+    assert summary["non_padding_share"] == pytest.approx(1000 / 1200, abs=1e-4)
+    assert summary["mfu"] == pytest.approx(500 * 45_410_408_448 / 989.4e12, abs=1e-4)
+    assert bench.summarise(records, [4.0, 6.0], 1, QWEN3_FAMILY["Qwen/Qwen3-8B"], None, 0.0)["mfu"] is None
+
+
+def test_model_is_built_on_the_device_in_the_training_dtype():
+    import torch
+    from transformers import Qwen3Config
+
+    from caretune.tiny_model import TINY_CONFIG
+
+    model = bench.built_on("cpu", torch.bfloat16).from_config(Qwen3Config(**TINY_CONFIG))
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    again = bench.built_on("cpu", torch.bfloat16).from_config(Qwen3Config(**TINY_CONFIG))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True))  # seeded
+
+
 @pytest.mark.lf
 def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     """Digits are one Qwen3 token each, so LLaMA-Factory's preprocessing gives back every target length."""
