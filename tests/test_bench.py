@@ -81,7 +81,7 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
 
 
 @pytest.mark.lf
-def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path):
+def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     out, record = tmp_path / "bench.json", tmp_path / "benchmarks.md"
     record.write_text("# Benchmarks\n", encoding="utf-8")
     result = CliRunner().invoke(main, [
@@ -105,3 +105,14 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path):
     assert ran["neat-packing-sdpa"]["non_padding_share"] > ran["padding-sdpa"]["non_padding_share"]
     table = record.read_text(encoding="utf-8")
     assert table.startswith("# Benchmarks\n\n") and "| padding-sdpa |" in table and "skipped: flash attention 2" in table
+
+    # plan takes the measured rate of the variant that trains as the recipe does
+    from caretune.plan import make_plan
+    from tests.conftest import converted_workspace, tiny_recipe
+
+    workspace = converted_workspace(tmp_path / "project")
+    monkeypatch.chdir(workspace)
+    recipe = tiny_recipe(workspace, "lora_sft", neat_packing=True)
+    plan = make_plan(str(recipe), gpus=1, gpu_name="h100", bench=str(out))
+    assert plan["throughput"]["processed_tokens_per_s_per_gpu"] == ran["neat-packing-sdpa"]["processed_tokens_per_s"]
+    assert "variant neat-packing-sdpa on CPU" in plan["throughput"]["source"]
