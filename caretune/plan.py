@@ -176,22 +176,20 @@ def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | Non
     return packs
 
 
-def micro_batch_tokens(items: list[int], micro_batch: int, seed: int, fixed_length: int | None) -> tuple[int, int, int]:
-    """(micro-batches, processed tokens, longest processed micro-batch) over one shuffled epoch.
+def micro_batch_tokens(items: list[int], micro_batch: int, seed: int, fixed_length: int | None) -> tuple[int, int]:
+    """(micro-batches, processed tokens) over one shuffled epoch.
 
     Each micro-batch is padded to its longest item rounded up to a multiple of 8, or holds
     `fixed_length` tokens per item (packs padded to the cutoff).
     """
     order = list(items)
     random.Random(seed).shuffle(order)
-    batches = processed = peak = 0
+    batches = processed = 0
     for start in range(0, len(order), micro_batch):
         batch = order[start:start + micro_batch]
-        size = len(batch) * (fixed_length if fixed_length is not None else estimate.padded_length(max(batch)))
         batches += 1
-        processed += size
-        peak = max(peak, size)
-    return batches, processed, peak
+        processed += len(batch) * (fixed_length if fixed_length is not None else estimate.padded_length(max(batch)))
+    return batches, processed
 
 
 def quantiles(lengths: list[int]) -> list[int]:
@@ -220,9 +218,84 @@ def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
     return {**best, "device": report.get("device", "?")}
 
 
+@dataclass(frozen=True)
+class Tokenized:
+    """The recipe's datasets as LLaMA-Factory's preprocessing keeps them."""
+
+    datasets: list[dict]  # name, rows (counted or --rows), tokenized, rows_kept
+    lengths: list[int]  # token length of every tokenized row kept, in LLaMA-Factory's merge order
+    scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
+
+
+def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int]) -> Tokenized:
+    from caretune.check import _quiet_llamafactory, tokenized_lengths
+    from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
+
+    try:
+        tokenizer, _ = load_qwen3_tokenizer(settings.model)
+    except TokenizerError as err:
+        raise PlanError(str(err)) from None
+    cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
+    datasets, lengths = [], []
+    with tempfile.TemporaryDirectory() as scratch, _quiet_llamafactory():
+        for name in settings.datasets:
+            processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
+            try:
+                data = tokenized_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
+                                         template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
+                                         num_proc=processes)
+            except Exception as err:  # LLaMA-Factory's own error, with the dataset named
+                raise PlanError(f"{settings.dataset_dir}/dataset_info.json: {name}: "
+                                f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+            rows = rows_override.get(name, data.rows)
+            datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,
+                             "rows_kept": round(len(data.lengths) * rows / data.tokenized) if data.tokenized else 0})
+            lengths.extend(data.lengths)
+    if not lengths:
+        raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
+    return Tokenized(datasets, lengths, sum(d["rows"] for d in datasets) / sum(d["tokenized"] for d in datasets))
+
+
+@dataclass(frozen=True)
+class Batching:
+    """One epoch of the tokenized rows as the GPUs receive them."""
+
+    items: int  # rows, or packs
+    micro_batches: int
+    processed: int  # tokens the GPUs compute, padding included
+    peak_tokens: int  # tokens of the largest possible micro-batch
+    pack_fill: float | None  # real tokens / pack capacity
+
+
+def replay(settings: TrainSettings, lengths: list[int], attention: str) -> Batching:
+    """Packing and padding as LLaMA-Factory's preprocessing and collator do them."""
+    if not settings.packing:
+        batches, processed = micro_batch_tokens(lengths, settings.micro_batch, settings.seed, None)
+        return Batching(len(lengths), batches, processed, settings.micro_batch * estimate.padded_length(max(lengths)), None)
+    capacity = settings.packed_cutoff
+    packs = pack(lengths, capacity, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
+    fill = sum(packs) / (len(packs) * capacity)
+    if settings.neat_packing and attention == "fa2":  # LLaMA-Factory strips the padding of one-pack batches
+        return Batching(len(packs), math.ceil(len(packs) / settings.micro_batch), sum(packs),
+                        settings.micro_batch * capacity, fill)
+    padded = estimate.padded_length(settings.cutoff_len)
+    batches, processed = micro_batch_tokens(packs, settings.micro_batch, settings.seed, padded)
+    return Batching(len(packs), batches, processed, settings.micro_batch * padded, fill)
+
+
+def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, memory_kwargs: dict) -> int:
+    """Most rows (or packs) per device whose memory estimate stays within `limit`."""
+    size = 0
+    while size < 4096 and estimate.memory_breakdown(
+            arch, micro_batch_tokens=(size + 1) * tokens_per_item, **memory_kwargs)["total"] <= limit:
+        size += 1
+    return size
+
+
 def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None = None,
               rows_override: dict[str, int] | None = None, bench: str | None = None, mfu: float | None = None,
               attention: str | None = None) -> dict:
+    """Every figure of a plan (keys in the module docstring)."""
     settings = read_recipe(recipe_path)
     if gpu_name not in estimate.GPUS:
         raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
@@ -233,69 +306,23 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     if unknown:
         raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
 
-    from caretune.check import _quiet_llamafactory, tokenized_lengths
-    from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
-
-    try:
-        tokenizer, _ = load_qwen3_tokenizer(settings.model)
-    except TokenizerError as err:
-        raise PlanError(str(err)) from None
-    cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
-    datasets, lengths, scale_rows, tokenized_rows = [], [], 0, 0
-    with tempfile.TemporaryDirectory() as scratch, _quiet_llamafactory():
-        for name in settings.datasets:
-            try:
-                data = tokenized_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
-                                         template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
-                                         num_proc=tokenizer_processes(settings.preprocessing_num_workers,
-                                                                       dataset_bytes(settings.dataset_dir, name)))
-            except Exception as err:  # LLaMA-Factory's own error, with the dataset named
-                raise PlanError(f"{settings.dataset_dir}/dataset_info.json: {name}: "
-                                f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
-            rows = rows_override.get(name, data.rows)
-            datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,
-                             "rows_kept": round(len(data.lengths) * rows / data.tokenized) if data.tokenized else 0})
-            lengths.extend(data.lengths)
-            scale_rows += rows
-            tokenized_rows += data.tokenized
-    if not lengths:
-        raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
-    scale = scale_rows / tokenized_rows  # 1.0 unless sampled or --rows extrapolates
-
+    data = tokenize(settings, recipe_path, sample, rows_override)
     attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")
-    unpadded = settings.neat_packing and attention == "fa2"  # LLaMA-Factory strips the padding of bsz-1 packs
-    if settings.packing:
-        items = pack(lengths, cutoff, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
-        pack_fill = sum(items) / (len(items) * cutoff)
-        fixed = None if unpadded else estimate.padded_length(settings.cutoff_len)
-    else:
-        items, fixed, pack_fill = lengths, None, None
-    if unpadded:
-        batches, processed = math.ceil(len(items) / settings.micro_batch), sum(items)
-        peak_tokens = settings.micro_batch * settings.packed_cutoff
-    else:
-        batches, processed, _ = micro_batch_tokens(items, settings.micro_batch, settings.seed, fixed)
-        peak_tokens = settings.micro_batch * (fixed or estimate.padded_length(max(items)))
-    real = sum(lengths)
-    items_total = round(len(items) * scale)
-    micro_batches_per_gpu = math.ceil(items_total / (settings.micro_batch * gpus))
+    epoch = replay(settings, data.lengths, attention)
+    real = sum(data.lengths)
+    micro_batches_per_gpu = math.ceil(round(epoch.items * data.scale) / (settings.micro_batch * gpus))
     steps = (settings.max_steps if settings.max_steps is not None
              else estimate.optimizer_steps(micro_batches_per_gpu, settings.accumulation, settings.epochs))
     epochs_run = steps * settings.accumulation / micro_batches_per_gpu
-    real_epoch, processed_epoch = real * scale, processed * scale
 
     memory_kwargs = {"gpus": gpus, "lora_rank": settings.lora_rank, "zero_stage": settings.zero_stage,
                      "offload": settings.offload, "fused_cross_entropy": settings.liger}
-    memory = estimate.memory_breakdown(arch, micro_batch_tokens=peak_tokens, **memory_kwargs)
+    memory = estimate.memory_breakdown(arch, micro_batch_tokens=epoch.peak_tokens, **memory_kwargs)
     limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
-    per_item_peak = peak_tokens // settings.micro_batch
-    max_micro_batch = 0
-    while max_micro_batch < 4096 and estimate.memory_breakdown(
-            arch, micro_batch_tokens=(max_micro_batch + 1) * per_item_peak, **memory_kwargs)["total"] <= limit:
-        max_micro_batch += 1
+    max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
 
-    share = real / processed
-    context = estimate.causal_context(lengths)
+    share = real / epoch.processed
+    context = estimate.causal_context(data.lengths)
     if bench:
         measured = load_bench(bench, settings, arch)
         processed_rate = measured["processed_tokens_per_s"]
@@ -305,7 +332,7 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
         processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
         source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
     real_rate = processed_rate * share
-    seconds = processed_epoch * epochs_run / (processed_rate * gpus)
+    seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
 
     warnings = []
     if memory["total"] > limit:
@@ -314,23 +341,25 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
                         f"largest micro-batch that fits: {max_micro_batch}")
     if settings.neat_packing and attention == "fa2" and settings.micro_batch != 1:
         warnings.append("neat_packing with flash attention 2 needs per_device_train_batch_size: 1 in LLaMA-Factory")
-    if pack_fill is not None and pack_fill < LOW_PACK_FILL:
-        shard_rows = len(lengths) // max(1, settings.preprocessing_num_workers or 1)
-        warnings.append(f"packing: packs are {pack_fill:.0%} full. LLaMA-Factory packs each of its "
-                        f"{settings.preprocessing_num_workers or 1} preprocessing shard(s) (~{shard_rows} rows) and "
+    if epoch.pack_fill is not None and epoch.pack_fill < LOW_PACK_FILL:
+        workers = settings.preprocessing_num_workers or 1
+        warnings.append(f"packing: packs are {epoch.pack_fill:.0%} full. LLaMA-Factory packs each of its "
+                        f"{workers} preprocessing shard(s) (~{len(data.lengths) // workers} rows) and "
                         f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
                         "preprocessing_num_workers")
-    if sample is not None and tokenized_rows < scale_rows:
-        warnings.append(f"sampled {tokenized_rows} of {scale_rows} rows: token figures are extrapolated")
+    tokenized_rows = sum(d["tokenized"] for d in data.datasets)
+    planned_rows = sum(d["rows"] for d in data.datasets)
+    if sample is not None and tokenized_rows < planned_rows:
+        warnings.append(f"sampled {tokenized_rows} of {planned_rows} rows: token figures are extrapolated")
     return {
         "recipe": recipe_path, "model": settings.model, "arch_source": arch_source, "gpu": gpu.name, "gpus": gpus,
-        "datasets": datasets, "rows": sum(d["rows_kept"] for d in datasets),
-        "real_tokens_per_epoch": round(real_epoch), "processed_tokens_per_epoch": round(processed_epoch),
+        "datasets": data.datasets, "rows": sum(d["rows_kept"] for d in data.datasets),
+        "real_tokens_per_epoch": round(real * data.scale), "processed_tokens_per_epoch": round(epoch.processed * data.scale),
         "non_padding_share": round(share, 4), "micro_batches_per_gpu_epoch": micro_batches_per_gpu,
-        "rows_per_micro_batch": round(len(lengths) / batches, 2), "optimizer_steps": steps,
+        "rows_per_micro_batch": round(len(data.lengths) / epoch.micro_batches, 2), "optimizer_steps": steps,
         "packing": "neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
-        "attention": attention, "pack_fill": round(pack_fill, 4) if pack_fill is not None else None,
-        "length_quantiles": quantiles(lengths),
+        "attention": attention, "pack_fill": round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
+        "length_quantiles": quantiles(data.lengths),
         "params": arch.params(), "lora_params": arch.lora_params(settings.lora_rank),
         "memory_bytes": memory, "memory_limit_bytes": limit, "fits": memory["total"] <= limit,
         "max_micro_batch": max_micro_batch,
