@@ -18,16 +18,14 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caretune import estimate
-from caretune.constants import TEMPLATE
+from caretune.constants import DATASET_INFO, TEMPLATE
 
 PROFILES = Path(__file__).with_name("data") / "length_profiles.json"
-DEFAULT_PROFILE = "chatmed"
 TINY = "tiny"  # the CPU stand-in's shape (caretune.tiny_model.TINY_CONFIG)
 SEED = 20261125
 
@@ -123,26 +121,24 @@ def template_overhead(tokenizer) -> int:
 
 def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     """A folder with the shape's config.json and the verified Qwen3 tokenizer, and no weights."""
-    from transformers import AutoTokenizer, Qwen3Config
+    from transformers import Qwen3Config
 
-    from caretune.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer_dir, verify
+    from caretune.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer
+    from converters.writer import publish_dir
 
     target = root / arch.name.replace("/", "--")
     if (target / "config.json").exists():
         return target
-    tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
-    verify(tokenizer)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
-        special = {"bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"], "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
-                   "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"]}
+    tokenizer = offline_tokenizer()
+    special = {"bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"], "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
+               "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"]}
+
+    def fill(staging: Path) -> None:
         Qwen3Config(**arch.to_config(), **special, max_position_embeddings=40960,
                     rope_theta=1_000_000.0, rms_norm_eps=1e-6).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return publish_dir(target, fill, replace=True)
 
 
 def resolve_bench_arch(model: str) -> estimate.Arch:
@@ -289,7 +285,7 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
     dataset_dir = work_dir / "data"
     dataset_dir.mkdir(exist_ok=True)
     (dataset_dir / "bench.json").write_text(json.dumps(synthetic_rows(lengths, overhead)), encoding="utf-8")
-    (dataset_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
+    (dataset_dir / DATASET_INFO).write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
     report = {"device": device, "model": arch.name, "params": arch.params(), "steps": steps, "warmup": warmup,
               "cutoff_len": cutoff_len, "micro_batch": micro_batch, "pack_batch": pack_batch, "profile": profile,
               "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}

@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 
 from caretune import __version__
-from caretune.bench import DEFAULT_PROFILE
 from caretune.constants import (
     CUTOFF_LEN,
     DATA_DIR,
     DATASET_INFO,
     DEFAULT_EVAL_SIZE,
+    DEFAULT_LENGTH_PROFILE,
     MAX_EVAL_FRACTION,
     TEMPLATE,
     TINY_MODEL_DIR,
@@ -222,7 +222,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json):
 @click.option("--pack-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Packs per device for packing variants (LLaMA-Factory's neat packing with fa2 needs 1).")
 @click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
-@click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
+@click.option("--profile", default=DEFAULT_LENGTH_PROFILE, show_default=True,
               help="Row-length profile: a shipped one, or a `caretune plan --json` output.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=".cache/bench", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")

@@ -27,3 +27,6 @@ CUTOFF_LEN = 2048
 
 BASE_MODEL = "Qwen/Qwen3-8B"
 TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny-model`
+
+# `caretune bench`: the row-length profile its synthetic rows follow (caretune/data/length_profiles.json).
+DEFAULT_LENGTH_PROFILE = "chatmed"

@@ -23,10 +23,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from caretune import estimate
-from caretune.constants import TEMPLATE
+from caretune.constants import DATASET_INFO, TEMPLATE
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
 SUPPORTED_MIX = (None, "concat")
@@ -69,30 +67,25 @@ class TrainSettings:
 
 
 def read_recipe(path: str) -> TrainSettings:
+    from caretune.preflight import PreflightError, check_deepspeed, load_recipe
+
     try:
-        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise PlanError(f"{path}: cannot read the recipe: {str(err).splitlines()[0]}") from None
-    if not isinstance(recipe, dict):
-        raise PlanError(f"{path}: not a YAML mapping")
+        recipe = load_recipe(path)
+        deepspeed = check_deepspeed(Path(path), recipe)  # relative to the current directory, as LLaMA-Factory reads it
+    except PreflightError as err:
+        raise PlanError(str(err)) from None
     if recipe.get("stage", "sft") != "sft" or recipe.get("finetuning_type", "lora") != "lora":
         raise PlanError(f"{path}: plan estimates LoRA SFT recipes (stage: sft, finetuning_type: lora)")
     if not recipe.get("dataset"):
         raise PlanError(f"{path}: no `dataset` to plan for")
     if recipe.get("mix_strategy") not in SUPPORTED_MIX:
         raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat")
-    zero_stage, offload = 0, False
-    if recipe.get("deepspeed"):
-        ds_path = Path(recipe["deepspeed"])  # relative to the current directory, as LLaMA-Factory reads it
-        try:
-            zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
-        except (OSError, json.JSONDecodeError) as err:
-            raise PlanError(f"{path}: deepspeed config {recipe['deepspeed']}: {str(err).splitlines()[0]}") from None
-        zero_stage = int(zero.get("stage", 0))
-        offload = bool(zero.get("offload_param") or zero.get("offload_optimizer"))
+    zero = deepspeed["zero_optimization"] if deepspeed else {}
+    zero_stage = int(zero.get("stage", 0))
+    offload = bool(zero.get("offload_param") or zero.get("offload_optimizer"))
     dataset_dir = recipe.get("dataset_dir", "data")
-    if not (Path(dataset_dir) / "dataset_info.json").exists():
-        raise PlanError(f"{path}: dataset_dir {dataset_dir!r} has no dataset_info.json (relative paths start at the "
+    if not (Path(dataset_dir) / DATASET_INFO).exists():
+        raise PlanError(f"{path}: dataset_dir {dataset_dir!r} has no {DATASET_INFO} (relative paths start at the "
                         "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first")
     return TrainSettings(
         model=recipe.get("model_name_or_path") or "", datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
@@ -108,11 +101,15 @@ def read_recipe(path: str) -> TrainSettings:
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"), seed=int(recipe.get("seed", 42)))
 
 
+def _arch_from_file(model: str, config_path: str | Path) -> estimate.Arch:
+    return estimate.Arch.from_config(model, json.loads(Path(config_path).read_text(encoding="utf-8")))
+
+
 def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
     """The model's architecture: its local config.json, the Hugging Face cache, the shipped Qwen3 table, the hub."""
     local = Path(model) / "config.json"
     if local.exists():
-        return estimate.Arch.from_config(model, json.loads(local.read_text(encoding="utf-8"))), str(local)
+        return _arch_from_file(model, local), str(local)
     from caretune.hub import hf_offline
 
     try:
@@ -122,7 +119,7 @@ def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
     except Exception:  # not a repo id
         cached = None
     if isinstance(cached, str):
-        return estimate.Arch.from_config(model, json.loads(Path(cached).read_text(encoding="utf-8"))), cached
+        return _arch_from_file(model, cached), cached
     if model in estimate.QWEN3_FAMILY:
         return estimate.QWEN3_FAMILY[model], "caretune's Qwen3 family table"
     if not hf_offline():
@@ -130,7 +127,7 @@ def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
             from huggingface_hub import hf_hub_download
 
             fetched = hf_hub_download(model, "config.json")
-            return estimate.Arch.from_config(model, json.loads(Path(fetched).read_text(encoding="utf-8"))), fetched
+            return _arch_from_file(model, fetched), fetched
         except Exception as err:
             raise PlanError(f"{model}: no config.json locally and the hub failed: {str(err).splitlines()[0]}") from None
     raise PlanError(f"{model}: no config.json locally, and not one of {', '.join(estimate.QWEN3_FAMILY)}")
@@ -144,11 +141,13 @@ def tokenizer_processes(recipe_workers: int | None, data_bytes: int) -> int | No
 
 
 def dataset_bytes(dataset_dir: str, name: str) -> int:
-    """Size of a registered dataset's local file (0 when it is not a local file)."""
+    """Size of a registered dataset's local file (0 when it is not one; LLaMA-Factory reports the problem later)."""
+    from converters.registry import RegistryError, load_registry
+
     try:
-        entry = json.loads((Path(dataset_dir) / "dataset_info.json").read_text(encoding="utf-8")).get(name, {})
+        entry = load_registry(Path(dataset_dir) / DATASET_INFO).get(name, {})
         return (Path(dataset_dir) / entry["file_name"]).stat().st_size
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (RegistryError, OSError, KeyError, TypeError, AttributeError):
         return 0
 
 
@@ -228,7 +227,7 @@ class Tokenized:
 
 
 def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int]) -> Tokenized:
-    from caretune.check import _quiet_llamafactory, tokenized_lengths
+    from caretune.check import tokenized_lengths
     from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
 
     try:
@@ -237,7 +236,7 @@ def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows
         raise PlanError(str(err)) from None
     cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
     datasets, lengths = [], []
-    with tempfile.TemporaryDirectory() as scratch, _quiet_llamafactory():
+    with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
@@ -245,7 +244,7 @@ def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows
                                          template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
                                          num_proc=processes)
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
-                raise PlanError(f"{settings.dataset_dir}/dataset_info.json: {name}: "
+                raise PlanError(f"{settings.dataset_dir}/{DATASET_INFO}: {name}: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
             rows = rows_override.get(name, data.rows)
             datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,

