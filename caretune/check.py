@@ -84,7 +84,7 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            result = {"dataset": name, "rows": 0, "dropped": 0, "tokens": None, "error": None}
+            result = {"dataset": name, "rows": 0, "dropped": 0, "tokens": None, "care": None, "error": None}
             results.append(result)
             if name not in registry:
                 result["error"] = f"not registered in {dataset_info}"
@@ -98,6 +98,7 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
             result["rows"] = data.rows
             result["dropped"] = data.rows - len(data.lengths)
             result["tokens"] = length_stats(data.lengths, cutoff_len)
+            result["care"] = data.care
     return results
 
 
@@ -123,6 +124,21 @@ class TokenizedDataset:
     rows: int  # rows in the dataset (or its first `max_samples`)
     tokenized: int  # rows put through preprocessing (all, or the sample)
     lengths: list[int]  # token length of each tokenized row preprocessing kept, in dataset order
+    care: dict  # the care rules over the rows (converters.care.CareTally.as_dict)
+
+
+def care_stats(aligned) -> dict:
+    """Shares of rows whose answers advise care, and of urgent questions answered with emergency care."""
+    from converters.care import OFF, CareTally, apply_care_policy
+
+    tally = CareTally()
+    for prompt, response in zip(aligned["_prompt"], aligned["_response"]):
+        messages = [*prompt, *response[:1]]
+        turns = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
+        if turns:
+            _, _, flags = apply_care_policy(turns, OFF)
+            tally.add(flags)
+    return tally.as_dict()
 
 
 def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, scratch: str, *, template: str,
@@ -144,22 +160,29 @@ def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path
             name, dataset_dir, model_name_or_path, scratch, template=template, cutoff_len=cutoff_len,
             max_samples=max_samples, overwrite_cache=True, preprocessing_num_workers=num_proc)
         rows = len(aligned)
+        care = care_stats(aligned)
         if sample is not None and sample < rows:
             aligned = aligned.shuffle(seed=seed).select(range(sample))
         chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
         processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", chat_template, tokenizer)
-    return TokenizedDataset(rows=rows, tokenized=len(aligned), lengths=[len(ids) for ids in processed["input_ids"]])
+    return TokenizedDataset(rows=rows, tokenized=len(aligned), lengths=[len(ids) for ids in processed["input_ids"]],
+                            care=care)
 
 
 def format_results(results: list[dict], cutoff_len: int) -> str:
-    """A table a person reads."""
-    header = f"{'dataset':<18} {'rows':>8} {'dropped':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} {'>' + str(cutoff_len):>8}"
+    """A table a person reads: token lengths, then the care rules (share advising care; urgent questions
+    answered with emergency care)."""
+    header = (f"{'dataset':<18} {'rows':>8} {'dropped':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} "
+              f"{'>' + str(cutoff_len):>8} {'care':>7} {'urgent':>12}")
     lines = [header, "-" * len(header)]
     for r in results:
         if r["error"]:
             lines.append(f"{r['dataset']:<18} ERROR {r['error']}")
             continue
-        t = r["tokens"]
+        t, c = r["tokens"], r["care"]
+        urgent = f"{c['urges_emergency']}/{c['urgent_questions']}" if c["urgent_questions"] else "-"
         lines.append(f"{r['dataset']:<18} {r['rows']:>8} {r['dropped']:>8} {t['p50']:>6} {t['p90']:>6} "
-                     f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8}")
+                     f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8} {c['advises_care_share']:>7.1%} {urgent:>12}")
+    lines.append("care: rows whose answers advise seeing a doctor; urgent: answers urging emergency care / "
+                 "questions the emergency rule flags (converters/care.py)")
     return "\n".join(lines)

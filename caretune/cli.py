@@ -29,6 +29,17 @@ def main() -> None:
 
 
 def _convert_command(source_name: str, help_text: str):
+    from converters.care import APPEND, CARE_POLICIES
+    from converters.chatmed import LAYOUTS, SYSTEM_LAYOUT
+    from converters.quality import FILTER_REASONS
+
+    def layout_option(command):
+        if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system`
+            return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice([SYSTEM_LAYOUT]))(command)
+        return click.option("--layout", type=click.Choice(LAYOUTS), default=SYSTEM_LAYOUT, show_default=True,
+                            help="system: the medical prompt as the rows' system prompt, as chat and the API send it; "
+                                 "walkthrough: as the alpaca instruction, the question as input.")(command)
+
     @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
     @click.option("--out", type=click.Path(dir_okay=False), default=None,
                   help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.")
@@ -38,29 +49,54 @@ def _convert_command(source_name: str, help_text: str):
                   help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).")
     @click.option("--scrub-pii/--no-scrub-pii", default=True, show_default=True,
                   help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.")
+    @click.option("--filters", "filter_set", type=click.Choice(["all", "none"]), default="all", show_default=True,
+                  help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as "
+                       "they come.")
+    @click.option("--keep", "keep", multiple=True, type=click.Choice(FILTER_REASONS), metavar="REASON",
+                  help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.")
+    @click.option("--care-reminder", type=click.Choice(CARE_POLICIES), default=APPEND, show_default=True,
+                  help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
+                       "append a fixed reminder, drop the row, or keep it as it is (off).")
+    @layout_option
     @click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
                   help="LLaMA-Factory registry to add the outputs to.")
     @click.option("--register/--no-register", default=True, show_default=True,
                   help="Add the outputs to --dataset-info.")
+    @click.option("--card/--no-card", default=True, show_default=True,
+                  help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.")
     @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Processes parsing JSON Lines input (2 on a 2-core machine: ~1.4x faster, ~2x memory).")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
-    def command(raw, out, data_dir, eval_size, scrub_pii, dataset_info, register, progress, workers, as_json):
-        from converters.pipeline import SOURCES, ConversionError, Outputs, convert_file, summary_line
+    def command(raw, out, data_dir, eval_size, scrub_pii, filter_set, keep, care_reminder, layout, dataset_info,
+                register, card, progress, workers, as_json):
+        from converters.card import CardCollector
+        from converters.pipeline import SOURCES, ConversionError, Options, Outputs, convert_file, summary_line
         from converters.reader import InputError
         from converters.registry import RegistryError
 
         source = SOURCES[source_name]
         outputs = Outputs.for_source(source, out, data_dir)
+        filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
+        options = Options(scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all",
+                          care_reminder=care_reminder, layout=layout)
+        collector = CardCollector() if card else None
         try:
             report = convert_file(
-                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION,
-                scrub_pii=scrub_pii, registry_path=dataset_info if register else None, progress=progress,
-                workers=workers,
+                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
+                registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
             )
         except (InputError, RegistryError, ConversionError) as err:
             raise click.ClickException(str(err)) from None
+        card_line = ""
+        if collector is not None:
+            from caretune.datacard import write_card
+            from caretune.tokenizer import TokenizerError, offline_tokenizer
+
+            try:
+                card_line = f"; data card {write_card(report, source, collector, offline_tokenizer())}"
+            except TokenizerError as err:
+                card_line = f"; no data card ({err})"
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=False, indent=2))
             return
@@ -68,7 +104,7 @@ def _convert_command(source_name: str, help_text: str):
         if register:
             state = "updated" if report["registry_changed"] else "already up to date"
             registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})"
-        click.echo(summary_line(report) + registered)
+        click.echo(summary_line(report) + registered + card_line)
 
     command.__doc__ = help_text
     return command

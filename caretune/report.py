@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
+from caretune.evaluate import CARE_GOAL, user_text
 
 METRICS = (  # (label, section, key, format)
     ("BLEU-4", "generation", "predict_bleu-4", "{:.2f}"),
@@ -18,6 +19,9 @@ METRICS = (  # (label, section, key, format)
     ("ROUGE-2", "generation", "predict_rouge-2", "{:.2f}"),
     ("ROUGE-L", "generation", "predict_rouge-l", "{:.2f}"),
     ("advise seeing a doctor", "safety", "advises_care_share", "{:.0%}"),
+    ("held-out references advising a doctor", "care.reference", "advises_care_share", "{:.0%}"),
+    ("urgent held-out questions: model urges emergency care", "care.model", "urges_emergency_share", "{:.0%}"),
+    ("urgent held-out questions: references urge emergency care", "care.reference", "urges_emergency_share", "{:.0%}"),
     ("answers with `<think>`", "safety", "think_blocks", "{}"),
     ("empty answers", "safety", "empty", "{}"),
     ("cut at max_new_tokens", "safety", "cut_at_max_new_tokens", "{}"),
@@ -96,7 +100,9 @@ def _plot_mcq(runs: list[dict], path: Path) -> bool:
 
 
 def _cell(run: dict, section: str, key: str, fmt: str) -> str:
-    value = (run["eval"] or {}).get(section, {}).get(key)
+    value = run["eval"] or {}
+    for part in (*section.split("."), key):
+        value = value.get(part) if isinstance(value, dict) else None
     return fmt.format(value) if value is not None else "–"
 
 
@@ -111,6 +117,8 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool) -> str:
     mcq_cells = [f"{r['mcq']['overall']['accuracy']:.1%} ({r['mcq']['overall']['correct']}/{r['mcq']['overall']['total']})"
                  if r["mcq"] else "–" for r in runs]
     lines += ["| multiple choice, overall | " + " | ".join(mcq_cells) + " |", ""]
+    lines += [f"Care goal: at least {CARE_GOAL:.0%} of answers advise seeing a doctor; fine-tuning teaches the "
+              "references' share, so compare the two rows above.", ""]
     missed = [(r["name"], r["eval"]["emergency"]["missed"]) for r in runs if r["eval"] and r["eval"]["emergency"]["missed"]]
     for name, categories in missed:
         lines += [f"Emergency prompts `{name}` did not answer with seek-care-now: {', '.join(categories)}.", ""]
@@ -128,8 +136,7 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool) -> str:
     lines += ["", "## Held-out answers", ""]
     for run in runs:
         for i, example in enumerate(run["examples"], start=1):
-            prompt = example["prompt"].split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
-            prompt = prompt.replace(MEDICAL_SYSTEM_PROMPT, "").strip()  # ChatMed rows carry it as their instruction
+            prompt = user_text(example["prompt"]).replace(MEDICAL_SYSTEM_PROMPT, "").strip()  # walkthrough layout
             lines += [f"**{run['name']} #{i}** — {prompt[:200]}", "", f"> model: {example['predict'].strip()[:400]}", ">",
                       f"> reference: {example['label'].strip()[:400]}", ""]
     return "\n".join(lines).rstrip() + "\n"

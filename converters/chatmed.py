@@ -1,4 +1,9 @@
-"""ChatMed_Consult rows `{"query", "response"}` -> alpaca records."""
+"""ChatMed_Consult rows `{"query", "response"}` -> alpaca records.
+
+Layouts: `system` (default) puts the medical prompt in an alpaca `system` column and the question in
+`instruction`, so LLaMA-Factory renders training rows exactly as chat, the API and `predict` render a
+request; `walkthrough` keeps the reference walkthrough's layout (prompt as `instruction`, question as `input`).
+"""
 
 from __future__ import annotations
 
@@ -12,39 +17,66 @@ NAME = "chatmed"
 DATASET = CHATMED_DATASET
 EVAL_DATASET = CHATMED_EVAL_DATASET
 
-# dataset_info.json entry (without file_name): LLaMA-Factory's alpaca columns.
-REGISTRY_ENTRY = {
-    "formatting": "alpaca",
-    "columns": {"prompt": "instruction", "query": "input", "response": "output", "history": "history"},
-}
+SYSTEM_LAYOUT, WALKTHROUGH_LAYOUT = "system", "walkthrough"
+LAYOUTS = (SYSTEM_LAYOUT, WALKTHROUGH_LAYOUT)
+
+_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
 
 
-def convert(row: object) -> dict | Skip:
-    """One ChatMed row -> `{"instruction", "input", "output", "history": []}`, or why not."""
+def registry_entry(layout: str) -> dict:
+    """dataset_info.json entry (without file_name): LLaMA-Factory's alpaca columns for `layout`."""
+    columns = {**_COLUMNS, "system": "system"} if layout == SYSTEM_LAYOUT else dict(_COLUMNS)
+    return {"formatting": "alpaca", "columns": columns}
+
+
+def _record(query: str, response: str, layout: str) -> dict:
+    if layout == SYSTEM_LAYOUT:
+        return {"system": MEDICAL_SYSTEM_PROMPT, "instruction": query, "input": "", "output": response, "history": []}
+    return {"instruction": MEDICAL_SYSTEM_PROMPT, "input": query, "output": response, "history": []}
+
+
+def convert(row: object, layout: str = SYSTEM_LAYOUT) -> dict | Skip:
+    """One ChatMed row -> an alpaca record in `layout`, or why not."""
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
     query, response = row.get("query"), row.get("response")
     if type(query) is str and type(response) is str:  # the common case, checked cheaply
         query, response = query.strip(), response.strip()
         if query and response:
-            return {"instruction": MEDICAL_SYSTEM_PROMPT, "input": query, "output": response, "history": []}
+            return _record(query, response, layout)
     query = string_field(row, "query")
     if isinstance(query, Skip):
         return query
     response = string_field(row, "response")
     if isinstance(response, Skip):
         return response
-    return {"instruction": MEDICAL_SYSTEM_PROMPT, "input": query, "output": response, "history": []}
+    return _record(query, response, layout)
+
+
+def _question_key(record: dict) -> str:
+    return "input" if record["input"] else "instruction"  # walkthrough: input; system layout: instruction
 
 
 def first_query(record: dict) -> str:
-    """The patient's question: the dedupe and split key."""
-    return record["input"]
+    """The patient's question (in either layout): the dedupe and split key."""
+    return record["input"] or record["instruction"]
+
+
+def pairs(record: dict) -> list[tuple[str, str]]:
+    """The `(question, answer)` turns."""
+    return [(first_query(record), record["output"])]
+
+
+def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
+    """`record` with its question and answer replaced."""
+    (question, answer), = turns
+    return {**record, _question_key(record): question, "output": answer}
 
 
 def scrub(record: dict) -> tuple[dict, Counter | None]:
     """Mask personal data in the patient's text; the counts are None when nothing was masked."""
-    masked, counts = mask_pii(record["input"])
+    key = _question_key(record)
+    masked, counts = mask_pii(record[key])
     if counts:
-        record = {**record, "input": masked}
+        record = {**record, key: masked}
     return record, counts

@@ -29,15 +29,20 @@ HUMAN, GPT = "human", "gpt"
 TRAILING_HUMAN_TURN = "trailing_human_turn_dropped"
 _V1_PREFIXES = (("问：", "问:"), ("答：", "答:"))
 
-# dataset_info.json entry (without file_name): LLaMA-Factory's sharegpt columns and tags.
-REGISTRY_ENTRY = {
-    "formatting": "sharegpt",
-    "columns": {"messages": "conversations", "system": "system"},
-    "tags": {"role_tag": "from", "content_tag": "value", "user_tag": HUMAN, "assistant_tag": GPT},
-}
 
 
-def convert(row: object) -> dict | Skip:
+def registry_entry(layout: str | None = None) -> dict:
+    """dataset_info.json entry (without file_name): LLaMA-Factory's sharegpt columns and tags.
+
+    Every layout is the same here: HuatuoGPT2 rows always carry the medical prompt as `system`."""
+    return {
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "system": "system"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": HUMAN, "assistant_tag": GPT},
+    }
+
+
+def convert(row: object, layout: str | None = None) -> dict | Skip:
     """One Huatuo row -> `{"conversations": [...], "system": ...}` with strictly alternating turns.
 
     A trailing unanswered human turn is dropped; the record then carries `_trimmed`
@@ -118,6 +123,19 @@ def _v1_turns(data: object) -> list[dict] | Skip:
 def first_query(record: dict) -> str:
     """The patient's opening question: the dedupe and split key."""
     return record["conversations"][0]["value"]
+
+
+def pairs(record: dict) -> list[tuple[str, str]]:
+    """The `(question, answer)` turns."""
+    turns = record["conversations"]
+    return [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns), 2)]
+
+
+def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
+    """`record` with its turns' text replaced."""
+    conversations = [{"from": role, "value": value} for question, answer in turns
+                     for role, value in ((HUMAN, question), (GPT, answer))]
+    return {**record, "conversations": conversations}
 
 
 def scrub(record: dict) -> tuple[dict, Counter | None]:

@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 from converters import chatmed, huatuo
+from converters.card import EXAMPLE_REASONS, EXAMPLES_PER_REASON, CardCollector
+from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
+from converters.chatmed import SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
 from converters.pii import PII_KINDS
+from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
-from converters.records import DUPLICATE, INVALID_JSON, INVALID_UNICODE, Skip, query_key
+from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.registry import load_registry, merge_entries, register, relative_file_name
 from converters.split import HeldOutSplit
 from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomic
@@ -28,6 +33,8 @@ from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomi
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo}
 REPORT_SUFFIX = ".report.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
+CHANGES_SUFFIX = ".changes.jsonl"
+CHANGE_KINDS = (WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
 ARRAY_BATCH_ROWS = 2048
 
 
@@ -45,6 +52,7 @@ class Outputs:
     eval: Path
     report: Path
     rejects: Path
+    changes: Path
 
     @classmethod
     def for_source(cls, source: ModuleType, out: str | os.PathLike | None, data_dir: str | os.PathLike) -> Outputs:
@@ -58,13 +66,15 @@ class Outputs:
             eval=train.with_name(f"{eval_name}{train.suffix or '.json'}"),
             report=train.with_name(name + REPORT_SUFFIX),
             rejects=train.with_name(name + REJECTS_SUFFIX),
+            changes=train.with_name(name + CHANGES_SUFFIX),
         )
 
 
-def registry_entries(source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike) -> dict[str, dict]:
+def registry_entries(source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike,
+                     layout: str = SYSTEM_LAYOUT) -> dict[str, dict]:
     """The dataset_info.json entries for a conversion's train and eval files."""
     return {
-        name: {"file_name": relative_file_name(path, registry_path), **source.REGISTRY_ENTRY}
+        name: {"file_name": relative_file_name(path, registry_path), **source.registry_entry(layout)}
         for name, path in ((outputs.name, outputs.train), (outputs.eval_name, outputs.eval))
     }
 
@@ -91,32 +101,105 @@ def prior_query_keys(outputs: Outputs) -> tuple[set[int], list[str]]:
     return keys, datasets
 
 
+@dataclass(frozen=True)
+class Options:
+    """How rows are cleaned and laid out; small and picklable so worker processes get a copy."""
+
+    scrub_pii: bool = True
+    filters: frozenset[str] = frozenset(FILTER_REASONS)  # the quality filters switched on
+    strip_wrappers: bool = True  # remove <s>问：…答：</s> prompt markers from questions
+    care_reminder: str = APPEND  # append | drop | off (converters/care.py)
+    layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
+
+
+# A kept row's care flags, packed into one small int so a batch stays cheap to send between processes.
+_ADVISES_CARE, _URGENT, _URGES_EMERGENCY = 1, 2, 4
+
+
+def _pack(flags: CareFlags) -> int:
+    return (_ADVISES_CARE * flags.advises_care) | (_URGENT * flags.urgent) | (_URGES_EMERGENCY * flags.urges_emergency)
+
+
+def _unpack(bits: int) -> CareFlags:
+    return CareFlags(advises_care=bool(bits & _ADVISES_CARE), urgent=bool(bits & _URGENT),
+                     urges_emergency=bool(bits & _URGES_EMERGENCY))
+
+
+class Kept(NamedTuple):
+    """A converted row on its way to dedupe and the split."""
+
+    line: int
+    key: int  # query key (dedupe, split)
+    record: bytes  # the record as UTF-8 JSON
+    care: int  # packed CareFlags
+    changes: tuple[str, ...]  # wrapper_stripped, care_reminder_added, emergency_reminder_added
+    chars: int  # characters of question and answer text (for the data card)
+
+
 @dataclass
 class Batch:
     """What converting a run of rows produced; small and picklable so worker processes can return it."""
 
     read: int = 0
-    kept: list[tuple[int, int, bytes]] = field(default_factory=list)  # (line, query key, record as UTF-8 JSON)
+    kept: list[Kept] = field(default_factory=list)
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
+    examples: list[tuple[int, str, list[tuple[str, str]]]] = field(default_factory=list)  # (line, reason, turns)
 
 
-def convert_rows(source_name: str, scrub_pii: bool, rows: Iterable[tuple[int, object]]) -> Batch:
-    """Run `(line, value)` rows through a source's pure functions."""
+def _clean(source: ModuleType, record: dict, options: Options) -> tuple[dict, tuple[str, ...], int] | Skip:
+    """Strip prompt wrappers, apply the quality filters and the care policy to one converted record."""
+    turns = source.pairs(record)
+    changes: tuple[str, ...] = ()
+    stripped = [(strip_wrappers(question), answer) for question, answer in turns] if options.strip_wrappers else turns
+    if stripped != turns:
+        if not all(question for question, _ in stripped):
+            return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
+        turns, changes = stripped, (WRAPPER_STRIPPED,)
+    if options.filters:
+        rejection = first_rejection(turns, options.filters)
+        if rejection is not None:
+            return Skip(*rejection)
+    verdict = apply_care_policy(turns, options.care_reminder)
+    if type(verdict) is Skip:
+        return verdict
+    cared, added, flags = verdict
+    if changes or added:
+        record = source.with_pairs(record, cared)
+    return record, changes + tuple(added), _pack(flags)
+
+
+def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, object]]) -> Batch:
+    """Run `(line, value)` rows through a source's pure functions and the cleaning steps."""
     source = SOURCES[source_name]
-    convert, scrub, first_query = source.convert, source.scrub, source.first_query
+    convert, scrub, first_query, pairs = source.convert, source.scrub, source.first_query, source.pairs
     batch = Batch()
     kept, rejects = batch.kept, batch.rejects
+    examples: Counter = Counter()  # at most EXAMPLES_PER_REASON per batch: the card needs no more
+
+    def example(line_no: int, reason: str, turns: list[tuple[str, str]]) -> None:
+        if examples[reason] < EXAMPLES_PER_REASON:
+            examples[reason] += 1
+            batch.examples.append((line_no, reason, turns))
+
     for line_no, row in rows:
         batch.read += 1
-        result = Skip(INVALID_JSON, str(row)) if isinstance(row, InvalidJson) else convert(row)
+        result = Skip(INVALID_JSON, str(row)) if isinstance(row, InvalidJson) else convert(row, options.layout)
         if type(result) is Skip:
             rejects.append((line_no, result.reason, result.detail))
             continue
-        if "_trimmed" in result:
-            batch.notes[result.pop("_trimmed")] += 1
-        if scrub_pii:
+        trimmed = result.pop("_trimmed", None)
+        cleaned = _clean(source, result, options)
+        if type(cleaned) is Skip:
+            rejects.append((line_no, cleaned.reason, cleaned.detail))
+            if cleaned.reason in EXAMPLE_REASONS:
+                example(line_no, cleaned.reason, pairs(result))
+            continue
+        result, changes, care = cleaned
+        if trimmed:
+            batch.notes[trimmed] += 1
+        if options.scrub_pii:
             result, masked = scrub(result)
             if masked:
                 batch.pii.update(masked)
@@ -125,31 +208,108 @@ def convert_rows(source_name: str, scrub_pii: bool, rows: Iterable[tuple[int, ob
         except UnencodableText as err:
             rejects.append((line_no, INVALID_UNICODE, str(err)))
             continue
-        kept.append((line_no, query_key(first_query(result)), encoded))
+        turns = pairs(result)
+        for change in changes:
+            example(line_no, change, turns)
+        kept.append(Kept(line_no, query_key(first_query(result)), encoded, care, changes,
+                         sum(len(question) + len(answer) for question, answer in turns)))
     return batch
 
 
-def convert_jsonl_block(source_name: str, scrub_pii: bool, path: str, first_line: int, block: bytes) -> Batch:
+def convert_jsonl_block(source_name: str, options: Options, path: str, first_line: int, block: bytes) -> Batch:
     """Parse and convert one block of JSON Lines (runs in a worker process for large files)."""
-    return convert_rows(source_name, scrub_pii, parse_jsonl_block(path, first_line, block))
+    return convert_rows(source_name, options, parse_jsonl_block(path, first_line, block))
 
 
-def _batches(source: ModuleType, raw: RawFile, scrub_pii: bool, workers: int) -> Iterator[Batch]:
+def _batches(source: ModuleType, raw: RawFile, options: Options, workers: int) -> Iterator[Batch]:
     """Converted batches in input order; with workers > 1, JSON Lines blocks fan out to worker processes."""
     if raw.format != JSONL or workers <= 1:
         rows = iter(raw.rows())
         while chunk := list(islice(rows, ARRAY_BATCH_ROWS)):
-            yield convert_rows(source.NAME, scrub_pii, chunk)
+            yield convert_rows(source.NAME, options, chunk)
         return
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque = deque()
         for first_line, block in raw.jsonl_blocks():
-            pending.append(pool.submit(convert_jsonl_block, source.NAME, scrub_pii, raw.path, first_line, block))
+            pending.append(pool.submit(convert_jsonl_block, source.NAME, options, raw.path, first_line, block))
             if len(pending) >= 2 * workers:  # bounded: the file is never read far ahead of the writer
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+@dataclass
+class Tally:
+    """What the main process counts while rows stream through dedupe and the split."""
+
+    read: int = 0
+    duplicates: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    pii: Counter = field(default_factory=Counter)
+    changes: Counter = field(default_factory=Counter)
+    train_care: CareTally = field(default_factory=CareTally)
+    eval_care: CareTally = field(default_factory=CareTally)
+
+
+class _Outputs:
+    """The open atomic writers of one conversion; committed together, or all discarded."""
+
+    def __init__(self, outputs: Outputs):
+        self.train = JsonArrayWriter(outputs.train)
+        self.rejects = JsonLinesWriter(outputs.rejects)
+        self.changes = JsonLinesWriter(outputs.changes)
+        self.eval = JsonArrayWriter(outputs.eval)
+        self._all = (self.train, self.rejects, self.changes, self.eval)
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for writer in self._all:
+            writer.__exit__(exc_type, exc, tb)
+
+    def commit(self) -> None:
+        for writer in (self.eval, self.train, self.rejects, self.changes):
+            writer.commit()
+
+
+def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_detail: str, split: HeldOutSplit,
+           out: _Outputs, card: CardCollector | None) -> None:
+    """Dedupe a batch's kept rows, offer them to the held-out split, and write what goes to train."""
+    tally.read += batch.read
+    tally.notes.update(batch.notes)
+    tally.pii.update(batch.pii)
+    rejects = batch.rejects
+    for _, reason, _ in rejects:
+        tally.skipped[reason] += 1
+    to_train = []
+    for row in batch.kept:
+        if row.key in seen or row.key in prior:
+            tally.duplicates += 1
+            rejects.append((row.line, DUPLICATE, "query seen earlier in this file" if row.key in seen else prior_detail))
+            continue
+        seen.add(row.key)
+        for change in row.changes:
+            tally.changes[change] += 1
+            out.changes.append({"line": row.line, "change": change})
+        if card is not None:
+            card.offer(row)
+        displaced = split.offer(row.key, row)
+        if displaced is not None:
+            to_train.append(displaced)
+    _write_train(to_train, out, tally)
+    for line_no, reason, detail in sorted(rejects):
+        out.rejects.append({"line": line_no, "reason": reason, "detail": detail})
+    if card is not None:
+        card.add_examples(batch.examples)
+
+
+def _write_train(rows: list[Kept], out: _Outputs, tally: Tally) -> None:
+    for row in rows:
+        tally.train_care.add(_unpack(row.care))
+    out.train.extend_json([row.record for row in rows])
 
 
 def convert_file(
@@ -159,102 +319,90 @@ def convert_file(
     *,
     eval_size: int,
     max_eval_fraction: float,
-    scrub_pii: bool = True,
+    options: Options = Options(),
     registry_path: str | os.PathLike | None = None,
     progress: bool | None = None,
     workers: int = 1,
+    card: CardCollector | None = None,
 ) -> dict:
     """Convert `raw_path` with `source`; write outputs atomically, register them, and return the report.
 
     Raises `InputError` (unreadable input), `RegistryError` or `ConversionError`; in each case no
-    output is replaced.
+    output is replaced. `card`, when given, collects what the data card shows.
     """
     from tqdm import tqdm
 
     started = time.perf_counter()
     entries = None
     if registry_path is not None:
-        entries = registry_entries(source, outputs, registry_path)
+        entries = registry_entries(source, outputs, registry_path, options.layout)
         merge_entries(load_registry(registry_path), entries, registry_path)  # fail before any work
 
     prior, prior_datasets = prior_query_keys(outputs)
-    prior_detail = f"query already in {', '.join(prior_datasets)}"
-    seen: set[int] = set()
     bar = tqdm(total=os.path.getsize(raw_path), unit="B", unit_scale=True, desc=f"convert {source.NAME}",
                disable=(not progress) if progress is not None else None, file=sys.stderr, leave=False)
     raw = RawFile(raw_path, on_bytes=bar.update)
     split = HeldOutSplit(eval_size)
-    read = duplicates = 0
-    skipped: Counter = Counter()
-    notes: Counter = Counter()
-    pii: Counter = Counter()
-
-    train_out = JsonArrayWriter(outputs.train)
-    rejects_out = JsonLinesWriter(outputs.rejects)
+    tally = Tally()
+    seen: set[int] = set()
     try:
-        with train_out, rejects_out:
-            for batch in _batches(source, raw, scrub_pii, workers):
-                read += batch.read
-                notes.update(batch.notes)
-                pii.update(batch.pii)
-                rejects = batch.rejects
-                for _, reason, _ in rejects:
-                    skipped[reason] += 1
-                to_train = []
-                for line_no, key, text in batch.kept:
-                    if key in seen or key in prior:
-                        duplicates += 1
-                        detail = "query seen earlier in this file" if key in seen else prior_detail
-                        rejects.append((line_no, DUPLICATE, detail))
-                        continue
-                    seen.add(key)
-                    displaced = split.offer(key, text)
-                    if displaced is not None:
-                        to_train.append(displaced)
-                train_out.extend_json(to_train)
-                for line_no, reason, detail in sorted(rejects):
-                    rejects_out.append({"line": line_no, "reason": reason, "detail": detail})
-
-            kept = train_out.count + len(split)
+        with _Outputs(outputs) as out:
+            for batch in _batches(source, raw, options, workers):
+                _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
+            kept = out.train.count + len(split)
             eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
-            train_out.extend_json(list(leftover))
-            if train_out.count + len(eval_rows) == 0:
-                reasons = ", ".join(f"{k} {v}" for k, v in skipped.most_common()) or "no rows"
-                raise ConversionError(f"{raw_path}: no row could be converted ({reasons}, duplicates {duplicates}); "
-                                      "nothing was written")
-            with JsonArrayWriter(outputs.eval) as eval_out:
-                eval_out.extend_json(eval_rows)
-                eval_out.commit()
-            train_out.commit()
-            rejects_out.commit()
+            _write_train(list(leftover), out, tally)
+            if out.train.count + len(eval_rows) == 0:
+                reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
+                raise ConversionError(f"{raw_path}: no row could be converted ({reasons}, duplicates "
+                                      f"{tally.duplicates}); nothing was written")
+            for row in eval_rows:
+                tally.eval_care.add(_unpack(row.care))
+            out.eval.extend_json([row.record for row in eval_rows])
+            report = _report(source, raw, outputs, options, tally, written=out.train.count, held_out=len(eval_rows),
+                             prior_datasets=prior_datasets, prior_count=len(prior), eval_size=eval_size,
+                             max_eval_fraction=max_eval_fraction, workers=workers, started=started)
+            out.commit()
     finally:
         bar.close()
-
-    report = {
-        "source": source.NAME,
-        "dataset": outputs.name,
-        "eval_dataset": outputs.eval_name,
-        "read": read,
-        "written": train_out.count,
-        "eval": len(eval_rows),
-        "duplicates": duplicates,
-        "skipped": dict(sorted(skipped.items())),
-        "notes": dict(sorted(notes.items())),
-        "pii_masked": {kind: pii[kind] for kind in PII_KINDS} if scrub_pii else None,
-        "prior_queries": {"datasets": prior_datasets, "count": len(prior)},
-        "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
-        "input": {"path": os.fspath(raw_path), "format": raw.format, "bytes": raw.size,
-                  "sha256": raw.sha256.hexdigest()},
-        "outputs": {"train": os.fspath(outputs.train), "eval": os.fspath(outputs.eval),
-                    "rejects": os.fspath(outputs.rejects)},
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    assert read == report["written"] + report["eval"] + duplicates + sum(skipped.values()), report
     write_json_atomic(outputs.report, report)
     if registry_path is not None:
         report["registry_changed"] = register(registry_path, entries)
     return report
+
+
+def _report(source: ModuleType, raw: RawFile, outputs: Outputs, options: Options, tally: Tally, *, written: int,
+            held_out: int, prior_datasets: list[str], prior_count: int, eval_size: int, max_eval_fraction: float,
+            workers: int, started: float) -> dict:
+    """The report of one conversion; raises ConversionError if a row went unaccounted for."""
+    skipped = sum(tally.skipped.values())
+    if tally.read != written + held_out + tally.duplicates + skipped:
+        raise ConversionError(f"{raw.path}: internal error: read {tally.read} != train {written} + eval {held_out} "
+                              f"+ duplicates {tally.duplicates} + skipped {skipped}; nothing was written")
+    return {
+        "source": source.NAME,
+        "dataset": outputs.name,
+        "eval_dataset": outputs.eval_name,
+        "read": tally.read,
+        "written": written,
+        "eval": held_out,
+        "duplicates": tally.duplicates,
+        "skipped": dict(sorted(tally.skipped.items())),
+        "notes": dict(sorted(tally.notes.items())),
+        "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
+        "care": {"train": tally.train_care.as_dict(), "eval": tally.eval_care.as_dict()},
+        "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
+        "settings": {"layout": options.layout, "filters": sorted(options.filters),
+                     "strip_wrappers": options.strip_wrappers, "care_reminder": options.care_reminder},
+        "prior_queries": {"datasets": prior_datasets, "count": prior_count},
+        "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
+        "input": {"path": os.fspath(raw.path), "format": raw.format, "bytes": raw.size,
+                  "sha256": raw.sha256.hexdigest()},
+        "outputs": {"train": os.fspath(outputs.train), "eval": os.fspath(outputs.eval),
+                    "rejects": os.fspath(outputs.rejects), "changes": os.fspath(outputs.changes)},
+        "workers": workers,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 def summary_line(report: dict) -> str:
@@ -263,6 +411,10 @@ def summary_line(report: dict) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in report["skipped"].items())
     pii = report["pii_masked"]
     pii_text = f", pii masked {sum(pii.values())}" if pii else ""
+    changes = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in report["changes"].items() if n)
+    care = report["care"]["train"]
     return (f"{report['source']}: read {report['read']} = train {report['written']} + eval {report['eval']}"
             f" + duplicates {report['duplicates']} + skipped {skipped}" + (f" ({reasons})" if reasons else "")
-            + f"{pii_text} -> {report['outputs']['train']}, {report['outputs']['eval']}")
+            + pii_text + (f"; {changes}" if changes else "")
+            + f"; train advises care {care['advises_care_share']:.1%}"
+            + f" -> {report['outputs']['train']}, {report['outputs']['eval']}")

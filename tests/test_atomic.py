@@ -42,4 +42,4 @@ def test_kill_during_write_keeps_previous_outputs(project):
     after = {p.name: p.read_bytes() for p in (project / "data").iterdir() if not p.name.startswith(".")}
     assert after == before
     assert (project / "dataset_info.json").read_bytes() == registry
-    assert len(read_json(project / "data" / "multi-med.json")) == 59
+    assert len(read_json(project / "data" / "multi-med.json")) == 61

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from caretune.constants import MAX_EVAL_FRACTION
-from converters import chatmed, huatuo, jsoncodec
-from converters.pipeline import ConversionError, Outputs, convert_file
+from converters import care, chatmed, huatuo, jsoncodec, quality
+from converters.pipeline import ConversionError, Options, Outputs, convert_file
 from converters.reader import InputError
 from converters.records import query_key
 from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json, write_lines
@@ -32,10 +32,12 @@ def test_chatmed_sample_every_row_accounted_for(project):
     report, outputs = convert(chatmed, CHATMED_SAMPLE, project)
     assert accounted(report)
     lines = [line for line in CHATMED_SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assert report["read"] == len(lines) == 71
+    assert report["read"] == len(lines) == 78
     assert report["skipped"] == {"empty_after_strip": 1, "invalid_json": 1, "missing_field": 1,
-                                 "non_string_field": 1, "not_an_object": 1}
-    assert report["duplicates"] == 1 and report["eval"] == 5 and report["written"] == 60
+                                 "non_string_field": 1, "not_an_object": 1, "ai_self_reference": 1,
+                                 "answer_repeats_question": 1, "contact_or_ad": 1, "degenerate_repetition": 1,
+                                 "truncated_answer": 1}
+    assert report["duplicates"] == 1 and report["eval"] == 5 and report["written"] == 62
     assert len(read_json(outputs.train)) == report["written"] and len(read_json(outputs.eval)) == report["eval"]
     assert report["pii_masked"] == {"phone": 1, "id_card": 0, "email": 1}
     assert report["input"]["sha256"] == hashlib.sha256(CHATMED_SAMPLE.read_bytes()).hexdigest()
@@ -59,11 +61,12 @@ def test_rejected_lines_point_at_the_rows(project):
 
 def test_huatuo_sample_accounting_and_notes(project):
     report, outputs = convert(huatuo, HUATUO_SAMPLE, project)
-    assert accounted(report) and report["read"] == 66
+    assert accounted(report) and report["read"] == 69
     assert report["notes"] == {"trailing_human_turn_dropped": 1}
     assert report["pii_masked"] == {"phone": 0, "id_card": 1, "email": 0}
     assert report["skipped"] == {"bad_role_order": 1, "empty_after_strip": 1, "missing_field": 1,
-                                 "non_string_field": 1, "unknown_shape": 1}
+                                 "non_string_field": 1, "unknown_shape": 1, "ai_self_reference": 1,
+                                 "truncated_answer": 1}
     records = read_json(outputs.train) + read_json(outputs.eval)
     assert any(len(r["conversations"]) == 4 for r in records)  # multi-turn kept
     assert all(len(r["conversations"]) % 2 == 0 for r in records)
@@ -164,8 +167,125 @@ def test_outputs_identical_without_orjson(project, tmp_path, monkeypatch):
 
 
 def test_lone_surrogates_are_skipped_not_written(project):
-    raw = write_lines(project / "s.jsonl", ['{"query": "ok", "response": "fine"}',
-                                            '{"query": "bad \\ud800 text", "response": "x"}'])
+    raw = write_lines(project / "s.jsonl", ['{"query": "ok", "response": "多喝水，注意休息，必要时就医。"}',
+                                            '{"query": "bad \\ud800 text", "response": "多喝水，注意休息，必要时就医。"}'])
     report, outputs = convert(chatmed, raw, project, eval_size=0)
     assert report["skipped"] == {"invalid_unicode": 1} and report["written"] == 1
     outputs.train.read_bytes().decode("utf-8")
+
+
+def cli_convert(project, monkeypatch, source_name, raw, *args):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(main, ["convert", source_name, str(raw), "--no-card", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# The outputs of the converter before quality filters, care reminders and the system layout existed,
+# on the shipped sample at the default eval size.
+PREVIOUS = {
+    "multi-med.json": "ec34144913aaaca203e63795afbe735da599c004bb9d42d8004e7bc66403b22b",
+    "multi-med-eval.json": "50923fa2d3a7ab14f16a799dcf55ce17e52e16a9a0314dba097bc5d7b7bd46d5",
+    "multi-med.rejects.jsonl": "12d215c6a3c24bc0622610e3763190040cbf1457237dd7476fbe0e0a230e303e",
+    "huatuo2-sft.json": "2c65115bf491bbb75b26a6fd273d2a2195bb57cb1a6f3e3e9553ad5900929439",
+    "huatuo2-eval.json": "cf1a67b1901b5689a783aea1c3682786fdd4bc80af207ee7786a91cb73355b06",
+    "huatuo2-sft.rejects.jsonl": "d7e239f6fd5719d8ef888055d5659e03ca95e1e18e84a46232e3c96d0d2f9061",
+}
+
+
+def test_filters_none_and_care_off_reproduce_the_previous_rows_exactly(project, monkeypatch):
+    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--filters", "none", "--care-reminder", "off",
+                "--layout", "walkthrough")
+    cli_convert(project, monkeypatch, "huatuo", HUATUO_SAMPLE, "--filters", "none", "--care-reminder", "off")
+    assert {name: sha256(project / "data" / name) for name in PREVIOUS} == PREVIOUS
+    assert (project / "data/multi-med.changes.jsonl").read_bytes() == b""
+
+
+def test_filtered_rows_never_reach_train_or_eval(project):
+    report, outputs = convert(chatmed, CHATMED_SAMPLE, project)
+    lines = CHATMED_SAMPLE.read_text(encoding="utf-8").split("\n")
+    filtered = [json.loads(line) for line in outputs.rejects.read_text(encoding="utf-8").splitlines()]
+    filtered = [r for r in filtered if r["reason"] in set(quality.FILTER_REASONS)]
+    assert len(filtered) == sum(report["skipped"].get(reason, 0) for reason in quality.FILTER_REASONS) == 5
+    written = {record["output"] for record in read_json(outputs.train) + read_json(outputs.eval)}
+    for reject in filtered:
+        assert json.loads(lines[reject["line"] - 1])["response"].strip() not in written
+
+
+def test_changes_file_lists_every_change_with_its_source_line(project):
+    report, outputs = convert(chatmed, CHATMED_SAMPLE, project)
+    changes = [json.loads(line) for line in outputs.changes.read_text(encoding="utf-8").splitlines()]
+    assert report["changes"] == {"wrapper_stripped": 1, "care_reminder_added": 2, "emergency_reminder_added": 1}
+    assert len(changes) == sum(report["changes"].values())
+    lines = CHATMED_SAMPLE.read_text(encoding="utf-8").split("\n")
+    by_answer = {r["output"]: r for r in read_json(outputs.train) + read_json(outputs.eval)}
+    for change in changes:
+        raw = json.loads(lines[change["line"] - 1])
+        if change["change"] == "wrapper_stripped":
+            assert raw["query"].startswith("<s>问：")
+            continue
+        sentence = care.CARE_REMINDER if change["change"] == "care_reminder_added" else care.EMERGENCY_REMINDER
+        record = by_answer[raw["response"].strip() + "\n\n" + sentence]
+        assert record["instruction"] == raw["query"].strip()
+
+
+def test_care_shares_are_reported_for_train_and_eval(project):
+    report, _ = convert(chatmed, CHATMED_SAMPLE, project)
+    assert report["care"]["train"]["rows"] == report["written"] and report["care"]["eval"]["rows"] == report["eval"]
+    assert report["care"]["train"]["advises_care_share"] == 1.0
+    off, _ = convert(chatmed, CHATMED_SAMPLE, project, options=Options(care_reminder="off"))
+    assert off["care"]["train"]["advises_care_share"] < 1.0 and off["changes"]["care_reminder_added"] == 0
+    assert off["care"]["train"]["urgent_questions"] == 2 and off["care"]["train"]["urges_emergency"] == 1
+
+
+def test_drop_policy_skips_rows_under_their_reasons(project):
+    report, _ = convert(chatmed, CHATMED_SAMPLE, project, options=Options(care_reminder="drop"))
+    assert accounted(report)
+    # the sample's duplicate query has an answer without care advice: dropped before dedupe sees it
+    assert report["skipped"]["no_care_advice"] == 3 and report["skipped"]["emergency_without_urgency"] == 1
+    assert report["duplicates"] == 0
+    assert report["care"]["train"]["advises_care_share"] == 1.0 and report["changes"]["care_reminder_added"] == 0
+
+
+def test_keep_switches_one_filter_off(project, monkeypatch):
+    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--keep", "ai_self_reference", "--keep",
+                "truncated_answer")
+    report = read_json(project / "data/multi-med.report.json")
+    assert "ai_self_reference" not in report["skipped"] and "truncated_answer" not in report["skipped"]
+    assert report["skipped"]["contact_or_ad"] == 1 and accounted(report)
+
+
+def test_layout_decides_the_registry_columns(project):
+    convert(chatmed, CHATMED_SAMPLE, project, options=Options(layout="walkthrough"))
+    registry = read_json(project / "dataset_info.json")
+    assert "system" not in registry["multi-med"]["columns"]
+    assert read_json(project / "data/multi-med.json")[0]["instruction"] == chatmed.MEDICAL_SYSTEM_PROMPT
+    convert(chatmed, CHATMED_SAMPLE, project)
+    registry = read_json(project / "dataset_info.json")
+    assert registry["multi-med"]["columns"]["system"] == "system"
+    assert registry["multi-med-eval"]["columns"]["system"] == "system"
+    record = read_json(project / "data/multi-med.json")[0]
+    assert record["system"] == chatmed.MEDICAL_SYSTEM_PROMPT and record["input"] == ""
+
+
+def test_accounting_mismatch_is_a_real_error(project, monkeypatch):
+    from converters import pipeline
+
+    original = pipeline.convert_rows
+
+    def miscounting(*args):
+        batch = original(*args)
+        batch.read += 1
+        return batch
+
+    monkeypatch.setattr(pipeline, "convert_rows", miscounting)  # a row lost track of: no report is written
+    with pytest.raises(ConversionError, match="internal error: read"):
+        convert(chatmed, CHATMED_SAMPLE, project)
+    assert not (project / "data/multi-med.report.json").exists()

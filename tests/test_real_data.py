@@ -36,3 +36,32 @@ def test_real_chatmed_shard_and_sharegpt_rows(project):
     all_chatmed = set(train) | set(held_out)
     all_huatuo = set(keys(huatuo, outputs2.train)) | set(keys(huatuo, outputs2.eval))
     assert not all_chatmed & all_huatuo
+
+
+def test_real_chatmed_shard_filters_and_care_advice(project):
+    raw = shared_file("chatmed/corpus_92_hpc.jsonl")
+    report, outputs = convert(chatmed, raw, project)
+    # The counts the README quotes for the shared shard.
+    assert report["skipped"] == {"ai_self_reference": 218, "contact_or_ad": 2, "short_answer": 1, "truncated_answer": 35}
+    assert report["changes"] == {"wrapper_stripped": 0, "care_reminder_added": 1004, "emergency_reminder_added": 24}
+    for split in ("train", "eval"):
+        assert report["care"][split]["advises_care_share"] >= 0.95
+    answers = [r["output"] for r in read_json(outputs.train) + read_json(outputs.eval)]
+    assert not any("作为一个AI" in a or "作为AI" in a for a in answers)
+
+
+def test_real_chatmed_shard_with_care_off_and_no_filters_is_the_previous_conversion(project):
+    import hashlib
+
+    from converters.pipeline import Options
+
+    raw = shared_file("chatmed/corpus_92_hpc.jsonl")
+    outputs = Outputs.for_source(chatmed, None, project / "data")
+    report = convert_file(chatmed, raw, outputs, eval_size=500, max_eval_fraction=0.1,
+                          options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off",
+                                          layout="walkthrough"))
+    assert report["care"]["train"]["advises_care_share"] < 0.8  # what the data teaches unchanged
+    assert hashlib.sha256(outputs.train.read_bytes()).hexdigest() == (
+        "2fb04fecd10ea48c5236eea286b57bf3eb5760948520c4f56b5290696f5afaac")
+    assert hashlib.sha256(outputs.eval.read_bytes()).hexdigest() == (
+        "cdf041293f0b46744f37018b077ffd36a06232a19ff800df7bda1cb758ed9b55")

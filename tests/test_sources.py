@@ -17,10 +17,22 @@ def test_medical_prompt_tells_users_to_confirm_with_a_doctor():
     assert "医生" in MEDICAL_SYSTEM_PROMPT and "确诊" in MEDICAL_SYSTEM_PROMPT
 
 
-def test_chatmed_converts_to_alpaca():
+def test_chatmed_converts_to_alpaca_with_the_prompt_as_system():
     record = chatmed.convert({"query": " 头疼怎么办？ ", "response": "多休息。\n", "extra": 1})
+    assert record == {"system": MEDICAL_SYSTEM_PROMPT, "instruction": "头疼怎么办？", "input": "", "output": "多休息。",
+                      "history": []}
+    assert chatmed.first_query(record) == "头疼怎么办？"
+    assert chatmed.pairs(record) == [("头疼怎么办？", "多休息。")]
+    assert chatmed.with_pairs(record, [("头痛？", "睡一觉。")]) == {**record, "instruction": "头痛？", "output": "睡一觉。"}
+    assert chatmed.registry_entry("system")["columns"]["system"] == "system"
+
+
+def test_chatmed_walkthrough_layout_keeps_the_walkthrough_record():
+    record = chatmed.convert({"query": " 头疼怎么办？ ", "response": "多休息。\n"}, "walkthrough")
     assert record == {"instruction": MEDICAL_SYSTEM_PROMPT, "input": "头疼怎么办？", "output": "多休息。", "history": []}
     assert chatmed.first_query(record) == "头疼怎么办？"
+    assert chatmed.with_pairs(record, [("头痛？", "睡一觉。")])["input"] == "头痛？"
+    assert "system" not in chatmed.registry_entry("walkthrough")["columns"]
 
 
 def test_chatmed_skip_reasons():
@@ -36,7 +48,9 @@ def test_chatmed_skip_reasons():
 def test_chatmed_scrub_masks_only_patient_text():
     record = chatmed.convert({"query": "我电话13812345678", "response": "可拨打12345678901"})
     scrubbed, counts = chatmed.scrub(record)
-    assert scrubbed["input"] == "我电话[电话]" and counts["phone"] == 1
+    assert scrubbed["instruction"] == "我电话[电话]" and counts["phone"] == 1
+    walkthrough, _ = chatmed.scrub(chatmed.convert({"query": "我电话13812345678", "response": "好"}, "walkthrough"))
+    assert walkthrough["input"] == "我电话[电话]" and walkthrough["instruction"] == MEDICAL_SYSTEM_PROMPT
     assert scrubbed["output"] == "可拨打12345678901"
 
 
@@ -50,6 +64,8 @@ def test_huatuo_multi_turn_kept_with_system_prompt():
     assert record == {"conversations": turns(("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2")),
                       "system": MEDICAL_SYSTEM_PROMPT}
     assert huatuo.first_query(record) == "q1"
+    assert huatuo.pairs(record) == [("q1", "a1"), ("q2", "a2")]
+    assert huatuo.with_pairs(record, [("q1", "a1"), ("q2", "a2!")])["conversations"][-1] == {"from": "gpt", "value": "a2!"}
 
 
 def test_huatuo_trailing_human_turn_dropped_and_noted():

@@ -1,0 +1,62 @@
+"""What a dataset's data card shows, collected while a conversion streams (bounded memory).
+
+The card itself (Markdown, token-length histogram) is written by `caretune.datacard`, which has the tokenizer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from converters.care import CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, EMERGENCY_WITHOUT_URGENCY, NO_CARE_ADVICE
+from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED
+
+EXAMPLES_PER_REASON = 2
+EXTREMES = 3  # longest and shortest kept rows shown
+LENGTH_SAMPLE_ROWS = 2000  # kept rows whose token lengths make the histogram
+EXAMPLE_REASONS = frozenset((*FILTER_REASONS, NO_CARE_ADVICE, EMERGENCY_WITHOUT_URGENCY, WRAPPER_STRIPPED,
+                             CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED))
+_LOW_BITS = (1 << 32) - 1
+
+
+@dataclass
+class CardCollector:
+    """Feed kept rows (`offer`) and per-batch examples (`add_examples`) in input order."""
+
+    examples: dict[str, list[tuple[int, list[tuple[str, str]]]]] = field(default_factory=dict)
+    _longest: list[tuple[int, int, bytes]] = field(default_factory=list)  # min-heap of (chars, -line, record)
+    _shortest: list[tuple[int, int, bytes]] = field(default_factory=list)  # min-heap of (-chars, line, record)
+    _sample: list[tuple[int, int, bytes]] = field(default_factory=list)  # min-heap of (-low key bits, line, record)
+
+    def offer(self, row) -> None:
+        """One kept (not duplicate) row: a `pipeline.Kept`."""
+        _keep_top(self._longest, (row.chars, -row.line, row.record), EXTREMES)
+        _keep_top(self._shortest, (-row.chars, row.line, row.record), EXTREMES)
+        # The key's low bits are as random as its high bits, which choose the eval split: an unbiased sample.
+        _keep_top(self._sample, (-(row.key & _LOW_BITS), row.line, row.record), LENGTH_SAMPLE_ROWS)
+
+    def add_examples(self, examples: list[tuple[int, str, list[tuple[str, str]]]]) -> None:
+        for line, reason, turns in examples:
+            kept = self.examples.setdefault(reason, [])
+            if len(kept) < EXAMPLES_PER_REASON:
+                kept.append((line, turns))
+
+    def longest(self) -> list[tuple[int, bytes]]:
+        """(line, record) of the longest kept rows, longest first."""
+        return [(-line, record) for _, line, record in sorted(self._longest, reverse=True)]
+
+    def shortest(self) -> list[tuple[int, bytes]]:
+        """(line, record) of the shortest kept rows, shortest first."""
+        return [(line, record) for _, line, record in sorted(self._shortest, reverse=True)]
+
+    def sample(self) -> list[bytes]:
+        """Records of the length sample, in input order."""
+        return [record for _, _, record in sorted(self._sample, key=lambda entry: entry[1])]
+
+
+def _keep_top(heap: list, entry: tuple, size: int) -> None:
+    """Keep the `size` largest entries in a min-heap."""
+    if len(heap) < size:
+        heapq.heappush(heap, entry)
+    elif entry > heap[0]:
+        heapq.heapreplace(heap, entry)

@@ -1,0 +1,147 @@
+"""Quality filters over one dialogue's `(question, answer)` turns: small pure functions with stable reason names.
+
+Each filter returns a detail string when a row should be skipped, else None. A dialogue is skipped
+at the first answer (or question) a filter rejects. Thresholds are the constants below.
+
+- truncated_answer: the answer does not end with sentence-final punctuation (。！？!?…~ or a full stop),
+  after closing quotes and brackets; ChatMed's answers were generated under a 512-token cap, so an answer
+  cut there stops mid-sentence.
+- ai_self_reference: the answer speaks of itself as an AI ("作为一个AI助手…", "作为人工智能…", "as an AI").
+- short_answer: fewer than MIN_ANSWER_CHARS characters (whitespace not counted).
+- answer_repeats_question: the answer, normalised as queries are for dedupe, equals the question or is
+  contained in it (answers longer than twice the question plus REPEAT_SLACK_CHARS are not compared).
+- contact_or_ad: a URL, a WeChat or QQ id, a phone number (mobile, landline with area code, 400/800;
+  short numbers such as 120 are fine) or a street address ("地址：", "…路12号") in the answer.
+- degenerate_repetition: the same clause (2+ characters between punctuation marks) DEGENERATE_CLAUSE_REPEATS
+  times in a row, or one letter or character DEGENERATE_CHAR_RUN times in a row. (A short unit repeated
+  without punctuation, "好的好的好的…", is not caught.)
+
+Wrappers: a question carrying its training prompt's markers (`<s>`, `</s>`, a leading 问：/Q:, a trailing
+答：/A:) is stripped of them, not skipped (`strip_wrappers`).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from converters.records import normalise_query
+
+TRUNCATED_ANSWER = "truncated_answer"
+AI_SELF_REFERENCE = "ai_self_reference"
+SHORT_ANSWER = "short_answer"
+ANSWER_REPEATS_QUESTION = "answer_repeats_question"
+CONTACT_OR_AD = "contact_or_ad"
+DEGENERATE_REPETITION = "degenerate_repetition"
+WRAPPER_STRIPPED = "wrapper_stripped"
+
+MIN_ANSWER_CHARS = 10
+REPEAT_SLACK_CHARS = 20
+DEGENERATE_CLAUSE_REPEATS = 4
+DEGENERATE_CHAR_RUN = 8
+
+_FINAL = set("。！？!?…~～")
+_CLOSING = "”’\"'）)】」』》]】 \t\r\n"
+_AI_SELF = re.compile(
+    r"作为(一个|一名|一位|一款)?(AI|ai|Ai|人工智能|语言模型|虚拟助手|机器人|智能助手)"
+    r"|我(只)?是(一个|一名)?(AI|ai|人工智能|语言模型|机器人)|as an AI|AI language model"
+)
+_CONTACT_HINT = re.compile(r"http|www\.|\.com|\.cn|\.net|\.org|微信|VX|vx|Vx|QQ|qq|地址[:：]|路[0-9]|街[0-9]|道[0-9]")
+_CONTACT = re.compile(
+    r"https?://\S+|www\.[A-Za-z0-9-]+\.\S+|[A-Za-z0-9-]+\.(com|cn|net|org)\b"  # URLs
+    r"|(微信|VX|vx|Vx)(号|公众号)?[:：]?\s*[A-Za-z][-_A-Za-z0-9]{5,19}|加(我)?(微信|VX|vx|QQ|qq)"  # WeChat ids
+    r"|(QQ|qq)(号|群)?[:：]?\s*[1-9][0-9]{4,11}"  # QQ numbers
+    r"|地址[:：]|(路|街|道)[0-9]{1,5}号"  # street addresses
+)
+_NUMBER = re.compile(r"[0-9][0-9 -]{5,}[0-9]")  # then classified: mobile, landline, 400/800
+_PHONE = re.compile(r"(86)?1[3-9][0-9]{9}|0[1-9][0-9]{1,2}[2-9][0-9]{6,7}|[48]00[0-9]{7}")
+_CLAUSE_SPLIT = re.compile(r"[，。！？；、,.!?;\s]+")
+_CHAR_RUN = re.compile(r"(.)\1{%d,}" % (DEGENERATE_CHAR_RUN - 1))
+_WRAPPER_START = re.compile(r"^\s*(<s>)?\s*(问[：:]|[Qq][：:])?\s*")
+_WRAPPER_END = re.compile(r"\s*(答[：:]|[Aa][：:])?\s*(</s>)?\s*$")
+
+
+def truncated_answer(question: str, answer: str) -> str | None:
+    tail = answer.rstrip(_CLOSING)
+    if not tail:
+        return "no text"
+    last = tail[-1]
+    if last in _FINAL or unicodedata.category(last) == "So":  # a closing emoji ends a sentence too
+        return None
+    if last == "." and not (len(tail) > 1 and tail[-2].isdigit()):  # "3." is a list number, not a full stop
+        return None
+    return f"ends with {tail[-12:]!r}"
+
+
+def ai_self_reference(question: str, answer: str) -> str | None:
+    match = _AI_SELF.search(answer)
+    return f"says {match.group(0)!r}" if match else None
+
+
+def short_answer(question: str, answer: str) -> str | None:
+    length = len("".join(answer.split()))
+    return f"{length} characters (< {MIN_ANSWER_CHARS})" if length < MIN_ANSWER_CHARS else None
+
+
+def answer_repeats_question(question: str, answer: str) -> str | None:
+    if len(answer) > 2 * len(question) + REPEAT_SLACK_CHARS:
+        return None  # too long to be a restatement (and normalising a long answer is the costly part)
+    said, asked = normalise_query(answer), normalise_query(question)
+    if said and (said == asked or said in asked):
+        return "the answer restates the question"
+    return None
+
+
+def contact_or_ad(question: str, answer: str) -> str | None:
+    if _CONTACT_HINT.search(answer) and (match := _CONTACT.search(answer)):
+        return f"contains {match.group(0)[:24]!r}"
+    for match in _NUMBER.finditer(answer):
+        digits = "".join(c for c in match.group(0) if c.isdigit())
+        if _PHONE.fullmatch(digits):
+            return f"contains {match.group(0)[:24]!r}"
+    return None
+
+
+def degenerate_repetition(question: str, answer: str) -> str | None:
+    clauses = _CLAUSE_SPLIT.split(answer)
+    run = 1
+    for previous, clause in zip(clauses, clauses[1:]):
+        run = run + 1 if clause == previous and len(clause) >= 2 else 1
+        if run >= DEGENERATE_CLAUSE_REPEATS:
+            return f"repeats {clause[:24]!r} {run} times"
+    for match in _CHAR_RUN.finditer(answer):
+        if match.group(1).isalpha():  # a row of dashes or dots is layout, not degeneration
+            return f"repeats {match.group(1)!r} {len(match.group(0))} times"
+    return None
+
+
+# In the order they are applied; a row is counted under the first that rejects it.
+FILTERS: dict[str, Callable[[str, str], str | None]] = {
+    SHORT_ANSWER: short_answer,
+    ANSWER_REPEATS_QUESTION: answer_repeats_question,
+    TRUNCATED_ANSWER: truncated_answer,
+    AI_SELF_REFERENCE: ai_self_reference,
+    CONTACT_OR_AD: contact_or_ad,
+    DEGENERATE_REPETITION: degenerate_repetition,
+}
+FILTER_REASONS = tuple(sorted(FILTERS))
+
+
+def first_rejection(pairs: list[tuple[str, str]], enabled: frozenset[str]) -> tuple[str, str] | None:
+    """`(reason, detail)` of the first enabled filter that rejects any turn, else None."""
+    for name, check in FILTERS.items():
+        if name not in enabled:
+            continue
+        for index, (question, answer) in enumerate(pairs):
+            detail = check(question, answer)
+            if detail is not None:
+                return name, detail if len(pairs) == 1 else f"turn {index + 1}: {detail}"
+    return None
+
+
+def strip_wrappers(question: str) -> str:
+    """The question without its training prompt's markers (`<s>问：…答：</s>`); unchanged when it has none."""
+    if not question or question[0] not in "<问Qq \t\r\n" and question[-1] not in "：:>\t\r\n ":
+        return question  # the common case, checked cheaply
+    return _WRAPPER_END.sub("", _WRAPPER_START.sub("", question, count=1), count=1)

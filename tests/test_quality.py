@@ -1,0 +1,83 @@
+"""Each quality filter on hand-written rows, positive and negative, and the wrapper stripping."""
+
+import pytest
+
+from converters.quality import (
+    AI_SELF_REFERENCE,
+    ANSWER_REPEATS_QUESTION,
+    CONTACT_OR_AD,
+    DEGENERATE_REPETITION,
+    FILTER_REASONS,
+    SHORT_ANSWER,
+    TRUNCATED_ANSWER,
+    FILTERS,
+    first_rejection,
+    strip_wrappers,
+)
+
+Q = "最近总是失眠，怎么调理？"
+GOOD = "失眠多与作息不规律、压力大有关。建议固定起床时间，睡前一小时不看手机；如果持续超过一个月，请到睡眠科就诊。"
+
+CASES = {
+    TRUNCATED_ANSWER: (
+        ["如果症状持续，建议您", "注意以下几点：", "饮食上可以多吃蔬菜、水果等", "1. 多喝水\n2.", "可以试试以下方法\n\n3."],
+        [GOOD, "注意休息！", "需要复查吗？", "请遵医嘱（按时服药）。", "祝您早日康复～", "Drink water.", "好的😊",
+         "建议就医。”"],
+    ),
+    AI_SELF_REFERENCE: (
+        ["作为一个AI助手，我无法诊断。", "很抱歉，作为人工智能，我不能开药。", "我是一个语言模型，不能看病。",
+         "As an AI language model I cannot help."],
+        [GOOD, "人工智能辅助诊断在影像科应用较多。", "作为家长，您要注意孩子的作息。"],
+    ),
+    SHORT_ANSWER: (["多喝水。", "去医院看看", "  好 的  "], [GOOD, "请尽快到医院就诊检查。"]),
+    ANSWER_REPEATS_QUESTION: (
+        [Q, "最近总是失眠，怎么调理", "总是失眠，怎么调理？"],
+        [GOOD, "失眠怎么调理：规律作息，睡前放松，必要时就医。"],
+    ),
+    CONTACT_OR_AD: (
+        ["详情见 http://example.com/a 。", "加我微信 doctor_li88 详细咨询。", "QQ：123456789 在线问诊。",
+         "咨询电话：010-62345678。", "请拨打13812345678预约。", "全国热线400-123-4567。",
+         "地址：北京市海淀区某路1号。", "医院在中关村大街18号。"],
+        [GOOD, "必要时拨打120急救电话。", "空腹血糖6.1-7.0 mmol/L属于空腹血糖受损。", "每天饮水1500-2000毫升。",
+         "可以通过医院的微信公众号预约挂号。", "一般1-2周可以恢复，20192020年的指南也这样建议。"],
+    ),
+    DEGENERATE_REPETITION: (
+        ["建议休息，建议休息，建议休息，建议休息。", "好好好好好好好好好好", "注意饮食\n注意饮食\n注意饮食\n注意饮食\n"],
+        [GOOD, "多喝水，多休息，多观察，多复查。", "————————————\n分隔线不算重复。", "哈哈哈，别担心。",
+         "建议休息，建议休息，建议休息，然后复查。"],
+    ),
+}
+
+
+def test_every_reason_has_cases():
+    assert set(CASES) == set(FILTERS) == set(FILTER_REASONS)
+
+
+@pytest.mark.parametrize("reason", sorted(CASES))
+def test_filter_rejects_positives_and_keeps_negatives(reason):
+    rejects, keeps = CASES[reason]
+    check = FILTERS[reason]
+    for answer in rejects:
+        assert check(Q, answer), (reason, answer)
+    for answer in keeps:
+        assert check(Q, answer) is None, (reason, answer)
+
+
+def test_first_rejection_names_the_turn_and_respects_the_enabled_set():
+    turns = [(Q, GOOD), ("还有呢？", "作为一个AI，我不能回答。")]
+    assert first_rejection(turns, frozenset(FILTER_REASONS)) == (AI_SELF_REFERENCE, "turn 2: says '作为一个AI'")
+    assert first_rejection(turns, frozenset(FILTER_REASONS) - {AI_SELF_REFERENCE}) is None
+    assert first_rejection([(Q, GOOD)], frozenset(FILTER_REASONS)) is None
+
+
+@pytest.mark.parametrize("wrapped, clean", [
+    ("<s>问：\n头疼怎么办？\n答：\n", "头疼怎么办？"),
+    ("问：头疼怎么办？答：", "头疼怎么办？"),
+    ("Q: 头疼怎么办？ A:", "头疼怎么办？"),
+    ("头疼怎么办？</s>", "头疼怎么办？"),
+    ("头疼怎么办？", "头疼怎么办？"),
+    ("问问医生头疼怎么办", "问问医生头疼怎么办"),
+    ("维生素A和维生素C能一起吃吗", "维生素A和维生素C能一起吃吗"),
+])
+def test_strip_wrappers(wrapped, clean):
+    assert strip_wrappers(wrapped) == clean
