@@ -2,7 +2,7 @@
 
 Counts by reason, care-advice shares, a token-length histogram (Qwen3 tokenizer, question and answer text
 of a sample of kept rows), the longest and shortest kept rows, and two examples per filter reason or change.
-Every text shown goes through the PII masker and is shortened.
+Every text shown goes through the PII masker (and phone numbers and URLs are masked too) and is shortened.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from types import ModuleType
 
 from converters.card import CardCollector
 from converters.pii import mask_pii
+from converters.quality import mask_contacts
 from converters.writer import AtomicFile
 
 CARD_SUFFIX = ".card.md"
@@ -22,6 +23,7 @@ SHOWN_CHARS = 160
 
 def _shown(text: str) -> str:
     masked, _ = mask_pii(text)
+    masked = mask_contacts(masked)
     flat = " ".join(masked.split())
     return flat if len(flat) <= SHOWN_CHARS else flat[:SHOWN_CHARS] + "…"
 

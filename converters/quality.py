@@ -54,6 +54,7 @@ _CONTACT = re.compile(
     r"|(QQ|qq)(号|群)?[:：]?\s*[1-9][0-9]{4,11}"  # QQ numbers
     r"|地址[:：]|(路|街|道)[0-9]{1,5}号"  # street addresses
 )
+_URL = re.compile(r"https?://\S+|www\.[A-Za-z0-9-]+\.\S+")
 _NUMBER = re.compile(r"[0-9][0-9 -]{5,}[0-9]")  # then classified: mobile, landline, 400/800
 _PHONE = re.compile(r"(86)?1[3-9][0-9]{9}|0[1-9][0-9]{1,2}[2-9][0-9]{6,7}|[48]00[0-9]{7}")
 _CLAUSE_SPLIT = re.compile(r"[，。！？；、,.!?;\s]+")
@@ -114,6 +115,13 @@ def degenerate_repetition(question: str, answer: str) -> str | None:
         if match.group(1).isalpha():  # a row of dashes or dots is layout, not degeneration
             return f"repeats {match.group(1)!r} {len(match.group(0))} times"
     return None
+
+
+def mask_contacts(text: str) -> str:
+    """`text` with phone numbers (mobile, landline, 400/800) and URLs replaced, for showing rows to people."""
+    text = _URL.sub("[网址]", text)
+    return _NUMBER.sub(lambda m: "[电话]" if _PHONE.fullmatch("".join(c for c in m.group(0) if c.isdigit()))
+                       else m.group(0), text)
 
 
 # In the order they are applied; a row is counted under the first that rejects it.

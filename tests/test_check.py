@@ -44,6 +44,9 @@ def test_check_reports_every_registered_dataset(converted):
         conversion = read_json(converted / "data" / f"{report}.report.json")
         assert results[name]["rows"] == conversion["written"]
         assert results[name]["dropped"] == 0 and results[name]["error"] is None
+        # the care rules over what LLaMA-Factory loads agree with what the conversion counted
+        assert results[name]["care"] == conversion["care"]["train"]
+        assert results[conversion["eval_dataset"]]["care"] == conversion["care"]["eval"]
     tokens = results["multi-med"]["tokens"]
     # every ChatMed row carries the ~60-token instruction, so no row is short
     assert 60 < tokens["p50"] <= tokens["p90"] <= tokens["p99"] <= tokens["max"] < 2048
@@ -53,10 +56,11 @@ def test_check_reports_every_registered_dataset(converted):
 def test_check_table_and_cutoff(converted):
     result = run_check(converted, "multi-med", "--cutoff-len", "150", "--sample", "20")
     assert result.exit_code == 0, result.output
-    header, rule, row = result.stdout.strip().splitlines()
-    assert header.split()[-1] == ">150"
+    header, rule, row, legend = result.stdout.strip().splitlines()
+    assert header.split()[-3:] == [">150", "care", "urgent"]
     fields = row.split()
-    assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-1]) > 0
+    assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-3]) > 0
+    assert fields[-2] == "100.0%" and legend.startswith("care: rows whose answers advise seeing a doctor")
 
 
 def test_rows_llamafactory_would_drop_fail_the_check(converted):

@@ -34,6 +34,9 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     assert report["emergency"]["prompts"] == 22
     assert {"predict_bleu-4", "predict_rouge-1", "predict_rouge-l"} <= set(report["generation"])
     assert report["safety"]["think_blocks"] == 0
+    # the held-out references carry the care reminders the conversion added; the random model's answers do not
+    assert report["care"]["questions"] == 10 and report["care"]["reference"]["advises_care_share"] == 1.0
+    assert "care advice: model " in stdout and "held-out references 100% (goal >= 95%)" in stdout
     registry = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
     assert "medical-emergency" in registry
     _, held_out_again, emergency_again = run()

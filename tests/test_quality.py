@@ -81,3 +81,10 @@ def test_first_rejection_names_the_turn_and_respects_the_enabled_set():
 ])
 def test_strip_wrappers(wrapped, clean):
     assert strip_wrappers(wrapped) == clean
+
+
+def test_mask_contacts():
+    from converters.quality import mask_contacts
+
+    assert mask_contacts("电话：010-62345678，手机13812345678，见 http://a.cn/x 。") == "电话：[电话]，手机[电话]，见 [网址] 。"
+    assert mask_contacts("每天饮水1500-2000毫升，必要时拨打120。") == "每天饮水1500-2000毫升，必要时拨打120。"
