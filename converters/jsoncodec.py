@@ -25,21 +25,22 @@ class UnencodableText(ValueError):
     """A record holds text that cannot be written as UTF-8 (a lone surrogate)."""
 
 
-def loads_line(raw: bytes) -> object:
-    """Parse one JSON Lines row; an `InvalidJson` message when it is not JSON.
+def loads_text(text: str) -> object:
+    """Parse one JSON Lines row; orjson first, and the standard library decides (and explains) what orjson rejects.
 
-    Raises UnicodeDecodeError when the bytes are not UTF-8 (a whole-file problem, not a row's).
+    Raises json.JSONDecodeError when the row is not JSON.
     """
     if orjson is not None:
         try:
-            return orjson.loads(raw)
+            return orjson.loads(text)
         except orjson.JSONDecodeError:
             pass  # let the standard library decide, and explain
-    text = raw.decode("utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        return InvalidJson(f"{err.msg} (column {err.colno})")
+    return json.loads(text)
+
+
+def invalid_json(err: json.JSONDecodeError) -> InvalidJson:
+    """The skip detail of a row that does not parse."""
+    return InvalidJson(f"{err.msg} (column {err.colno})")
 
 
 def dumps(value: object) -> str:

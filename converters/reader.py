@@ -13,7 +13,9 @@ import json
 import os
 from collections.abc import Callable, Iterator
 
-from converters.jsoncodec import loads_line
+import jsonlines
+
+from converters.jsoncodec import invalid_json, loads_text
 
 JSONL = "jsonl"
 JSON_ARRAY = "json-array"
@@ -181,11 +183,25 @@ class RawFile:
 
 
 def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tuple[int, object]]:
-    """Parse a block of whole JSON Lines rows; blank lines are not rows."""
-    for offset, raw in enumerate(block.split(b"\n")):
-        if not raw or raw.isspace():
-            continue
+    """Parse a block of whole JSON Lines rows with `jsonlines` (orjson as its parser); blank lines are not rows."""
+    lines = block.split(b"\n")
+    consumed = 0  # index in `lines` of the line the reader took last
+
+    def tracked() -> Iterator[bytes]:
+        nonlocal consumed
+        for consumed, raw in enumerate(lines):  # noqa: B007 - the reader's position, read after each row
+            yield raw
+
+    reader = jsonlines.Reader(tracked(), loads=loads_text)
+    while True:
         try:
-            yield first_line + offset, loads_line(raw)
-        except UnicodeDecodeError:
-            raise InputError(f"{path}:{first_line + offset}: not UTF-8 text (convert the file to UTF-8 first)") from None
+            value = reader.read(allow_none=True, skip_empty=True)
+        except EOFError:
+            return
+        except jsonlines.InvalidLineError as err:
+            line_no = first_line + err.lineno - 1
+            if isinstance(err.__cause__, UnicodeDecodeError):
+                raise InputError(f"{path}:{line_no}: not UTF-8 text (convert the file to UTF-8 first)") from None
+            yield line_no, invalid_json(err.__cause__)
+            continue
+        yield first_line + consumed, value

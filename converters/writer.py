@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonlines
+
 from converters.jsoncodec import dumps_bytes
 
 
@@ -91,14 +93,15 @@ class JsonArrayWriter(AtomicFile):
 
 
 class JsonLinesWriter(AtomicFile):
-    """JSON Lines, one record per line."""
+    """JSON Lines, one record per line, written by `jsonlines` with orjson as its encoder."""
 
     def __init__(self, path: str | os.PathLike):
         super().__init__(path)
         self.count = 0
+        self._writer = jsonlines.Writer(self.handle, dumps=dumps_bytes)
 
     def append(self, record: dict) -> None:
-        self.write_bytes(dumps_bytes(record) + b"\n")
+        self._writer.write(record)
         self.count += 1
 
 
