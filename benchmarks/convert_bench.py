@@ -62,16 +62,18 @@ def walkthrough(raw: str, out: str) -> None:
         json.dump(records, handle, ensure_ascii=False, indent=2)
 
 
-def caretune_convert(raw: str, out: str, workers: int = 1) -> None:
-    """caretune's converter with everything on: validation, PII masking, dedupe, split, report, rejects."""
+def caretune_convert(raw: str, out: str, workers: int = 1, options=None) -> None:
+    """caretune's converter with everything on: validation, PII masking, quality filters, care reminders,
+    dedupe, split, report, rejects and changes logs, data-card collection."""
     from caretune.constants import DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION
     from converters import chatmed
-    from converters.pipeline import Outputs, convert_file
+    from converters.card import CardCollector
+    from converters.pipeline import Options, Outputs, convert_file
 
     outputs = Outputs.for_source(chatmed, out, Path(out).parent)
     convert_file(chatmed, raw, outputs, eval_size=DEFAULT_EVAL_SIZE, max_eval_fraction=MAX_EVAL_FRACTION,
-                 scrub_pii=True, registry_path=str(Path(out).parent / "dataset_info.json"), progress=False,
-                 workers=workers)
+                 options=options or Options(), registry_path=str(Path(out).parent / "dataset_info.json"),
+                 progress=False, workers=workers, card=CardCollector())
 
 
 def caretune_convert_2_workers(raw: str, out: str) -> None:
@@ -79,7 +81,15 @@ def caretune_convert_2_workers(raw: str, out: str) -> None:
     caretune_convert(raw, out, workers=2)
 
 
-VARIANTS = {"walkthrough": walkthrough, "caretune": caretune_convert, "caretune-w2": caretune_convert_2_workers}
+def caretune_convert_unfiltered(raw: str, out: str) -> None:
+    """The same as the previous release converted: `--filters none --care-reminder off`, no card."""
+    from converters.pipeline import Options
+
+    caretune_convert(raw, out, options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off"))
+
+
+VARIANTS = {"walkthrough": walkthrough, "caretune": caretune_convert, "caretune-w2": caretune_convert_2_workers,
+            "caretune-unfiltered": caretune_convert_unfiltered}
 
 
 def run_variant(name: str, raw: str, out_dir: str) -> dict:

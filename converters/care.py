@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from converters.records import Skip
 
@@ -113,8 +114,7 @@ def is_urgent_question(question: str) -> bool:
     return bool(_URGENT_SIGNS.search(question))
 
 
-@dataclass(frozen=True)
-class CareFlags:
+class CareFlags(NamedTuple):
     """What the rules find in one kept dialogue (after any reminder was added)."""
 
     advises_care: bool
@@ -133,11 +133,16 @@ def apply_care_policy(pairs: list[tuple[str, str]], policy: str) -> tuple[list[t
     to the first urgent question (or a later one) must urge emergency care. Returns the turns, the changes
     made (CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED) and the flags, or the Skip under `drop`.
     """
-    answers = [answer for _, answer in pairs]
-    first_urgent = next((i for i, (question, _) in enumerate(pairs) if is_urgent_question(question)), None)
+    if len(pairs) == 1:  # the common case, without loops
+        (question, answer), = pairs
+        first_urgent = 0 if is_urgent_question(question) else None
+        urged = first_urgent is not None and urges_emergency(answer)
+        cared = advises_care(answer)
+    else:
+        first_urgent = next((i for i, (question, _) in enumerate(pairs) if is_urgent_question(question)), None)
+        urged = first_urgent is not None and any(urges_emergency(answer) for _, answer in pairs[first_urgent:])
+        cared = any(advises_care(answer) for _, answer in pairs)
     urgent = first_urgent is not None
-    urged = urgent and any(urges_emergency(answer) for answer in answers[first_urgent:])
-    cared = any(advises_care(answer) for answer in answers)
     changes: list[str] = []
     if policy == DROP:
         if urgent and not urged:

@@ -3,6 +3,7 @@ a report, a rejects log and the dataset registry."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -112,28 +113,20 @@ class Options:
     layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
 
 
-# A kept row's care flags, packed into one small int so a batch stays cheap to send between processes.
-_ADVISES_CARE, _URGENT, _URGES_EMERGENCY = 1, 2, 4
-
-
-def _pack(flags: CareFlags) -> int:
-    return (_ADVISES_CARE * flags.advises_care) | (_URGENT * flags.urgent) | (_URGES_EMERGENCY * flags.urges_emergency)
-
-
-def _unpack(bits: int) -> CareFlags:
-    return CareFlags(advises_care=bool(bits & _ADVISES_CARE), urgent=bool(bits & _URGENT),
-                     urges_emergency=bool(bits & _URGES_EMERGENCY))
-
-
 class Kept(NamedTuple):
-    """A converted row on its way to dedupe and the split."""
+    """A converted row on its way to dedupe and the split. Batches carry plain tuples of these fields
+    (`Kept._make` restores one): pickling a NamedTuple per row between processes costs ten times more."""
 
     line: int
     key: int  # query key (dedupe, split)
     record: bytes  # the record as UTF-8 JSON
-    care: int  # packed CareFlags
+    care: int  # the row's CareFlags as an index into CARE_FLAGS
     changes: tuple[str, ...]  # wrapper_stripped, care_reminder_added, emergency_reminder_added
     chars: int  # characters of question and answer text (for the data card)
+
+
+CARE_FLAGS = [CareFlags(*bits) for bits in itertools.product((False, True), repeat=3)]
+_CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
 
 
 @dataclass
@@ -141,22 +134,26 @@ class Batch:
     """What converting a run of rows produced; small and picklable so worker processes can return it."""
 
     read: int = 0
-    kept: list[Kept] = field(default_factory=list)
+    kept: list[tuple] = field(default_factory=list)  # Kept fields
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     examples: list[tuple[int, str, list[tuple[str, str]]]] = field(default_factory=list)  # (line, reason, turns)
 
 
-def _clean(source: ModuleType, record: dict, options: Options) -> tuple[dict, tuple[str, ...], int] | Skip:
-    """Strip prompt wrappers, apply the quality filters and the care policy to one converted record."""
+def _clean(source: ModuleType, record: dict, options: Options
+           ) -> tuple[dict, tuple[str, ...], CareFlags, list[tuple[str, str]]] | Skip:
+    """Strip prompt wrappers, apply the quality filters and the care policy to one converted record.
+
+    Returns the record, the changes made, its care flags and its final turns; or the Skip."""
     turns = source.pairs(record)
     changes: tuple[str, ...] = ()
-    stripped = [(strip_wrappers(question), answer) for question, answer in turns] if options.strip_wrappers else turns
-    if stripped != turns:
-        if not all(question for question, _ in stripped):
-            return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
-        turns, changes = stripped, (WRAPPER_STRIPPED,)
+    if options.strip_wrappers:
+        stripped = [(strip_wrappers(question), answer) for question, answer in turns]
+        if stripped != turns:
+            if not all(question for question, _ in stripped):
+                return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
+            turns, changes = stripped, (WRAPPER_STRIPPED,)
     if options.filters:
         rejection = first_rejection(turns, options.filters)
         if rejection is not None:
@@ -164,10 +161,11 @@ def _clean(source: ModuleType, record: dict, options: Options) -> tuple[dict, tu
     verdict = apply_care_policy(turns, options.care_reminder)
     if type(verdict) is Skip:
         return verdict
-    cared, added, flags = verdict
+    turns, added, flags = verdict
     if changes or added:
-        record = source.with_pairs(record, cared)
-    return record, changes + tuple(added), _pack(flags)
+        record = source.with_pairs(record, turns)
+        changes += tuple(added)
+    return record, changes, flags, turns
 
 
 def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, object]]) -> Batch:
@@ -196,7 +194,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             if cleaned.reason in EXAMPLE_REASONS:
                 example(line_no, cleaned.reason, pairs(result))
             continue
-        result, changes, care = cleaned
+        result, changes, care, turns = cleaned
         if trimmed:
             batch.notes[trimmed] += 1
         if options.scrub_pii:
@@ -208,11 +206,10 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         except UnencodableText as err:
             rejects.append((line_no, INVALID_UNICODE, str(err)))
             continue
-        turns = pairs(result)
         for change in changes:
             example(line_no, change, turns)
-        kept.append(Kept(line_no, query_key(first_query(result)), encoded, care, changes,
-                         sum(len(question) + len(answer) for question, answer in turns)))
+        kept.append((line_no, query_key(first_query(result)), encoded, _CARE_INDEX[care], changes,
+                     sum(len(question) + len(answer) for question, answer in turns)))
     return batch
 
 
@@ -285,7 +282,7 @@ def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_de
     for _, reason, _ in rejects:
         tally.skipped[reason] += 1
     to_train = []
-    for row in batch.kept:
+    for row in map(Kept._make, batch.kept):
         if row.key in seen or row.key in prior:
             tally.duplicates += 1
             rejects.append((row.line, DUPLICATE, "query seen earlier in this file" if row.key in seen else prior_detail))
@@ -308,7 +305,7 @@ def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_de
 
 def _write_train(rows: list[Kept], out: _Outputs, tally: Tally) -> None:
     for row in rows:
-        tally.train_care.add(_unpack(row.care))
+        tally.train_care.add(CARE_FLAGS[row.care])
     out.train.extend_json([row.record for row in rows])
 
 
@@ -357,7 +354,7 @@ def convert_file(
                 raise ConversionError(f"{raw_path}: no row could be converted ({reasons}, duplicates "
                                       f"{tally.duplicates}); nothing was written")
             for row in eval_rows:
-                tally.eval_care.add(_unpack(row.care))
+                tally.eval_care.add(CARE_FLAGS[row.care])
             out.eval.extend_json([row.record for row in eval_rows])
             report = _report(source, raw, outputs, options, tally, written=out.train.count, held_out=len(eval_rows),
                              prior_datasets=prior_datasets, prior_count=len(prior), eval_size=eval_size,
