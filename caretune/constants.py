@@ -1,7 +1,7 @@
 """Shared constants: the one definition of every name, prompt and number used in more than one place."""
 
-# The medical-assistant instruction. ChatMed rows carry it as their alpaca `instruction`,
-# HuatuoGPT2 rows as their `system`, and chat/API use it as the default system prompt.
+# The medical-assistant instruction: every dataset carries it as the rows' system prompt (ChatMed's
+# walkthrough layout as the alpaca `instruction`), and chat/API use it as the default system prompt.
 MEDICAL_SYSTEM_PROMPT = (
     "你是一名专业的医疗咨询助手。请根据用户描述的症状和问题，准确、通俗地解答，"
     "并给出合理的护理和就医建议。请提醒用户：你的回答仅供参考，不能替代医生面诊，"
