@@ -63,6 +63,14 @@ def _templates():
     return tokenizer, train_template, chat_template
 
 
+def _first_training_prompt(project, tokenizer, template):
+    """(the first training row as aligned, its prompt's token ids) after LLaMA-Factory's preprocessing."""
+    aligned, processed = _preprocessed("multi-med", project, tokenizer, template, predict=False)
+    ids, labels = processed[0]["input_ids"], processed[0]["labels"]
+    prompt_end = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    return aligned[0], ids[:prompt_end]
+
+
 def _chat_prompt(tokenizer, chat_template, question):
     """The prompt LLaMA-Factory's chat engines build for one user message (hf_engine pairs it with an empty reply)."""
     prompt_ids, _ = chat_template.encode_oneturn(
@@ -74,12 +82,10 @@ def test_training_predict_and_chat_render_the_same_prompt(tmp_path):
     _setup(tmp_path, "system")
     tokenizer, train_template, chat_template = _templates()
 
-    aligned, processed = _preprocessed("multi-med", tmp_path, tokenizer, train_template, predict=False)
-    ids, labels = processed[0]["input_ids"], processed[0]["labels"]
-    prompt_end = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    question = aligned[0]["_prompt"][-1]["content"]
+    row, prompt_ids = _first_training_prompt(tmp_path, tokenizer, train_template)
+    question = row["_prompt"][-1]["content"]
     chat_ids = _chat_prompt(tokenizer, chat_template, question)
-    assert ids[:prompt_end] == chat_ids
+    assert prompt_ids == chat_ids
     text = tokenizer.decode(chat_ids)
     assert text.startswith(f"<|im_start|>system\n{MEDICAL_SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>")
 
@@ -91,10 +97,8 @@ def test_training_predict_and_chat_render_the_same_prompt(tmp_path):
 def test_walkthrough_layout_puts_the_prompt_in_the_user_turn(tmp_path):
     _setup(tmp_path, "walkthrough")
     tokenizer, train_template, chat_template = _templates()
-    aligned, processed = _preprocessed("multi-med", tmp_path, tokenizer, train_template, predict=False)
-    ids, labels = processed[0]["input_ids"], processed[0]["labels"]
-    prompt_end = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    text = tokenizer.decode(ids[:prompt_end])
+    row, prompt_ids = _first_training_prompt(tmp_path, tokenizer, train_template)
+    text = tokenizer.decode(prompt_ids)
     assert f"<|im_start|>user\n{MEDICAL_SYSTEM_PROMPT}\n" in text and "<|im_start|>system" not in text
-    question = aligned[0]["_prompt"][-1]["content"].split("\n", 1)[1]
-    assert ids[:prompt_end] != _chat_prompt(tokenizer, chat_template, question)
+    question = row["_prompt"][-1]["content"].split("\n", 1)[1]
+    assert prompt_ids != _chat_prompt(tokenizer, chat_template, question)

@@ -289,3 +289,18 @@ def test_accounting_mismatch_is_a_real_error(project, monkeypatch):
     with pytest.raises(ConversionError, match="internal error: read"):
         convert(chatmed, CHATMED_SAMPLE, project)
     assert not (project / "data/multi-med.report.json").exists()
+
+
+def test_care_off_changes_no_answer(project):
+    report, outputs = convert(chatmed, CHATMED_SAMPLE, project, options=Options(care_reminder="off"))
+    assert report["changes"]["care_reminder_added"] == report["changes"]["emergency_reminder_added"] == 0
+    raw = {}
+    for line in CHATMED_SAMPLE.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("response"), str):
+            raw.setdefault(row["response"].strip(), row)
+    written = read_json(outputs.train) + read_json(outputs.eval)
+    assert written and all(record["output"] in raw for record in written)

@@ -155,14 +155,16 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
     from tests.conftest import ROOT, shared_file
 
     raws = ((chatmed, shared_file("chatmed/corpus_92_hpc.jsonl")), (huatuo, shared_file("sharegpt/medical_sft_1K_format.jsonl")))
+    written = 0
     for source, raw in raws:
-        convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=500,
-                     max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+        report = convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=500,
+                              max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+        written += report["written"]
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
     walkthrough = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
     sdpa = make_plan(FAST, gpus=4, gpu_name="h800", attention="sdpa")
-    assert walkthrough["rows"] == sdpa["rows"] == 4427 + 900
+    assert walkthrough["rows"] == sdpa["rows"] == written == 4196 + 510  # the training rows the filters keep
     assert walkthrough["non_padding_share"] < 0.6  # batch 24 padded to its longest row
     assert sdpa["pack_fill"] >= 0.95 and sdpa["non_padding_share"] >= 0.95  # every pack padded to 2048 under sdpa
     assert not walkthrough["fits"] and sdpa["fits"]  # a 2048-token row in a batch of 24, unfused logits
