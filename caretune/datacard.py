@@ -11,13 +11,11 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from converters.card import CardCollector
+from converters.card import CARD_SUFFIX, HISTOGRAM_SUFFIX, CardCollector
 from converters.pii import mask_pii
 from converters.quality import mask_contacts
 from converters.writer import AtomicFile
 
-CARD_SUFFIX = ".card.md"
-HISTOGRAM_SUFFIX = ".lengths.png"
 SHOWN_CHARS = 160
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from converters.care import CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, EMERGENCY_WITHOUT_URGENCY, NO_CARE_ADVICE
 from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED
 
+CARD_SUFFIX = ".card.md"
+HISTOGRAM_SUFFIX = ".lengths.png"
 EXAMPLES_PER_REASON = 2
 EXTREMES = 3  # longest and shortest kept rows shown
 LENGTH_SAMPLE_ROWS = 2000  # kept rows whose token lengths make the histogram

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 from converters import chatmed, huatuo
-from converters.card import EXAMPLE_REASONS, EXAMPLES_PER_REASON, CardCollector
+from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
 from converters.chatmed import SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
@@ -27,7 +27,7 @@ from converters.pii import PII_KINDS
 from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
-from converters.registry import load_registry, merge_entries, register, relative_file_name
+from converters.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
 from converters.split import HeldOutSplit
 from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomic
 
@@ -69,6 +69,45 @@ class Outputs:
             rejects=train.with_name(name + REJECTS_SUFFIX),
             changes=train.with_name(name + CHANGES_SUFFIX),
         )
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: str | os.PathLike | None) -> None:
+    """Refuse, before a row is read, a conversion that would overwrite its input or the registry, or whose
+    input is itself an output of an earlier conversion (registered, or listed in a report)."""
+    if registry_path is not None and _same(registry_path, raw_path):
+        raise ConversionError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
+    for report_path in Path(raw_path).resolve().parent.glob(f"*{REPORT_SUFFIX}"):
+        try:
+            produced = json.loads(report_path.read_text(encoding="utf-8"))["outputs"]
+            earlier = [produced["train"], produced["eval"]]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it
+            raise ConversionError(f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
+                                  "convert the raw file it came from")
+    if registry_path is not None and Path(registry_path).exists():
+        try:
+            registry = load_registry(registry_path)
+        except RegistryError:
+            return  # reported, with its line, when the conversion loads it
+        root = Path(registry_path).resolve().parent
+        for name, entry in registry.items():
+            if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and \
+                    _same(root / entry["file_name"], raw_path):
+                raise ConversionError(f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); "
+                                      "convert the raw file it came from")
+    written = [outputs.train, outputs.eval, outputs.report, outputs.rejects, outputs.changes,
+               outputs.train.with_name(outputs.name + CARD_SUFFIX), outputs.train.with_name(outputs.name + HISTOGRAM_SUFFIX)]
+    for path in written:
+        if _same(path, raw_path):
+            raise ConversionError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
+        if registry_path is not None and _same(path, registry_path):
+            raise ConversionError(f"{registry_path}: the output {path} would overwrite the registry; "
+                                  "choose another --out")
 
 
 def registry_entries(source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike,
@@ -330,6 +369,7 @@ def convert_file(
     from tqdm import tqdm
 
     started = time.perf_counter()
+    check_paths(raw_path, outputs, registry_path)
     entries = None
     if registry_path is not None:
         entries = registry_entries(source, outputs, registry_path, options.layout)

@@ -58,7 +58,7 @@ def merge_entries(registry: dict, entries: dict[str, dict], registry_path: str |
             where = existing.get("file_name") if isinstance(existing, dict) else existing
             raise RegistryError(
                 f"{registry_path}: entry {name!r} already points at {where!r}, not {entry['file_name']!r}; "
-                "rename or remove that entry, or convert with --name to register under another name"
+                "rename or remove that entry, or convert with --out NAME.json to write and register under another name"
             )
         merged[name] = {**existing, **entry}
     return merged

@@ -1,10 +1,14 @@
-"""Atomic outputs: everything is written to a temp file beside the target, then renamed over it."""
+"""Atomic outputs: everything is written to a temp file beside the target, then renamed over it.
+
+A new file gets the mode the umask allows; a replaced file keeps its mode.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +16,20 @@ from pathlib import Path
 import jsonlines
 
 from converters.jsoncodec import dumps_bytes
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path, *, directory: bool = False) -> int:
+    """The mode a replacement of `path` gets: the existing file's mode, else what the umask allows."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return (0o777 if directory else 0o666) & ~_current_umask()
 
 
 def publish_dir(target: str | os.PathLike, fill: Callable[[Path], None], *, replace: bool) -> Path:
@@ -22,6 +40,7 @@ def publish_dir(target: str | os.PathLike, fill: Callable[[Path], None], *, repl
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(new_file_mode(target, directory=True))  # mkdtemp makes it 0700
     try:
         fill(staging)
         if replace and target.exists():
@@ -43,6 +62,7 @@ class AtomicFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.fchmod(fd, new_file_mode(self.path))  # mkstemp makes it 0600; others must read what they read before
         self.tmp_path = Path(tmp)
         self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
 

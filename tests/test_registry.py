@@ -35,7 +35,7 @@ def test_entry_pointing_elsewhere_is_never_clobbered(tmp_path):
     path = tmp_path / "dataset_info.json"
     path.write_text(json.dumps({"multi-med": {"file_name": "someone/else.json"}}), encoding="utf-8")
     before = path.read_bytes()
-    with pytest.raises(RegistryError, match="'multi-med' already points at 'someone/else.json'.*--name"):
+    with pytest.raises(RegistryError, match="'multi-med' already points at 'someone/else.json'.*--out NAME.json"):
         register(path, {"multi-med": ENTRY})
     assert path.read_bytes() == before
 
