@@ -321,9 +321,11 @@ def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_de
     for _, reason, _ in rejects:
         tally.skipped[reason] += 1
     to_train = []
+    duplicate_lines = set()
     for row in map(Kept._make, batch.kept):
         if row.key in seen or row.key in prior:
             tally.duplicates += 1
+            duplicate_lines.add(row.line)
             rejects.append((row.line, DUPLICATE, "query seen earlier in this file" if row.key in seen else prior_detail))
             continue
         seen.add(row.key)
@@ -338,8 +340,8 @@ def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_de
     _write_train(to_train, out, tally)
     for line_no, reason, detail in sorted(rejects):
         out.rejects.append({"line": line_no, "reason": reason, "detail": detail})
-    if card is not None:
-        card.add_examples(batch.examples)
+    if card is not None:  # a change shown on the card must be one that was written
+        card.add_examples([example for example in batch.examples if example[0] not in duplicate_lines])
 
 
 def _write_train(rows: list[Kept], out: _Outputs, tally: Tally) -> None:
