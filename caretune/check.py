@@ -91,7 +91,8 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
                 continue
             try:
                 data = tokenized_lengths(name, dataset_dir, tokenizer, model_name_or_path or BASE_MODEL, scratch,
-                                         template=template, cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample)
+                                         template=template, cutoff_len=UNBOUNDED_CUTOFF, max_samples=sample,
+                                         with_care=True)
             except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail
                 result["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
                 continue
@@ -124,12 +125,13 @@ class TokenizedDataset:
     rows: int  # rows in the dataset (or its first `max_samples`)
     tokenized: int  # rows put through preprocessing (all, or the sample)
     lengths: list[int]  # token length of each tokenized row preprocessing kept, in dataset order
-    care: dict  # the care rules over the rows (converters.care.CareTally.as_dict)
+    care: dict | None  # the care rules over the rows (converters.care.CareTally.as_dict), when asked for
 
 
 def care_stats(aligned) -> dict:
     """Shares of rows whose answers advise care, and of urgent questions answered with emergency care."""
-    from converters.care import OFF, CareTally, apply_care_policy
+    from converters.care import CareTally, apply_care_policy
+    from converters.choices import OFF
 
     tally = CareTally()
     for prompt, response in zip(aligned["_prompt"], aligned["_response"]):
@@ -143,11 +145,11 @@ def care_stats(aligned) -> dict:
 
 def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, scratch: str, *, template: str,
                       cutoff_len: int, max_samples: int | None = None, sample: int | None = None, seed: int = 0,
-                      num_proc: int | None = None) -> TokenizedDataset:
+                      num_proc: int | None = None, with_care: bool = False) -> TokenizedDataset:
     """One registered dataset through LLaMA-Factory's SFT preprocessing (unpacked), as training sees it.
 
     `max_samples` reads only the first rows (as LLaMA-Factory does); `sample` tokenizes a seeded random
-    sample of them while still counting every row.
+    sample of them while still counting every row. `with_care` also runs the care rules over every row.
     """
     with _quiet_llamafactory():
         from llamafactory.data.loader import _get_preprocessed_dataset
@@ -160,7 +162,7 @@ def tokenized_lengths(name: str, dataset_dir: str, tokenizer, model_name_or_path
             name, dataset_dir, model_name_or_path, scratch, template=template, cutoff_len=cutoff_len,
             max_samples=max_samples, overwrite_cache=True, preprocessing_num_workers=num_proc)
         rows = len(aligned)
-        care = care_stats(aligned)
+        care = care_stats(aligned) if with_care else None
         if sample is not None and sample < rows:
             aligned = aligned.shuffle(seed=seed).select(range(sample))
         chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)

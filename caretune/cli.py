@@ -29,9 +29,7 @@ def main() -> None:
 
 
 def _convert_command(source_name: str, help_text: str):
-    from converters.care import APPEND, CARE_POLICIES
-    from converters.chatmed import LAYOUTS, SYSTEM_LAYOUT
-    from converters.quality import FILTER_REASONS
+    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, SYSTEM_LAYOUT
 
     def layout_option(command):
         if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system`

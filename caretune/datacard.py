@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+from caretune.check import percentile
 from converters.card import CARD_SUFFIX, HISTOGRAM_SUFFIX, CardCollector
 from converters.pii import mask_pii
 from converters.quality import mask_contacts
@@ -28,10 +29,6 @@ def _shown(text: str) -> str:
 
 def _turns_line(turns: list[tuple[str, str]]) -> str:
     return " / ".join(f"问：{_shown(question)} 答：{_shown(answer)}" for question, answer in turns)
-
-
-def _percentile(ordered: list[int], q: int) -> int:
-    return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * q // 100) - 1))] if ordered else 0
 
 
 def _plot(lengths: list[int], path: Path) -> None:
@@ -69,9 +66,9 @@ def write_card(report: dict, source: ModuleType, card: CardCollector, tokenizer)
 
     settings = report["settings"]
     lines = [f"# Data card: {report['dataset']}", "",
-             f"Source `{report['input']['path']}` ({report['source']}, SHA-256 {report['input']['sha256'][:16]}…); "
-             f"layout `{settings['layout']}`, care reminder `{settings['care_reminder']}`, "
-             f"filters: {', '.join(settings['filters']) or 'none'}.", "",
+             (f"Source `{report['input']['path']}` ({report['source']}, SHA-256 {report['input']['sha256'][:16]}…); "
+              f"layout `{settings['layout']}`, care reminder `{settings['care_reminder']}`, "
+              f"filters: {', '.join(settings['filters']) or 'none'}."), "",
              "## Rows", "", "| | rows |", "| --- | ---: |"]
     lines += [f"| read | {report['read']:,} |", f"| train | {report['written']:,} |", f"| eval | {report['eval']:,} |",
               f"| duplicates | {report['duplicates']:,} |"]
@@ -86,9 +83,9 @@ def write_card(report: dict, source: ModuleType, card: CardCollector, tokenizer)
     lines += ["", "## Token lengths", ""]
     if lengths:
         lines += [f"![token lengths]({png_path.name})", "",
-                  f"{len(lengths):,} kept rows sampled by query key: p50 {_percentile(lengths, 50)}, "
-                  f"p90 {_percentile(lengths, 90)}, p99 {_percentile(lengths, 99)}, max {lengths[-1]} tokens "
-                  "(question and answer text; `caretune check` counts the templated rows)."]
+                  (f"{len(lengths):,} kept rows sampled by query key: p50 {percentile(lengths, 50)}, "
+                   f"p90 {percentile(lengths, 90)}, p99 {percentile(lengths, 99)}, max {lengths[-1]} tokens "
+                   "(question and answer text; `caretune check` counts the templated rows).")]
     for title, rows in (("Longest kept rows", card.longest()), ("Shortest kept rows", card.shortest())):
         lines += ["", f"## {title}", ""]
         for line, record in rows:

@@ -13,8 +13,8 @@ import re
 
 from converters.care import advises_care, is_urgent_question, urges_emergency
 
-__all__ = ["advises_care", "urges_emergency", "is_urgent_question", "has_think", "safety_metrics",
-           "emergency_metrics", "care_comparison"]
+__all__ = ["advises_care", "care_comparison", "emergency_metrics", "has_think", "is_urgent_question",
+           "safety_metrics", "urges_emergency"]
 
 _THINK = re.compile(r"</?think>")
 

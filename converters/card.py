@@ -9,7 +9,8 @@ import heapq
 from dataclasses import dataclass, field
 
 from converters.care import CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, EMERGENCY_WITHOUT_URGENCY, NO_CARE_ADVICE
-from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED
+from converters.choices import FILTER_REASONS
+from converters.quality import WRAPPER_STRIPPED
 
 CARD_SUFFIX = ".card.md"
 HISTOGRAM_SUFFIX = ".lengths.png"

@@ -26,10 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from converters.choices import APPEND, DROP
 from converters.records import Skip
-
-APPEND, DROP, OFF = "append", "drop", "off"
-CARE_POLICIES = (APPEND, DROP, OFF)
 
 NO_CARE_ADVICE = "no_care_advice"
 EMERGENCY_WITHOUT_URGENCY = "emergency_without_urgency"

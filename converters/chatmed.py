@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from caretune.constants import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
+from converters.choices import SYSTEM_LAYOUT
 from converters.pii import mask_pii
 from converters.records import NOT_AN_OBJECT, Skip, string_field
 
@@ -17,8 +18,6 @@ NAME = "chatmed"
 DATASET = CHATMED_DATASET
 EVAL_DATASET = CHATMED_EVAL_DATASET
 
-SYSTEM_LAYOUT, WALKTHROUGH_LAYOUT = "system", "walkthrough"
-LAYOUTS = (SYSTEM_LAYOUT, WALKTHROUGH_LAYOUT)
 
 _COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
 

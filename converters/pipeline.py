@@ -21,10 +21,10 @@ from typing import NamedTuple
 from converters import chatmed, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
-from converters.chatmed import SYSTEM_LAYOUT
+from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
 from converters.pii import PII_KINDS
-from converters.quality import FILTER_REASONS, WRAPPER_STRIPPED, first_rejection, strip_wrappers
+from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
@@ -80,12 +80,8 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
     input is itself an output of an earlier conversion (registered, or listed in a report)."""
     if registry_path is not None and _same(registry_path, raw_path):
         raise ConversionError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
-    for report_path in Path(raw_path).resolve().parent.glob(f"*{REPORT_SUFFIX}"):
-        try:
-            produced = json.loads(report_path.read_text(encoding="utf-8"))["outputs"]
-            earlier = [produced["train"], produced["eval"]]
-        except (ValueError, KeyError, TypeError):
-            continue
+    for report_path, report in earlier_reports(Path(raw_path).resolve().parent):
+        earlier = (report["outputs"]["train"], report["outputs"]["eval"])
         if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it
             raise ConversionError(f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
                                   "convert the raw file it came from")
@@ -119,21 +115,28 @@ def registry_entries(source: ModuleType, outputs: Outputs, registry_path: str | 
     }
 
 
+def earlier_reports(folder: Path) -> Iterator[tuple[Path, dict]]:
+    """`(path, report)` of the conversions whose reports sit in `folder`, by name; a file that is not one is
+    skipped with a warning."""
+    for report_path in sorted(folder.glob(f"*{REPORT_SUFFIX}")):
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            report["dataset"], SOURCES[report["source"]], report["outputs"]["train"], report["outputs"]["eval"]  # or raise
+        except (ValueError, KeyError, TypeError):
+            print(f"warning: {report_path}: not a caretune report, ignored", file=sys.stderr)
+            continue
+        yield report_path, report
+
+
 def prior_query_keys(outputs: Outputs) -> tuple[set[int], list[str]]:
     """Query keys of the datasets converted earlier into the same folder (other than this one)."""
     keys: set[int] = set()
     datasets = []
-    for report_path in sorted(outputs.train.parent.glob(f"*{REPORT_SUFFIX}")):
-        try:
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-            dataset, source = report["dataset"], SOURCES[report["source"]]
-            files = [Path(report["outputs"]["train"]), Path(report["outputs"]["eval"])]
-        except (ValueError, KeyError, TypeError):
-            print(f"warning: {report_path}: not a caretune report, ignored for dedupe", file=sys.stderr)
-            continue
+    for _, report in earlier_reports(outputs.train.parent):
+        dataset, source = report["dataset"], SOURCES[report["source"]]
         if dataset == outputs.name:
             continue
-        for data_file in files:
+        for data_file in (Path(report["outputs"]["train"]), Path(report["outputs"]["eval"])):
             if data_file.exists():
                 for _, record in RawFile(data_file).rows():
                     keys.add(query_key(source.first_query(record)))

@@ -26,14 +26,16 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from converters.choices import (
+    AI_SELF_REFERENCE,
+    ANSWER_REPEATS_QUESTION,
+    CONTACT_OR_AD,
+    DEGENERATE_REPETITION,
+    SHORT_ANSWER,
+    TRUNCATED_ANSWER,
+)
 from converters.records import normalise_query
 
-TRUNCATED_ANSWER = "truncated_answer"
-AI_SELF_REFERENCE = "ai_self_reference"
-SHORT_ANSWER = "short_answer"
-ANSWER_REPEATS_QUESTION = "answer_repeats_question"
-CONTACT_OR_AD = "contact_or_ad"
-DEGENERATE_REPETITION = "degenerate_repetition"
 WRAPPER_STRIPPED = "wrapper_stripped"
 
 MIN_ANSWER_CHARS = 10
@@ -138,7 +140,6 @@ FILTERS: dict[str, Callable[[str, str], str | None]] = {
     CONTACT_OR_AD: contact_or_ad,
     DEGENERATE_REPETITION: degenerate_repetition,
 }
-FILTER_REASONS = tuple(sorted(FILTERS))
 
 
 def first_rejection(pairs: list[tuple[str, str]], enabled: frozenset[str]) -> tuple[str, str] | None:

@@ -189,7 +189,7 @@ def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tupl
 
     def tracked() -> Iterator[bytes]:
         nonlocal consumed
-        for consumed, raw in enumerate(lines):  # noqa: B007 - the reader's position, read after each row
+        for consumed, raw in enumerate(lines):  # the reader's position, read after each row
             yield raw
 
     reader = jsonlines.Reader(tracked(), loads=loads_text)

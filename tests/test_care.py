@@ -5,15 +5,12 @@ import json
 import pytest
 
 from converters.care import (
-    APPEND,
     CARE_REMINDER,
     CARE_REMINDER_ADDED,
-    DROP,
     EMERGENCY_REMINDER,
     EMERGENCY_REMINDER_ADDED,
     EMERGENCY_WITHOUT_URGENCY,
     NO_CARE_ADVICE,
-    OFF,
     CareFlags,
     CareTally,
     advises_care,
@@ -21,6 +18,7 @@ from converters.care import (
     is_urgent_question,
     urges_emergency,
 )
+from converters.choices import APPEND, DROP, OFF
 from converters.records import Skip
 from tests.conftest import SAMPLE
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from caretune.constants import MAX_EVAL_FRACTION
-from converters import care, chatmed, huatuo, jsoncodec, quality
+from converters import care, chatmed, choices, huatuo, jsoncodec
 from converters.pipeline import ConversionError, Options, Outputs, convert_file
 from converters.reader import InputError
 from converters.records import query_key
@@ -212,8 +212,8 @@ def test_filtered_rows_never_reach_train_or_eval(project):
     report, outputs = convert(chatmed, CHATMED_SAMPLE, project)
     lines = CHATMED_SAMPLE.read_text(encoding="utf-8").split("\n")
     filtered = [json.loads(line) for line in outputs.rejects.read_text(encoding="utf-8").splitlines()]
-    filtered = [r for r in filtered if r["reason"] in set(quality.FILTER_REASONS)]
-    assert len(filtered) == sum(report["skipped"].get(reason, 0) for reason in quality.FILTER_REASONS) == 5
+    filtered = [r for r in filtered if r["reason"] in set(choices.FILTER_REASONS)]
+    assert len(filtered) == sum(report["skipped"].get(reason, 0) for reason in choices.FILTER_REASONS) == 5
     written = {record["output"] for record in read_json(outputs.train) + read_json(outputs.eval)}
     for reject in filtered:
         assert json.loads(lines[reject["line"] - 1])["response"].strip() not in written

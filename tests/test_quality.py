@@ -2,15 +2,15 @@
 
 import pytest
 
+from converters.choices import FILTER_REASONS
 from converters.quality import (
     AI_SELF_REFERENCE,
     ANSWER_REPEATS_QUESTION,
     CONTACT_OR_AD,
     DEGENERATE_REPETITION,
-    FILTER_REASONS,
+    FILTERS,
     SHORT_ANSWER,
     TRUNCATED_ANSWER,
-    FILTERS,
     first_rejection,
     strip_wrappers,
 )
