@@ -27,7 +27,8 @@ MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report
+.PHONY: setup demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report \
+	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
 
@@ -122,6 +123,24 @@ bench: setup
 # Training throughput: Qwen3-8B's shape on a GPU, the tiny Qwen3 on CPU; the table is appended to benchmarks/README.md.
 train-bench: setup
 	$(OFFLINE) $(BIN)/caretune bench --out benchmarks/out/train-bench.json --record benchmarks/README.md
+
+# Offline GPU machines: `make gpu-kit` writes .gpu-kit/ (wheels for CPython $(KIT_PYTHON) on manylinux x86_64, no torch);
+# copy the repository with it, then run `bash benchmarks/gpu_check.sh OUT_DIR` there. FULL=1 adds the WebUI/API and
+# BLEU/ROUGE packages, BASE=1 numpy/pandas/pyarrow/scipy/matplotlib (for a machine without them).
+KIT_PYTHON ?= 3.12
+FULL ?=
+BASE ?=
+gpu-kit: setup
+	$(BIN)/python -m caretune.gpukit build .gpu-kit --python $(KIT_PYTHON) $(if $(FULL),--full) $(if $(BASE),--with-base)
+
+# The GPU check's whole path on CPU with the tiny Qwen3: a kit for this Python, installed into a venv that holds
+# only torch, the base packages and pip (so a package missing from the kit fails here too).
+DRY := .cache/gpu-check-dry
+gpu-check-dry: setup
+	$(BIN)/python -m caretune.gpukit build $(DRY)/kit --python $$($(BIN)/python -c "import sys; print('%d.%d' % sys.version_info[:2])")
+	$(BIN)/python -m caretune.gpukit bare $(DRY)/env
+	DRY_RUN=1 KIT=$(DRY)/kit PYTHON=$(DRY)/env/bin/python STEPS=2 WARMUP=1 VARIANT_BUDGET_S=120 EXTRA_PACK_BATCH=2 \
+	  bash benchmarks/gpu_check.sh $(DRY)/out
 
 # `make plan [RECIPE=...] [GPUS=4] [GPU=h800] [BENCH=benchmarks/out/train-bench.json]`: rows, tokens, memory,
 # time and GPU-hours before launching; BENCH uses a GPU run of `make train-bench` for the throughput.

@@ -28,6 +28,7 @@ from caretune.constants import DATASET_INFO, TEMPLATE
 PROFILES = Path(__file__).with_name("data") / "length_profiles.json"
 TINY = "tiny"  # the CPU stand-in's shape (caretune.tiny_model.TINY_CONFIG)
 SEED = 20261125
+STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
 
 
 class BenchError(Exception):
@@ -234,16 +235,25 @@ def worker(spec_path: str) -> None:
             if state.global_step == spec["warmup"] and cuda:
                 torch.cuda.reset_peak_memory_stats()
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            times.clear()
+            self.started = time.perf_counter()
+
         def on_step_end(self, args, state, control, **kwargs):
             if cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter())
+            if spec["time_budget"] and times[-1] - self.started > spec["time_budget"]:
+                control.should_training_stop = True  # report the steps done so far
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
     run_exp(spec["args"], callbacks=[Clock()])
+    if len(times) <= spec["warmup"]:
+        raise SystemExit(f"the time budget of {spec['time_budget']} s ended after {len(times)} steps, "
+                         f"before the first timed step (warm-up {spec['warmup']})")
     arch = estimate.Arch(**spec["arch"])
     gpu = estimate.gpu_from_device_name(torch.cuda.get_device_name()) if cuda else None
     result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"])
@@ -262,8 +272,14 @@ def device_description() -> tuple[bool, str]:
 
 
 def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warmup: int, micro_batch: int | None,
-              pack_batch: int, cutoff_len: int | None, profile: str, work_dir: Path, log=print) -> dict:
-    """Every requested variant in its own process; returns the report (device, settings, per-variant results)."""
+              pack_batch: int, cutoff_len: int | None, profile: str, work_dir: Path, time_budget: float | None = None,
+              log=print, on_update=None) -> dict:
+    """Every requested variant in its own process; returns the report (device, settings, per-variant results).
+
+    With a time budget, a variant's training loop stops after that many seconds with the steps done so far
+    (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and
+    training together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each
+    variant, so a caller can keep the results so far."""
     from caretune.tokenizer import load_qwen3_tokenizer
 
     if steps < 1 or warmup < 1:
@@ -287,12 +303,44 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
     (dataset_dir / "bench.json").write_text(json.dumps(synthetic_rows(lengths, overhead)), encoding="utf-8")
     (dataset_dir / DATASET_INFO).write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
     report = {"device": device, "model": arch.name, "params": arch.params(), "steps": steps, "warmup": warmup,
+              "time_budget_s": time_budget,
               "cutoff_len": cutoff_len, "micro_batch": micro_batch, "pack_batch": pack_batch, "profile": profile,
               "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
     if cuda:  # one GPU: with several visible, the Trainer would wrap the model in DataParallel
         env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+
+    def run_variant(variant: Variant, entry: dict) -> None:
+        run_dir = work_dir / variant.name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir()
+        spec = {"args": train_args(variant, model_dir=model_dir, dataset_dir=dataset_dir, output_dir=run_dir / "out",
+                                   cutoff_len=cutoff_len, micro_batch=micro_batch, pack_batch=pack_batch,
+                                   steps=steps + warmup, bf16=cuda),
+                "warmup": warmup, "time_budget": time_budget, "arch": asdict(arch),
+                "mean_context": estimate.causal_context(lengths),
+                "result": str(run_dir / "result.json")}
+        (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        log(f"bench: {variant.name}: {warmup} warm-up + {steps} timed steps (log: {run_dir / 'train.log'})")
+        started = time.perf_counter()
+        with open(run_dir / "train.log", "w", encoding="utf-8") as out:
+            try:
+                code = subprocess.call([sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
+                                       stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       timeout=time_budget + STARTUP_ALLOWANCE_S if time_budget else None)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0 or not (run_dir / "result.json").exists():
+            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+            entry["error"] = (f"ended after {time_budget + STARTUP_ALLOWANCE_S:.0f} s (time budget + start-up allowance)"
+                              if code is None else f"exit {code}: {tail[0] if tail else 'no output'}")
+            log(f"bench: {variant.name}: FAILED {entry['error']}")
+            return
+        entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
+        log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
+            f"({time.perf_counter() - started:.0f} s with start-up)")
+
     for variant in chosen:
         entry = {"name": variant.name, **asdict(variant)}
         report["variants"].append(entry)
@@ -300,29 +348,10 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
         if reason:
             entry["skipped"] = reason
             log(f"bench: {variant.name}: skipped ({reason})")
-            continue
-        run_dir = work_dir / variant.name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir()
-        spec = {"args": train_args(variant, model_dir=model_dir, dataset_dir=dataset_dir, output_dir=run_dir / "out",
-                                   cutoff_len=cutoff_len, micro_batch=micro_batch, pack_batch=pack_batch,
-                                   steps=steps + warmup, bf16=cuda),
-                "warmup": warmup, "arch": asdict(arch), "mean_context": estimate.causal_context(lengths),
-                "result": str(run_dir / "result.json")}
-        (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-        log(f"bench: {variant.name}: {warmup} warm-up + {steps} timed steps (log: {run_dir / 'train.log'})")
-        started = time.perf_counter()
-        with open(run_dir / "train.log", "w", encoding="utf-8") as out:
-            code = subprocess.call([sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env)
-        if code != 0 or not (run_dir / "result.json").exists():
-            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-            entry["error"] = f"exit {code}: {tail[0] if tail else 'no output'}"
-            log(f"bench: {variant.name}: FAILED {entry['error']}")
-            continue
-        entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
-        log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
-            f"({time.perf_counter() - started:.0f} s with start-up)")
+        else:
+            run_variant(variant, entry)
+        if on_update:
+            on_update(report)
     return report
 
 
@@ -332,18 +361,18 @@ def format_report(report: dict) -> str:
              f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
              f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
              f"lengths: {report['profile']}", "",
-             "| variant | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for v in report["variants"]:
         if "skipped" in v or "error" in v:
             lines.append(f"| {v['name']} | {'skipped: ' + v['skipped'] if 'skipped' in v else 'failed: ' + v['error']} "
-                         "| | | | | |")
+                         "| | | | | | |")
             continue
         memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
         where = "GPU" if v["peak_memory_bytes"] else "RSS"
         mfu = f"{v['mfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
         losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
-        lines.append(f"| {v['name']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
+        lines.append(f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
                      f"{v['non_padding_share']:.1%} | {mfu} | {memory / estimate.GIB:.1f} GiB {where} | {losses} |")
     return "\n".join(lines)
 

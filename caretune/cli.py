@@ -254,31 +254,38 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json):
 @click.option("--micro-batch", type=click.IntRange(min=1), default=None,
               help="Rows per device for padding variants (default: 24 on a GPU, as the walkthrough; 4 on CPU).")
 @click.option("--pack-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Packs per device for packing variants (LLaMA-Factory's neat packing with fa2 needs 1).")
+              help="Packs of up to --cutoff-len tokens per device for packing variants.")
 @click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
 @click.option("--profile", default=DEFAULT_LENGTH_PROFILE, show_default=True,
               help="Row-length profile: a shipped one, or a `caretune plan --json` output.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=".cache/bench", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Write the results as JSON here (updated after each variant).")
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="Append the results table to this Markdown file (e.g. docs/benchmarks.md).")
-def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record):
+@click.option("--time-budget", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="Stop each variant's training after this long and report the steps done (default: no limit).")
+def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record,
+          time_budget):
     """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
     from caretune.bench import BenchError, format_report, run_bench
     from converters.writer import AtomicFile
 
+    def keep(report: dict) -> None:  # after every variant, so the results so far survive an interruption
+        if out:
+            with AtomicFile(Path(out)) as handle:
+                handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+                handle.commit()
+
     try:
         report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
                            micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
-                           work_dir=Path(work_dir), log=lambda line: click.echo(line, err=True))
+                           work_dir=Path(work_dir), time_budget=time_budget,
+                           log=lambda line: click.echo(line, err=True), on_update=keep)
     except BenchError as err:
         raise click.ClickException(str(err)) from None
     table = format_report(report)
     click.echo(table)
-    if out:
-        with AtomicFile(Path(out)) as handle:
-            handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
-            handle.commit()
     if record:
         previous = Path(record).read_text(encoding="utf-8") if Path(record).exists() else ""
         with AtomicFile(Path(record)) as handle:

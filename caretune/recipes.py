@@ -75,11 +75,13 @@ QWEN3_8B_WALKTHROUGH = ModelRecipe(
 )
 # The default: the same data, epochs, cutoff and learning rate, trained on packed rows (no padding
 # between them, attention isolated per row), with Liger's fused cross-entropy and FlashAttention-2.
-# LLaMA-Factory's neat packing with FlashAttention-2 takes one pack per device; two accumulated steps
-# on 4 GPUs give 8 packs of up to 2048 tokens, close to the walkthrough's 96 rows per step
-# (`caretune plan` prints both).
-QWEN3_8B = replace(QWEN3_8B_WALKTHROUGH, per_device_train_batch_size=1, gradient_accumulation_steps=2,
-                   train_task="lora_sft", neat_packing=True, liger=True, flash_attn="fa2")
+# Speed keys from a measurement on one H100 (benchmarks/README.md, 2026-11-26): sdpa with four packs per
+# device gave 1.74x the tokens/s of one pack, and 8 packs only 4% more. LLaMA-Factory's neat packing with
+# FlashAttention-2 asserts one pack per device, so fa2 stays an option (not yet measured). On 4 GPUs that is
+# 16 packs of up to 2048 tokens a step (about 175 ChatMed rows; the walkthrough takes 96); `caretune plan`
+# prints both.
+QWEN3_8B = replace(QWEN3_8B_WALKTHROUGH, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                   train_task="lora_sft", neat_packing=True, liger=True, flash_attn="sdpa")
 # The CPU stand-in (`caretune tiny-model`): the same tasks, small enough for CI and `make demo`.
 TINY_QWEN3 = ModelRecipe(
     folder="tiny-qwen3", model=TINY_MODEL_DIR, gpus=1, per_device_train_batch_size=4, gradient_accumulation_steps=1,
@@ -125,7 +127,9 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
         method.append(("deepspeed", recipe.deepspeed, "ZeRO-2; ds_z3.json / ds_z3_offload.json for less memory"))
     speed = []
     if recipe.flash_attn:
-        speed.append(("flash_attn", recipe.flash_attn, "FlashAttention-2 where installed, else LLaMA-Factory uses sdpa"))
+        speed.append(("flash_attn", recipe.flash_attn,
+                      "FlashAttention-2 where installed, else LLaMA-Factory uses sdpa" if recipe.flash_attn == "fa2" else
+                      "fa2 (pip install flash-attn) takes per_device_train_batch_size: 1 with neat packing"))
     if recipe.liger:
         speed.append(("enable_liger_kernel", True, "fused linear cross-entropy: no full logits in memory "
                                                    "(pip install liger-kernel)"))
@@ -147,7 +151,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
                     ("save_only_model", False, "keep optimizer state so an interrupted run resumes exactly"),
                     ("report_to", "tensorboard" if recipe.gpus > 1 else "none", "")]),
         ("train", [("per_device_train_batch_size", recipe.per_device_train_batch_size,
-                    "one pack per device: LLaMA-Factory's neat packing with FlashAttention-2 needs 1"
+                    "packs per device: 4 gave 1.74x the tokens/s of 1 on an H100 (benchmarks/README.md)"
                     if recipe.neat_packing else ""),
                    ("gradient_accumulation_steps", recipe.gradient_accumulation_steps, effective_batch(recipe)),
                    ("learning_rate", recipe.learning_rate, ""), *schedule,

@@ -116,3 +116,16 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     plan = make_plan(str(recipe), gpus=1, gpu_name="h100", bench=str(out))
     assert plan["throughput"]["processed_tokens_per_s_per_gpu"] == ran["neat-packing-sdpa"]["processed_tokens_per_s"]
     assert "variant neat-packing-sdpa on CPU" in plan["throughput"]["source"]
+
+
+@pytest.mark.lf
+def test_time_budget_stops_a_variant_with_the_steps_done(tmp_path):
+    budget = 4.0
+    seen = []
+    report = bench.run_bench(model=None, variants=["padding-sdpa"], steps=500, warmup=1, micro_batch=None, pack_batch=1,
+                             cutoff_len=None, profile="chatmed", work_dir=tmp_path, time_budget=budget, log=lambda _: None,
+                             on_update=lambda r: seen.append(len(r["variants"])))
+    [variant] = report["variants"]
+    assert report["time_budget_s"] == budget and seen == [1]  # the report is handed over after the variant
+    assert 1 <= variant["timed_steps"] < 500 and variant["finite"]
+    assert variant["seconds"] < budget + 5  # the loop ended at the first step end past the budget

@@ -40,7 +40,7 @@ def test_shipped_recipes_pass(workspace):
         assert plan.processes == 1 and plan.overrides == {}
 
 
-def test_fast_recipe_needs_liger_and_one_pack_per_device(workspace, monkeypatch):
+def test_fast_recipe_needs_liger_and_fa2_needs_one_pack_per_device(workspace, monkeypatch):
     import importlib.util
 
     fast = "recipes/qwen3-8b/lora_sft.yaml"
@@ -56,13 +56,14 @@ def test_fast_recipe_needs_liger_and_one_pack_per_device(workspace, monkeypatch)
     with pytest.raises(PreflightError, match=r"lora_sft\.yaml: enable_liger_kernel needs the liger-kernel package"):
         preflight(fast)
     installed["liger_kernel"] = True
-    plan = preflight(fast)
-    assert any("falls back to sdpa" in note for note in plan.notes)
-    installed["flash_attn"] = True
-    assert not any("sdpa" in note for note in preflight(fast).notes)
-    edit(fast, per_device_train_batch_size=4)
+    assert not any("sdpa" in note for note in preflight(fast).notes)  # sdpa with 4 packs per device, as shipped
+    edit(fast, flash_attn="fa2")
     with pytest.raises(PreflightError, match=r"neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1"):
         preflight(fast)
+    edit(fast, per_device_train_batch_size=1)
+    assert any("falls back to sdpa" in note for note in preflight(fast).notes)
+    installed["flash_attn"] = True
+    assert not any("sdpa" in note for note in preflight(fast).notes)
 
 
 def test_unknown_key_with_suggestion(workspace):

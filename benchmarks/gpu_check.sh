@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The GPU check for an offline CUDA machine with its own PyTorch, in under 10 minutes on one GPU:
+#
+#   make gpu-kit                            # here, with internet: .gpu-kit/ (the wheels the target lacks)
+#   bash benchmarks/gpu_check.sh OUT_DIR    # there, from the repository root (with .gpu-kit/ copied along)
+#
+# 1. installs the kit with `pip install --no-index --no-deps --target` into a private folder (the machine's
+#    own torch is never touched) and checks the machine's numpy/pandas/pyarrow/scipy/matplotlib against it;
+# 2. prints the GPU, torch, CUDA and package versions (OUT_DIR/versions.txt);
+# 3. `caretune bench` on Qwen3-8B's shape (random weights): padding+sdpa, neat packing+sdpa+Liger, and
+#    neat packing+FlashAttention-2+Liger when flash-attn imports; STEPS timed steps after WARMUP, each
+#    variant stopped after VARIANT_BUDGET_S seconds of training, the bench after BENCH_TOTAL_S
+#    (OUT_DIR/bench.json, bench.md, logs);
+# 4. `caretune plan --bench` of the full data (multi-med 500,000 + huatuo2-sft 142,248 rows) on 4 GPUs,
+#    token lengths from the shipped sample (OUT_DIR/plan.json, plan.txt);
+# 5. the packing variant again with EXTRA_PACK_BATCH packs per step (0: skip), EXTRA_BENCH_S at most
+#    (OUT_DIR/bench-packN.json; both tables in bench.md).
+#
+# DRY_RUN=1 runs the same path on CPU with the tiny Qwen3 (`make gpu-check-dry`, part of the tests).
+# Environment: PYTHON (python3), KIT (.gpu-kit), STEPS (20), WARMUP (3), VARIANT_BUDGET_S (90), BENCH_TOTAL_S (300),
+# GPUS (4), EXTRA_PACK_BATCH (4), EXTRA_BENCH_S (130).
+set -uo pipefail
+
+OUT_DIR=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
+PYTHON=${PYTHON:-python3}
+KIT=${KIT:-.gpu-kit}
+STEPS=${STEPS:-20}
+WARMUP=${WARMUP:-3}
+VARIANT_BUDGET_S=${VARIANT_BUDGET_S:-90}
+BENCH_TOTAL_S=${BENCH_TOTAL_S:-300}
+EXTRA_PACK_BATCH=${EXTRA_PACK_BATCH:-4}
+EXTRA_BENCH_S=${EXTRA_BENCH_S:-130}
+GPUS=${GPUS:-4}
+DRY_RUN=${DRY_RUN:-0}
+FULL_ROWS=(--rows multi-med=500000 --rows huatuo2-sft=142248)
+started=$SECONDS
+
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+rm -f "$OUT_DIR/bench.md"  # this run's tables only (bench --record appends)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/caretune-gpu-check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+say() { echo "gpu-check [$((SECONDS - started)) s]: $*"; }
+fail() { echo "gpu-check: error: $*" >&2; exit 1; }
+
+[ -f recipes/qwen3-8b/lora_sft.yaml ] || fail "run from the caretune repository root"
+[ -f "$KIT/kit.json" ] || fail "$KIT/kit.json not found: build the kit with \`make gpu-kit\` and copy $KIT/ along"
+
+say "installing $KIT into $WORK/site (pip --no-index --no-deps --target; the machine's torch stays as it is)"
+"$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --disable-pip-version-check \
+  --target "$WORK/site" "$KIT"/*.whl || fail "installing the kit failed (was it built for this Python? see $KIT/kit.json)"
+export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+"$PYTHON" -m caretune.gpukit verify "$KIT" || fail "this machine's base packages do not fit the kit (above)"
+if ! "$PYTHON" -c "import torchaudio" >/dev/null 2>&1; then  # as `make setup`: LLaMA-Factory imports it at module level
+  say "torchaudio does not import here: using caretune/stubs/torchaudio (text training never needs it)"
+  export PYTHONPATH="$PYTHONPATH:$PWD/caretune/stubs"
+fi
+CARETUNE=("$PYTHON" -m caretune.cli)
+
+say "versions"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PYTHON" - <<'EOF'
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+print("python", platform.python_version())
+print("torch", torch.__version__, "| CUDA", torch.version.cuda, "| GPU",
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
+for name in ("llamafactory", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers", "deepspeed",
+             "liger-kernel", "flash-attn", "triton", "numpy", "pyarrow"):
+    try:
+        print(name, version(name))
+    except PackageNotFoundError:
+        print(name, "not installed")
+EOF
+} | tee "$OUT_DIR/versions.txt"
+
+variants=(--variant padding-sdpa --variant neat-packing-sdpa-liger --variant neat-packing-fa2-liger)
+recipe=recipes/qwen3-8b/lora_sft.yaml
+if [ "$DRY_RUN" = 1 ]; then  # the tiny Qwen3 on CPU; Liger and FlashAttention-2 are skipped with their reason
+  variants+=(--variant neat-packing-sdpa)
+  recipe=recipes/tiny-qwen3/lora_sft.yaml
+fi
+
+say "bench: ${variants[*]} ($WARMUP warm-up + $STEPS timed steps, ${VARIANT_BUDGET_S} s of training each at most, \
+${BENCH_TOTAL_S} s in all)"
+# timeout ends the whole process group; bench.json keeps every variant finished before that
+timeout --kill-after=10 "$BENCH_TOTAL_S" "${CARETUNE[@]}" bench "${variants[@]}" --steps "$STEPS" --warmup "$WARMUP" \
+  --time-budget "$VARIANT_BUDGET_S" --work-dir "$WORK/bench" --out "$OUT_DIR/bench.json" --record "$OUT_DIR/bench.md"
+bench_status=$?
+[ $bench_status = 124 ] && say "bench: stopped after ${BENCH_TOTAL_S} s; bench.json has the variants finished before"
+for log in "$WORK"/bench/*/train.log; do
+  [ -f "$log" ] && cp "$log" "$OUT_DIR/bench-$(basename "$(dirname "$log")").log"
+done
+
+say "plan: the full data (${FULL_ROWS[*]}) on $GPUS GPUs, with the bench's throughput"
+mkdir -p "$WORK/data"
+for source in chatmed huatuo; do
+  case $source in
+    chatmed) raw=data/sample/chatmed_consult_sample.jsonl; out=multi-med.json ;;
+    huatuo) raw=data/sample/huatuo2_sft_sample.json; out=huatuo2-sft.json ;;
+  esac
+  "${CARETUNE[@]}" convert "$source" "$raw" --out "$WORK/data/$out" --dataset-info "$WORK/data/dataset_info.json" \
+    --no-card --no-progress || fail "converting the shipped sample failed"
+done
+if [ "$DRY_RUN" = 1 ]; then
+  "${CARETUNE[@]}" tiny-model "$WORK/tiny-qwen3" >/dev/null || fail "building the tiny Qwen3 failed"
+fi
+"$PYTHON" - "$recipe" "$WORK" "$DRY_RUN" <<'EOF'
+import sys
+from pathlib import Path
+
+import yaml
+
+recipe, work, dry_run = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
+args = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
+args["dataset_dir"] = str(work / "data")  # the sample converted above, not this checkout's data/
+if dry_run:
+    args["model_name_or_path"] = str(work / "tiny-qwen3")
+(work / "recipe.yaml").write_text(yaml.safe_dump(args, sort_keys=False), encoding="utf-8")
+EOF
+plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}")
+[ -f "$OUT_DIR/bench.json" ] && plan_args+=(--bench "$OUT_DIR/bench.json")
+"${CARETUNE[@]}" plan "${plan_args[@]}" --json > "$OUT_DIR/plan.json"
+plan_status=$?
+if [ $plan_status = 0 ]; then
+  "$PYTHON" -c "import json, sys; from caretune.plan import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
+    "$OUT_DIR/plan.json" | tee "$OUT_DIR/plan.txt"
+fi
+
+if [ "$EXTRA_PACK_BATCH" -gt 1 ]; then  # evidence for the recipe's per-device batch: more packs per step
+  packing_variants=(--variant neat-packing-sdpa-liger)
+  [ "$DRY_RUN" = 1 ] && packing_variants=(--variant neat-packing-sdpa)
+  say "bench: ${packing_variants[*]} with $EXTRA_PACK_BATCH packs per step (${EXTRA_BENCH_S} s at most)"
+  timeout --kill-after=10 "$EXTRA_BENCH_S" "${CARETUNE[@]}" bench "${packing_variants[@]}" --pack-batch "$EXTRA_PACK_BATCH" \
+    --steps "$STEPS" --warmup "$WARMUP" --time-budget "$VARIANT_BUDGET_S" --work-dir "$WORK/bench" \
+    --out "$OUT_DIR/bench-pack$EXTRA_PACK_BATCH.json" --record "$OUT_DIR/bench.md" >/dev/null
+  cat "$OUT_DIR/bench.md"
+fi
+
+say "done in $((SECONDS - started)) s: $OUT_DIR (bench exit $bench_status, plan exit $plan_status)"
+[ $bench_status = 0 ] && [ $plan_status = 0 ]
