@@ -217,6 +217,22 @@ def check_fast_paths(path: Path, args: dict) -> list[str]:
     return notes
 
 
+# `report_to` integrations and the modules the Hugging Face Trainer imports for them
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",),
+             "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "trackio": ("trackio",)}
+
+
+def check_reporters(path: Path, args: dict) -> None:
+    """Each `report_to` integration is importable: the Trainer fails on a missing one only after the model loads."""
+    import importlib.util
+
+    for name in _names(args.get("report_to", "none")):
+        modules = REPORTERS.get(name)
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            raise PreflightError(f"{path}: report_to: {name} needs the {modules[0]} package "
+                                 f"(pip install {modules[0]}), or set report_to: none")
+
+
 def visible_gpu_count() -> int:
     import torch
 
@@ -233,6 +249,7 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     check_siblings(path, args)
     check_deepspeed(path, args)
     fast_path_notes = check_fast_paths(path, args)
+    check_reporters(path, args)
     check_ray(path)
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)

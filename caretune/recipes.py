@@ -149,7 +149,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
                     ("save_steps", recipe.save_steps, ""), ("plot_loss", True, "training_loss.png"),
                     ("overwrite_output_dir", False, "caretune train refuses a finished run; resumes an unfinished one"),
                     ("save_only_model", False, "keep optimizer state so an interrupted run resumes exactly"),
-                    ("report_to", "tensorboard" if recipe.gpus > 1 else "none", "")]),
+                    ("report_to", "none", "tensorboard or wandb: install it, then name it here")]),
         ("train", [("per_device_train_batch_size", recipe.per_device_train_batch_size,
                     "packs per device: 4 gave 1.74x the tokens/s of 1 on an H100 (benchmarks/README.md)"
                     if recipe.neat_packing else ""),

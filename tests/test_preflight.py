@@ -149,3 +149,17 @@ def test_unfinished_run_resumes_from_last_checkpoint(workspace):
     assert plan.overrides == {"resume_from_checkpoint": str(out / "checkpoint-20")}
     assert any("resuming" in note for note in plan.notes)
     assert preflight(SFT, fresh=True).move_aside is not None
+
+
+def test_report_to_an_integration_that_is_not_installed(workspace, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in ("tensorboard", "tensorboardX") else real_find_spec(name, *args))
+    edit(SFT, report_to="tensorboard")
+    with pytest.raises(PreflightError, match=r"lora_sft\.yaml: report_to: tensorboard needs the tensorboard package "
+                                             r"\(pip install tensorboard\), or set report_to: none"):
+        preflight(SFT)
+    edit(SFT, report_to=["none"])
+    assert preflight(SFT).processes == 1
