@@ -139,7 +139,9 @@ convert.command("huatuo")(_convert_command(
               help="Rows longer than this many tokens would be truncated in training.")
 @click.option("--sample", type=click.IntRange(min=1), default=None, help="Check only the first N rows of each dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample, as_json):
+@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+              help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).")
+def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample, as_json, use_cache):
     """Load registered datasets through LLaMA-Factory's own data path and report what training would see.
 
     NAMES default to every dataset in the registry. Exits non-zero when a dataset fails to load
@@ -149,7 +151,7 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
 
     try:
         results = check_datasets(list(names), dataset_info, model_name_or_path=model_name_or_path,
-                                 template=template, cutoff_len=cutoff_len, sample=sample)
+                                 template=template, cutoff_len=cutoff_len, sample=sample, use_cache=use_cache)
     except CheckError as err:
         raise click.ClickException(str(err)) from None
     click.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_results(results, cutoff_len))
@@ -231,14 +233,17 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--attention", type=click.Choice(["fa2", "sdpa"]), default=None,
               help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/plan.py).")
-def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json):
+@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+              help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).")
+def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, use_cache):
     """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
     from caretune.plan import PlanError, format_plan, make_plan
     from caretune.recipes import sized_gpus
 
     try:
         result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
-                           rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention)
+                           rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention,
+                           use_cache=use_cache)
     except PlanError as err:
         raise click.ClickException(str(err)) from None
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_plan(result))

@@ -1,8 +1,8 @@
 """`caretune plan RECIPE`: rows, tokens, padding, steps, memory, time and GPU-hours before a run.
 
-The recipe's datasets go through LLaMA-Factory's own SFT preprocessing with the model's tokenizer
-and template; batching and packing are then replayed as LLaMA-Factory and the Hugging Face Trainer
-do them. Formulas live in `caretune.estimate`.
+The recipe's datasets are tokenized with the model's tokenizer and template through LLaMA-Factory's
+loading (once, then cached: `caretune.lengths`); truncation, batching and packing are then replayed as
+LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.estimate`.
 
 `--json` keys: recipe, model, arch_source, gpu, gpus, datasets (name, rows, tokenized, rows_kept),
 rows, real_tokens_per_epoch, processed_tokens_per_epoch, non_padding_share, micro_batches_per_gpu_epoch,
@@ -15,6 +15,7 @@ wall_seconds, gpu_hours, warnings.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -163,15 +164,29 @@ def contiguous_shards(count: int, shards: int) -> list[range]:
     return bounds
 
 
+def greedy_packs(lengths: list[int], capacity: int) -> list[int]:
+    """Real tokens of each pack LLaMA-Factory's greedy knapsack forms from `lengths` (a test compares the two):
+    rows sorted by length; each new pack takes, again and again, the longest row that still fits."""
+    remaining = sorted(lengths)
+    packs = []
+    while remaining:
+        room, total = capacity, 0
+        while (index := bisect.bisect(remaining, room) - 1) >= 0:
+            length = remaining.pop(index)
+            room -= length
+            total += length
+        if total == 0:
+            raise ValueError(f"a row of {remaining[0]} tokens does not fit a pack of {capacity}")
+        packs.append(total)
+    return packs
+
+
 def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | None) -> list[int]:
     """Real tokens of every pack, as LLaMA-Factory's packed preprocessing forms them (greedy knapsack per map batch)."""
-    from llamafactory.data.processor.processor_utils import greedy_knapsack
-
     packs = []
     for shard in contiguous_shards(len(lengths), num_proc or 1):
         for start in range(shard.start, shard.stop, batch_size):
-            chunk = lengths[start:min(start + batch_size, shard.stop)]
-            packs.extend(sum(knapsack) for knapsack in greedy_knapsack(list(chunk), capacity))
+            packs.extend(greedy_packs(lengths[start:min(start + batch_size, shard.stop)], capacity))
     return packs
 
 
@@ -226,30 +241,31 @@ class Tokenized:
     scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
 
 
-def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int]) -> Tokenized:
-    from caretune.check import tokenized_lengths
-    from caretune.tokenizer import TokenizerError, load_qwen3_tokenizer
+def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int],
+             use_cache: bool = True) -> Tokenized:
+    from caretune.lengths import TokenizerSource, turn_lengths
+    from caretune.tokenizer import TokenizerError
 
-    try:
-        tokenizer, _ = load_qwen3_tokenizer(settings.model)
-    except TokenizerError as err:
-        raise PlanError(str(err)) from None
+    tokenizer = TokenizerSource(settings.model)
     cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
     datasets, lengths = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
-                data = tokenized_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
-                                         template=settings.template, cutoff_len=cutoff, sample=sample, seed=settings.seed,
-                                         num_proc=processes)
+                data = turn_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
+                                    template=settings.template, sample=sample, seed=settings.seed, num_proc=processes,
+                                    use_cache=use_cache)
+                kept = data.lengths(cutoff)
+            except TokenizerError as err:
+                raise PlanError(str(err)) from None
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
                 raise PlanError(f"{settings.dataset_dir}/{DATASET_INFO}: {name}: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
             rows = rows_override.get(name, data.rows)
             datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,
-                             "rows_kept": round(len(data.lengths) * rows / data.tokenized) if data.tokenized else 0})
-            lengths.extend(data.lengths)
+                             "rows_kept": round(len(kept) * rows / data.tokenized) if data.tokenized else 0})
+            lengths.extend(kept)
     if not lengths:
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
     return Tokenized(datasets, lengths, sum(d["rows"] for d in datasets) / sum(d["tokenized"] for d in datasets))
@@ -293,7 +309,7 @@ def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, m
 
 def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None = None,
               rows_override: dict[str, int] | None = None, bench: str | None = None, mfu: float | None = None,
-              attention: str | None = None) -> dict:
+              attention: str | None = None, use_cache: bool = True) -> dict:
     """Every figure of a plan (keys in the module docstring)."""
     settings = read_recipe(recipe_path)
     if gpu_name not in estimate.GPUS:
@@ -305,7 +321,7 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     if unknown:
         raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
 
-    data = tokenize(settings, recipe_path, sample, rows_override)
+    data = tokenize(settings, recipe_path, sample, rows_override, use_cache)
     attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")
     epoch = replay(settings, data.lengths, attention)
     real = sum(data.lengths)

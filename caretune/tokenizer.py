@@ -98,6 +98,26 @@ def verify(tokenizer) -> None:
         raise TokenizerError("not a Qwen3 tokenizer: " + "; ".join(problems))
 
 
+def tokenizer_files(model_name_or_path: str | None = None) -> Path | None:
+    """The folder whose files `load_qwen3_tokenizer` would load, found without loading anything: a local
+    folder, the hub cache's snapshot, or (for the default model, offline) the verified copy. None when the
+    tokenizer is not on this machine yet."""
+    name = model_name_or_path or BASE_MODEL
+    if Path(name).is_dir():
+        return Path(name)
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "tokenizer_config.json")
+    except ValueError:  # not a repo id
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached).parent
+    if name == BASE_MODEL and (hf_offline() or not reachable(hf_endpoint())):
+        return offline_tokenizer_dir()
+    return None
+
+
 def load_qwen3_tokenizer(model_name_or_path: str | None = None):
     """Return `(tokenizer, where_it_came_from)`.
 

@@ -66,8 +66,8 @@ def test_model_is_built_on_the_device_in_the_training_dtype():
 @pytest.mark.lf
 def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     """Digits are one Qwen3 token each, so LLaMA-Factory's preprocessing gives back every target length."""
-    from caretune.check import tokenized_lengths
     from caretune.constants import TEMPLATE
+    from caretune.lengths import TokenizerSource, turn_lengths
     from caretune.tokenizer import load_qwen3_tokenizer
 
     tokenizer, _ = load_qwen3_tokenizer(None)
@@ -75,9 +75,9 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     targets = bench.sample_lengths(bench.load_profile("chatmed"), 40)
     (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
-    data = tokenized_lengths("bench", str(tmp_path), tokenizer, "Qwen/Qwen3-8B", str(tmp_path / "scratch"),
-                             template=TEMPLATE, cutoff_len=4096)
-    assert data.lengths == targets
+    data = turn_lengths("bench", str(tmp_path), TokenizerSource(None), "Qwen/Qwen3-8B", str(tmp_path / "scratch"),
+                        template=TEMPLATE, use_cache=False)
+    assert data.lengths(4096) == targets
 
 
 @pytest.mark.lf

@@ -1,0 +1,133 @@
+"""Token lengths tokenized once and cached: the same figures as LLaMA-Factory's preprocessing at every cutoff,
+and a cache that is reused, invalidated by a changed file or template, and bypassed by --no-cache."""
+
+import json
+import os
+
+import pytest
+
+from caretune import lengths
+from caretune.constants import TEMPLATE
+from tests.conftest import converted_workspace
+
+pytestmark = pytest.mark.lf
+
+
+def test_turn_budget_is_llamafactorys_infer_seqlen():
+    from llamafactory.data.processor.processor_utils import infer_seqlen
+
+    for source in (0, 1, 7, 40, 333, 1500):
+        for target in (0, 1, 9, 40, 700, 3000):
+            for budget in (1, 2, 50, 81, 1024, 2047):
+                assert lengths.turn_budget(source, target, budget) == infer_seqlen(source, target, budget)
+
+
+def test_truncation_replay_by_hand():
+    # one turn: nothing cut below the cutoff; above it LLaMA-Factory's infer_seqlen shares the budget
+    assert lengths.truncated_length([[30, 50]], 100) == 80
+    assert lengths.truncated_length([[30, 50]], 60) == 60  # answer kept first (50 * 2 >= 60, 30 * 2 >= 60: both cut)
+    assert lengths.truncated_length([[10, 500]], 100) == 100
+    # later turns stop once the budget is spent; the EOS of efficient-EOS templates counts
+    assert lengths.truncated_length([[40, 40], [40, 40]], 100, efficient_eos=True) == 100
+    assert lengths.truncated_length([[40, 40], [40, 40]], 1000, efficient_eos=True) == 161
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return converted_workspace(tmp_path_factory.mktemp("lengths"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return lengths.TokenizerSource(None)
+
+
+def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
+    """LLaMA-Factory's own SFT preprocessing of a registered dataset: the reference."""
+    from llamafactory.data.loader import _get_preprocessed_dataset
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+
+    from caretune.lf import load_aligned
+
+    aligned, data_args, training_args = load_aligned(name, str(workspace), "Qwen/Qwen3-8B", str(workspace / "scratch"),
+                                                     template=TEMPLATE, cutoff_len=cutoff_len, overwrite_cache=True)
+    template = get_template_and_fix_tokenizer(tokenizer.load(), data_args)
+    processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", template, tokenizer.load())
+    return [len(ids) for ids in processed["input_ids"]]
+
+
+@pytest.mark.parametrize("name", ["multi-med", "huatuo2-sft"])
+def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
+    data = lengths.turn_lengths(name, str(workspace), tokenizer, "Qwen/Qwen3-8B", str(workspace / "scratch"),
+                                template=TEMPLATE, use_cache=False)
+    for cutoff in (64, 150, 511, 2047, 1 << 30):
+        assert data.lengths(cutoff) == lf_preprocessed_lengths(workspace, tokenizer, name, cutoff), cutoff
+    assert min(data.lengths(1 << 30)) < 150 < max(data.lengths(1 << 30))  # the cutoffs above do cut some rows
+
+
+def cache_files(workspace):
+    return sorted((workspace / lengths.CACHE_DIR).glob("*.npz"))
+
+
+def test_cache_is_reused_and_invalidated(workspace, tokenizer):
+    def run(**kwargs):
+        return lengths.turn_lengths("multi-med", str(workspace), tokenizer, "Qwen/Qwen3-8B", str(workspace / "s"),
+                                    template=kwargs.pop("template", TEMPLATE), with_care=True, log=seen.append, **kwargs)
+
+    seen = []
+    for path in cache_files(workspace):
+        path.unlink()
+    first = run()
+    assert len(cache_files(workspace)) == 1 and seen == []
+    again = run()
+    assert seen and "from the cache" in seen[0]
+    assert again.lengths(2047) == first.lengths(2047) and again.care == first.care and again.rows == first.rows
+    seen.clear()
+    run(use_cache=False)  # --no-cache computes and does not read
+    assert seen == []
+    run(template="qwen3")  # another template is another key
+    assert len(cache_files(workspace)) == 2
+    data_file = workspace / "data" / "multi-med.json"
+    rows = json.loads(data_file.read_text(encoding="utf-8"))
+    data_file.write_text(json.dumps(rows[:-1], ensure_ascii=False), encoding="utf-8")
+    changed = run()
+    assert seen == [] and changed.rows == first.rows - 1  # a changed file is tokenized anew
+    run(sample=5)  # a sample is never cached
+    assert len(cache_files(workspace)) == 3
+
+
+def test_check_and_plan_give_identical_figures_with_and_without_the_cache(workspace, monkeypatch):
+    from caretune.check import check_datasets
+    from caretune.plan import make_plan
+
+    monkeypatch.chdir(workspace)
+    for path in cache_files(workspace):
+        path.unlink()
+    registry = str(workspace / "dataset_info.json")
+    uncached = check_datasets([], registry, model_name_or_path=None, cutoff_len=150, use_cache=False)
+    assert cache_files(workspace) == []
+    filled = check_datasets([], registry, model_name_or_path=None, cutoff_len=150)
+    from_cache = check_datasets([], registry, model_name_or_path=None, cutoff_len=150)
+    assert uncached == filled == from_cache
+    recipe = "recipes/qwen3-8b/lora_sft.yaml"
+    assert make_plan(recipe, gpus=4, gpu_name="h800") == make_plan(recipe, gpus=4, gpu_name="h800", use_cache=False)
+    assert os.listdir(workspace / lengths.CACHE_DIR)
+
+
+def test_concurrent_writers_leave_one_whole_cache_file(tmp_path):
+    import threading
+
+    import numpy as np
+
+    path = tmp_path / "cache" / "multi-med-key.npz"
+    versions = [lengths.TurnLengths(rows=n, turns=np.ones(n, dtype=np.int32), pairs=np.full((n, 2), n, dtype=np.int32),
+                                    prefix=0, efficient_eos=False, care={"rows": n}) for n in (1000, 2000, 3000, 4000)]
+    threads = [threading.Thread(target=lengths._save, args=(path, version)) for version in versions for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = lengths._load(path)
+    assert stored.rows in (1000, 2000, 3000, 4000) and stored.care == {"rows": stored.rows}
+    assert stored.lengths(1 << 30) == [2 * stored.rows] * stored.rows  # arrays and metadata of one writer
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
