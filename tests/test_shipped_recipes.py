@@ -59,7 +59,6 @@ def run(workspace, *args, timeout=900):
 
 def test_every_shipped_qwen3_8b_recipe_runs_on_cpu_with_only_gpu_keys_changed(tmp_path):
     from caretune.tiny_model import build_tiny_model
-    from tests.test_train import free_port
 
     workspace = converted_workspace(tmp_path / "project")
     model_dir = str(build_tiny_model(tmp_path / "tiny-qwen3"))
