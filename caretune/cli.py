@@ -66,12 +66,16 @@ def _convert_command(source_name: str, help_text: str):
     @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Processes parsing JSON Lines input (2 on a 2-core machine: ~1.4x faster, ~2x memory).")
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
+    @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+                  help="When another conversion holds the same outputs or registry, wait at most this long "
+                       "(default: wait until it finishes).")
     def command(raw, out, data_dir, eval_size, scrub_pii, filter_set, keep, care_reminder, layout, dataset_info,
-                register, card, progress, workers, as_json):
+                register, card, progress, workers, as_json, lock_timeout):
         from converters.card import CardCollector
         from converters.pipeline import SOURCES, ConversionError, Options, Outputs, convert_file, summary_line
         from converters.reader import InputError
         from converters.registry import RegistryError
+        from converters.writer import LockTimeout
 
         source = SOURCES[source_name]
         outputs = Outputs.for_source(source, out, data_dir)
@@ -79,15 +83,10 @@ def _convert_command(source_name: str, help_text: str):
         options = Options(scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all",
                           care_reminder=care_reminder, layout=layout)
         collector = CardCollector() if card else None
-        try:
-            report = convert_file(
-                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
-                registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
-            )
-        except (InputError, RegistryError, ConversionError) as err:
-            raise click.ClickException(str(err)) from None
         card_line = ""
-        if collector is not None:
+
+        def write_data_card(report: dict) -> None:  # under the output set's lock, beside the outputs it describes
+            nonlocal card_line
             from caretune.datacard import write_card
             from caretune.tokenizer import TokenizerError, offline_tokenizer
 
@@ -95,6 +94,16 @@ def _convert_command(source_name: str, help_text: str):
                 card_line = f"; data card {write_card(report, source, collector, offline_tokenizer())}"
             except TokenizerError as err:
                 card_line = f"; no data card ({err})"
+
+        try:
+            report = convert_file(
+                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
+                registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
+                on_published=write_data_card if collector is not None else None, lock_timeout=lock_timeout,
+                log=lambda line: click.echo(f"convert: {line}", err=True),
+            )
+        except (InputError, RegistryError, ConversionError, LockTimeout) as err:
+            raise click.ClickException(str(err)) from None
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=False, indent=2))
             return

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -29,7 +29,7 @@ from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
 from converters.split import HeldOutSplit
-from converters.writer import JsonArrayWriter, JsonLinesWriter, write_json_atomic
+from converters.writer import JsonArrayWriter, JsonLinesWriter, exclusive, sweep_temporaries, write_json_atomic
 
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo}
 REPORT_SUFFIX = ".report.json"
@@ -70,6 +70,11 @@ class Outputs:
             changes=train.with_name(name + CHANGES_SUFFIX),
         )
 
+    def all_files(self) -> list[Path]:
+        """Every file a conversion writes: outputs, report, lists, and the data card with its histogram."""
+        return [self.train, self.eval, self.report, self.rejects, self.changes,
+                self.train.with_name(self.name + CARD_SUFFIX), self.train.with_name(self.name + HISTOGRAM_SUFFIX)]
+
 
 def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return Path(a).resolve() == Path(b).resolve()
@@ -96,9 +101,7 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
                     _same(root / entry["file_name"], raw_path):
                 raise ConversionError(f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); "
                                       "convert the raw file it came from")
-    written = [outputs.train, outputs.eval, outputs.report, outputs.rejects, outputs.changes,
-               outputs.train.with_name(outputs.name + CARD_SUFFIX), outputs.train.with_name(outputs.name + HISTOGRAM_SUFFIX)]
-    for path in written:
+    for path in outputs.all_files():
         if _same(path, raw_path):
             raise ConversionError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
         if registry_path is not None and _same(path, registry_path):
@@ -365,21 +368,43 @@ def convert_file(
     progress: bool | None = None,
     workers: int = 1,
     card: CardCollector | None = None,
+    on_published: Callable[[dict], None] | None = None,
+    lock_timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Convert `raw_path` with `source`; write outputs atomically, register them, and return the report.
 
-    Raises `InputError` (unreadable input), `RegistryError` or `ConversionError`; in each case no
-    output is replaced. `card`, when given, collects what the data card shows.
+    The whole conversion holds the output set's lock, so its files (and `on_published(report)`'s, e.g. the
+    data card) always come from one run; the registry is updated under its own lock. A second run into
+    the same outputs waits (`lock_timeout` seconds at most). Raises `InputError` (unreadable input),
+    `RegistryError`, `ConversionError` or `LockTimeout`; in each case no output is replaced. `card`, when
+    given, collects what the data card shows.
     """
-    from tqdm import tqdm
-
-    started = time.perf_counter()
     check_paths(raw_path, outputs, registry_path)
     entries = None
     if registry_path is not None:
         entries = registry_entries(source, outputs, registry_path, options.layout)
         merge_entries(load_registry(registry_path), entries, registry_path)  # fail before any work
+    with exclusive(outputs.train, what=f"converting into {outputs.train}", timeout=lock_timeout, log=log):
+        removed, size = sweep_temporaries(outputs.all_files())
+        if removed and log:
+            log(f"removed {removed} temporary file(s) ({size / 1e6:.1f} MB) left by an interrupted run")
+        report = _convert_locked(source, raw_path, outputs, eval_size=eval_size, max_eval_fraction=max_eval_fraction,
+                                 options=options, progress=progress, workers=workers, card=card)
+        if on_published:
+            on_published(report)
+    if registry_path is not None:
+        report["registry_changed"] = register(registry_path, entries, lock_timeout=lock_timeout, log=log)
+    return report
 
+
+def _convert_locked(source: ModuleType, raw_path: str | os.PathLike, outputs: Outputs, *, eval_size: int,
+                    max_eval_fraction: float, options: Options, progress: bool | None, workers: int,
+                    card: CardCollector | None) -> dict:
+    """The conversion itself, under the output set's lock: read, clean, route, write, report."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
     prior, prior_datasets = prior_query_keys(outputs)
     bar = tqdm(total=os.path.getsize(raw_path), unit="B", unit_scale=True, desc=f"convert {source.NAME}",
                disable=(not progress) if progress is not None else None, file=sys.stderr, leave=False)
@@ -408,8 +433,6 @@ def convert_file(
     finally:
         bar.close()
     write_json_atomic(outputs.report, report)
-    if registry_path is not None:
-        report["registry_changed"] = register(registry_path, entries)
     return report
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from converters.writer import write_json_atomic
+from converters.writer import exclusive, sweep_temporaries, write_json_atomic
 
 
 class RegistryError(Exception):
@@ -64,11 +64,15 @@ def merge_entries(registry: dict, entries: dict[str, dict], registry_path: str |
     return merged
 
 
-def register(registry_path: str | os.PathLike, entries: dict[str, dict]) -> bool:
-    """Merge `entries` into the registry file atomically; return True when the file changed."""
-    registry = load_registry(registry_path)
-    merged = merge_entries(registry, entries, registry_path)
-    if merged == registry and Path(registry_path).exists():
-        return False
-    write_json_atomic(registry_path, merged)
-    return True
+def register(registry_path: str | os.PathLike, entries: dict[str, dict], *, lock_timeout: float | None = None,
+             log=None) -> bool:
+    """Merge `entries` into the registry file atomically, read and written under its lock so that concurrent
+    registrations all survive; return True when the file changed."""
+    with exclusive(registry_path, what="registering datasets", timeout=lock_timeout, log=log):
+        sweep_temporaries([Path(registry_path)])
+        registry = load_registry(registry_path)
+        merged = merge_entries(registry, entries, registry_path)
+        if merged == registry and Path(registry_path).exists():
+            return False
+        write_json_atomic(registry_path, merged)
+        return True

@@ -1,10 +1,14 @@
 """Atomic outputs: everything is written to a temp file beside the target, then renamed over it.
 
-A new file gets the mode the umask allows; a replaced file keeps its mode.
+A new file gets the mode the umask allows; a replaced file keeps its mode. Temp files are named
+`.<target name>.<random>.tmp`; a run that holds a target's lock (`exclusive`, a `.<target name>.lock`
+file beside it) sweeps the ones a killed run left (`sweep_temporaries`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import shutil
@@ -16,6 +20,9 @@ from pathlib import Path
 import jsonlines
 
 from converters.jsoncodec import dumps_bytes
+
+TEMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
 
 
 def _current_umask() -> int:
@@ -61,7 +68,7 @@ class AtomicFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=TEMP_SUFFIX, dir=self.path.parent)
         os.fchmod(fd, new_file_mode(self.path))  # mkstemp makes it 0600; others must read what they read before
         self.tmp_path = Path(tmp)
         self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
@@ -123,6 +130,54 @@ class JsonLinesWriter(AtomicFile):
     def append(self, record: dict) -> None:
         self._writer.write(record)
         self.count += 1
+
+
+class LockTimeout(Exception):
+    """Another run held a lock for longer than the caller would wait."""
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file guarding `path`: hidden, beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, *, what: str, timeout: float | None = None, log: Callable[[str], None] | None = None):
+    """Hold the lock of `path` (across processes); when another run holds it, say so and wait, at most
+    `timeout` seconds when given."""
+    from filelock import FileLock, Timeout
+
+    lock_file = lock_path(path)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file, mode=new_file_mode(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if log:
+            log(f"waiting for another run that holds {lock_file} ({what})")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise LockTimeout(f"{lock_file}: another run still holds it after {timeout:g} s ({what}); "
+                              "try again when it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def sweep_temporaries(targets: list[Path]) -> tuple[int, int]:
+    """Remove the temp files of `targets` that a killed run left; only call while holding their lock, so
+    no live run is writing them. Returns (files, bytes) removed."""
+    files = size = 0
+    for target in targets:
+        for leftover in target.parent.glob(f".{glob.escape(target.name)}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                size += leftover.stat().st_size
+                leftover.unlink()
+                files += 1
+    return files, size
 
 
 def write_json_atomic(path: str | os.PathLike, data: object) -> None:

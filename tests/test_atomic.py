@@ -14,8 +14,7 @@ def test_kill_during_write_keeps_previous_outputs(project):
     cli = [sys.executable, "-m", "caretune.cli"]
     subprocess.run([*cli, "convert", "chatmed", str(CHATMED_SAMPLE)], cwd=project, env=env, check=True,
                    capture_output=True)
-    outputs = sorted((project / "data").iterdir())
-    before = {p.name: p.read_bytes() for p in outputs}
+    before = {p.name: p.read_bytes() for p in (project / "data").iterdir() if not p.name.startswith(".")}
     registry = (project / "dataset_info.json").read_bytes()
 
     rows = [line for line in CHATMED_SAMPLE.read_text(encoding="utf-8").splitlines() if line.startswith('{"query"')]
@@ -30,7 +29,7 @@ def test_kill_during_write_keeps_previous_outputs(project):
     deadline = time.monotonic() + 60
     temp = []
     while time.monotonic() < deadline and process.poll() is None:
-        temp = [p for p in (project / "data").iterdir() if p.name.startswith(".multi-med.json.")]
+        temp = [p for p in (project / "data").glob(".multi-med.json.*.tmp")]
         if temp and temp[0].stat().st_size > 1 << 20:  # well into writing the new train file
             break
         time.sleep(0.02)

@@ -48,7 +48,7 @@ def test_malformed_registry_is_an_error_and_left_untouched(tmp_path, content, li
     with pytest.raises(RegistryError, match=rf"dataset_info\.json:{line}: "):
         register(path, {"multi-med": ENTRY})
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
-    assert [p.name for p in tmp_path.iterdir()] == ["dataset_info.json"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["dataset_info.json"]
 
 
 def test_missing_registry_reads_as_empty(tmp_path):
