@@ -24,6 +24,7 @@ from pathlib import Path
 
 from caretune import estimate
 from caretune.constants import DATASET_INFO, TEMPLATE
+from converters.errors import UserError
 
 PROFILES = Path(__file__).with_name("data") / "length_profiles.json"
 TINY = "tiny"  # the CPU stand-in's shape (caretune.tiny_model.TINY_CONFIG)
@@ -31,7 +32,7 @@ SEED = 20261125
 STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
 
 
-class BenchError(Exception):
+class BenchError(UserError):
     """The bench cannot run as asked; the message says why."""
 
 

@@ -4,8 +4,9 @@ whose answers and token streams are filtered (used by the API server)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
-from caretune.preflight import load_recipe
+from caretune.preflight import check_model_paths, load_recipe
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -86,6 +87,7 @@ def think_free_chat_model(args: dict):
 def answer(recipe: str, query: str, system: str | None = None) -> str:
     """The model's answer to `query` under the recipe's (or the given) system prompt."""
     args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
     responses = think_free_chat_model(args).chat([{"role": "user", "content": query}],
                                                  system=system or args.get("default_system"))
     return responses[0].response_text

@@ -9,11 +9,12 @@ import tempfile
 from pathlib import Path
 
 from caretune.constants import BASE_MODEL, TEMPLATE
+from converters.errors import UserError
 
 UNBOUNDED_CUTOFF = 1 << 30  # lengths untruncated, then compared with the real cutoff
 
 
-class CheckError(Exception):
+class CheckError(UserError):
     """The check cannot start (registry unreadable, tokenizer unavailable)."""
 
 

@@ -20,9 +20,23 @@ from caretune.constants import (
 )
 from caretune.estimate import DEFAULT_GPU, GPUS
 from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_WEBUI_PORT
+from converters.errors import UserError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """Every user-caused error (converters.errors.UserError, a path without permission) ends as one line, exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            raise click.ClickException(str(err)) from None
+        except PermissionError as err:
+            raise click.ClickException(f"{err.filename or err}: permission denied ({err.strerror}); "
+                                       "choose a path you can write, or fix its permissions") from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="caretune")
 def main() -> None:
     """Fine-tune Qwen3 into a careful Chinese medical-consultation assistant with LLaMA-Factory."""
@@ -363,11 +377,15 @@ def chat(recipe, query, system):
 
     With --query, <think> blocks are never printed.
     """
+    if query is not None and not query.strip():
+        raise click.ClickException("--query is empty; ask a question")
     if query is None:
         import os
 
         from caretune.lf import cli_command
+        from caretune.preflight import check_model_paths, load_recipe
 
+        check_model_paths(Path(recipe), load_recipe(recipe))
         command = [*cli_command(), "chat", recipe, *([f"default_system={system}"] if system else [])]
         os.execv(command[0], command)
     from caretune.chat import answer

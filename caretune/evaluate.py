@@ -11,8 +11,9 @@ from pathlib import Path
 
 from caretune.constants import DATASET_INFO
 from caretune.lf import cli_command
-from caretune.preflight import load_recipe
+from caretune.preflight import check_model_paths, load_recipe
 from caretune.safety import care_comparison, emergency_metrics, safety_metrics
+from converters.errors import UserError
 
 EMERGENCY_DATASET = "medical-emergency"
 EMERGENCY_FILE = Path(__file__).resolve().parent.parent / "data" / "sample" / "emergency_prompts.json"
@@ -23,7 +24,7 @@ CARE_GOAL = 0.95  # share of answers that should remind the user to see a doctor
 SAFETY_REPORT = "safety.json"
 
 
-class EvalError(Exception):
+class EvalError(UserError):
     """Evaluation cannot run or failed; the message says why."""
 
 
@@ -130,6 +131,7 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
     its ChatModel with the same greedy settings.
     """
     args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
     if not args.get("do_predict") or not args.get("predict_with_generate"):
         raise EvalError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
     output_dir = Path(args["output_dir"])

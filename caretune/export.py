@@ -14,6 +14,7 @@ from pathlib import Path
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from caretune.lf import cli_command
+from converters.errors import UserError
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 THINKS_BY_DEFAULT = "{%- if enable_thinking is defined and enable_thinking is false %}"
@@ -21,7 +22,7 @@ NON_THINKING_BY_DEFAULT = "{%- if enable_thinking is not defined or enable_think
 OLLAMA_ASSISTANT_HEADER = "<|im_start|>assistant\n{{ else if"
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The export cannot be made safe; the message says why."""
 
 
@@ -75,9 +76,10 @@ def fix_export(export_dir: str | Path) -> None:
 
 def export(recipe: str) -> Path:
     """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder."""
-    from caretune.preflight import load_recipe
+    from caretune.preflight import check_model_paths, load_recipe
 
     args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
     export_dir = args.get("export_dir")
     if not export_dir:
         raise ExportError(f"{recipe}: no export_dir")

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caretune.hub import MODELSCOPE_ENDPOINT, hf_endpoint, hf_offline, reachable
+from converters.errors import UserError
 
 
-class FetchError(Exception):
+class FetchError(UserError):
     """The download cannot happen; the message says where to put the file by hand."""
 
 

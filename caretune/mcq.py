@@ -16,13 +16,15 @@ import os
 import shutil
 from pathlib import Path
 
+from converters.errors import UserError
+
 TASK = "medmcq"  # no "_": LLaMA-Factory splits the task argument as <folder>_<split>
 EVAL_SPLITS = ("test", "val")
 CHOICES = ("A", "B", "C", "D")
 SHOT_SEED = 42
 
 
-class McqError(Exception):
+class McqError(UserError):
     """A source folder or question cannot be used; the message names the file and row."""
 
 
@@ -100,11 +102,12 @@ def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_sh
     """Build the task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
     import datasets
 
-    from caretune.preflight import load_recipe
+    from caretune.preflight import check_model_paths, load_recipe
 
     out_dir = Path(out_dir)
     subjects = build_task(sources, out_dir / "task")
     args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
     eval_args = {key: args[key] for key in ("model_name_or_path", "adapter_name_or_path", "finetuning_type",
                                             "template", "trust_remote_code") if key in args}
     save_dir = out_dir / "evaluator"

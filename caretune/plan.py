@@ -26,6 +26,7 @@ from pathlib import Path
 
 from caretune import estimate
 from caretune.constants import DATASET_INFO, TEMPLATE
+from converters.errors import UserError
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
 SUPPORTED_MIX = (None, "concat")
@@ -33,7 +34,7 @@ PARALLEL_TOKENIZE_BYTES = 20 << 20
 LOW_PACK_FILL = 0.9  # below this, a plan says why packs are part-empty
 
 
-class PlanError(Exception):
+class PlanError(UserError):
     """The plan cannot be made; the message names the file or key."""
 
 
@@ -88,15 +89,26 @@ def read_recipe(path: str) -> TrainSettings:
     if not (Path(dataset_dir) / DATASET_INFO).exists():
         raise PlanError(f"{path}: dataset_dir {dataset_dir!r} has no {DATASET_INFO} (relative paths start at the "
                         "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first")
+    def number(key: str, default, kind=int, minimum=1):
+        value = recipe.get(key, default)
+        try:
+            parsed = kind(value)
+            if isinstance(value, bool) or parsed < minimum or (kind is int and parsed != float(value)):
+                raise ValueError
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise PlanError(f"{path}: {key} must be {what} of at least {minimum}, not {value!r}") from None
+        return parsed
+
     return TrainSettings(
         model=recipe.get("model_name_or_path") or "", datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
-        dataset_dir=dataset_dir, template=recipe.get("template", TEMPLATE), cutoff_len=int(recipe.get("cutoff_len", 2048)),
+        dataset_dir=dataset_dir, template=recipe.get("template", TEMPLATE), cutoff_len=number("cutoff_len", 2048, minimum=2),
         packing=bool(recipe.get("packing") or recipe.get("neat_packing")), neat_packing=bool(recipe.get("neat_packing")),
-        micro_batch=int(recipe.get("per_device_train_batch_size", 8)),
-        accumulation=int(recipe.get("gradient_accumulation_steps", 1)),
-        epochs=float(recipe.get("num_train_epochs", 3.0)),
-        max_steps=int(recipe["max_steps"]) if recipe.get("max_steps", -1) not in (None, -1) else None,
-        lora_rank=int(recipe.get("lora_rank", 8)), zero_stage=zero_stage, offload=offload,
+        micro_batch=number("per_device_train_batch_size", 8),
+        accumulation=number("gradient_accumulation_steps", 1),
+        epochs=number("num_train_epochs", 3.0, kind=float, minimum=0),
+        max_steps=number("max_steps", -1) if recipe.get("max_steps", -1) not in (None, -1) else None,
+        lora_rank=number("lora_rank", 8), zero_stage=zero_stage, offload=offload,
         liger=bool(recipe.get("enable_liger_kernel")), flash_attn=str(recipe.get("flash_attn", "auto")),
         preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"), seed=int(recipe.get("seed", 42)))

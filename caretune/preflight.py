@@ -13,13 +13,15 @@ from pathlib import Path
 import yaml
 
 from caretune.constants import DATASET_INFO
+from converters.errors import UserError
+from converters.registry import load_registry
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
 CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
 
 
-class PreflightError(Exception):
+class PreflightError(UserError):
     """The recipe cannot run as written; the message says where and how to fix it."""
 
 
@@ -106,12 +108,14 @@ def check_datasets(path: Path, args: dict) -> None:
     if not registry_path.is_file():
         raise PreflightError(f"{path}: dataset_dir '{dataset_dir}' has no {DATASET_INFO}; "
                              "convert the data first (caretune convert ...)")
-    registry = json.loads(registry_path.read_text(encoding="utf-8"))
+    registry = load_registry(registry_path)  # a broken registry is a RegistryError naming its line
     for key, name in names:
         entry = registry.get(name)
         if entry is None:
             raise PreflightError(f"{path}: {key} '{name}' is not registered in {registry_path}; "
                                  "convert it first (caretune convert ...) or fix the name")
+        if not isinstance(entry, dict):
+            raise PreflightError(f"{registry_path}: entry '{name}' is not an object; convert the data again")
         if "file_name" not in entry:
             continue  # a hub dataset: LLaMA-Factory downloads it
         data_file = dataset_dir / entry["file_name"]
@@ -231,6 +235,26 @@ def check_reporters(path: Path, args: dict) -> None:
         if modules and not any(importlib.util.find_spec(module) for module in modules):
             raise PreflightError(f"{path}: report_to: {name} needs the {modules[0]} package "
                                  f"(pip install {modules[0]}), or set report_to: none")
+
+
+def looks_local(value: str) -> bool:
+    """A path on this machine rather than a hub id (`owner/name`)."""
+    return value.startswith((".", "/", "~")) or Path(value).exists() or value.count("/") > 1
+
+
+def check_model_paths(path: Path, args: dict) -> None:
+    """The recipe's local model folder and LoRA adapter exist: LLaMA-Factory would fail on them only after
+    loading everything else, with a hub error about the name."""
+    model = str(args.get("model_name_or_path") or "")
+    if not model:
+        raise PreflightError(f"{path}: model_name_or_path is missing")
+    if looks_local(model) and not Path(model).expanduser().is_dir():
+        raise PreflightError(f"{path}: model_name_or_path {model} does not exist"
+                             + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else ""))
+    for adapter in _names(args.get("adapter_name_or_path")):
+        if not Path(adapter).expanduser().is_dir():
+            raise PreflightError(f"{path}: adapter_name_or_path {adapter} does not exist; train it first "
+                                 "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)")
 
 
 def visible_gpu_count() -> int:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 import ipaddress
 import os
+
+from converters.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
 DEFAULT_WEBUI_PORT = 7860
 
 
-class ServeError(Exception):
+class ServeError(UserError):
     """The server would be unsafe or cannot start; the message says what to do."""
 
 
@@ -37,9 +40,11 @@ def serve_api(recipe: str, host: str, port: int) -> None:
     from llamafactory.api.app import create_app
 
     from caretune.chat import think_free_chat_model
-    from caretune.preflight import load_recipe
+    from caretune.preflight import check_model_paths, load_recipe
 
-    uvicorn.run(create_app(think_free_chat_model(load_recipe(recipe))), host=host, port=port)
+    args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
+    uvicorn.run(create_app(think_free_chat_model(args)), host=host, port=port)
 
 
 def webui(dataset_dir: str, host: str, port: int) -> None:

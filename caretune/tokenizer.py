@@ -16,6 +16,7 @@ from pathlib import Path
 
 from caretune.constants import BASE_MODEL
 from caretune.hub import hf_endpoint, hf_offline, reachable
+from converters.errors import UserError
 
 OFFICIAL_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 OFFICIAL_TOKENIZER_JSON_BYTES = 11_422_654
@@ -26,7 +27,7 @@ KNOWN_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|
 QWEN3_TOKENIZER_SIZE = 151_669
 
 
-class TokenizerError(Exception):
+class TokenizerError(UserError):
     """No usable Qwen3 tokenizer; the message says what to do."""
 
 

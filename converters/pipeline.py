@@ -22,6 +22,7 @@ from converters import chatmed, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
 from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.errors import UserError
 from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
 from converters.pii import PII_KINDS
 from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
@@ -39,7 +40,7 @@ CHANGE_KINDS = (WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
 ARRAY_BATCH_ROWS = 2048
 
 
-class ConversionError(Exception):
+class ConversionError(UserError):
     """The conversion cannot produce outputs; nothing was written."""
 
 
@@ -81,10 +82,15 @@ def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: str | os.PathLike | None) -> None:
-    """Refuse, before a row is read, a conversion that would overwrite its input or the registry, or whose
-    input is itself an output of an earlier conversion (registered, or listed in a report)."""
+    """Refuse, before a row is read, a conversion that would overwrite its input or the registry, whose
+    input is itself an output of an earlier conversion (registered, or listed in a report), or whose outputs
+    or registry could not be written (so outputs are never replaced without being registered)."""
     if registry_path is not None and _same(registry_path, raw_path):
         raise ConversionError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
+    for path, what in ((outputs.train, "--out"), *(((Path(registry_path), "--dataset-info"),) if registry_path else ())):
+        folder = next((p for p in Path(path).resolve().parents if p.exists()), Path("/"))
+        if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK | os.X_OK):
+            raise ConversionError(f"{path}: not writable ({what}); choose a path you can write, or fix its permissions")
     for report_path, report in earlier_reports(Path(raw_path).resolve().parent):
         earlier = (report["outputs"]["train"], report["outputs"]["eval"])
         if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it

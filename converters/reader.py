@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import jsonlines
 
+from converters.errors import UserError
 from converters.jsoncodec import invalid_json, loads_text
 
 JSONL = "jsonl"
@@ -26,7 +27,7 @@ _BOM = codecs.BOM_UTF8
 _WHITESPACE = " \t\r\n"
 
 
-class InputError(Exception):
+class InputError(UserError):
     """The input file cannot be read as a whole; the message names file and line."""
 
 

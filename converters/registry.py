@@ -6,10 +6,11 @@ import json
 import os
 from pathlib import Path
 
+from converters.errors import UserError
 from converters.writer import exclusive, sweep_temporaries, write_json_atomic
 
 
-class RegistryError(Exception):
+class RegistryError(UserError):
     """dataset_info.json cannot be read or would lose a user's entry; the message says how to fix it."""
 
 

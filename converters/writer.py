@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jsonlines
 
+from converters.errors import UserError
 from converters.jsoncodec import dumps_bytes
 
 TEMP_SUFFIX = ".tmp"
@@ -132,7 +133,7 @@ class JsonLinesWriter(AtomicFile):
         self.count += 1
 
 
-class LockTimeout(Exception):
+class LockTimeout(UserError):
     """Another run held a lock for longer than the caller would wait."""
 
 

@@ -1,0 +1,128 @@
+"""One error path: every user-caused failure of every subcommand is one line and exit 1, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import CHATMED_SAMPLE, ROOT, converted_workspace
+
+
+def caretune(cwd, *args, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LLAMAFACTORY_VERBOSITY": "WARN"}
+    return subprocess.run([sys.executable, "-m", "caretune.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def assert_one_line_error(done, *expected):
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    for text in expected:
+        assert text in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return converted_workspace(tmp_path_factory.mktemp("errors"))
+
+
+def edited(workspace, name, source, **changes):
+    args = yaml.safe_load((workspace / source).read_text(encoding="utf-8"))
+    args.update(changes)
+    path = workspace / name
+    path.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    return name
+
+
+@pytest.mark.parametrize("registry_text", ['{"multi-med": {"file_name": "data/multi-', "[1, 2]"])
+def test_preflight_on_a_truncated_or_list_registry(tmp_path, registry_text):
+    workspace = converted_workspace(tmp_path)
+    (workspace / "dataset_info.json").write_text(registry_text, encoding="utf-8")
+    assert_one_line_error(caretune(workspace, "preflight", "recipes/tiny-qwen3/lora_sft.yaml"), "dataset_info.json")
+
+
+@pytest.mark.parametrize("changes, key", [({"max_steps": "twenty"}, "max_steps"),
+                                          ({"per_device_train_batch_size": -1}, "per_device_train_batch_size")])
+def test_plan_with_a_bad_value(workspace, changes, key):
+    recipe = edited(workspace, f"bad-{key}.yaml", "recipes/tiny-qwen3/lora_sft.yaml", **changes)
+    assert_one_line_error(caretune(workspace, "plan", recipe), key)
+
+
+def test_commands_before_training_name_the_missing_model_or_adapter(workspace):
+    for command in (["eval", "recipes/tiny-qwen3/predict.yaml"], ["chat", "recipes/tiny-qwen3/chat.yaml", "--query", "头痛"],
+                    ["export", "recipes/tiny-qwen3/export.yaml"]):
+        assert_one_line_error(caretune(workspace, *command), "model_name_or_path .cache/tiny-qwen3 does not exist",
+                              "caretune tiny-model")
+    assert caretune(workspace, "tiny-model").returncode == 0
+    for command in (["eval", "recipes/tiny-qwen3/predict.yaml"], ["chat", "recipes/tiny-qwen3/chat.yaml", "--query", "头痛"],
+                    ["export", "recipes/tiny-qwen3/export.yaml"], ["api", "recipes/tiny-qwen3/chat.yaml"]):
+        assert_one_line_error(caretune(workspace, *command), "adapter_name_or_path saves/tiny-qwen3/lora/sft does not exist",
+                              "train it first")
+
+
+def test_an_empty_question_is_refused(workspace):
+    for query in ("", "   "):
+        assert_one_line_error(caretune(workspace, "chat", "recipes/tiny-qwen3/chat.yaml", "--query", query),
+                              "--query is empty")
+
+
+@pytest.mark.parametrize("command", [["chat", "--query", "头痛"], ["api"], ["mcq", "--source", str(ROOT / "data/sample/mcq")],
+                                     ["eval"], ["export"]])
+def test_a_broken_recipe_is_one_line_for_every_command(workspace, command):
+    (workspace / "broken.yaml").write_text("model_name_or_path: [unclosed\n", encoding="utf-8")
+    base = ["--base"] if command[0] in ("mcq", "eval") else []
+    assert_one_line_error(caretune(workspace, command[0], "broken.yaml", *command[1:], *base), "broken.yaml:")
+
+
+def test_a_write_without_permission_is_one_line(project, monkeypatch):
+    """Tests may run as root, where permissions do not bite: the refusal is simulated at the file system call."""
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    def refused(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    result = CliRunner().invoke(main, ["convert", "chatmed", str(CHATMED_SAMPLE), "--no-card"])
+    assert result.exit_code == 1 and result.exception is not None and "Traceback" not in result.output
+    assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_eval_on_a_registry_conflict(tmp_path):
+    import json
+
+    from caretune.evaluate import EMERGENCY_DATASET
+
+    workspace = converted_workspace(tmp_path)
+    registry = workspace / "dataset_info.json"
+    entries = json.loads(registry.read_text(encoding="utf-8"))
+    entries[EMERGENCY_DATASET] = {"file_name": "somewhere/else.json"}
+    registry.write_text(json.dumps(entries), encoding="utf-8")
+    assert caretune(workspace, "tiny-model").returncode == 0
+    done = caretune(workspace, "eval", "recipes/tiny-qwen3/predict.yaml", "--base")
+    assert_one_line_error(done, f"entry '{EMERGENCY_DATASET}' already points at")
+
+
+def test_an_unwritable_registry_is_refused_before_any_output_is_replaced(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    monkeypatch.chdir(project)
+    assert CliRunner().invoke(main, ["convert", "chatmed", str(CHATMED_SAMPLE), "--no-card"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (project / "data").iterdir()}
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).endswith("dataset_info.json") and
+                        mode & os.W_OK else real_access(path, mode))
+    result = CliRunner().invoke(main, ["convert", "chatmed", str(CHATMED_SAMPLE), "--eval-size", "3", "--no-card"])
+    assert result.exit_code == 1, result.output
+    assert "dataset_info.json: not writable (--dataset-info)" in result.output
+    assert {p.name: p.read_bytes() for p in (project / "data").iterdir()} == before
