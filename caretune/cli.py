@@ -342,9 +342,17 @@ _GPUS_HELP = "Processes (GPUs) per node; default: every visible GPU, or 1 on CPU
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
 def preflight_command(recipe, processes):
-    """Check a recipe before any GPU time is spent (keys, datasets, template, DeepSpeed, GPUs, output_dir)."""
-    plan = _preflight(recipe, processes, overwrite=True, fresh=False)
-    click.echo(f"preflight: {recipe} is ready ({plan.processes} process(es) per node)")
+    """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
+    output_dir), exactly as `caretune train RECIPE` does before launching."""
+    plan = _preflight(recipe, processes, overwrite=False, fresh=False)
+    where = "GPU" if plan.processes and _visible_gpus() else "CPU"
+    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node)")
+
+
+def _visible_gpus() -> int:
+    from caretune.preflight import visible_gpu_count
+
+    return visible_gpu_count()
 
 
 @main.command()
@@ -435,7 +443,8 @@ def export_command(recipe):
     from caretune.preflight import PreflightError, check_siblings, load_recipe
 
     try:
-        check_siblings(Path(recipe), load_recipe(recipe))
+        for warning in check_siblings(Path(recipe), load_recipe(recipe)):
+            click.echo(f"export: {warning}", err=True)
         path = export(recipe)
     except (ExportError, PreflightError) as err:
         raise click.ClickException(str(err)) from None

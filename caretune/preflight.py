@@ -52,10 +52,7 @@ def load_recipe(path: str | os.PathLike) -> dict:
     return args
 
 
-def known_keys() -> set[str]:
-    """Every key LLaMA-Factory's train/infer parsers accept (from its own argument dataclasses)."""
-    from dataclasses import fields
-
+def _argument_classes() -> tuple:
     from llamafactory.hparams import (
         DataArguments,
         EvaluationArguments,
@@ -66,8 +63,69 @@ def known_keys() -> set[str]:
         TrainingArguments,
     )
 
-    return {f.name for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
-                               GeneratingArguments, EvaluationArguments, RayArguments) for f in fields(cls)}
+    return (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments,
+            EvaluationArguments, RayArguments)
+
+
+def known_keys() -> set[str]:
+    """Every key LLaMA-Factory's train/infer parsers accept (from its own argument dataclasses)."""
+    from dataclasses import fields
+
+    return {f.name for cls in _argument_classes() for f in fields(cls)}
+
+
+def field_types() -> dict[str, object]:
+    """The declared type of every key, from LLaMA-Factory's argument dataclasses (first declaration wins)."""
+    import typing
+
+    types: dict[str, object] = {}
+    for cls in _argument_classes():
+        for key, hint in typing.get_type_hints(cls).items():
+            types.setdefault(key, hint)
+    return types
+
+
+def _fits(value: object, hint: object) -> tuple[bool, str]:
+    """Does a YAML value fit a declared type, as the argument parser would take it? (fits, what was expected)"""
+    import enum
+    import types
+    import typing
+
+    origin, members = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [_fits(value, member) for member in members]
+        return any(ok for ok, _ in results), " or ".join(what for _, what in results)
+    if origin is typing.Literal:
+        return value in members, "one of " + ", ".join(map(str, members))
+    if hint is type(None):
+        return value is None, "null"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        choices = [member.value for member in hint]
+        return value in choices, "one of " + ", ".join(map(str, choices))
+    if hint is bool:
+        return isinstance(value, bool), "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if hint is float:
+        if isinstance(value, str):  # the parser converts strings such as "1e-4"
+            try:
+                float(value)
+                return True, "a number"
+            except ValueError:
+                return False, "a number"
+        return isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if hint is str:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool), "text"
+    return True, ""  # dicts, lists and other types: left to LLaMA-Factory
+
+
+def check_values(path: Path, args: dict, types: dict[str, object]) -> None:
+    """Each value has its key's declared type or one of its choices (LLaMA-Factory would fail after loading)."""
+    for key, value in args.items():
+        if key in types:
+            ok, expected = _fits(value, types[key])
+            if not ok:
+                raise PreflightError(f"{path}: {key} must be {expected}, not {value!r}")
 
 
 def ray_requested(env: dict | None = None) -> bool:
@@ -132,17 +190,24 @@ def _is_empty_dataset(data_file: Path) -> bool:
     return not head or head.replace(b" ", b"").replace(b"\n", b"").startswith(b"[]")
 
 
-def check_siblings(path: Path, args: dict) -> None:
-    """template / enable_thinking must agree across a folder's recipes: a mismatch leaks <think> after deployment."""
+def check_siblings(path: Path, args: dict) -> list[str]:
+    """template / enable_thinking must agree across a folder's recipes: a mismatch leaks <think> after deployment.
+    Returns warnings: a sibling that does not load is named and skipped (the recipe given is what runs)."""
+    warnings = []
     for sibling in sorted(path.parent.glob("*.yaml")):
         if sibling.resolve() == path.resolve():
             continue
-        other = load_recipe(sibling)
+        try:
+            other = load_recipe(sibling)
+        except PreflightError as err:
+            warnings.append(f"warning: {err} (skipped in the template check)")
+            continue
         for key in CONSISTENT_KEYS:
             mine, theirs = args.get(key), other.get(key)
             if mine != theirs:
                 raise PreflightError(f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
                                      "recipe of the folder (a template mismatch leaks <think> blocks after deployment)")
+    return warnings
 
 
 def check_deepspeed(path: Path, args: dict) -> dict | None:
@@ -242,18 +307,18 @@ def looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or Path(value).exists() or value.count("/") > 1
 
 
-def check_model_paths(path: Path, args: dict) -> None:
-    """The recipe's local model folder and LoRA adapter exist: LLaMA-Factory would fail on them only after
-    loading everything else, with a hub error about the name."""
+def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
+    """The recipe's local model folder (and LoRA adapter, unless training) exist: LLaMA-Factory would fail on
+    them only after loading everything else, with a hub error about the name."""
     model = str(args.get("model_name_or_path") or "")
     if not model:
         raise PreflightError(f"{path}: model_name_or_path is missing")
     if looks_local(model) and not Path(model).expanduser().is_dir():
         raise PreflightError(f"{path}: model_name_or_path {model} does not exist"
                              + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else ""))
-    for adapter in _names(args.get("adapter_name_or_path")):
-        if not Path(adapter).expanduser().is_dir():
-            raise PreflightError(f"{path}: adapter_name_or_path {adapter} does not exist; train it first "
+    for adapter_dir in _names(args.get("adapter_name_or_path")) if adapter else []:
+        if not Path(adapter_dir).expanduser().is_dir():
+            raise PreflightError(f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
                                  "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)")
 
 
@@ -269,8 +334,10 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     path = Path(recipe)
     args = load_recipe(path)
     check_keys(path, args, known_keys())
+    check_values(path, args, field_types())
     check_datasets(path, args)
-    check_siblings(path, args)
+    sibling_warnings = check_siblings(path, args)
+    check_model_paths(path, args, adapter=not args.get("do_train"))
     check_deepspeed(path, args)
     fast_path_notes = check_fast_paths(path, args)
     check_reporters(path, args)
@@ -280,7 +347,8 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     check_processes(path, processes, visible)
     plan = Plan(recipe=path, args=args, processes=processes)
     plan_output(path, args, plan, overwrite=overwrite, fresh=fresh)
-    plan.notes.extend(fast_path_notes)
+    plan.notes.extend(fast_path_notes + sibling_warnings)
     if not visible:
-        plan.notes.append("no GPU visible: training runs on CPU (fine for tiny-qwen3, not for Qwen3-8B)")
+        plan.notes.append(f"no GPU visible: training runs on CPU in {processes} process(es) "
+                          "(fine for tiny-qwen3, not for Qwen3-8B)")
     return plan

@@ -41,6 +41,7 @@ def edited(workspace, name, source, **changes):
 @pytest.mark.parametrize("registry_text", ['{"multi-med": {"file_name": "data/multi-', "[1, 2]"])
 def test_preflight_on_a_truncated_or_list_registry(tmp_path, registry_text):
     workspace = converted_workspace(tmp_path)
+    assert caretune(workspace, "tiny-model").returncode == 0
     (workspace / "dataset_info.json").write_text(registry_text, encoding="utf-8")
     assert_one_line_error(caretune(workspace, "preflight", "recipes/tiny-qwen3/lora_sft.yaml"), "dataset_info.json")
 

@@ -12,10 +12,22 @@ from tests.conftest import converted_workspace
 pytestmark = pytest.mark.lf
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from caretune.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A project copy with converted sample data and the shipped recipes."""
+def workspace(tmp_path, monkeypatch, tiny_model):
+    """A project copy with converted sample data, the shipped recipes, and the tiny model and (empty) adapter
+    folders where they expect them."""
     monkeypatch.chdir(converted_workspace(tmp_path))
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "tiny-qwen3").symlink_to(tiny_model)
+    for folder in ("tiny-qwen3", "qwen3-8b"):  # where the predict recipes expect the trained adapter
+        (tmp_path / "saves" / folder / "lora" / "sft").mkdir(parents=True)
     return tmp_path
 
 
@@ -130,7 +142,7 @@ def test_more_gpus_than_visible(workspace, monkeypatch):
 
 def test_finished_run_refused_unless_overwrite(workspace):
     out = Path("saves/tiny-qwen3/lora/sft")
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "train_results.json").write_text(json.dumps({"train_loss": 1.0}), encoding="utf-8")
     with pytest.raises(PreflightError, match=r"holds a finished run; pass --overwrite"):
         preflight(SFT)
@@ -163,3 +175,37 @@ def test_report_to_an_integration_that_is_not_installed(workspace, monkeypatch):
         preflight(SFT)
     edit(SFT, report_to=["none"])
     assert preflight(SFT).processes == 1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"learning_rate": "fast"}, r"learning_rate must be a number, not 'fast'"),
+    ({"max_steps": "twenty"}, r"max_steps must be an integer, not 'twenty'"),
+    ({"finetuning_type": "lorra"}, r"finetuning_type must be one of lora, oft, freeze, full, not 'lorra'"),
+    ({"bf16": "yes"}, r"bf16 must be true or false, not 'yes'"),
+    ({"model_name_or_path": "/nonexistent/model"}, r"model_name_or_path /nonexistent/model does not exist"),
+])
+def test_values_are_checked_not_only_keys(workspace, changes, message):
+    edit(SFT, **changes)
+    with pytest.raises(PreflightError, match=rf"lora_sft\.yaml: {message}"):
+        preflight(SFT)
+
+
+def test_a_broken_sibling_is_a_warning_naming_it(workspace):
+    Path("recipes/tiny-qwen3/scratch.yaml").write_text("template: [unclosed\n", encoding="utf-8")
+    plan = preflight(SFT)
+    assert any(note.startswith("warning: recipes/tiny-qwen3/scratch.yaml:") and "skipped in the template check" in note
+               for note in plan.notes)
+
+
+def test_preflight_command_agrees_with_train_about_a_finished_run(workspace):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    output = Path("saves/tiny-qwen3/lora/sft")
+    (output / "all_results.json").write_text("{}", encoding="utf-8")
+    (output / "trainer_state.json").write_text('{"global_step": 20, "max_steps": 20}', encoding="utf-8")
+    for command in ("preflight", "train"):
+        result = CliRunner().invoke(main, [command, SFT])
+        assert result.exit_code == 1 and "holds a finished run; pass --overwrite" in result.output, (command, result.output)
+    assert "ready (1 CPU process(es) per node)" in CliRunner().invoke(main, ["preflight", "recipes/tiny-qwen3/predict.yaml"]).output
