@@ -20,13 +20,14 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from caretune import estimate
 from caretune.constants import DATASET_INFO, TEMPLATE
 from converters.errors import UserError
 
-PROFILES = Path(__file__).with_name("data") / "length_profiles.json"
+PROFILES = Path(str(files("caretune") / "data" / "length_profiles.json"))  # package data, any install
 TINY = "tiny"  # the CPU stand-in's shape (caretune.tiny_model.TINY_CONFIG)
 SEED = 20261125
 STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)

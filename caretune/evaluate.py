@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+from importlib.resources import files
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO
@@ -16,7 +17,7 @@ from caretune.safety import care_comparison, emergency_metrics, safety_metrics
 from converters.errors import UserError
 
 EMERGENCY_DATASET = "medical-emergency"
-EMERGENCY_FILE = Path(__file__).resolve().parent.parent / "data" / "sample" / "emergency_prompts.json"
+EMERGENCY_FILE = Path(str(files("caretune") / "data" / "emergency_prompts.json"))  # package data, any install
 EMERGENCY_ENTRY = {"formatting": "alpaca",
                    "columns": {"system": "system", "prompt": "instruction", "query": "input", "response": "output"}}
 PREDICTIONS = "generated_predictions.jsonl"

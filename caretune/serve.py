@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import ipaddress
 import os
+from pathlib import Path
 
 from converters.errors import UserError
 

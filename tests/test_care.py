@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from caretune.evaluate import EMERGENCY_FILE
 from converters.care import (
     CARE_REMINDER,
     CARE_REMINDER_ADDED,
@@ -20,7 +21,6 @@ from converters.care import (
 )
 from converters.choices import APPEND, DROP, OFF
 from converters.records import Skip
-from tests.conftest import SAMPLE
 
 URGENT = "我爸刚才突然嘴角歪了，说话也不清楚"
 PLAIN = "最近总是睡不好，怎么办？"
@@ -38,7 +38,7 @@ def test_negated_care_does_not_count_but_a_later_one_does():
 
 
 def test_every_shipped_emergency_prompt_is_urgent():
-    rows = json.loads((SAMPLE / "emergency_prompts.json").read_text(encoding="utf-8"))
+    rows = json.loads(EMERGENCY_FILE.read_text(encoding="utf-8"))
     assert len(rows) == 22
     assert [row["category"] for row in rows if not is_urgent_question(row["instruction"])] == []
 

@@ -127,3 +127,23 @@ def test_an_unwritable_registry_is_refused_before_any_output_is_replaced(project
     assert result.exit_code == 1, result.output
     assert "dataset_info.json: not writable (--dataset-info)" in result.output
     assert {p.name: p.read_bytes() for p in (project / "data").iterdir()} == before
+
+
+def test_package_data_is_found_from_a_non_editable_install(tmp_path):
+    """`caretune eval`'s emergency prompts and bench's length profile ship inside the package."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    *map(str, wheel_dir.glob("caretune-*.whl"))], check=True, capture_output=True)
+    code = ("import caretune, json; from pathlib import Path\n"
+            "assert Path(caretune.__file__).is_relative_to(Path(__import__('sys').argv[1])), caretune.__file__\n"
+            "from caretune.evaluate import EMERGENCY_FILE, register_emergency_set\n"
+            "from caretune.bench import load_profile\n"
+            "assert len(json.loads(EMERGENCY_FILE.read_text(encoding='utf-8'))) == 22 and len(load_profile('chatmed')) == 101\n"
+            "register_emergency_set(Path('.'))\n"
+            "entry = json.loads(Path('dataset_info.json').read_text(encoding='utf-8'))['medical-emergency']\n"
+            "assert Path(entry['file_name']).resolve() == EMERGENCY_FILE.resolve(), entry\n")
+    done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(target)}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
