@@ -307,6 +307,20 @@ def looks_local(value: str) -> bool:
     return value.startswith((".", "/", "~")) or Path(value).exists() or value.count("/") > 1
 
 
+def offline_without(model: str) -> bool:
+    """True when the hub is switched off and `model` (a hub id) has no config.json in the local cache."""
+    from caretune.hub import hf_offline
+
+    if not hf_offline():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return not isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except ValueError:  # not a valid repo id: LLaMA-Factory reports it
+        return False
+
+
 def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
     """The recipe's local model folder (and LoRA adapter, unless training) exist: LLaMA-Factory would fail on
     them only after loading everything else, with a hub error about the name."""
@@ -316,6 +330,9 @@ def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
     if looks_local(model) and not Path(model).expanduser().is_dir():
         raise PreflightError(f"{path}: model_name_or_path {model} does not exist"
                              + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else ""))
+    if not looks_local(model) and offline_without(model):
+        raise PreflightError(f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
+                             "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder")
     for adapter_dir in _names(args.get("adapter_name_or_path")) if adapter else []:
         if not Path(adapter_dir).expanduser().is_dir():
             raise PreflightError(f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "

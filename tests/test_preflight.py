@@ -24,6 +24,7 @@ def workspace(tmp_path, monkeypatch, tiny_model):
     """A project copy with converted sample data, the shipped recipes, and the tiny model and (empty) adapter
     folders where they expect them."""
     monkeypatch.chdir(converted_workspace(tmp_path))
+    monkeypatch.setattr("caretune.preflight.offline_without", lambda model: False)  # as if Qwen3-8B were cached
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "tiny-qwen3").symlink_to(tiny_model)
     for folder in ("tiny-qwen3", "qwen3-8b"):  # where the predict recipes expect the trained adapter
@@ -209,3 +210,13 @@ def test_preflight_command_agrees_with_train_about_a_finished_run(workspace):
         result = CliRunner().invoke(main, [command, SFT])
         assert result.exit_code == 1 and "holds a finished run; pass --overwrite" in result.output, (command, result.output)
     assert "ready (1 CPU process(es) per node)" in CliRunner().invoke(main, ["preflight", "recipes/tiny-qwen3/predict.yaml"]).output
+
+
+def test_an_uncached_hub_model_is_refused_offline(workspace, monkeypatch):
+    monkeypatch.undo()
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    edit(SFT, model_name_or_path="caretune-tests/never-downloaded")
+    with pytest.raises(PreflightError, match=r"model_name_or_path caretune-tests/never-downloaded is not in the Hugging Face "
+                                             r"cache and the hub is off"):
+        preflight(SFT)
