@@ -24,7 +24,7 @@ from converters.errors import UserError
 
 
 class _OneLineErrors(click.Group):
-    """Every user-caused error (converters.errors.UserError, a path without permission) ends as one line, exit 1."""
+    """Every user-caused error (converters.errors.UserError, a path that cannot be used) ends as one line, exit 1."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -34,6 +34,10 @@ class _OneLineErrors(click.Group):
         except PermissionError as err:
             raise click.ClickException(f"{err.filename or err}: permission denied ({err.strerror}); "
                                        "choose a path you can write, or fix its permissions") from None
+        except OSError as err:
+            if not err.filename:  # not about a path the user gave: a bug, shown with its traceback
+                raise
+            raise click.ClickException(f"{err.filename}: {err.strerror or err}; choose another path") from None
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

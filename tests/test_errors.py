@@ -147,3 +147,24 @@ def test_package_data_is_found_from_a_non_editable_install(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(target)}, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["check", "--dataset-info", "broken.json"], "broken.json:2: malformed JSON"),
+    (["fetch", "chatmed", "--dest", "downloads"], "HF_HUB_OFFLINE is set"),
+    (["bench", "--variant", "nope"], "unknown variant 'nope'"),
+    (["webui", "--host", "0.0.0.0"], "refusing to bind 0.0.0.0 without API_KEY"),
+    (["tiny-model", "broken.json/tiny"], "broken.json: File exists; choose another path"),
+    (["train", "nonexistent.yaml"], "nonexistent.yaml: no such recipe"),
+    (["preflight", "broken.json"], "broken.json:"),
+    (["convert", "huatuo", "broken.json"], "broken.json: no row could be converted"),
+    (["report", "broken.json"], "broken.json"),
+])
+def test_every_subcommand_answers_bad_input_in_one_line(tmp_path, command, expected):
+    (tmp_path / "broken.json").write_text('{"a": \n', encoding="utf-8")
+    env_without_key = {k: v for k, v in os.environ.items() if k != "API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "caretune.cli", *command], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env_without_key, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr[-2000:]  # 2: click's usage errors
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
