@@ -439,6 +439,24 @@ def webui(host, port, dataset_info):
         raise click.ClickException(str(err)) from None
 
 
+@main.command()
+@click.option("--saves", type=click.Path(file_okay=False), default="saves", show_default=True,
+              help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def runs(saves, as_json):
+    """Every run under saves/: state (running, finished, interrupted, failed), step/total, last loss, eval
+    metrics, elapsed time and, for running ones, the time left."""
+    from caretune.runs import format_runs, list_runs
+
+    found = list_runs(saves)
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+    elif not found:
+        click.echo(f"no runs under {saves}/ yet (caretune train RECIPE starts one)")
+    else:
+        click.echo(format_runs(found))
+
+
 @main.command("export")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 def export_command(recipe):

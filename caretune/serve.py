@@ -11,6 +11,7 @@ from converters.errors import UserError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
 DEFAULT_WEBUI_PORT = 7860
+WEBUI_STATE_DIR = ".cache/llamaboard"  # the WebUI's own state (LLaMA-Factory's llamaboard_cache/ and _config/)
 
 
 class ServeError(UserError):
@@ -53,6 +54,9 @@ def webui(dataset_dir: str, host: str, port: int) -> None:
     import llamafactory.webui.common as common
 
     common.DEFAULT_DATA_DIR = dataset_dir  # read when the UI modules below are imported
+    # its saved arguments and DeepSpeed configs: in an ignored folder, not the repository root
+    common.DEFAULT_CACHE_DIR = f"{WEBUI_STATE_DIR}/cache"
+    common.DEFAULT_CONFIG_DIR = f"{WEBUI_STATE_DIR}/config"
     from llamafactory.webui.interface import create_ui
 
     auth = (("caretune", os.environ["API_KEY"]),) if os.environ.get("API_KEY") else None

@@ -34,8 +34,28 @@ def command(plan: Plan) -> list[str]:
 
 
 def run(plan: Plan) -> int:
-    """Launch training; return LLaMA-Factory's exit code."""
+    """Launch training; return LLaMA-Factory's exit code. The run's state is recorded beside its output_dir
+    for `caretune runs` (running, then finished, failed or interrupted)."""
+    from datetime import datetime, timezone
+
+    from caretune.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
+
     if plan.move_aside is not None:
         old, aside = plan.move_aside
         old.rename(aside)
-    return subprocess.call(command(plan), env=launch_env(plan))
+        if status_path(old).exists():
+            status_path(old).rename(status_path(aside))
+    output_dir = plan.args.get("output_dir")
+    process = subprocess.Popen(command(plan), env=launch_env(plan))
+    if output_dir:
+        write_status(output_dir, state=RUNNING, pid=process.pid, recipe=str(plan.recipe),
+                     model=plan.args.get("model_name_or_path"), processes=plan.processes, exit_code=None,
+                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = process.wait()
+    if output_dir:
+        state = FINISHED if code == 0 else INTERRUPTED if code < 0 or code in (130, 143) else FAILED
+        write_status(output_dir, state=state, exit_code=code, ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return code

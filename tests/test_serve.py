@@ -115,6 +115,8 @@ def test_webui_lists_our_datasets(tmp_path):
         assert status == 200 and "gradio" in page.lower()
     finally:
         stop(ui)
+    assert not (ROOT / "llamaboard_cache").exists() and not (ROOT / "llamaboard_config").exists()
+    assert (ROOT / ".cache" / "llamaboard" / "cache" / "ds_z2_config.json").exists()  # its state, in an ignored folder
     import llamafactory.webui.common as common
 
     common.DEFAULT_DATA_DIR = str(ROOT)

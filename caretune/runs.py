@@ -1,0 +1,149 @@
+"""`caretune runs`: every run under `saves/` at a glance, from the files LLaMA-Factory writes.
+
+A run folder holds `trainer_log.jsonl` (one line per logging step: steps, loss, elapsed and remaining
+time), `trainer_state.json` (at each checkpoint), and `all_results.json` when it ends. `caretune train`
+also writes `<output_dir>.run.json` beside the folder, with the recipe, the model, its process id and, at
+the end, how it ended; runs started another way (the WebUI, `llamafactory-cli`) are judged by their files:
+results mean finished, a log written in the last STALE_AFTER_S seconds means running, else interrupted.
+No GPU and no LLaMA-Factory import is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RUN_STATUS_SUFFIX = ".run.json"
+STALE_AFTER_S = 600  # a log untouched this long, with no process known to run it: interrupted
+RUN_FILES = ("trainer_log.jsonl", "trainer_state.json", "all_results.json")
+RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
+# result keys that are throughput, not quality
+NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "total_flos", "epoch")
+
+
+def status_path(output_dir: str | os.PathLike) -> Path:
+    """Where `caretune train` records a run: beside its folder (LLaMA-Factory wants the folder itself empty)."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(output_dir.name + RUN_STATUS_SUFFIX)
+
+
+def write_status(output_dir: str | os.PathLike, **fields) -> None:
+    """Merge `fields` into a run's status file, atomically."""
+    from converters.writer import write_json_atomic
+
+    path = status_path(output_dir)
+    current = _read_json(path) or {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**current, **fields})
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _log_entries(path: Path) -> list[dict]:
+    entries = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return entries
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Folders under `root` holding a run's files (checkpoint folders inside a run are not runs)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("checkpoint-"))
+        if any(name in files for name in RUN_FILES):
+            found.append(Path(folder))
+    return found
+
+
+def read_run(folder: Path, now: float | None = None) -> dict:
+    """One run's state, progress, last loss, metrics and times."""
+    now = time.time() if now is None else now
+    status = _read_json(status_path(folder)) or {}
+    log_path = folder / "trainer_log.jsonl"
+    log = _log_entries(log_path)
+    last = log[-1] if log else {}
+    losses = [entry["loss"] for entry in log if isinstance(entry.get("loss"), (int, float))]
+    results = _read_json(folder / "all_results.json") or {}
+    metrics = {key: value for key, value in results.items()
+               if key.startswith(("eval_", "predict_")) and not key.endswith(NOT_METRICS)}
+    state_file = _read_json(folder / "trainer_state.json") or {}
+    adapter = _read_json(folder / "adapter_config.json") or {}
+    log_age = now - log_path.stat().st_mtime if log_path.exists() else None
+
+    if status.get("state") in (FINISHED, FAILED, INTERRUPTED):
+        state = status["state"]
+    elif status.get("state") == RUNNING:
+        state = RUNNING if _alive(status.get("pid")) else (FINISHED if results else INTERRUPTED)
+    elif results:
+        state = FINISHED
+    elif log_age is not None and log_age < STALE_AFTER_S:
+        state = RUNNING
+    else:
+        state = INTERRUPTED
+    step = last.get("current_steps", state_file.get("global_step"))
+    total = last.get("total_steps", state_file.get("max_steps"))
+    return {
+        "run": str(folder),
+        "model": status.get("model") or adapter.get("base_model_name_or_path"),
+        "recipe": status.get("recipe"),
+        "state": state,
+        "exit_code": status.get("exit_code"),
+        "step": step,
+        "total_steps": total,
+        "last_loss": losses[-1] if losses else results.get("train_loss"),
+        "metrics": metrics,
+        "elapsed": last.get("elapsed_time"),
+        "eta": last.get("remaining_time") if state == RUNNING else None,
+        "updated": datetime.fromtimestamp(log_path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        if log_path.exists() else None,
+    }
+
+
+def list_runs(root: str | os.PathLike = "saves") -> list[dict]:
+    return [read_run(folder) for folder in find_runs(Path(root))]
+
+
+def format_runs(runs: list[dict]) -> str:
+    """The task center as a table."""
+    header = f"{'run':<40} {'state':<12} {'step':>11} {'loss':>8} {'elapsed':>9} {'eta':>9}  model / metrics"
+    lines = [header, "-" * len(header)]
+    for run in runs:
+        step = f"{run['step']}/{run['total_steps']}" if run["step"] is not None else "-"
+        loss = f"{run['last_loss']:.4f}" if isinstance(run["last_loss"], (int, float)) else "-"
+        state = run["state"] + (f" ({run['exit_code']})" if run["state"] == FAILED and run["exit_code"] else "")
+        metrics = ", ".join(f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items())
+                            if isinstance(value, (int, float)))
+        lines.append(f"{run['run']:<40} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
+                     f"{run['eta'] or '-':>9}  {run['model'] or '?'}{'; ' + metrics if metrics else ''}")
+    return "\n".join(lines)

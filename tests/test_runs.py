@@ -1,0 +1,80 @@
+"""`caretune runs`: the task center, from the files LLaMA-Factory and `caretune train` write."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from caretune import runs
+from caretune.cli import main
+
+
+def make_run(folder: Path, steps: int, total: int, *, results: dict | None = None, age_s: float = 0.0) -> Path:
+    folder.mkdir(parents=True)
+    with open(folder / "trainer_log.jsonl", "w", encoding="utf-8") as log:
+        for step in range(1, steps + 1):
+            log.write(json.dumps({"current_steps": step, "total_steps": total, "loss": 3.0 - step / 10,
+                                  "elapsed_time": f"0:00:{step:02d}", "remaining_time": f"0:00:{total - step:02d}"}) + "\n")
+        log.write('{"current_steps": 9')  # a line being written
+    (folder / f"checkpoint-{steps}").mkdir()
+    (folder / f"checkpoint-{steps}" / "trainer_state.json").write_text("{}", encoding="utf-8")
+    if results is not None:
+        (folder / "all_results.json").write_text(json.dumps(results), encoding="utf-8")
+    (folder / "adapter_config.json").write_text('{"base_model_name_or_path": "Qwen/Qwen3-8B"}', encoding="utf-8")
+    stamp = time.time() - age_s
+    os.utime(folder / "trainer_log.jsonl", (stamp, stamp))
+    return folder
+
+
+def test_states_progress_loss_metrics_and_eta(tmp_path):
+    saves = tmp_path / "saves"
+    make_run(saves / "a" / "finished", 5, 5, results={"train_loss": 2.6, "eval_loss": 2.4, "eval_runtime": 3.0})
+    make_run(saves / "b" / "running", 3, 10)
+    make_run(saves / "c" / "interrupted", 4, 10, age_s=runs.STALE_AFTER_S + 60)
+    failed = make_run(saves / "d" / "failed", 2, 10, age_s=5)
+    runs.write_status(failed, state=runs.FAILED, exit_code=1, model="Qwen/Qwen3-8B", recipe="recipes/x.yaml")
+    by_name = {Path(r["run"]).name: r for r in runs.list_runs(saves)}
+    assert set(by_name) == {"finished", "running", "interrupted", "failed"}  # checkpoint folders are not runs
+    assert by_name["finished"]["state"] == "finished" and by_name["finished"]["metrics"] == {"eval_loss": 2.4}
+    running = by_name["running"]
+    assert running["state"] == "running" and (running["step"], running["total_steps"]) == (3, 10)
+    assert running["last_loss"] == 2.7 and running["elapsed"] == "0:00:03" and running["eta"] == "0:00:07"
+    assert by_name["interrupted"]["state"] == "interrupted" and by_name["interrupted"]["eta"] is None
+    assert by_name["failed"]["state"] == "failed" and by_name["failed"]["exit_code"] == 1
+    assert by_name["failed"]["recipe"] == "recipes/x.yaml" and by_name["running"]["model"] == "Qwen/Qwen3-8B"
+
+
+def test_a_recorded_process_decides_running_or_interrupted(tmp_path):
+    folder = make_run(tmp_path / "saves" / "r", 2, 10, age_s=runs.STALE_AFTER_S + 60)
+    runs.write_status(folder, state=runs.RUNNING, pid=os.getpid())
+    assert runs.read_run(folder)["state"] == "running"  # a live process, even with a quiet log
+    runs.write_status(folder, pid=2**22 + 12345)  # no such process
+    assert runs.read_run(folder)["state"] == "interrupted"
+
+
+def test_cli_table_and_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "no runs under saves/ yet" in CliRunner().invoke(main, ["runs"]).output
+    make_run(tmp_path / "saves" / "m" / "sft", 5, 5, results={"train_loss": 2.6})
+    table = CliRunner().invoke(main, ["runs"]).output
+    assert "saves/m/sft" in table and "finished" in table and "5/5" in table and "Qwen/Qwen3-8B" in table
+    [run] = json.loads(CliRunner().invoke(main, ["runs", "--json"]).output)
+    assert run["state"] == "finished" and run["last_loss"] == 2.5
+
+
+def test_caretune_train_records_how_a_run_ended(tmp_path, monkeypatch):
+    from caretune import train
+    from caretune.preflight import Plan
+
+    monkeypatch.chdir(tmp_path)
+    for code, state in ((0, "finished"), (3, "failed")):
+        output_dir = tmp_path / "saves" / f"exit{code}"
+        monkeypatch.setattr(train, "command", lambda plan, code=code: [sys.executable, "-c", f"raise SystemExit({code})"])
+        plan = Plan(recipe=Path("r.yaml"), args={"output_dir": str(output_dir), "model_name_or_path": "m"}, processes=1)
+        assert train.run(plan) == code
+        status = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
+        assert status["state"] == state and status["exit_code"] == code and status["recipe"] == "r.yaml"
+        assert status["model"] == "m" and status["started"] <= status["ended"]
