@@ -31,16 +31,22 @@ def unique_tag(i: int) -> str:
             return letters
 
 
-def make_input(path: Path, rows: int) -> None:
-    """Replicate the sample's valid rows to `rows` rows of JSON Lines, queries made unique."""
+def valid_rows(source: Path) -> list[dict]:
+    """The rows of a raw ChatMed JSON Lines file with a text query and response."""
     valid = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+    for line in source.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(row, dict) and isinstance(row.get("query"), str) and isinstance(row.get("response"), str):
             valid.append(row)
+    return valid
+
+
+def make_input(path: Path, rows: int) -> None:
+    """Replicate the sample's valid rows to `rows` rows of JSON Lines, queries made unique."""
+    valid = valid_rows(SAMPLE)
     with open(path, "w", encoding="utf-8") as out:
         for i in range(rows):
             row = valid[i % len(valid)]

@@ -23,10 +23,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).parent))
-from convert_bench import unique_tag  # noqa: E402
+from convert_bench import SAMPLE, unique_tag, valid_rows  # noqa: E402
 
 SHARED_SHARD = ROOT.parent / "shared" / "data" / "chatmed" / "corpus_92_hpc.jsonl"
-SAMPLE = ROOT / "data" / "sample" / "chatmed_consult_sample.jsonl"
 STEPS = [("check --no-cache", ["check", "--no-cache"]), ("plan --no-cache", ["plan", "RECIPE", "--no-cache"]),
          ("check (fills the cache)", ["check"]), ("plan after check", ["plan", "RECIPE"]),
          ("plan again", ["plan", "RECIPE"])]
@@ -34,14 +33,7 @@ STEPS = [("check --no-cache", ["check", "--no-cache"]), ("plan --no-cache", ["pl
 
 def make_input(path: Path, rows: int) -> str:
     source = SHARED_SHARD if SHARED_SHARD.exists() else SAMPLE
-    valid = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("query"), str) and isinstance(row.get("response"), str):
-            valid.append(row)
+    valid = valid_rows(source)
     with open(path, "w", encoding="utf-8") as out:
         for i in range(rows):
             row = valid[i % len(valid)]

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from caretune.constants import BASE_MODEL, TEMPLATE
+from caretune.constants import TEMPLATE
 from converters.errors import UserError
 
 UNBOUNDED_CUTOFF = 1 << 30  # lengths untruncated, then compared with the real cutoff
@@ -78,7 +78,7 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
                 result["error"] = f"not registered in {dataset_info}"
                 continue
             try:
-                data = turn_lengths(name, dataset_dir, tokenizer, model_name_or_path or BASE_MODEL, scratch,
+                data = turn_lengths(name, dataset_dir, tokenizer, scratch,
                                     template=template, max_samples=sample, with_care=True, use_cache=use_cache,
                                     num_proc=tokenizer_processes(os.cpu_count(), dataset_bytes(dataset_dir, name)),
                                     log=log)

@@ -90,10 +90,7 @@ def _convert_command(source_name: str, help_text: str):
     def command(raw, out, data_dir, eval_size, scrub_pii, filter_set, keep, care_reminder, layout, dataset_info,
                 register, card, progress, workers, as_json, lock_timeout):
         from converters.card import CardCollector
-        from converters.pipeline import SOURCES, ConversionError, Options, Outputs, convert_file, summary_line
-        from converters.reader import InputError
-        from converters.registry import RegistryError
-        from converters.writer import LockTimeout
+        from converters.pipeline import SOURCES, Options, Outputs, convert_file, summary_line
 
         source = SOURCES[source_name]
         outputs = Outputs.for_source(source, out, data_dir)
@@ -113,15 +110,12 @@ def _convert_command(source_name: str, help_text: str):
             except TokenizerError as err:
                 card_line = f"; no data card ({err})"
 
-        try:
-            report = convert_file(
-                source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
-                registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
-                on_published=write_data_card if collector is not None else None, lock_timeout=lock_timeout,
-                log=lambda line: click.echo(f"convert: {line}", err=True),
-            )
-        except (InputError, RegistryError, ConversionError, LockTimeout) as err:
-            raise click.ClickException(str(err)) from None
+        report = convert_file(
+            source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
+            registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
+            on_published=write_data_card if collector is not None else None, lock_timeout=lock_timeout,
+            log=lambda line: click.echo(f"convert: {line}", err=True),
+        )
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=False, indent=2))
             return
@@ -174,13 +168,10 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
     NAMES default to every dataset in the registry. Exits non-zero when a dataset fails to load
     or LLaMA-Factory would drop rows.
     """
-    from caretune.check import CheckError, check_datasets, format_results
+    from caretune.check import check_datasets, format_results
 
-    try:
-        results = check_datasets(list(names), dataset_info, model_name_or_path=model_name_or_path,
-                                 template=template, cutoff_len=cutoff_len, sample=sample, use_cache=use_cache)
-    except CheckError as err:
-        raise click.ClickException(str(err)) from None
+    results = check_datasets(list(names), dataset_info, model_name_or_path=model_name_or_path,
+                             template=template, cutoff_len=cutoff_len, sample=sample, use_cache=use_cache)
     click.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_results(results, cutoff_len))
     failed = [r["dataset"] for r in results if r["error"] or r["dropped"]]
     if failed:
@@ -194,12 +185,9 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
 @click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
 def fetch(dataset, source, dest):
     """Download a raw dataset file from Hugging Face or ModelScope into DEST."""
-    from caretune.fetch import FetchError, fetch_raw
+    from caretune.fetch import fetch_raw
 
-    try:
-        path = fetch_raw(dataset, source, dest)
-    except FetchError as err:
-        raise click.ClickException(str(err)) from None
+    path = fetch_raw(dataset, source, dest)
     click.echo(f"downloaded {path}")
     click.echo(f"next: caretune convert {dataset} {path}")
 
@@ -209,12 +197,8 @@ def fetch(dataset, source, dest):
 def tiny_model(directory):
     """Build a tiny random Qwen3 (the CPU stand-in for Qwen3-8B) with the real Qwen3 tokenizer in DIRECTORY."""
     from caretune.tiny_model import build_tiny_model
-    from caretune.tokenizer import TokenizerError
 
-    try:
-        path = build_tiny_model(directory)
-    except TokenizerError as err:
-        raise click.ClickException(str(err)) from None
+    path = build_tiny_model(directory)
     click.echo(f"tiny Qwen3 written to {path} (random weights: its answers are noise)")
 
 
@@ -264,15 +248,12 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
               help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).")
 def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, use_cache):
     """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
-    from caretune.plan import PlanError, format_plan, make_plan
+    from caretune.plan import format_plan, make_plan
     from caretune.recipes import sized_gpus
 
-    try:
-        result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
-                           rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention,
-                           use_cache=use_cache)
-    except PlanError as err:
-        raise click.ClickException(str(err)) from None
+    result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
+                       rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention,
+                       use_cache=use_cache)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_plan(result))
 
 
@@ -300,7 +281,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, u
 def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record,
           time_budget):
     """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
-    from caretune.bench import BenchError, format_report, run_bench
+    from caretune.bench import format_report, run_bench
     from converters.writer import AtomicFile
 
     def keep(report: dict) -> None:  # after every variant, so the results so far survive an interruption
@@ -309,13 +290,10 @@ def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, p
                 handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
                 handle.commit()
 
-    try:
-        report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
-                           micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
-                           work_dir=Path(work_dir), time_budget=time_budget,
-                           log=lambda line: click.echo(line, err=True), on_update=keep)
-    except BenchError as err:
-        raise click.ClickException(str(err)) from None
+    report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
+                       micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
+                       work_dir=Path(work_dir), time_budget=time_budget,
+                       log=lambda line: click.echo(line, err=True), on_update=keep)
     table = format_report(report)
     click.echo(table)
     if record:
@@ -328,12 +306,9 @@ def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, p
 
 
 def _preflight(recipe, processes, overwrite, fresh):
-    from caretune.preflight import PreflightError, preflight
+    from caretune.preflight import preflight
 
-    try:
-        plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh)
-    except PreflightError as err:
-        raise click.ClickException(str(err)) from None
+    plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh)
     for note in plan.notes:
         click.echo(f"preflight: {note}")
     return plan
@@ -349,14 +324,10 @@ def preflight_command(recipe, processes):
     """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
     output_dir), exactly as `caretune train RECIPE` does before launching."""
     plan = _preflight(recipe, processes, overwrite=False, fresh=False)
-    where = "GPU" if plan.processes and _visible_gpus() else "CPU"
-    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node)")
-
-
-def _visible_gpus() -> int:
     from caretune.preflight import visible_gpu_count
 
-    return visible_gpu_count()
+    where = "GPU" if visible_gpu_count() else "CPU"
+    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node)")
 
 
 @main.command()
@@ -414,13 +385,10 @@ def api(recipe, host, port):
 
     With API_KEY set, every request needs 'Authorization: Bearer $API_KEY'. <think> blocks are never sent.
     """
-    from caretune.serve import ServeError, serve_api
+    from caretune.serve import serve_api
 
     click.echo(f"api: http://{host}:{port}/v1 (docs at /docs)", err=True)
-    try:
-        serve_api(recipe, host, port)
-    except ServeError as err:
-        raise click.ClickException(str(err)) from None
+    serve_api(recipe, host, port)
 
 
 @main.command()
@@ -430,13 +398,9 @@ def api(recipe, host, port):
               help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.")
 def webui(host, port, dataset_info):
     """LLaMA-Factory's WebUI, listing this project's datasets (login 'caretune' / $API_KEY when set)."""
-    from caretune.serve import ServeError
     from caretune.serve import webui as run_webui
 
-    try:
-        run_webui(str(Path(dataset_info).resolve().parent), host, port)
-    except ServeError as err:
-        raise click.ClickException(str(err)) from None
+    run_webui(str(Path(dataset_info).resolve().parent), host, port)
 
 
 @main.command()
@@ -461,15 +425,12 @@ def runs(saves, as_json):
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 def export_command(recipe):
     """Merge the LoRA adapter into the base model; the exported chat template defaults to non-thinking."""
-    from caretune.export import ExportError, export
-    from caretune.preflight import PreflightError, check_siblings, load_recipe
+    from caretune.export import export
+    from caretune.preflight import check_siblings, load_recipe
 
-    try:
-        for warning in check_siblings(Path(recipe), load_recipe(recipe)):
-            click.echo(f"export: {warning}", err=True)
-        path = export(recipe)
-    except (ExportError, PreflightError) as err:
-        raise click.ClickException(str(err)) from None
+    for warning in check_siblings(Path(recipe), load_recipe(recipe)):
+        click.echo(f"export: {warning}", err=True)
+    path = export(recipe)
     click.echo(f"exported to {path}: chat template and Ollama Modelfile default to non-thinking")
 
 
@@ -488,14 +449,11 @@ _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model fo
                    "huggingface: its HF chat engine.")
 def eval_command(recipe, base, backend):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
-    from caretune.evaluate import EvalError, base_recipe, evaluate, format_report
+    from caretune.evaluate import base_recipe, evaluate, format_report
 
     if base:
         recipe = base_recipe(recipe, _base_run_dir(recipe))
-    try:
-        report = evaluate(recipe, backend)
-    except EvalError as err:
-        raise click.ClickException(str(err)) from None
+    report = evaluate(recipe, backend)
     click.echo(format_report(report))
 
 
@@ -512,7 +470,7 @@ def eval_command(recipe, base, backend):
 def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
     """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
     from caretune.evaluate import base_recipe
-    from caretune.mcq import McqError, run_mcq
+    from caretune.mcq import run_mcq
     from caretune.preflight import load_recipe
 
     if base:
@@ -523,10 +481,7 @@ def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
         args = load_recipe(recipe)
         base = args.get("adapter_name_or_path") or f"saves/{Path(recipe).parent.name}/base"
         out_dir = str(Path(base).parent / "mcq")
-    try:
-        result = run_mcq(recipe, list(sources), out_dir, n_shot=n_shot, batch_size=batch_size)
-    except McqError as err:
-        raise click.ClickException(str(err)) from None
+    result = run_mcq(recipe, list(sources), out_dir, n_shot=n_shot, batch_size=batch_size)
     for subject, s in result["subjects"].items():
         click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
     o = result["overall"]

@@ -86,14 +86,6 @@ def truncated_length(pairs: list[list[int]], cutoff_len: int, prefix: int = 0, e
     return total
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class TokenizerSource:
     """A model's Qwen3 tokenizer, loaded only when rows must be tokenized. Its identity is the SHA-256 of the
     files it loads from (vocabulary, merges, chat template), read without loading it where they are local."""
@@ -116,7 +108,7 @@ class TokenizerSource:
 
     def identity(self) -> str:
         if self._identity is None:
-            from caretune.tokenizer import tokenizer_files
+            from caretune.tokenizer import sha256_file, tokenizer_files
 
             folder = tokenizer_files(self.model_name_or_path)
             if folder is None:  # not on this machine yet: loading fetches it
@@ -125,7 +117,7 @@ class TokenizerSource:
             digest = hashlib.sha256()
             for file_name in self.TOKENIZER_FILES:
                 if folder is not None and (folder / file_name).is_file():
-                    digest.update(file_name.encode() + b"\0" + _sha256_file(folder / file_name).encode())
+                    digest.update(file_name.encode() + b"\0" + sha256_file(folder / file_name).encode())
             self._identity = digest.hexdigest()
         return self._identity
 
@@ -135,6 +127,7 @@ def cache_key(name: str, dataset_dir: str, tokenizer_id: str, data_kwargs: dict)
     from importlib.metadata import version
 
     from caretune.constants import DATASET_INFO
+    from caretune.tokenizer import sha256_file
     from converters.registry import RegistryError, load_registry
 
     try:
@@ -145,7 +138,7 @@ def cache_key(name: str, dataset_dir: str, tokenizer_id: str, data_kwargs: dict)
     if not data_file.is_file():
         return None
     parts = {"format": FORMAT, "llamafactory": version("llamafactory"), "entry": entry,
-             "data": _sha256_file(data_file), "tokenizer": tokenizer_id, "options": data_kwargs}
+             "data": sha256_file(data_file), "tokenizer": tokenizer_id, "options": data_kwargs}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -177,8 +170,7 @@ def _save(path: Path, data: TurnLengths) -> None:
         raise
 
 
-def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, model_name_or_path: str, scratch: str, *,
-                 template: str,
+def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, scratch: str, *, template: str,
                  max_samples: int | None = None, sample: int | None = None, seed: int = 0, num_proc: int | None = None,
                  with_care: bool = False, use_cache: bool = True, log=None) -> TurnLengths:
     """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached,
@@ -192,7 +184,10 @@ def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, model_
             if log:
                 log(f"{name}: token lengths from the cache ({CACHE_DIR}/{name}-{key[:8]}…)")
             return cached
-    data = _compute(name, dataset_dir, tokenizer.load(), model_name_or_path, scratch, template=template,
+    from caretune.constants import BASE_MODEL
+
+    data = _compute(name, dataset_dir, tokenizer.load(), tokenizer.model_name_or_path or BASE_MODEL, scratch,
+                    template=template,
                     max_samples=max_samples, sample=sample, seed=seed, num_proc=num_proc, with_care=True if key else with_care)
     if key:
         _save(_cache_path(dataset_dir, name, key), data)

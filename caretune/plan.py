@@ -265,7 +265,7 @@ def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows
         for name in settings.datasets:
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
-                data = turn_lengths(name, settings.dataset_dir, tokenizer, settings.model, scratch,
+                data = turn_lengths(name, settings.dataset_dir, tokenizer, scratch,
                                     template=settings.template, sample=sample, seed=settings.seed, num_proc=processes,
                                     use_cache=use_cache)
                 kept = data.lengths(cutoff)

