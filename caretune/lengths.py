@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,17 +156,12 @@ def _load(path: Path) -> TurnLengths | None:
 
 
 def _save(path: Path, data: TurnLengths) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from converters.writer import AtomicFile
+
     meta = json.dumps({"rows": data.rows, "prefix": data.prefix, "efficient_eos": data.efficient_eos, "care": data.care})
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, turns=data.turns, pairs=data.pairs, meta=np.array(meta))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with AtomicFile(path) as out:
+        np.savez(out.handle, turns=data.turns, pairs=data.pairs, meta=np.array(meta))
+        out.commit()
 
 
 def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, scratch: str, *, template: str,
