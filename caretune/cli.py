@@ -19,7 +19,7 @@ from caretune.constants import (
     TINY_MODEL_DIR,
 )
 from caretune.estimate import DEFAULT_GPU, GPUS
-from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_WEBUI_PORT
+from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_WEBUI_PORT
 from converters.errors import UserError
 
 
@@ -380,15 +380,27 @@ def chat(recipe, query, system):
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
-def api(recipe, host, port):
-    """LLaMA-Factory's OpenAI-compatible API (/v1/models, /v1/chat/completions) for a chat recipe.
+@click.option("--request-timeout", type=click.FloatRange(min=1), default=DEFAULT_REQUEST_TIMEOUT_S, show_default=True,
+              help="Seconds a request may take from arrival, queue included (then 504).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=DEFAULT_MAX_QUEUE, show_default=True,
+              help="Requests that may wait behind the one being answered (more get 503 with Retry-After).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from ORIGIN (e.g. https://app.example.org); repeatable. Default: none.")
+@click.option("--log-bodies", is_flag=True,
+              help="Also log request and answer text (phone, ID-card and e-mail masked). Default: counts only.")
+@click.option("--model-name", default="caretune", show_default=True, help="The model id /v1/models lists.")
+def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies, model_name):
+    """OpenAI-compatible chat API (/v1/models, /v1/chat/completions) over a chat recipe's model.
 
-    With API_KEY set, every request needs 'Authorization: Bearer $API_KEY'. <think> blocks are never sent.
+    max_tokens is capped at the recipe's max_new_tokens; one answer is generated at a time. With API_KEY set,
+    every route needs 'Authorization: Bearer $API_KEY'. <think> blocks are never sent; patient text is never
+    logged unless --log-bodies.
     """
     from caretune.serve import serve_api
 
-    click.echo(f"api: http://{host}:{port}/v1 (docs at /docs)", err=True)
-    serve_api(recipe, host, port)
+    click.echo(f"api: http://{host}:{port}/v1", err=True)
+    serve_api(recipe, host, port, {"request_timeout_s": request_timeout, "max_queue": max_queue,
+                                   "cors_origins": tuple(cors_origins), "log_bodies": log_bodies, "model_name": model_name})
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""The two ways caretune reaches into LLaMA-Factory besides its config: its CLI, and its dataset loading."""
+"""Where caretune reaches into LLaMA-Factory besides its config: its CLI, its dataset loading, its chat engine."""
 
 from __future__ import annotations
 
@@ -27,3 +27,12 @@ def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: 
     training_args = Seq2SeqTrainingArguments(output_dir=scratch, report_to=[])
     attr = get_dataset_list([name], dataset_dir)[0]
     return _load_single_dataset(attr, model_args, data_args, training_args), data_args, training_args
+
+
+def chat_engine(args: dict):
+    """LLaMA-Factory's Hugging Face inference engine for a chat recipe: model, adapter, tokenizer and template."""
+    from llamafactory.chat.hf_engine import HuggingfaceEngine
+    from llamafactory.hparams import get_infer_args
+
+    model_args, data_args, finetuning_args, generating_args = get_infer_args(args)
+    return HuggingfaceEngine(model_args, data_args, finetuning_args, generating_args)
