@@ -27,7 +27,7 @@ MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report \
+.PHONY: setup lint demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report \
 	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
@@ -64,6 +64,12 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
+
+# Style and import order (ruff), and shipped recipes equal to their generator (CI runs this before the tests;
+# `make test` passes on edited recipes: it checks the rules every recipe keeps, not the generator's bytes).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/caretune recipes --check
 
 # The main job on the embedded default, on CPU: convert + register + check the shipped sample, plan the
 # Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, answer one question.

@@ -204,19 +204,25 @@ def tiny_model(directory):
 
 @main.command()
 @click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 if a recipe differs from the generator.")
-def recipes(check_only):
-    """Write every recipe under recipes/ from caretune/recipes.py (LLaMA-Factory YAML, DeepSpeed JSON)."""
+@click.option("--overwrite", is_flag=True, help="Also replace recipes you edited (default: they are left as they are).")
+def recipes(check_only, overwrite):
+    """Write the recipes under recipes/ from caretune/recipes.py (LLaMA-Factory YAML, DeepSpeed JSON).
+
+    Missing files are written; files you edited are kept unless --overwrite.
+    """
     from caretune.recipes import drift, write_recipes
 
     if check_only:
         stale = drift()
         if stale:
             raise click.ClickException(f"recipes differ from caretune/recipes.py: {', '.join(stale)} "
-                                       "(run `caretune recipes` to regenerate, or move your edit into the generator)")
+                                       "(`caretune recipes --overwrite` regenerates them, or move your edit into the generator)")
         click.echo("recipes match the generator")
         return
-    changed = write_recipes()
-    click.echo(f"wrote {len(changed)} file(s)" + (": " + ", ".join(changed) if changed else " (all up to date)"))
+    written, kept = write_recipes(overwrite=overwrite)
+    click.echo(f"wrote {len(written)} file(s)" + (": " + ", ".join(written) if written else " (all up to date)"))
+    if kept:
+        click.echo(f"kept your edits in {', '.join(kept)} (--overwrite replaces them)")
 
 
 def _rows_option(values: tuple[str, ...]) -> dict[str, int]:

@@ -1,6 +1,8 @@
-"""Every shipped recipe: matches the generator, parses with LLaMA-Factory's and DeepSpeed's own parsers."""
+"""Recipes are for editing: the rules every recipe keeps (checked on whatever is shipped), LLaMA-Factory's and
+DeepSpeed's own parsers on every file, and the generator's numbers checked on what it writes."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -12,49 +14,110 @@ YAML_FILES = sorted((ROOT / "recipes").glob("*/*.yaml"))
 DEEPSPEED_FILES = sorted((ROOT / "recipes" / "deepspeed").glob("*.json"))
 
 
-def test_committed_recipes_match_the_generator():
-    assert recipes.drift(ROOT) == []
-    assert {str(p.relative_to(ROOT)) for p in YAML_FILES + DEEPSPEED_FILES} == {
-        path for path in recipes.generated_files() if not path.endswith("README.md")}
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """What `caretune recipes` writes, in a scratch project with this repository's dataset_info.json."""
+    root = tmp_path_factory.mktemp("generated")
+    written, kept = recipes.write_recipes(root)
+    assert kept == [] and len(written) == len(recipes.generated_files())
+    shutil.copy(ROOT / "dataset_info.json", root / "dataset_info.json")
+    return root
 
 
-def test_drift_is_detected(tmp_path):
+def edited_copy(tmp_path, edits: dict[str, list[tuple[str, str]]]):
+    """The shipped recipes and registry copied to tmp_path, with (old, new) text replacements per file."""
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    shutil.copy(ROOT / "dataset_info.json", tmp_path / "dataset_info.json")
+    for relative, replacements in edits.items():
+        path = tmp_path / relative
+        text = path.read_text(encoding="utf-8")
+        for old, new in replacements:
+            assert old in text, (relative, old)
+            text = text.replace(old, new)
+        path.write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def test_shipped_recipes_keep_the_rules():
+    """Whatever the shipped YAML says now (edits included), the rules hold."""
+    assert recipes.invariant_problems(ROOT) == []
+
+
+def test_generated_recipes_keep_the_rules(generated):
+    assert recipes.invariant_problems(generated) == []
+
+
+def test_an_edited_learning_rate_keeps_the_rules(tmp_path):
+    root = edited_copy(tmp_path, {"recipes/qwen3-8b/lora_sft.yaml": [("learning_rate: 0.0001", "learning_rate: 5.0e-05")]})
+    assert recipes.invariant_problems(root) == []
+    assert recipes.drift(root) == ["recipes/qwen3-8b/lora_sft.yaml"]  # `caretune recipes --check` reports the edit
+
+
+def test_broken_rules_are_named_with_their_file(tmp_path):
+    root = edited_copy(tmp_path, {
+        "recipes/qwen3-8b/chat.yaml": [("template: qwen3_nothink", "template: qwen3")],
+        "recipes/qwen3-8b/lora_sft.yaml": [("per_device_train_batch_size: 4", "per_device_train_batch_size: 8")],
+        "recipes/qwen3-8b/predict.yaml": [("eval_dataset: multi-med-eval,huatuo2-eval", "eval_dataset: multi-med-eval,nope"),
+                                          ("adapter_name_or_path: saves/qwen3-8b/lora/sft", "adapter_name_or_path: saves/x")],
+        "recipes/qwen3-8b/lora_sft_walkthrough.yaml": [("deepspeed: recipes/deepspeed/ds_z2.json",
+                                                         "deepspeed: recipes/deepspeed/gone.json")],
+        "recipes/tiny-qwen3/export.yaml": [("### model", "### model\n- not: a mapping")],
+    })
+    problems = recipes.invariant_problems(root)
+    expected = [
+        "recipes/qwen3-8b: template differs between recipes",
+        "recipes/qwen3-8b/lora_sft.yaml: the comment says effective batch = 4 x 4 x 1 but per_device_train_batch_size is 8",
+        "recipes/qwen3-8b/predict.yaml: eval_dataset names nope, not registered in dataset_info.json",
+        "recipes/qwen3-8b/predict.yaml: adapter_name_or_path saves/x is not what lora_sft.yaml trains",
+        "recipes/qwen3-8b/lora_sft_walkthrough.yaml: deepspeed config recipes/deepspeed/gone.json does not exist",
+        "recipes/tiny-qwen3/export.yaml: not valid YAML",
+    ]
+    for start in expected:
+        assert sum(problem.startswith(start) for problem in problems) == 1, (start, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_recipes_keeps_your_edits_unless_told_to_overwrite(tmp_path):
     recipes.write_recipes(tmp_path)
-    assert recipes.drift(tmp_path) == []
     edited = tmp_path / "recipes" / "qwen3-8b" / "lora_sft.yaml"
     edited.write_text(edited.read_text(encoding="utf-8").replace("lora_rank: 8", "lora_rank: 16"), encoding="utf-8")
-    assert recipes.drift(tmp_path) == ["recipes/qwen3-8b/lora_sft.yaml"]
+    (tmp_path / "recipes" / "qwen3-8b" / "chat.yaml").unlink()
+    assert recipes.drift(tmp_path) == ["recipes/qwen3-8b/lora_sft.yaml", "recipes/qwen3-8b/chat.yaml"]
+    assert recipes.write_recipes(tmp_path) == (["recipes/qwen3-8b/chat.yaml"], ["recipes/qwen3-8b/lora_sft.yaml"])
+    assert "lora_rank: 16" in edited.read_text(encoding="utf-8")
+    assert recipes.write_recipes(tmp_path, overwrite=True) == (["recipes/qwen3-8b/lora_sft.yaml"], [])
+    assert recipes.drift(tmp_path) == []
 
 
-def test_walkthrough_numbers_in_the_qwen3_8b_recipes():
-    sft = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
+def test_walkthrough_numbers_in_the_generated_qwen3_8b_recipes(generated):
+    sft = yaml.safe_load((generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
     assert sft["model_name_or_path"] == "Qwen/Qwen3-8B" and sft["dataset"] == "multi-med,huatuo2-sft"
     assert (sft["num_train_epochs"], sft["per_device_train_batch_size"], sft["cutoff_len"]) == (2.0, 24, 2048)
     assert sft["lora_target"] == "all" and sft["bf16"] is True and sft["template"] == "qwen3_nothink"
     assert sft["deepspeed"] == "recipes/deepspeed/ds_z2.json"
     assert not any(key in sft for key in ("neat_packing", "packing", "enable_liger_kernel", "flash_attn"))
-    text = (ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8")
+    text = (generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8")
     assert "effective batch = 24 x 4 GPUs x 1 = 96" in text
-    predict = yaml.safe_load((ROOT / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
+    predict = yaml.safe_load((generated / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
     assert (predict["per_device_eval_batch_size"], predict["cutoff_len"], predict["max_new_tokens"]) == (32, 2048, 1024)
     assert predict["do_sample"] is False and predict["eval_dataset"] == "multi-med-eval,huatuo2-eval"
-    chat = yaml.safe_load((ROOT / "recipes/qwen3-8b/chat.yaml").read_text(encoding="utf-8"))
+    chat = yaml.safe_load((generated / "recipes/qwen3-8b/chat.yaml").read_text(encoding="utf-8"))
     assert "医生" in chat["default_system"] and chat["enable_thinking"] is False
 
 
-def test_fast_default_differs_from_the_walkthrough_only_in_speed_keys():
-    fast = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft.yaml").read_text(encoding="utf-8"))
-    walkthrough = yaml.safe_load((ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
+def test_fast_default_differs_from_the_walkthrough_only_in_speed_keys(generated):
+    fast = yaml.safe_load((generated / "recipes/qwen3-8b/lora_sft.yaml").read_text(encoding="utf-8"))
+    walkthrough = yaml.safe_load((generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
     changed = {key for key in fast.keys() | walkthrough.keys() if fast.get(key) != walkthrough.get(key)}
     assert changed == {"neat_packing", "enable_liger_kernel", "flash_attn", "per_device_train_batch_size", "output_dir"}
     assert (fast["neat_packing"], fast["enable_liger_kernel"], fast["flash_attn"]) == (True, True, "sdpa")
     assert fast["per_device_train_batch_size"] == 4  # measured on an H100 (benchmarks/README.md)
     assert fast["output_dir"] != walkthrough["output_dir"]  # the two runs never share a folder
-    predict = yaml.safe_load((ROOT / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
+    predict = yaml.safe_load((generated / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
     assert predict["adapter_name_or_path"] == fast["output_dir"]
-    assert recipes.sized_gpus(str(ROOT / "recipes/qwen3-8b/lora_sft.yaml")) == 4
-    assert recipes.sized_gpus(str(ROOT / "recipes/qwen3-8b/lora_sft_walkthrough.yaml")) == 4
-    assert recipes.sized_gpus(str(ROOT / "recipes/tiny-qwen3/predict.yaml")) == 1
+    assert recipes.sized_gpus(str(generated / "recipes/qwen3-8b/lora_sft.yaml")) == 4
+    assert recipes.sized_gpus(str(generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml")) == 4
+    assert recipes.sized_gpus(str(generated / "recipes/tiny-qwen3/predict.yaml")) == 1
     assert recipes.sized_gpus(str(ROOT / "pyproject.toml")) is None
 
 
