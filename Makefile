@@ -102,7 +102,7 @@ api: setup
 	$(BIN)/caretune api $(CHAT_RECIPE) --host $(HOST) $(if $(PORT),--port $(PORT))
 
 webui: setup
-	$(BIN)/caretune webui --host $(HOST) $(if $(PORT),--port $(PORT))
+	$(BIN)/caretune webui $(RECIPE) --host $(HOST) $(if $(PORT),--port $(PORT))
 
 export: setup
 	$(BIN)/caretune export $(EXPORT_RECIPE)

@@ -14,6 +14,7 @@ from caretune.constants import (
     DATASET_INFO,
     DEFAULT_EVAL_SIZE,
     DEFAULT_LENGTH_PROFILE,
+    DEFAULT_TRAIN_RECIPE,
     MAX_EVAL_FRACTION,
     TEMPLATE,
     TINY_MODEL_DIR,
@@ -410,15 +411,24 @@ def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies
 
 
 @main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False), default=DEFAULT_TRAIN_RECIPE)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_WEBUI_PORT, show_default=True)
 @click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
               help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.")
-def webui(host, port, dataset_info):
-    """LLaMA-Factory's WebUI, listing this project's datasets (login 'caretune' / $API_KEY when set)."""
-    from caretune.serve import webui as run_webui
+def webui(recipe, host, port, dataset_info):
+    """LLaMA-Factory's WebUI with RECIPE's values in the training form (default: the Qwen3-8B training recipe).
 
-    run_webui(str(Path(dataset_info).resolve().parent), host, port)
+    Its "Preview command" then shows the recipe's keys; login 'caretune' / $API_KEY when a key is set.
+    """
+    import os
+
+    from caretune.serve import check_bind
+    from caretune.webui import launch
+
+    check_bind(host, os.environ.get("API_KEY"))
+    click.echo(f"webui: http://{host}:{port}/ with {recipe} in the training form", err=True)
+    launch(recipe, str(Path(dataset_info).resolve().parent), host, port, os.environ.get("API_KEY") or None)
 
 
 @main.command()

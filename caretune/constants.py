@@ -30,3 +30,5 @@ TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny
 
 # `caretune bench`: the row-length profile its synthetic rows follow (caretune/data/length_profiles.json).
 DEFAULT_LENGTH_PROFILE = "chatmed"
+
+DEFAULT_TRAIN_RECIPE = "recipes/qwen3-8b/lora_sft.yaml"  # what `make train` and `caretune webui` use by default

@@ -1,4 +1,4 @@
-"""Serving: the OpenAI-compatible API (caretune.api) and LLaMA-Factory's WebUI, loopback-only unless a key is set."""
+"""Serving: the OpenAI-compatible API (caretune.api) and the WebUI (caretune.webui), loopback-only unless a key is set."""
 
 from __future__ import annotations
 
@@ -67,18 +67,3 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     Server(config).run()
-
-
-def webui(dataset_dir: str, host: str, port: int) -> None:
-    """LLaMA-Factory's WebUI with this project's dataset_info.json folder as its default dataset_dir."""
-    check_bind(host, os.environ.get("API_KEY"))
-    import llamafactory.webui.common as common
-
-    common.DEFAULT_DATA_DIR = dataset_dir  # read when the UI modules below are imported
-    # its saved arguments and DeepSpeed configs: in an ignored folder, not the repository root
-    common.DEFAULT_CACHE_DIR = f"{WEBUI_STATE_DIR}/cache"
-    common.DEFAULT_CONFIG_DIR = f"{WEBUI_STATE_DIR}/config"
-    from llamafactory.webui.interface import create_ui
-
-    auth = (("caretune", os.environ["API_KEY"]),) if os.environ.get("API_KEY") else None
-    create_ui().queue().launch(server_name=host, server_port=port, inbrowser=False, auth=auth)
