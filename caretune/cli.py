@@ -203,14 +203,17 @@ def tiny_model(directory):
     click.echo(f"tiny Qwen3 written to {path} (random weights: its answers are noise)")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 if a recipe differs from the generator.")
 @click.option("--overwrite", is_flag=True, help="Also replace recipes you edited (default: they are left as they are).")
-def recipes(check_only, overwrite):
+@click.pass_context
+def recipes(ctx, check_only, overwrite):
     """Write the recipes under recipes/ from caretune/recipes.py (LLaMA-Factory YAML, DeepSpeed JSON).
 
-    Missing files are written; files you edited are kept unless --overwrite.
+    Missing files are written; files you edited are kept unless --overwrite. `recipes new` sizes a new folder.
     """
+    if ctx.invoked_subcommand:
+        return
     from caretune.recipes import drift, write_recipes
 
     if check_only:
@@ -224,6 +227,34 @@ def recipes(check_only, overwrite):
     click.echo(f"wrote {len(written)} file(s)" + (": " + ", ".join(written) if written else " (all up to date)"))
     if kept:
         click.echo(f"kept your edits in {', '.join(kept)} (--overwrite replaces them)")
+
+
+@recipes.command("new")
+@click.option("--model", required=True, help="Hugging Face id or local folder of the base model (its config.json sizes it).")
+@click.option("--gpus", type=click.IntRange(min=1), required=True, help="GPUs per node the recipes are sized for.")
+@click.option("--gpu", "gpu_name", type=click.Choice(sorted(GPUS)), default=DEFAULT_GPU, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="The new folder, e.g. recipes/qwen3-14b/.")
+@click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template (Qwen3: no thinking).")
+@click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
+def recipes_new(model, gpus, gpu_name, out, template, overwrite):
+    """Write train, predict, chat and export recipes for MODEL on GPUS x GPU, sized by `caretune plan`'s memory
+    model: the cheapest ZeRO stage that fits, the packs per device that fit (at most 4, the measured best),
+    and the accumulation that keeps the default's effective batch of 16 packs."""
+    from caretune.recipes import sized_recipe, target_effective_batch, write_new_folder
+
+    if template == TEMPLATE and "qwen3" not in model.lower():
+        raise click.ClickException(f"{model} does not look like a Qwen3 model: pass --template (LLaMA-Factory's name)")
+    folder = Path(out)
+    recipe = sized_recipe(folder.name, model, gpus, gpu_name, template)
+    written = write_new_folder(recipe, folder, overwrite)
+    effective = recipe.per_device_train_batch_size * gpus * recipe.gradient_accumulation_steps
+    click.echo(f"wrote {', '.join(written)}")
+    click.echo(f"sized for {gpus} x {gpu_name}: {recipe.per_device_train_batch_size} pack(s) per device x "
+               f"{recipe.gradient_accumulation_steps} accumulation = {effective} packs per step"
+               + (f" (the default is {target_effective_batch()}; {gpus} GPUs do not divide it)"
+                  if effective != target_effective_batch() else "")
+               + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
+               f"check with: caretune plan {folder / 'lora_sft.yaml'}")
 
 
 def _rows_option(values: tuple[str, ...]) -> dict[str, int]:

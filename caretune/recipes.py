@@ -1,7 +1,8 @@
 """The one source of every recipe under recipes/: LLaMA-Factory YAML per model and task, DeepSpeed JSON.
 
-`caretune recipes` writes them; `caretune recipes --check` (and a test) fails when a committed file
-differs from what this module produces.
+`caretune recipes` writes them (keeping files a user edited), `caretune recipes --check` lists files that
+differ from what this module produces, `caretune recipes new` sizes a folder for another model or GPU count,
+and `invariant_problems` states the rules any recipe must keep, edited or not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from caretune.constants import (
     TEMPLATE,
     TINY_MODEL_DIR,
 )
+from converters.errors import UserError
+
+DEEPSPEED_COMMENTS = {"ds_z2.json": "ZeRO-2; ds_z3.json / ds_z3_offload.json for less memory",
+                      "ds_z3.json": "ZeRO-3: weights sharded across GPUs (ZeRO-2 does not fit)",
+                      "ds_z3_offload.json": "ZeRO-3 with CPU offload: slow, but nothing else fits"}
+
+
+class RecipeError(UserError):
+    """A recipe folder cannot be written as asked."""
+
 
 RECIPES_DIR = "recipes"
 DEEPSPEED_DIR = f"{RECIPES_DIR}/deepspeed"
@@ -58,6 +69,7 @@ class ModelRecipe:
     neat_packing: bool = False  # rows packed into cutoff_len-token sequences, attention kept within each row
     liger: bool = False  # Liger kernels, among them a fused linear cross-entropy
     flash_attn: str | None = None  # LLaMA-Factory's `flash_attn`; None leaves its default (auto)
+    template: str = TEMPLATE
 
     def path(self, task: str) -> str:
         return f"{RECIPES_DIR}/{self.folder}/{task}.yaml"
@@ -105,7 +117,8 @@ def _model_section(recipe: ModelRecipe, adapter: bool) -> Section:
 
 
 def _template_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
-    return [("template", TEMPLATE, "no <think> blocks; the same in every recipe of this folder"),
+    why = "no <think> blocks; " if recipe.template == TEMPLATE else ""
+    return [("template", recipe.template, f"{why}the same in every recipe of this folder"),
             ("enable_thinking", False, "")]
 
 
@@ -125,7 +138,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
               ("lora_target", "all", "every linear layer"), ("lora_rank", 8, ""), ("lora_alpha", 16, ""),
               ("lora_dropout", 0.05, "")]
     if recipe.deepspeed:
-        method.append(("deepspeed", recipe.deepspeed, "ZeRO-2; ds_z3.json / ds_z3_offload.json for less memory"))
+        method.append(("deepspeed", recipe.deepspeed, DEEPSPEED_COMMENTS[Path(recipe.deepspeed).name]))
     speed = []
     if recipe.flash_attn:
         speed.append(("flash_attn", recipe.flash_attn,
@@ -249,8 +262,7 @@ def deepspeed_configs() -> dict[str, dict]:
             "ds_z3_offload.json": {**common, "zero_optimization": offload}}
 
 
-def folder_readme(recipe: ModelRecipe) -> str:
-    extras = [extra for extra in EXTRA_TRAININGS if extra.folder == recipe.folder]
+def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> str:
     where = f"{recipe.gpus} GPUs" if recipe.gpus > 1 else "CPU (one process)"
     sizing = [f"Sized for {where}: {effective_batch(recipe)}" + (f"; {recipe.note}." if recipe.note else ".")]
     if recipe.neat_packing:
@@ -284,7 +296,8 @@ def generated_files() -> dict[str, str]:
     for recipe in MODELS:
         for task in TASKS:
             files[recipe.path(task)] = render_yaml(f"{recipe.folder} {task}", TASK_BUILDERS[task](recipe))
-        files[f"{RECIPES_DIR}/{recipe.folder}/README.md"] = folder_readme(recipe)
+        files[f"{RECIPES_DIR}/{recipe.folder}/README.md"] = folder_readme(
+            recipe, tuple(extra for extra in EXTRA_TRAININGS if extra.folder == recipe.folder))
     for extra in EXTRA_TRAININGS:
         files[extra.path(extra.train_task)] = render_yaml(f"{extra.folder} {extra.train_task}", lora_sft(extra))
     for name, config in deepspeed_configs().items():
@@ -391,3 +404,61 @@ def invariant_problems(root: str | Path = ".") -> list[str]:
     registered = set(load_registry(registry_path)) if registry_path.exists() else None
     return [problem for folder in sorted(p for p in (root / RECIPES_DIR).iterdir() if p.is_dir())
             for problem in _folder_problems(folder, root, registered)]
+
+
+MEASURED_PACKS_PER_DEVICE = 4  # packs per device past which an H100 gained only 4% (benchmarks/README.md)
+DEEPSPEED_BY_MEMORY = ((2, False, "ds_z2.json"), (3, False, "ds_z3.json"), (3, True, "ds_z3_offload.json"))
+
+
+def target_effective_batch() -> int:
+    """Packs per optimizer step that `recipes new` keeps: the shipped Qwen3-8B recipe's."""
+    return QWEN3_8B.per_device_train_batch_size * QWEN3_8B.gpus * QWEN3_8B.gradient_accumulation_steps
+
+
+def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE) -> ModelRecipe:
+    """The Qwen3-8B default recipe resized for another model and GPU count by `caretune plan`'s memory model:
+    the cheapest ZeRO stage that fits one pack, the most packs per device that fit (at most the measured
+    best), and the accumulation that keeps the effective batch (when the GPU count divides it)."""
+    from caretune import estimate
+    from caretune.plan import largest_micro_batch, resolve_arch
+
+    arch, _ = resolve_arch(model)
+    gpu = estimate.GPUS[gpu_name]
+    limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
+    target = target_effective_batch()
+    for zero_stage, offload, config in DEEPSPEED_BY_MEMORY:
+        memory = {"gpus": gpus, "lora_rank": 8, "zero_stage": zero_stage, "offload": offload, "fused_cross_entropy": True}
+        fits = largest_micro_batch(arch, QWEN3_8B.cutoff_len, limit, memory)
+        if fits:
+            break
+    else:
+        raise RecipeError(f"{model}: not even one {QWEN3_8B.cutoff_len}-token pack fits in {gpu.memory_gib:g} GiB "
+                          f"per {gpu_name} with ZeRO-3 and CPU offload")
+    most = min(fits, MEASURED_PACKS_PER_DEVICE)
+    micro = next((m for m in range(most, 0, -1) if target % (m * gpus) == 0), most)
+    accumulation = max(1, -(-target // (micro * gpus)))
+    deepspeed = f"{DEEPSPEED_DIR}/{config}" if gpus > 1 or zero_stage > 2 else None
+    return replace(QWEN3_8B, folder=folder, model=model, gpus=gpus, per_device_train_batch_size=micro,
+                   gradient_accumulation_steps=accumulation, deepspeed=deepspeed, template=template)
+
+
+def folder_files(recipe: ModelRecipe) -> dict[str, str]:
+    """The four recipes and the README of one model folder: file name -> content."""
+    files = {f"{task}.yaml": render_yaml(f"{recipe.folder} {task}", TASK_BUILDERS[task](recipe)) for task in TASKS}
+    files["README.md"] = folder_readme(recipe)
+    return files
+
+
+def write_new_folder(recipe: ModelRecipe, out: Path, overwrite: bool = False) -> list[str]:
+    """Write a model folder; an existing recipe there is replaced only with `overwrite`."""
+    from converters.writer import AtomicFile
+
+    files = folder_files(recipe)
+    existing = [name for name in files if (out / name).exists()]
+    if existing and not overwrite:
+        raise RecipeError(f"{out}: {', '.join(existing)} already exist; pass --overwrite to replace them")
+    for name, content in files.items():
+        with AtomicFile(out / name) as handle:
+            handle.write(content)
+            handle.commit()
+    return [str(out / name) for name in files]

@@ -166,3 +166,50 @@ def test_deepspeed_config_parses_with_deepspeed(path):
     assert parsed.train_batch_size == 24
     if "offload" in path.name:
         assert parsed.zero_config.offload_optimizer is not None
+
+
+def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
+    written = recipes.write_new_folder(recipes.sized_recipe("qwen3-8b", "Qwen/Qwen3-8B", 4, "h800"), tmp_path / "qwen3-8b")
+    assert len(written) == 5
+    generated = recipes.generated_files()
+    for task in recipes.TASKS:
+        assert (tmp_path / "qwen3-8b" / f"{task}.yaml").read_text(encoding="utf-8") == \
+            generated[f"recipes/qwen3-8b/{task}.yaml"], task
+
+
+@pytest.mark.parametrize("model, gpus, gpu, micro, accumulation, deepspeed", [
+    ("Qwen/Qwen3-8B", 4, "h800", 4, 1, "recipes/deepspeed/ds_z2.json"),
+    ("Qwen/Qwen3-8B", 1, "h800", 4, 4, None),  # one GPU: no DeepSpeed, accumulation keeps 16 packs
+    ("Qwen/Qwen3-8B", 8, "h100", 2, 1, "recipes/deepspeed/ds_z2.json"),  # 8 GPUs: fewer packs each keeps 16
+    ("Qwen/Qwen3-8B", 3, "h800", 4, 2, "recipes/deepspeed/ds_z2.json"),  # 3 does not divide 16: 24 packs
+    ("Qwen/Qwen3-32B", 4, "a100-40g", 4, 1, "recipes/deepspeed/ds_z3.json"),  # 64 GB of weights: sharded
+])
+def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu, micro, accumulation, deepspeed):
+    from caretune import estimate
+    from caretune.plan import resolve_arch
+
+    recipe = recipes.sized_recipe("new-model", model, gpus, gpu)
+    assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps, recipe.deepspeed) == (
+        micro, accumulation, deepspeed)
+    zero = 3 if deepspeed and "z3" in deepspeed else 2
+    memory = estimate.memory_breakdown(resolve_arch(model)[0], micro_batch_tokens=micro * recipe.cutoff_len, gpus=gpus,
+                                       lora_rank=8, zero_stage=zero, offload=False, fused_cross_entropy=True)
+    assert memory["total"] <= estimate.GPUS[gpu].memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM
+    root = edited_copy(tmp_path, {})
+    recipes.write_new_folder(recipe, root / "recipes" / "new-model")
+    assert recipes.invariant_problems(root) == []
+
+
+def test_recipes_new_refuses_what_it_cannot_do_well(tmp_path):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    out = tmp_path / "qwen3-14b"
+    done = CliRunner().invoke(main, ["recipes", "new", "--model", "Qwen/Qwen3-14B", "--gpus", "2", "--out", str(out)])
+    assert done.exit_code == 0 and "16 packs per step" in done.output and (out / "chat.yaml").exists()
+    again = CliRunner().invoke(main, ["recipes", "new", "--model", "Qwen/Qwen3-14B", "--gpus", "2", "--out", str(out)])
+    assert again.exit_code == 1 and "already exist; pass --overwrite" in again.output
+    other = CliRunner().invoke(main, ["recipes", "new", "--model", "meta-llama/Llama-3.1-8B", "--gpus", "2",
+                                      "--out", str(tmp_path / "llama")])
+    assert other.exit_code == 1 and "pass --template" in other.output
