@@ -24,12 +24,22 @@ from caretune.serve import DEFAULT_API_PORT, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DE
 from converters.errors import UserError
 
 
+class _UsageError(click.ClickException):
+    """A command line click cannot parse: one line and a pointer to --help, exit 2 as click's own."""
+
+    exit_code = 2
+
+
 class _OneLineErrors(click.Group):
-    """Every user-caused error (converters.errors.UserError, a path that cannot be used) ends as one line, exit 1."""
+    """Every user-caused error (converters.errors.UserError, a path that cannot be used) ends as one line, exit 1;
+    a command line that does not parse is one line too, exit 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            command = err.ctx.command_path if err.ctx else ctx.command_path
+            raise _UsageError(f"{err.format_message()} (see `{command} --help`)") from None
         except UserError as err:
             raise click.ClickException(str(err)) from None
         except PermissionError as err:

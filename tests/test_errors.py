@@ -168,3 +168,16 @@ def test_every_subcommand_answers_bad_input_in_one_line(tmp_path, command, expec
     assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr[-2000:]  # 2: click's usage errors
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["convert", "chatmed", "missing.jsonl"], "File 'missing.jsonl' does not exist. (see `"),
+    (["nonexistent"], "No such command 'nonexistent'. (see `"),
+    (["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "many"], "'many' is not a valid integer range"),
+    (["api", "recipes/tiny-qwen3/chat.yaml", "--max-queue", "-1"], "--max-queue"),
+])
+def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(args, expected):
+    done = caretune(ROOT, *args, timeout=60)
+    assert done.returncode == 2 and "Usage:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and expected in done.stderr, done.stderr
+    assert done.stderr.strip().endswith(" --help`)")  # the command's own help, e.g. `caretune convert chatmed --help`
