@@ -27,7 +27,7 @@ MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup lint demo test test-fast bench train-bench plan clean-data train preflight chat api webui export eval report \
+.PHONY: setup lint demo test test-fast bench train-bench plan clean clean-data train preflight chat api webui export eval report \
 	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
@@ -65,10 +65,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"
 	@touch $(STAMP)
 
-# Style and import order (ruff), and shipped recipes equal to their generator (CI runs this before the tests;
+# Style and import order (ruff), the import layers (import-linter, contracts in pyproject.toml), and shipped recipes equal to their generator (CI runs this before the tests;
 # `make test` passes on edited recipes: it checks the rules every recipe keeps, not the generator's bytes).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/caretune recipes --check
 
 # The main job on the embedded default, on CPU: convert + register + check the shipped sample, plan the
@@ -126,9 +127,10 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/convert_bench.py
 
-# Training throughput: Qwen3-8B's shape on a GPU, the tiny Qwen3 on CPU; the table is appended to benchmarks/README.md.
+# Training throughput: Qwen3-8B's shape on a GPU, the tiny Qwen3 on CPU; results and a Markdown table go to the ignored
+# benchmarks/out/ (benchmarks/README.md keeps the curated, dated tables).
 train-bench: setup
-	$(OFFLINE) $(BIN)/caretune bench --out benchmarks/out/train-bench.json --record benchmarks/README.md
+	$(OFFLINE) $(BIN)/caretune bench --out benchmarks/out/train-bench.json --record benchmarks/out/train-bench.md
 
 # Offline GPU machines: `make gpu-kit` writes .gpu-kit/ (wheels for CPython $(KIT_PYTHON) on manylinux x86_64, no torch);
 # copy the repository with it, then run `bash benchmarks/gpu_check.sh OUT_DIR` there. FULL=1 adds the WebUI/API and
@@ -155,5 +157,11 @@ BENCH ?=
 plan: setup
 	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) --gpu $(GPU) $(if $(GPUS),--gpus $(GPUS)) $(if $(BENCH),--bench $(BENCH))
 
+# Conversion outputs only (the shipped data/sample/ stays).
 clean-data:
-	rm -f data/*.json data/*.jsonl
+	find data -maxdepth 1 -type f -delete
+
+# Every output of runs on this machine: conversions, runs and reports, caches (tiny model, tokenizer, lengths,
+# WebUI state), benchmark results and the GPU kit. .venv and the tracked dataset_info.json stay.
+clean: clean-data
+	rm -rf saves report .cache benchmarks/out .gpu-kit

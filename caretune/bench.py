@@ -126,8 +126,8 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     """A folder with the shape's config.json and the verified Qwen3 tokenizer, and no weights."""
     from transformers import Qwen3Config
 
+    from caretune.files import publish_dir
     from caretune.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer
-    from converters.writer import publish_dir
 
     target = root / arch.name.replace("/", "--")
     if (target / "config.json").exists():

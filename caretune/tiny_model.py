@@ -34,8 +34,8 @@ def build_tiny_model(target: str | os.PathLike) -> Path:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    from caretune.files import publish_dir
     from caretune.tokenizer import offline_tokenizer
-    from converters.writer import publish_dir
 
     tokenizer = offline_tokenizer()
     torch.manual_seed(SEED)

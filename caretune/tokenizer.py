@@ -69,7 +69,7 @@ def offline_tokenizer_dir() -> Path:
         config = (source / "tokenizer_config.json").read_bytes().replace(b"\r\n", b"\n")
         (staging / "tokenizer_config.json").write_bytes(config)
 
-    from converters.writer import publish_dir
+    from caretune.files import publish_dir
 
     return publish_dir(target, fill, replace=False)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from caretune.constants import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.choices import SYSTEM_LAYOUT
+from converters.names import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.pii import mask_pii
 from converters.records import NOT_AN_OBJECT, Skip, string_field
 

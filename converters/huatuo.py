@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from caretune.constants import HUATUO_DATASET, HUATUO_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
+from converters.names import HUATUO_DATASET, HUATUO_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.pii import mask_pii
 from converters.records import (
     BAD_ROLE_ORDER,

@@ -1,20 +1,15 @@
-"""JSON in and out, with orjson as an optional accelerator and the standard library as the reference.
+"""JSON in and out through orjson, with the standard library as the reference where orjson says no.
 
-orjson arrives with LLaMA-Factory (through gradio). When it is missing, or rejects a line the
-standard library accepts (NaN, integers beyond 64 bits), the standard library decides, so a
-row's fate never depends on which is installed. Output is byte-identical either way: compact
-separators, non-ASCII kept as UTF-8.
+A row orjson rejects (NaN, integers beyond 64 bits) is parsed, or explained, by the standard library, so a
+row's fate is the standard library's. Output is compact UTF-8 JSON with non-ASCII kept, byte-identical to
+`json.dumps(record, ensure_ascii=False, separators=(",", ":"))` for the text records caretune writes.
 """
 
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring  # the C string encoder behind ensure_ascii=False
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - exercised by forcing `orjson = None` in tests
-    orjson = None
+import orjson
 
 
 class InvalidJson(str):
@@ -26,16 +21,14 @@ class UnencodableText(ValueError):
 
 
 def loads_text(text: str) -> object:
-    """Parse one JSON Lines row; orjson first, and the standard library decides (and explains) what orjson rejects.
+    """Parse one JSON Lines row; the standard library decides (and explains) what orjson rejects.
 
     Raises json.JSONDecodeError when the row is not JSON.
     """
-    if orjson is not None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass  # let the standard library decide, and explain
-    return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def invalid_json(err: json.JSONDecodeError) -> InvalidJson:
@@ -43,25 +36,13 @@ def invalid_json(err: json.JSONDecodeError) -> InvalidJson:
     return InvalidJson(f"{err.msg} (column {err.colno})")
 
 
-def dumps(value: object) -> str:
-    """`json.dumps(value, ensure_ascii=False, separators=(",", ":"))`, faster for str/list/dict records."""
-    if isinstance(value, str):
-        return encode_basestring(value)
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return "{" + ",".join(encode_basestring(key) + ":" + dumps(item) for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(dumps(item) for item in value) + "]"
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def dumps_bytes(record: dict) -> bytes:
     """A record as compact UTF-8 JSON; UnencodableText for text with lone surrogates."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(record)
-        except TypeError:
-            pass  # fall through: the standard library path names the problem the same way
     try:
-        return dumps(record).encode("utf-8")
+        return orjson.dumps(record)
+    except TypeError:  # a lone surrogate or an integer beyond 64 bits: the standard library names the problem
+        pass
+    try:
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError as err:
         raise UnencodableText(f"text holds an unpaired surrogate at position {err.start}") from None

@@ -11,7 +11,6 @@ import contextlib
 import glob
 import json
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Callable
@@ -38,29 +37,6 @@ def new_file_mode(path: Path, *, directory: bool = False) -> int:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return (0o777 if directory else 0o666) & ~_current_umask()
-
-
-def publish_dir(target: str | os.PathLike, fill: Callable[[Path], None], *, replace: bool) -> Path:
-    """Fill a staging folder beside `target`, then rename it to `target`.
-
-    An existing `target` is replaced when `replace`, else kept (another process may have built it first).
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(new_file_mode(target, directory=True))  # mkdtemp makes it 0700
-    try:
-        fill(staging)
-        if replace and target.exists():
-            shutil.rmtree(target)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if replace or not target.exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 class AtomicFile:

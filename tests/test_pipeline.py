@@ -6,7 +6,7 @@ import json
 import pytest
 
 from caretune.constants import MAX_EVAL_FRACTION
-from converters import care, chatmed, choices, huatuo, jsoncodec
+from converters import care, chatmed, choices, huatuo
 from converters.pipeline import ConversionError, Options, Outputs, convert_file
 from converters.reader import InputError
 from converters.records import query_key
@@ -154,16 +154,6 @@ def test_worker_processes_give_identical_outputs(project, tmp_path, monkeypatch)
     assert {p: p.read_bytes() for p in single} == single
     varying = ("seconds", "workers", "registry_changed")
     assert {k: v for k, v in one.items() if k not in varying} == {k: v for k, v in two.items() if k not in varying}
-
-
-def test_outputs_identical_without_orjson(project, tmp_path, monkeypatch):
-    report, outputs = convert(huatuo, HUATUO_SAMPLE, project)
-    with_orjson = outputs.train.read_bytes()
-    monkeypatch.setattr(jsoncodec, "orjson", None)
-    other = tmp_path / "other"
-    (other / "data").mkdir(parents=True)
-    _, outputs2 = convert(huatuo, HUATUO_SAMPLE, other)
-    assert outputs2.train.read_bytes() == with_orjson
 
 
 def test_lone_surrogates_are_skipped_not_written(project):

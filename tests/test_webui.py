@@ -153,5 +153,5 @@ def test_webui_in_a_real_browser_opens_on_the_recipe(tmp_path):
     assert datasets == args["dataset"].split(",")
     assert_command_is_the_recipe(command_keys(preview), args)
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("CARETUNE_SCREENSHOT"):  # how docs/webui.png is made
+    if os.environ.get("CARETUNE_SCREENSHOT"):  # how recipes/qwen3-8b/webui.png is made
         shutil.copy(screenshot, Path(os.environ["CARETUNE_SCREENSHOT"]))
