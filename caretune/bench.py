@@ -113,10 +113,9 @@ def synthetic_rows(lengths: list[int], overhead: int, seed: int = SEED) -> list[
 
 def template_overhead(tokenizer) -> int:
     """Tokens the chat template adds around a one-digit question and answer."""
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
+    from caretune.lf import chat_template
 
-    template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=TEMPLATE))
+    template = chat_template(tokenizer, TEMPLATE)
     prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "1"},
                                                          {"role": "assistant", "content": "2"}])
     return len(prompt) + len(answer) - 2
@@ -211,24 +210,17 @@ def worker(spec_path: str) -> None:
     import resource
 
     import torch
-    from llamafactory.data import collator
-    from llamafactory.model import loader
-    from llamafactory.train.tuner import run_exp
     from transformers import TrainerCallback
+
+    from caretune.lf import run_training
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     cuda = torch.cuda.is_available()
-    loader.AutoModelForCausalLM = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
     records: list[tuple[int, int]] = []
-    collate = collator.SFTDataCollatorWith4DAttentionMask.__call__
 
-    def counting_collate(self, features):
+    def count(features, batch) -> None:
         real = sum(sum(1 for m in f["attention_mask"] if m != 0) for f in features)
-        batch = collate(self, features)
         records.append((real, batch["input_ids"].numel()))
-        return batch
-
-    collator.SFTDataCollatorWith4DAttentionMask.__call__ = counting_collate
     times: list[float] = []
     losses: list[float] = []
 
@@ -252,7 +244,8 @@ def worker(spec_path: str) -> None:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    run_exp(spec["args"], callbacks=[Clock()])
+    model_factory = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
+    run_training(spec["args"], [Clock()], model_factory, count)
     if len(times) <= spec["warmup"]:
         raise SystemExit(f"the time budget of {spec['time_budget']} s ended after {len(times)} steps, "
                          f"before the first timed step (warm-up {spec['warmup']})")

@@ -66,9 +66,9 @@ def strip_think(text: str) -> str:
 
 def think_free_chat_model(args: dict):
     """LLaMA-Factory's ChatModel whose answers and streams never contain `<think>` blocks."""
-    from llamafactory.chat import ChatModel
+    from caretune.lf import chat_model_class
 
-    class ThinkFreeChatModel(ChatModel):
+    class ThinkFreeChatModel(chat_model_class()):
         async def achat(self, *args, **kwargs):
             responses = await super().achat(*args, **kwargs)
             return [dataclasses.replace(r, response_text=strip_think(r.response_text)) for r in responses]

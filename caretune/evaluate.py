@@ -91,21 +91,17 @@ def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
 def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> None:
     """Greedy generation through LLaMA-Factory's ChatModel (`vllm` batches the concurrent requests), written
     like the trainer's predict output and scored with LLaMA-Factory's own BLEU/ROUGE code."""
-    import asyncio
-
     import numpy as np
-    from llamafactory.chat import ChatModel
-    from llamafactory.train.sft.metric import ComputeSimilarity
     from transformers import EvalPrediction
+
+    from caretune.lf import chat_all, chat_model_class, similarity_scorer
 
     keys = ("model_name_or_path", "adapter_name_or_path", "finetuning_type", "template", "enable_thinking",
             "trust_remote_code", "default_system")
-    chat_model = ChatModel({**{k: args[k] for k in keys if k in args}, "infer_backend": backend})
+    chat_model = chat_model_class()({**{k: args[k] for k in keys if k in args}, "infer_backend": backend})
     rows = _eval_rows(args, names)
     generation = {"do_sample": False, "max_new_tokens": int(args.get("max_new_tokens", 1024))}
-    futures = [asyncio.run_coroutine_threadsafe(  # all submitted first: the vLLM engine batches them
-        chat_model.achat(prompt, system or None, **generation), chat_model._loop) for prompt, _, system in rows]
-    answers = [future.result()[0].response_text for future in futures]
+    answers = chat_all(chat_model, [(prompt, system or None) for prompt, _, system in rows], **generation)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / PREDICTIONS, "w", encoding="utf-8") as out:
@@ -120,7 +116,7 @@ def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> Non
         width = max(len(i) for i in ids)
         return np.array([i + [pad] * (width - len(i)) for i in ids])
 
-    scores = ComputeSimilarity(tokenizer=tokenizer)(EvalPrediction(padded(answers), padded([r[1] for r in rows])))
+    scores = similarity_scorer(tokenizer)(EvalPrediction(padded(answers), padded([r[1] for r in rows])))
     results = {f"predict_{k}": v for k, v in scores.items()}
     (output_dir / "predict_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

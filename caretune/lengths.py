@@ -189,18 +189,6 @@ def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, scratc
 
 
 @contextlib.contextmanager
-def _quiet_llamafactory():
-    """LLaMA-Factory reads its log level when first imported: warnings only, without leaking the setting."""
-    previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
-    os.environ["LLAMAFACTORY_VERBOSITY"] = previous or "WARN"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["LLAMAFACTORY_VERBOSITY"]
-
-
-@contextlib.contextmanager
 def _unfingerprinted():
     """`datasets` hashes every map's tokenizer to name cache files (seconds for Qwen3's vocabulary each time);
     these scratch loads never reuse a cache, so random names do."""
@@ -239,20 +227,17 @@ class _TurnEncoder:
 
 def _compute(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, scratch: str, *, template: str,
              max_samples: int | None, sample: int | None, seed: int, num_proc: int | None, with_care: bool) -> TurnLengths:
-    with _quiet_llamafactory():
-        from llamafactory.data.template import get_template_and_fix_tokenizer
+    from caretune import lf
 
-        from caretune.lf import load_aligned
-
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), _unfingerprinted():
-        aligned, data_args, _ = load_aligned(name, dataset_dir, model_name_or_path, scratch, template=template,
-                                             max_samples=max_samples, overwrite_cache=True,
-                                             preprocessing_num_workers=num_proc)
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _unfingerprinted():
+        aligned, data_args, _ = lf.load_aligned(name, dataset_dir, model_name_or_path, scratch, template=template,
+                                                max_samples=max_samples, overwrite_cache=True,
+                                                preprocessing_num_workers=num_proc)
         rows = len(aligned)
         care = care_stats(aligned) if with_care else None
         if sample is not None and sample < rows:
             aligned = aligned.shuffle(seed=seed).select(range(sample))
-        chat_template = get_template_and_fix_tokenizer(tokenizer, data_args)
+        chat_template = lf.chat_template(tokenizer, data_args)
         prefix_ids, _ = chat_template.mm_plugin.process_token_ids([], [], [], [], [], tokenizer, None)
         encoder = _TurnEncoder(chat_template, tokenizer, data_args.mask_history and not chat_template.preserve_thinking)
         encoded = aligned.map(encoder, batched=True, batch_size=data_args.preprocessing_batch_size,

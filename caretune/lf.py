@@ -1,9 +1,17 @@
-"""Where caretune reaches into LLaMA-Factory besides its config: its CLI, its dataset loading, its chat engine."""
+"""The one seam to LLaMA-Factory: every contact with its Python internals (private names, patched classes,
+argument dataclasses, templates, engines, WebUI state) is a function here, and a contract test
+(tests/test_lf_seam.py) runs each against the installed version, so an upgrade breaks in one place.
+Other modules use LLaMA-Factory only through these functions or its CLI."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# ---------------------------------------------------------------- CLI and arguments
 
 
 def cli_command() -> list[str]:
@@ -12,14 +20,74 @@ def cli_command() -> list[str]:
     return [str(cli)] if cli.exists() else [sys.executable, "-m", "llamafactory.cli"]
 
 
+def argument_classes() -> tuple:
+    """The dataclasses behind every key of LLaMA-Factory's train and infer parsers."""
+    from llamafactory.hparams import (
+        DataArguments,
+        EvaluationArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        ModelArguments,
+        RayArguments,
+        TrainingArguments,
+    )
+
+    return (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments,
+            EvaluationArguments, RayArguments)
+
+
+def known_keys() -> set[str]:
+    """Every key LLaMA-Factory's train/infer parsers accept."""
+    from dataclasses import fields
+
+    return {f.name for cls in argument_classes() for f in fields(cls)}
+
+
+def field_types() -> dict[str, object]:
+    """The declared type of every key (first declaration wins)."""
+    import typing
+
+    types: dict[str, object] = {}
+    for cls in argument_classes():
+        for key, hint in typing.get_type_hints(cls).items():
+            types.setdefault(key, hint)
+    return types
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """LLaMA-Factory reads its log level when first imported: warnings only, without leaking the setting."""
+    previous = os.environ.get("LLAMAFACTORY_VERBOSITY")
+    os.environ["LLAMAFACTORY_VERBOSITY"] = previous or "WARN"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["LLAMAFACTORY_VERBOSITY"]
+
+
+# ---------------------------------------------------------------- data
+
+
+def chat_template(tokenizer, template):
+    """LLaMA-Factory's chat template object for a template name or a DataArguments (it also fixes the
+    tokenizer's special tokens, as training does)."""
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    data_args = DataArguments(template=template) if isinstance(template, str) else template
+    return get_template_and_fix_tokenizer(tokenizer, data_args)
+
+
 def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: str, **data_kwargs):
     """One registered dataset loaded and aligned by LLaMA-Factory's own code, as training sees it.
 
     Returns `(aligned dataset, data_args, training_args)`; `data_kwargs` go to its DataArguments.
     """
-    from llamafactory.data.loader import _load_single_dataset
-    from llamafactory.data.parser import get_dataset_list
-    from llamafactory.hparams import DataArguments, ModelArguments
+    with quiet():  # when this is LLaMA-Factory's first import, it logs warnings only
+        from llamafactory.data.loader import _load_single_dataset
+        from llamafactory.data.parser import get_dataset_list
+        from llamafactory.hparams import DataArguments, ModelArguments
     from transformers import Seq2SeqTrainingArguments
 
     data_args = DataArguments(dataset=name, dataset_dir=dataset_dir, **data_kwargs)
@@ -29,6 +97,16 @@ def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: 
     return _load_single_dataset(attr, model_args, data_args, training_args), data_args, training_args
 
 
+# ---------------------------------------------------------------- inference and evaluation
+
+
+def chat_model_class():
+    """LLaMA-Factory's ChatModel (subclassed by caretune.chat)."""
+    from llamafactory.chat import ChatModel
+
+    return ChatModel
+
+
 def chat_engine(args: dict):
     """LLaMA-Factory's Hugging Face inference engine for a chat recipe: model, adapter, tokenizer and template."""
     from llamafactory.chat.hf_engine import HuggingfaceEngine
@@ -36,3 +114,101 @@ def chat_engine(args: dict):
 
     model_args, data_args, finetuning_args, generating_args = get_infer_args(args)
     return HuggingfaceEngine(model_args, data_args, finetuning_args, generating_args)
+
+
+def chat_all(chat_model, calls: list[tuple[list[dict], str | None]], **generation) -> list[str]:
+    """Answers to every (messages, system) at once on the ChatModel's own event loop (vLLM batches them)."""
+    import asyncio
+
+    futures = [asyncio.run_coroutine_threadsafe(chat_model.achat(messages, system, **generation), chat_model._loop)
+               for messages, system in calls]
+    return [future.result()[0].response_text for future in futures]
+
+
+def similarity_scorer(tokenizer):
+    """LLaMA-Factory's BLEU-4 / ROUGE computation, as its trainer's predict uses it."""
+    from llamafactory.train.sft.metric import ComputeSimilarity
+
+    return ComputeSimilarity(tokenizer=tokenizer)
+
+
+def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
+    """LLaMA-Factory's multiple-choice evaluator, with its few-shot examples drawn with `shot_seed` (it shuffles
+    them without a seed), so two runs score the same prompts."""
+    import functools
+
+    import datasets
+    from llamafactory.eval.evaluator import Evaluator
+
+    original = datasets.Dataset.shuffle
+    datasets.Dataset.shuffle = functools.partialmethod(original, seed=shot_seed)
+    try:
+        Evaluator(eval_args).eval()
+    finally:
+        datasets.Dataset.shuffle = original
+
+
+# ---------------------------------------------------------------- training (caretune bench's worker process)
+
+
+def run_training(args: dict, callbacks: list, model_factory, on_batch: Callable[[list, dict], None]) -> None:
+    """`llamafactory-cli train`'s code in this process, with the model built by `model_factory` (in place of
+    AutoModelForCausalLM) and `on_batch(features, batch)` called on every collated batch."""
+    from llamafactory.data import collator
+    from llamafactory.model import loader
+    from llamafactory.train.tuner import run_exp
+
+    loader.AutoModelForCausalLM = model_factory
+    collate = collator.SFTDataCollatorWith4DAttentionMask.__call__
+
+    def observed(self, features):
+        batch = collate(self, features)
+        on_batch(features, batch)
+        return batch
+
+    collator.SFTDataCollatorWith4DAttentionMask.__call__ = observed
+    try:
+        run_exp(args, callbacks=callbacks)
+    finally:
+        collator.SFTDataCollatorWith4DAttentionMask.__call__ = collate
+
+
+# ---------------------------------------------------------------- WebUI
+
+
+def webui_folders(data_dir: str, cache_dir: str, config_dir: str) -> None:
+    """Where the WebUI looks for dataset_info.json and keeps its state; set before its UI modules import."""
+    import llamafactory.webui.common as common
+
+    common.DEFAULT_DATA_DIR, common.DEFAULT_CACHE_DIR, common.DEFAULT_CONFIG_DIR = data_dir, cache_dir, config_dir
+
+
+def webui_remember(model_name: str, model_path: str, template: str, saved_name: str, form: dict) -> None:
+    """List the model among the WebUI's models (its path and template come with it), make it the last model
+    in the WebUI's user config, and write `form` as a saved-arguments file its "Load arguments" reads."""
+    import llamafactory.webui.common as common
+    from llamafactory.extras.constants import DEFAULT_TEMPLATE, DownloadSource, register_model_group
+
+    register_model_group({model_name: {DownloadSource.DEFAULT: model_path}})
+    DEFAULT_TEMPLATE[model_name] = template
+    common.save_config(lang=None, model_name=model_name, model_path=model_path)
+    os.makedirs(common.DEFAULT_CONFIG_DIR, exist_ok=True)
+    common.save_args(os.path.join(common.DEFAULT_CONFIG_DIR, saved_name), form)
+
+
+def webui_launch(saved_name: str, host: str, port: int, auth) -> None:
+    """The WebUI, whose every page load ends by loading `saved_name` into the form as "Load arguments" does."""
+    import llamafactory.webui.common as common
+    from llamafactory.webui.engine import Engine
+    from llamafactory.webui.interface import create_ui
+
+    resume = Engine.resume
+
+    def resume_with_saved(engine):
+        yield from resume(engine)  # the WebUI's own start: language, the model from the user config, …
+        loaded = engine.runner.load_args(common.load_config().get("lang") or "en", saved_name)
+        loaded[engine.manager.get_elem_by_id("train.config_path")] = saved_name
+        yield loaded
+
+    Engine.resume = resume_with_saved
+    create_ui().queue().launch(server_name=host, server_port=port, inbrowser=False, auth=auth)

@@ -10,7 +10,6 @@ configs in a README, and a mapping.json.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import shutil
@@ -100,8 +99,6 @@ def score(subjects: dict[str, dict], predictions: dict[str, dict[str, str]]) -> 
 def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5,
             batch_size: int = 4) -> dict:
     """Build the task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
-    import datasets
-
     from caretune.preflight import check_model_paths, load_recipe
 
     out_dir = Path(out_dir)
@@ -116,14 +113,9 @@ def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_sh
     eval_args.update(task=f"{TASK}_test", task_dir=str(out_dir / "task"), lang="zh", n_shot=n_shot,
                      batch_size=batch_size, save_dir=str(save_dir))
 
-    from llamafactory.eval.evaluator import Evaluator
+    from caretune.lf import run_choice_eval
 
-    original = datasets.Dataset.shuffle
-    datasets.Dataset.shuffle = functools.partialmethod(original, seed=SHOT_SEED)  # the same shots every run
-    try:
-        Evaluator(eval_args).eval()
-    finally:
-        datasets.Dataset.shuffle = original
+    run_choice_eval(eval_args, SHOT_SEED)  # the same shots every run
     predictions = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
     result = {"recipe": recipe, "n_shot": n_shot, **score(subjects, predictions)}
     (out_dir / "mcq.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from caretune import lf
 from caretune.constants import DATASET_INFO
 from converters.errors import UserError
 from converters.registry import load_registry
@@ -50,39 +51,6 @@ def load_recipe(path: str | os.PathLike) -> dict:
     if not isinstance(args, dict):
         raise PreflightError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
     return args
-
-
-def _argument_classes() -> tuple:
-    from llamafactory.hparams import (
-        DataArguments,
-        EvaluationArguments,
-        FinetuningArguments,
-        GeneratingArguments,
-        ModelArguments,
-        RayArguments,
-        TrainingArguments,
-    )
-
-    return (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments,
-            EvaluationArguments, RayArguments)
-
-
-def known_keys() -> set[str]:
-    """Every key LLaMA-Factory's train/infer parsers accept (from its own argument dataclasses)."""
-    from dataclasses import fields
-
-    return {f.name for cls in _argument_classes() for f in fields(cls)}
-
-
-def field_types() -> dict[str, object]:
-    """The declared type of every key, from LLaMA-Factory's argument dataclasses (first declaration wins)."""
-    import typing
-
-    types: dict[str, object] = {}
-    for cls in _argument_classes():
-        for key, hint in typing.get_type_hints(cls).items():
-            types.setdefault(key, hint)
-    return types
 
 
 def _fits(value: object, hint: object) -> tuple[bool, str]:
@@ -350,8 +318,8 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     """Check a recipe; return the launch plan. Raises PreflightError on the first problem."""
     path = Path(recipe)
     args = load_recipe(path)
-    check_keys(path, args, known_keys())
-    check_values(path, args, field_types())
+    check_keys(path, args, lf.known_keys())
+    check_values(path, args, lf.field_types())
     check_datasets(path, args)
     sibling_warnings = check_siblings(path, args)
     check_model_paths(path, args, adapter=not args.get("do_train"))

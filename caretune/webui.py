@@ -10,7 +10,6 @@ own copy of the same ZeRO stage) and `packing` (which `neat_packing` implies, an
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from caretune.serve import WEBUI_STATE_DIR
@@ -75,44 +74,15 @@ def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
     return values
 
 
-def prepare(recipe: Path, args: dict) -> str:
-    """Write the WebUI's user config and the recipe's saved-arguments file; return that file's name."""
-    import llamafactory.webui.common as common
-    from llamafactory.extras.constants import DEFAULT_TEMPLATE, DownloadSource, register_model_group
-
-    label = model_label(recipe)  # listed among the WebUI's models, with the recipe's path and template
-    register_model_group({label: {DownloadSource.DEFAULT: str(args["model_name_or_path"])}})
-    DEFAULT_TEMPLATE[label] = args.get("template", "default")
-    common.save_config(lang=None, model_name=label, model_path=str(args["model_name_or_path"]))
-    name = f"{label}-{Path(recipe).stem}.yaml"
-    os.makedirs(common.DEFAULT_CONFIG_DIR, exist_ok=True)
-    common.save_args(os.path.join(common.DEFAULT_CONFIG_DIR, name), form_values(args, recipe))
-    return name
-
-
 def launch(recipe: str, dataset_dir: str, host: str, port: int, api_key: str | None) -> None:
     """The WebUI with the recipe's values in the training form at every page load."""
-    import llamafactory.webui.common as common
-
+    from caretune import lf
     from caretune.preflight import load_recipe
 
     args = load_recipe(recipe)
-    common.DEFAULT_DATA_DIR = dataset_dir  # read when the UI modules below are imported
-    common.DEFAULT_CACHE_DIR = f"{WEBUI_STATE_DIR}/cache"  # its state, in an ignored folder
-    common.DEFAULT_CONFIG_DIR = f"{WEBUI_STATE_DIR}/config"
-    saved = prepare(Path(recipe), args)
-    from llamafactory.webui.engine import Engine
-    from llamafactory.webui.interface import create_ui
-
-    resume = Engine.resume
-
-    def resume_with_recipe(engine):
-        yield from resume(engine)  # the WebUI's own start: language, model name from the user config, …
-        lang = common.load_config().get("lang") or "en"
-        loaded = engine.runner.load_args(lang, saved)  # its "Load arguments" on the recipe's file
-        loaded[engine.manager.get_elem_by_id("train.config_path")] = saved
-        yield loaded
-
-    Engine.resume = resume_with_recipe
-    auth = (("caretune", api_key),) if api_key else None
-    create_ui().queue().launch(server_name=host, server_port=port, inbrowser=False, auth=auth)
+    lf.webui_folders(dataset_dir, f"{WEBUI_STATE_DIR}/cache", f"{WEBUI_STATE_DIR}/config")  # state: ignored folder
+    label = model_label(Path(recipe))
+    saved = f"{label}-{Path(recipe).stem}.yaml"
+    lf.webui_remember(label, str(args["model_name_or_path"]), args.get("template", "default"), saved,
+                      form_values(args, Path(recipe)))
+    lf.webui_launch(saved, host, port, (("caretune", api_key),) if api_key else None)

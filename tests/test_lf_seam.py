@@ -1,0 +1,98 @@
+"""The LLaMA-Factory seam (caretune/lf.py) against the installed LLaMA-Factory: each function once, so that an
+upgrade that moves or changes what caretune relies on fails here, by name."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from caretune import lf
+from tests.conftest import ROOT, converted_workspace, tiny_recipe
+
+pytestmark = pytest.mark.lf
+
+
+def test_every_caretune_module_but_the_seam_is_forbidden_llamafactory():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"]
+    seam = next(c for c in contracts if c.get("forbidden_modules") == ["llamafactory"])
+    modules = {f"caretune.{p.stem}" for p in (ROOT / "caretune").glob("*.py") if p.stem != "__init__"}
+    assert set(seam["source_modules"]) == modules - {"caretune.lf"} | {"converters"}
+
+
+def test_cli_and_argument_keys():
+    command = lf.cli_command()
+    assert Path(command[0]).exists()
+    keys = lf.known_keys()
+    assert {"cutoff_len", "template", "lora_rank", "deepspeed", "default_system", "max_new_tokens", "neat_packing",
+            "enable_liger_kernel", "infer_backend", "adapter_name_or_path"} <= keys
+    types = lf.field_types()
+    assert types["learning_rate"] is float and types["per_device_train_batch_size"] is int
+
+
+def test_quiet_sets_and_restores_the_log_level(monkeypatch):
+    monkeypatch.delenv("LLAMAFACTORY_VERBOSITY", raising=False)
+    with lf.quiet():
+        assert os.environ["LLAMAFACTORY_VERBOSITY"] == "WARN"
+    assert "LLAMAFACTORY_VERBOSITY" not in os.environ
+
+
+def test_chat_template_and_dataset_loading(tmp_path):
+    from caretune.constants import CHATMED_DATASET, TEMPLATE
+    from caretune.tokenizer import load_qwen3_tokenizer
+
+    tokenizer, _ = load_qwen3_tokenizer()
+    template = lf.chat_template(tokenizer, TEMPLATE)
+    prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "你好"},
+                                                         {"role": "assistant", "content": "好"}], "系统")
+    assert 108386 in prompt and answer[-2:] == [151645, 198]  # 你好; <|im_end|> and its newline
+    workspace = converted_workspace(tmp_path / "project")
+    aligned, data_args, _ = lf.load_aligned(CHATMED_DATASET, str(workspace), "Qwen/Qwen3-8B",
+                                            str(tmp_path / "scratch"), template=TEMPLATE)
+    assert len(aligned) > 0 and {"_prompt", "_response", "_system"} <= set(aligned.column_names)
+    assert aligned[0]["_system"] and data_args.template == TEMPLATE
+
+
+def test_chat_model_engine_and_scores(tmp_path):
+    recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=4)
+    import yaml
+
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    engine = lf.chat_engine(args)
+    assert engine.template.encode_oneturn and engine.tokenizer and engine.model and "do_sample" in engine.generating_args
+    chat_model = lf.chat_model_class()(args)
+    answers = lf.chat_all(chat_model, [([{"role": "user", "content": "头疼"}], None)] * 2, do_sample=False,
+                          max_new_tokens=4)
+    assert len(answers) == 2 and answers[0] == answers[1]
+    from transformers import EvalPrediction
+
+    ids = np.array([engine.tokenizer.encode("多喝水，注意休息")])
+    scores = lf.similarity_scorer(engine.tokenizer)(EvalPrediction(ids, ids))
+    assert scores["bleu-4"] == pytest.approx(100.0) and "rouge-l" in scores
+
+
+def test_what_the_patching_seams_rely_on_is_there():
+    """run_training, run_choice_eval and the WebUI functions patch or call these names; the runs themselves are
+    in test_bench, test_mcq and test_webui."""
+    import datasets
+    from llamafactory.data import collator
+    from llamafactory.eval.evaluator import Evaluator
+    from llamafactory.extras.constants import DEFAULT_TEMPLATE, SUPPORTED_MODELS, DownloadSource, register_model_group
+    from llamafactory.model import loader
+    from llamafactory.train.tuner import run_exp
+    from llamafactory.webui import common
+    from llamafactory.webui.engine import Engine
+    from llamafactory.webui.runner import Runner
+
+    assert callable(collator.SFTDataCollatorWith4DAttentionMask.__call__) and hasattr(loader, "AutoModelForCausalLM")
+    assert "callbacks" in inspect.signature(run_exp).parameters and callable(Evaluator.eval)
+    assert "seed" in inspect.signature(datasets.Dataset.shuffle).parameters
+    assert all(hasattr(common, name) for name in ("DEFAULT_DATA_DIR", "DEFAULT_CACHE_DIR", "DEFAULT_CONFIG_DIR",
+                                                  "save_config", "save_args", "load_config"))
+    assert inspect.isgeneratorfunction(Engine.resume) and callable(Runner.load_args)
+    register_model_group({"caretune-seam-test": {DownloadSource.DEFAULT: "x/y"}})
+    assert "caretune-seam-test" in SUPPORTED_MODELS and isinstance(DEFAULT_TEMPLATE, dict)
