@@ -452,7 +452,7 @@ def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(exists=True, dir_okay=False), default=DEFAULT_TRAIN_RECIPE)
+@click.argument("recipe", type=click.Path(dir_okay=False), default=DEFAULT_TRAIN_RECIPE)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_WEBUI_PORT, show_default=True)
 @click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
@@ -468,6 +468,8 @@ def webui(recipe, host, port, dataset_info):
     from caretune.webui import launch
 
     check_bind(host, os.environ.get("API_KEY"))
+    if not Path(recipe).is_file():
+        raise click.ClickException(f"{recipe}: no such recipe (run from the repository root, or name one)")
     click.echo(f"webui: http://{host}:{port}/ with {recipe} in the training form", err=True)
     launch(recipe, str(Path(dataset_info).resolve().parent), host, port, os.environ.get("API_KEY") or None)
 

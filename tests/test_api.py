@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from caretune.api import ApiSettings, create_app
 from caretune.generation import CANCELLED, LENGTH, STOP, Completion
-from tests.conftest import ROOT, tiny_recipe
+from tests.helpers import ROOT, free_port, tiny_recipe
 
 QUESTION = "我头疼三天了，电话13812345678，怎么办？"
 
@@ -58,12 +57,6 @@ class ScriptedGenerator:
                 break
         self.produced.append(produced)
         return [Completion("好" * produced, produced, reason) for _ in range(sampling.n)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

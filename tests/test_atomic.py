@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import CHATMED_SAMPLE, ROOT, read_json
+from tests.helpers import CHATMED_SAMPLE, ROOT, read_json
 
 
 def test_kill_during_write_keeps_previous_outputs(project):

@@ -108,7 +108,7 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
 
     # plan takes the measured rate of the variant that trains as the recipe does
     from caretune.plan import make_plan
-    from tests.conftest import converted_workspace, tiny_recipe
+    from tests.helpers import converted_workspace, tiny_recipe
 
     workspace = converted_workspace(tmp_path / "project")
     monkeypatch.chdir(workspace)

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from caretune.chat import ThinkFilter, strip_think
-from tests.conftest import tiny_recipe
+from tests.helpers import tiny_recipe
 
 
 def test_strip_think():

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from caretune.check import length_stats, percentile
 from caretune.cli import main
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
+from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
 
 pytestmark = pytest.mark.lf
 

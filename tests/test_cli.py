@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT, read_json
+from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT, read_json
 
 
 def test_help_does_not_import_torch_or_llamafactory():

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tests.conftest import CHATMED_SAMPLE, ROOT
+from tests.helpers import CHATMED_SAMPLE, ROOT
 
 ROUNDS = 12
 

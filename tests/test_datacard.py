@@ -3,7 +3,7 @@
 from click.testing import CliRunner
 
 from caretune.cli import main
-from tests.conftest import CHATMED_SAMPLE, read_json
+from tests.helpers import CHATMED_SAMPLE, read_json
 
 
 def test_card_beside_the_report_with_counts_examples_and_masked_text(project, monkeypatch):

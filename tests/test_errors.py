@@ -5,15 +5,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from tests.conftest import CHATMED_SAMPLE, ROOT, converted_workspace
-
-
-def caretune(cwd, *args, timeout=300):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LLAMAFACTORY_VERBOSITY": "WARN"}
-    return subprocess.run([sys.executable, "-m", "caretune.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+from tests.helpers import CHATMED_SAMPLE, ROOT, converted_workspace, edit_recipe, run_caretune
 
 
 def assert_one_line_error(done, *expected):
@@ -31,43 +24,40 @@ def workspace(tmp_path_factory):
 
 
 def edited(workspace, name, source, **changes):
-    args = yaml.safe_load((workspace / source).read_text(encoding="utf-8"))
-    args.update(changes)
-    path = workspace / name
-    path.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    edit_recipe(workspace / source, workspace / name, **changes)
     return name
 
 
 @pytest.mark.parametrize("registry_text", ['{"multi-med": {"file_name": "data/multi-', "[1, 2]"])
 def test_preflight_on_a_truncated_or_list_registry(tmp_path, registry_text):
     workspace = converted_workspace(tmp_path)
-    assert caretune(workspace, "tiny-model").returncode == 0
+    assert run_caretune(workspace, "tiny-model").returncode == 0
     (workspace / "dataset_info.json").write_text(registry_text, encoding="utf-8")
-    assert_one_line_error(caretune(workspace, "preflight", "recipes/tiny-qwen3/lora_sft.yaml"), "dataset_info.json")
+    assert_one_line_error(run_caretune(workspace, "preflight", "recipes/tiny-qwen3/lora_sft.yaml"), "dataset_info.json")
 
 
 @pytest.mark.parametrize("changes, key", [({"max_steps": "twenty"}, "max_steps"),
                                           ({"per_device_train_batch_size": -1}, "per_device_train_batch_size")])
 def test_plan_with_a_bad_value(workspace, changes, key):
     recipe = edited(workspace, f"bad-{key}.yaml", "recipes/tiny-qwen3/lora_sft.yaml", **changes)
-    assert_one_line_error(caretune(workspace, "plan", recipe), key)
+    assert_one_line_error(run_caretune(workspace, "plan", recipe), key)
 
 
 def test_commands_before_training_name_the_missing_model_or_adapter(workspace):
     for command in (["eval", "recipes/tiny-qwen3/predict.yaml"], ["chat", "recipes/tiny-qwen3/chat.yaml", "--query", "头痛"],
                     ["export", "recipes/tiny-qwen3/export.yaml"]):
-        assert_one_line_error(caretune(workspace, *command), "model_name_or_path .cache/tiny-qwen3 does not exist",
+        assert_one_line_error(run_caretune(workspace, *command), "model_name_or_path .cache/tiny-qwen3 does not exist",
                               "caretune tiny-model")
-    assert caretune(workspace, "tiny-model").returncode == 0
+    assert run_caretune(workspace, "tiny-model").returncode == 0
     for command in (["eval", "recipes/tiny-qwen3/predict.yaml"], ["chat", "recipes/tiny-qwen3/chat.yaml", "--query", "头痛"],
                     ["export", "recipes/tiny-qwen3/export.yaml"], ["api", "recipes/tiny-qwen3/chat.yaml"]):
-        assert_one_line_error(caretune(workspace, *command), "adapter_name_or_path saves/tiny-qwen3/lora/sft does not exist",
+        assert_one_line_error(run_caretune(workspace, *command), "adapter_name_or_path saves/tiny-qwen3/lora/sft does not exist",
                               "train it first")
 
 
 def test_an_empty_question_is_refused(workspace):
     for query in ("", "   "):
-        assert_one_line_error(caretune(workspace, "chat", "recipes/tiny-qwen3/chat.yaml", "--query", query),
+        assert_one_line_error(run_caretune(workspace, "chat", "recipes/tiny-qwen3/chat.yaml", "--query", query),
                               "--query is empty")
 
 
@@ -76,7 +66,7 @@ def test_an_empty_question_is_refused(workspace):
 def test_a_broken_recipe_is_one_line_for_every_command(workspace, command):
     (workspace / "broken.yaml").write_text("model_name_or_path: [unclosed\n", encoding="utf-8")
     base = ["--base"] if command[0] in ("mcq", "eval") else []
-    assert_one_line_error(caretune(workspace, command[0], "broken.yaml", *command[1:], *base), "broken.yaml:")
+    assert_one_line_error(run_caretune(workspace, command[0], "broken.yaml", *command[1:], *base), "broken.yaml:")
 
 
 def test_a_write_without_permission_is_one_line(project, monkeypatch):
@@ -107,8 +97,8 @@ def test_eval_on_a_registry_conflict(tmp_path):
     entries = json.loads(registry.read_text(encoding="utf-8"))
     entries[EMERGENCY_DATASET] = {"file_name": "somewhere/else.json"}
     registry.write_text(json.dumps(entries), encoding="utf-8")
-    assert caretune(workspace, "tiny-model").returncode == 0
-    done = caretune(workspace, "eval", "recipes/tiny-qwen3/predict.yaml", "--base")
+    assert run_caretune(workspace, "tiny-model").returncode == 0
+    done = run_caretune(workspace, "eval", "recipes/tiny-qwen3/predict.yaml", "--base")
     assert_one_line_error(done, f"entry '{EMERGENCY_DATASET}' already points at")
 
 
@@ -162,9 +152,7 @@ def test_package_data_is_found_from_a_non_editable_install(tmp_path):
 ])
 def test_every_subcommand_answers_bad_input_in_one_line(tmp_path, command, expected):
     (tmp_path / "broken.json").write_text('{"a": \n', encoding="utf-8")
-    env_without_key = {k: v for k, v in os.environ.items() if k != "API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "caretune.cli", *command], cwd=tmp_path, capture_output=True, text=True,
-                          env={**env_without_key, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
+    done = run_caretune(tmp_path, *command, env={"API_KEY": ""}, timeout=120)  # an empty key is no key
     assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr[-2000:]  # 2: click's usage errors
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
@@ -177,7 +165,7 @@ def test_every_subcommand_answers_bad_input_in_one_line(tmp_path, command, expec
     (["api", "recipes/tiny-qwen3/chat.yaml", "--max-queue", "-1"], "--max-queue"),
 ])
 def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(args, expected):
-    done = caretune(ROOT, *args, timeout=60)
+    done = run_caretune(ROOT, *args, timeout=60)
     assert done.returncode == 2 and "Usage:" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and expected in done.stderr, done.stderr
     assert done.stderr.strip().endswith(" --help`)")  # the command's own help, e.g. `caretune convert chatmed --help`

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT, converted_workspace, tiny_recipe
+from tests.helpers import ROOT, converted_workspace, run_caretune, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -20,9 +20,7 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     out = tmp_path / args["output_dir"]
 
     def run():
-        done = subprocess.run([sys.executable, "-m", "caretune.cli", "eval", "recipes/tiny-qwen3/predict.yaml"],
-                              cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
-                              capture_output=True, text=True, timeout=600)
+        done = run_caretune(tmp_path, "eval", "recipes/tiny-qwen3/predict.yaml", timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout, (out / "generated_predictions.jsonl").read_bytes(), \
             (out / "emergency" / "generated_predictions.jsonl").read_bytes()

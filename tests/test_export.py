@@ -1,8 +1,5 @@
 """Export: the merged model matches base + adapter, and its template defaults to non-thinking."""
 
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -15,7 +12,7 @@ from caretune.export import (
     non_thinking_modelfile,
     non_thinking_template,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT, run_caretune
 
 
 def test_template_switch_is_rewritten_once():
@@ -54,9 +51,7 @@ def test_export_merges_and_defaults_to_non_thinking(tmp_path):
                 export_dir=str(tmp_path / "merged"))
     recipe = tmp_path / "export.yaml"
     recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "caretune.cli", "export", str(recipe)], cwd=tmp_path,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=300)
+    done = run_caretune(tmp_path, "export", recipe)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")

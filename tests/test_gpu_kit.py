@@ -7,7 +7,7 @@ from importlib.metadata import version
 import pytest
 
 from caretune import gpukit
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_kit_pins_this_environment_and_leaves_out_pytorch_base_and_serving():

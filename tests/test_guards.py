@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
+from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
 
 
 def run(*args):

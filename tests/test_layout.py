@@ -10,7 +10,7 @@ import yaml
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from converters import chatmed
 from converters.pipeline import Options, Outputs, convert_file
-from tests.conftest import CHATMED_SAMPLE, ROOT
+from tests.helpers import CHATMED_SAMPLE, ROOT
 
 pytestmark = pytest.mark.lf
 

@@ -8,7 +8,7 @@ import pytest
 
 from caretune import lengths
 from caretune.constants import TEMPLATE
-from tests.conftest import converted_workspace
+from tests.helpers import converted_workspace
 
 pytestmark = pytest.mark.lf
 

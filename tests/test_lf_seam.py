@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from caretune import lf
-from tests.conftest import ROOT, converted_workspace, tiny_recipe
+from tests.helpers import ROOT, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from caretune.mcq import McqError, build_task, read_questions
-from tests.conftest import ROOT, SHARED_DATA, tiny_recipe
+from tests.helpers import ROOT, SHARED_DATA, tiny_recipe
 
 SAMPLE_MCQ = ROOT / "data" / "sample" / "mcq"
 

@@ -7,21 +7,14 @@ import pytest
 
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
-from converters.pipeline import ConversionError, Options, Outputs, convert_file
+from converters.pipeline import ConversionError, Options
 from converters.reader import InputError
 from converters.records import query_key
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json, write_lines
+from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
 
 
 def convert(source, raw, project, eval_size=5, **kwargs):
-    outputs = Outputs.for_source(source, None, project / "data")
-    report = convert_file(source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION,
-                          registry_path=project / "dataset_info.json", **kwargs)
-    return report, outputs
-
-
-def accounted(report):
-    return report["read"] == report["written"] + report["eval"] + report["duplicates"] + sum(report["skipped"].values())
+    return convert_into(project, source, raw, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, **kwargs)
 
 
 def keys_of(path, source):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.plan import PlanError, _duration, make_plan, read_recipe
-from tests.conftest import converted_workspace, tiny_recipe
+from tests.helpers import converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -156,7 +156,7 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
 
     from converters import chatmed, huatuo
     from converters.pipeline import Outputs, convert_file
-    from tests.conftest import ROOT, shared_file
+    from tests.helpers import ROOT, shared_file
 
     raws = ((chatmed, shared_file("chatmed/corpus_92_hpc.jsonl")), (huatuo, shared_file("sharegpt/medical_sft_1K_format.jsonl")))
     written = 0

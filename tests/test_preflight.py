@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from caretune.preflight import PreflightError, preflight
-from tests.conftest import converted_workspace
+from tests.helpers import converted_workspace, edit_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -32,18 +31,11 @@ def workspace(tmp_path, monkeypatch, tiny_model):
     return tmp_path
 
 
-def edit(path, **changes):
-    args = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    for key, value in changes.items():
-        if value is None:
-            args.pop(key, None)
-        else:
-            args[key] = value
-    Path(path).write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
-    return path
-
-
 SFT = "recipes/tiny-qwen3/lora_sft.yaml"
+
+
+def edit(path, **changes):
+    return edit_recipe(path, **changes)
 
 
 def test_shipped_recipes_pass(workspace):

@@ -3,14 +3,11 @@
 from converters import chatmed, huatuo
 from converters.pipeline import Outputs, convert_file
 from converters.records import query_key
-from tests.conftest import read_json, shared_file
+from tests.helpers import convert_into, read_json, shared_file
 
 
 def convert(source, raw, project):
-    outputs = Outputs.for_source(source, None, project / "data")
-    report = convert_file(source, raw, outputs, eval_size=200, max_eval_fraction=0.1,
-                          registry_path=project / "dataset_info.json")
-    return report, outputs
+    return convert_into(project, source, raw, eval_size=200)
 
 
 def keys(source, path):

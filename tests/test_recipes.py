@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from caretune import recipes
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 YAML_FILES = sorted((ROOT / "recipes").glob("*/*.yaml"))
 DEEPSPEED_FILES = sorted((ROOT / "recipes" / "deepspeed").glob("*.json"))

@@ -4,7 +4,7 @@ import json
 
 from converters import chatmed, huatuo
 from converters.records import Skip
-from tests.conftest import CHATMED_SAMPLE, HUATUO_SAMPLE
+from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE
 
 
 def test_chatmed_sample_shape():

@@ -3,9 +3,7 @@
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +11,7 @@ import urllib.request
 import pytest
 
 from caretune.serve import ServeError, check_bind, is_loopback
-from tests.conftest import ROOT, tiny_recipe
+from tests.helpers import ROOT, free_port, run_caretune, start_caretune, tiny_recipe
 
 
 def test_loopback_rules():
@@ -23,12 +21,6 @@ def test_loopback_rules():
     check_bind("0.0.0.0", "secret")
     with pytest.raises(ServeError, match="refusing to bind 0.0.0.0 without API_KEY"):
         check_bind("0.0.0.0", None)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def request(url, key=None, body=None):
@@ -56,9 +48,7 @@ def wait_until_up(url, process, timeout=180, **kwargs):
 
 
 def start(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "caretune.cli", *args], cwd=ROOT,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_caretune(ROOT, *args, env=env)
 
 
 def stop(process):
@@ -72,10 +62,8 @@ def stop(process):
 
 
 def test_api_refuses_a_public_bind_without_a_key(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "caretune.cli", "api", str(ROOT / "recipes/tiny-qwen3/chat.yaml"),
-                           "--host", "0.0.0.0"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
+    done = run_caretune(ROOT, "api", ROOT / "recipes/tiny-qwen3/chat.yaml", "--host", "0.0.0.0", env={"API_KEY": ""},
+                        timeout=60)
     assert done.returncode == 1 and "refusing to bind 0.0.0.0 without API_KEY" in done.stderr
 
 

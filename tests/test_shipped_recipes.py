@@ -10,14 +10,11 @@ through `caretune train` (2 processes where the recipe uses DeepSpeed), `eval`, 
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, converted_workspace
+from tests.helpers import ROOT, converted_workspace, run_caretune
 
 pytestmark = pytest.mark.lf
 
@@ -50,9 +47,7 @@ def cpu_version(args: dict, model_dir: str) -> dict:
 
 
 def run(workspace, *args, timeout=900):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LLAMAFACTORY_VERBOSITY": "WARN"}
-    done = subprocess.run([sys.executable, "-m", "caretune.cli", *args], cwd=workspace, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    done = run_caretune(workspace, *args, timeout=timeout)
     assert done.returncode == 0, f"caretune {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout + done.stderr
 

@@ -5,16 +5,13 @@ import json
 import math
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, converted_workspace
+from tests.helpers import converted_workspace, free_port, start_caretune
 
 pytestmark = pytest.mark.lf
 
@@ -44,11 +41,8 @@ OUTPUT = Path("saves/tiny-qwen3/lora/sft")
 
 
 def caretune(workspace, *args, env=None, **kwargs):
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "LLAMAFACTORY_VERBOSITY": "INFO",
-                **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "caretune.cli", *args], cwd=workspace, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            **kwargs)
+    return start_caretune(workspace, *args, env={"LLAMAFACTORY_VERBOSITY": "INFO", **(env or {})}, start_new_session=True,
+                          **kwargs)
 
 
 def finish(process, timeout=420):
@@ -60,12 +54,6 @@ def finish(process, timeout=420):
 def losses(output_dir):
     log = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
     return [entry["loss"] for entry in log if "loss" in entry]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_single_process_training(workspace):

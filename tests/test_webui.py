@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import yaml
 
 from caretune.constants import DEFAULT_TRAIN_RECIPE
 from caretune.webui import form_values, model_label
-from tests.conftest import ROOT
+from tests.helpers import ROOT, free_port, start_caretune
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -90,12 +87,6 @@ def test_the_webuis_own_command_builder_gives_the_recipe(relative, tmp_path, mon
     assert_command_is_the_recipe(command_keys(gen_cmd(engine.runner._parse_train_args(data))), recipe_args(relative))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 READ_FORM = """() => Object.fromEntries([...document.querySelectorAll('span[data-testid="block-info"]')]
     .filter(span => span.offsetParent !== null)
     .map(span => { const block = span.closest('.block');
@@ -111,9 +102,7 @@ def test_webui_in_a_real_browser_opens_on_the_recipe(tmp_path):
     if not CHROMIUM:
         pytest.skip("no Chromium: apt-get install chromium (Playwright's own browser download is not used)")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "caretune.cli", "webui", "--port", str(port)], cwd=ROOT,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = start_caretune(ROOT, "webui", "--port", port)
     args = recipe_args(DEFAULT_TRAIN_RECIPE)
     screenshot = tmp_path / "webui.png"
     try:
