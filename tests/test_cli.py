@@ -20,12 +20,25 @@ def test_help_does_not_import_torch_or_llamafactory():
     assert "HEAVY []" in out
 
 
+def command_paths(group=main, prefix=()):
+    """Every command under `caretune`, nested groups included, as argument lists."""
+    import click
+
+    for name, command in group.commands.items():
+        yield [*prefix, name]
+        if isinstance(command, click.Group):
+            yield from command_paths(command, (*prefix, name))
+
+
 def test_every_subcommand_has_help():
+    paths = list(command_paths())
+    assert len(paths) >= 20 and ["recipes", "new"] in paths and ["convert", "chatmed"] in paths
     runner = CliRunner()
-    for args in (["convert", "chatmed", "--help"], ["convert", "huatuo", "--help"], ["check", "--help"],
-                 ["fetch", "--help"]):
-        result = runner.invoke(main, args)
-        assert result.exit_code == 0 and "Usage:" in result.output, args
+    for args in paths:
+        result = runner.invoke(main, [*args, "--help"])
+        assert result.exit_code == 0 and f"Usage: main {' '.join(args)}" in result.output, args
+        summary = result.output.split("\n\n")[1].strip()
+        assert len(summary) > 20, (args, summary)  # a real sentence, not a stub
 
 
 def run(project, *args):
