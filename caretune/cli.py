@@ -302,7 +302,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, u
     result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
                        rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention,
                        use_cache=use_cache)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else format_plan(result))
+    click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else format_plan(result))
 
 
 @main.command()

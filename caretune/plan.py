@@ -4,13 +4,7 @@ The recipe's datasets are tokenized with the model's tokenizer and template thro
 loading (once, then cached: `caretune.lengths`); truncation, batching and packing are then replayed as
 LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.estimate`.
 
-`--json` keys: recipe, model, arch_source, gpu, gpus, datasets (name, rows, tokenized, rows_kept),
-rows, real_tokens_per_epoch, processed_tokens_per_epoch, non_padding_share, micro_batches_per_gpu_epoch,
-rows_per_micro_batch, optimizer_steps, packing, attention, pack_fill (real tokens / pack capacity, or null),
-length_quantiles (p0..p100 of row tokens),
-params, lora_params, memory_bytes (per component and total), memory_limit_bytes, fits,
-max_micro_batch, throughput (source, processed_tokens_per_s_per_gpu, real_tokens_per_s_per_gpu, mfu),
-wall_seconds, gpu_hours, warnings.
+`--json` is the `Plan` dataclass below, field by field (its comments say what each figure is).
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import math
 import os
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caretune import estimate
@@ -245,10 +239,62 @@ def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
 
 
 @dataclass(frozen=True)
+class DatasetRows:
+    name: str
+    rows: int  # counted, or given with --rows
+    tokenized: int  # rows tokenized (fewer with --sample)
+    rows_kept: int  # rows LLaMA-Factory's preprocessing keeps, scaled to `rows`
+
+
+@dataclass(frozen=True)
+class Throughput:
+    source: str  # a `caretune bench` file, or the assumed MFU
+    processed_tokens_per_s_per_gpu: float
+    real_tokens_per_s_per_gpu: float
+    mfu: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every figure of a plan; `--json` prints these fields in this order."""
+
+    recipe: str
+    model: str
+    arch_source: str  # where the architecture came from: a config.json, or caretune's Qwen3 table
+    gpu: str
+    gpus: int
+    datasets: list[DatasetRows]
+    rows: int  # rows kept, all datasets
+    real_tokens_per_epoch: int
+    processed_tokens_per_epoch: int  # padding included
+    non_padding_share: float
+    micro_batches_per_gpu_epoch: int
+    rows_per_micro_batch: float
+    optimizer_steps: int
+    packing: str  # neat, packed or none
+    attention: str
+    pack_fill: float | None  # real tokens / pack capacity, or None without packing
+    length_quantiles: list[int]  # p0..p100 of row tokens
+    params: int
+    lora_params: int
+    memory_bytes: dict[str, int]  # per component, total, and the logits fused and unfused (caretune.estimate)
+    memory_limit_bytes: int
+    fits: bool
+    max_micro_batch: int
+    throughput: Throughput
+    wall_seconds: int
+    gpu_hours: float
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Tokenized:
     """The recipe's datasets as LLaMA-Factory's preprocessing keeps them."""
 
-    datasets: list[dict]  # name, rows (counted or --rows), tokenized, rows_kept
+    datasets: list[DatasetRows]
     lengths: list[int]  # token length of every tokenized row kept, in LLaMA-Factory's merge order
     scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
 
@@ -275,12 +321,12 @@ def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows
                 raise PlanError(f"{settings.dataset_dir}/{DATASET_INFO}: {name}: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
             rows = rows_override.get(name, data.rows)
-            datasets.append({"name": name, "rows": rows, "tokenized": data.tokenized,
-                             "rows_kept": round(len(kept) * rows / data.tokenized) if data.tokenized else 0})
+            datasets.append(DatasetRows(name, rows, data.tokenized,
+                                        round(len(kept) * rows / data.tokenized) if data.tokenized else 0))
             lengths.extend(kept)
     if not lengths:
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
-    return Tokenized(datasets, lengths, sum(d["rows"] for d in datasets) / sum(d["tokenized"] for d in datasets))
+    return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / sum(d.tokenized for d in datasets))
 
 
 @dataclass(frozen=True)
@@ -321,8 +367,8 @@ def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, m
 
 def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None = None,
               rows_override: dict[str, int] | None = None, bench: str | None = None, mfu: float | None = None,
-              attention: str | None = None, use_cache: bool = True) -> dict:
-    """Every figure of a plan (keys in the module docstring)."""
+              attention: str | None = None, use_cache: bool = True) -> Plan:
+    """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time."""
     settings = read_recipe(recipe_path)
     if gpu_name not in estimate.GPUS:
         raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
@@ -349,7 +395,26 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
 
     share = real / epoch.processed
-    context = estimate.causal_context(data.lengths)
+    throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu)
+    seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
+    return Plan(
+        recipe=recipe_path, model=settings.model, arch_source=arch_source, gpu=gpu.name, gpus=gpus,
+        datasets=data.datasets, rows=sum(d.rows_kept for d in data.datasets),
+        real_tokens_per_epoch=round(real * data.scale), processed_tokens_per_epoch=round(epoch.processed * data.scale),
+        non_padding_share=round(share, 4), micro_batches_per_gpu_epoch=micro_batches_per_gpu,
+        rows_per_micro_batch=round(len(data.lengths) / epoch.micro_batches, 2), optimizer_steps=steps,
+        packing="neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
+        attention=attention, pack_fill=round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
+        length_quantiles=quantiles(data.lengths), params=arch.params(), lora_params=arch.lora_params(settings.lora_rank),
+        memory_bytes=memory, memory_limit_bytes=limit, fits=memory["total"] <= limit, max_micro_batch=max_micro_batch,
+        throughput=throughput, wall_seconds=round(seconds), gpu_hours=round(seconds * gpus / 3600, 2),
+        warnings=_warnings(settings, data, epoch, attention, memory, limit, gpu, max_micro_batch, sample),
+    )
+
+
+def _throughput(settings: TrainSettings, arch: estimate.Arch, gpu: estimate.Gpu, share: float, context: float,
+                bench: str | None, mfu: float | None) -> tuple[Throughput, float]:
+    """Tokens per second per GPU, measured by `caretune bench` or from an assumed MFU (and the unrounded rate)."""
     if bench:
         measured = load_bench(bench, settings, arch)
         processed_rate = measured["processed_tokens_per_s"]
@@ -359,8 +424,14 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
         processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
         source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
     real_rate = processed_rate * share
-    seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
+    return Throughput(source=source, processed_tokens_per_s_per_gpu=round(processed_rate, 1),
+                      real_tokens_per_s_per_gpu=round(real_rate, 1),
+                      mfu=round(estimate.mfu(arch, gpu, real_rate, context), 4)), processed_rate
 
+
+def _warnings(settings: TrainSettings, data: Tokenized, epoch: Batching, attention: str, memory: dict, limit: int,
+              gpu: estimate.Gpu, max_micro_batch: int, sample: int | None) -> list[str]:
+    """What a person should know before launching: memory, packing and sampling."""
     warnings = []
     if memory["total"] > limit:
         warnings.append(f"memory: {memory['total'] / estimate.GIB:.1f} GiB per GPU exceeds "
@@ -374,27 +445,11 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
                         f"{workers} preprocessing shard(s) (~{len(data.lengths) // workers} rows) and "
                         f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
                         "preprocessing_num_workers")
-    tokenized_rows = sum(d["tokenized"] for d in data.datasets)
-    planned_rows = sum(d["rows"] for d in data.datasets)
+    tokenized_rows = sum(d.tokenized for d in data.datasets)
+    planned_rows = sum(d.rows for d in data.datasets)
     if sample is not None and tokenized_rows < planned_rows:
         warnings.append(f"sampled {tokenized_rows} of {planned_rows} rows: token figures are extrapolated")
-    return {
-        "recipe": recipe_path, "model": settings.model, "arch_source": arch_source, "gpu": gpu.name, "gpus": gpus,
-        "datasets": data.datasets, "rows": sum(d["rows_kept"] for d in data.datasets),
-        "real_tokens_per_epoch": round(real * data.scale), "processed_tokens_per_epoch": round(epoch.processed * data.scale),
-        "non_padding_share": round(share, 4), "micro_batches_per_gpu_epoch": micro_batches_per_gpu,
-        "rows_per_micro_batch": round(len(data.lengths) / epoch.micro_batches, 2), "optimizer_steps": steps,
-        "packing": "neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
-        "attention": attention, "pack_fill": round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
-        "length_quantiles": quantiles(data.lengths),
-        "params": arch.params(), "lora_params": arch.lora_params(settings.lora_rank),
-        "memory_bytes": memory, "memory_limit_bytes": limit, "fits": memory["total"] <= limit,
-        "max_micro_batch": max_micro_batch,
-        "throughput": {"source": source, "processed_tokens_per_s_per_gpu": round(processed_rate, 1),
-                       "real_tokens_per_s_per_gpu": round(real_rate, 1),
-                       "mfu": round(estimate.mfu(arch, gpu, real_rate, context), 4)},
-        "wall_seconds": round(seconds), "gpu_hours": round(seconds * gpus / 3600, 2), "warnings": warnings,
-    }
+    return warnings
 
 
 def _duration(seconds: float) -> str:
@@ -402,34 +457,34 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def format_plan(plan: dict) -> str:
+def format_plan(plan: Plan) -> str:
     """The plan as a person reads it."""
     gib = estimate.GIB
-    memory = plan["memory_bytes"]
-    lines = [f"plan for {plan['recipe']}: {plan['model']} ({plan['params'] / 1e9:.2f}B parameters, "
-             f"LoRA {plan['lora_params'] / 1e6:.1f}M; architecture from {plan['arch_source']})",
-             f"hardware: {plan['gpus']} x {plan['gpu']}", "", "data:"]
-    for d in plan["datasets"]:
-        lines.append(f"  {d['name']:<18} {d['rows']:>10,} rows, {d['rows_kept']:>10,} kept by preprocessing"
-                     + (f" (tokenized {d['tokenized']:,})" if d["tokenized"] != d["rows"] else ""))
-    q = plan["length_quantiles"]
+    memory = plan.memory_bytes
+    lines = [f"plan for {plan.recipe}: {plan.model} ({plan.params / 1e9:.2f}B parameters, "
+             f"LoRA {plan.lora_params / 1e6:.1f}M; architecture from {plan.arch_source})",
+             f"hardware: {plan.gpus} x {plan.gpu}", "", "data:"]
+    for d in plan.datasets:
+        lines.append(f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
+                     + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows else ""))
+    q = plan.length_quantiles
     lines += [f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
-              f"  per epoch: {plan['real_tokens_per_epoch']:,} real tokens, {plan['processed_tokens_per_epoch']:,} "
-              f"processed ({plan['non_padding_share']:.1%} non-padding; packing: {plan['packing']}"
-              + (f", packs {plan['pack_fill']:.1%} full" if plan["pack_fill"] is not None else "")
-              + f"; attention: {plan['attention']})",
-              f"  {plan['rows_per_micro_batch']:g} rows per micro-batch, {plan['micro_batches_per_gpu_epoch']:,} "
-              f"micro-batches per GPU per epoch, {plan['optimizer_steps']:,} optimizer steps", "",
+              f"  per epoch: {plan.real_tokens_per_epoch:,} real tokens, {plan.processed_tokens_per_epoch:,} "
+              f"processed ({plan.non_padding_share:.1%} non-padding; packing: {plan.packing}"
+              + (f", packs {plan.pack_fill:.1%} full" if plan.pack_fill is not None else "")
+              + f"; attention: {plan.attention})",
+              f"  {plan.rows_per_micro_batch:g} rows per micro-batch, {plan.micro_batches_per_gpu_epoch:,} "
+              f"micro-batches per GPU per epoch, {plan.optimizer_steps:,} optimizer steps", "",
               "memory per GPU (estimate; formulas in caretune/estimate.py):"]
     for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead"):
         lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")
-    lines += [f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan['memory_limit_bytes'] / gib:.1f} GiB usable "
-              f"({'fits' if plan['fits'] else 'DOES NOT FIT'}); largest micro-batch that fits: {plan['max_micro_batch']}",
+    lines += [f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
+              f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest micro-batch that fits: {plan.max_micro_batch}",
               f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
               f"with a fused linear cross-entropy (enable_liger_kernel)", ""]
-    t = plan["throughput"]
-    lines += [f"throughput: {t['processed_tokens_per_s_per_gpu']:,.0f} processed tokens/s per GPU, "
-              f"{t['real_tokens_per_s_per_gpu']:,.0f} real ({t['mfu']:.0%} MFU); {t['source']}",
-              f"estimate: {_duration(plan['wall_seconds'])} wall, {plan['gpu_hours']:.1f} GPU-hours"]
-    lines += [f"warning: {w}" for w in plan["warnings"]]
+    t = plan.throughput
+    lines += [f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
+              f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU); {t.source}",
+              f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours"]
+    lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

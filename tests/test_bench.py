@@ -114,8 +114,8 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(workspace)
     recipe = tiny_recipe(workspace, "lora_sft", neat_packing=True)
     plan = make_plan(str(recipe), gpus=1, gpu_name="h100", bench=str(out))
-    assert plan["throughput"]["processed_tokens_per_s_per_gpu"] == ran["neat-packing-sdpa"]["processed_tokens_per_s"]
-    assert "variant neat-packing-sdpa on CPU" in plan["throughput"]["source"]
+    assert plan.throughput.processed_tokens_per_s_per_gpu == ran["neat-packing-sdpa"]["processed_tokens_per_s"]
+    assert "variant neat-packing-sdpa on CPU" in plan.throughput.source
 
 
 @pytest.mark.lf

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.plan import PlanError, _duration, make_plan, read_recipe
-from tests.helpers import converted_workspace, tiny_recipe
+from tests.helpers import ROOT, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -43,16 +43,16 @@ def test_plan_agrees_with_llamafactory_preprocessing(workspace, monkeypatch, pac
     plan = make_plan(str(recipe), gpus=1, gpu_name="h100")
     dataset = lf_train_dataset(recipe)
     real = sum(sum(1 for m in mask if m != 0) for mask in dataset["attention_mask"])
-    assert plan["micro_batches_per_gpu_epoch"] == len(dataset)  # rows, or packs, one per micro-batch
-    assert plan["real_tokens_per_epoch"] == real
-    assert plan["optimizer_steps"] == len(dataset)
+    assert plan.micro_batches_per_gpu_epoch == len(dataset)  # rows, or packs, one per micro-batch
+    assert plan.real_tokens_per_epoch == real
+    assert plan.optimizer_steps == len(dataset)
     if packing:
-        assert len(dataset) < plan["rows"]  # several rows per pack
+        assert len(dataset) < plan.rows  # several rows per pack
         assert {len(ids) for ids in dataset["input_ids"]} == {1024}
-        assert plan["processed_tokens_per_epoch"] == 1024 * len(dataset)  # sdpa: every pack padded to the cutoff
+        assert plan.processed_tokens_per_epoch == 1024 * len(dataset)  # sdpa: every pack padded to the cutoff
     else:
-        assert plan["rows"] == len(dataset)
-        assert plan["processed_tokens_per_epoch"] == sum(-(-len(ids) // 8) * 8 for ids in dataset["input_ids"])
+        assert plan.rows == len(dataset)
+        assert plan.processed_tokens_per_epoch == sum(-(-len(ids) // 8) * 8 for ids in dataset["input_ids"])
 
 
 WALKTHROUGH = "recipes/qwen3-8b/lora_sft_walkthrough.yaml"
@@ -89,45 +89,45 @@ def test_fast_recipe_against_the_walkthrough(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     walkthrough = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
     fast = make_plan(FAST, gpus=4, gpu_name="h800")
-    assert fast["packing"] == "neat" and fast["attention"] == "sdpa"
+    assert fast.packing == "neat" and fast.attention == "sdpa"
     fa2 = make_plan(FAST, gpus=4, gpu_name="h800", attention="fa2")
-    assert fa2["non_padding_share"] == 1.0  # fa2 neat packing: LLaMA-Factory strips the padding of each pack
-    assert fast["non_padding_share"] < 1.0
+    assert fa2.non_padding_share == 1.0  # fa2 neat packing: LLaMA-Factory strips the padding of each pack
+    assert fast.non_padding_share < 1.0
     # 113 sample rows over 16 preprocessing workers: ~7 rows a shard, each shard packed alone
-    assert fast["pack_fill"] < 0.9 and any("lower preprocessing_num_workers" in w for w in fast["warnings"])
+    assert fast.pack_fill < 0.9 and any("lower preprocessing_num_workers" in w for w in fast.warnings)
     one_worker = FAST.replace(".yaml", "-1worker.yaml")
     Path(one_worker).write_text(Path(FAST).read_text(encoding="utf-8").replace("preprocessing_num_workers: 16\n", ""),
                                 encoding="utf-8")
     sdpa = make_plan(one_worker, gpus=4, gpu_name="h800", attention="sdpa")
-    assert sdpa["pack_fill"] > fast["pack_fill"] and sdpa["non_padding_share"] > walkthrough["non_padding_share"]
-    assert fast["real_tokens_per_epoch"] == pytest.approx(walkthrough["real_tokens_per_epoch"], rel=0.01)
-    assert fast["memory_bytes"]["logits"] < walkthrough["memory_bytes"]["logits"] / 10  # fused cross-entropy
+    assert sdpa.pack_fill > fast.pack_fill and sdpa.non_padding_share > walkthrough.non_padding_share
+    assert fast.real_tokens_per_epoch == pytest.approx(walkthrough.real_tokens_per_epoch, rel=0.01)
+    assert fast.memory_bytes["logits"] < walkthrough.memory_bytes["logits"] / 10  # fused cross-entropy
     # time at equal tokens/s: full packs beat padding; 16 part-empty packs of this small sample do not
-    assert sdpa["processed_tokens_per_epoch"] < walkthrough["processed_tokens_per_epoch"]
-    assert fa2["processed_tokens_per_epoch"] == fa2["real_tokens_per_epoch"]
-    assert not any("per_device_train_batch_size" in w for w in fast["warnings"])
+    assert sdpa.processed_tokens_per_epoch < walkthrough.processed_tokens_per_epoch
+    assert fa2.processed_tokens_per_epoch == fa2.real_tokens_per_epoch
+    assert not any("per_device_train_batch_size" in w for w in fast.warnings)
 
 
 def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(workspace)
     base = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
     scaled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800",
-                       rows_override={"multi-med": base["datasets"][0]["rows"] * 100})
-    assert scaled["datasets"][0]["rows"] == base["datasets"][0]["rows"] * 100
-    assert scaled["real_tokens_per_epoch"] > 30 * base["real_tokens_per_epoch"]
+                       rows_override={"multi-med": base.datasets[0].rows * 100})
+    assert scaled.datasets[0].rows == base.datasets[0].rows * 100
+    assert scaled.real_tokens_per_epoch > 30 * base.real_tokens_per_epoch
     sampled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", sample=20)
-    assert [d["tokenized"] for d in sampled["datasets"]] == [20, 20]
-    assert [d["rows"] for d in sampled["datasets"]] == [d["rows"] for d in base["datasets"]]  # every row still counted
-    assert sampled["real_tokens_per_epoch"] == pytest.approx(base["real_tokens_per_epoch"], rel=0.25)
-    assert any("sampled 40 of" in w for w in sampled["warnings"])
+    assert [d.tokenized for d in sampled.datasets] == [20, 20]
+    assert [d.rows for d in sampled.datasets] == [d.rows for d in base.datasets]  # every row still counted
+    assert sampled.real_tokens_per_epoch == pytest.approx(base.real_tokens_per_epoch, rel=0.25)
+    assert any("sampled 40 of" in w for w in sampled.warnings)
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"device": "test", "model": "Qwen/Qwen3-8B", "params": 8_190_735_360, "variants": [
         {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
         {"name": "neat-packing", "packing": True, "liger": False, "processed_tokens_per_s": 9000.0}]}), encoding="utf-8")
     measured = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", bench=str(bench))
-    assert measured["throughput"]["processed_tokens_per_s_per_gpu"] == 5000.0
-    assert "variant padding on test" in measured["throughput"]["source"]
-    assert measured["wall_seconds"] == pytest.approx(base["processed_tokens_per_epoch"] * 2 / (5000 * 4), abs=1)
+    assert measured.throughput.processed_tokens_per_s_per_gpu == 5000.0
+    assert "variant padding on test" in measured.throughput.source
+    assert measured.wall_seconds == pytest.approx(base.processed_tokens_per_epoch * 2 / (5000 * 4), abs=1)
     tiny = tmp_path / "tiny-bench.json"
     tiny.write_text(json.dumps({"device": "CPU", "model": "tiny", "params": 19_500_000, "variants": []}), encoding="utf-8")
     with pytest.raises(PlanError, match="the bench ran tiny"):
@@ -168,10 +168,10 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     walkthrough = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
     sdpa = make_plan(FAST, gpus=4, gpu_name="h800", attention="sdpa")
-    assert walkthrough["rows"] == sdpa["rows"] == written == 4196 + 510  # the training rows the filters keep
-    assert walkthrough["non_padding_share"] < 0.6  # batch 24 padded to its longest row
-    assert sdpa["pack_fill"] >= 0.95 and sdpa["non_padding_share"] >= 0.95  # every pack padded to 2048 under sdpa
-    assert not walkthrough["fits"] and sdpa["fits"]  # a 2048-token row in a batch of 24, unfused logits
+    assert walkthrough.rows == sdpa.rows == written == 4196 + 510  # the training rows the filters keep
+    assert walkthrough.non_padding_share < 0.6  # batch 24 padded to its longest row
+    assert sdpa.pack_fill >= 0.95 and sdpa.non_padding_share >= 0.95  # every pack padded to 2048 under sdpa
+    assert not walkthrough.fits and sdpa.fits  # a 2048-token row in a batch of 24, unfused logits
 
 
 @pytest.mark.lf
@@ -187,3 +187,13 @@ def test_greedy_packs_are_llamafactorys_greedy_knapsack():
         for _ in range(30):
             lengths = [rng.randint(1, capacity) for _ in range(rng.randint(1, 300))]
             assert greedy_packs(lengths, capacity) == [sum(k) for k in greedy_knapsack(list(lengths), capacity)]
+
+
+@pytest.mark.parametrize("name", ["lora_sft", "lora_sft_walkthrough"])
+def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
+    """`caretune plan --json` of both Qwen3-8B recipes on the shipped sample, byte for byte as stored in
+    tests/data (written before the plan became a dataclass)."""
+    monkeypatch.chdir(workspace)
+    plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
+    stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")
+    assert json.dumps(plan.to_json(), ensure_ascii=False, indent=2) + "\n" == stored
