@@ -30,8 +30,16 @@ def command_keys(preview: str) -> dict:
         line = line.strip().rstrip("\\").strip()
         if line.startswith("--"):
             key, _, value = line[2:].partition(" ")
-            keys[key] = yaml.safe_load(value)
+            keys[key] = number_or_yaml(value)
     return keys
+
+
+def number_or_yaml(text: str):
+    """A command-line value as LLaMA-Factory's parser takes it ("5e-05" is a number there, a string to YAML 1.1)."""
+    try:
+        return float(text) if any(c in text for c in ".eE") and not text.isalpha() else yaml.safe_load(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def assert_command_is_the_recipe(keys: dict, args: dict) -> None:
