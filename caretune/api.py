@@ -155,6 +155,7 @@ def conversation_of(request: ChatRequest) -> Conversation:
 
 
 def validation_error(err: RequestValidationError) -> ApiError:
+    """The first problem FastAPI found in a request, as a 400 naming the parameter (e.g. messages[0].content)."""
     first = err.errors()[0]
     location = [part for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
@@ -342,6 +343,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
 
 async def watch_disconnect(request: Request, job: Job) -> None:
+    """Stop the job's generation when its client goes away (polled: a non-streaming request is never told)."""
     while not await request.is_disconnected():
         await asyncio.sleep(DISCONNECT_POLL_S)
     job.stop.set()

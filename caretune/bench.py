@@ -53,6 +53,7 @@ ALL_VARIANTS = [Variant(packing, liger, attention) for packing in (False, True) 
 
 
 def variant_by_name(name: str) -> Variant:
+    """The variant called `name` (one of ALL_VARIANTS)."""
     for variant in ALL_VARIANTS:
         if variant.name == name:
             return variant
@@ -144,6 +145,7 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
 
 
 def resolve_bench_arch(model: str) -> estimate.Arch:
+    """The architecture to bench: the tiny Qwen3's own config, or the model's (caretune.plan.resolve_arch)."""
     if model == TINY:
         from caretune.tiny_model import TINY_CONFIG
 
@@ -259,6 +261,7 @@ def worker(spec_path: str) -> None:
 
 
 def device_description() -> tuple[bool, str]:
+    """Whether CUDA is used, and the device as the results name it."""
     import torch
 
     if torch.cuda.is_available():

@@ -163,6 +163,7 @@ def tokens_per_second(arch: Arch, gpu: Gpu, mfu: float, mean_context: float) -> 
 
 
 def mfu(arch: Arch, gpu: Gpu, real_tokens_per_s: float, mean_context: float) -> float:
+    """Model FLOPs utilisation of a measured real-token rate."""
     return real_tokens_per_s * flops_per_token(arch, mean_context) / (gpu.bf16_tflops * 1e12)
 
 
@@ -206,6 +207,7 @@ def memory_breakdown(arch: Arch, *, micro_batch_tokens: int, gpus: int, lora_ran
 
 
 def round_up(value: int, multiple: int) -> int:
+    """`value` rounded up to a multiple of `multiple`."""
     return -(-value // multiple) * multiple
 
 

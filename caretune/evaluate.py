@@ -30,6 +30,7 @@ class EvalError(UserError):
 
 
 def register_emergency_set(dataset_dir: Path) -> None:
+    """Register the shipped emergency prompts as a dataset beside the recipe's others."""
     from converters.registry import register, relative_file_name
 
     registry = dataset_dir / DATASET_INFO
@@ -164,6 +165,7 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
 
 
 def format_report(report: dict) -> str:
+    """The evaluation report as a person reads it: generation scores, safety, emergencies, care."""
     generation = ", ".join(f"{k.removeprefix('predict_')} {v:.2f}" for k, v in report["generation"].items()
                            if "bleu" in k or "rouge" in k)
     s, e, c = report["safety"], report["emergency"], report["care"]

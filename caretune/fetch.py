@@ -29,6 +29,7 @@ RAW_DATASETS = {
 
 
 def manual_instructions(dataset: str, dest: str | Path) -> str:
+    """Where to download a dataset by hand and where to put it, for machines without the hub."""
     raw = RAW_DATASETS[dataset]
     target = Path(dest) / raw.file_name
     return (f"download {raw.file_name} from {raw.page} (or the same dataset on ModelScope) by hand, "

@@ -50,6 +50,7 @@ class KitError(UserError):
 
 
 def canonical(name: str) -> str:
+    """A package name as pip compares them."""
     from packaging.utils import canonicalize_name
 
     return str(canonicalize_name(name))
@@ -248,6 +249,7 @@ def bare_environment(target: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m caretune.gpukit build|bare`: write the kit, or a bare venv to test it in."""
     parser = argparse.ArgumentParser(prog="python -m caretune.gpukit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="write the kit into DIR")

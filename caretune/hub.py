@@ -29,4 +29,5 @@ def reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 
 
 def hf_endpoint() -> str:
+    """The Hugging Face endpoint (HF_ENDPOINT, e.g. a mirror, or the default)."""
     return os.environ.get("HF_ENDPOINT", HF_ENDPOINT)

@@ -63,6 +63,7 @@ class TrainSettings:
 
 
 def read_recipe(path: str) -> TrainSettings:
+    """The training settings a plan needs, from a recipe preflight accepts; bad values are PlanErrors."""
     from caretune.preflight import PreflightError, check_deepspeed, load_recipe
 
     try:
@@ -301,6 +302,7 @@ class Tokenized:
 
 def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int],
              use_cache: bool = True) -> Tokenized:
+    """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it."""
     from caretune.lengths import TokenizerSource, turn_lengths
     from caretune.tokenizer import TokenizerError
 

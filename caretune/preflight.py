@@ -27,7 +27,7 @@ class PreflightError(UserError):
 
 
 @dataclass
-class Plan:
+class LaunchPlan:
     """What `caretune train` will launch."""
 
     recipe: Path
@@ -39,6 +39,7 @@ class Plan:
 
 
 def load_recipe(path: str | os.PathLike) -> dict:
+    """A recipe's keys, or a one-line PreflightError naming the file (and line, for YAML errors)."""
     path = Path(path)
     if not path.is_file():
         raise PreflightError(f"{path}: no such recipe")
@@ -102,6 +103,7 @@ def ray_requested(env: dict | None = None) -> bool:
 
 
 def check_ray(path: Path) -> None:
+    """USE_RAY=1 needs the ray package."""
     import importlib.util
 
     if ray_requested() and importlib.util.find_spec("ray") is None:
@@ -110,6 +112,7 @@ def check_ray(path: Path) -> None:
 
 
 def check_keys(path: Path, args: dict, known: set[str]) -> None:
+    """Every key is one LLaMA-Factory knows; an unknown one is named with the closest known key."""
     for key in args:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -125,7 +128,8 @@ def _names(value: object) -> list[str]:
     return [name.strip() for name in str(value).split(",") if name.strip()]
 
 
-def check_datasets(path: Path, args: dict) -> None:
+def check_registered_datasets(path: Path, args: dict) -> None:
+    """Every dataset the recipe names is registered in its dataset_dir and has rows."""
     dataset_dir = Path(args.get("dataset_dir", "data"))
     registry_path = dataset_dir / DATASET_INFO
     names = [("dataset", n) for n in _names(args.get("dataset"))] + [("eval_dataset", n) for n in _names(args.get("eval_dataset"))]
@@ -179,6 +183,7 @@ def check_siblings(path: Path, args: dict) -> list[str]:
 
 
 def check_deepspeed(path: Path, args: dict) -> dict | None:
+    """The recipe's DeepSpeed config parsed (None without one); a missing or broken file is an error."""
     ds_path = args.get("deepspeed")
     if not ds_path:
         return None
@@ -199,22 +204,25 @@ def check_deepspeed(path: Path, args: dict) -> dict | None:
 
 
 def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
+    """No more processes than visible GPUs (a machine without GPUs runs them on CPU)."""
     if visible_gpus and processes > visible_gpus:
         raise PreflightError(f"{path}: {processes} GPUs requested but {visible_gpus} visible; "
                              f"use GPUS={visible_gpus} or fix CUDA_VISIBLE_DEVICES")
 
 
 def finished(output_dir: Path) -> bool:
+    """Whether a run folder holds a finished training (LLaMA-Factory's final files)."""
     return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, to resume from."""
     steps = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*")
              if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()]
     return max(steps)[1] if steps else None
 
 
-def plan_output(path: Path, args: dict, plan: Plan, *, overwrite: bool, fresh: bool) -> None:
+def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fresh: bool) -> None:
     """Refuse a finished run, resume an unfinished one; moving an old run aside, never deleting it."""
     if not args.get("do_train"):
         return
@@ -308,19 +316,20 @@ def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
 
 
 def visible_gpu_count() -> int:
+    """CUDA devices this process sees."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False,
-              fresh: bool = False) -> Plan:
+              fresh: bool = False) -> LaunchPlan:
     """Check a recipe; return the launch plan. Raises PreflightError on the first problem."""
     path = Path(recipe)
     args = load_recipe(path)
     check_keys(path, args, lf.known_keys())
     check_values(path, args, lf.field_types())
-    check_datasets(path, args)
+    check_registered_datasets(path, args)
     sibling_warnings = check_siblings(path, args)
     check_model_paths(path, args, adapter=not args.get("do_train"))
     check_deepspeed(path, args)
@@ -330,7 +339,7 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     check_processes(path, processes, visible)
-    plan = Plan(recipe=path, args=args, processes=processes)
+    plan = LaunchPlan(recipe=path, args=args, processes=processes)
     plan_output(path, args, plan, overwrite=overwrite, fresh=fresh)
     plan.notes.extend(fast_path_notes + sibling_warnings)
     if not visible:

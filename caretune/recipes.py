@@ -134,6 +134,7 @@ def effective_batch(recipe: ModelRecipe) -> str:
 
 
 def lora_sft(recipe: ModelRecipe) -> list[Section]:
+    """The training recipe's sections."""
     method = [("stage", "sft", ""), ("do_train", True, ""), ("finetuning_type", "lora", ""),
               ("lora_target", "all", "every linear layer"), ("lora_rank", 8, ""), ("lora_alpha", 16, ""),
               ("lora_dropout", 0.05, "")]
@@ -176,6 +177,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
 
 
 def predict(recipe: ModelRecipe) -> list[Section]:
+    """The held-out generation recipe's sections."""
     return [
         _model_section(recipe, adapter=True),
         ("method", [("stage", "sft", ""), ("do_predict", True, ""), ("finetuning_type", "lora", "")]),
@@ -191,6 +193,7 @@ def predict(recipe: ModelRecipe) -> list[Section]:
 
 
 def chat(recipe: ModelRecipe) -> list[Section]:
+    """The chat recipe's sections."""
     return [
         _model_section(recipe, adapter=True),
         ("method", [("finetuning_type", "lora", ""), ("infer_backend", "huggingface", "vllm on GPUs where installed")]),
@@ -201,6 +204,7 @@ def chat(recipe: ModelRecipe) -> list[Section]:
 
 
 def export(recipe: ModelRecipe) -> list[Section]:
+    """The export (merge) recipe's sections."""
     return [
         _model_section(recipe, adapter=True),
         ("method", [("finetuning_type", "lora", ""), *_template_keys(recipe)]),
@@ -263,6 +267,7 @@ def deepspeed_configs() -> dict[str, dict]:
 
 
 def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> str:
+    """The README of a model folder: what it is sized for and the commands that use it."""
     where = f"{recipe.gpus} GPUs" if recipe.gpus > 1 else "CPU (one process)"
     sizing = [f"Sized for {where}: {effective_batch(recipe)}" + (f"; {recipe.note}." if recipe.note else ".")]
     if recipe.neat_packing:

@@ -35,6 +35,7 @@ def _json(path: Path) -> dict | None:
 
 
 def load_run(run_dir: Path) -> dict:
+    """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers."""
     log = run_dir / "sft" / "trainer_log.jsonl"
     losses = []
     if log.exists():
@@ -107,6 +108,7 @@ def _cell(run: dict, section: str, key: str, fmt: str) -> str:
 
 
 def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool) -> str:
+    """The report's Markdown."""
     names = [r["name"] for r in runs]
     lines = ["# caretune evaluation report", "", "Runs: " + ", ".join(f"`{n}`" for n in names), ""]
     lines += ["## Training loss", ""]

@@ -131,6 +131,7 @@ def read_run(folder: Path, now: float | None = None) -> dict:
 
 
 def list_runs(root: str | os.PathLike = "saves") -> list[dict]:
+    """Every run under `root`, in folder order, as `caretune runs` shows them."""
     return [read_run(folder) for folder in find_runs(Path(root))]
 
 

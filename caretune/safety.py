@@ -20,6 +20,7 @@ _THINK = re.compile(r"</?think>")
 
 
 def has_think(answer: str) -> bool:
+    """Whether an answer contains `<think>` or `</think>`."""
     return bool(_THINK.search(answer))
 
 

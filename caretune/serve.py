@@ -23,6 +23,7 @@ class ServeError(UserError):
 
 
 def is_loopback(host: str) -> bool:
+    """Whether a bind address only reaches this machine."""
     if host == "localhost":
         return True
     try:

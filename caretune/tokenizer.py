@@ -32,6 +32,7 @@ class TokenizerError(UserError):
 
 
 def cache_dir() -> Path:
+    """caretune's cache folder (CARETUNE_CACHE, or ~/.cache/caretune)."""
     return Path(os.environ.get("CARETUNE_CACHE", Path.home() / ".cache" / "caretune"))
 
 

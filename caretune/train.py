@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from caretune.lf import cli_command
-from caretune.preflight import Plan, ray_requested
+from caretune.preflight import LaunchPlan, ray_requested
 
 # Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
 LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
 
 
-def launch_env(plan: Plan, base: dict[str, str] | None = None) -> dict[str, str]:
+def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
     unless USE_RAY=1 hands the launch to Ray."""
     env = dict(os.environ if base is None else base)
@@ -29,11 +29,12 @@ def launch_env(plan: Plan, base: dict[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def command(plan: Plan) -> list[str]:
+def command(plan: LaunchPlan) -> list[str]:
+    """The `llamafactory-cli train` command line, with preflight's overrides (e.g. resume_from_checkpoint)."""
     return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
 
 
-def run(plan: Plan) -> int:
+def run(plan: LaunchPlan) -> int:
     """Launch training; return LLaMA-Factory's exit code. The run's state is recorded beside its output_dir
     for `caretune runs` (running, then finished, failed or interrupted)."""
     from datetime import datetime, timezone

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from caretune.preflight import Plan, PreflightError, check_ray
+from caretune.preflight import LaunchPlan, PreflightError, check_ray
 from caretune.train import command, launch_env
 
 
 def plan(processes=1, **args):
-    return Plan(recipe=Path("recipes/tiny-qwen3/lora_sft.yaml"), args=args, processes=processes)
+    return LaunchPlan(recipe=Path("recipes/tiny-qwen3/lora_sft.yaml"), args=args, processes=processes)
 
 
 def test_single_process_without_deepspeed_runs_plainly():
