@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -296,49 +297,14 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
     mean_length = sum(quantiles) / len(quantiles)
     rows_needed = (steps + warmup + 2) * max(micro_batch, math.ceil(pack_batch * cutoff_len / mean_length))
     lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5))]
-    dataset_dir = work_dir / "data"
-    dataset_dir.mkdir(exist_ok=True)
-    (dataset_dir / "bench.json").write_text(json.dumps(synthetic_rows(lengths, overhead)), encoding="utf-8")
-    (dataset_dir / DATASET_INFO).write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
+    dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
     report = {"device": device, "model": arch.name, "params": arch.params(), "steps": steps, "warmup": warmup,
               "time_budget_s": time_budget,
               "cutoff_len": cutoff_len, "micro_batch": micro_batch, "pack_batch": pack_batch, "profile": profile,
               "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
-    if cuda:  # one GPU: with several visible, the Trainer would wrap the model in DataParallel
-        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-
-    def run_variant(variant: Variant, entry: dict) -> None:
-        run_dir = work_dir / variant.name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir()
-        spec = {"args": train_args(variant, model_dir=model_dir, dataset_dir=dataset_dir, output_dir=run_dir / "out",
-                                   cutoff_len=cutoff_len, micro_batch=micro_batch, pack_batch=pack_batch,
-                                   steps=steps + warmup, bf16=cuda),
-                "warmup": warmup, "time_budget": time_budget, "arch": asdict(arch),
-                "mean_context": estimate.causal_context(lengths),
-                "result": str(run_dir / "result.json")}
-        (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-        log(f"bench: {variant.name}: {warmup} warm-up + {steps} timed steps (log: {run_dir / 'train.log'})")
-        started = time.perf_counter()
-        with open(run_dir / "train.log", "w", encoding="utf-8") as out:
-            try:
-                code = subprocess.call([sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
-                                       stdout=out, stderr=subprocess.STDOUT, env=env,
-                                       timeout=time_budget + STARTUP_ALLOWANCE_S if time_budget else None)
-            except subprocess.TimeoutExpired:
-                code = None
-        if code != 0 or not (run_dir / "result.json").exists():
-            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-            entry["error"] = (f"ended after {time_budget + STARTUP_ALLOWANCE_S:.0f} s (time budget + start-up allowance)"
-                              if code is None else f"exit {code}: {tail[0] if tail else 'no output'}")
-            log(f"bench: {variant.name}: FAILED {entry['error']}")
-            return
-        entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
-        log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
-            f"({time.perf_counter() - started:.0f} s with start-up)")
-
+    runner = VariantRun(work_dir=work_dir, model_dir=model_dir, dataset_dir=dataset_dir, arch=arch, lengths=lengths,
+                        cutoff_len=cutoff_len, micro_batch=micro_batch, pack_batch=pack_batch, steps=steps,
+                        warmup=warmup, cuda=cuda, time_budget=time_budget, log=log)
     for variant in chosen:
         entry = {"name": variant.name, **asdict(variant)}
         report["variants"].append(entry)
@@ -347,10 +313,96 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
             entry["skipped"] = reason
             log(f"bench: {variant.name}: skipped ({reason})")
         else:
-            run_variant(variant, entry)
+            runner.run(variant, entry)
         if on_update:
             on_update(report)
     return report
+
+
+def write_dataset(dataset_dir: Path, lengths: list[int], overhead: int) -> Path:
+    """The synthetic rows and their dataset_info.json, for LLaMA-Factory to load."""
+    dataset_dir.mkdir(exist_ok=True)
+    (dataset_dir / "bench.json").write_text(json.dumps(synthetic_rows(lengths, overhead)), encoding="utf-8")
+    (dataset_dir / DATASET_INFO).write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
+    return dataset_dir
+
+
+@dataclass
+class VariantRun:
+    """What every variant of one bench shares; `run` trains one variant in its own process."""
+
+    work_dir: Path
+    model_dir: Path
+    dataset_dir: Path
+    arch: estimate.Arch
+    lengths: list[int]
+    cutoff_len: int
+    micro_batch: int
+    pack_batch: int
+    steps: int
+    warmup: int
+    cuda: bool
+    time_budget: float | None
+    log: Callable[[str], None]
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment: offline, quiet, and one GPU (with several visible, the Trainer would wrap
+        the model in DataParallel)."""
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
+        if self.cuda:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+        return env
+
+    def run(self, variant: Variant, entry: dict) -> None:
+        """Train `variant`; its figures (or its error) go into `entry`."""
+        run_dir = self.work_dir / variant.name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir()
+        spec = {"args": train_args(variant, model_dir=self.model_dir, dataset_dir=self.dataset_dir,
+                                   output_dir=run_dir / "out", cutoff_len=self.cutoff_len, micro_batch=self.micro_batch,
+                                   pack_batch=self.pack_batch, steps=self.steps + self.warmup, bf16=self.cuda),
+                "warmup": self.warmup, "time_budget": self.time_budget, "arch": asdict(self.arch),
+                "mean_context": estimate.causal_context(self.lengths),
+                "result": str(run_dir / "result.json")}
+        (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.log(f"bench: {variant.name}: {self.warmup} warm-up + {self.steps} timed steps (log: {run_dir / 'train.log'})")
+        started = time.perf_counter()
+        limit = self.time_budget + STARTUP_ALLOWANCE_S if self.time_budget else None
+        with open(run_dir / "train.log", "w", encoding="utf-8") as out:
+            try:
+                code = subprocess.call([sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
+                                       stdout=out, stderr=subprocess.STDOUT, env=self.env(), timeout=limit)
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0 or not (run_dir / "result.json").exists():
+            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+            entry["error"] = (f"ended after {limit:.0f} s (time budget + start-up allowance)"
+                              if code is None else f"exit {code}: {tail[0] if tail else 'no output'}")
+            self.log(f"bench: {variant.name}: FAILED {entry['error']}")
+            return
+        entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
+        self.log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
+                 f"({time.perf_counter() - started:.0f} s with start-up)")
+
+
+def write_results(report: dict, path: Path) -> None:
+    """The results so far as JSON (rewritten after every variant, so they survive an interruption)."""
+    from converters.writer import AtomicFile
+
+    with AtomicFile(path) as handle:
+        handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        handle.commit()
+
+
+def append_table(table: str, path: Path) -> None:
+    """Append a results table to a Markdown file."""
+    from converters.writer import AtomicFile
+
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    with AtomicFile(path) as handle:
+        handle.write(previous.rstrip("\n") + "\n\n" + table + "\n")
+        handle.commit()
 
 
 def format_report(report: dict) -> str:

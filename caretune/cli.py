@@ -323,32 +323,22 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, u
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Write the results as JSON here (updated after each variant).")
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
-              help="Append the results table to this Markdown file (e.g. docs/benchmarks.md).")
+              help="Append the results table to this Markdown file (e.g. benchmarks/out/train-bench.md).")
 @click.option("--time-budget", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
               help="Stop each variant's training after this long and report the steps done (default: no limit).")
 def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record,
           time_budget):
     """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
-    from caretune.bench import format_report, run_bench
-    from converters.writer import AtomicFile
-
-    def keep(report: dict) -> None:  # after every variant, so the results so far survive an interruption
-        if out:
-            with AtomicFile(Path(out)) as handle:
-                handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
-                handle.commit()
+    from caretune.bench import append_table, format_report, run_bench, write_results
 
     report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
                        micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
-                       work_dir=Path(work_dir), time_budget=time_budget,
-                       log=lambda line: click.echo(line, err=True), on_update=keep)
+                       work_dir=Path(work_dir), time_budget=time_budget, log=lambda line: click.echo(line, err=True),
+                       on_update=(lambda so_far: write_results(so_far, Path(out))) if out else None)
     table = format_report(report)
     click.echo(table)
     if record:
-        previous = Path(record).read_text(encoding="utf-8") if Path(record).exists() else ""
-        with AtomicFile(Path(record)) as handle:
-            handle.write(previous.rstrip("\n") + "\n\n" + table + "\n")
-            handle.commit()
+        append_table(table, Path(record))
     if not any("real_tokens_per_s" in v for v in report["variants"]):
         raise click.ClickException("no variant ran")
 

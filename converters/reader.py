@@ -96,91 +96,102 @@ class RawFile:
             yield next_line, pending
 
     def _array_rows(self) -> Iterator[tuple[int, object]]:
-        decoder = json.JSONDecoder()
-        utf8 = codecs.getincrementaldecoder("utf-8")()
-        chunks = self._chunks()
-        buf = ""
-        pos = 0
-        counted_pos, counted_line = 0, 1  # buf[counted_pos] is on line counted_line
-        eof = False
+        return _ArrayScanner(self.path, self._chunks()).rows()
 
-        def line_of(index: int) -> int:
-            """Line number of buf[index], counting newlines incrementally."""
-            nonlocal counted_pos, counted_line
-            if index >= counted_pos:
-                counted_line += buf.count("\n", counted_pos, index)
-                counted_pos = index
-                return counted_line
-            return counted_line - buf.count("\n", index, counted_pos)
 
-        def more() -> bool:
-            """Append the next chunk to buf; False at end of file."""
-            nonlocal buf, pos, counted_pos, counted_line, eof
-            if eof:
+class _ArrayScanner:
+    """Elements of one JSON array read chunk by chunk, each with the line it starts on; nothing but the
+    current element and the unread rest of its chunk is held in memory."""
+
+    def __init__(self, path, chunks: Iterator[bytes]) -> None:
+        self.path, self.chunks = path, chunks
+        self.decoder = json.JSONDecoder()
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos = "", 0
+        self.counted_pos, self.counted_line = 0, 1  # buf[counted_pos] is on line counted_line
+        self.eof = False
+
+    def line_of(self, index: int) -> int:
+        """Line number of buf[index], counting newlines incrementally."""
+        if index >= self.counted_pos:
+            self.counted_line += self.buf.count("\n", self.counted_pos, index)
+            self.counted_pos = index
+            return self.counted_line
+        return self.counted_line - self.buf.count("\n", index, self.counted_pos)
+
+    def more(self) -> bool:
+        """Append the next chunk to buf (dropping what was read); False at end of file."""
+        if self.eof:
+            return False
+        self.counted_line = self.line_of(self.pos)
+        self.counted_pos = 0
+        self.buf = self.buf[self.pos:]
+        self.pos = 0
+        chunk = next(self.chunks, None)
+        try:
+            if chunk is None:
+                self.eof = True
+                self.buf += self.utf8.decode(b"", final=True)
                 return False
-            counted_line = line_of(pos)
-            counted_pos = 0
-            buf = buf[pos:]
-            pos = 0
-            chunk = next(chunks, None)
+            self.buf += self.utf8.decode(chunk)
+        except UnicodeDecodeError as err:
+            line = self.line_of(len(self.buf)) + (chunk or b"").count(b"\n", 0, err.start)
+            raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
+        return True
+
+    def skip_whitespace(self) -> str:
+        """Advance past whitespace; return the next character ('' at end of file)."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    def element(self) -> tuple[int, object]:
+        """The element at pos and the line it starts on; reads more chunks until it parses."""
+        start = self.pos
+        while True:
             try:
-                if chunk is None:
-                    eof = True
-                    buf += utf8.decode(b"", final=True)
-                    return False
-                buf += utf8.decode(chunk)
-            except UnicodeDecodeError as err:
-                line = line_of(len(buf)) + (chunk or b"").count(b"\n", 0, err.start)
-                raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
-            return True
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+                break
+            except json.JSONDecodeError as err:
+                if len(self.buf) - self.pos > MAX_ELEMENT_CHARS:
+                    raise InputError(f"{self.path}:{self.line_of(self.pos)}: array element larger than "
+                                     f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})") from None
+                if not self.more():
+                    if self.buf[err.pos:].strip():
+                        where, what = self.line_of(err.pos), err.msg
+                    else:  # the file ends inside this element
+                        where, what = self.line_of(self.pos), "the file ends inside this element (truncated download?)"
+                    raise InputError(f"{self.path}:{where}: invalid JSON in array: {what}"
+                                     " (a JSON array must parse as a whole; fix it or use JSON Lines)") from None
+                start = self.pos
+        line = self.line_of(start)
+        self.pos = end
+        return line, value
 
-        def skip_whitespace() -> str:
-            """Advance past whitespace; return the next character ('' at end of file)."""
-            nonlocal pos
-            while True:
-                while pos < len(buf) and buf[pos] in _WHITESPACE:
-                    pos += 1
-                if pos < len(buf):
-                    return buf[pos]
-                if not more():
-                    return ""
-
-        skip_whitespace()
-        pos += 1  # the opening '[' seen by _detect
-        if skip_whitespace() == "]":
+    def rows(self) -> Iterator[tuple[int, object]]:
+        """(line, element) for every element, then a check that nothing follows the closing ']'."""
+        self.skip_whitespace()
+        self.pos += 1  # the opening '[' seen by _detect
+        if self.skip_whitespace() == "]":
             return
         while True:
-            start = pos
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buf, pos)
-                    break
-                except json.JSONDecodeError as err:
-                    if len(buf) - pos > MAX_ELEMENT_CHARS:
-                        raise InputError(f"{self.path}:{line_of(pos)}: array element larger than "
-                                         f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})") from None
-                    if not more():
-                        if buf[err.pos:].strip():
-                            where, what = line_of(err.pos), err.msg
-                        else:  # the file ends inside this element
-                            where, what = line_of(pos), "the file ends inside this element (truncated download?)"
-                        raise InputError(f"{self.path}:{where}: invalid JSON in array: {what}"
-                                         " (a JSON array must parse as a whole; fix it or use JSON Lines)") from None
-                    start = pos
-            yield line_of(start), value
-            pos = end
-            separator = skip_whitespace()
+            yield self.element()
+            separator = self.skip_whitespace()
             if separator == "]":
-                pos += 1
-                if skip_whitespace():
-                    raise InputError(f"{self.path}:{line_of(pos)}: unexpected data after the closing ']'")
+                self.pos += 1
+                if self.skip_whitespace():
+                    raise InputError(f"{self.path}:{self.line_of(self.pos)}: unexpected data after the closing ']'")
                 return
             if separator != ",":
-                where = line_of(pos)
+                where = self.line_of(self.pos)
                 found = repr(separator) if separator else "end of file"
                 raise InputError(f"{self.path}:{where}: invalid JSON in array: expected ',' or ']', found {found}")
-            pos += 1
-            skip_whitespace()
+            self.pos += 1
+            self.skip_whitespace()
 
 
 def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tuple[int, object]]:
