@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.caretune-setup
 TORCH_VERSION ?= 2.13.0
 # Optional package index for torch, e.g. https://download.pytorch.org/whl/cpu on a machine without a local CPU wheel.
@@ -32,37 +31,8 @@ PORT ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	@echo "setup: creating $(VENV) with $$($(PYTHON) --version)"
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "setup: GPU found: installing torch==$(TORCH_VERSION) (CUDA build)"; \
-	else \
-	  echo "setup: no GPU: installing torch==$(TORCH_VERSION) (CPU build)"; \
-	fi
-	$(PIP) install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	@# Pin the torch we got for every later install in this venv, so nothing swaps in another build.
-	@$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/constraints.txt
-	@printf '[install]\nconstraint = %s\n' "$(CURDIR)/$(VENV)/constraints.txt" > $(VENV)/pip.conf
-	@echo "setup: pinned $$(cat $(VENV)/constraints.txt) in $(VENV)/pip.conf"
-	$(PIP) install --quiet -e '.[test]'
-	@# LLaMA-Factory depends on torchvision and torchaudio; PyPI's wheels of both can be CUDA builds
-	@# that fail to import next to a CPU torch. LLaMA-Factory never uses torchvision for text models,
-	@# and only imports torchaudio (at module level) for audio inputs.
-	@if $(PIP) show --quiet torchvision >/dev/null 2>&1 && ! $(BIN)/python -c "import torchvision" >/dev/null 2>&1; then \
-	  echo "setup: torchvision does not import next to this torch: removing it (text training never needs it)"; \
-	  $(PIP) uninstall --quiet -y torchvision; \
-	fi
-	@site=$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
-	rm -f $$site/caretune-torchaudio-stub.pth; \
-	if ! $(BIN)/python -c "import torchaudio" >/dev/null 2>&1; then \
-	  echo "setup: torchaudio does not import next to this torch: removing it and using caretune/stubs/torchaudio"; \
-	  echo "       (LLaMA-Factory imports it at module level; audio inputs would fail with a clear error)"; \
-	  if $(PIP) show --quiet torchaudio >/dev/null 2>&1; then $(PIP) uninstall --quiet -y torchaudio; fi; \
-	  echo "$(CURDIR)/caretune/stubs" > $$site/caretune-torchaudio-stub.pth; \
-	fi
-	$(BIN)/python -c "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese; print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', __import__('torch').__version__, '| deepspeed', deepspeed.__version__)"
+$(STAMP): pyproject.toml Makefile caretune/setup_venv.py
+	$(PYTHON) caretune/setup_venv.py --venv $(VENV) --torch $(TORCH_VERSION) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
 	@touch $(STAMP)
 
 # Style and import order (ruff), the import layers (import-linter, contracts in pyproject.toml), and shipped recipes equal to their generator (CI runs this before the tests;
