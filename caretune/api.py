@@ -298,48 +298,54 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: ChatRequest, request: Request):
-        state = request.state
-        conversation = conversation_of(body)
-        limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
-        sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
-        prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
-        state.prompt_tokens = len(prompt)
-        if settings.log_bodies:
-            log.info("%s messages: %s", state.rid, mask_pii(json.dumps(
-                {"system": conversation.system, "turns": conversation.turns}, ensure_ascii=False))[0])
-        job = Job(deadline=state.arrived + settings.request_timeout_s, shutdown=app.state.shutdown)
-        await gate.enter(job.deadline)
-        started = time.monotonic()
-        if job.should_stop():  # shut down, or out of time, while it waited
-            gate.leave(started)
-            raise job.cancelled_error(settings.request_timeout_s)
-        reply = Reply(state.rid, body, settings)
-        loop = asyncio.get_running_loop()
-        if body.stream:
-            pieces: asyncio.Queue = asyncio.Queue()
-            work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop,
-                                        lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
-            work.add_done_callback(lambda _: (gate.leave(started), pieces.put_nowait(None)))
-            return StreamingResponse(reply.stream(pieces, work, job, len(prompt), state), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop, None)
-        work.add_done_callback(lambda _: gate.leave(started))
-        watcher = asyncio.create_task(watch_disconnect(request, job))
-        try:
-            completions = await work
-        finally:
-            watcher.cancel()
-        state.completion_tokens = sum(c.tokens for c in completions)
-        if any(c.finish_reason == CANCELLED for c in completions):
-            if job.stop.is_set():
-                state.outcome = "client gone"
-                return JSONResponse({}, status_code=499)
-            raise job.cancelled_error(settings.request_timeout_s)
-        if settings.log_bodies:
-            log.info("%s answer: %s", state.rid, mask_pii(" | ".join(c.text for c in completions))[0])
-        return reply.whole(completions, len(prompt))
+        return await complete(body, request, generator, settings, gate, app.state.shutdown)
 
     return app
+
+
+async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate,
+                   shutdown: threading.Event):
+    """One chat completion: validate, encode, wait for the model, then stream or answer whole."""
+    state = request.state
+    conversation = conversation_of(body)
+    limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+    sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
+    prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
+    state.prompt_tokens = len(prompt)
+    if settings.log_bodies:
+        log.info("%s messages: %s", state.rid, mask_pii(json.dumps(
+            {"system": conversation.system, "turns": conversation.turns}, ensure_ascii=False))[0])
+    job = Job(deadline=state.arrived + settings.request_timeout_s, shutdown=shutdown)
+    await gate.enter(job.deadline)
+    started = time.monotonic()
+    if job.should_stop():  # shut down, or out of time, while it waited
+        gate.leave(started)
+        raise job.cancelled_error(settings.request_timeout_s)
+    reply = Reply(state.rid, body, settings)
+    loop = asyncio.get_running_loop()
+    if body.stream:
+        pieces: asyncio.Queue = asyncio.Queue()
+        work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop,
+                                    lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        work.add_done_callback(lambda _: (gate.leave(started), pieces.put_nowait(None)))
+        return StreamingResponse(reply.stream(pieces, work, job, len(prompt), state), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop, None)
+    work.add_done_callback(lambda _: gate.leave(started))
+    watcher = asyncio.create_task(watch_disconnect(request, job))
+    try:
+        completions = await work
+    finally:
+        watcher.cancel()
+    state.completion_tokens = sum(c.tokens for c in completions)
+    if any(c.finish_reason == CANCELLED for c in completions):
+        if job.stop.is_set():
+            state.outcome = "client gone"
+            return JSONResponse({}, status_code=499)
+        raise job.cancelled_error(settings.request_timeout_s)
+    if settings.log_bodies:
+        log.info("%s answer: %s", state.rid, mask_pii(" | ".join(c.text for c in completions))[0])
+    return reply.whole(completions, len(prompt))
 
 
 async def watch_disconnect(request: Request, job: Job) -> None:
