@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml Makefile caretune/setup_venv.py
 	$(PYTHON) caretune/setup_venv.py --venv $(VENV) --torch $(TORCH_VERSION) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
 	@touch $(STAMP)
 
-# Style and import order (ruff), the import layers (import-linter, contracts in pyproject.toml), and shipped recipes equal to their generator (CI runs this before the tests;
+# Style, import order and formatting (ruff), the import layers (import-linter, contracts in pyproject.toml), and shipped recipes equal to their generator (CI runs this before the tests;
 # `make test` passes on edited recipes: it checks the rules every recipe keeps, not the generator's bytes).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/caretune recipes --check
 

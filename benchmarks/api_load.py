@@ -49,8 +49,12 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}/v1"
         self.log = log_path.open("w", encoding="utf-8")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "API_KEY": ""}
-        self.process = subprocess.Popen([sys.executable, "-m", "caretune.cli", "api", recipe, "--port", str(self.port),
-                                         *extra], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "caretune.cli", "api", recipe, "--port", str(self.port), *extra],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_up(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -81,14 +85,21 @@ def ask(server: Server, **request) -> dict:
     first = None
     usage = None
     stream = client(server).chat.completions.create(
-        model="caretune", messages=[{"role": "user", "content": QUESTION}], stream=True,
-        stream_options={"include_usage": True}, **request)
+        model="caretune",
+        messages=[{"role": "user", "content": QUESTION}],
+        stream=True,
+        stream_options={"include_usage": True},
+        **request,
+    )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content and first is None:
             first = time.monotonic() - started
         usage = chunk.usage or usage
-    return {"seconds": time.monotonic() - started, "first_token_s": first,
-            "completion_tokens": usage.completion_tokens if usage else None}
+    return {
+        "seconds": time.monotonic() - started,
+        "first_token_s": first,
+        "completion_tokens": usage.completion_tokens if usage else None,
+    }
 
 
 def load(server: Server, clients: int, rounds: int, max_tokens: int) -> dict:
@@ -109,12 +120,18 @@ def load(server: Server, clients: int, rounds: int, max_tokens: int) -> dict:
         thread.join()
     latencies = [r["seconds"] for r in results]
     firsts = [r["first_token_s"] for r in results if r["first_token_s"] is not None]
-    return {"clients": clients, "rounds": rounds, "max_tokens": max_tokens, "answered": len(results),
-            "errors": errors, "wall_s": round(time.monotonic() - started, 2),
-            "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-            "p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
-            "first_token_p50_s": round(statistics.median(firsts), 3) if firsts else None,
-            "tokens": sum(r["completion_tokens"] or 0 for r in results)}
+    return {
+        "clients": clients,
+        "rounds": rounds,
+        "max_tokens": max_tokens,
+        "answered": len(results),
+        "errors": errors,
+        "wall_s": round(time.monotonic() - started, 2),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "first_token_p50_s": round(statistics.median(firsts), 3) if firsts else None,
+        "tokens": sum(r["completion_tokens"] or 0 for r in results),
+    }
 
 
 def raw_post(server: Server, body, timeout: float = 60) -> httpx.Response:
@@ -164,8 +181,10 @@ def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
         ("body not JSON", lambda: f"{httpx.post(f'{server.base}/chat/completions', content=b'{', timeout=10).status_code}"),
         ("client gone (whole answer)", disconnect_whole),
         ("client gone (stream)", disconnect_stream),
-        ("200 KB prompt", lambda: status({"model": "caretune", "messages": [{"role": "user", "content": big_prompt}],
-                                          "max_tokens": 8})),
+        (
+            "200 KB prompt",
+            lambda: status({"model": "caretune", "messages": [{"role": "user", "content": big_prompt}], "max_tokens": 8}),
+        ),
     ]
     outcomes = []
     for name, send in cases:
@@ -176,8 +195,15 @@ def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
             after, error = round(time.monotonic() - started, 3), None
         except openai.APIError as err:
             after, error = None, f"{type(err).__name__}: {err}"
-        outcomes.append({"request": name, "outcome": outcome, "next_answer_s": after, "next_error": error,
-                         "ok": error is None and after <= answer_within})
+        outcomes.append(
+            {
+                "request": name,
+                "outcome": outcome,
+                "next_answer_s": after,
+                "next_error": error,
+                "ok": error is None and after <= answer_within,
+            }
+        )
     return outcomes
 
 
@@ -202,8 +228,12 @@ def sigterm(server: Server, exit_within: float) -> dict:
         pass
     exit_s = round(time.monotonic() - started, 2)
     thread.join(timeout=10)
-    return {"exit_s": exit_s, "exited": server.process.poll() is not None, "client": seen.get("error", "answered"),
-            "ok": server.process.poll() is not None and exit_s <= exit_within}
+    return {
+        "exit_s": exit_s,
+        "exited": server.process.poll() is not None,
+        "client": seen.get("error", "answered"),
+        "ok": server.process.poll() is not None and exit_s <= exit_within,
+    }
 
 
 def main() -> int:
@@ -224,22 +254,35 @@ def main() -> int:
     server = Server(args.recipe, log_path, "--max-queue", str(args.clients))
     try:
         server.wait_up()
-        report = {"recipe": args.recipe, "cap": cap, "load": load(server, args.clients, args.rounds, args.max_tokens),
-                  "abuse": abuse(server, cap, args.answer_within), "sigterm": sigterm(server, args.exit_within)}
+        report = {
+            "recipe": args.recipe,
+            "cap": cap,
+            "load": load(server, args.clients, args.rounds, args.max_tokens),
+            "abuse": abuse(server, cap, args.answer_within),
+            "sigterm": sigterm(server, args.exit_within),
+        }
     finally:
         server.stop()
     server_log = log_path.read_text(encoding="utf-8")
     report["log_has_patient_text"] = any(marker in server_log for marker in PRIVATE_MARKERS)
-    report["ok"] = (not report["load"]["errors"] and all(case["ok"] for case in report["abuse"])
-                    and report["sigterm"]["ok"] and not report["log_has_patient_text"])
+    report["ok"] = (
+        not report["load"]["errors"]
+        and all(case["ok"] for case in report["abuse"])
+        and report["sigterm"]["ok"]
+        and not report["log_has_patient_text"]
+    )
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     load_figures = report["load"]
-    print(f"load: {load_figures['clients']} streaming clients x {load_figures['rounds']}: {load_figures['answered']} answered, "
-          f"{len(load_figures['errors'])} errors, p50 {load_figures['p50_s']} s, p99 {load_figures['p99_s']} s, "
-          f"first token p50 {load_figures['first_token_p50_s']} s, wall {load_figures['wall_s']} s")
+    print(
+        f"load: {load_figures['clients']} streaming clients x {load_figures['rounds']}: {load_figures['answered']} answered, "
+        f"{len(load_figures['errors'])} errors, p50 {load_figures['p50_s']} s, p99 {load_figures['p99_s']} s, "
+        f"first token p50 {load_figures['first_token_p50_s']} s, wall {load_figures['wall_s']} s"
+    )
     for case in report["abuse"]:
-        print(f"abuse: {case['request']}: {case['outcome']}; next answer in {case['next_answer_s']} s"
-              f"{' FAILED ' + str(case['next_error']) if not case['ok'] else ''}")
+        print(
+            f"abuse: {case['request']}: {case['outcome']}; next answer in {case['next_answer_s']} s"
+            f"{' FAILED ' + str(case['next_error']) if not case['ok'] else ''}"
+        )
     print(f"sigterm: exited in {report['sigterm']['exit_s']} s; the streaming client saw: {report['sigterm']['client']}")
     print(f"log: patient text {'FOUND' if report['log_has_patient_text'] else 'absent'}; {'ok' if report['ok'] else 'FAILED'}")
     return 0 if report["ok"] else 1

@@ -1,6 +1,6 @@
 """Wall time of `caretune --help` (target: at most 0.3 s), median of several runs.
 
-    python benchmarks/cli_startup.py [--runs 15]
+python benchmarks/cli_startup.py [--runs 15]
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([exe, "--help"], check=True, stdout=subprocess.DEVNULL)
         times.append(time.perf_counter() - started)
-    print(f"caretune --help: median {statistics.median(times) * 1000:.0f} ms, "
-          f"max {max(times) * 1000:.0f} ms over {args.runs} runs")
+    print(f"caretune --help: median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms over {args.runs} runs")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ def make_input(path: Path, rows: int) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(rows):
             row = valid[i % len(valid)]
-            out.write(json.dumps({"query": f"{row['query']}（{unique_tag(i)}）", "response": row["response"]},
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps({"query": f"{row['query']}（{unique_tag(i)}）", "response": row["response"]}, ensure_ascii=False) + "\n"
+            )
 
 
 def walkthrough(raw: str, out: str) -> None:
@@ -62,8 +63,7 @@ def walkthrough(raw: str, out: str) -> None:
     with open(raw, encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
-            records.append({"instruction": MEDICAL_SYSTEM_PROMPT, "input": row["query"],
-                            "output": row["response"], "history": []})
+            records.append({"instruction": MEDICAL_SYSTEM_PROMPT, "input": row["query"], "output": row["response"], "history": []})
     with open(out, "w", encoding="utf-8") as handle:
         json.dump(records, handle, ensure_ascii=False, indent=2)
 
@@ -77,9 +77,18 @@ def caretune_convert(raw: str, out: str, workers: int = 1, options=None) -> None
     from converters.pipeline import Options, Outputs, convert_file
 
     outputs = Outputs.for_source(chatmed, out, Path(out).parent)
-    convert_file(chatmed, raw, outputs, eval_size=DEFAULT_EVAL_SIZE, max_eval_fraction=MAX_EVAL_FRACTION,
-                 options=options or Options(), registry_path=str(Path(out).parent / "dataset_info.json"),
-                 progress=False, workers=workers, card=CardCollector())
+    convert_file(
+        chatmed,
+        raw,
+        outputs,
+        eval_size=DEFAULT_EVAL_SIZE,
+        max_eval_fraction=MAX_EVAL_FRACTION,
+        options=options or Options(),
+        registry_path=str(Path(out).parent / "dataset_info.json"),
+        progress=False,
+        workers=workers,
+        card=CardCollector(),
+    )
 
 
 def caretune_convert_2_workers(raw: str, out: str) -> None:
@@ -94,8 +103,12 @@ def caretune_convert_unfiltered(raw: str, out: str) -> None:
     caretune_convert(raw, out, options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off"))
 
 
-VARIANTS = {"walkthrough": walkthrough, "caretune": caretune_convert, "caretune-w2": caretune_convert_2_workers,
-            "caretune-unfiltered": caretune_convert_unfiltered}
+VARIANTS = {
+    "walkthrough": walkthrough,
+    "caretune": caretune_convert,
+    "caretune-w2": caretune_convert_2_workers,
+    "caretune-unfiltered": caretune_convert_unfiltered,
+}
 
 
 def run_variant(name: str, raw: str, out_dir: str) -> dict:
@@ -149,8 +162,10 @@ def main() -> None:
         return
     print(f"input: {args.rows:,} rows, {size_mb:.0f} MB (ChatMed sample replicated)")
     for name, r in results.items():
-        print(f"{name:<12} {r['seconds']:7.2f} s  {r['rows_per_s']:>10,.0f} rows/s  peak RSS {r['peak_rss_mb']:5.0f} MB"
-              f" (process tree {r['tree_peak_rss_mb']:.0f} MB)")
+        print(
+            f"{name:<12} {r['seconds']:7.2f} s  {r['rows_per_s']:>10,.0f} rows/s  peak RSS {r['peak_rss_mb']:5.0f} MB"
+            f" (process tree {r['tree_peak_rss_mb']:.0f} MB)"
+        )
     for name, ratio in speedup.items():
         print(f"{name} / walkthrough rows/s: {ratio:.2f}x")
 

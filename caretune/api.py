@@ -58,21 +58,28 @@ class ApiSettings:
 class ApiError(Exception):
     """An OpenAI-style error answer."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-             405: "invalid_request_error", 503: "overloaded_error", 504: "timeout_error"}
+    TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        503: "overloaded_error",
+        504: "timeout_error",
+    }
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
     def response(self) -> JSONResponse:
-        body = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param,
-                "code": self.code}
+        body = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param, "code": self.code}
         return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
 
 
 # ---------------------------------------------------------------- requests
+
 
 class TextPart(BaseModel):
     type: Literal["text"]
@@ -130,8 +137,12 @@ class Conversation:
 
 def conversation_of(request: ChatRequest) -> Conversation:
     """System text (None: the recipe's) and user/assistant turns ending with the user's, or an ApiError."""
-    unsupported = {"stop": request.stop, "tools": request.tools, "presence_penalty": request.presence_penalty,
-                   "frequency_penalty": request.frequency_penalty}
+    unsupported = {
+        "stop": request.stop,
+        "tools": request.tools,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+    }
     for name, value in unsupported.items():
         if value:
             raise ApiError(400, f"{name} is not supported by this server", name)
@@ -144,14 +155,17 @@ def conversation_of(request: ChatRequest) -> Conversation:
     for index, message in enumerate(messages, start=len(system)):
         expected = "user" if (index - len(system)) % 2 == 0 else "assistant"
         if message.role != expected:
-            raise ApiError(400, f"expected a {expected} message here: system messages first, then user and "
-                                "assistant turns in order, ending with the user's", f"messages[{index}].role")
+            raise ApiError(
+                400,
+                f"expected a {expected} message here: system messages first, then user and "
+                "assistant turns in order, ending with the user's",
+                f"messages[{index}].role",
+            )
         if message.role == "user" and not message.content.strip():
             raise ApiError(400, "the question is empty", f"messages[{index}].content")
     if not messages or messages[-1].role != "user":
         raise ApiError(400, "the last message must be the user's question", "messages")
-    return Conversation("\n".join(system) if system else None,
-                        [{"role": m.role, "content": m.content} for m in messages])
+    return Conversation("\n".join(system) if system else None, [{"role": m.role, "content": m.content} for m in messages])
 
 
 def validation_error(err: RequestValidationError) -> ApiError:
@@ -166,6 +180,7 @@ def validation_error(err: RequestValidationError) -> ApiError:
 
 
 # ---------------------------------------------------------------- bounded work
+
 
 class Gate:
     """One generation at a time; at most `max_queue` requests wait. Retry-After comes from recent durations."""
@@ -182,8 +197,12 @@ class Gate:
 
     async def enter(self, deadline: float) -> None:
         if (self.lock.locked() or self.waiting) and self.waiting >= self.max_queue:
-            raise ApiError(503, f"the server is busy ({self.waiting} requests waiting); retry later",
-                           code="queue_full", headers={"Retry-After": str(self.retry_after())})
+            raise ApiError(
+                503,
+                f"the server is busy ({self.waiting} requests waiting); retry later",
+                code="queue_full",
+                headers={"Retry-After": str(self.retry_after())},
+            )
         self.waiting += 1
         try:
             await asyncio.wait_for(self.lock.acquire(), timeout=max(0.0, deadline - time.monotonic()))
@@ -216,6 +235,7 @@ class Job:
 
 # ---------------------------------------------------------------- the app
 
+
 class RequestLog:
     """One log line per request, never its text: id, method, path, status, prompt and completion tokens,
     latency. The id is also sent back as `X-Request-Id`."""
@@ -240,9 +260,17 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             outcome = f" ({state['outcome']})" if "outcome" in state else ""
-            log.info("%s %s %s %s%s prompt_tokens=%s completion_tokens=%s %.0f ms", state["rid"], scope["method"],
-                     scope["path"], status["code"], outcome, state.get("prompt_tokens", "-"),
-                     state.get("completion_tokens", "-"), 1000 * (time.monotonic() - state["arrived"]))
+            log.info(
+                "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s %.0f ms",
+                state["rid"],
+                scope["method"],
+                scope["path"],
+                status["code"],
+                outcome,
+                state.get("prompt_tokens", "-"),
+                state.get("completion_tokens", "-"),
+                1000 * (time.monotonic() - state["arrived"]),
+            )
 
 
 def create_app(generator, settings: ApiSettings) -> FastAPI:
@@ -251,8 +279,13 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     app.state.shutdown = threading.Event()  # set on SIGTERM (caretune.serve): generations stop at the next token
     gate = Gate(settings.max_queue)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(RequestLog)
 
     def authorized(request: Request) -> None:
@@ -293,8 +326,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
     @app.get("/v1/models", dependencies=guarded)
     async def models():
-        return {"object": "list",
-                "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "caretune"}]}
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "caretune"}]}
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: ChatRequest, request: Request):
@@ -303,8 +335,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     return app
 
 
-async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate,
-                   shutdown: threading.Event):
+async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate, shutdown: threading.Event):
     """One chat completion: validate, encode, wait for the model, then stream or answer whole."""
     state = request.state
     conversation = conversation_of(body)
@@ -313,8 +344,11 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
     state.prompt_tokens = len(prompt)
     if settings.log_bodies:
-        log.info("%s messages: %s", state.rid, mask_pii(json.dumps(
-            {"system": conversation.system, "turns": conversation.turns}, ensure_ascii=False))[0])
+        log.info(
+            "%s messages: %s",
+            state.rid,
+            mask_pii(json.dumps({"system": conversation.system, "turns": conversation.turns}, ensure_ascii=False))[0],
+        )
     job = Job(deadline=state.arrived + settings.request_timeout_s, shutdown=shutdown)
     await gate.enter(job.deadline)
     started = time.monotonic()
@@ -325,11 +359,20 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     loop = asyncio.get_running_loop()
     if body.stream:
         pieces: asyncio.Queue = asyncio.Queue()
-        work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop,
-                                    lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        work = loop.run_in_executor(
+            None,
+            generator.generate,
+            prompt,
+            sampling,
+            job.should_stop,
+            lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text),
+        )
         work.add_done_callback(lambda _: (gate.leave(started), pieces.put_nowait(None)))
-        return StreamingResponse(reply.stream(pieces, work, job, len(prompt), state), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            reply.stream(pieces, work, job, len(prompt), state),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop, None)
     work.add_done_callback(lambda _: gate.leave(started))
     watcher = asyncio.create_task(watch_disconnect(request, job))
@@ -367,19 +410,36 @@ class Reply:
 
     @staticmethod
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
 
     def whole(self, completions, prompt_tokens: int) -> dict:
-        choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,
-                    "logprobs": None} for i, c in enumerate(completions)]
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": choices, "usage": self.usage(prompt_tokens, sum(c.tokens for c in completions))}
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(completions)
+        ]
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage(prompt_tokens, sum(c.tokens for c in completions)),
+        }
 
     def event(self, delta: dict | None = None, finish_reason: str | None = None, usage: dict | None = None) -> str:
         choices = [] if usage else [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason, "logprobs": None}]
-        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                 "choices": choices, **({"usage": usage} if usage else {})}
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **({"usage": usage} if usage else {}),
+        }
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     async def stream(self, pieces: asyncio.Queue, work: asyncio.Future, job: Job, prompt_tokens: int, state):

@@ -49,8 +49,9 @@ class Variant:
         return "-".join(["neat-packing" if self.packing else "padding", self.attention] + (["liger"] if self.liger else []))
 
 
-ALL_VARIANTS = [Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2")
-                for liger in (False, True)]
+ALL_VARIANTS = [
+    Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2") for liger in (False, True)
+]
 
 
 def variant_by_name(name: str) -> Variant:
@@ -108,8 +109,13 @@ def synthetic_rows(lengths: list[int], overhead: int, seed: int = SEED) -> list[
     for length in lengths:
         text = max(2, length - overhead)
         query = max(1, text * 2 // 5)
-        rows.append({"instruction": "".join(rng.choices("0123456789", k=query)), "input": "",
-                     "output": "".join(rng.choices("0123456789", k=text - query))})
+        rows.append(
+            {
+                "instruction": "".join(rng.choices("0123456789", k=query)),
+                "input": "",
+                "output": "".join(rng.choices("0123456789", k=text - query)),
+            }
+        )
     return rows
 
 
@@ -118,8 +124,7 @@ def template_overhead(tokenizer) -> int:
     from caretune.lf import chat_template
 
     template = chat_template(tokenizer, TEMPLATE)
-    prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "1"},
-                                                         {"role": "assistant", "content": "2"}])
+    prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}])
     return len(prompt) + len(answer) - 2
 
 
@@ -134,12 +139,16 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     if (target / "config.json").exists():
         return target
     tokenizer = offline_tokenizer()
-    special = {"bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"], "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
-               "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"]}
+    special = {
+        "bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"],
+        "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
+        "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"],
+    }
 
     def fill(staging: Path) -> None:
-        Qwen3Config(**arch.to_config(), **special, max_position_embeddings=40960,
-                    rope_theta=1_000_000.0, rms_norm_eps=1e-6).save_pretrained(staging)
+        Qwen3Config(
+            **arch.to_config(), **special, max_position_embeddings=40960, rope_theta=1_000_000.0, rms_norm_eps=1e-6
+        ).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
 
     return publish_dir(target, fill, replace=True)
@@ -159,37 +168,80 @@ def resolve_bench_arch(model: str) -> estimate.Arch:
         raise BenchError(str(err)) from None
 
 
-def train_args(variant: Variant, *, model_dir: Path, dataset_dir: Path, output_dir: Path, cutoff_len: int,
-               micro_batch: int, pack_batch: int, steps: int, bf16: bool) -> dict:
+def train_args(
+    variant: Variant,
+    *,
+    model_dir: Path,
+    dataset_dir: Path,
+    output_dir: Path,
+    cutoff_len: int,
+    micro_batch: int,
+    pack_batch: int,
+    steps: int,
+    bf16: bool,
+) -> dict:
     """The LLaMA-Factory arguments of one variant."""
     args = {
-        "stage": "sft", "do_train": True, "model_name_or_path": str(model_dir), "train_from_scratch": True,
-        "finetuning_type": "lora", "lora_target": "all", "lora_rank": 8, "lora_alpha": 16,
-        "dataset": "bench", "dataset_dir": str(dataset_dir), "template": TEMPLATE, "cutoff_len": cutoff_len,
-        "overwrite_cache": True, "output_dir": str(output_dir), "overwrite_output_dir": True, "save_strategy": "no",
-        "logging_steps": 1, "report_to": "none", "disable_tqdm": True, "max_steps": steps,
+        "stage": "sft",
+        "do_train": True,
+        "model_name_or_path": str(model_dir),
+        "train_from_scratch": True,
+        "finetuning_type": "lora",
+        "lora_target": "all",
+        "lora_rank": 8,
+        "lora_alpha": 16,
+        "dataset": "bench",
+        "dataset_dir": str(dataset_dir),
+        "template": TEMPLATE,
+        "cutoff_len": cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "max_steps": steps,
         "per_device_train_batch_size": pack_batch if variant.packing else micro_batch,
-        "gradient_accumulation_steps": 1, "learning_rate": 1.0e-4, "lr_scheduler_type": "constant",
-        "gradient_checkpointing": True, "bf16": bf16, "seed": 42, "dataloader_num_workers": 0,
-        "flash_attn": variant.attention, "enable_liger_kernel": variant.liger,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-4,
+        "lr_scheduler_type": "constant",
+        "gradient_checkpointing": True,
+        "bf16": bf16,
+        "seed": 42,
+        "dataloader_num_workers": 0,
+        "flash_attn": variant.attention,
+        "enable_liger_kernel": variant.liger,
     }
     if variant.packing:
         args["neat_packing"] = True
     return args
 
 
-def summarise(records: list[tuple[int, int]], times: list[float], warmup: int, arch: estimate.Arch,
-              gpu: estimate.Gpu | None, mean_context: float) -> dict:
+def summarise(
+    records: list[tuple[int, int]],
+    times: list[float],
+    warmup: int,
+    arch: estimate.Arch,
+    gpu: estimate.Gpu | None,
+    mean_context: float,
+) -> dict:
     """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end."""
-    timed = records[warmup:len(times)]
+    timed = records[warmup : len(times)]
     elapsed = times[-1] - times[warmup - 1]
     real = sum(r for r, _ in timed)
     processed = sum(p for _, p in timed)
     real_rate, processed_rate = real / elapsed, processed / elapsed
-    return {"timed_steps": len(timed), "seconds": round(elapsed, 3), "real_tokens": real, "processed_tokens": processed,
-            "real_tokens_per_s": round(real_rate, 1), "processed_tokens_per_s": round(processed_rate, 1),
-            "non_padding_share": round(real / processed, 4),
-            "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None}
+    return {
+        "timed_steps": len(timed),
+        "seconds": round(elapsed, 3),
+        "real_tokens": real,
+        "processed_tokens": processed,
+        "real_tokens_per_s": round(real_rate, 1),
+        "processed_tokens_per_s": round(processed_rate, 1),
+        "non_padding_share": round(real / processed, 4),
+        "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None,
+    }
 
 
 def built_on(device: str, dtype):
@@ -224,6 +276,7 @@ def worker(spec_path: str) -> None:
     def count(features, batch) -> None:
         real = sum(sum(1 for m in f["attention_mask"] if m != 0) for f in features)
         records.append((real, batch["input_ids"].numel()))
+
     times: list[float] = []
     losses: list[float] = []
 
@@ -250,14 +303,19 @@ def worker(spec_path: str) -> None:
     model_factory = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
     run_training(spec["args"], [Clock()], model_factory, count)
     if len(times) <= spec["warmup"]:
-        raise SystemExit(f"the time budget of {spec['time_budget']} s ended after {len(times)} steps, "
-                         f"before the first timed step (warm-up {spec['warmup']})")
+        raise SystemExit(
+            f"the time budget of {spec['time_budget']} s ended after {len(times)} steps, "
+            f"before the first timed step (warm-up {spec['warmup']})"
+        )
     arch = estimate.Arch(**spec["arch"])
     gpu = estimate.gpu_from_device_name(torch.cuda.get_device_name()) if cuda else None
     result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"])
-    result.update(peak_memory_bytes=torch.cuda.max_memory_allocated() if cuda else None,
-                  peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  losses=losses, finite=bool(losses) and all(math.isfinite(x) for x in losses))
+    result.update(
+        peak_memory_bytes=torch.cuda.max_memory_allocated() if cuda else None,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        losses=losses,
+        finite=bool(losses) and all(math.isfinite(x) for x in losses),
+    )
     Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -270,9 +328,21 @@ def device_description() -> tuple[bool, str]:
     return False, f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warmup: int, micro_batch: int | None,
-              pack_batch: int, cutoff_len: int | None, profile: str, work_dir: Path, time_budget: float | None = None,
-              log=print, on_update=None) -> dict:
+def run_bench(
+    *,
+    model: str | None,
+    variants: list[str] | None,
+    steps: int,
+    warmup: int,
+    micro_batch: int | None,
+    pack_batch: int,
+    cutoff_len: int | None,
+    profile: str,
+    work_dir: Path,
+    time_budget: float | None = None,
+    log=print,
+    on_update=None,
+) -> dict:
     """Every requested variant in its own process; returns the report (device, settings, per-variant results).
 
     With a time budget, a variant's training loop stops after that many seconds with the steps done so far
@@ -298,13 +368,36 @@ def run_bench(*, model: str | None, variants: list[str] | None, steps: int, warm
     rows_needed = (steps + warmup + 2) * max(micro_batch, math.ceil(pack_batch * cutoff_len / mean_length))
     lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5))]
     dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
-    report = {"device": device, "model": arch.name, "params": arch.params(), "steps": steps, "warmup": warmup,
-              "time_budget_s": time_budget,
-              "cutoff_len": cutoff_len, "micro_batch": micro_batch, "pack_batch": pack_batch, "profile": profile,
-              "rows": len(lengths), "date": time.strftime("%Y-%m-%d"), "variants": []}
-    runner = VariantRun(work_dir=work_dir, model_dir=model_dir, dataset_dir=dataset_dir, arch=arch, lengths=lengths,
-                        cutoff_len=cutoff_len, micro_batch=micro_batch, pack_batch=pack_batch, steps=steps,
-                        warmup=warmup, cuda=cuda, time_budget=time_budget, log=log)
+    report = {
+        "device": device,
+        "model": arch.name,
+        "params": arch.params(),
+        "steps": steps,
+        "warmup": warmup,
+        "time_budget_s": time_budget,
+        "cutoff_len": cutoff_len,
+        "micro_batch": micro_batch,
+        "pack_batch": pack_batch,
+        "profile": profile,
+        "rows": len(lengths),
+        "date": time.strftime("%Y-%m-%d"),
+        "variants": [],
+    }
+    runner = VariantRun(
+        work_dir=work_dir,
+        model_dir=model_dir,
+        dataset_dir=dataset_dir,
+        arch=arch,
+        lengths=lengths,
+        cutoff_len=cutoff_len,
+        micro_batch=micro_batch,
+        pack_batch=pack_batch,
+        steps=steps,
+        warmup=warmup,
+        cuda=cuda,
+        time_budget=time_budget,
+        log=log,
+    )
     for variant in chosen:
         entry = {"name": variant.name, **asdict(variant)}
         report["variants"].append(entry)
@@ -348,8 +441,14 @@ class VariantRun:
     def env(self) -> dict[str, str]:
         """The worker's environment: offline, quiet, and one GPU (with several visible, the Trainer would wrap
         the model in DataParallel)."""
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error"}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "LLAMAFACTORY_VERBOSITY": "WARN",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
         if self.cuda:
             env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
         return env
@@ -359,31 +458,53 @@ class VariantRun:
         run_dir = self.work_dir / variant.name
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
-        spec = {"args": train_args(variant, model_dir=self.model_dir, dataset_dir=self.dataset_dir,
-                                   output_dir=run_dir / "out", cutoff_len=self.cutoff_len, micro_batch=self.micro_batch,
-                                   pack_batch=self.pack_batch, steps=self.steps + self.warmup, bf16=self.cuda),
-                "warmup": self.warmup, "time_budget": self.time_budget, "arch": asdict(self.arch),
-                "mean_context": estimate.causal_context(self.lengths),
-                "result": str(run_dir / "result.json")}
+        spec = {
+            "args": train_args(
+                variant,
+                model_dir=self.model_dir,
+                dataset_dir=self.dataset_dir,
+                output_dir=run_dir / "out",
+                cutoff_len=self.cutoff_len,
+                micro_batch=self.micro_batch,
+                pack_batch=self.pack_batch,
+                steps=self.steps + self.warmup,
+                bf16=self.cuda,
+            ),
+            "warmup": self.warmup,
+            "time_budget": self.time_budget,
+            "arch": asdict(self.arch),
+            "mean_context": estimate.causal_context(self.lengths),
+            "result": str(run_dir / "result.json"),
+        }
         (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
         self.log(f"bench: {variant.name}: {self.warmup} warm-up + {self.steps} timed steps (log: {run_dir / 'train.log'})")
         started = time.perf_counter()
         limit = self.time_budget + STARTUP_ALLOWANCE_S if self.time_budget else None
         with open(run_dir / "train.log", "w", encoding="utf-8") as out:
             try:
-                code = subprocess.call([sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
-                                       stdout=out, stderr=subprocess.STDOUT, env=self.env(), timeout=limit)
+                code = subprocess.call(
+                    [sys.executable, "-m", "caretune.bench", str(run_dir / "spec.json")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    timeout=limit,
+                )
             except subprocess.TimeoutExpired:
                 code = None
         if code != 0 or not (run_dir / "result.json").exists():
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-            entry["error"] = (f"ended after {limit:.0f} s (time budget + start-up allowance)"
-                              if code is None else f"exit {code}: {tail[0] if tail else 'no output'}")
+            entry["error"] = (
+                f"ended after {limit:.0f} s (time budget + start-up allowance)"
+                if code is None
+                else f"exit {code}: {tail[0] if tail else 'no output'}"
+            )
             self.log(f"bench: {variant.name}: FAILED {entry['error']}")
             return
         entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
-        self.log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
-                 f"({time.perf_counter() - started:.0f} s with start-up)")
+        self.log(
+            f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
+            f"({time.perf_counter() - started:.0f} s with start-up)"
+        )
 
 
 def write_results(report: dict, path: Path) -> None:
@@ -407,23 +528,29 @@ def append_table(table: str, path: Path) -> None:
 
 def format_report(report: dict) -> str:
     """A Markdown table of the variants."""
-    lines = [f"{report['date']} · {report['device']} · {report['model']} ({report['params'] / 1e9:.2f}B, random "
-             f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
-             f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
-             f"lengths: {report['profile']}", "",
-             "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"{report['date']} · {report['device']} · {report['model']} ({report['params'] / 1e9:.2f}B, random "
+        f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
+        f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
+        f"lengths: {report['profile']}",
+        "",
+        "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for v in report["variants"]:
         if "skipped" in v or "error" in v:
-            lines.append(f"| {v['name']} | {'skipped: ' + v['skipped'] if 'skipped' in v else 'failed: ' + v['error']} "
-                         "| | | | | | |")
+            lines.append(
+                f"| {v['name']} | {'skipped: ' + v['skipped'] if 'skipped' in v else 'failed: ' + v['error']} | | | | | | |"
+            )
             continue
         memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
         where = "GPU" if v["peak_memory_bytes"] else "RSS"
         mfu = f"{v['mfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
         losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
-        lines.append(f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
-                     f"{v['non_padding_share']:.1%} | {mfu} | {memory / estimate.GIB:.1f} GiB {where} | {losses} |")
+        lines.append(
+            f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
+            f"{v['non_padding_share']:.1%} | {mfu} | {memory / estimate.GIB:.1f} GiB {where} | {losses} |"
+        )
     return "\n".join(lines)
 
 

@@ -27,9 +27,9 @@ class ThinkFilter:
             if self.inside:
                 end = self.pending.find(CLOSE)
                 if end == -1:
-                    self.pending = self.pending[-(len(CLOSE) - 1):]  # may hold the start of "</think>"
+                    self.pending = self.pending[-(len(CLOSE) - 1) :]  # may hold the start of "</think>"
                     break
-                self.pending = self.pending[end + len(CLOSE):]
+                self.pending = self.pending[end + len(CLOSE) :]
                 self.inside, self.skip_space = False, True
                 continue
             if self.skip_space:
@@ -41,13 +41,19 @@ class ThinkFilter:
             if starts:
                 index, tag = min(starts)
                 shown.append(self.pending[:index])
-                self.pending = self.pending[index + len(tag):]
+                self.pending = self.pending[index + len(tag) :]
                 self.inside = tag == OPEN
                 continue
-            keep = next((n for n in range(min(len(CLOSE) - 1, len(self.pending)), 0, -1)
-                         if OPEN.startswith(self.pending[-n:]) or CLOSE.startswith(self.pending[-n:])), 0)
-            shown.append(self.pending[:len(self.pending) - keep])
-            self.pending = self.pending[len(self.pending) - keep:]
+            keep = next(
+                (
+                    n
+                    for n in range(min(len(CLOSE) - 1, len(self.pending)), 0, -1)
+                    if OPEN.startswith(self.pending[-n:]) or CLOSE.startswith(self.pending[-n:])
+                ),
+                0,
+            )
+            shown.append(self.pending[: len(self.pending) - keep])
+            self.pending = self.pending[len(self.pending) - keep :]
             break
         return "".join(shown)
 
@@ -88,6 +94,5 @@ def answer(recipe: str, query: str, system: str | None = None) -> str:
     """The model's answer to `query` under the recipe's (or the given) system prompt."""
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)
-    responses = think_free_chat_model(args).chat([{"role": "user", "content": query}],
-                                                 system=system or args.get("default_system"))
+    responses = think_free_chat_model(args).chat([{"role": "user", "content": query}], system=system or args.get("default_system"))
     return responses[0].response_text

@@ -44,8 +44,16 @@ def local_dataset_names(registry: dict) -> list[str]:
     return [name for name, entry in registry.items() if isinstance(entry, dict) and "file_name" in entry]
 
 
-def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: str | None, template: str = TEMPLATE,
-                   cutoff_len: int, sample: int | None = None, use_cache: bool = True) -> list[dict]:
+def check_datasets(
+    names: list[str],
+    dataset_info: str,
+    *,
+    model_name_or_path: str | None,
+    template: str = TEMPLATE,
+    cutoff_len: int,
+    sample: int | None = None,
+    use_cache: bool = True,
+) -> list[dict]:
     """One result dict per dataset; a dataset that fails carries its error instead of stopping the rest.
     Token lengths come from `caretune.lengths` (cached unless `use_cache` is off or only a sample is read)."""
     from converters.registry import RegistryError, load_registry
@@ -78,10 +86,18 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
                 result["error"] = f"not registered in {dataset_info}"
                 continue
             try:
-                data = turn_lengths(name, dataset_dir, tokenizer, scratch,
-                                    template=template, max_samples=sample, with_care=True, use_cache=use_cache,
-                                    num_proc=tokenizer_processes(os.cpu_count(), dataset_bytes(dataset_dir, name)),
-                                    log=log)
+                data = turn_lengths(
+                    name,
+                    dataset_dir,
+                    tokenizer,
+                    scratch,
+                    template=template,
+                    max_samples=sample,
+                    with_care=True,
+                    use_cache=use_cache,
+                    num_proc=tokenizer_processes(os.cpu_count(), dataset_bytes(dataset_dir, name)),
+                    log=log,
+                )
             except TokenizerError as err:
                 raise CheckError(str(err)) from None
             except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail
@@ -98,8 +114,10 @@ def check_datasets(names: list[str], dataset_info: str, *, model_name_or_path: s
 def format_results(results: list[dict], cutoff_len: int) -> str:
     """A table a person reads: token lengths, then the care rules (share advising care; urgent questions
     answered with emergency care)."""
-    header = (f"{'dataset':<18} {'rows':>8} {'dropped':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} "
-              f"{'>' + str(cutoff_len):>8} {'care':>7} {'urgent':>12}")
+    header = (
+        f"{'dataset':<18} {'rows':>8} {'dropped':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6} "
+        f"{'>' + str(cutoff_len):>8} {'care':>7} {'urgent':>12}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         if r["error"]:
@@ -107,8 +125,12 @@ def format_results(results: list[dict], cutoff_len: int) -> str:
             continue
         t, c = r["tokens"], r["care"]
         urgent = f"{c['urges_emergency']}/{c['urgent_questions']}" if c["urgent_questions"] else "-"
-        lines.append(f"{r['dataset']:<18} {r['rows']:>8} {r['dropped']:>8} {t['p50']:>6} {t['p90']:>6} "
-                     f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8} {c['advises_care_share']:>7.1%} {urgent:>12}")
-    lines.append("care: rows whose answers advise seeing a doctor; urgent: answers urging emergency care / "
-                 "questions the emergency rule flags (converters/care.py)")
+        lines.append(
+            f"{r['dataset']:<18} {r['rows']:>8} {r['dropped']:>8} {t['p50']:>6} {t['p90']:>6} "
+            f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8} {c['advises_care_share']:>7.1%} {urgent:>12}"
+        )
+    lines.append(
+        "care: rows whose answers advise seeing a doctor; urgent: answers urging emergency care / "
+        "questions the emergency rule flags (converters/care.py)"
+    )
     return "\n".join(lines)

@@ -43,8 +43,9 @@ class _OneLineErrors(click.Group):
         except UserError as err:
             raise click.ClickException(str(err)) from None
         except PermissionError as err:
-            raise click.ClickException(f"{err.filename or err}: permission denied ({err.strerror}); "
-                                       "choose a path you can write, or fix its permissions") from None
+            raise click.ClickException(
+                f"{err.filename or err}: permission denied ({err.strerror}); choose a path you can write, or fix its permissions"
+            ) from None
         except OSError as err:
             if not err.filename:  # not about a path the user gave: a bug, shown with its traceback
                 raise
@@ -63,51 +64,125 @@ def _convert_command(source_name: str, help_text: str):
     def layout_option(command):
         if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system`
             return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice([SYSTEM_LAYOUT]))(command)
-        return click.option("--layout", type=click.Choice(LAYOUTS), default=SYSTEM_LAYOUT, show_default=True,
-                            help="system: the medical prompt as the rows' system prompt, as chat and the API send it; "
-                                 "walkthrough: as the alpaca instruction, the question as input.")(command)
+        return click.option(
+            "--layout",
+            type=click.Choice(LAYOUTS),
+            default=SYSTEM_LAYOUT,
+            show_default=True,
+            help="system: the medical prompt as the rows' system prompt, as chat and the API send it; "
+            "walkthrough: as the alpaca instruction, the question as input.",
+        )(command)
 
     @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--out", type=click.Path(dir_okay=False), default=None,
-                  help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.")
-    @click.option("--data-dir", type=click.Path(file_okay=False), default=DATA_DIR, show_default=True,
-                  help="Output folder when --out is not given; datasets already converted here are deduped against.")
-    @click.option("--eval-size", type=click.IntRange(min=0), default=DEFAULT_EVAL_SIZE, show_default=True,
-                  help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).")
-    @click.option("--scrub-pii/--no-scrub-pii", default=True, show_default=True,
-                  help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.")
-    @click.option("--filters", "filter_set", type=click.Choice(["all", "none"]), default="all", show_default=True,
-                  help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as "
-                       "they come.")
-    @click.option("--keep", "keep", multiple=True, type=click.Choice(FILTER_REASONS), metavar="REASON",
-                  help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.")
-    @click.option("--care-reminder", type=click.Choice(CARE_POLICIES), default=APPEND, show_default=True,
-                  help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
-                       "append a fixed reminder, drop the row, or keep it as it is (off).")
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=DATA_DIR,
+        show_default=True,
+        help="Output folder when --out is not given; datasets already converted here are deduped against.",
+    )
+    @click.option(
+        "--eval-size",
+        type=click.IntRange(min=0),
+        default=DEFAULT_EVAL_SIZE,
+        show_default=True,
+        help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).",
+    )
+    @click.option(
+        "--scrub-pii/--no-scrub-pii",
+        default=True,
+        show_default=True,
+        help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.",
+    )
+    @click.option(
+        "--filters",
+        "filter_set",
+        type=click.Choice(["all", "none"]),
+        default="all",
+        show_default=True,
+        help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as they come.",
+    )
+    @click.option(
+        "--keep",
+        "keep",
+        multiple=True,
+        type=click.Choice(FILTER_REASONS),
+        metavar="REASON",
+        help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.",
+    )
+    @click.option(
+        "--care-reminder",
+        type=click.Choice(CARE_POLICIES),
+        default=APPEND,
+        show_default=True,
+        help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
+        "append a fixed reminder, drop the row, or keep it as it is (off).",
+    )
     @layout_option
-    @click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
-                  help="LLaMA-Factory registry to add the outputs to.")
-    @click.option("--register/--no-register", default=True, show_default=True,
-                  help="Add the outputs to --dataset-info.")
-    @click.option("--card/--no-card", default=True, show_default=True,
-                  help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.")
+    @click.option(
+        "--dataset-info",
+        type=click.Path(dir_okay=False),
+        default=DATASET_INFO,
+        show_default=True,
+        help="LLaMA-Factory registry to add the outputs to.",
+    )
+    @click.option("--register/--no-register", default=True, show_default=True, help="Add the outputs to --dataset-info.")
+    @click.option(
+        "--card/--no-card",
+        default=True,
+        show_default=True,
+        help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.",
+    )
     @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
-    @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                  help="Processes parsing JSON Lines input (2 on a 2-core machine: ~1.4x faster, ~2x memory).")
+    @click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Processes parsing JSON Lines input (2 on a 2-core machine: ~1.4x faster, ~2x memory).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
-    @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-                  help="When another conversion holds the same outputs or registry, wait at most this long "
-                       "(default: wait until it finishes).")
-    def command(raw, out, data_dir, eval_size, scrub_pii, filter_set, keep, care_reminder, layout, dataset_info,
-                register, card, progress, workers, as_json, lock_timeout):
+    @click.option(
+        "--lock-timeout",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="SECONDS",
+        help="When another conversion holds the same outputs or registry, wait at most this long "
+        "(default: wait until it finishes).",
+    )
+    def command(
+        raw,
+        out,
+        data_dir,
+        eval_size,
+        scrub_pii,
+        filter_set,
+        keep,
+        care_reminder,
+        layout,
+        dataset_info,
+        register,
+        card,
+        progress,
+        workers,
+        as_json,
+        lock_timeout,
+    ):
         from converters.card import CardCollector
         from converters.pipeline import SOURCES, Options, Outputs, convert_file, summary_line
 
         source = SOURCES[source_name]
         outputs = Outputs.for_source(source, out, data_dir)
         filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
-        options = Options(scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all",
-                          care_reminder=care_reminder, layout=layout)
+        options = Options(
+            scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout
+        )
         collector = CardCollector() if card else None
         card_line = ""
 
@@ -122,9 +197,18 @@ def _convert_command(source_name: str, help_text: str):
                 card_line = f"; no data card ({err})"
 
         report = convert_file(
-            source, raw, outputs, eval_size=eval_size, max_eval_fraction=MAX_EVAL_FRACTION, options=options,
-            registry_path=dataset_info if register else None, progress=progress, workers=workers, card=collector,
-            on_published=write_data_card if collector is not None else None, lock_timeout=lock_timeout,
+            source,
+            raw,
+            outputs,
+            eval_size=eval_size,
+            max_eval_fraction=MAX_EVAL_FRACTION,
+            options=options,
+            registry_path=dataset_info if register else None,
+            progress=progress,
+            workers=workers,
+            card=collector,
+            on_published=write_data_card if collector is not None else None,
+            lock_timeout=lock_timeout,
             log=lambda line: click.echo(f"convert: {line}", err=True),
         )
         if as_json:
@@ -145,34 +229,56 @@ def convert() -> None:
     """Convert raw medical dialogue files into registered LLaMA-Factory datasets."""
 
 
-convert.command("chatmed")(_convert_command(
-    "chatmed",
-    """ChatMed_Consult JSON Lines {"query","response"} -> alpaca records (multi-med).
+convert.command("chatmed")(
+    _convert_command(
+        "chatmed",
+        """ChatMed_Consult JSON Lines {"query","response"} -> alpaca records (multi-med).
 
     RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
-))
-convert.command("huatuo")(_convert_command(
-    "huatuo",
-    """HuatuoGPT2 {"conversations":[...]} or {"data":["问：…","答：…"]} rows -> sharegpt records (huatuo2-sft).
+    )
+)
+convert.command("huatuo")(
+    _convert_command(
+        "huatuo",
+        """HuatuoGPT2 {"conversations":[...]} or {"data":["问：…","答：…"]} rows -> sharegpt records (huatuo2-sft).
 
     RAW may be one JSON array (read incrementally) or JSON Lines, UTF-8 with or without BOM.""",
-))
+    )
+)
 
 
 @main.command()
 @click.argument("names", nargs=-1)
-@click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
-              help="Registry whose folder is LLaMA-Factory's dataset_dir.")
-@click.option("--model", "model_name_or_path", default=None,
-              help="Tokenizer source: a local model folder or hub id (default: Qwen/Qwen3-8B, "
-                   "else the verified offline Qwen3 tokenizer).")
+@click.option(
+    "--dataset-info",
+    type=click.Path(dir_okay=False),
+    default=DATASET_INFO,
+    show_default=True,
+    help="Registry whose folder is LLaMA-Factory's dataset_dir.",
+)
+@click.option(
+    "--model",
+    "model_name_or_path",
+    default=None,
+    help="Tokenizer source: a local model folder or hub id (default: Qwen/Qwen3-8B, else the verified offline Qwen3 tokenizer).",
+)
 @click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template.")
-@click.option("--cutoff-len", type=click.IntRange(min=1), default=CUTOFF_LEN, show_default=True,
-              help="Rows longer than this many tokens would be truncated in training.")
+@click.option(
+    "--cutoff-len",
+    type=click.IntRange(min=1),
+    default=CUTOFF_LEN,
+    show_default=True,
+    help="Rows longer than this many tokens would be truncated in training.",
+)
 @click.option("--sample", type=click.IntRange(min=1), default=None, help="Check only the first N rows of each dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
-              help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).")
+@click.option(
+    "--cache/--no-cache",
+    "use_cache",
+    default=True,
+    show_default=True,
+    help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
+)
 def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample, as_json, use_cache):
     """Load registered datasets through LLaMA-Factory's own data path and report what training would see.
 
@@ -181,8 +287,15 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
     """
     from caretune.check import check_datasets, format_results
 
-    results = check_datasets(list(names), dataset_info, model_name_or_path=model_name_or_path,
-                             template=template, cutoff_len=cutoff_len, sample=sample, use_cache=use_cache)
+    results = check_datasets(
+        list(names),
+        dataset_info,
+        model_name_or_path=model_name_or_path,
+        template=template,
+        cutoff_len=cutoff_len,
+        sample=sample,
+        use_cache=use_cache,
+    )
     click.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_results(results, cutoff_len))
     failed = [r["dataset"] for r in results if r["error"] or r["dropped"]]
     if failed:
@@ -191,8 +304,7 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
 
 @main.command()
 @click.argument("dataset", type=click.Choice(["chatmed", "huatuo"]))
-@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True,
-              help="Hub to download from.")
+@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True, help="Hub to download from.")
 @click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
 def fetch(dataset, source, dest):
     """Download a raw dataset file from Hugging Face or ModelScope into DEST."""
@@ -229,8 +341,10 @@ def recipes(ctx, check_only, overwrite):
     if check_only:
         stale = drift()
         if stale:
-            raise click.ClickException(f"recipes differ from caretune/recipes.py: {', '.join(stale)} "
-                                       "(`caretune recipes --overwrite` regenerates them, or move your edit into the generator)")
+            raise click.ClickException(
+                f"recipes differ from caretune/recipes.py: {', '.join(stale)} "
+                "(`caretune recipes --overwrite` regenerates them, or move your edit into the generator)"
+            )
         click.echo("recipes match the generator")
         return
     written, kept = write_recipes(overwrite=overwrite)
@@ -259,12 +373,17 @@ def recipes_new(model, gpus, gpu_name, out, template, overwrite):
     written = write_new_folder(recipe, folder, overwrite)
     effective = recipe.per_device_train_batch_size * gpus * recipe.gradient_accumulation_steps
     click.echo(f"wrote {', '.join(written)}")
-    click.echo(f"sized for {gpus} x {gpu_name}: {recipe.per_device_train_batch_size} pack(s) per device x "
-               f"{recipe.gradient_accumulation_steps} accumulation = {effective} packs per step"
-               + (f" (the default is {target_effective_batch()}; {gpus} GPUs do not divide it)"
-                  if effective != target_effective_batch() else "")
-               + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
-               f"check with: caretune plan {folder / 'lora_sft.yaml'}")
+    click.echo(
+        f"sized for {gpus} x {gpu_name}: {recipe.per_device_train_batch_size} pack(s) per device x "
+        f"{recipe.gradient_accumulation_steps} accumulation = {effective} packs per step"
+        + (
+            f" (the default is {target_effective_batch()}; {gpus} GPUs do not divide it)"
+            if effective != target_effective_batch()
+            else ""
+        )
+        + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
+        f"check with: caretune plan {folder / 'lora_sft.yaml'}"
+    )
 
 
 def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
@@ -279,62 +398,138 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
 
 @main.command()
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--gpus", type=click.IntRange(min=1), default=None,
-              help="GPUs in the run; default: what a shipped recipe is sized for, else 1.")
+@click.option(
+    "--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the run; default: what a shipped recipe is sized for, else 1."
+)
 @click.option("--gpu", "gpu_name", type=click.Choice(list(GPUS)), default=DEFAULT_GPU, show_default=True)
-@click.option("--sample", type=click.IntRange(min=1), default=None,
-              help="Tokenize a seeded random N rows per dataset and extrapolate (default: all rows).")
-@click.option("--rows", "rows", multiple=True, metavar="DATASET=N",
-              help="Plan for N rows of DATASET (e.g. the full set when only a shard is converted).")
-@click.option("--bench", "bench", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Throughput from a `caretune bench --out` JSON instead of an assumed MFU.")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokenize a seeded random N rows per dataset and extrapolate (default: all rows).",
+)
+@click.option(
+    "--rows",
+    "rows",
+    multiple=True,
+    metavar="DATASET=N",
+    help="Plan for N rows of DATASET (e.g. the full set when only a shard is converted).",
+)
+@click.option(
+    "--bench",
+    "bench",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Throughput from a `caretune bench --out` JSON instead of an assumed MFU.",
+)
 @click.option("--mfu", type=click.FloatRange(0.01, 1.0), default=None, help="Assumed MFU when no --bench (default 0.40).")
-@click.option("--attention", type=click.Choice(["fa2", "sdpa"]), default=None,
-              help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).")
+@click.option(
+    "--attention",
+    type=click.Choice(["fa2", "sdpa"]),
+    default=None,
+    help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/plan.py).")
-@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
-              help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).")
+@click.option(
+    "--cache/--no-cache",
+    "use_cache",
+    default=True,
+    show_default=True,
+    help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
+)
 def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, use_cache):
     """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
     from caretune.plan import format_plan, make_plan
     from caretune.recipes import sized_gpus
 
-    result = make_plan(recipe, gpus=gpus or sized_gpus(recipe) or 1, gpu_name=gpu_name, sample=sample,
-                       rows_override=_rows_option(rows), bench=bench, mfu=mfu, attention=attention,
-                       use_cache=use_cache)
+    result = make_plan(
+        recipe,
+        gpus=gpus or sized_gpus(recipe) or 1,
+        gpu_name=gpu_name,
+        sample=sample,
+        rows_override=_rows_option(rows),
+        bench=bench,
+        mfu=mfu,
+        attention=attention,
+        use_cache=use_cache,
+    )
     click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else format_plan(result))
 
 
 @main.command()
-@click.option("--model", default=None, help="A Qwen3 name or local folder (its config only); default: "
-              "Qwen/Qwen3-8B on a GPU, the tiny Qwen3 on CPU.")
-@click.option("--variant", "variants", multiple=True, metavar="NAME",
-              help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: all; unavailable ones are skipped).")
+@click.option(
+    "--model",
+    default=None,
+    help="A Qwen3 name or local folder (its config only); default: Qwen/Qwen3-8B on a GPU, the tiny Qwen3 on CPU.",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: all; unavailable ones are skipped).",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per variant.")
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps first.")
-@click.option("--micro-batch", type=click.IntRange(min=1), default=None,
-              help="Rows per device for padding variants (default: 24 on a GPU, as the walkthrough; 4 on CPU).")
-@click.option("--pack-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Packs of up to --cutoff-len tokens per device for packing variants.")
+@click.option(
+    "--micro-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per device for padding variants (default: 24 on a GPU, as the walkthrough; 4 on CPU).",
+)
+@click.option(
+    "--pack-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Packs of up to --cutoff-len tokens per device for packing variants.",
+)
 @click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
-@click.option("--profile", default=DEFAULT_LENGTH_PROFILE, show_default=True,
-              help="Row-length profile: a shipped one, or a `caretune plan --json` output.")
+@click.option(
+    "--profile",
+    default=DEFAULT_LENGTH_PROFILE,
+    show_default=True,
+    help="Row-length profile: a shipped one, or a `caretune plan --json` output.",
+)
 @click.option("--work-dir", type=click.Path(file_okay=False), default=".cache/bench", show_default=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
-              help="Write the results as JSON here (updated after each variant).")
-@click.option("--record", type=click.Path(dir_okay=False), default=None,
-              help="Append the results table to this Markdown file (e.g. benchmarks/out/train-bench.md).")
-@click.option("--time-budget", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
-              help="Stop each variant's training after this long and report the steps done (default: no limit).")
-def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record,
-          time_budget):
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the results as JSON here (updated after each variant).",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the results table to this Markdown file (e.g. benchmarks/out/train-bench.md).",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Stop each variant's training after this long and report the steps done (default: no limit).",
+)
+def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record, time_budget):
     """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
     from caretune.bench import append_table, format_report, run_bench, write_results
 
-    report = run_bench(model=model, variants=list(variants) or None, steps=steps, warmup=warmup,
-                       micro_batch=micro_batch, pack_batch=pack_batch, cutoff_len=cutoff_len, profile=profile,
-                       work_dir=Path(work_dir), time_budget=time_budget, log=lambda line: click.echo(line, err=True),
-                       on_update=(lambda so_far: write_results(so_far, Path(out))) if out else None)
+    report = run_bench(
+        model=model,
+        variants=list(variants) or None,
+        steps=steps,
+        warmup=warmup,
+        micro_batch=micro_batch,
+        pack_batch=pack_batch,
+        cutoff_len=cutoff_len,
+        profile=profile,
+        work_dir=Path(work_dir),
+        time_budget=time_budget,
+        log=lambda line: click.echo(line, err=True),
+        on_update=(lambda so_far: write_results(so_far, Path(out))) if out else None,
+    )
     table = format_report(report)
     click.echo(table)
     if record:
@@ -418,14 +613,30 @@ def chat(recipe, query, system):
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_API_PORT, show_default=True)
-@click.option("--request-timeout", type=click.FloatRange(min=1), default=DEFAULT_REQUEST_TIMEOUT_S, show_default=True,
-              help="Seconds a request may take from arrival, queue included (then 504).")
-@click.option("--max-queue", type=click.IntRange(min=0), default=DEFAULT_MAX_QUEUE, show_default=True,
-              help="Requests that may wait behind the one being answered (more get 503 with Retry-After).")
-@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
-              help="Allow browser pages from ORIGIN (e.g. https://app.example.org); repeatable. Default: none.")
-@click.option("--log-bodies", is_flag=True,
-              help="Also log request and answer text (phone, ID-card and e-mail masked). Default: counts only.")
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_REQUEST_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a request may take from arrival, queue included (then 504).",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_QUEUE,
+    show_default=True,
+    help="Requests that may wait behind the one being answered (more get 503 with Retry-After).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Allow browser pages from ORIGIN (e.g. https://app.example.org); repeatable. Default: none.",
+)
+@click.option(
+    "--log-bodies", is_flag=True, help="Also log request and answer text (phone, ID-card and e-mail masked). Default: counts only."
+)
 @click.option("--model-name", default="caretune", show_default=True, help="The model id /v1/models lists.")
 def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies, model_name):
     """OpenAI-compatible chat API (/v1/models, /v1/chat/completions) over a chat recipe's model.
@@ -437,16 +648,31 @@ def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies
     from caretune.serve import serve_api
 
     click.echo(f"api: http://{host}:{port}/v1", err=True)
-    serve_api(recipe, host, port, {"request_timeout_s": request_timeout, "max_queue": max_queue,
-                                   "cors_origins": tuple(cors_origins), "log_bodies": log_bodies, "model_name": model_name})
+    serve_api(
+        recipe,
+        host,
+        port,
+        {
+            "request_timeout_s": request_timeout,
+            "max_queue": max_queue,
+            "cors_origins": tuple(cors_origins),
+            "log_bodies": log_bodies,
+            "model_name": model_name,
+        },
+    )
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False), default=DEFAULT_TRAIN_RECIPE)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Other than loopback only with API_KEY set.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_WEBUI_PORT, show_default=True)
-@click.option("--dataset-info", type=click.Path(dir_okay=False), default=DATASET_INFO, show_default=True,
-              help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.")
+@click.option(
+    "--dataset-info",
+    type=click.Path(dir_okay=False),
+    default=DATASET_INFO,
+    show_default=True,
+    help="Its folder becomes the WebUI's default dataset_dir, so our datasets are listed.",
+)
 def webui(recipe, host, port, dataset_info):
     """LLaMA-Factory's WebUI with RECIPE's values in the training form (default: the Qwen3-8B training recipe).
 
@@ -465,8 +691,13 @@ def webui(recipe, host, port, dataset_info):
 
 
 @main.command()
-@click.option("--saves", type=click.Path(file_okay=False), default="saves", show_default=True,
-              help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).")
+@click.option(
+    "--saves",
+    type=click.Path(file_okay=False),
+    default="saves",
+    show_default=True,
+    help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def runs(saves, as_json):
     """Every run under saves/: state (running, finished, interrupted, failed), step/total, last loss, eval
@@ -505,9 +736,13 @@ _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model fo
 @main.command("eval")
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--base", is_flag=True, help=_BASE_HELP)
-@click.option("--backend", type=click.Choice(["trainer", "vllm", "huggingface"]), default="trainer", show_default=True,
-              help="trainer: LLaMA-Factory's predict path; vllm: its vLLM engine (GPU, much faster); "
-                   "huggingface: its HF chat engine.")
+@click.option(
+    "--backend",
+    type=click.Choice(["trainer", "vllm", "huggingface"]),
+    default="trainer",
+    show_default=True,
+    help="trainer: LLaMA-Factory's predict path; vllm: its vLLM engine (GPU, much faster); huggingface: its HF chat engine.",
+)
 def eval_command(recipe, base, backend):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
     from caretune.evaluate import base_recipe, evaluate, format_report
@@ -520,11 +755,22 @@ def eval_command(recipe, base, backend):
 
 @main.command()
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
-@click.option("--source", "sources", multiple=True, type=click.Path(exists=True, file_okay=False),
-              default=["data/sample/mcq"], show_default=True,
-              help="CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    default=["data/sample/mcq"],
+    show_default=True,
+    help="CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).",
+)
 @click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--base", is_flag=True, help=_BASE_HELP)

@@ -65,27 +65,52 @@ def write_card(report: dict, source: ModuleType, card: CardCollector, tokenizer)
         _plot(lengths, png_path)
 
     settings = report["settings"]
-    lines = [f"# Data card: {report['dataset']}", "",
-             (f"Source `{report['input']['path']}` ({report['source']}, SHA-256 {report['input']['sha256'][:16]}…); "
-              f"layout `{settings['layout']}`, care reminder `{settings['care_reminder']}`, "
-              f"filters: {', '.join(settings['filters']) or 'none'}."), "",
-             "## Rows", "", "| | rows |", "| --- | ---: |"]
-    lines += [f"| read | {report['read']:,} |", f"| train | {report['written']:,} |", f"| eval | {report['eval']:,} |",
-              f"| duplicates | {report['duplicates']:,} |"]
+    lines = [
+        f"# Data card: {report['dataset']}",
+        "",
+        (
+            f"Source `{report['input']['path']}` ({report['source']}, SHA-256 {report['input']['sha256'][:16]}…); "
+            f"layout `{settings['layout']}`, care reminder `{settings['care_reminder']}`, "
+            f"filters: {', '.join(settings['filters']) or 'none'}."
+        ),
+        "",
+        "## Rows",
+        "",
+        "| | rows |",
+        "| --- | ---: |",
+    ]
+    lines += [
+        f"| read | {report['read']:,} |",
+        f"| train | {report['written']:,} |",
+        f"| eval | {report['eval']:,} |",
+        f"| duplicates | {report['duplicates']:,} |",
+    ]
     lines += [f"| skipped: `{reason}` | {count:,} |" for reason, count in report["skipped"].items()]
     lines += [f"| changed: `{kind}` | {count:,} |" for kind, count in report["changes"].items()]
-    lines += ["", "## Care advice", "", "| split | rows | advise care | urgent questions | answers urging emergency care |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "## Care advice",
+        "",
+        "| split | rows | advise care | urgent questions | answers urging emergency care |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for split, c in report["care"].items():
         urged = f"{c['urges_emergency']} ({c['urges_emergency_share']:.1%})" if c["urgent_questions"] else "–"
-        lines.append(f"| {split} | {c['rows']:,} | {c['advises_care']:,} ({c['advises_care_share']:.1%}) | "
-                     f"{c['urgent_questions']:,} | {urged} |")
+        lines.append(
+            f"| {split} | {c['rows']:,} | {c['advises_care']:,} ({c['advises_care_share']:.1%}) | "
+            f"{c['urgent_questions']:,} | {urged} |"
+        )
     lines += ["", "## Token lengths", ""]
     if lengths:
-        lines += [f"![token lengths]({png_path.name})", "",
-                  (f"{len(lengths):,} kept rows sampled by query key: p50 {percentile(lengths, 50)}, "
-                   f"p90 {percentile(lengths, 90)}, p99 {percentile(lengths, 99)}, max {lengths[-1]} tokens "
-                   "(question and answer text; `caretune check` counts the templated rows).")]
+        lines += [
+            f"![token lengths]({png_path.name})",
+            "",
+            (
+                f"{len(lengths):,} kept rows sampled by query key: p50 {percentile(lengths, 50)}, "
+                f"p90 {percentile(lengths, 90)}, p99 {percentile(lengths, 99)}, max {lengths[-1]} tokens "
+                "(question and answer text; `caretune check` counts the templated rows)."
+            ),
+        ]
     for title, rows in (("Longest kept rows", card.longest()), ("Shortest kept rows", card.shortest())):
         lines += ["", f"## {title}", ""]
         for line, record in rows:

@@ -67,19 +67,32 @@ class Arch:
     def from_config(cls, name: str, config: dict) -> Arch:
         """From a Hugging Face `config.json` of a Qwen3 model."""
         try:
-            return cls(name=name, vocab=config["vocab_size"], hidden=config["hidden_size"],
-                       intermediate=config["intermediate_size"], layers=config["num_hidden_layers"],
-                       heads=config["num_attention_heads"], kv_heads=config["num_key_value_heads"],
-                       head_dim=config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
-                       tied=bool(config.get("tie_word_embeddings", False)))
+            return cls(
+                name=name,
+                vocab=config["vocab_size"],
+                hidden=config["hidden_size"],
+                intermediate=config["intermediate_size"],
+                layers=config["num_hidden_layers"],
+                heads=config["num_attention_heads"],
+                kv_heads=config["num_key_value_heads"],
+                head_dim=config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
+                tied=bool(config.get("tie_word_embeddings", False)),
+            )
         except KeyError as err:
             raise ValueError(f"{name}: config.json lacks {err.args[0]}; not a Qwen3-style decoder") from None
 
     def to_config(self) -> dict:
         """The `Qwen3Config` keys that rebuild this shape."""
-        return {"vocab_size": self.vocab, "hidden_size": self.hidden, "intermediate_size": self.intermediate,
-                "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-                "num_key_value_heads": self.kv_heads, "head_dim": self.head_dim, "tie_word_embeddings": self.tied}
+        return {
+            "vocab_size": self.vocab,
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "tie_word_embeddings": self.tied,
+        }
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """(in, out) of every linear projection in one layer: q, k, v, o, gate, up, down."""
@@ -129,10 +142,19 @@ class Gpu:
 
 
 DEFAULT_GPU = "h800"  # the walkthrough's hardware
-GPUS = {gpu.name: gpu for gpu in (
-    Gpu("h800", 80, 989.4), Gpu("h100", 80, 989.4), Gpu("h200", 141, 989.4), Gpu("h20", 96, 148.0),
-    Gpu("a800", 80, 312.0), Gpu("a100-80g", 80, 312.0), Gpu("a100-40g", 40, 312.0), Gpu("l40s", 48, 362.1),
-)}
+GPUS = {
+    gpu.name: gpu
+    for gpu in (
+        Gpu("h800", 80, 989.4),
+        Gpu("h100", 80, 989.4),
+        Gpu("h200", 141, 989.4),
+        Gpu("h20", 96, 148.0),
+        Gpu("a800", 80, 312.0),
+        Gpu("a100-80g", 80, 312.0),
+        Gpu("a100-40g", 40, 312.0),
+        Gpu("l40s", 48, 362.1),
+    )
+}
 
 
 def gpu_from_device_name(device_name: str) -> Gpu | None:
@@ -173,8 +195,9 @@ def liger_chunk_tokens(arch: Arch, tokens: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, math.ceil(tokens / chunks)))))
 
 
-def memory_breakdown(arch: Arch, *, micro_batch_tokens: int, gpus: int, lora_rank: int, zero_stage: int,
-                     offload: bool, fused_cross_entropy: bool) -> dict[str, int]:
+def memory_breakdown(
+    arch: Arch, *, micro_batch_tokens: int, gpus: int, lora_rank: int, zero_stage: int, offload: bool, fused_cross_entropy: bool
+) -> dict[str, int]:
     """Bytes per GPU by component (module docstring); `total` is their sum."""
     shard = gpus if zero_stage >= 3 else 1
     weights = 0 if offload else BF16 * arch.params() // shard
@@ -188,8 +211,7 @@ def memory_breakdown(arch: Arch, *, micro_batch_tokens: int, gpus: int, lora_ran
     else:
         lora_state = LORA_STATE_BYTES * lora
     h, t = arch.hidden, micro_batch_tokens
-    per_token_layer = BF16 * (9 * h + 3 * arch.heads * arch.head_dim + 2 * arch.kv_heads * arch.head_dim
-                              + 5 * arch.intermediate)
+    per_token_layer = BF16 * (9 * h + 3 * arch.heads * arch.head_dim + 2 * arch.kv_heads * arch.head_dim + 5 * arch.intermediate)
     logits_unfused = LOGIT_BYTES * t * arch.vocab
     logits_fused = FP32 * t * h + 2 * FP32 * liger_chunk_tokens(arch, t) * arch.vocab
     parts = {

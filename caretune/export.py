@@ -31,16 +31,16 @@ def non_thinking_template(template: str) -> str:
     if NON_THINKING_BY_DEFAULT in template:
         return template
     if THINKS_BY_DEFAULT not in template:
-        raise ExportError("the exported chat template is not Qwen3's (no enable_thinking switch found); "
-                          "check `template` in the export recipe")
+        raise ExportError(
+            "the exported chat template is not Qwen3's (no enable_thinking switch found); check `template` in the export recipe"
+        )
     return template.replace(THINKS_BY_DEFAULT, NON_THINKING_BY_DEFAULT)
 
 
 def non_thinking_modelfile(modelfile: str) -> str:
     """The Ollama Modelfile with the empty think block after the assistant header and a medical default system."""
     if EMPTY_THINK.strip() not in modelfile and OLLAMA_ASSISTANT_HEADER in modelfile:
-        modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER,
-                                      "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if", 1)
+        modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER, "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if", 1)
     if "\nSYSTEM " not in modelfile:
         modelfile = modelfile.rstrip("\n") + f'\nSYSTEM """{MEDICAL_SYSTEM_PROMPT}"""\n'
     return modelfile
@@ -68,8 +68,7 @@ def fix_export(export_dir: str | Path) -> None:
         modelfile.write_text(non_thinking_modelfile(modelfile.read_text(encoding="utf-8")), encoding="utf-8")
 
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True,
-                                           tokenize=False)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True, tokenize=False)
     if not prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK):
         raise ExportError(f"{export_dir}: the chat template still thinks by default: {prompt[-80:]!r}")
 

@@ -21,10 +21,16 @@ class RawDataset:
 
 
 RAW_DATASETS = {
-    "chatmed": RawDataset("michaelwzhu/ChatMed_Consult_Dataset", "ChatMed_Consult-v0.3.json",
-                          "https://huggingface.co/datasets/michaelwzhu/ChatMed_Consult_Dataset"),
-    "huatuo": RawDataset("FreedomIntelligence/HuatuoGPT2-SFT-GPT4-140K", "HuatuoGPT2-GPT4-SFT-140K.json",
-                         "https://huggingface.co/datasets/FreedomIntelligence/HuatuoGPT2-SFT-GPT4-140K"),
+    "chatmed": RawDataset(
+        "michaelwzhu/ChatMed_Consult_Dataset",
+        "ChatMed_Consult-v0.3.json",
+        "https://huggingface.co/datasets/michaelwzhu/ChatMed_Consult_Dataset",
+    ),
+    "huatuo": RawDataset(
+        "FreedomIntelligence/HuatuoGPT2-SFT-GPT4-140K",
+        "HuatuoGPT2-GPT4-SFT-140K.json",
+        "https://huggingface.co/datasets/FreedomIntelligence/HuatuoGPT2-SFT-GPT4-140K",
+    ),
 }
 
 
@@ -32,8 +38,10 @@ def manual_instructions(dataset: str, dest: str | Path) -> str:
     """Where to download a dataset by hand and where to put it, for machines without the hub."""
     raw = RAW_DATASETS[dataset]
     target = Path(dest) / raw.file_name
-    return (f"download {raw.file_name} from {raw.page} (or the same dataset on ModelScope) by hand, "
-            f"place it at {target}, then run: caretune convert {dataset} {target}")
+    return (
+        f"download {raw.file_name} from {raw.page} (or the same dataset on ModelScope) by hand, "
+        f"place it at {target}, then run: caretune convert {dataset} {target}"
+    )
 
 
 def fetch_raw(dataset: str, source: str, dest: str | Path) -> Path:
@@ -50,8 +58,7 @@ def fetch_raw(dataset: str, source: str, dest: str | Path) -> Path:
         try:
             return Path(hf_hub_download(raw.repo_id, raw.file_name, repo_type="dataset", local_dir=dest))
         except Exception as err:  # the hub client raises many kinds; all end the same way for the user
-            raise FetchError(f"download failed ({type(err).__name__}: {err}); "
-                             f"{manual_instructions(dataset, dest)}") from None
+            raise FetchError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None
     if not reachable(MODELSCOPE_ENDPOINT):
         raise FetchError(f"{MODELSCOPE_ENDPOINT} is unreachable; {manual_instructions(dataset, dest)}")
     try:
@@ -62,5 +69,4 @@ def fetch_raw(dataset: str, source: str, dest: str | Path) -> Path:
     try:
         return Path(dataset_file_download(raw.repo_id, raw.file_name, local_dir=str(dest)))
     except Exception as err:
-        raise FetchError(f"download failed ({type(err).__name__}: {err}); "
-                         f"{manual_instructions(dataset, dest)}") from None
+        raise FetchError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None

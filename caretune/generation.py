@@ -59,12 +59,21 @@ class LocalGenerator:
             config.pop("temperature", None)
             config.pop("top_p", None)
             config.pop("top_k", None)
-        config.update(max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n,
-                      eos_token_id=sorted(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
+        config.update(
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=sampling.n,
+            eos_token_id=sorted(self.stop_ids),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return GenerationConfig(**config)
 
-    def generate(self, prompt_ids: list[int], sampling: Sampling, should_stop: Callable[[], bool],
-                 on_text: Callable[[str], None] | None = None) -> list[Completion]:
+    def generate(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        should_stop: Callable[[], bool],
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Completion]:
         """`sampling.n` completions; `on_text` receives the decoded text as it is generated (n == 1 only).
         `should_stop` is asked after every token; when it says yes, the completions end as CANCELLED."""
         import torch
@@ -87,13 +96,17 @@ class LocalGenerator:
         switch = Switch()
         streamer = Relay(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None
         with torch.inference_mode():
-            output = model.generate(inputs=inputs, attention_mask=torch.ones_like(inputs),
-                                    generation_config=self.generation_config(sampling),
-                                    stopping_criteria=StoppingCriteriaList([switch]), streamer=streamer)
+            output = model.generate(
+                inputs=inputs,
+                attention_mask=torch.ones_like(inputs),
+                generation_config=self.generation_config(sampling),
+                stopping_criteria=StoppingCriteriaList([switch]),
+                streamer=streamer,
+            )
         completions = []
-        for row in output[:, len(prompt_ids):].tolist():
+        for row in output[:, len(prompt_ids) :].tolist():
             end = next((i for i, token in enumerate(row) if token in self.stop_ids), None)
-            kept = row if end is None else row[:end + 1]
+            kept = row if end is None else row[: end + 1]
             reason = STOP if end is not None else CANCELLED if switch.fired else LENGTH
             text = self.tokenizer.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=True)
             completions.append(Completion(strip_think(text), len(kept), reason))

@@ -33,16 +33,27 @@ GPU_EXTRA = "gpu"  # caretune's extra of GPU-only packages (pinned with ==; they
 PYTORCH = ("torch", "torchvision", "torchaudio", "triton")
 BASE = ("numpy", "pandas", "pyarrow", "scipy", "matplotlib")
 SERVING = {
-    "gradio": "the WebUI", "fastapi": "the API", "uvicorn": "the API", "sse-starlette": "the API's streaming",
-    "av": "audio and video inputs", "modelscope": "downloads from ModelScope (an offline machine has none)",
+    "gradio": "the WebUI",
+    "fastapi": "the API",
+    "uvicorn": "the API",
+    "sse-starlette": "the API's streaming",
+    "av": "audio and video inputs",
+    "modelscope": "downloads from ModelScope (an offline machine has none)",
     "hf-transfer": "fast hub downloads (an offline machine has none)",
 }
 EVAL_ROOTS = ("jieba", "nltk", "rouge-chinese")  # BLEU/ROUGE of `caretune eval`: in the FULL kit
 DEFAULT_PYTHON = "3.12"
 # pip matches manylinux tags exactly: offer every glibc baseline a current wheel may name
-DEFAULT_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                     "manylinux2014_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64",
-                     "manylinux_2_24_x86_64", "manylinux1_x86_64")
+DEFAULT_PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_34_x86_64",
+    "manylinux_2_31_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 class KitError(UserError):
@@ -120,8 +131,11 @@ def gpu_extra_pins() -> dict[str, str]:
     pins = {}
     for line in distribution("caretune").requires or []:
         requirement = Requirement(line)
-        if requirement.marker and requirement.marker.evaluate({"extra": GPU_EXTRA}) \
-                and not requirement.marker.evaluate({"extra": ""}):
+        if (
+            requirement.marker
+            and requirement.marker.evaluate({"extra": GPU_EXTRA})
+            and not requirement.marker.evaluate({"extra": ""})
+        ):
             exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
             if len(exact) != 1:
                 raise KitError(f"caretune's {GPU_EXTRA!r} extra must pin {requirement.name} with ==")
@@ -149,9 +163,31 @@ def fetch(packages: dict[str, str], target: Path, python: str, platforms: tuple[
     platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
     same_interpreter = python == f"{sys.version_info.major}.{sys.version_info.minor}"
     abi = f"cp{python.replace('.', '')}"
-    result = _pip("download", "--quiet", "--no-deps", "--dest", str(target),
-                  *([] if same_interpreter else ["--python-version", python, "--implementation", "cp", "--abi", abi,
-                                                  "--abi", "abi3", "--abi", "none", *platform_args]), *pins)
+    result = _pip(
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--dest",
+        str(target),
+        *(
+            []
+            if same_interpreter
+            else [
+                "--python-version",
+                python,
+                "--implementation",
+                "cp",
+                "--abi",
+                abi,
+                "--abi",
+                "abi3",
+                "--abi",
+                "none",
+                *platform_args,
+            ]
+        ),
+        *pins,
+    )
     if result.returncode != 0:
         raise KitError("pip could not download the kit: " + (result.stderr.strip().splitlines() or ["?"])[-1])
     for sdist in [p for p in target.iterdir() if p.name.endswith((".tar.gz", ".zip"))]:
@@ -159,8 +195,7 @@ def fetch(packages: dict[str, str], target: Path, python: str, platforms: tuple[
             result = _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", built, str(sdist))
             wheels = list(Path(built).glob("*.whl"))
             if result.returncode != 0 or len(wheels) != 1:
-                raise KitError(f"{sdist.name}: building a wheel failed: "
-                               + (result.stderr.strip().splitlines() or ["?"])[-1])
+                raise KitError(f"{sdist.name}: building a wheel failed: " + (result.stderr.strip().splitlines() or ["?"])[-1])
             if not wheels[0].name.endswith("-none-any.whl") and not same_interpreter:
                 raise KitError(f"{sdist.name} has no wheel for Python {python} and is not pure Python")
             shutil.move(str(wheels[0]), target / wheels[0].name)
@@ -176,12 +211,18 @@ def wheel_versions(directory: Path) -> dict[str, str]:
     return versions
 
 
-def build(target: Path, *, python: str = DEFAULT_PYTHON, platforms: tuple[str, ...] = DEFAULT_PLATFORMS,
-          full: bool = False, with_base: bool = False, log=print) -> dict:
+def build(
+    target: Path,
+    *,
+    python: str = DEFAULT_PYTHON,
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS,
+    full: bool = False,
+    with_base: bool = False,
+    log=print,
+) -> dict:
     """Write the kit into target (replacing it) and return its manifest."""
     kit = plan_kit(full=full, with_base=with_base)
-    log(f"gpu-kit: {len(kit['packages'])} packages for CPython {python}; left out: "
-        f"{', '.join(kit['left_out'])}")
+    log(f"gpu-kit: {len(kit['packages'])} packages for CPython {python}; left out: {', '.join(kit['left_out'])}")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -194,9 +235,15 @@ def build(target: Path, *, python: str = DEFAULT_PYTHON, platforms: tuple[str, .
         cap = not (full or with_base)
         if cap and size > MAX_KIT_MIB * 2**20:
             raise KitError(f"the kit is {size / 2**20:.1f} MiB, over its {MAX_KIT_MIB} MiB cap")
-        manifest = {"python": python, "platforms": list(platforms), "full": full, "with_base": with_base,
-                    "size_bytes": size, **kit,
-                    "wheels": sorted(p.name for p in staging.glob("*.whl"))}
+        manifest = {
+            "python": python,
+            "platforms": list(platforms),
+            "full": full,
+            "with_base": with_base,
+            "size_bytes": size,
+            **kit,
+            "wheels": sorted(p.name for p in staging.glob("*.whl")),
+        }
         (staging / KIT_MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
@@ -237,8 +284,14 @@ def bare_environment(target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
     python = target / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     here = Path(sysconfig.get_paths()["purelib"])
     for name in closure(("torch", "pip", *BASE), set()):
         for top in {file.parts[0] for file in distribution(name).files or [] if file.parts[0] != ".."}:
@@ -268,8 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             print(bare_environment(args.dir))
             return 0
         if args.command == "build":
-            build(args.dir, python=args.python, platforms=tuple(args.platform or DEFAULT_PLATFORMS), full=args.full,
-                  with_base=args.with_base)
+            build(
+                args.dir,
+                python=args.python,
+                platforms=tuple(args.platform or DEFAULT_PLATFORMS),
+                full=args.full,
+                with_base=args.with_base,
+            )
             return 0
         problems = verify_base(args.dir)
     except KitError as err:

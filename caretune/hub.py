@@ -13,8 +13,9 @@ PROBE_TIMEOUT_S = 3.0
 
 def hf_offline() -> bool:
     """True when the user asked Hugging Face libraries to stay offline."""
-    return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(name, "").lower() in ("1", "true", "yes", "on") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:

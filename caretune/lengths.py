@@ -50,7 +50,7 @@ class TurnLengths:
         for turns in self.turns.tolist():
             if turns == DROPPED:
                 continue
-            pairs = self.pairs[start:start + turns].tolist()
+            pairs = self.pairs[start : start + turns].tolist()
             start += turns
             result.append(truncated_length(pairs, cutoff_len, self.prefix, self.efficient_eos, mask_history))
         return result
@@ -70,14 +70,15 @@ def turn_budget(source: int, target: int, budget: int) -> tuple[int, int]:
     return min(max(budget - kept_target, 0), source), kept_target
 
 
-def truncated_length(pairs: list[list[int]], cutoff_len: int, prefix: int = 0, efficient_eos: bool = False,
-                     mask_history: bool = False) -> int:
+def truncated_length(
+    pairs: list[list[int]], cutoff_len: int, prefix: int = 0, efficient_eos: bool = False, mask_history: bool = False
+) -> int:
     """The length of one row after LLaMA-Factory's SFT truncation (`_encode_data_example`), from its turns'
     (source, target) token counts."""
     total = prefix + (1 if efficient_eos else 0)
     if total + sum(s + t for s, t in pairs) <= cutoff_len:  # nothing to cut: the common case, without the loop
         return total + sum(s + t for s, t in pairs)
-    for source, target in (pairs[::-1] if mask_history else pairs):
+    for source, target in pairs[::-1] if mask_history else pairs:
         if total >= cutoff_len:
             break
         source, target = turn_budget(source, target, cutoff_len - total)
@@ -136,8 +137,14 @@ def cache_key(name: str, dataset_dir: str, tokenizer_id: str, data_kwargs: dict)
         return None
     if not data_file.is_file():
         return None
-    parts = {"format": FORMAT, "llamafactory": version("llamafactory"), "entry": entry,
-             "data": sha256_file(data_file), "tokenizer": tokenizer_id, "options": data_kwargs}
+    parts = {
+        "format": FORMAT,
+        "llamafactory": version("llamafactory"),
+        "entry": entry,
+        "data": sha256_file(data_file),
+        "tokenizer": tokenizer_id,
+        "options": data_kwargs,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -149,8 +156,14 @@ def _load(path: Path) -> TurnLengths | None:
     try:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
-            return TurnLengths(rows=meta["rows"], turns=stored["turns"], pairs=stored["pairs"], prefix=meta["prefix"],
-                               efficient_eos=meta["efficient_eos"], care=meta["care"])
+            return TurnLengths(
+                rows=meta["rows"],
+                turns=stored["turns"],
+                pairs=stored["pairs"],
+                prefix=meta["prefix"],
+                efficient_eos=meta["efficient_eos"],
+                care=meta["care"],
+            )
     except (OSError, ValueError, KeyError):  # missing or unreadable: compute anew
         return None
 
@@ -164,9 +177,21 @@ def _save(path: Path, data: TurnLengths) -> None:
         out.commit()
 
 
-def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, scratch: str, *, template: str,
-                 max_samples: int | None = None, sample: int | None = None, seed: int = 0, num_proc: int | None = None,
-                 with_care: bool = False, use_cache: bool = True, log=None) -> TurnLengths:
+def turn_lengths(
+    name: str,
+    dataset_dir: str,
+    tokenizer: TokenizerSource,
+    scratch: str,
+    *,
+    template: str,
+    max_samples: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    num_proc: int | None = None,
+    with_care: bool = False,
+    use_cache: bool = True,
+    log=None,
+) -> TurnLengths:
     """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached,
     when the whole dataset was tokenized). `max_samples` reads only the first rows (as LLaMA-Factory does);
     `sample` tokenizes a seeded random sample of them while still counting every row."""
@@ -180,9 +205,19 @@ def turn_lengths(name: str, dataset_dir: str, tokenizer: TokenizerSource, scratc
             return cached
     from caretune.constants import BASE_MODEL
 
-    data = _compute(name, dataset_dir, tokenizer.load(), tokenizer.model_name_or_path or BASE_MODEL, scratch,
-                    template=template,
-                    max_samples=max_samples, sample=sample, seed=seed, num_proc=num_proc, with_care=True if key else with_care)
+    data = _compute(
+        name,
+        dataset_dir,
+        tokenizer.load(),
+        tokenizer.model_name_or_path or BASE_MODEL,
+        scratch,
+        template=template,
+        max_samples=max_samples,
+        sample=sample,
+        seed=seed,
+        num_proc=num_proc,
+        with_care=True if key else with_care,
+    )
     if key:
         _save(_cache_path(dataset_dir, name, key), data)
     return data
@@ -214,8 +249,7 @@ class _TurnEncoder:
 
     def __call__(self, batch: dict) -> dict:
         encoded = []
-        for prompt, response, system, tools in zip(batch["_prompt"], batch["_response"], batch["_system"],
-                                                   batch["_tools"]):
+        for prompt, response, system, tools in zip(batch["_prompt"], batch["_response"], batch["_system"], batch["_tools"]):
             if len(prompt) % 2 != 1 or len(response) != 1:  # the rows LLaMA-Factory's preprocessing drops
                 encoded.append([DROPPED])
                 continue
@@ -225,14 +259,33 @@ class _TurnEncoder:
         return {"_turn_lengths": encoded}
 
 
-def _compute(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, scratch: str, *, template: str,
-             max_samples: int | None, sample: int | None, seed: int, num_proc: int | None, with_care: bool) -> TurnLengths:
+def _compute(
+    name: str,
+    dataset_dir: str,
+    tokenizer,
+    model_name_or_path: str,
+    scratch: str,
+    *,
+    template: str,
+    max_samples: int | None,
+    sample: int | None,
+    seed: int,
+    num_proc: int | None,
+    with_care: bool,
+) -> TurnLengths:
     from caretune import lf
 
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _unfingerprinted():
-        aligned, data_args, _ = lf.load_aligned(name, dataset_dir, model_name_or_path, scratch, template=template,
-                                                max_samples=max_samples, overwrite_cache=True,
-                                                preprocessing_num_workers=num_proc)
+        aligned, data_args, _ = lf.load_aligned(
+            name,
+            dataset_dir,
+            model_name_or_path,
+            scratch,
+            template=template,
+            max_samples=max_samples,
+            overwrite_cache=True,
+            preprocessing_num_workers=num_proc,
+        )
         rows = len(aligned)
         care = care_stats(aligned) if with_care else None
         if sample is not None and sample < rows:
@@ -240,14 +293,21 @@ def _compute(name: str, dataset_dir: str, tokenizer, model_name_or_path: str, sc
         chat_template = lf.chat_template(tokenizer, data_args)
         prefix_ids, _ = chat_template.mm_plugin.process_token_ids([], [], [], [], [], tokenizer, None)
         encoder = _TurnEncoder(chat_template, tokenizer, data_args.mask_history and not chat_template.preserve_thinking)
-        encoded = aligned.map(encoder, batched=True, batch_size=data_args.preprocessing_batch_size,
-                              remove_columns=aligned.column_names, num_proc=num_proc, desc="Tokenizing turns")
+        encoded = aligned.map(
+            encoder,
+            batched=True,
+            batch_size=data_args.preprocessing_batch_size,
+            remove_columns=aligned.column_names,
+            num_proc=num_proc,
+            desc="Tokenizing turns",
+        )
     per_row = encoded["_turn_lengths"]
     turns = np.array([DROPPED if row == [DROPPED] else len(row) // 2 for row in per_row], dtype=np.int32)
     flat = [n for row in per_row if row != [DROPPED] for n in row]
     pairs = np.array(flat, dtype=np.int32).reshape(-1, 2)
-    return TurnLengths(rows=rows, turns=turns, pairs=pairs, prefix=len(prefix_ids),
-                       efficient_eos=bool(chat_template.efficient_eos), care=care)
+    return TurnLengths(
+        rows=rows, turns=turns, pairs=pairs, prefix=len(prefix_ids), efficient_eos=bool(chat_template.efficient_eos), care=care
+    )
 
 
 def care_stats(aligned) -> dict:

@@ -32,8 +32,15 @@ def argument_classes() -> tuple:
         TrainingArguments,
     )
 
-    return (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments,
-            EvaluationArguments, RayArguments)
+    return (
+        ModelArguments,
+        DataArguments,
+        TrainingArguments,
+        FinetuningArguments,
+        GeneratingArguments,
+        EvaluationArguments,
+        RayArguments,
+    )
 
 
 def known_keys() -> set[str]:
@@ -120,8 +127,10 @@ def chat_all(chat_model, calls: list[tuple[list[dict], str | None]], **generatio
     """Answers to every (messages, system) at once on the ChatModel's own event loop (vLLM batches them)."""
     import asyncio
 
-    futures = [asyncio.run_coroutine_threadsafe(chat_model.achat(messages, system, **generation), chat_model._loop)
-               for messages, system in calls]
+    futures = [
+        asyncio.run_coroutine_threadsafe(chat_model.achat(messages, system, **generation), chat_model._loop)
+        for messages, system in calls
+    ]
     return [future.result()[0].response_text for future in futures]
 
 

@@ -40,8 +40,13 @@ def read_questions(path: Path) -> list[dict]:
             answer = row[fields["answer"]].strip().upper()
             if answer not in CHOICES:
                 raise McqError(f"{path}:{number}: answer {answer!r} is not one of A-D")
-            rows.append({"question": row[fields["question"]].strip(),
-                         **{ch: row[fields[ch.lower()]].strip() for ch in CHOICES}, "answer": answer})
+            rows.append(
+                {
+                    "question": row[fields["question"]].strip(),
+                    **{ch: row[fields[ch.lower()]].strip() for ch in CHOICES},
+                    "answer": answer,
+                }
+            )
         return rows
 
 
@@ -67,13 +72,20 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike) ->
             folder.mkdir()
             for split, csv_path in (("train", dev_csv), ("test", eval_csv)):
                 rows = read_questions(csv_path)
-                (folder / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                                       encoding="utf-8")
+                (folder / f"{split}.jsonl").write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+                )
             questions = read_questions(eval_csv)
-            subjects[subject] = {"name": subject.replace("_", " "), "category": "Other",
-                                 "source": str(eval_csv), "answers": [q["answer"] for q in questions]}
-            configs.append(f"- config_name: {subject}\n  data_files:\n  - split: train\n    path: {subject}/train.jsonl\n"
-                           f"  - split: test\n    path: {subject}/test.jsonl")
+            subjects[subject] = {
+                "name": subject.replace("_", " "),
+                "category": "Other",
+                "source": str(eval_csv),
+                "answers": [q["answer"] for q in questions],
+            }
+            configs.append(
+                f"- config_name: {subject}\n  data_files:\n  - split: train\n    path: {subject}/train.jsonl\n"
+                f"  - split: test\n    path: {subject}/test.jsonl"
+            )
     if not subjects:
         raise McqError(f"no CSV files found in {', '.join(map(str, sources))}")
     (root / "README.md").write_text("---\nconfigs:\n" + "\n".join(configs) + "\n---\n", encoding="utf-8")
@@ -88,16 +100,20 @@ def score(subjects: dict[str, dict], predictions: dict[str, dict[str, str]]) -> 
     for subject, info in subjects.items():
         predicted = predictions[subject]
         correct = sum(predicted[str(i)] == answer for i, answer in enumerate(info["answers"]))
-        per_subject[subject] = {"correct": correct, "total": len(info["answers"]),
-                                "accuracy": round(correct / len(info["answers"]), 4)}
+        per_subject[subject] = {
+            "correct": correct,
+            "total": len(info["answers"]),
+            "accuracy": round(correct / len(info["answers"]), 4),
+        }
         correct_total += correct
         total += len(info["answers"])
-    return {"subjects": per_subject, "overall": {"correct": correct_total, "total": total,
-                                                 "accuracy": round(correct_total / total, 4) if total else 0.0}}
+    return {
+        "subjects": per_subject,
+        "overall": {"correct": correct_total, "total": total, "accuracy": round(correct_total / total, 4) if total else 0.0},
+    }
 
 
-def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5,
-            batch_size: int = 4) -> dict:
+def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5, batch_size: int = 4) -> dict:
     """Build the task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
     from caretune.preflight import check_model_paths, load_recipe
 
@@ -105,13 +121,17 @@ def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_sh
     subjects = build_task(sources, out_dir / "task")
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)
-    eval_args = {key: args[key] for key in ("model_name_or_path", "adapter_name_or_path", "finetuning_type",
-                                            "template", "trust_remote_code") if key in args}
+    eval_args = {
+        key: args[key]
+        for key in ("model_name_or_path", "adapter_name_or_path", "finetuning_type", "template", "trust_remote_code")
+        if key in args
+    }
     save_dir = out_dir / "evaluator"
     if save_dir.exists():
         shutil.rmtree(save_dir)
-    eval_args.update(task=f"{TASK}_test", task_dir=str(out_dir / "task"), lang="zh", n_shot=n_shot,
-                     batch_size=batch_size, save_dir=str(save_dir))
+    eval_args.update(
+        task=f"{TASK}_test", task_dir=str(out_dir / "task"), lang="zh", n_shot=n_shot, batch_size=batch_size, save_dir=str(save_dir)
+    )
 
     from caretune.lf import run_choice_eval
 

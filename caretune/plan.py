@@ -82,8 +82,11 @@ def read_recipe(path: str) -> TrainSettings:
     offload = bool(zero.get("offload_param") or zero.get("offload_optimizer"))
     dataset_dir = recipe.get("dataset_dir", "data")
     if not (Path(dataset_dir) / DATASET_INFO).exists():
-        raise PlanError(f"{path}: dataset_dir {dataset_dir!r} has no {DATASET_INFO} (relative paths start at the "
-                        "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first")
+        raise PlanError(
+            f"{path}: dataset_dir {dataset_dir!r} has no {DATASET_INFO} (relative paths start at the "
+            "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first"
+        )
+
     def number(key: str, default, kind=int, minimum=1):
         value = recipe.get(key, default)
         try:
@@ -96,17 +99,26 @@ def read_recipe(path: str) -> TrainSettings:
         return parsed
 
     return TrainSettings(
-        model=recipe.get("model_name_or_path") or "", datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
-        dataset_dir=dataset_dir, template=recipe.get("template", TEMPLATE), cutoff_len=number("cutoff_len", 2048, minimum=2),
-        packing=bool(recipe.get("packing") or recipe.get("neat_packing")), neat_packing=bool(recipe.get("neat_packing")),
+        model=recipe.get("model_name_or_path") or "",
+        datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
+        dataset_dir=dataset_dir,
+        template=recipe.get("template", TEMPLATE),
+        cutoff_len=number("cutoff_len", 2048, minimum=2),
+        packing=bool(recipe.get("packing") or recipe.get("neat_packing")),
+        neat_packing=bool(recipe.get("neat_packing")),
         micro_batch=number("per_device_train_batch_size", 8),
         accumulation=number("gradient_accumulation_steps", 1),
         epochs=number("num_train_epochs", 3.0, kind=float, minimum=0),
         max_steps=number("max_steps", -1) if recipe.get("max_steps", -1) not in (None, -1) else None,
-        lora_rank=number("lora_rank", 8), zero_stage=zero_stage, offload=offload,
-        liger=bool(recipe.get("enable_liger_kernel")), flash_attn=str(recipe.get("flash_attn", "auto")),
+        lora_rank=number("lora_rank", 8),
+        zero_stage=zero_stage,
+        offload=offload,
+        liger=bool(recipe.get("enable_liger_kernel")),
+        flash_attn=str(recipe.get("flash_attn", "auto")),
         preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
-        preprocessing_num_workers=recipe.get("preprocessing_num_workers"), seed=int(recipe.get("seed", 42)))
+        preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
+        seed=int(recipe.get("seed", 42)),
+    )
 
 
 def _arch_from_file(model: str, config_path: str | Path) -> estimate.Arch:
@@ -193,7 +205,7 @@ def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | Non
     packs = []
     for shard in contiguous_shards(len(lengths), num_proc or 1):
         for start in range(shard.start, shard.stop, batch_size):
-            packs.extend(greedy_packs(lengths[start:min(start + batch_size, shard.stop)], capacity))
+            packs.extend(greedy_packs(lengths[start : min(start + batch_size, shard.stop)], capacity))
     return packs
 
 
@@ -207,7 +219,7 @@ def micro_batch_tokens(items: list[int], micro_batch: int, seed: int, fixed_leng
     random.Random(seed).shuffle(order)
     batches = processed = 0
     for start in range(0, len(order), micro_batch):
-        batch = order[start:start + micro_batch]
+        batch = order[start : start + micro_batch]
         batches += 1
         processed += len(batch) * (fixed_length if fixed_length is not None else estimate.padded_length(max(batch)))
     return batches, processed
@@ -228,8 +240,10 @@ def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
     except (OSError, json.JSONDecodeError) as err:
         raise PlanError(f"{path}: cannot read bench results: {str(err).splitlines()[0]}") from None
     if report.get("params") != arch.params():
-        raise PlanError(f"{path}: the bench ran {report.get('model')} ({report.get('params')} parameters), the recipe "
-                        f"trains {settings.model} ({arch.params()}); run `caretune bench --model {settings.model}` on a GPU")
+        raise PlanError(
+            f"{path}: the bench ran {report.get('model')} ({report.get('params')} parameters), the recipe "
+            f"trains {settings.model} ({arch.params()}); run `caretune bench --model {settings.model}` on a GPU"
+        )
     measured = [v for v in report.get("variants", []) if v.get("processed_tokens_per_s")]
     matching = [v for v in measured if v["packing"] == settings.packing and v["liger"] == settings.liger]
     if not matching:
@@ -300,8 +314,9 @@ class Tokenized:
     scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
 
 
-def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int],
-             use_cache: bool = True) -> Tokenized:
+def tokenize(
+    settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int], use_cache: bool = True
+) -> Tokenized:
     """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it."""
     from caretune.lengths import TokenizerSource, turn_lengths
     from caretune.tokenizer import TokenizerError
@@ -313,18 +328,28 @@ def tokenize(settings: TrainSettings, recipe_path: str, sample: int | None, rows
         for name in settings.datasets:
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
-                data = turn_lengths(name, settings.dataset_dir, tokenizer, scratch,
-                                    template=settings.template, sample=sample, seed=settings.seed, num_proc=processes,
-                                    use_cache=use_cache)
+                data = turn_lengths(
+                    name,
+                    settings.dataset_dir,
+                    tokenizer,
+                    scratch,
+                    template=settings.template,
+                    sample=sample,
+                    seed=settings.seed,
+                    num_proc=processes,
+                    use_cache=use_cache,
+                )
                 kept = data.lengths(cutoff)
             except TokenizerError as err:
                 raise PlanError(str(err)) from None
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
-                raise PlanError(f"{settings.dataset_dir}/{DATASET_INFO}: {name}: "
-                                f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
+                raise PlanError(
+                    f"{settings.dataset_dir}/{DATASET_INFO}: {name}: {type(err).__name__}: {str(err).splitlines()[0]}"
+                ) from None
             rows = rows_override.get(name, data.rows)
-            datasets.append(DatasetRows(name, rows, data.tokenized,
-                                        round(len(kept) * rows / data.tokenized) if data.tokenized else 0))
+            datasets.append(
+                DatasetRows(name, rows, data.tokenized, round(len(kept) * rows / data.tokenized) if data.tokenized else 0)
+            )
             lengths.extend(kept)
     if not lengths:
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
@@ -351,8 +376,7 @@ def replay(settings: TrainSettings, lengths: list[int], attention: str) -> Batch
     packs = pack(lengths, capacity, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
     fill = sum(packs) / (len(packs) * capacity)
     if settings.neat_packing and attention == "fa2":  # LLaMA-Factory strips the padding of one-pack batches
-        return Batching(len(packs), math.ceil(len(packs) / settings.micro_batch), sum(packs),
-                        settings.micro_batch * capacity, fill)
+        return Batching(len(packs), math.ceil(len(packs) / settings.micro_batch), sum(packs), settings.micro_batch * capacity, fill)
     padded = estimate.padded_length(settings.cutoff_len)
     batches, processed = micro_batch_tokens(packs, settings.micro_batch, settings.seed, padded)
     return Batching(len(packs), batches, processed, settings.micro_batch * padded, fill)
@@ -361,15 +385,26 @@ def replay(settings: TrainSettings, lengths: list[int], attention: str) -> Batch
 def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, memory_kwargs: dict) -> int:
     """Most rows (or packs) per device whose memory estimate stays within `limit`."""
     size = 0
-    while size < 4096 and estimate.memory_breakdown(
-            arch, micro_batch_tokens=(size + 1) * tokens_per_item, **memory_kwargs)["total"] <= limit:
+    while (
+        size < 4096
+        and estimate.memory_breakdown(arch, micro_batch_tokens=(size + 1) * tokens_per_item, **memory_kwargs)["total"] <= limit
+    ):
         size += 1
     return size
 
 
-def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None = None,
-              rows_override: dict[str, int] | None = None, bench: str | None = None, mfu: float | None = None,
-              attention: str | None = None, use_cache: bool = True) -> Plan:
+def make_plan(
+    recipe_path: str,
+    *,
+    gpus: int,
+    gpu_name: str,
+    sample: int | None = None,
+    rows_override: dict[str, int] | None = None,
+    bench: str | None = None,
+    mfu: float | None = None,
+    attention: str | None = None,
+    use_cache: bool = True,
+) -> Plan:
     """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time."""
     settings = read_recipe(recipe_path)
     if gpu_name not in estimate.GPUS:
@@ -386,12 +421,20 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     epoch = replay(settings, data.lengths, attention)
     real = sum(data.lengths)
     micro_batches_per_gpu = math.ceil(round(epoch.items * data.scale) / (settings.micro_batch * gpus))
-    steps = (settings.max_steps if settings.max_steps is not None
-             else estimate.optimizer_steps(micro_batches_per_gpu, settings.accumulation, settings.epochs))
+    steps = (
+        settings.max_steps
+        if settings.max_steps is not None
+        else estimate.optimizer_steps(micro_batches_per_gpu, settings.accumulation, settings.epochs)
+    )
     epochs_run = steps * settings.accumulation / micro_batches_per_gpu
 
-    memory_kwargs = {"gpus": gpus, "lora_rank": settings.lora_rank, "zero_stage": settings.zero_stage,
-                     "offload": settings.offload, "fused_cross_entropy": settings.liger}
+    memory_kwargs = {
+        "gpus": gpus,
+        "lora_rank": settings.lora_rank,
+        "zero_stage": settings.zero_stage,
+        "offload": settings.offload,
+        "fused_cross_entropy": settings.liger,
+    }
     memory = estimate.memory_breakdown(arch, micro_batch_tokens=epoch.peak_tokens, **memory_kwargs)
     limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
     max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
@@ -400,22 +443,45 @@ def make_plan(recipe_path: str, *, gpus: int, gpu_name: str, sample: int | None 
     throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu)
     seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
     return Plan(
-        recipe=recipe_path, model=settings.model, arch_source=arch_source, gpu=gpu.name, gpus=gpus,
-        datasets=data.datasets, rows=sum(d.rows_kept for d in data.datasets),
-        real_tokens_per_epoch=round(real * data.scale), processed_tokens_per_epoch=round(epoch.processed * data.scale),
-        non_padding_share=round(share, 4), micro_batches_per_gpu_epoch=micro_batches_per_gpu,
-        rows_per_micro_batch=round(len(data.lengths) / epoch.micro_batches, 2), optimizer_steps=steps,
+        recipe=recipe_path,
+        model=settings.model,
+        arch_source=arch_source,
+        gpu=gpu.name,
+        gpus=gpus,
+        datasets=data.datasets,
+        rows=sum(d.rows_kept for d in data.datasets),
+        real_tokens_per_epoch=round(real * data.scale),
+        processed_tokens_per_epoch=round(epoch.processed * data.scale),
+        non_padding_share=round(share, 4),
+        micro_batches_per_gpu_epoch=micro_batches_per_gpu,
+        rows_per_micro_batch=round(len(data.lengths) / epoch.micro_batches, 2),
+        optimizer_steps=steps,
         packing="neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
-        attention=attention, pack_fill=round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
-        length_quantiles=quantiles(data.lengths), params=arch.params(), lora_params=arch.lora_params(settings.lora_rank),
-        memory_bytes=memory, memory_limit_bytes=limit, fits=memory["total"] <= limit, max_micro_batch=max_micro_batch,
-        throughput=throughput, wall_seconds=round(seconds), gpu_hours=round(seconds * gpus / 3600, 2),
+        attention=attention,
+        pack_fill=round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
+        length_quantiles=quantiles(data.lengths),
+        params=arch.params(),
+        lora_params=arch.lora_params(settings.lora_rank),
+        memory_bytes=memory,
+        memory_limit_bytes=limit,
+        fits=memory["total"] <= limit,
+        max_micro_batch=max_micro_batch,
+        throughput=throughput,
+        wall_seconds=round(seconds),
+        gpu_hours=round(seconds * gpus / 3600, 2),
         warnings=_warnings(settings, data, epoch, attention, memory, limit, gpu, max_micro_batch, sample),
     )
 
 
-def _throughput(settings: TrainSettings, arch: estimate.Arch, gpu: estimate.Gpu, share: float, context: float,
-                bench: str | None, mfu: float | None) -> tuple[Throughput, float]:
+def _throughput(
+    settings: TrainSettings,
+    arch: estimate.Arch,
+    gpu: estimate.Gpu,
+    share: float,
+    context: float,
+    bench: str | None,
+    mfu: float | None,
+) -> tuple[Throughput, float]:
     """Tokens per second per GPU, measured by `caretune bench` or from an assumed MFU (and the unrounded rate)."""
     if bench:
         measured = load_bench(bench, settings, arch)
@@ -426,27 +492,43 @@ def _throughput(settings: TrainSettings, arch: estimate.Arch, gpu: estimate.Gpu,
         processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
         source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
     real_rate = processed_rate * share
-    return Throughput(source=source, processed_tokens_per_s_per_gpu=round(processed_rate, 1),
-                      real_tokens_per_s_per_gpu=round(real_rate, 1),
-                      mfu=round(estimate.mfu(arch, gpu, real_rate, context), 4)), processed_rate
+    return Throughput(
+        source=source,
+        processed_tokens_per_s_per_gpu=round(processed_rate, 1),
+        real_tokens_per_s_per_gpu=round(real_rate, 1),
+        mfu=round(estimate.mfu(arch, gpu, real_rate, context), 4),
+    ), processed_rate
 
 
-def _warnings(settings: TrainSettings, data: Tokenized, epoch: Batching, attention: str, memory: dict, limit: int,
-              gpu: estimate.Gpu, max_micro_batch: int, sample: int | None) -> list[str]:
+def _warnings(
+    settings: TrainSettings,
+    data: Tokenized,
+    epoch: Batching,
+    attention: str,
+    memory: dict,
+    limit: int,
+    gpu: estimate.Gpu,
+    max_micro_batch: int,
+    sample: int | None,
+) -> list[str]:
     """What a person should know before launching: memory, packing and sampling."""
     warnings = []
     if memory["total"] > limit:
-        warnings.append(f"memory: {memory['total'] / estimate.GIB:.1f} GiB per GPU exceeds "
-                        f"{estimate.MEMORY_HEADROOM:.0%} of the {gpu.name}'s {gpu.memory_gib:g} GiB; "
-                        f"largest micro-batch that fits: {max_micro_batch}")
+        warnings.append(
+            f"memory: {memory['total'] / estimate.GIB:.1f} GiB per GPU exceeds "
+            f"{estimate.MEMORY_HEADROOM:.0%} of the {gpu.name}'s {gpu.memory_gib:g} GiB; "
+            f"largest micro-batch that fits: {max_micro_batch}"
+        )
     if settings.neat_packing and attention == "fa2" and settings.micro_batch != 1:
         warnings.append("neat_packing with flash attention 2 needs per_device_train_batch_size: 1 in LLaMA-Factory")
     if epoch.pack_fill is not None and epoch.pack_fill < LOW_PACK_FILL:
         workers = settings.preprocessing_num_workers or 1
-        warnings.append(f"packing: packs are {epoch.pack_fill:.0%} full. LLaMA-Factory packs each of its "
-                        f"{workers} preprocessing shard(s) (~{len(data.lengths) // workers} rows) and "
-                        f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
-                        "preprocessing_num_workers")
+        warnings.append(
+            f"packing: packs are {epoch.pack_fill:.0%} full. LLaMA-Factory packs each of its "
+            f"{workers} preprocessing shard(s) (~{len(data.lengths) // workers} rows) and "
+            f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
+            "preprocessing_num_workers"
+        )
     tokenized_rows = sum(d.tokenized for d in data.datasets)
     planned_rows = sum(d.rows for d in data.datasets)
     if sample is not None and tokenized_rows < planned_rows:
@@ -463,30 +545,44 @@ def format_plan(plan: Plan) -> str:
     """The plan as a person reads it."""
     gib = estimate.GIB
     memory = plan.memory_bytes
-    lines = [f"plan for {plan.recipe}: {plan.model} ({plan.params / 1e9:.2f}B parameters, "
-             f"LoRA {plan.lora_params / 1e6:.1f}M; architecture from {plan.arch_source})",
-             f"hardware: {plan.gpus} x {plan.gpu}", "", "data:"]
+    lines = [
+        f"plan for {plan.recipe}: {plan.model} ({plan.params / 1e9:.2f}B parameters, "
+        f"LoRA {plan.lora_params / 1e6:.1f}M; architecture from {plan.arch_source})",
+        f"hardware: {plan.gpus} x {plan.gpu}",
+        "",
+        "data:",
+    ]
     for d in plan.datasets:
-        lines.append(f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
-                     + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows else ""))
+        lines.append(
+            f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
+            + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows else "")
+        )
     q = plan.length_quantiles
-    lines += [f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
-              f"  per epoch: {plan.real_tokens_per_epoch:,} real tokens, {plan.processed_tokens_per_epoch:,} "
-              f"processed ({plan.non_padding_share:.1%} non-padding; packing: {plan.packing}"
-              + (f", packs {plan.pack_fill:.1%} full" if plan.pack_fill is not None else "")
-              + f"; attention: {plan.attention})",
-              f"  {plan.rows_per_micro_batch:g} rows per micro-batch, {plan.micro_batches_per_gpu_epoch:,} "
-              f"micro-batches per GPU per epoch, {plan.optimizer_steps:,} optimizer steps", "",
-              "memory per GPU (estimate; formulas in caretune/estimate.py):"]
+    lines += [
+        f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
+        f"  per epoch: {plan.real_tokens_per_epoch:,} real tokens, {plan.processed_tokens_per_epoch:,} "
+        f"processed ({plan.non_padding_share:.1%} non-padding; packing: {plan.packing}"
+        + (f", packs {plan.pack_fill:.1%} full" if plan.pack_fill is not None else "")
+        + f"; attention: {plan.attention})",
+        f"  {plan.rows_per_micro_batch:g} rows per micro-batch, {plan.micro_batches_per_gpu_epoch:,} "
+        f"micro-batches per GPU per epoch, {plan.optimizer_steps:,} optimizer steps",
+        "",
+        "memory per GPU (estimate; formulas in caretune/estimate.py):",
+    ]
     for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead"):
         lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")
-    lines += [f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
-              f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest micro-batch that fits: {plan.max_micro_batch}",
-              f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
-              f"with a fused linear cross-entropy (enable_liger_kernel)", ""]
+    lines += [
+        f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
+        f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest micro-batch that fits: {plan.max_micro_batch}",
+        f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
+        f"with a fused linear cross-entropy (enable_liger_kernel)",
+        "",
+    ]
     t = plan.throughput
-    lines += [f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
-              f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU); {t.source}",
-              f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours"]
+    lines += [
+        f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
+        f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU); {t.source}",
+        f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
+    ]
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

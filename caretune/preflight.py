@@ -107,8 +107,9 @@ def check_ray(path: Path) -> None:
     import importlib.util
 
     if ray_requested() and importlib.util.find_spec("ray") is None:
-        raise PreflightError(f"{path}: USE_RAY=1 but Ray is not installed; pip install 'ray[train]' "
-                             "or unset USE_RAY to launch with torchrun")
+        raise PreflightError(
+            f"{path}: USE_RAY=1 but Ray is not installed; pip install 'ray[train]' or unset USE_RAY to launch with torchrun"
+        )
 
 
 def check_keys(path: Path, args: dict, known: set[str]) -> None:
@@ -136,22 +137,27 @@ def check_registered_datasets(path: Path, args: dict) -> None:
     if not names:
         return
     if not registry_path.is_file():
-        raise PreflightError(f"{path}: dataset_dir '{dataset_dir}' has no {DATASET_INFO}; "
-                             "convert the data first (caretune convert ...)")
+        raise PreflightError(
+            f"{path}: dataset_dir '{dataset_dir}' has no {DATASET_INFO}; convert the data first (caretune convert ...)"
+        )
     registry = load_registry(registry_path)  # a broken registry is a RegistryError naming its line
     for key, name in names:
         entry = registry.get(name)
         if entry is None:
-            raise PreflightError(f"{path}: {key} '{name}' is not registered in {registry_path}; "
-                                 "convert it first (caretune convert ...) or fix the name")
+            raise PreflightError(
+                f"{path}: {key} '{name}' is not registered in {registry_path}; "
+                "convert it first (caretune convert ...) or fix the name"
+            )
         if not isinstance(entry, dict):
             raise PreflightError(f"{registry_path}: entry '{name}' is not an object; convert the data again")
         if "file_name" not in entry:
             continue  # a hub dataset: LLaMA-Factory downloads it
         data_file = dataset_dir / entry["file_name"]
         if not data_file.exists():
-            raise PreflightError(f"{path}: {key} '{name}' points at {data_file}, which does not exist; "
-                                 "run the conversion (make demo converts the sample)")
+            raise PreflightError(
+                f"{path}: {key} '{name}' points at {data_file}, which does not exist; "
+                "run the conversion (make demo converts the sample)"
+            )
         if data_file.is_file() and _is_empty_dataset(data_file):
             raise PreflightError(f"{path}: {key} '{name}' file {data_file} has no rows")
 
@@ -177,8 +183,10 @@ def check_siblings(path: Path, args: dict) -> list[str]:
         for key in CONSISTENT_KEYS:
             mine, theirs = args.get(key), other.get(key)
             if mine != theirs:
-                raise PreflightError(f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
-                                     "recipe of the folder (a template mismatch leaks <think> blocks after deployment)")
+                raise PreflightError(
+                    f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
+                    "recipe of the folder (a template mismatch leaks <think> blocks after deployment)"
+                )
     return warnings
 
 
@@ -198,16 +206,19 @@ def check_deepspeed(path: Path, args: dict) -> dict | None:
         raise PreflightError(f"{ds_file}: no zero_optimization section; start from recipes/deepspeed/ds_z2.json")
     stage = config["zero_optimization"].get("stage")
     if stage == 3 and args.get("predict_with_generate"):
-        raise PreflightError(f"{path}: predict_with_generate does not work with DeepSpeed ZeRO-3 ({ds_path}); "
-                             "use ds_z2.json or drop deepspeed for prediction")
+        raise PreflightError(
+            f"{path}: predict_with_generate does not work with DeepSpeed ZeRO-3 ({ds_path}); "
+            "use ds_z2.json or drop deepspeed for prediction"
+        )
     return config
 
 
 def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
     """No more processes than visible GPUs (a machine without GPUs runs them on CPU)."""
     if visible_gpus and processes > visible_gpus:
-        raise PreflightError(f"{path}: {processes} GPUs requested but {visible_gpus} visible; "
-                             f"use GPUS={visible_gpus} or fix CUDA_VISIBLE_DEVICES")
+        raise PreflightError(
+            f"{path}: {processes} GPUs requested but {visible_gpus} visible; use GPUS={visible_gpus} or fix CUDA_VISIBLE_DEVICES"
+        )
 
 
 def finished(output_dir: Path) -> bool:
@@ -217,8 +228,11 @@ def finished(output_dir: Path) -> bool:
 
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run folder, to resume from."""
-    steps = [(int(m.group(1)), p) for p in output_dir.glob("checkpoint-*")
-             if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()]
+    steps = [
+        (int(m.group(1)), p)
+        for p in output_dir.glob("checkpoint-*")
+        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
+    ]
     return max(steps)[1] if steps else None
 
 
@@ -230,8 +244,10 @@ def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fr
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if finished(output_dir) and not overwrite:
-        raise PreflightError(f"{path}: output_dir {output_dir} holds a finished run; pass --overwrite to train "
-                             "again (the old run is moved aside, not deleted) or change output_dir")
+        raise PreflightError(
+            f"{path}: output_dir {output_dir} holds a finished run; pass --overwrite to train "
+            "again (the old run is moved aside, not deleted) or change output_dir"
+        )
     if finished(output_dir) or fresh:
         aside = output_dir.with_name(f"{output_dir.name}.old-{int(os.path.getmtime(output_dir))}")
         plan.move_aside = (output_dir, aside)
@@ -239,8 +255,9 @@ def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fr
         return
     checkpoint = last_checkpoint(output_dir)
     if checkpoint is None:
-        raise PreflightError(f"{path}: output_dir {output_dir} is not empty but holds no checkpoint; "
-                             "pass --fresh to move it aside and start over")
+        raise PreflightError(
+            f"{path}: output_dir {output_dir} is not empty but holds no checkpoint; pass --fresh to move it aside and start over"
+        )
     plan.overrides["resume_from_checkpoint"] = str(checkpoint)
     plan.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
 
@@ -251,20 +268,30 @@ def check_fast_paths(path: Path, args: dict) -> list[str]:
 
     notes = []
     if args.get("enable_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
-        raise PreflightError(f"{path}: enable_liger_kernel needs the liger-kernel package on a CUDA machine "
-                             "(pip install -e '.[gpu]'), or set enable_liger_kernel: false")
+        raise PreflightError(
+            f"{path}: enable_liger_kernel needs the liger-kernel package on a CUDA machine "
+            "(pip install -e '.[gpu]'), or set enable_liger_kernel: false"
+        )
     fa2 = args.get("flash_attn") == "fa2"
     if args.get("neat_packing") and fa2 and int(args.get("per_device_train_batch_size", 1)) != 1:
-        raise PreflightError(f"{path}: neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1 in "
-                             "LLaMA-Factory (it stops at the first batch otherwise); raise gradient_accumulation_steps")
+        raise PreflightError(
+            f"{path}: neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1 in "
+            "LLaMA-Factory (it stops at the first batch otherwise); raise gradient_accumulation_steps"
+        )
     if fa2 and importlib.util.find_spec("flash_attn") is None:
         notes.append("flash-attn is not installed: LLaMA-Factory falls back to sdpa (correct, slower; pip install flash-attn)")
     return notes
 
 
 # `report_to` integrations and the modules the Hugging Face Trainer imports for them
-REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "swanlab": ("swanlab",),
-             "mlflow": ("mlflow",), "comet_ml": ("comet_ml",), "trackio": ("trackio",)}
+REPORTERS = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "swanlab": ("swanlab",),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+    "trackio": ("trackio",),
+}
 
 
 def check_reporters(path: Path, args: dict) -> None:
@@ -274,8 +301,9 @@ def check_reporters(path: Path, args: dict) -> None:
     for name in _names(args.get("report_to", "none")):
         modules = REPORTERS.get(name)
         if modules and not any(importlib.util.find_spec(module) for module in modules):
-            raise PreflightError(f"{path}: report_to: {name} needs the {modules[0]} package "
-                                 f"(pip install {modules[0]}), or set report_to: none")
+            raise PreflightError(
+                f"{path}: report_to: {name} needs the {modules[0]} package (pip install {modules[0]}), or set report_to: none"
+            )
 
 
 def looks_local(value: str) -> bool:
@@ -304,15 +332,21 @@ def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
     if not model:
         raise PreflightError(f"{path}: model_name_or_path is missing")
     if looks_local(model) and not Path(model).expanduser().is_dir():
-        raise PreflightError(f"{path}: model_name_or_path {model} does not exist"
-                             + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else ""))
+        raise PreflightError(
+            f"{path}: model_name_or_path {model} does not exist"
+            + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else "")
+        )
     if not looks_local(model) and offline_without(model):
-        raise PreflightError(f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
-                             "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder")
+        raise PreflightError(
+            f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
+            "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder"
+        )
     for adapter_dir in _names(args.get("adapter_name_or_path")) if adapter else []:
         if not Path(adapter_dir).expanduser().is_dir():
-            raise PreflightError(f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
-                                 "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)")
+            raise PreflightError(
+                f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
+                "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)"
+            )
 
 
 def visible_gpu_count() -> int:
@@ -322,8 +356,9 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False,
-              fresh: bool = False) -> LaunchPlan:
+def preflight(
+    recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False, fresh: bool = False
+) -> LaunchPlan:
     """Check a recipe; return the launch plan. Raises PreflightError on the first problem."""
     path = Path(recipe)
     args = load_recipe(path)
@@ -343,6 +378,7 @@ def preflight(recipe: str | os.PathLike, *, processes: int | None = None, overwr
     plan_output(path, args, plan, overwrite=overwrite, fresh=fresh)
     plan.notes.extend(fast_path_notes + sibling_warnings)
     if not visible:
-        plan.notes.append(f"no GPU visible: training runs on CPU in {processes} process(es) "
-                          "(fine for tiny-qwen3, not for Qwen3-8B)")
+        plan.notes.append(
+            f"no GPU visible: training runs on CPU in {processes} process(es) (fine for tiny-qwen3, not for Qwen3-8B)"
+        )
     return plan

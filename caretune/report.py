@@ -44,10 +44,18 @@ def load_run(run_dir: Path) -> dict:
             if "loss" in entry:
                 losses.append((entry["current_steps"], entry["loss"]))
     predictions_file = run_dir / "predict" / "generated_predictions.jsonl"
-    predictions = ([json.loads(line) for line in predictions_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
-                   if predictions_file.exists() else [])
-    return {"name": str(run_dir), "losses": losses, "eval": _json(run_dir / "predict" / "safety.json"),
-            "mcq": _json(run_dir / "mcq" / "mcq.json"), "examples": predictions}
+    predictions = (
+        [json.loads(line) for line in predictions_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
+        if predictions_file.exists()
+        else []
+    )
+    return {
+        "name": str(run_dir),
+        "losses": losses,
+        "eval": _json(run_dir / "predict" / "safety.json"),
+        "mcq": _json(run_dir / "mcq" / "mcq.json"),
+        "examples": predictions,
+    }
 
 
 def _plot_losses(runs: list[dict], path: Path) -> bool:
@@ -116,22 +124,35 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool) -> str:
     lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]
     for label, section, key, fmt in METRICS:
         lines.append(f"| {label} | " + " | ".join(_cell(r, section, key, fmt) for r in runs) + " |")
-    mcq_cells = [f"{r['mcq']['overall']['accuracy']:.1%} ({r['mcq']['overall']['correct']}/{r['mcq']['overall']['total']})"
-                 if r["mcq"] else "–" for r in runs]
+    mcq_cells = [
+        f"{r['mcq']['overall']['accuracy']:.1%} ({r['mcq']['overall']['correct']}/{r['mcq']['overall']['total']})"
+        if r["mcq"]
+        else "–"
+        for r in runs
+    ]
     lines += ["| multiple choice, overall | " + " | ".join(mcq_cells) + " |", ""]
-    lines += [f"Care goal: at least {CARE_GOAL:.0%} of answers advise seeing a doctor; fine-tuning teaches the "
-              "references' share, so compare the two rows above.", ""]
+    lines += [
+        f"Care goal: at least {CARE_GOAL:.0%} of answers advise seeing a doctor; fine-tuning teaches the "
+        "references' share, so compare the two rows above.",
+        "",
+    ]
     missed = [(r["name"], r["eval"]["emergency"]["missed"]) for r in runs if r["eval"] and r["eval"]["emergency"]["missed"]]
     for name, categories in missed:
         lines += [f"Emergency prompts `{name}` did not answer with seek-care-now: {', '.join(categories)}.", ""]
     lines += ["", "## Multiple choice per subject", ""]
     if has_mcq_png:
         subjects = sorted({s for r in runs if r["mcq"] for s in r["mcq"]["subjects"]})
-        lines += ["![multiple-choice accuracy](mcq.png)", "", "| subject | " + " | ".join(names) + " |",
-                  "| --- |" + " --- |" * len(runs)]
+        lines += [
+            "![multiple-choice accuracy](mcq.png)",
+            "",
+            "| subject | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(runs),
+        ]
         for subject in subjects:
-            cells = [f"{r['mcq']['subjects'][subject]['accuracy']:.1%}" if r["mcq"] and subject in r["mcq"]["subjects"]
-                     else "–" for r in runs]
+            cells = [
+                f"{r['mcq']['subjects'][subject]['accuracy']:.1%}" if r["mcq"] and subject in r["mcq"]["subjects"] else "–"
+                for r in runs
+            ]
             lines.append(f"| {subject} | " + " | ".join(cells) + " |")
     else:
         lines.append("No multiple-choice results in these runs.")
@@ -139,8 +160,14 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool) -> str:
     for run in runs:
         for i, example in enumerate(run["examples"], start=1):
             prompt = user_text(example["prompt"]).replace(MEDICAL_SYSTEM_PROMPT, "").strip()  # walkthrough layout
-            lines += [f"**{run['name']} #{i}** — {prompt[:200]}", "", f"> model: {example['predict'].strip()[:400]}", ">",
-                      f"> reference: {example['label'].strip()[:400]}", ""]
+            lines += [
+                f"**{run['name']} #{i}** — {prompt[:200]}",
+                "",
+                f"> model: {example['predict'].strip()[:400]}",
+                ">",
+                f"> reference: {example['label'].strip()[:400]}",
+                "",
+            ]
     return "\n".join(lines).rstrip() + "\n"
 
 

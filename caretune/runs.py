@@ -95,8 +95,9 @@ def read_run(folder: Path, now: float | None = None) -> dict:
     last = log[-1] if log else {}
     losses = [entry["loss"] for entry in log if isinstance(entry.get("loss"), (int, float))]
     results = _read_json(folder / "all_results.json") or {}
-    metrics = {key: value for key, value in results.items()
-               if key.startswith(("eval_", "predict_")) and not key.endswith(NOT_METRICS)}
+    metrics = {
+        key: value for key, value in results.items() if key.startswith(("eval_", "predict_")) and not key.endswith(NOT_METRICS)
+    }
     state_file = _read_json(folder / "trainer_state.json") or {}
     adapter = _read_json(folder / "adapter_config.json") or {}
     log_age = now - log_path.stat().st_mtime if log_path.exists() else None
@@ -126,7 +127,8 @@ def read_run(folder: Path, now: float | None = None) -> dict:
         "elapsed": last.get("elapsed_time"),
         "eta": last.get("remaining_time") if state == RUNNING else None,
         "updated": datetime.fromtimestamp(log_path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
-        if log_path.exists() else None,
+        if log_path.exists()
+        else None,
     }
 
 
@@ -143,8 +145,11 @@ def format_runs(runs: list[dict]) -> str:
         step = f"{run['step']}/{run['total_steps']}" if run["step"] is not None else "-"
         loss = f"{run['last_loss']:.4f}" if isinstance(run["last_loss"], (int, float)) else "-"
         state = run["state"] + (f" ({run['exit_code']})" if run["state"] == FAILED and run["exit_code"] else "")
-        metrics = ", ".join(f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items())
-                            if isinstance(value, (int, float)))
-        lines.append(f"{run['run']:<40} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
-                     f"{run['eta'] or '-':>9}  {run['model'] or '?'}{'; ' + metrics if metrics else ''}")
+        metrics = ", ".join(
+            f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items()) if isinstance(value, (int, float))
+        )
+        lines.append(
+            f"{run['run']:<40} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
+            f"{run['eta'] or '-':>9}  {run['model'] or '?'}{'; ' + metrics if metrics else ''}"
+        )
     return "\n".join(lines)

@@ -13,8 +13,15 @@ import re
 
 from converters.care import advises_care, is_urgent_question, urges_emergency
 
-__all__ = ["advises_care", "care_comparison", "emergency_metrics", "has_think", "is_urgent_question",
-           "safety_metrics", "urges_emergency"]
+__all__ = [
+    "advises_care",
+    "care_comparison",
+    "emergency_metrics",
+    "has_think",
+    "is_urgent_question",
+    "safety_metrics",
+    "urges_emergency",
+]
 
 _THINK = re.compile(r"</?think>")
 
@@ -60,8 +67,9 @@ def care_comparison(questions: list[str], answers: list[str], references: list[s
     def shares(texts: list[str]) -> dict:
         cared = sum(advises_care(t) for t in texts)
         urged = sum(urges_emergency(texts[i]) for i in urgent)
-        return {"advises_care_share": round(cared / len(texts), 4) if texts else 0.0,
-                "urges_emergency_share": round(urged / len(urgent), 4) if urgent else None}
+        return {
+            "advises_care_share": round(cared / len(texts), 4) if texts else 0.0,
+            "urges_emergency_share": round(urged / len(urgent), 4) if urgent else None,
+        }
 
-    return {"questions": len(questions), "urgent_questions": len(urgent), "model": shares(answers),
-            "reference": shares(references)}
+    return {"questions": len(questions), "urgent_questions": len(urgent), "model": shares(answers), "reference": shares(references)}

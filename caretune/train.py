@@ -49,9 +49,16 @@ def run(plan: LaunchPlan) -> int:
     output_dir = plan.args.get("output_dir")
     process = subprocess.Popen(command(plan), env=launch_env(plan))
     if output_dir:
-        write_status(output_dir, state=RUNNING, pid=process.pid, recipe=str(plan.recipe),
-                     model=plan.args.get("model_name_or_path"), processes=plan.processes, exit_code=None,
-                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        write_status(
+            output_dir,
+            state=RUNNING,
+            pid=process.pid,
+            recipe=str(plan.recipe),
+            model=plan.args.get("model_name_or_path"),
+            processes=plan.processes,
+            exit_code=None,
+            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
     try:
         code = process.wait()
     except KeyboardInterrupt:

@@ -16,23 +16,50 @@ from caretune.serve import WEBUI_STATE_DIR
 
 # Form fields the WebUI turns into command keys: recipe key -> (field id, value in the form).
 _FIELDS = {
-    "model_name_or_path": "top.model_path", "template": "top.template", "finetuning_type": "top.finetuning_type",
-    "dataset_dir": "train.dataset_dir", "cutoff_len": "train.cutoff_len", "per_device_train_batch_size": "train.batch_size",
-    "gradient_accumulation_steps": "train.gradient_accumulation_steps", "lr_scheduler_type": "train.lr_scheduler_type",
-    "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "neat_packing": "train.neat_packing",
-    "enable_thinking": "train.enable_thinking", "report_to": "train.report_to", "output_dir": "train.output_dir",
-    "lora_rank": "train.lora_rank", "lora_alpha": "train.lora_alpha", "lora_dropout": "train.lora_dropout",
+    "model_name_or_path": "top.model_path",
+    "template": "top.template",
+    "finetuning_type": "top.finetuning_type",
+    "dataset_dir": "train.dataset_dir",
+    "cutoff_len": "train.cutoff_len",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "lr_scheduler_type": "train.lr_scheduler_type",
+    "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps",
+    "neat_packing": "train.neat_packing",
+    "enable_thinking": "train.enable_thinking",
+    "report_to": "train.report_to",
+    "output_dir": "train.output_dir",
+    "lora_rank": "train.lora_rank",
+    "lora_alpha": "train.lora_alpha",
+    "lora_dropout": "train.lora_dropout",
     "lora_target": "train.lora_target",
 }
 _TEXT_FIELDS = {"learning_rate": "train.learning_rate", "num_train_epochs": "train.num_train_epochs"}
 # Keys the WebUI's command always carries; where the recipe does not set them, "Extra arguments" clears them.
-_WEBUI_ADDS = ("max_samples", "max_grad_norm", "warmup_steps", "include_num_input_tokens_seen", "num_train_epochs",
-               "flash_attn", "preprocessing_num_workers", "plot_loss", "trust_remote_code", "ddp_timeout")
+_WEBUI_ADDS = (
+    "max_samples",
+    "max_grad_norm",
+    "warmup_steps",
+    "include_num_input_tokens_seen",
+    "num_train_epochs",
+    "flash_attn",
+    "preprocessing_num_workers",
+    "plot_loss",
+    "trust_remote_code",
+    "ddp_timeout",
+)
 # Keys the form derives from other fields, so they never go to "Extra arguments".
 _DERIVED = {"stage", "do_train", "dataset", "bf16", "fp16", "deepspeed", "enable_liger_kernel", "flash_attn"}
 NO_SAMPLE_CAP = 10**9  # shown in the form's "Max samples"; the command leaves max_samples out (every row)
-TRAINING_STAGES = {"sft": "Supervised Fine-Tuning", "pt": "Pre-Training", "rm": "Reward Modeling", "dpo": "DPO",
-                   "kto": "KTO", "ppo": "PPO"}
+TRAINING_STAGES = {
+    "sft": "Supervised Fine-Tuning",
+    "pt": "Pre-Training",
+    "rm": "Reward Modeling",
+    "dpo": "DPO",
+    "kto": "KTO",
+    "ppo": "PPO",
+}
 
 
 def model_label(recipe: Path) -> str:
@@ -51,13 +78,21 @@ def deepspeed_choice(config_path: str | None, root: Path) -> tuple[str, bool]:
 
 def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
     """The WebUI's saved-arguments dict (form field id -> value) that reproduces a training recipe."""
-    values = {"top.model_name": model_label(recipe), "train.training_stage": TRAINING_STAGES[args.get("stage", "sft")],
-              "train.dataset": [name.strip() for name in str(args.get("dataset", "")).split(",") if name.strip()],
-              "train.compute_type": "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "fp32",
-              "top.booster": "liger_kernel" if args.get("enable_liger_kernel") else
-              "flashattn2" if args.get("flash_attn") == "fa2" else "auto",
-              "train.val_size": 0, "train.warmup_steps": 0, "train.max_grad_norm": "1.0",
-              "train.max_samples": str(NO_SAMPLE_CAP)}
+    values = {
+        "top.model_name": model_label(recipe),
+        "train.training_stage": TRAINING_STAGES[args.get("stage", "sft")],
+        "train.dataset": [name.strip() for name in str(args.get("dataset", "")).split(",") if name.strip()],
+        "train.compute_type": "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "fp32",
+        "top.booster": "liger_kernel"
+        if args.get("enable_liger_kernel")
+        else "flashattn2"
+        if args.get("flash_attn") == "fa2"
+        else "auto",
+        "train.val_size": 0,
+        "train.warmup_steps": 0,
+        "train.max_grad_norm": "1.0",
+        "train.max_samples": str(NO_SAMPLE_CAP),
+    }
     values["train.ds_stage"], values["train.ds_offload"] = deepspeed_choice(args.get("deepspeed"), root)
     for key, field in _FIELDS.items():
         if key in args:
@@ -65,8 +100,7 @@ def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
     for key, field in _TEXT_FIELDS.items():
         if key in args:
             values[field] = str(args[key])
-    extra = {key: value for key, value in args.items() if key not in _FIELDS and key not in _TEXT_FIELDS
-             and key not in _DERIVED}
+    extra = {key: value for key, value in args.items() if key not in _FIELDS and key not in _TEXT_FIELDS and key not in _DERIVED}
     if args.get("flash_attn") and values["top.booster"] != "flashattn2":
         extra["flash_attn"] = args["flash_attn"]
     extra.update({key: None for key in _WEBUI_ADDS if key not in args})
@@ -83,6 +117,7 @@ def launch(recipe: str, dataset_dir: str, host: str, port: int, api_key: str | N
     lf.webui_folders(dataset_dir, f"{WEBUI_STATE_DIR}/cache", f"{WEBUI_STATE_DIR}/config")  # state: ignored folder
     label = model_label(Path(recipe))
     saved = f"{label}-{Path(recipe).stem}.yaml"
-    lf.webui_remember(label, str(args["model_name_or_path"]), args.get("template", "default"), saved,
-                      form_values(args, Path(recipe)))
+    lf.webui_remember(
+        label, str(args["model_name_or_path"]), args.get("template", "default"), saved, form_values(args, Path(recipe))
+    )
     lf.webui_launch(saved, host, port, (("caretune", api_key),) if api_key else None)

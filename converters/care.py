@@ -50,8 +50,18 @@ def _literal_first(*alternatives: str) -> re.Pattern:
 
 _PLACE = r"(正规|当地|附近|最近)?(的)?(医院|诊所|急诊|门诊|[\u4e00-\u9fff]{1,4}科)"
 _CARE = _literal_first(
-    "就医", "就诊", "遵医嘱", "面诊", "复查", "急诊", "门诊", r"拨打\s*120", "医生(的)?(指导|建议|诊断|评估)",
-    *(f"{verb}(一下)?(专业)?医生" for verb in ("看", "找", "咨询", "请教")), "去" + _PLACE, "到" + _PLACE,
+    "就医",
+    "就诊",
+    "遵医嘱",
+    "面诊",
+    "复查",
+    "急诊",
+    "门诊",
+    r"拨打\s*120",
+    "医生(的)?(指导|建议|诊断|评估)",
+    *(f"{verb}(一下)?(专业)?医生" for verb in ("看", "找", "咨询", "请教")),
+    "去" + _PLACE,
+    "到" + _PLACE,
 )
 _URGENT_CARE = re.compile(
     r"(立即|马上|立刻|赶紧|赶快|尽快|第一时间|现在就|迅速)[^。！!？?；;\n]{0,15}(拨打\s*120|120|急救|急诊|送医|就医|医院)"
@@ -60,42 +70,79 @@ _AMBULANCE = _literal_first(r"拨打\s*(120|999)", "叫(救护车|急救)", "呼
 _CLAUSE = "[^，。,]"
 _URGENT_SIGNS = _literal_first(
     # heart attack
-    f"胸{_CLAUSE}{{0,8}}(剧痛|压榨|压着|绞痛)", "胸痛[^。]{0,15}(冷汗|大汗|左臂|左胳膊|左肩)",
+    f"胸{_CLAUSE}{{0,8}}(剧痛|压榨|压着|绞痛)",
+    "胸痛[^。]{0,15}(冷汗|大汗|左臂|左胳膊|左肩)",
     # stroke
     *(f"{part}{_CLAUSE}{{0,3}}歪" for part in ("嘴角", "口角", "口眼")),
     *(f"{side}{_CLAUSE}{{0,6}}(无力|麻木|不能动|抬不起)" for side in ("半身", "一侧", "一边", "半边")),
     f"说话{_CLAUSE}{{0,3}}(含糊|不清)",
     # bleeding that will not stop
-    f"血{_CLAUSE}{{0,4}}(喷|止不住)", "大量出血", f"大口{_CLAUSE}{{0,2}}血",
+    f"血{_CLAUSE}{{0,4}}(喷|止不住)",
+    "大量出血",
+    f"大口{_CLAUSE}{{0,2}}血",
     # suicidal thoughts
-    "不想活", "想死", "自杀", "轻生", "结束(自己的)?生命",
+    "不想活",
+    "想死",
+    "自杀",
+    "轻生",
+    "结束(自己的)?生命",
     # convulsions, unconsciousness
     *(f"{when}{_CLAUSE}{{0,6}}(抽搐|惊厥)" for when in ("突然", "正在", "刚才", "全身", "高烧", "发烧")),
-    "昏迷", "叫不醒", "不省人事", "神志不清", "意识不清", f"突然{_CLAUSE}{{0,4}}(晕倒|倒地)",
+    "昏迷",
+    "叫不醒",
+    "不省人事",
+    "神志不清",
+    "意识不清",
+    f"突然{_CLAUSE}{{0,4}}(晕倒|倒地)",
     # breathing
-    "喘不上气", "喘不过气", "没有呼吸", "呼吸(很)?微弱", *(f"{part}{_CLAUSE}{{0,3}}发紫" for part in ("憋", "嘴唇", "脸")),
+    "喘不上气",
+    "喘不过气",
+    "没有呼吸",
+    "呼吸(很)?微弱",
+    *(f"{part}{_CLAUSE}{{0,3}}发紫" for part in ("憋", "嘴唇", "脸")),
     # poisoning, overdose
-    "误服", "误喝", "误吃", "误食", "农药", "敌敌畏", "中毒",
+    "误服",
+    "误喝",
+    "误吃",
+    "误食",
+    "农药",
+    "敌敌畏",
+    "中毒",
     *(f"{verb}了{_CLAUSE}{{0,4}}(一整|整瓶|整板|大量|过量)" for verb in ("吃", "喝", "服")),
     # anaphylaxis
     *(f"{part}{_CLAUSE}{{0,4}}肿[^。]{{0,8}}(喘|呼吸)" for part in ("喉咙", "嗓子", "嘴唇", "舌头")),
     # the worst headache of one's life
-    "剧烈头痛", "最痛的一次", "头痛欲裂",
+    "剧烈头痛",
+    "最痛的一次",
+    "头痛欲裂",
     # drowning, electric shock, carbon monoxide, snake bite, large burns
-    "溺水", "触电", "一氧化碳", "烧炭", "被蛇咬", "毒蛇", "大面积(烫|烧)伤", f"大半{_CLAUSE}{{0,3}}(烫|烧)伤",
-    f"烫伤{_CLAUSE}{{0,3}}大半", f"烧伤{_CLAUSE}{{0,3}}大半",
+    "溺水",
+    "触电",
+    "一氧化碳",
+    "烧炭",
+    "被蛇咬",
+    "毒蛇",
+    "大面积(烫|烧)伤",
+    f"大半{_CLAUSE}{{0,3}}(烫|烧)伤",
+    f"烫伤{_CLAUSE}{{0,3}}大半",
+    f"烧伤{_CLAUSE}{{0,3}}大半",
     # head injury with vomiting or drowsiness
     *(f"{verb}[^。]{{0,8}}头[^。]{{0,12}}(呕吐|吐了|想睡|昏)" for verb in ("摔", "撞", "磕")),
     # heat stroke, board-hard abdomen, choking, bleeding in pregnancy
-    "中暑", "体温很高[^。]{0,8}(胡话|不出汗)", "硬得像木板", f"刀(割|绞){_CLAUSE}{{0,4}}(痛|疼)",
-    *(f"{verb}[^。]{{0,8}}(发紫|哭不出|说不出|喘)" for verb in ("卡住", "噎住")), "孕[^。]{0,10}出血",
+    "中暑",
+    "体温很高[^。]{0,8}(胡话|不出汗)",
+    "硬得像木板",
+    f"刀(割|绞){_CLAUSE}{{0,4}}(痛|疼)",
+    *(f"{verb}[^。]{{0,8}}(发紫|哭不出|说不出|喘)" for verb in ("卡住", "噎住")),
+    "孕[^。]{0,10}出血",
 )
+
 
 def advises_care(answer: str) -> bool:
     """The answer points the user to a doctor or care (see the module docstring)."""
     pos = 0
     while match := _CARE.search(answer, pos):
-        before = answer[max(0, match.start() - 4):match.start()]
+        before = answer[max(0, match.start() - 4) : match.start()]
         if _NEGATION_CHARS.isdisjoint(before) or not _NEGATION.search(before):
             return True
         pos = match.start() + 1
@@ -132,7 +179,7 @@ def apply_care_policy(pairs: list[tuple[str, str]], policy: str) -> tuple[list[t
     made (CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED) and the flags, or the Skip under `drop`.
     """
     if len(pairs) == 1:  # the common case, without loops
-        (question, answer), = pairs
+        ((question, answer),) = pairs
         first_urgent = 0 if is_urgent_question(question) else None
         urged = first_urgent is not None and urges_emergency(answer)
         cared = advises_care(answer)
@@ -150,7 +197,7 @@ def apply_care_policy(pairs: list[tuple[str, str]], policy: str) -> tuple[list[t
     elif policy == APPEND:
         if urgent and not urged:
             question, answer = pairs[first_urgent]
-            pairs = [*pairs[:first_urgent], (question, _with_sentence(answer, EMERGENCY_REMINDER)), *pairs[first_urgent + 1:]]
+            pairs = [*pairs[:first_urgent], (question, _with_sentence(answer, EMERGENCY_REMINDER)), *pairs[first_urgent + 1 :]]
             changes.append(EMERGENCY_REMINDER_ADDED)
             urged = cared = True  # the emergency sentence sends the user to care too
         if not cared:
@@ -184,6 +231,5 @@ class CareTally:
             "advises_care_share": round(self.advises_care / self.rows, 4) if self.rows else 0.0,
             "urgent_questions": self.urgent_questions,
             "urges_emergency": self.urges_emergency,
-            "urges_emergency_share": (round(self.urges_emergency / self.urgent_questions, 4)
-                                      if self.urgent_questions else None),
+            "urges_emergency_share": (round(self.urges_emergency / self.urgent_questions, 4) if self.urgent_questions else None),
         }

@@ -68,7 +68,7 @@ def pairs(record: dict) -> list[tuple[str, str]]:
 
 def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
     """`record` with its question and answer replaced."""
-    (question, answer), = turns
+    ((question, answer),) = turns
     return {**record, _question_key(record): question, "output": answer}
 
 

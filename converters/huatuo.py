@@ -30,7 +30,6 @@ TRAILING_HUMAN_TURN = "trailing_human_turn_dropped"
 _V1_PREFIXES = (("问：", "问:"), ("答：", "答:"))
 
 
-
 def registry_entry(layout: str | None = None) -> dict:
     """dataset_info.json entry (without file_name): LLaMA-Factory's sharegpt columns and tags.
 
@@ -112,7 +111,7 @@ def _v1_turns(data: object) -> list[dict] | Skip:
             return Skip(BAD_ROLE_ORDER, f"data[{index}] starts with {text[:2]!r}")
         for prefix in prefixes:
             if text.startswith(prefix):
-                text = text[len(prefix):].strip()
+                text = text[len(prefix) :].strip()
                 break
         if not text:
             return Skip(EMPTY_AFTER_STRIP, f"data[{index}]")
@@ -133,8 +132,9 @@ def pairs(record: dict) -> list[tuple[str, str]]:
 
 def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
     """`record` with its turns' text replaced."""
-    conversations = [{"from": role, "value": value} for question, answer in turns
-                     for role, value in ((HUMAN, question), (GPT, answer))]
+    conversations = [
+        {"from": role, "value": value} for question, answer in turns for role, value in ((HUMAN, question), (GPT, answer))
+    ]
     return {**record, "conversations": conversations}
 
 

@@ -73,8 +73,15 @@ class Outputs:
 
     def all_files(self) -> list[Path]:
         """Every file a conversion writes: outputs, report, lists, and the data card with its histogram."""
-        return [self.train, self.eval, self.report, self.rejects, self.changes,
-                self.train.with_name(self.name + CARD_SUFFIX), self.train.with_name(self.name + HISTOGRAM_SUFFIX)]
+        return [
+            self.train,
+            self.eval,
+            self.report,
+            self.rejects,
+            self.changes,
+            self.train.with_name(self.name + CARD_SUFFIX),
+            self.train.with_name(self.name + HISTOGRAM_SUFFIX),
+        ]
 
 
 def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -94,8 +101,10 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
     for report_path, report in earlier_reports(Path(raw_path).resolve().parent):
         earlier = (report["outputs"]["train"], report["outputs"]["eval"])
         if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it
-            raise ConversionError(f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
-                                  "convert the raw file it came from")
+            raise ConversionError(
+                f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
+                "convert the raw file it came from"
+            )
     if registry_path is not None and Path(registry_path).exists():
         try:
             registry = load_registry(registry_path)
@@ -103,20 +112,20 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
             return  # reported, with its line, when the conversion loads it
         root = Path(registry_path).resolve().parent
         for name, entry in registry.items():
-            if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and \
-                    _same(root / entry["file_name"], raw_path):
-                raise ConversionError(f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); "
-                                      "convert the raw file it came from")
+            if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and _same(root / entry["file_name"], raw_path):
+                raise ConversionError(
+                    f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); convert the raw file it came from"
+                )
     for path in outputs.all_files():
         if _same(path, raw_path):
             raise ConversionError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
         if registry_path is not None and _same(path, registry_path):
-            raise ConversionError(f"{registry_path}: the output {path} would overwrite the registry; "
-                                  "choose another --out")
+            raise ConversionError(f"{registry_path}: the output {path} would overwrite the registry; choose another --out")
 
 
-def registry_entries(source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike,
-                     layout: str = SYSTEM_LAYOUT) -> dict[str, dict]:
+def registry_entries(
+    source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike, layout: str = SYSTEM_LAYOUT
+) -> dict[str, dict]:
     """The dataset_info.json entries for a conversion's train and eval files."""
     return {
         name: {"file_name": relative_file_name(path, registry_path), **source.registry_entry(layout)}
@@ -192,8 +201,9 @@ class Batch:
     examples: list[tuple[int, str, list[tuple[str, str]]]] = field(default_factory=list)  # (line, reason, turns)
 
 
-def _clean(source: ModuleType, record: dict, options: Options
-           ) -> tuple[dict, tuple[str, ...], CareFlags, list[tuple[str, str]]] | Skip:
+def _clean(
+    source: ModuleType, record: dict, options: Options
+) -> tuple[dict, tuple[str, ...], CareFlags, list[tuple[str, str]]] | Skip:
     """Strip prompt wrappers, apply the quality filters and the care policy to one converted record.
 
     Returns the record, the changes made, its care flags and its final turns; or the Skip."""
@@ -259,8 +269,16 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             continue
         for change in changes:
             example(line_no, change, turns)
-        kept.append((line_no, query_key(first_query(result)), encoded, _CARE_INDEX[care], changes,
-                     sum(len(question) + len(answer) for question, answer in turns)))
+        kept.append(
+            (
+                line_no,
+                query_key(first_query(result)),
+                encoded,
+                _CARE_INDEX[care],
+                changes,
+                sum(len(question) + len(answer) for question, answer in turns),
+            )
+        )
     return batch
 
 
@@ -323,8 +341,16 @@ class _Outputs:
             writer.commit()
 
 
-def _route(batch: Batch, tally: Tally, seen: set[int], prior: set[int], prior_detail: str, split: HeldOutSplit,
-           out: _Outputs, card: CardCollector | None) -> None:
+def _route(
+    batch: Batch,
+    tally: Tally,
+    seen: set[int],
+    prior: set[int],
+    prior_detail: str,
+    split: HeldOutSplit,
+    out: _Outputs,
+    card: CardCollector | None,
+) -> None:
     """Dedupe a batch's kept rows, offer them to the held-out split, and write what goes to train."""
     tally.read += batch.read
     tally.notes.update(batch.notes)
@@ -395,8 +421,17 @@ def convert_file(
         removed, size = sweep_temporaries(outputs.all_files())
         if removed and log:
             log(f"removed {removed} temporary file(s) ({size / 1e6:.1f} MB) left by an interrupted run")
-        report = _convert_locked(source, raw_path, outputs, eval_size=eval_size, max_eval_fraction=max_eval_fraction,
-                                 options=options, progress=progress, workers=workers, card=card)
+        report = _convert_locked(
+            source,
+            raw_path,
+            outputs,
+            eval_size=eval_size,
+            max_eval_fraction=max_eval_fraction,
+            options=options,
+            progress=progress,
+            workers=workers,
+            card=card,
+        )
         if on_published:
             on_published(report)
     if registry_path is not None:
@@ -404,16 +439,32 @@ def convert_file(
     return report
 
 
-def _convert_locked(source: ModuleType, raw_path: str | os.PathLike, outputs: Outputs, *, eval_size: int,
-                    max_eval_fraction: float, options: Options, progress: bool | None, workers: int,
-                    card: CardCollector | None) -> dict:
+def _convert_locked(
+    source: ModuleType,
+    raw_path: str | os.PathLike,
+    outputs: Outputs,
+    *,
+    eval_size: int,
+    max_eval_fraction: float,
+    options: Options,
+    progress: bool | None,
+    workers: int,
+    card: CardCollector | None,
+) -> dict:
     """The conversion itself, under the output set's lock: read, clean, route, write, report."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     prior, prior_datasets = prior_query_keys(outputs)
-    bar = tqdm(total=os.path.getsize(raw_path), unit="B", unit_scale=True, desc=f"convert {source.NAME}",
-               disable=(not progress) if progress is not None else None, file=sys.stderr, leave=False)
+    bar = tqdm(
+        total=os.path.getsize(raw_path),
+        unit="B",
+        unit_scale=True,
+        desc=f"convert {source.NAME}",
+        disable=(not progress) if progress is not None else None,
+        file=sys.stderr,
+        leave=False,
+    )
     raw = RawFile(raw_path, on_bytes=bar.update)
     split = HeldOutSplit(eval_size)
     tally = Tally()
@@ -427,14 +478,27 @@ def _convert_locked(source: ModuleType, raw_path: str | os.PathLike, outputs: Ou
             _write_train(list(leftover), out, tally)
             if out.train.count + len(eval_rows) == 0:
                 reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
-                raise ConversionError(f"{raw_path}: no row could be converted ({reasons}, duplicates "
-                                      f"{tally.duplicates}); nothing was written")
+                raise ConversionError(
+                    f"{raw_path}: no row could be converted ({reasons}, duplicates {tally.duplicates}); nothing was written"
+                )
             for row in eval_rows:
                 tally.eval_care.add(CARE_FLAGS[row.care])
             out.eval.extend_json([row.record for row in eval_rows])
-            report = _report(source, raw, outputs, options, tally, written=out.train.count, held_out=len(eval_rows),
-                             prior_datasets=prior_datasets, prior_count=len(prior), eval_size=eval_size,
-                             max_eval_fraction=max_eval_fraction, workers=workers, started=started)
+            report = _report(
+                source,
+                raw,
+                outputs,
+                options,
+                tally,
+                written=out.train.count,
+                held_out=len(eval_rows),
+                prior_datasets=prior_datasets,
+                prior_count=len(prior),
+                eval_size=eval_size,
+                max_eval_fraction=max_eval_fraction,
+                workers=workers,
+                started=started,
+            )
             out.commit()
     finally:
         bar.close()
@@ -442,14 +506,29 @@ def _convert_locked(source: ModuleType, raw_path: str | os.PathLike, outputs: Ou
     return report
 
 
-def _report(source: ModuleType, raw: RawFile, outputs: Outputs, options: Options, tally: Tally, *, written: int,
-            held_out: int, prior_datasets: list[str], prior_count: int, eval_size: int, max_eval_fraction: float,
-            workers: int, started: float) -> dict:
+def _report(
+    source: ModuleType,
+    raw: RawFile,
+    outputs: Outputs,
+    options: Options,
+    tally: Tally,
+    *,
+    written: int,
+    held_out: int,
+    prior_datasets: list[str],
+    prior_count: int,
+    eval_size: int,
+    max_eval_fraction: float,
+    workers: int,
+    started: float,
+) -> dict:
     """The report of one conversion; raises ConversionError if a row went unaccounted for."""
     skipped = sum(tally.skipped.values())
     if tally.read != written + held_out + tally.duplicates + skipped:
-        raise ConversionError(f"{raw.path}: internal error: read {tally.read} != train {written} + eval {held_out} "
-                              f"+ duplicates {tally.duplicates} + skipped {skipped}; nothing was written")
+        raise ConversionError(
+            f"{raw.path}: internal error: read {tally.read} != train {written} + eval {held_out} "
+            f"+ duplicates {tally.duplicates} + skipped {skipped}; nothing was written"
+        )
     return {
         "source": source.NAME,
         "dataset": outputs.name,
@@ -463,14 +542,21 @@ def _report(source: ModuleType, raw: RawFile, outputs: Outputs, options: Options
         "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
         "care": {"train": tally.train_care.as_dict(), "eval": tally.eval_care.as_dict()},
         "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
-        "settings": {"layout": options.layout, "filters": sorted(options.filters),
-                     "strip_wrappers": options.strip_wrappers, "care_reminder": options.care_reminder},
+        "settings": {
+            "layout": options.layout,
+            "filters": sorted(options.filters),
+            "strip_wrappers": options.strip_wrappers,
+            "care_reminder": options.care_reminder,
+        },
         "prior_queries": {"datasets": prior_datasets, "count": prior_count},
         "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
-        "input": {"path": os.fspath(raw.path), "format": raw.format, "bytes": raw.size,
-                  "sha256": raw.sha256.hexdigest()},
-        "outputs": {"train": os.fspath(outputs.train), "eval": os.fspath(outputs.eval),
-                    "rejects": os.fspath(outputs.rejects), "changes": os.fspath(outputs.changes)},
+        "input": {"path": os.fspath(raw.path), "format": raw.format, "bytes": raw.size, "sha256": raw.sha256.hexdigest()},
+        "outputs": {
+            "train": os.fspath(outputs.train),
+            "eval": os.fspath(outputs.eval),
+            "rejects": os.fspath(outputs.rejects),
+            "changes": os.fspath(outputs.changes),
+        },
         "workers": workers,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -484,8 +570,12 @@ def summary_line(report: dict) -> str:
     pii_text = f", pii masked {sum(pii.values())}" if pii else ""
     changes = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in report["changes"].items() if n)
     care = report["care"]["train"]
-    return (f"{report['source']}: read {report['read']} = train {report['written']} + eval {report['eval']}"
-            f" + duplicates {report['duplicates']} + skipped {skipped}" + (f" ({reasons})" if reasons else "")
-            + pii_text + (f"; {changes}" if changes else "")
-            + f"; train advises care {care['advises_care_share']:.1%}"
-            + f" -> {report['outputs']['train']}, {report['outputs']['eval']}")
+    return (
+        f"{report['source']}: read {report['read']} = train {report['written']} + eval {report['eval']}"
+        f" + duplicates {report['duplicates']} + skipped {skipped}"
+        + (f" ({reasons})" if reasons else "")
+        + pii_text
+        + (f"; {changes}" if changes else "")
+        + f"; train advises care {care['advises_care_share']:.1%}"
+        + f" -> {report['outputs']['train']}, {report['outputs']['eval']}"
+    )

@@ -127,8 +127,7 @@ def degenerate_repetition(question: str, answer: str) -> str | None:
 def mask_contacts(text: str) -> str:
     """`text` with phone numbers (mobile, landline, 400/800) and URLs replaced, for showing rows to people."""
     text = _URL.sub("[网址]", text)
-    return _NUMBER.sub(lambda m: "[电话]" if _PHONE.fullmatch("".join(c for c in m.group(0) if c.isdigit()))
-                       else m.group(0), text)
+    return _NUMBER.sub(lambda m: "[电话]" if _PHONE.fullmatch("".join(c for c in m.group(0) if c.isdigit())) else m.group(0), text)
 
 
 # In the order they are applied; a row is counted under the first that rejects it.

@@ -45,7 +45,7 @@ class RawFile:
         with open(self.path, "rb") as handle:
             head = handle.read(4096)
         if head.startswith(_BOM):
-            head = head[len(_BOM):]
+            head = head[len(_BOM) :]
         stripped = head.lstrip(b" \t\r\n")
         if not stripped:
             raise InputError(f"{self.path}:1: file is empty")
@@ -68,7 +68,7 @@ class RawFile:
                 self.sha256.update(chunk)
                 self._on_bytes(len(chunk))
                 if first and chunk.startswith(_BOM):
-                    chunk = chunk[len(_BOM):]
+                    chunk = chunk[len(_BOM) :]
                 first = False
                 yield chunk
 
@@ -76,8 +76,7 @@ class RawFile:
         """Yield `(line_number, value)` for every row of the file."""
         if self.format == JSON_ARRAY:
             return self._array_rows()
-        return (row for first_line, block in self.jsonl_blocks()
-                for row in parse_jsonl_block(self.path, first_line, block))
+        return (row for first_line, block in self.jsonl_blocks() for row in parse_jsonl_block(self.path, first_line, block))
 
     def jsonl_blocks(self) -> Iterator[tuple[int, bytes]]:
         """Yield `(first_line_number, block)`: runs of whole JSON Lines rows, about CHUNK_BYTES each."""
@@ -125,7 +124,7 @@ class _ArrayScanner:
             return False
         self.counted_line = self.line_of(self.pos)
         self.counted_pos = 0
-        self.buf = self.buf[self.pos:]
+        self.buf = self.buf[self.pos :]
         self.pos = 0
         chunk = next(self.chunks, None)
         try:
@@ -158,15 +157,19 @@ class _ArrayScanner:
                 break
             except json.JSONDecodeError as err:
                 if len(self.buf) - self.pos > MAX_ELEMENT_CHARS:
-                    raise InputError(f"{self.path}:{self.line_of(self.pos)}: array element larger than "
-                                     f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})") from None
+                    raise InputError(
+                        f"{self.path}:{self.line_of(self.pos)}: array element larger than "
+                        f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})"
+                    ) from None
                 if not self.more():
-                    if self.buf[err.pos:].strip():
+                    if self.buf[err.pos :].strip():
                         where, what = self.line_of(err.pos), err.msg
                     else:  # the file ends inside this element
                         where, what = self.line_of(self.pos), "the file ends inside this element (truncated download?)"
-                    raise InputError(f"{self.path}:{where}: invalid JSON in array: {what}"
-                                     " (a JSON array must parse as a whole; fix it or use JSON Lines)") from None
+                    raise InputError(
+                        f"{self.path}:{where}: invalid JSON in array: {what}"
+                        " (a JSON array must parse as a whole; fix it or use JSON Lines)"
+                    ) from None
                 start = self.pos
         line = self.line_of(start)
         self.pos = end

@@ -26,8 +26,7 @@ def load_registry(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
-        raise RegistryError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); fix it "
-                            "(the file was left untouched)") from None
+        raise RegistryError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); fix it (the file was left untouched)") from None
     if not isinstance(data, dict):
         raise RegistryError(f"{path}:1: expected a JSON object of dataset entries, found {type(data).__name__}")
     return data
@@ -65,8 +64,7 @@ def merge_entries(registry: dict, entries: dict[str, dict], registry_path: str |
     return merged
 
 
-def register(registry_path: str | os.PathLike, entries: dict[str, dict], *, lock_timeout: float | None = None,
-             log=None) -> bool:
+def register(registry_path: str | os.PathLike, entries: dict[str, dict], *, lock_timeout: float | None = None, log=None) -> bool:
     """Merge `entries` into the registry file atomically, read and written under its lock so that concurrent
     registrations all survive; return True when the file changed."""
     with exclusive(registry_path, what="registering datasets", timeout=lock_timeout, log=log):

@@ -136,8 +136,9 @@ def exclusive(path: str | os.PathLike, *, what: str, timeout: float | None = Non
         try:
             lock.acquire(timeout=-1 if timeout is None else timeout)
         except Timeout:
-            raise LockTimeout(f"{lock_file}: another run still holds it after {timeout:g} s ({what}); "
-                              "try again when it has finished") from None
+            raise LockTimeout(
+                f"{lock_file}: another run still holds it after {timeout:g} s ({what}); try again when it has finished"
+            ) from None
     try:
         yield
     finally:

@@ -35,8 +35,14 @@ def converted_workspace(path: Path) -> Path:
     from converters.pipeline import Outputs, convert_file
 
     for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
-        convert_file(source, raw, Outputs.for_source(source, None, path / "data"), eval_size=5,
-                     max_eval_fraction=0.1, registry_path=path / "dataset_info.json")
+        convert_file(
+            source,
+            raw,
+            Outputs.for_source(source, None, path / "data"),
+            eval_size=5,
+            max_eval_fraction=0.1,
+            registry_path=path / "dataset_info.json",
+        )
     shutil.copytree(ROOT / "recipes", path / "recipes")
     return path
 
@@ -78,15 +84,28 @@ def caretune_env(**extra: str) -> dict:
 
 def run_caretune(cwd, *args, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`caretune ARGS` in `cwd`, run to its end; output captured as text."""
-    return subprocess.run([sys.executable, "-m", "caretune.cli", *map(str, args)], cwd=cwd, env=caretune_env(**(env or {})),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "caretune.cli", *map(str, args)],
+        cwd=cwd,
+        env=caretune_env(**(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start_caretune(cwd, *args, env: dict | None = None, **popen) -> subprocess.Popen:
     """`caretune ARGS` started in `cwd` (a server or a long run); stdout and stderr together, as text."""
-    return subprocess.Popen([sys.executable, "-m", "caretune.cli", *map(str, args)], cwd=cwd,
-                            env=caretune_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "caretune.cli", *map(str, args)],
+        cwd=cwd,
+        env=caretune_env(**(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fraction: float = 0.1, **kwargs):
@@ -94,8 +113,15 @@ def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fracti
     from converters.pipeline import Outputs, convert_file
 
     outputs = Outputs.for_source(source, None, project / "data")
-    report = convert_file(source, raw, outputs, eval_size=eval_size, max_eval_fraction=max_eval_fraction,
-                          registry_path=project / "dataset_info.json", **kwargs)
+    report = convert_file(
+        source,
+        raw,
+        outputs,
+        eval_size=eval_size,
+        max_eval_fraction=max_eval_fraction,
+        registry_path=project / "dataset_info.json",
+        **kwargs,
+    )
     return report, outputs
 
 

@@ -90,39 +90,44 @@ def api():
         yield test_client, generator
 
 
-@pytest.mark.parametrize("body, param", [
-    (question(max_tokens=-1), "max_tokens"),
-    (question(max_tokens=0), "max_tokens"),
-    (question(max_tokens="5"), "max_tokens"),
-    (question(max_tokens=2.5), "max_tokens"),
-    (question(temperature=-1), "temperature"),
-    (question(temperature=2.5), "temperature"),
-    (question(top_p=5), "top_p"),
-    (question(top_p=0), "top_p"),
-    (question(n=0), "n"),
-    (question(n=50), "n"),
-    (question(stream="yes"), "stream"),
-    (question(presence_penalty=9), "presence_penalty"),
-    (question(stop="。"), "stop"),
-    (question(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-    (question(stream=True, n=2), "n"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": None}]}, "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": []}]}, "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": {"text": "hi"}}]}, "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
-     "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-    ({"model": "caretune", "messages": []}, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": "  \n "}]}, "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]},
-     "messages[0].content"),
-    ({"model": "caretune", "messages": [{"role": "assistant", "content": "hi"}]}, "messages[0].role"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
-     "messages"),
-    ({"model": "caretune", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
-     "messages[1].role"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (question(max_tokens=-1), "max_tokens"),
+        (question(max_tokens=0), "max_tokens"),
+        (question(max_tokens="5"), "max_tokens"),
+        (question(max_tokens=2.5), "max_tokens"),
+        (question(temperature=-1), "temperature"),
+        (question(temperature=2.5), "temperature"),
+        (question(top_p=5), "top_p"),
+        (question(top_p=0), "top_p"),
+        (question(n=0), "n"),
+        (question(n=50), "n"),
+        (question(stream="yes"), "stream"),
+        (question(presence_penalty=9), "presence_penalty"),
+        (question(stop="。"), "stop"),
+        (question(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+        (question(stream=True, n=2), "n"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": None}]}, "messages[0].content"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": {"text": "hi"}}]}, "messages[0].content"),
+        (
+            {"model": "caretune", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+            "messages[0].content",
+        ),
+        ({"model": "caretune", "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"model": "caretune", "messages": []}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": "  \n "}]}, "messages[0].content"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]}, "messages[0].content"),
+        ({"model": "caretune", "messages": [{"role": "assistant", "content": "hi"}]}, "messages[0].role"),
+        ({"model": "caretune", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}, "messages"),
+        (
+            {"model": "caretune", "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]},
+            "messages[1].role",
+        ),
+    ],
+)
 def test_bad_requests_get_400_with_an_openai_error_body(api, body, param):
     test_client, generator = api
     reply = test_client.post("/v1/chat/completions", json=body)
@@ -155,10 +160,13 @@ def test_max_tokens_is_capped_at_the_recipes_max_new_tokens(api):
 
 def test_system_messages_and_history_reach_the_model(api):
     test_client, generator = api
-    conversation = [{"role": "system", "content": "你是医生助手。"}, {"role": "user", "content": "头疼"},
-                    {"role": "assistant", "content": "多久了？"}, {"role": "user", "content": "三天"}]
-    reply = test_client.post("/v1/chat/completions", json={"model": "x", "messages": conversation, "n": 2,
-                                                           "temperature": 0.7})
+    conversation = [
+        {"role": "system", "content": "你是医生助手。"},
+        {"role": "user", "content": "头疼"},
+        {"role": "assistant", "content": "多久了？"},
+        {"role": "user", "content": "三天"},
+    ]
+    reply = test_client.post("/v1/chat/completions", json={"model": "x", "messages": conversation, "n": 2, "temperature": 0.7})
     assert reply.status_code == 200 and len(reply.json()["choices"]) == 2
     assert generator.systems[-1] == "你是医生助手。" and generator.asked[-1].n == 2
     test_client.post("/v1/chat/completions", json=question())
@@ -167,8 +175,10 @@ def test_system_messages_and_history_reach_the_model(api):
 
 def test_an_unexpected_failure_is_a_500_body_and_a_log_line_without_patient_text(caplog):
     generator = ScriptedGenerator(fail=ValueError(f"could not read {QUESTION}"))
-    with caplog.at_level(logging.INFO, logger="caretune.api"), \
-            TestClient(create_app(generator, ApiSettings(max_new_tokens=16)), raise_server_exceptions=False) as client:
+    with (
+        caplog.at_level(logging.INFO, logger="caretune.api"),
+        TestClient(create_app(generator, ApiSettings(max_new_tokens=16)), raise_server_exceptions=False) as client,
+    ):
         reply = client.post("/v1/chat/completions", json=question())
     assert reply.status_code == 500 and "ValueError" in reply.json()["error"]["message"]
     assert "ValueError" in caplog.text and "头疼" not in caplog.text and "13812345678" not in caplog.text
@@ -178,8 +188,11 @@ def test_a_streamed_answer_never_shows_think_and_reports_usage():
     generator = ScriptedGenerator(stop_after=4)
     with serving(generator) as (base, _):
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
-        chunks = list(client.chat.completions.create(model="caretune", messages=question()["messages"], stream=True,
-                                                     stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model="caretune", messages=question()["messages"], stream=True, stream_options={"include_usage": True}
+            )
+        )
         whole = client.chat.completions.create(model="caretune", messages=question()["messages"])
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "好好好好" and "think" not in text
@@ -287,9 +300,14 @@ def test_cors_is_off_by_default_and_names_origins_when_asked():
 def test_with_a_key_every_route_needs_it_docs_and_schema_too():
     with TestClient(create_app(ScriptedGenerator(stop_after=1), ApiSettings(max_new_tokens=4, api_key="s3cret"))) as client:
         for path in ("/v1/models", "/docs", "/openapi.json"):
-            for header in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
-                           {"Authorization": "Basic s3cret"}, {"Authorization": "Bearer s3cret2"},
-                           {"Authorization": "Bearer "}):
+            for header in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "s3cret"},
+                {"Authorization": "Basic s3cret"},
+                {"Authorization": "Bearer s3cret2"},
+                {"Authorization": "Bearer "},
+            ):
                 reply = client.get(path, headers=header)
                 assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key", (path, header)
             assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
@@ -306,9 +324,27 @@ def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
     within 10 s, SIGTERM during a long answer exits within 5 s, no patient text in the server's log."""
     recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=2000)
     out = tmp_path / "load.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "api_load.py"), str(recipe), "--clients", "6",
-                           "--rounds", "2", "--answer-within", "10", "--exit-within", "5", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "api_load.py"),
+            str(recipe),
+            "--clients",
+            "6",
+            "--rounds",
+            "2",
+            "--answer-within",
+            "10",
+            "--exit-within",
+            "5",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     report = json.loads(out.read_text(encoding="utf-8"))
     assert done.returncode == 0 and report["ok"], done.stdout + done.stderr
     assert report["load"]["answered"] == 12 and not report["load"]["errors"]

@@ -12,8 +12,7 @@ from tests.helpers import CHATMED_SAMPLE, ROOT, read_json
 def test_kill_during_write_keeps_previous_outputs(project):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "caretune.cli"]
-    subprocess.run([*cli, "convert", "chatmed", str(CHATMED_SAMPLE)], cwd=project, env=env, check=True,
-                   capture_output=True)
+    subprocess.run([*cli, "convert", "chatmed", str(CHATMED_SAMPLE)], cwd=project, env=env, check=True, capture_output=True)
     before = {p.name: p.read_bytes() for p in (project / "data").iterdir() if not p.name.startswith(".")}
     registry = (project / "dataset_info.json").read_bytes()
 
@@ -24,8 +23,9 @@ def test_kill_during_write_keeps_previous_outputs(project):
             row = rows[i % len(rows)]
             out.write(row.replace('{"query": "', f'{{"query": "#{i} ', 1) + "\n")
 
-    process = subprocess.Popen([*cli, "convert", "chatmed", str(big)], cwd=project, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*cli, "convert", "chatmed", str(big)], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 60
     temp = []
     while time.monotonic() < deadline and process.poll() is None:

@@ -75,8 +75,9 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     targets = bench.sample_lengths(bench.load_profile("chatmed"), 40)
     (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
-    data = turn_lengths("bench", str(tmp_path), TokenizerSource(None), str(tmp_path / "scratch"),
-                        template=TEMPLATE, use_cache=False)
+    data = turn_lengths(
+        "bench", str(tmp_path), TokenizerSource(None), str(tmp_path / "scratch"), template=TEMPLATE, use_cache=False
+    )
     assert data.lengths(4096) == targets
 
 
@@ -84,10 +85,30 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
 def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     out, record = tmp_path / "bench.json", tmp_path / "benchmarks.md"
     record.write_text("# Benchmarks\n", encoding="utf-8")
-    result = CliRunner().invoke(main, [
-        "bench", "--variant", "padding-sdpa", "--variant", "neat-packing-sdpa", "--variant", "neat-packing-fa2",
-        "--steps", "2", "--warmup", "1", "--cutoff-len", "2048", "--work-dir", str(tmp_path / "work"),
-        "--out", str(out), "--record", str(record)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--variant",
+            "padding-sdpa",
+            "--variant",
+            "neat-packing-sdpa",
+            "--variant",
+            "neat-packing-fa2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--cutoff-len",
+            "2048",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--record",
+            str(record),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["model"] == "tiny" and report["device"].startswith("CPU")
@@ -122,9 +143,20 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
 def test_time_budget_stops_a_variant_with_the_steps_done(tmp_path):
     budget = 4.0
     seen = []
-    report = bench.run_bench(model=None, variants=["padding-sdpa"], steps=500, warmup=1, micro_batch=None, pack_batch=1,
-                             cutoff_len=None, profile="chatmed", work_dir=tmp_path, time_budget=budget, log=lambda _: None,
-                             on_update=lambda r: seen.append(len(r["variants"])))
+    report = bench.run_bench(
+        model=None,
+        variants=["padding-sdpa"],
+        steps=500,
+        warmup=1,
+        micro_batch=None,
+        pack_batch=1,
+        cutoff_len=None,
+        profile="chatmed",
+        work_dir=tmp_path,
+        time_budget=budget,
+        log=lambda _: None,
+        on_update=lambda r: seen.append(len(r["variants"])),
+    )
     [variant] = report["variants"]
     assert report["time_budget_s"] == budget and seen == [1]  # the report is handed over after the variant
     assert 1 <= variant["timed_steps"] < 500 and variant["finite"]

@@ -43,18 +43,36 @@ def test_every_shipped_emergency_prompt_is_urgent():
     assert [row["category"] for row in rows if not is_urgent_question(row["instruction"])] == []
 
 
-@pytest.mark.parametrize("question", [
-    "胸口像被大石头压着一样疼，出了一身冷汗", "孩子高烧40度，突然全身抽搐", "我不想活了", "老人突然倒地叫不醒",
-    "吃了花生以后嘴唇肿起来，喘不上气", "孩子误喝了消毒液", "切菜割到手，血一直往外喷", "突然一阵剧烈头痛",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "胸口像被大石头压着一样疼，出了一身冷汗",
+        "孩子高烧40度，突然全身抽搐",
+        "我不想活了",
+        "老人突然倒地叫不醒",
+        "吃了花生以后嘴唇肿起来，喘不上气",
+        "孩子误喝了消毒液",
+        "切菜割到手，血一直往外喷",
+        "突然一阵剧烈头痛",
+    ],
+)
 def test_urgent_questions(question):
     assert is_urgent_question(question)
 
 
-@pytest.mark.parametrize("question", [
-    PLAIN, "头疼怎么办？", "感冒流鼻涕吃什么药？", "胸口有点闷，是不是没睡好？", "血压150/95要吃药吗？",
-    "宝宝湿疹反反复复怎么护理？", "膝盖上下楼梯疼", "你是一名专业的医疗咨询助手。如有急症，请立即就医。",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        PLAIN,
+        "头疼怎么办？",
+        "感冒流鼻涕吃什么药？",
+        "胸口有点闷，是不是没睡好？",
+        "血压150/95要吃药吗？",
+        "宝宝湿疹反反复复怎么护理？",
+        "膝盖上下楼梯疼",
+        "你是一名专业的医疗咨询助手。如有急症，请立即就医。",
+    ],
+)
 def test_ordinary_questions_are_not_urgent(question):
     assert not is_urgent_question(question)
 
@@ -109,9 +127,19 @@ def test_drop_skips_with_the_reason_and_off_keeps_rows_unchanged():
 
 def test_tally_counts_shares():
     tally = CareTally()
-    for flags in (CareFlags(True, False, False), CareFlags(False, True, False), CareFlags(True, True, True),
-                  CareFlags(True, False, False)):
+    for flags in (
+        CareFlags(True, False, False),
+        CareFlags(False, True, False),
+        CareFlags(True, True, True),
+        CareFlags(True, False, False),
+    ):
         tally.add(flags)
-    assert tally.as_dict() == {"rows": 4, "advises_care": 3, "advises_care_share": 0.75, "urgent_questions": 2,
-                               "urges_emergency": 1, "urges_emergency_share": 0.5}
+    assert tally.as_dict() == {
+        "rows": 4,
+        "advises_care": 3,
+        "advises_care_share": 0.75,
+        "urgent_questions": 2,
+        "urges_emergency": 1,
+        "urges_emergency_share": 0.5,
+    }
     assert CareTally().as_dict()["urges_emergency_share"] is None

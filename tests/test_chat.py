@@ -37,8 +37,10 @@ def test_chat_answers_once_without_think(tmp_path, monkeypatch):
     assert "医生" in seen["system"]
 
 
-@given(st.lists(st.sampled_from(list("<>/thinkab \n") + ["<think>", "</think>", "答"]), max_size=40).map("".join),
-       st.lists(st.integers(min_value=1, max_value=9), max_size=20))
+@given(
+    st.lists(st.sampled_from(list("<>/thinkab \n") + ["<think>", "</think>", "答"]), max_size=40).map("".join),
+    st.lists(st.integers(min_value=1, max_value=9), max_size=20),
+)
 def test_streamed_filtering_equals_whole_text_filtering(text, cuts):
     pieces, rest = [], text
     for cut in cuts:

@@ -25,8 +25,18 @@ def converted(tmp_path_factory):
     project = tmp_path_factory.mktemp("project")
     runner = CliRunner()
     for source, raw in (("chatmed", CHATMED_SAMPLE), ("huatuo", HUATUO_SAMPLE)):
-        result = runner.invoke(main, ["convert", source, str(raw), "--data-dir", str(project / "data"),
-                                      "--dataset-info", str(project / "dataset_info.json")])
+        result = runner.invoke(
+            main,
+            [
+                "convert",
+                source,
+                str(raw),
+                "--data-dir",
+                str(project / "data"),
+                "--dataset-info",
+                str(project / "dataset_info.json"),
+            ],
+        )
         assert result.exit_code == 0, result.output
     return project
 
@@ -66,11 +76,22 @@ def test_check_table_and_cutoff(converted):
 def test_rows_llamafactory_would_drop_fail_the_check(converted):
     registry = read_json(converted / "dataset_info.json")
     odd = converted / "data" / "hand-made.json"
-    odd.write_text(json.dumps([
-        {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-        {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
-                                          {"from": "human", "value": "q2"}]},
-    ]), encoding="utf-8")
+    odd.write_text(
+        json.dumps(
+            [
+                {"system": "s", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+                {
+                    "system": "s",
+                    "conversations": [
+                        {"from": "human", "value": "q"},
+                        {"from": "gpt", "value": "a"},
+                        {"from": "human", "value": "q2"},
+                    ],
+                },
+            ]
+        ),
+        encoding="utf-8",
+    )
     registry["hand-made"] = {**registry["huatuo2-sft"], "file_name": "data/hand-made.json"}
     registry["missing"] = {**registry["huatuo2-sft"], "file_name": "data/missing.json"}
     (converted / "dataset_info.json").write_text(json.dumps(registry), encoding="utf-8")

@@ -12,10 +12,12 @@ from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, ROOT, read_json
 
 
 def test_help_does_not_import_torch_or_llamafactory():
-    code = ("import sys; from caretune.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'llamafactory', 'transformers', 'datasets') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from caretune.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'llamafactory', 'transformers', 'datasets') if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert "HEAVY []" in out
 
@@ -52,8 +54,7 @@ def test_convert_prints_one_summary_line_and_registers(project, monkeypatch):
     (line,) = result.stdout.strip().splitlines()  # one summary line
     assert line.startswith("chatmed: read 78 = train 61 + eval 6 + duplicates 1 + skipped 10")
     assert "; wrapper stripped 1, care reminder added 2, emergency reminder added 1; train advises care 100.0%" in line
-    assert line.endswith("; registered multi-med, multi-med-eval in dataset_info.json (updated)"
-                         "; data card data/multi-med.card.md")
+    assert line.endswith("; registered multi-med, multi-med-eval in dataset_info.json (updated); data card data/multi-med.card.md")
     again = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
     assert "(already up to date)" in again.output
     assert set(read_json(project / "dataset_info.json")) == {"multi-med", "multi-med-eval"}
@@ -76,11 +77,14 @@ def test_custom_out_names_the_datasets(project, monkeypatch):
     assert (project / "data" / "cm-small-eval.json").exists()
 
 
-@pytest.mark.parametrize("content, expected", [
-    ('{"query": "头疼", "response": "休息"}\n'.encode("gbk"), "in.jsonl:1: not UTF-8 text"),
-    (b"query,response\n", "in.jsonl:1: not JSON Lines or a JSON array"),
-    (b'[{"query": "a", "response": "b"},\n{"query": ', "in.jsonl:2: invalid JSON in array"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"query": "头疼", "response": "休息"}\n'.encode("gbk"), "in.jsonl:1: not UTF-8 text"),
+        (b"query,response\n", "in.jsonl:1: not JSON Lines or a JSON array"),
+        (b'[{"query": "a", "response": "b"},\n{"query": ', "in.jsonl:2: invalid JSON in array"),
+    ],
+)
 def test_bad_input_is_one_line_error_and_no_output(project, monkeypatch, content, expected):
     monkeypatch.chdir(project)
     (project / "in.jsonl").write_bytes(content)

@@ -28,8 +28,9 @@ def big_chatmed(path: Path, copies: int, tag: str) -> Path:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(copies):
             for row in rows:
-                out.write(json.dumps({"query": f"{row['query']}（{tag}{i}）", "response": row["response"]},
-                                     ensure_ascii=False) + "\n")
+                out.write(
+                    json.dumps({"query": f"{row['query']}（{tag}{i}）", "response": row["response"]}, ensure_ascii=False) + "\n"
+                )
     return path
 
 
@@ -59,8 +60,14 @@ def _convert_report(raw, out, registry, eval_size):
     from converters import chatmed
     from converters.pipeline import Outputs, convert_file
 
-    convert_file(chatmed, raw, Outputs.for_source(chatmed, out, Path(out).parent), eval_size=eval_size,
-                 max_eval_fraction=0.1, registry_path=registry)
+    convert_file(
+        chatmed,
+        raw,
+        Outputs.for_source(chatmed, out, Path(out).parent),
+        eval_size=eval_size,
+        max_eval_fraction=0.1,
+        registry_path=registry,
+    )
 
 
 def test_concurrent_registrations_are_all_kept(tmp_path):
@@ -83,8 +90,18 @@ def test_a_killed_runs_temporary_files_are_swept_by_the_next_run(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "caretune.cli", "convert", "chatmed", str(raw), "--out", str(data / "k.json"),
-               "--no-register", "--no-card"]
+    command = [
+        sys.executable,
+        "-m",
+        "caretune.cli",
+        "convert",
+        "chatmed",
+        str(raw),
+        "--out",
+        str(data / "k.json"),
+        "--no-register",
+        "--no-card",
+    ]
     for _ in range(3):
         victim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -103,17 +120,27 @@ def test_a_second_conversion_waits_for_the_lock_or_times_out_clearly(tmp_path):
     from converters.writer import exclusive, lock_path
 
     data = tmp_path / "data"
-    command = [sys.executable, "-m", "caretune.cli", "convert", "chatmed", str(CHATMED_SAMPLE), "--out",
-               str(data / "w.json"), "--no-register", "--no-card"]
+    command = [
+        sys.executable,
+        "-m",
+        "caretune.cli",
+        "convert",
+        "chatmed",
+        str(CHATMED_SAMPLE),
+        "--out",
+        str(data / "w.json"),
+        "--no-register",
+        "--no-card",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with exclusive(data / "w.json", what="a test holding it"):
-        timed_out = subprocess.run([*command, "--lock-timeout", "1"], cwd=tmp_path, env=env, capture_output=True,
-                                   text=True, check=False)
+        timed_out = subprocess.run(
+            [*command, "--lock-timeout", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
         assert timed_out.returncode == 1 and "Traceback" not in timed_out.stderr
         assert f"{lock_path(data / 'w.json')}: another run still holds it after 1 s" in timed_out.stderr
         assert not (data / "w.json").exists()
-        waiting = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        waiting = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert waiting.poll() is None  # still waiting while the lock is held
     out, err = waiting.communicate(timeout=60)

@@ -34,8 +34,14 @@ def test_parameter_count_equals_the_transformers_model(name):
 
 
 def test_non_embedding_sizes_match_the_qwen3_model_cards():
-    card = {"Qwen/Qwen3-0.6B": 0.44, "Qwen/Qwen3-1.7B": 1.4, "Qwen/Qwen3-4B": 3.6, "Qwen/Qwen3-8B": 6.95,
-            "Qwen/Qwen3-14B": 13.2, "Qwen/Qwen3-32B": 31.2}
+    card = {
+        "Qwen/Qwen3-0.6B": 0.44,
+        "Qwen/Qwen3-1.7B": 1.4,
+        "Qwen/Qwen3-4B": 3.6,
+        "Qwen/Qwen3-8B": 6.95,
+        "Qwen/Qwen3-14B": 13.2,
+        "Qwen/Qwen3-32B": 31.2,
+    }
     for name, billions in card.items():
         assert QWEN3_FAMILY[name].non_embedding_params() / 1e9 == pytest.approx(billions, abs=0.05), name  # cards round
 
@@ -47,9 +53,10 @@ def test_lora_count_equals_peft_on_all_linear_layers():
     from caretune.tiny_model import TINY_CONFIG
 
     arch = estimate.Arch.from_config("tiny", TINY_CONFIG)
-    model = get_peft_model(Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG)),
-                           LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                           "up_proj", "down_proj"]))
+    model = get_peft_model(
+        Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG)),
+        LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert arch.lora_params(8) == trainable
     assert arch.params() == model.get_base_model().num_parameters() - trainable
@@ -69,21 +76,24 @@ def test_flops_and_throughput_by_hand():
 
 def test_memory_of_the_walkthrough_batch_by_hand():
     tokens = 24 * 2048
-    parts = estimate.memory_breakdown(QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2,
-                                      offload=False, fused_cross_entropy=False)
+    parts = estimate.memory_breakdown(
+        QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2, offload=False, fused_cross_entropy=False
+    )
     assert parts["weights"] == 2 * 8_190_735_360
     assert parts["lora_states"] == 4 * 21_823_488 + 12 * 21_823_488 // 4
     assert parts["checkpointed_activations"] == 2 * 36 * 4096 * tokens
     assert parts["recomputed_layer"] == 2 * (9 * 4096 + 3 * 4096 + 2 * 1024 + 5 * 12288) * tokens
     assert parts["logits"] == 10 * tokens * 151_936
     assert 4 * tokens * 151_936 / 1e9 == pytest.approx(29.9, abs=0.05)  # the fp32 logits alone: ~30 GB
-    assert parts["total"] == sum(parts[k] for k in ("weights", "lora_states", "checkpointed_activations",
-                                                    "recomputed_layer", "logits", "overhead"))
+    assert parts["total"] == sum(
+        parts[k] for k in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead")
+    )
     assert parts["total"] > 80 * GIB  # does not fit an 80 GB GPU at full length
     # Liger: ceil(151936 / 4096) = 38 chunks; 49152 / 38 -> 1294 rows -> 2048
     assert estimate.liger_chunk_tokens(QWEN3_8B, tokens) == 2048
-    fused = estimate.memory_breakdown(QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2,
-                                      offload=False, fused_cross_entropy=True)
+    fused = estimate.memory_breakdown(
+        QWEN3_8B, micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2, offload=False, fused_cross_entropy=True
+    )
     assert fused["logits"] == 4 * tokens * 4096 + 2 * 4 * 2048 * 151_936
     assert fused["total"] < 80 * GIB
 

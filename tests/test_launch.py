@@ -18,11 +18,14 @@ def test_single_process_without_deepspeed_runs_plainly():
     assert env["PATH"].split(":")[0].endswith("bin") and env["PATH"].endswith("/usr/bin")
 
 
-@pytest.mark.parametrize("processes, args, base", [
-    (4, {}, {}),
-    (1, {"deepspeed": "recipes/deepspeed/ds_z2.json"}, {}),
-    (2, {}, {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29500"}),
-])
+@pytest.mark.parametrize(
+    "processes, args, base",
+    [
+        (4, {}, {}),
+        (1, {"deepspeed": "recipes/deepspeed/ds_z2.json"}, {}),
+        (2, {}, {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29500"}),
+    ],
+)
 def test_torchrun_for_deepspeed_several_gpus_or_nodes(processes, args, base):
     env = launch_env(plan(processes, **args), base={"PATH": "", **base})
     assert env["FORCE_TORCHRUN"] == "1" and env["NPROC_PER_NODE"] == str(processes)

@@ -18,8 +18,15 @@ IGNORE_INDEX = -100
 
 
 def _setup(project, layout):
-    convert_file(chatmed, CHATMED_SAMPLE, Outputs.for_source(chatmed, None, project / "data"), eval_size=5,
-                 max_eval_fraction=0.1, options=Options(layout=layout), registry_path=project / "dataset_info.json")
+    convert_file(
+        chatmed,
+        CHATMED_SAMPLE,
+        Outputs.for_source(chatmed, None, project / "data"),
+        eval_size=5,
+        max_eval_fraction=0.1,
+        options=Options(layout=layout),
+        registry_path=project / "dataset_info.json",
+    )
 
 
 def _recipe(task):
@@ -33,11 +40,11 @@ def _preprocessed(name, project, tokenizer, template, *, predict):
     from caretune.lf import load_aligned
 
     with tempfile.TemporaryDirectory() as scratch:
-        aligned, data_args, training_args = load_aligned(name, str(project), "Qwen/Qwen3-8B", scratch,
-                                                         template=template.name, cutoff_len=2048)
+        aligned, data_args, training_args = load_aligned(
+            name, str(project), "Qwen/Qwen3-8B", scratch, template=template.name, cutoff_len=2048
+        )
         training_args.predict_with_generate = predict
-        processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", template, tokenizer,
-                                              is_eval=predict)
+        processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", template, tokenizer, is_eval=predict)
         return aligned, processed
 
 
@@ -57,8 +64,9 @@ def _templates():
     train_template.name = train["template"]
     train_template.default_system = ""  # as in a fresh training process: qwen3_nothink registers none
     # chat and the API: no system message in the request, so the recipe's default_system applies
-    chat_template = copy.deepcopy(get_template_and_fix_tokenizer(
-        tokenizer, DataArguments(template=chat["template"], default_system=chat["default_system"])))
+    chat_template = copy.deepcopy(
+        get_template_and_fix_tokenizer(tokenizer, DataArguments(template=chat["template"], default_system=chat["default_system"]))
+    )
     assert chat["default_system"] == MEDICAL_SYSTEM_PROMPT
     return tokenizer, train_template, chat_template
 
@@ -74,7 +82,8 @@ def _first_training_prompt(project, tokenizer, template):
 def _chat_prompt(tokenizer, chat_template, question):
     """The prompt LLaMA-Factory's chat engines build for one user message (hf_engine pairs it with an empty reply)."""
     prompt_ids, _ = chat_template.encode_oneturn(
-        tokenizer, [{"role": "user", "content": question}, {"role": "assistant", "content": ""}], None)
+        tokenizer, [{"role": "user", "content": question}, {"role": "assistant", "content": ""}], None
+    )
     return prompt_ids
 
 

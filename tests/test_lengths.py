@@ -49,8 +49,15 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
 
     from caretune.lf import load_aligned
 
-    aligned, data_args, training_args = load_aligned(name, str(workspace), "Qwen/Qwen3-8B", str(workspace / "scratch"),
-                                                     template=TEMPLATE, cutoff_len=cutoff_len, overwrite_cache=True)
+    aligned, data_args, training_args = load_aligned(
+        name,
+        str(workspace),
+        "Qwen/Qwen3-8B",
+        str(workspace / "scratch"),
+        template=TEMPLATE,
+        cutoff_len=cutoff_len,
+        overwrite_cache=True,
+    )
     template = get_template_and_fix_tokenizer(tokenizer.load(), data_args)
     processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", template, tokenizer.load())
     return [len(ids) for ids in processed["input_ids"]]
@@ -58,8 +65,7 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
 
 @pytest.mark.parametrize("name", ["multi-med", "huatuo2-sft"])
 def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
-    data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"),
-                                template=TEMPLATE, use_cache=False)
+    data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"), template=TEMPLATE, use_cache=False)
     for cutoff in (64, 150, 511, 2047, 1 << 30):
         assert data.lengths(cutoff) == lf_preprocessed_lengths(workspace, tokenizer, name, cutoff), cutoff
     assert min(data.lengths(1 << 30)) < 150 < max(data.lengths(1 << 30))  # the cutoffs above do cut some rows
@@ -71,8 +77,16 @@ def cache_files(workspace):
 
 def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     def run(**kwargs):
-        return lengths.turn_lengths("multi-med", str(workspace), tokenizer, str(workspace / "s"),
-                                    template=kwargs.pop("template", TEMPLATE), with_care=True, log=seen.append, **kwargs)
+        return lengths.turn_lengths(
+            "multi-med",
+            str(workspace),
+            tokenizer,
+            str(workspace / "s"),
+            template=kwargs.pop("template", TEMPLATE),
+            with_care=True,
+            log=seen.append,
+            **kwargs,
+        )
 
     seen = []
     for path in cache_files(workspace):
@@ -120,8 +134,17 @@ def test_concurrent_writers_leave_one_whole_cache_file(tmp_path):
     import numpy as np
 
     path = tmp_path / "cache" / "multi-med-key.npz"
-    versions = [lengths.TurnLengths(rows=n, turns=np.ones(n, dtype=np.int32), pairs=np.full((n, 2), n, dtype=np.int32),
-                                    prefix=0, efficient_eos=False, care={"rows": n}) for n in (1000, 2000, 3000, 4000)]
+    versions = [
+        lengths.TurnLengths(
+            rows=n,
+            turns=np.ones(n, dtype=np.int32),
+            pairs=np.full((n, 2), n, dtype=np.int32),
+            prefix=0,
+            efficient_eos=False,
+            care={"rows": n},
+        )
+        for n in (1000, 2000, 3000, 4000)
+    ]
     threads = [threading.Thread(target=lengths._save, args=(path, version)) for version in versions for _ in range(3)]
     for thread in threads:
         thread.start()

@@ -28,8 +28,18 @@ def test_cli_and_argument_keys():
     command = lf.cli_command()
     assert Path(command[0]).exists()
     keys = lf.known_keys()
-    assert {"cutoff_len", "template", "lora_rank", "deepspeed", "default_system", "max_new_tokens", "neat_packing",
-            "enable_liger_kernel", "infer_backend", "adapter_name_or_path"} <= keys
+    assert {
+        "cutoff_len",
+        "template",
+        "lora_rank",
+        "deepspeed",
+        "default_system",
+        "max_new_tokens",
+        "neat_packing",
+        "enable_liger_kernel",
+        "infer_backend",
+        "adapter_name_or_path",
+    } <= keys
     types = lf.field_types()
     assert types["learning_rate"] is float and types["per_device_train_batch_size"] is int
 
@@ -47,12 +57,14 @@ def test_chat_template_and_dataset_loading(tmp_path):
 
     tokenizer, _ = load_qwen3_tokenizer()
     template = lf.chat_template(tokenizer, TEMPLATE)
-    prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "你好"},
-                                                         {"role": "assistant", "content": "好"}], "系统")
+    prompt, answer = template.encode_oneturn(
+        tokenizer, [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}], "系统"
+    )
     assert 108386 in prompt and answer[-2:] == [151645, 198]  # 你好; <|im_end|> and its newline
     workspace = converted_workspace(tmp_path / "project")
-    aligned, data_args, _ = lf.load_aligned(CHATMED_DATASET, str(workspace), "Qwen/Qwen3-8B",
-                                            str(tmp_path / "scratch"), template=TEMPLATE)
+    aligned, data_args, _ = lf.load_aligned(
+        CHATMED_DATASET, str(workspace), "Qwen/Qwen3-8B", str(tmp_path / "scratch"), template=TEMPLATE
+    )
     assert len(aligned) > 0 and {"_prompt", "_response", "_system"} <= set(aligned.column_names)
     assert aligned[0]["_system"] and data_args.template == TEMPLATE
 
@@ -65,8 +77,7 @@ def test_chat_model_engine_and_scores(tmp_path):
     engine = lf.chat_engine(args)
     assert engine.template.encode_oneturn and engine.tokenizer and engine.model and "do_sample" in engine.generating_args
     chat_model = lf.chat_model_class()(args)
-    answers = lf.chat_all(chat_model, [([{"role": "user", "content": "头疼"}], None)] * 2, do_sample=False,
-                          max_new_tokens=4)
+    answers = lf.chat_all(chat_model, [([{"role": "user", "content": "头疼"}], None)] * 2, do_sample=False, max_new_tokens=4)
     assert len(answers) == 2 and answers[0] == answers[1]
     from transformers import EvalPrediction
 
@@ -91,8 +102,10 @@ def test_what_the_patching_seams_rely_on_is_there():
     assert callable(collator.SFTDataCollatorWith4DAttentionMask.__call__) and hasattr(loader, "AutoModelForCausalLM")
     assert "callbacks" in inspect.signature(run_exp).parameters and callable(Evaluator.eval)
     assert "seed" in inspect.signature(datasets.Dataset.shuffle).parameters
-    assert all(hasattr(common, name) for name in ("DEFAULT_DATA_DIR", "DEFAULT_CACHE_DIR", "DEFAULT_CONFIG_DIR",
-                                                  "save_config", "save_args", "load_config"))
+    assert all(
+        hasattr(common, name)
+        for name in ("DEFAULT_DATA_DIR", "DEFAULT_CACHE_DIR", "DEFAULT_CONFIG_DIR", "save_config", "save_args", "load_config")
+    )
     assert inspect.isgeneratorfunction(Engine.resume) and callable(Runner.load_args)
     register_model_group({"caretune-seam-test": {DownloadSource.DEFAULT: "x/y"}})
     assert "caretune-seam-test" in SUPPORTED_MODELS and isinstance(DEFAULT_TEMPLATE, dict)

@@ -26,10 +26,18 @@ def test_chatmed_sample_every_row_accounted_for(project):
     assert accounted(report)
     lines = [line for line in CHATMED_SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert report["read"] == len(lines) == 78
-    assert report["skipped"] == {"empty_after_strip": 1, "invalid_json": 1, "missing_field": 1,
-                                 "non_string_field": 1, "not_an_object": 1, "ai_self_reference": 1,
-                                 "answer_repeats_question": 1, "contact_or_ad": 1, "degenerate_repetition": 1,
-                                 "truncated_answer": 1}
+    assert report["skipped"] == {
+        "empty_after_strip": 1,
+        "invalid_json": 1,
+        "missing_field": 1,
+        "non_string_field": 1,
+        "not_an_object": 1,
+        "ai_self_reference": 1,
+        "answer_repeats_question": 1,
+        "contact_or_ad": 1,
+        "degenerate_repetition": 1,
+        "truncated_answer": 1,
+    }
     assert report["duplicates"] == 1 and report["eval"] == 5 and report["written"] == 62
     assert len(read_json(outputs.train)) == report["written"] and len(read_json(outputs.eval)) == report["eval"]
     assert report["pii_masked"] == {"phone": 1, "id_card": 0, "email": 1}
@@ -57,9 +65,15 @@ def test_huatuo_sample_accounting_and_notes(project):
     assert accounted(report) and report["read"] == 69
     assert report["notes"] == {"trailing_human_turn_dropped": 1}
     assert report["pii_masked"] == {"phone": 0, "id_card": 1, "email": 0}
-    assert report["skipped"] == {"bad_role_order": 1, "empty_after_strip": 1, "missing_field": 1,
-                                 "non_string_field": 1, "unknown_shape": 1, "ai_self_reference": 1,
-                                 "truncated_answer": 1}
+    assert report["skipped"] == {
+        "bad_role_order": 1,
+        "empty_after_strip": 1,
+        "missing_field": 1,
+        "non_string_field": 1,
+        "unknown_shape": 1,
+        "ai_self_reference": 1,
+        "truncated_answer": 1,
+    }
     records = read_json(outputs.train) + read_json(outputs.eval)
     assert any(len(r["conversations"]) == 4 for r in records)  # multi-turn kept
     assert all(len(r["conversations"]) % 2 == 0 for r in records)
@@ -150,8 +164,13 @@ def test_worker_processes_give_identical_outputs(project, tmp_path, monkeypatch)
 
 
 def test_lone_surrogates_are_skipped_not_written(project):
-    raw = write_lines(project / "s.jsonl", ['{"query": "ok", "response": "多喝水，注意休息，必要时就医。"}',
-                                            '{"query": "bad \\ud800 text", "response": "多喝水，注意休息，必要时就医。"}'])
+    raw = write_lines(
+        project / "s.jsonl",
+        [
+            '{"query": "ok", "response": "多喝水，注意休息，必要时就医。"}',
+            '{"query": "bad \\ud800 text", "response": "多喝水，注意休息，必要时就医。"}',
+        ],
+    )
     report, outputs = convert(chatmed, raw, project, eval_size=0)
     assert report["skipped"] == {"invalid_unicode": 1} and report["written"] == 1
     outputs.train.read_bytes().decode("utf-8")
@@ -184,8 +203,9 @@ PREVIOUS = {
 
 
 def test_filters_none_and_care_off_reproduce_the_previous_rows_exactly(project, monkeypatch):
-    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--filters", "none", "--care-reminder", "off",
-                "--layout", "walkthrough")
+    cli_convert(
+        project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--filters", "none", "--care-reminder", "off", "--layout", "walkthrough"
+    )
     cli_convert(project, monkeypatch, "huatuo", HUATUO_SAMPLE, "--filters", "none", "--care-reminder", "off")
     assert {name: sha256(project / "data" / name) for name in PREVIOUS} == PREVIOUS
     assert (project / "data/multi-med.changes.jsonl").read_bytes() == b""
@@ -238,8 +258,7 @@ def test_drop_policy_skips_rows_under_their_reasons(project):
 
 
 def test_keep_switches_one_filter_off(project, monkeypatch):
-    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--keep", "ai_self_reference", "--keep",
-                "truncated_answer")
+    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--keep", "ai_self_reference", "--keep", "truncated_answer")
     report = read_json(project / "data/multi-med.report.json")
     assert "ai_self_reference" not in report["skipped"] and "truncated_answer" not in report["skipped"]
     assert report["skipped"]["contact_or_ad"] == 1 and accounted(report)

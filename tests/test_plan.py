@@ -35,8 +35,13 @@ def lf_train_dataset(recipe):
 @pytest.mark.parametrize("packing", [False, True], ids=["padding", "neat-packing"])
 def test_plan_agrees_with_llamafactory_preprocessing(workspace, monkeypatch, packing):
     monkeypatch.chdir(workspace)
-    changes = {"cutoff_len": 1024, "per_device_train_batch_size": 1, "preprocessing_batch_size": 16,
-               "num_train_epochs": 1.0, "max_steps": -1}
+    changes = {
+        "cutoff_len": 1024,
+        "per_device_train_batch_size": 1,
+        "preprocessing_batch_size": 16,
+        "num_train_epochs": 1.0,
+        "max_steps": -1,
+    }
     if packing:
         changes["neat_packing"] = True
     recipe = tiny_recipe(workspace, "lora_sft", workspace / f"plan-{packing}.yaml", **changes)
@@ -80,8 +85,9 @@ def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     t = plan["throughput"]
     assert "assumed 40% MFU" in t["source"]
     assert _duration(59) == "0m59s" and _duration(7560) == "2h06m"
-    assert t["real_tokens_per_s_per_gpu"] == pytest.approx(t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"],
-                                                           rel=1e-3)
+    assert t["real_tokens_per_s_per_gpu"] == pytest.approx(
+        t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"], rel=1e-3
+    )
     assert plan["gpu_hours"] == pytest.approx(plan["wall_seconds"] * 4 / 3600, abs=0.01)
 
 
@@ -96,8 +102,9 @@ def test_fast_recipe_against_the_walkthrough(workspace, monkeypatch):
     # 113 sample rows over 16 preprocessing workers: ~7 rows a shard, each shard packed alone
     assert fast.pack_fill < 0.9 and any("lower preprocessing_num_workers" in w for w in fast.warnings)
     one_worker = FAST.replace(".yaml", "-1worker.yaml")
-    Path(one_worker).write_text(Path(FAST).read_text(encoding="utf-8").replace("preprocessing_num_workers: 16\n", ""),
-                                encoding="utf-8")
+    Path(one_worker).write_text(
+        Path(FAST).read_text(encoding="utf-8").replace("preprocessing_num_workers: 16\n", ""), encoding="utf-8"
+    )
     sdpa = make_plan(one_worker, gpus=4, gpu_name="h800", attention="sdpa")
     assert sdpa.pack_fill > fast.pack_fill and sdpa.non_padding_share > walkthrough.non_padding_share
     assert fast.real_tokens_per_epoch == pytest.approx(walkthrough.real_tokens_per_epoch, rel=0.01)
@@ -111,8 +118,7 @@ def test_fast_recipe_against_the_walkthrough(workspace, monkeypatch):
 def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(workspace)
     base = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800")
-    scaled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800",
-                       rows_override={"multi-med": base.datasets[0].rows * 100})
+    scaled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", rows_override={"multi-med": base.datasets[0].rows * 100})
     assert scaled.datasets[0].rows == base.datasets[0].rows * 100
     assert scaled.real_tokens_per_epoch > 30 * base.real_tokens_per_epoch
     sampled = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", sample=20)
@@ -121,9 +127,20 @@ def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, 
     assert sampled.real_tokens_per_epoch == pytest.approx(base.real_tokens_per_epoch, rel=0.25)
     assert any("sampled 40 of" in w for w in sampled.warnings)
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"device": "test", "model": "Qwen/Qwen3-8B", "params": 8_190_735_360, "variants": [
-        {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
-        {"name": "neat-packing", "packing": True, "liger": False, "processed_tokens_per_s": 9000.0}]}), encoding="utf-8")
+    bench.write_text(
+        json.dumps(
+            {
+                "device": "test",
+                "model": "Qwen/Qwen3-8B",
+                "params": 8_190_735_360,
+                "variants": [
+                    {"name": "padding", "packing": False, "liger": False, "processed_tokens_per_s": 5000.0},
+                    {"name": "neat-packing", "packing": True, "liger": False, "processed_tokens_per_s": 9000.0},
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
     measured = make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", bench=str(bench))
     assert measured.throughput.processed_tokens_per_s_per_gpu == 5000.0
     assert "variant padding on test" in measured.throughput.source
@@ -161,8 +178,14 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
     raws = ((chatmed, shared_file("chatmed/corpus_92_hpc.jsonl")), (huatuo, shared_file("sharegpt/medical_sft_1K_format.jsonl")))
     written = 0
     for source, raw in raws:
-        report = convert_file(source, raw, Outputs.for_source(source, None, tmp_path / "data"), eval_size=500,
-                              max_eval_fraction=0.1, registry_path=tmp_path / "dataset_info.json")
+        report = convert_file(
+            source,
+            raw,
+            Outputs.for_source(source, None, tmp_path / "data"),
+            eval_size=500,
+            max_eval_fraction=0.1,
+            registry_path=tmp_path / "dataset_info.json",
+        )
         written += report["written"]
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)

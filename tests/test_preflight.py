@@ -39,8 +39,12 @@ def edit(path, **changes):
 
 
 def test_shipped_recipes_pass(workspace):
-    for recipe in ("recipes/tiny-qwen3/lora_sft.yaml", "recipes/tiny-qwen3/predict.yaml",
-                   "recipes/qwen3-8b/lora_sft_walkthrough.yaml", "recipes/qwen3-8b/predict.yaml"):
+    for recipe in (
+        "recipes/tiny-qwen3/lora_sft.yaml",
+        "recipes/tiny-qwen3/predict.yaml",
+        "recipes/qwen3-8b/lora_sft_walkthrough.yaml",
+        "recipes/qwen3-8b/predict.yaml",
+    ):
         plan = preflight(recipe)
         assert plan.processes == 1 and plan.overrides == {}
 
@@ -160,23 +164,32 @@ def test_report_to_an_integration_that_is_not_installed(workspace, monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name in ("tensorboard", "tensorboardX") else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name in ("tensorboard", "tensorboardX") else real_find_spec(name, *args),
+    )
     edit(SFT, report_to="tensorboard")
-    with pytest.raises(PreflightError, match=r"lora_sft\.yaml: report_to: tensorboard needs the tensorboard package "
-                                             r"\(pip install tensorboard\), or set report_to: none"):
+    with pytest.raises(
+        PreflightError,
+        match=r"lora_sft\.yaml: report_to: tensorboard needs the tensorboard package "
+        r"\(pip install tensorboard\), or set report_to: none",
+    ):
         preflight(SFT)
     edit(SFT, report_to=["none"])
     assert preflight(SFT).processes == 1
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"learning_rate": "fast"}, r"learning_rate must be a number, not 'fast'"),
-    ({"max_steps": "twenty"}, r"max_steps must be an integer, not 'twenty'"),
-    ({"finetuning_type": "lorra"}, r"finetuning_type must be one of lora, oft, freeze, full, not 'lorra'"),
-    ({"bf16": "yes"}, r"bf16 must be true or false, not 'yes'"),
-    ({"model_name_or_path": "/nonexistent/model"}, r"model_name_or_path /nonexistent/model does not exist"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"learning_rate": "fast"}, r"learning_rate must be a number, not 'fast'"),
+        ({"max_steps": "twenty"}, r"max_steps must be an integer, not 'twenty'"),
+        ({"finetuning_type": "lorra"}, r"finetuning_type must be one of lora, oft, freeze, full, not 'lorra'"),
+        ({"bf16": "yes"}, r"bf16 must be true or false, not 'yes'"),
+        ({"model_name_or_path": "/nonexistent/model"}, r"model_name_or_path /nonexistent/model does not exist"),
+    ],
+)
 def test_values_are_checked_not_only_keys(workspace, changes, message):
     edit(SFT, **changes)
     with pytest.raises(PreflightError, match=rf"lora_sft\.yaml: {message}"):
@@ -186,8 +199,10 @@ def test_values_are_checked_not_only_keys(workspace, changes, message):
 def test_a_broken_sibling_is_a_warning_naming_it(workspace):
     Path("recipes/tiny-qwen3/scratch.yaml").write_text("template: [unclosed\n", encoding="utf-8")
     plan = preflight(SFT)
-    assert any(note.startswith("warning: recipes/tiny-qwen3/scratch.yaml:") and "skipped in the template check" in note
-               for note in plan.notes)
+    assert any(
+        note.startswith("warning: recipes/tiny-qwen3/scratch.yaml:") and "skipped in the template check" in note
+        for note in plan.notes
+    )
 
 
 def test_preflight_command_agrees_with_train_about_a_finished_run(workspace):
@@ -209,6 +224,9 @@ def test_an_uncached_hub_model_is_refused_offline(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     edit(SFT, model_name_or_path="caretune-tests/never-downloaded")
-    with pytest.raises(PreflightError, match=r"model_name_or_path caretune-tests/never-downloaded is not in the Hugging Face "
-                                             r"cache and the hub is off"):
+    with pytest.raises(
+        PreflightError,
+        match=r"model_name_or_path caretune-tests/never-downloaded is not in the Hugging Face "
+        r"cache and the hub is off",
+    ):
         preflight(SFT)

@@ -90,13 +90,16 @@ def test_empty_array_and_one_line_array(tmp_path):
     assert rows_of(one_line) == [(1, {"a": 1}), (1, {"a": 2}), (1, "x")]
 
 
-@pytest.mark.parametrize("content, line, message", [
-    ('[\n{"a": 1},\n{"a": 2\n', 3, "invalid JSON in array"),
-    ('[\n{"a": 1},\n{"a": 2}\n', 4, "expected ',' or ']', found end of file"),
-    ('[\n{"a": 1}\n{"a": 2}\n]', 3, "expected ',' or ']'"),
-    ('[\n{"a": 1},\n{"a": tru}\n]', 3, "invalid JSON in array"),
-    ('[{"a": 1}]\nextra', 2, "unexpected data after"),
-])
+@pytest.mark.parametrize(
+    "content, line, message",
+    [
+        ('[\n{"a": 1},\n{"a": 2\n', 3, "invalid JSON in array"),
+        ('[\n{"a": 1},\n{"a": 2}\n', 4, "expected ',' or ']', found end of file"),
+        ('[\n{"a": 1}\n{"a": 2}\n]', 3, "expected ',' or ']'"),
+        ('[\n{"a": 1},\n{"a": tru}\n]', 3, "invalid JSON in array"),
+        ('[{"a": 1}]\nextra', 2, "unexpected data after"),
+    ],
+)
 def test_broken_array_is_an_error_naming_the_line(tmp_path, monkeypatch, content, line, message):
     monkeypatch.setattr(reader, "CHUNK_BYTES", 5)
     path = tmp_path / "broken.json"

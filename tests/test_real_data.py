@@ -28,8 +28,7 @@ def test_real_chatmed_shard_and_sharegpt_rows(project):
     # The ShareGPT medical rows have HuatuoGPT2's shape (JSON Lines, no id).
     report2, outputs2 = convert(huatuo, sharegpt_raw, project)
     assert report2["read"] == 1000 and report2["prior_queries"]["datasets"] == ["multi-med"]
-    assert report2["read"] == (report2["written"] + report2["eval"] + report2["duplicates"]
-                               + sum(report2["skipped"].values()))
+    assert report2["read"] == (report2["written"] + report2["eval"] + report2["duplicates"] + sum(report2["skipped"].values()))
     all_chatmed = set(train) | set(held_out)
     all_huatuo = set(keys(huatuo, outputs2.train)) | set(keys(huatuo, outputs2.eval))
     assert not all_chatmed & all_huatuo
@@ -54,11 +53,18 @@ def test_real_chatmed_shard_with_care_off_and_no_filters_is_the_previous_convers
 
     raw = shared_file("chatmed/corpus_92_hpc.jsonl")
     outputs = Outputs.for_source(chatmed, None, project / "data")
-    report = convert_file(chatmed, raw, outputs, eval_size=500, max_eval_fraction=0.1,
-                          options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off",
-                                          layout="walkthrough"))
+    report = convert_file(
+        chatmed,
+        raw,
+        outputs,
+        eval_size=500,
+        max_eval_fraction=0.1,
+        options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off", layout="walkthrough"),
+    )
     assert report["care"]["train"]["advises_care_share"] < 0.8  # what the data teaches unchanged
     assert hashlib.sha256(outputs.train.read_bytes()).hexdigest() == (
-        "2fb04fecd10ea48c5236eea286b57bf3eb5760948520c4f56b5290696f5afaac")
+        "2fb04fecd10ea48c5236eea286b57bf3eb5760948520c4f56b5290696f5afaac"
+    )
     assert hashlib.sha256(outputs.eval.read_bytes()).hexdigest() == (
-        "cdf041293f0b46744f37018b077ffd36a06232a19ff800df7bda1cb758ed9b55")
+        "cdf041293f0b46744f37018b077ffd36a06232a19ff800df7bda1cb758ed9b55"
+    )

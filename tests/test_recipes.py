@@ -57,15 +57,22 @@ def test_an_edited_learning_rate_keeps_the_rules(tmp_path):
 
 
 def test_broken_rules_are_named_with_their_file(tmp_path, generated):
-    root = edited_copy(tmp_path, {
-        "recipes/qwen3-8b/chat.yaml": [(r"^template: qwen3_nothink", "template: qwen3")],
-        "recipes/qwen3-8b/lora_sft.yaml": [(r"^per_device_train_batch_size: 4", "per_device_train_batch_size: 8")],
-        "recipes/qwen3-8b/predict.yaml": [(r"^eval_dataset: multi-med-eval,huatuo2-eval", "eval_dataset: multi-med-eval,nope"),
-                                          (r"^adapter_name_or_path: saves/qwen3-8b/lora/sft", "adapter_name_or_path: saves/x")],
-        "recipes/qwen3-8b/lora_sft_walkthrough.yaml": [(r"^deepspeed: recipes/deepspeed/ds_z2.json",
-                                                         "deepspeed: recipes/deepspeed/gone.json")],
-        "recipes/tiny-qwen3/export.yaml": [(r"^### model", "### model\n- not: a mapping")],
-    }, source=generated)  # the generator's recipes, whatever edits the shipped ones carry
+    root = edited_copy(
+        tmp_path,
+        {
+            "recipes/qwen3-8b/chat.yaml": [(r"^template: qwen3_nothink", "template: qwen3")],
+            "recipes/qwen3-8b/lora_sft.yaml": [(r"^per_device_train_batch_size: 4", "per_device_train_batch_size: 8")],
+            "recipes/qwen3-8b/predict.yaml": [
+                (r"^eval_dataset: multi-med-eval,huatuo2-eval", "eval_dataset: multi-med-eval,nope"),
+                (r"^adapter_name_or_path: saves/qwen3-8b/lora/sft", "adapter_name_or_path: saves/x"),
+            ],
+            "recipes/qwen3-8b/lora_sft_walkthrough.yaml": [
+                (r"^deepspeed: recipes/deepspeed/ds_z2.json", "deepspeed: recipes/deepspeed/gone.json")
+            ],
+            "recipes/tiny-qwen3/export.yaml": [(r"^### model", "### model\n- not: a mapping")],
+        },
+        source=generated,
+    )  # the generator's recipes, whatever edits the shipped ones carry
     problems = recipes.invariant_problems(root)
     expected = [
         "recipes/qwen3-8b: template differs between recipes",
@@ -158,8 +165,13 @@ def test_deepspeed_config_parses_with_deepspeed(path):
             return {k: fill(v, k) for k, v in value.items()}
         if value != "auto":
             return value
-        return {"train_batch_size": 24, "train_micro_batch_size_per_gpu": 24, "gradient_accumulation_steps": 1,
-                "gradient_clipping": 1.0, "enabled": key == "enabled" and False}.get(key, 1_000_000)
+        return {
+            "train_batch_size": 24,
+            "train_micro_batch_size_per_gpu": 24,
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": 1.0,
+            "enabled": key == "enabled" and False,
+        }.get(key, 1_000_000)
 
     config = fill(json.loads(path.read_text(encoding="utf-8")))
     config["bf16"]["enabled"] = True
@@ -176,27 +188,41 @@ def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
     assert len(written) == 5
     generated = recipes.generated_files()
     for task in recipes.TASKS:
-        assert (tmp_path / "qwen3-8b" / f"{task}.yaml").read_text(encoding="utf-8") == \
-            generated[f"recipes/qwen3-8b/{task}.yaml"], task
+        assert (tmp_path / "qwen3-8b" / f"{task}.yaml").read_text(encoding="utf-8") == generated[f"recipes/qwen3-8b/{task}.yaml"], (
+            task
+        )
 
 
-@pytest.mark.parametrize("model, gpus, gpu, micro, accumulation, deepspeed", [
-    ("Qwen/Qwen3-8B", 4, "h800", 4, 1, "recipes/deepspeed/ds_z2.json"),
-    ("Qwen/Qwen3-8B", 1, "h800", 4, 4, None),  # one GPU: no DeepSpeed, accumulation keeps 16 packs
-    ("Qwen/Qwen3-8B", 8, "h100", 2, 1, "recipes/deepspeed/ds_z2.json"),  # 8 GPUs: fewer packs each keeps 16
-    ("Qwen/Qwen3-8B", 3, "h800", 4, 2, "recipes/deepspeed/ds_z2.json"),  # 3 does not divide 16: 24 packs
-    ("Qwen/Qwen3-32B", 4, "a100-40g", 4, 1, "recipes/deepspeed/ds_z3.json"),  # 64 GB of weights: sharded
-])
+@pytest.mark.parametrize(
+    "model, gpus, gpu, micro, accumulation, deepspeed",
+    [
+        ("Qwen/Qwen3-8B", 4, "h800", 4, 1, "recipes/deepspeed/ds_z2.json"),
+        ("Qwen/Qwen3-8B", 1, "h800", 4, 4, None),  # one GPU: no DeepSpeed, accumulation keeps 16 packs
+        ("Qwen/Qwen3-8B", 8, "h100", 2, 1, "recipes/deepspeed/ds_z2.json"),  # 8 GPUs: fewer packs each keeps 16
+        ("Qwen/Qwen3-8B", 3, "h800", 4, 2, "recipes/deepspeed/ds_z2.json"),  # 3 does not divide 16: 24 packs
+        ("Qwen/Qwen3-32B", 4, "a100-40g", 4, 1, "recipes/deepspeed/ds_z3.json"),  # 64 GB of weights: sharded
+    ],
+)
 def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu, micro, accumulation, deepspeed):
     from caretune import estimate
     from caretune.plan import resolve_arch
 
     recipe = recipes.sized_recipe("new-model", model, gpus, gpu)
     assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps, recipe.deepspeed) == (
-        micro, accumulation, deepspeed)
+        micro,
+        accumulation,
+        deepspeed,
+    )
     zero = 3 if deepspeed and "z3" in deepspeed else 2
-    memory = estimate.memory_breakdown(resolve_arch(model)[0], micro_batch_tokens=micro * recipe.cutoff_len, gpus=gpus,
-                                       lora_rank=8, zero_stage=zero, offload=False, fused_cross_entropy=True)
+    memory = estimate.memory_breakdown(
+        resolve_arch(model)[0],
+        micro_batch_tokens=micro * recipe.cutoff_len,
+        gpus=gpus,
+        lora_rank=8,
+        zero_stage=zero,
+        offload=False,
+        fused_cross_entropy=True,
+    )
     assert memory["total"] <= estimate.GPUS[gpu].memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM
     root = edited_copy(tmp_path, {})
     recipes.write_new_folder(recipe, root / "recipes" / "new-model")
@@ -213,6 +239,7 @@ def test_recipes_new_refuses_what_it_cannot_do_well(tmp_path):
     assert done.exit_code == 0 and "16 packs per step" in done.output and (out / "chat.yaml").exists()
     again = CliRunner().invoke(main, ["recipes", "new", "--model", "Qwen/Qwen3-14B", "--gpus", "2", "--out", str(out)])
     assert again.exit_code == 1 and "already exist; pass --overwrite" in again.output
-    other = CliRunner().invoke(main, ["recipes", "new", "--model", "meta-llama/Llama-3.1-8B", "--gpus", "2",
-                                      "--out", str(tmp_path / "llama")])
+    other = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "meta-llama/Llama-3.1-8B", "--gpus", "2", "--out", str(tmp_path / "llama")]
+    )
     assert other.exit_code == 1 and "pass --template" in other.output

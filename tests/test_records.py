@@ -37,8 +37,14 @@ def test_mask_pii_masks_phone_id_card_and_email():
 
 
 def test_mask_pii_leaves_medical_numbers_alone():
-    for text in ["血压150/95，心率55次", "体温37.5度，白细胞12.3", "ALT 68 U/L，尿酸480μmol/L",
-                 "订单号123456789012345678901", "138123456789（12位，不是手机号）", "没有数字的句子"]:
+    for text in [
+        "血压150/95，心率55次",
+        "体温37.5度，白细胞12.3",
+        "ALT 68 U/L，尿酸480μmol/L",
+        "订单号123456789012345678901",
+        "138123456789（12位，不是手机号）",
+        "没有数字的句子",
+    ]:
         masked, counts = mask_pii(text)
         assert masked == text and counts is None, text
 

@@ -20,9 +20,11 @@ def test_creates_then_is_idempotent(tmp_path):
 
 def test_user_entries_preserved_and_extra_keys_kept(tmp_path):
     path = tmp_path / "dataset_info.json"
-    user = {"my_data": {"file_name": "mine.jsonl", "formatting": "sharegpt", "columns": {"messages": "c"}},
-            "hub_data": {"hf_hub_url": "org/name", "split": "train"},
-            "multi-med": {"file_name": "data/multi-med.json", "num_samples": 1000}}
+    user = {
+        "my_data": {"file_name": "mine.jsonl", "formatting": "sharegpt", "columns": {"messages": "c"}},
+        "hub_data": {"hf_hub_url": "org/name", "split": "train"},
+        "multi-med": {"file_name": "data/multi-med.json", "num_samples": 1000},
+    }
     path.write_text(json.dumps(user, ensure_ascii=False), encoding="utf-8")
     register(path, {"multi-med": ENTRY, "multi-med-eval": {**ENTRY, "file_name": "data/multi-med-eval.json"}})
     merged = json.loads(path.read_text(encoding="utf-8"))

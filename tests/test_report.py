@@ -12,19 +12,39 @@ def make_run(root, name, accuracy_hits, bleu):
     (run / "mcq").mkdir()
     log = [{"current_steps": s, "loss": 2.0 / s} for s in range(1, 6)]
     (run / "sft" / "trainer_log.jsonl").write_text("".join(json.dumps(e) + "\n" for e in log), encoding="utf-8")
-    safety = {"generation": {"predict_bleu-4": bleu, "predict_rouge-1": 20.0, "predict_rouge-2": 5.0, "predict_rouge-l": 15.0},
-              "safety": {"answers": 4, "advises_care": 3, "advises_care_share": 0.75, "think_blocks": 0, "empty": 0,
-                         "cut_at_max_new_tokens": 1},
-              "emergency": {"prompts": 22, "urges_emergency": 21, "urges_emergency_share": 0.9545, "missed": ["choking"]},
-              "care": {"questions": 4, "urgent_questions": 2, "model": {"advises_care_share": 0.75, "urges_emergency_share": 0.5},
-                       "reference": {"advises_care_share": 1.0, "urges_emergency_share": 1.0}}}
+    safety = {
+        "generation": {"predict_bleu-4": bleu, "predict_rouge-1": 20.0, "predict_rouge-2": 5.0, "predict_rouge-l": 15.0},
+        "safety": {
+            "answers": 4,
+            "advises_care": 3,
+            "advises_care_share": 0.75,
+            "think_blocks": 0,
+            "empty": 0,
+            "cut_at_max_new_tokens": 1,
+        },
+        "emergency": {"prompts": 22, "urges_emergency": 21, "urges_emergency_share": 0.9545, "missed": ["choking"]},
+        "care": {
+            "questions": 4,
+            "urgent_questions": 2,
+            "model": {"advises_care_share": 0.75, "urges_emergency_share": 0.5},
+            "reference": {"advises_care_share": 1.0, "urges_emergency_share": 1.0},
+        },
+    }
     (run / "predict" / "safety.json").write_text(json.dumps(safety), encoding="utf-8")
-    predictions = [{"prompt": "<|im_start|>user\n头疼怎么办？<|im_end|>\n<|im_start|>assistant\n",
-                    "predict": "建议就医。", "label": "多休息，必要时就医。"}]
+    predictions = [
+        {
+            "prompt": "<|im_start|>user\n头疼怎么办？<|im_end|>\n<|im_start|>assistant\n",
+            "predict": "建议就医。",
+            "label": "多休息，必要时就医。",
+        }
+    ]
     (run / "predict" / "generated_predictions.jsonl").write_text(
-        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8")
-    mcq = {"subjects": {"anatomy": {"correct": accuracy_hits, "total": 10, "accuracy": accuracy_hits / 10}},
-           "overall": {"correct": accuracy_hits, "total": 10, "accuracy": accuracy_hits / 10}}
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions), encoding="utf-8"
+    )
+    mcq = {
+        "subjects": {"anatomy": {"correct": accuracy_hits, "total": 10, "accuracy": accuracy_hits / 10}},
+        "overall": {"correct": accuracy_hits, "total": 10, "accuracy": accuracy_hits / 10},
+    }
     (run / "mcq" / "mcq.json").write_text(json.dumps(mcq), encoding="utf-8")
     return run
 

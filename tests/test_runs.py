@@ -16,8 +16,18 @@ def make_run(folder: Path, steps: int, total: int, *, results: dict | None = Non
     folder.mkdir(parents=True)
     with open(folder / "trainer_log.jsonl", "w", encoding="utf-8") as log:
         for step in range(1, steps + 1):
-            log.write(json.dumps({"current_steps": step, "total_steps": total, "loss": 3.0 - step / 10,
-                                  "elapsed_time": f"0:00:{step:02d}", "remaining_time": f"0:00:{total - step:02d}"}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "current_steps": step,
+                        "total_steps": total,
+                        "loss": 3.0 - step / 10,
+                        "elapsed_time": f"0:00:{step:02d}",
+                        "remaining_time": f"0:00:{total - step:02d}",
+                    }
+                )
+                + "\n"
+            )
         log.write('{"current_steps": 9')  # a line being written
     (folder / f"checkpoint-{steps}").mkdir()
     (folder / f"checkpoint-{steps}" / "trainer_state.json").write_text("{}", encoding="utf-8")

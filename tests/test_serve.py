@@ -62,8 +62,7 @@ def stop(process):
 
 
 def test_api_refuses_a_public_bind_without_a_key(tmp_path):
-    done = run_caretune(ROOT, "api", ROOT / "recipes/tiny-qwen3/chat.yaml", "--host", "0.0.0.0", env={"API_KEY": ""},
-                        timeout=60)
+    done = run_caretune(ROOT, "api", ROOT / "recipes/tiny-qwen3/chat.yaml", "--host", "0.0.0.0", env={"API_KEY": ""}, timeout=60)
     assert done.returncode == 1 and "refusing to bind 0.0.0.0 without API_KEY" in done.stderr
 
 
@@ -84,7 +83,7 @@ def test_api_serves_completions_and_streams_behind_a_key(tmp_path):
         assert status == 200 and reply["choices"][0]["message"]["role"] == "assistant"
         assert reply["usage"]["prompt_tokens"] > 50  # the medical system prompt is in the prompt
         status, body = request(f"{base}/chat/completions", key="s3cret", body={**message, "stream": True})
-        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+        events = [line[len("data: ") :] for line in body.splitlines() if line.startswith("data: ")]
         assert status == 200 and len(events) >= 3 and events[-1] == "[DONE]"
         assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
         streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])

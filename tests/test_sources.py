@@ -19,8 +19,13 @@ def test_medical_prompt_tells_users_to_confirm_with_a_doctor():
 
 def test_chatmed_converts_to_alpaca_with_the_prompt_as_system():
     record = chatmed.convert({"query": " 头疼怎么办？ ", "response": "多休息。\n", "extra": 1})
-    assert record == {"system": MEDICAL_SYSTEM_PROMPT, "instruction": "头疼怎么办？", "input": "", "output": "多休息。",
-                      "history": []}
+    assert record == {
+        "system": MEDICAL_SYSTEM_PROMPT,
+        "instruction": "头疼怎么办？",
+        "input": "",
+        "output": "多休息。",
+        "history": [],
+    }
     assert chatmed.first_query(record) == "头疼怎么办？"
     assert chatmed.pairs(record) == [("头疼怎么办？", "多休息。")]
     assert chatmed.with_pairs(record, [("头痛？", "睡一觉。")]) == {**record, "instruction": "头痛？", "output": "睡一觉。"}
@@ -61,8 +66,10 @@ def turns(*pairs):
 def test_huatuo_multi_turn_kept_with_system_prompt():
     row = {"id": 7, "conversations": turns(("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2"))}
     record = huatuo.convert(row)
-    assert record == {"conversations": turns(("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2")),
-                      "system": MEDICAL_SYSTEM_PROMPT}
+    assert record == {
+        "conversations": turns(("human", "q1"), ("gpt", "a1"), ("human", "q2"), ("gpt", "a2")),
+        "system": MEDICAL_SYSTEM_PROMPT,
+    }
     assert huatuo.first_query(record) == "q1"
     assert huatuo.pairs(record) == [("q1", "a1"), ("q2", "a2")]
     assert huatuo.with_pairs(record, [("q1", "a1"), ("q2", "a2!")])["conversations"][-1] == {"from": "gpt", "value": "a2!"}
@@ -76,8 +83,9 @@ def test_huatuo_trailing_human_turn_dropped_and_noted():
 
 def test_huatuo_v1_shape_strips_prefixes():
     record = huatuo.convert({"data": ["问：头疼怎么办？", "答：多休息。", "问:还要吃药吗", "答: 不用"]})
-    assert record["conversations"] == turns(("human", "头疼怎么办？"), ("gpt", "多休息。"),
-                                            ("human", "还要吃药吗"), ("gpt", "不用"))
+    assert record["conversations"] == turns(
+        ("human", "头疼怎么办？"), ("gpt", "多休息。"), ("human", "还要吃药吗"), ("gpt", "不用")
+    )
 
 
 def test_huatuo_skip_reasons():

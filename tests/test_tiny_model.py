@@ -18,8 +18,9 @@ def test_tiny_model_loads_and_speaks_qwen3(tmp_path, monkeypatch):
     assert model.config.hidden_size == TINY_CONFIG["hidden_size"] and model.config.vocab_size == 151_936
     assert sum(p.numel() for p in model.parameters()) < 25_000_000
     assert tokenizer.encode("你好", add_special_tokens=False) == [108386]
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True,
-                                           enable_thinking=False, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "你好"}], add_generation_prompt=True, enable_thinking=False, tokenize=False
+    )
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= names

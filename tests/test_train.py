@@ -41,8 +41,7 @@ OUTPUT = Path("saves/tiny-qwen3/lora/sft")
 
 
 def caretune(workspace, *args, env=None, **kwargs):
-    return start_caretune(workspace, *args, env={"LLAMAFACTORY_VERBOSITY": "INFO", **(env or {})}, start_new_session=True,
-                          **kwargs)
+    return start_caretune(workspace, *args, env={"LLAMAFACTORY_VERBOSITY": "INFO", **(env or {})}, start_new_session=True, **kwargs)
 
 
 def finish(process, timeout=420):
@@ -82,15 +81,15 @@ def test_resume_after_kill_loses_no_step(workspace):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert not (out / "train_results.json").exists()
-    resumed_from = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")
-                       if (p / "trainer_state.json").exists())
+    resumed_from = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*") if (p / "trainer_state.json").exists())
 
     output = finish(caretune(workspace, "train", RECIPE))
     assert f"resuming the unfinished run from {OUTPUT}/checkpoint-{resumed_from}" in output
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 4
-    steps = [entry["current_steps"] for entry in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines())
-             if "loss" in entry]
+    steps = [
+        entry["current_steps"] for entry in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines()) if "loss" in entry
+    ]
     # The log is appended across runs: the second run's part starts right after the checkpoint.
     start = len(steps) - 1 - steps[::-1].index(resumed_from + 1)
     assert steps[start:] == list(range(resumed_from + 1, 5))
@@ -114,9 +113,17 @@ def test_two_nodes_on_loopback(workspace):
     args.update(max_steps=2)
     recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     port = str(free_port())
-    nodes = [caretune(workspace, "train", RECIPE, "--gpus", "1",
-                      env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
-             for rank in (0, 1)]
+    nodes = [
+        caretune(
+            workspace,
+            "train",
+            RECIPE,
+            "--gpus",
+            "1",
+            env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        )
+        for rank in (0, 1)
+    ]
     outputs = [finish(node) for node in nodes]
     assert all("NNODES=2" in output for output in outputs)
     state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())

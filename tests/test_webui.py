@@ -55,8 +55,9 @@ def assert_command_is_the_recipe(keys: dict, args: dict) -> None:
         assert json.loads((ROOT / theirs_deepspeed).read_text(encoding="utf-8")) == ours
 
 
-@pytest.mark.parametrize("relative", [DEFAULT_TRAIN_RECIPE, "recipes/tiny-qwen3/lora_sft.yaml",
-                                      "recipes/qwen3-8b/lora_sft_walkthrough.yaml"])
+@pytest.mark.parametrize(
+    "relative", [DEFAULT_TRAIN_RECIPE, "recipes/tiny-qwen3/lora_sft.yaml", "recipes/qwen3-8b/lora_sft_walkthrough.yaml"]
+)
 def test_the_form_holds_the_recipe(relative):
     args = recipe_args(relative)
     values = form_values(args, ROOT / relative, ROOT)
@@ -65,9 +66,15 @@ def test_the_form_holds_the_recipe(relative):
     assert values["train.dataset"] == args["dataset"].split(",") and values["train.dataset_dir"] == "."
     assert values["train.learning_rate"] == str(args["learning_rate"])
     assert (values["train.batch_size"], values["train.gradient_accumulation_steps"]) == (
-        args["per_device_train_batch_size"], args["gradient_accumulation_steps"])
-    assert (values["train.lora_rank"], values["train.lora_alpha"], values["train.lora_dropout"], values["train.lora_target"]) \
-        == (args["lora_rank"], args["lora_alpha"], args["lora_dropout"], args["lora_target"])
+        args["per_device_train_batch_size"],
+        args["gradient_accumulation_steps"],
+    )
+    assert (values["train.lora_rank"], values["train.lora_alpha"], values["train.lora_dropout"], values["train.lora_target"]) == (
+        args["lora_rank"],
+        args["lora_alpha"],
+        args["lora_dropout"],
+        args["lora_target"],
+    )
     assert values["train.output_dir"] == args["output_dir"] and values["train.cutoff_len"] == args["cutoff_len"]
     assert values["train.ds_stage"] == ("2" if args.get("deepspeed") else "none")
     extra = json.loads(values["train.extra_args"])
@@ -126,26 +133,39 @@ def test_webui_in_a_real_browser_opens_on_the_recipe(tmp_path):
                 except sync_api.Error:
                     assert time.monotonic() < deadline, "the WebUI did not answer"
                     time.sleep(1)
-            page.wait_for_function("path => [...document.querySelectorAll('textarea')].some(t => t.value === path)",
-                                   arg=args["model_name_or_path"], timeout=60_000)
+            page.wait_for_function(
+                "path => [...document.querySelectorAll('textarea')].some(t => t.value === path)",
+                arg=args["model_name_or_path"],
+                timeout=60_000,
+            )
             page.wait_for_timeout(1500)  # the model name's change event sets the path and template once more
             form = page.evaluate(READ_FORM)
             datasets = page.locator(".block:has(span[data-testid='block-info']:text-is('Dataset')) .token").all_inner_texts()
             page.screenshot(path=str(screenshot))
             page.get_by_role("button", name="Preview command").first.click()
-            page.wait_for_function("() => [...document.querySelectorAll('code')].some(c => c.innerText.includes('--stage'))",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('code')].some(c => c.innerText.includes('--stage'))", timeout=30_000
+            )
             preview = next(text for text in page.locator("code").all_inner_texts() if "--stage" in text)
             browser.close()
     finally:
         ui.terminate()
         ui.wait(timeout=30)
-    expected = {"Model name": model_label(ROOT / DEFAULT_TRAIN_RECIPE), "Model path": args["model_name_or_path"],
-                "Chat template": args["template"], "Data dir": ".", "Learning rate": str(args["learning_rate"]),
-                "Epochs": str(args["num_train_epochs"]), "Cutoff length": str(args["cutoff_len"]),
-                "Batch size": str(args["per_device_train_batch_size"]),
-                "Gradient accumulation": str(args["gradient_accumulation_steps"]), "DeepSpeed stage": "2",
-                "Output dir": args["output_dir"], "Compute type": "bf16", "Booster": "liger_kernel"}
+    expected = {
+        "Model name": model_label(ROOT / DEFAULT_TRAIN_RECIPE),
+        "Model path": args["model_name_or_path"],
+        "Chat template": args["template"],
+        "Data dir": ".",
+        "Learning rate": str(args["learning_rate"]),
+        "Epochs": str(args["num_train_epochs"]),
+        "Cutoff length": str(args["cutoff_len"]),
+        "Batch size": str(args["per_device_train_batch_size"]),
+        "Gradient accumulation": str(args["gradient_accumulation_steps"]),
+        "DeepSpeed stage": "2",
+        "Output dir": args["output_dir"],
+        "Compute type": "bf16",
+        "Booster": "liger_kernel",
+    }
     assert {label: form.get(label) for label in expected} == expected
     assert datasets == args["dataset"].split(",")
     assert_command_is_the_recipe(command_keys(preview), args)

@@ -7,8 +7,9 @@ environment's path only after a real torchaudio failed to import; audio use fail
 
 __version__ = "0.0.0+caretune.stub"
 
-_MESSAGE = ("audio input needs a torchaudio build matching the installed torch; this environment has "
-            "caretune's stand-in (see `make setup`)")
+_MESSAGE = (
+    "audio input needs a torchaudio build matching the installed torch; this environment has caretune's stand-in (see `make setup`)"
+)
 
 
 def load(*args, **kwargs):
