@@ -1,6 +1,6 @@
 """The one seam to LLaMA-Factory: every contact with its Python internals (private names, patched classes,
 argument dataclasses, templates, engines, WebUI state) is a function here, and a contract test
-(tests/test_lf_seam.py) runs each against the installed version, so an upgrade breaks in one place.
+(tests/test_lf.py) runs each against the installed version, so an upgrade breaks in one place.
 Other modules use LLaMA-Factory only through these functions or its CLI."""
 
 from __future__ import annotations
