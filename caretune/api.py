@@ -74,6 +74,7 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
     def response(self) -> JSONResponse:
+        """The error as an OpenAI-style JSON response."""
         body = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param, "code": self.code}
         return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
 
@@ -95,6 +96,7 @@ class Message(BaseModel):
     @field_validator("content")
     @classmethod
     def text_only(cls, content):
+        """A message's text: a string, or the text parts of a list joined."""
         if isinstance(content, str):
             return content
         if isinstance(content, list) and content:
@@ -192,10 +194,12 @@ class Gate:
         self.durations: deque[float] = deque(maxlen=20)
 
     def retry_after(self) -> int:
+        """Seconds a turned-away client should wait: recent answer time x the queue ahead of it."""
         typical = sum(self.durations) / len(self.durations) if self.durations else 1.0
         return max(1, math.ceil(typical * (self.waiting + 1)))
 
     async def enter(self, deadline: float) -> None:
+        """Wait for the model (503 when the queue is full, 504 past the deadline)."""
         if (self.lock.locked() or self.waiting) and self.waiting >= self.max_queue:
             raise ApiError(
                 503,
@@ -212,6 +216,7 @@ class Gate:
             self.waiting -= 1
 
     def leave(self, started: float) -> None:
+        """Free the model for the next request and record how long this one held it."""
         self.durations.append(time.monotonic() - started)
         self.lock.release()
 
@@ -225,9 +230,11 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def should_stop(self) -> bool:
+        """Asked after every token: the client went away, the server is stopping, or time is up."""
         return self.stop.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline
 
     def cancelled_error(self, timeout_s: float) -> ApiError:
+        """What to answer a cancelled generation: 503 when shutting down, 504 past the time limit."""
         if self.shutdown.is_set():
             return ApiError(503, "the server is shutting down", code="shutting_down")
         return ApiError(504, f"the answer took longer than the {timeout_s:g} s request limit", code="timeout")
@@ -410,6 +417,7 @@ class Reply:
 
     @staticmethod
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+        """OpenAI's usage object."""
         return {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -417,6 +425,7 @@ class Reply:
         }
 
     def whole(self, completions, prompt_tokens: int) -> dict:
+        """A whole (non-streamed) chat.completion."""
         choices = [
             {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
             for i, c in enumerate(completions)
@@ -431,6 +440,7 @@ class Reply:
         }
 
     def event(self, delta: dict | None = None, finish_reason: str | None = None, usage: dict | None = None) -> str:
+        """One server-sent event: a chat.completion.chunk with a delta, a finish reason or usage."""
         choices = [] if usage else [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason, "logprobs": None}]
         chunk = {
             "id": self.id,

@@ -21,6 +21,7 @@ class ThinkFilter:
         self.skip_space = False
 
     def feed(self, piece: str) -> str:
+        """Text of `piece` that may be shown now; tags split across pieces are held back."""
         self.pending += piece
         shown = []
         while self.pending:

@@ -726,10 +726,6 @@ def export_command(recipe):
     click.echo(f"exported to {path}: chat template and Ollama Modelfile default to non-thinking")
 
 
-def _base_run_dir(recipe: str) -> str:
-    return f"saves/{Path(recipe).parent.name}/base"
-
-
 _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model folder>/base, for the report's side-by-side."
 
 
@@ -745,10 +741,11 @@ _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model fo
 )
 def eval_command(recipe, base, backend):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
-    from caretune.evaluate import base_recipe, evaluate, format_report
+    from caretune.evaluate import evaluate, format_report
+    from caretune.recipes import base_model_recipe, base_run_dir
 
     if base:
-        recipe = base_recipe(recipe, _base_run_dir(recipe))
+        recipe = base_model_recipe(recipe, base_run_dir(recipe))
     report = evaluate(recipe, backend)
     click.echo(format_report(report))
 
@@ -776,13 +773,13 @@ def eval_command(recipe, base, backend):
 @click.option("--base", is_flag=True, help=_BASE_HELP)
 def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
     """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
-    from caretune.evaluate import base_recipe
     from caretune.mcq import run_mcq
     from caretune.preflight import load_recipe
+    from caretune.recipes import base_model_recipe, base_run_dir
 
     if base:
-        run_dir = _base_run_dir(recipe)
-        recipe = base_recipe(recipe, run_dir)
+        run_dir = base_run_dir(recipe)
+        recipe = base_model_recipe(recipe, run_dir)
         out_dir = out_dir or f"{run_dir}/mcq"
     if out_dir is None:
         args = load_recipe(recipe)

@@ -100,9 +100,11 @@ class Arch:
         return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
 
     def layer_params(self) -> int:
+        """Parameters of one decoder layer (linear weights and norms)."""
         return sum(a * b for a, b in self.linear_shapes()) + 2 * self.hidden + 2 * self.head_dim
 
     def embedding_params(self) -> int:
+        """Parameters of the token embedding."""
         return self.vocab * self.hidden
 
     def params(self) -> int:
@@ -111,6 +113,7 @@ class Arch:
         return self.layers * self.layer_params() + self.embedding_params() + head + self.hidden
 
     def non_embedding_params(self) -> int:
+        """Parameters outside the embedding and the output head."""
         return self.params() - self.embedding_params() * (1 if self.tied else 2)
 
     def matmul_params(self) -> int:

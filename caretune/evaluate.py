@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 from importlib.resources import files
 from pathlib import Path
@@ -59,20 +58,6 @@ def _answers(output_dir: Path) -> list[str]:
 def user_text(prompt: str) -> str:
     """The last user turn of a prediction's prompt (the templated text LLaMA-Factory writes, or plain text)."""
     return prompt.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0].strip()
-
-
-def base_recipe(recipe: str, run_dir: str | os.PathLike) -> str:
-    """A copy of `recipe` without the adapter, writing under `run_dir` (the base model's run folder)."""
-    import yaml
-
-    args = load_recipe(recipe)
-    args.pop("adapter_name_or_path", None)
-    if "output_dir" in args:
-        args["output_dir"] = str(Path(run_dir) / Path(args["output_dir"]).name)
-    path = Path(run_dir) / Path(recipe).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(args, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return str(path)
 
 
 def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:

@@ -43,6 +43,7 @@ class LocalGenerator:
         return self.engine.template.encode_oneturn(self.tokenizer, turns, system, None)[0]
 
     def generation_config(self, sampling: Sampling):
+        """The recipe's generation settings with the request's on top (n > 1 samples; greedy drops sampling keys)."""
         from transformers import GenerationConfig
 
         config = {k: v for k, v in self.engine.generating_args.items() if hasattr(GenerationConfig(), k)}

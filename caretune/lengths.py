@@ -41,6 +41,7 @@ class TurnLengths:
 
     @property
     def tokenized(self) -> int:
+        """Rows tokenized."""
         return len(self.turns)
 
     def lengths(self, cutoff_len: int, mask_history: bool = False) -> list[int]:
@@ -98,6 +99,7 @@ class TokenizerSource:
         self._identity = None
 
     def load(self):
+        """The tokenizer, loaded once (the real Qwen3 tokenizer for the model, offline when it must be)."""
         if self._tokenizer is None:
             from caretune.tokenizer import load_qwen3_tokenizer
 
@@ -107,6 +109,7 @@ class TokenizerSource:
         return self._tokenizer
 
     def identity(self) -> str:
+        """A hash of the tokenizer's files: cached lengths are reused only for the same tokenizer."""
         if self._identity is None:
             from caretune.tokenizer import sha256_file, tokenizer_files
 

@@ -302,6 +302,7 @@ class Plan:
     warnings: list[str]
 
     def to_json(self) -> dict:
+        """The plan as `--json` prints it: every field, nested ones as objects."""
         return asdict(self)
 
 

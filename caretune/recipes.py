@@ -76,6 +76,7 @@ class ModelRecipe:
     template: str = TEMPLATE
 
     def path(self, task: str) -> str:
+        """Repository-relative path of this folder's recipe for `task`."""
         return f"{RECIPES_DIR}/{self.folder}/{task}.yaml"
 
     def output_dir(self, task: str) -> str:
@@ -647,3 +648,22 @@ def write_new_folder(recipe: ModelRecipe, out: Path, overwrite: bool = False) ->
             handle.write(content)
             handle.commit()
     return [str(out / name) for name in files]
+
+
+def base_run_dir(recipe: str) -> str:
+    """Where `--base` evaluations of a recipe's folder go: saves/<model folder>/base."""
+    return f"saves/{Path(recipe).parent.name}/base"
+
+
+def base_model_recipe(recipe: str, run_dir: str | Path) -> str:
+    """A copy of `recipe` without the adapter, writing under `run_dir` (the base model's run folder)."""
+    from caretune.preflight import load_recipe
+
+    args = load_recipe(recipe)
+    args.pop("adapter_name_or_path", None)
+    if "output_dir" in args:
+        args["output_dir"] = str(Path(run_dir) / Path(args["output_dir"]).name)
+    path = Path(run_dir) / Path(recipe).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(args, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return str(path)

@@ -27,31 +27,38 @@ STUB_PTH = "caretune-torchaudio-stub.pth"
 
 
 def say(text: str) -> None:
+    """A setup message."""
     print(f"setup: {text}", flush=True)
 
 
 def run(*command: str) -> None:
+    """Run a command; stop setup if it fails."""
     subprocess.run(command, check=True)
 
 
 def imports(python: Path, module: str) -> bool:
+    """Whether `module` imports in the venv."""
     return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def installed(python: Path, package: str) -> bool:
+    """Whether pip lists `package` in the venv."""
     return subprocess.run([str(python), "-m", "pip", "show", "--quiet", package], capture_output=True).returncode == 0
 
 
 def has_gpu() -> bool:
+    """Whether nvidia-smi sees a GPU."""
     return bool(shutil.which("nvidia-smi")) and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
 def site_packages(python: Path) -> Path:
+    """The venv's site-packages folder."""
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     return Path(subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip())
 
 
 def main() -> int:
+    """Create and fill the venv (module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, default=Path(".venv"))
     parser.add_argument("--torch", required=True, help="torch version, e.g. 2.13.0")

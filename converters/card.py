@@ -40,6 +40,7 @@ class CardCollector:
         _keep_top(self._sample, (-(row.key & _LOW_BITS), row.line, row.record), LENGTH_SAMPLE_ROWS)
 
     def add_examples(self, examples: list[tuple[int, str, list[tuple[str, str]]]]) -> None:
+        """Keep the first few rejected rows of each reason, for the card's examples."""
         for line, reason, turns in examples:
             kept = self.examples.setdefault(reason, [])
             if len(kept) < EXAMPLES_PER_REASON:

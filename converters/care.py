@@ -218,6 +218,7 @@ class CareTally:
     urges_emergency: int = 0
 
     def add(self, flags: CareFlags) -> None:
+        """Count one row's care flags."""
         self.rows += 1
         self.advises_care += flags.advises_care
         self.urgent_questions += flags.urgent

@@ -58,6 +58,7 @@ class Outputs:
 
     @classmethod
     def for_source(cls, source: ModuleType, out: str | os.PathLike | None, data_dir: str | os.PathLike) -> Outputs:
+        """The output set of a conversion: `out` (or DATA_DIR/<dataset>.json) and the files beside it."""
         train = Path(out) if out is not None else Path(data_dir) / f"{source.DATASET}.json"
         name = train.stem
         eval_name = source.EVAL_DATASET if name == source.DATASET else f"{name}-eval"

@@ -65,6 +65,7 @@ _WRAPPER_END = re.compile(r"\s*(答[：:]|[Aa][：:])?\s*(</s>)?\s*$")
 
 
 def truncated_answer(question: str, answer: str) -> str | None:
+    """The answer does not end a sentence (no final punctuation, emoji or full stop): it was cut off."""
     tail = answer.rstrip(_CLOSING)
     if not tail:
         return "no text"
@@ -77,16 +78,19 @@ def truncated_answer(question: str, answer: str) -> str | None:
 
 
 def ai_self_reference(question: str, answer: str) -> str | None:
+    """The answer speaks of itself as an AI (“作为一个AI…”)."""
     match = _AI_SELF.search(answer)
     return f"says {match.group(0)!r}" if match else None
 
 
 def short_answer(question: str, answer: str) -> str | None:
+    """Fewer than MIN_ANSWER_CHARS characters of answer, whitespace aside."""
     length = len("".join(answer.split()))
     return f"{length} characters (< {MIN_ANSWER_CHARS})" if length < MIN_ANSWER_CHARS else None
 
 
 def answer_repeats_question(question: str, answer: str) -> str | None:
+    """The answer only restates the question (normalised, equal or contained in it)."""
     if len(answer) > 2 * len(question) + REPEAT_SLACK_CHARS:
         return None  # too long to be a restatement (and normalising a long answer is the costly part)
     said, asked = normalise_query(answer), normalise_query(question)
@@ -96,6 +100,7 @@ def answer_repeats_question(question: str, answer: str) -> str | None:
 
 
 def contact_or_ad(question: str, answer: str) -> str | None:
+    """The answer carries a URL, a WeChat/QQ id, or a mobile, landline or 400/800 number."""
     if _CONTACT_HINT.search(answer) and (match := _CONTACT.search(answer)):
         return f"contains {match.group(0)[:24]!r}"
     for match in _NUMBER.finditer(answer):
@@ -106,6 +111,7 @@ def contact_or_ad(question: str, answer: str) -> str | None:
 
 
 def degenerate_repetition(question: str, answer: str) -> str | None:
+    """The answer repeats one clause over and over, or one character in a long run."""
     clauses = answer.replace("。", "，").replace("！", "，").replace("？", "，").replace("\n", "，").split("，")
     distinct = set(clauses)
     distinct.discard("")

@@ -51,9 +51,11 @@ class AtomicFile:
         self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
 
     def write(self, text: str) -> None:
+        """Add text to the file being written."""
         self.handle.write(text.encode("utf-8"))
 
     def write_bytes(self, data: bytes) -> None:
+        """Add bytes to the file being written."""
         self.handle.write(data)
 
     def commit(self) -> None:
@@ -64,6 +66,7 @@ class AtomicFile:
         os.replace(self.tmp_path, self.path)
 
     def discard(self) -> None:
+        """Remove the temporary file; the target stays as it was."""
         if not self.handle.closed:
             self.handle.close()
         self.tmp_path.unlink(missing_ok=True)
@@ -105,6 +108,7 @@ class JsonLinesWriter(AtomicFile):
         self._writer = jsonlines.Writer(self.handle, dumps=dumps_bytes)
 
     def append(self, record: dict) -> None:
+        """Write one record as a JSON line."""
         self._writer.write(record)
         self.count += 1
 
