@@ -32,17 +32,9 @@ def converted_workspace(path: Path) -> Path:
     import shutil
 
     from converters import chatmed, huatuo
-    from converters.pipeline import Outputs, convert_file
 
     for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
-        convert_file(
-            source,
-            raw,
-            Outputs.for_source(source, None, path / "data"),
-            eval_size=5,
-            max_eval_fraction=0.1,
-            registry_path=path / "dataset_info.json",
-        )
+        convert_into(path, source, raw, eval_size=5)
     shutil.copytree(ROOT / "recipes", path / "recipes")
     return path
 

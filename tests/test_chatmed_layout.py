@@ -9,8 +9,8 @@ import yaml
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from converters import chatmed
-from converters.pipeline import Options, Outputs, convert_file
-from tests.helpers import CHATMED_SAMPLE, ROOT
+from converters.pipeline import Options
+from tests.helpers import CHATMED_SAMPLE, ROOT, convert_into
 
 pytestmark = pytest.mark.lf
 
@@ -18,15 +18,7 @@ IGNORE_INDEX = -100
 
 
 def _setup(project, layout):
-    convert_file(
-        chatmed,
-        CHATMED_SAMPLE,
-        Outputs.for_source(chatmed, None, project / "data"),
-        eval_size=5,
-        max_eval_fraction=0.1,
-        options=Options(layout=layout),
-        registry_path=project / "dataset_info.json",
-    )
+    convert_into(project, chatmed, CHATMED_SAMPLE, eval_size=5, options=Options(layout=layout))
 
 
 def _recipe(task):

@@ -85,23 +85,17 @@ def test_concurrent_registrations_are_all_kept(tmp_path):
             assert name in entries and f"{name}-eval" in entries, (name, sorted(entries))
 
 
+def convert_command(raw, out) -> list[str]:
+    """`caretune convert chatmed RAW --out OUT` without registry or card, as a subprocess command."""
+    return [sys.executable, "-m", "caretune.cli", "convert", "chatmed", str(raw), "--out", str(out), "--no-register", "--no-card"]
+
+
 def test_a_killed_runs_temporary_files_are_swept_by_the_next_run(tmp_path):
     raw = big_chatmed(tmp_path / "raw.jsonl", 400, "D")
     data = tmp_path / "data"
     data.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [
-        sys.executable,
-        "-m",
-        "caretune.cli",
-        "convert",
-        "chatmed",
-        str(raw),
-        "--out",
-        str(data / "k.json"),
-        "--no-register",
-        "--no-card",
-    ]
+    command = convert_command(raw, data / "k.json")
     for _ in range(3):
         victim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
@@ -120,18 +114,7 @@ def test_a_second_conversion_waits_for_the_lock_or_times_out_clearly(tmp_path):
     from converters.writer import exclusive, lock_path
 
     data = tmp_path / "data"
-    command = [
-        sys.executable,
-        "-m",
-        "caretune.cli",
-        "convert",
-        "chatmed",
-        str(CHATMED_SAMPLE),
-        "--out",
-        str(data / "w.json"),
-        "--no-register",
-        "--no-card",
-    ]
+    command = convert_command(CHATMED_SAMPLE, data / "w.json")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with exclusive(data / "w.json", what="a test holding it"):
         timed_out = subprocess.run(

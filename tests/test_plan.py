@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.plan import PlanError, _duration, make_plan, read_recipe
-from tests.helpers import ROOT, converted_workspace, tiny_recipe
+from tests.helpers import ROOT, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -172,20 +172,12 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
     import shutil
 
     from converters import chatmed, huatuo
-    from converters.pipeline import Outputs, convert_file
     from tests.helpers import ROOT, shared_file
 
     raws = ((chatmed, shared_file("chatmed/corpus_92_hpc.jsonl")), (huatuo, shared_file("sharegpt/medical_sft_1K_format.jsonl")))
     written = 0
     for source, raw in raws:
-        report = convert_file(
-            source,
-            raw,
-            Outputs.for_source(source, None, tmp_path / "data"),
-            eval_size=500,
-            max_eval_fraction=0.1,
-            registry_path=tmp_path / "dataset_info.json",
-        )
+        report, _ = convert_into(tmp_path, source, raw, eval_size=500)
         written += report["written"]
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
