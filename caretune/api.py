@@ -73,10 +73,14 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
+    def body(self) -> dict:
+        """OpenAI's error object."""
+        error = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param, "code": self.code}
+        return {"error": error}
+
     def response(self) -> JSONResponse:
         """The error as an OpenAI-style JSON response."""
-        body = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 # ---------------------------------------------------------------- requests
@@ -468,7 +472,7 @@ class Reply:
             if completion.finish_reason == CANCELLED:
                 err = job.cancelled_error(self.settings.request_timeout_s)
                 state.outcome = f"{err.status} {err.code}"
-                yield f"data: {json.dumps(json.loads(err.response().body), ensure_ascii=False)}\n\n"
+                yield f"data: {json.dumps(err.body(), ensure_ascii=False)}\n\n"
                 return
             yield self.event({}, completion.finish_reason)
             if self.include_usage:

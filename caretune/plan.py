@@ -64,7 +64,7 @@ class TrainSettings:
 
 def read_recipe(path: str) -> TrainSettings:
     """The training settings a plan needs, from a recipe preflight accepts; bad values are PlanErrors."""
-    from caretune.preflight import PreflightError, check_deepspeed, load_recipe
+    from caretune.preflight import PreflightError, check_deepspeed, load_recipe, zero_settings
 
     try:
         recipe = load_recipe(path)
@@ -77,9 +77,7 @@ def read_recipe(path: str) -> TrainSettings:
         raise PlanError(f"{path}: no `dataset` to plan for")
     if recipe.get("mix_strategy") not in SUPPORTED_MIX:
         raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat")
-    zero = deepspeed["zero_optimization"] if deepspeed else {}
-    zero_stage = int(zero.get("stage", 0))
-    offload = bool(zero.get("offload_param") or zero.get("offload_optimizer"))
+    zero_stage, offload = zero_settings(deepspeed)
     dataset_dir = recipe.get("dataset_dir", "data")
     if not (Path(dataset_dir) / DATASET_INFO).exists():
         raise PlanError(

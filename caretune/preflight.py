@@ -213,6 +213,12 @@ def check_deepspeed(path: Path, args: dict) -> dict | None:
     return config
 
 
+def zero_settings(config: dict | None) -> tuple[int, bool]:
+    """The ZeRO stage of a DeepSpeed config (0 without one) and whether it offloads anything to the CPU."""
+    zero = config["zero_optimization"] if config else {}
+    return int(zero.get("stage", 0)), bool(zero.get("offload_param") or zero.get("offload_optimizer"))
+
+
 def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
     """No more processes than visible GPUs (a machine without GPUs runs them on CPU)."""
     if visible_gpus and processes > visible_gpus:

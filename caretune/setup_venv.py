@@ -71,9 +71,10 @@ def main() -> int:
     say(f"creating {args.venv} with Python {sysconfig.get_python_version()}")
     run(sys.executable, "-m", "venv", str(venv))
     run(*pip, "--upgrade", "pip")
+    gpu = has_gpu()
     say(
-        f"{'GPU found' if has_gpu() else 'no GPU'}: installing torch=={args.torch} "
-        f"({'CUDA' if has_gpu() else 'CPU'} build{', from ' + args.torch_index if args.torch_index else ''})"
+        f"{'GPU found' if gpu else 'no GPU'}: installing torch=={args.torch} "
+        f"({'CUDA' if gpu else 'CPU'} build{', from ' + args.torch_index if args.torch_index else ''})"
     )
     run(*pip, f"torch=={args.torch}", *(["--index-url", args.torch_index] if args.torch_index else []))
     version = subprocess.run(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from caretune.preflight import zero_settings
 from caretune.serve import WEBUI_STATE_DIR
 
 # Form fields the WebUI turns into command keys: recipe key -> (field id, value in the form).
@@ -67,16 +68,7 @@ def model_label(recipe: Path) -> str:
     return f"caretune-{Path(recipe).resolve().parent.name}"
 
 
-def deepspeed_choice(config_path: str | None, root: Path) -> tuple[str, bool]:
-    """The form's DeepSpeed stage and offload box for a recipe's DeepSpeed config."""
-    if not config_path:
-        return "none", False
-    zero = json.loads((root / config_path).read_text(encoding="utf-8")).get("zero_optimization", {})
-    offload = any(zero.get(key, {}).get("device") == "cpu" for key in ("offload_optimizer", "offload_param"))
-    return str(zero.get("stage", "none")), offload
-
-
-def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
+def form_values(args: dict, recipe: Path, deepspeed: dict | None) -> dict:
     """The WebUI's saved-arguments dict (form field id -> value) that reproduces a training recipe."""
     values = {
         "top.model_name": model_label(recipe),
@@ -93,7 +85,8 @@ def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
         "train.max_grad_norm": "1.0",
         "train.max_samples": str(NO_SAMPLE_CAP),
     }
-    values["train.ds_stage"], values["train.ds_offload"] = deepspeed_choice(args.get("deepspeed"), root)
+    stage, offload = zero_settings(deepspeed)  # the recipe's DeepSpeed config, as preflight.check_deepspeed read it
+    values["train.ds_stage"], values["train.ds_offload"] = str(stage) if stage else "none", offload
     for key, field in _FIELDS.items():
         if key in args:
             values[field] = args[key]
@@ -111,13 +104,16 @@ def form_values(args: dict, recipe: Path, root: Path = Path(".")) -> dict:
 def launch(recipe: str, dataset_dir: str, host: str, port: int, api_key: str | None) -> None:
     """The WebUI with the recipe's values in the training form at every page load."""
     from caretune import lf
-    from caretune.preflight import load_recipe
+    from caretune.preflight import PreflightError, check_deepspeed, load_recipe
 
     args = load_recipe(recipe)
+    if not args.get("model_name_or_path"):
+        raise PreflightError(f"{recipe}: no model_name_or_path; the WebUI's form needs the model a recipe trains")
+    deepspeed = check_deepspeed(Path(recipe), args)
     lf.webui_folders(dataset_dir, f"{WEBUI_STATE_DIR}/cache", f"{WEBUI_STATE_DIR}/config")  # state: ignored folder
     label = model_label(Path(recipe))
     saved = f"{label}-{Path(recipe).stem}.yaml"
     lf.webui_remember(
-        label, str(args["model_name_or_path"]), args.get("template", "default"), saved, form_values(args, Path(recipe))
+        label, str(args["model_name_or_path"]), args.get("template", "default"), saved, form_values(args, Path(recipe), deepspeed)
     )
     lf.webui_launch(saved, host, port, (("caretune", api_key),) if api_key else None)

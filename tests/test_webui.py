@@ -14,13 +14,18 @@ import yaml
 
 from caretune.constants import DEFAULT_TRAIN_RECIPE
 from caretune.webui import form_values, model_label
-from tests.helpers import ROOT, free_port, start_caretune
+from tests.helpers import ROOT, free_port, run_caretune, start_caretune
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def recipe_args(relative: str) -> dict:
     return yaml.safe_load((ROOT / relative).read_text(encoding="utf-8"))
+
+
+def ship_deepspeed(args: dict) -> dict | None:
+    """The shipped DeepSpeed config a recipe names (None without one)."""
+    return json.loads((ROOT / args["deepspeed"]).read_text(encoding="utf-8")) if args.get("deepspeed") else None
 
 
 def command_keys(preview: str) -> dict:
@@ -60,7 +65,7 @@ def assert_command_is_the_recipe(keys: dict, args: dict) -> None:
 )
 def test_the_form_holds_the_recipe(relative):
     args = recipe_args(relative)
-    values = form_values(args, ROOT / relative, ROOT)
+    values = form_values(args, ROOT / relative, ship_deepspeed(args))
     assert values["top.model_name"] == model_label(ROOT / relative)
     assert values["top.model_path"] == args["model_name_or_path"] and values["top.template"] == "qwen3_nothink"
     assert values["train.dataset"] == args["dataset"].split(",") and values["train.dataset_dir"] == "."
@@ -99,7 +104,7 @@ def test_the_webuis_own_command_builder_gives_the_recipe(relative, tmp_path, mon
     with gr.Blocks():
         engine.manager.add_elems("top", create_top())
         engine.manager.add_elems("train", create_train_tab(engine))
-    values = form_values(recipe_args(relative), ROOT / relative, ROOT)
+    values = form_values(recipe_args(relative), ROOT / relative, ship_deepspeed(recipe_args(relative)))
     data = {elem: values.get(elem_id, getattr(elem, "value", None)) for elem_id, elem in engine.manager._id_to_elem.items()}
     assert_command_is_the_recipe(command_keys(gen_cmd(engine.runner._parse_train_args(data))), recipe_args(relative))
 
@@ -174,3 +179,16 @@ def test_webui_in_a_real_browser_opens_on_the_recipe(tmp_path):
     assert screenshot.stat().st_size > 10_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("CARETUNE_SCREENSHOT"):  # how recipes/qwen3-8b/webui.png is made
         shutil.copy(screenshot, Path(os.environ["CARETUNE_SCREENSHOT"]))
+
+
+def test_a_recipe_the_webui_cannot_show_is_one_line(tmp_path):
+    (tmp_path / "no-model.yaml").write_text("stage: sft\ndataset: multi-med\n", encoding="utf-8")
+    (tmp_path / "bad.json").write_text('{"zero_optimization": {"stage": 2,}}', encoding="utf-8")
+    (tmp_path / "bad-ds.yaml").write_text("model_name_or_path: x\nstage: sft\ndeepspeed: bad.json\n", encoding="utf-8")
+    for recipe, expected in (
+        ("no-model.yaml", "no-model.yaml: no model_name_or_path"),
+        ("bad-ds.yaml", "bad.json:1: not valid JSON"),
+    ):
+        done = run_caretune(tmp_path, "webui", recipe, "--port", free_port(), timeout=60)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip().splitlines()[-1].startswith("Error: ") and expected in done.stderr, done.stderr
