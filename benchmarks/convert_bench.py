@@ -68,9 +68,9 @@ def walkthrough(raw: str, out: str) -> None:
         json.dump(records, handle, ensure_ascii=False, indent=2)
 
 
-def caretune_convert(raw: str, out: str, workers: int = 1, options=None) -> None:
+def caretune_convert(raw: str, out: str, workers: int | None = None, options=None) -> None:
     """caretune's converter with everything on: validation, PII masking, quality filters, care reminders,
-    dedupe, split, report, rejects and changes logs, data-card collection."""
+    dedupe, split, report, rejects and changes logs, data-card collection; workers as `caretune convert` picks them."""
     from caretune.constants import DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION
     from converters import chatmed
     from converters.card import CardCollector
@@ -91,22 +91,22 @@ def caretune_convert(raw: str, out: str, workers: int = 1, options=None) -> None
     )
 
 
-def caretune_convert_2_workers(raw: str, out: str) -> None:
-    """The same with `--workers 2`: parsing and conversion in two worker processes."""
-    caretune_convert(raw, out, workers=2)
+def caretune_convert_1_process(raw: str, out: str) -> None:
+    """The same with `--workers 1`: everything in one process."""
+    caretune_convert(raw, out, workers=1)
 
 
 def caretune_convert_unfiltered(raw: str, out: str) -> None:
     """The same as the previous release converted: `--filters none --care-reminder off`, no card."""
     from converters.pipeline import Options
 
-    caretune_convert(raw, out, options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off"))
+    caretune_convert(raw, out, workers=1, options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off"))
 
 
 VARIANTS = {
     "walkthrough": walkthrough,
     "caretune": caretune_convert,
-    "caretune-w2": caretune_convert_2_workers,
+    "caretune-1-process": caretune_convert_1_process,
     "caretune-unfiltered": caretune_convert_unfiltered,
 }
 
@@ -125,11 +125,12 @@ def run_variant(name: str, raw: str, out_dir: str) -> dict:
     os.makedirs(os.path.join(out_dir, name))  # one folder each, so no run dedupes against another
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     process = psutil.Process(child.pid)
-    tree_peak = 0
+    tree_peak = tree_pss_peak = 0
     while child.poll() is None:
         try:
             tree = [process, *process.children(recursive=True)]
             tree_peak = max(tree_peak, sum(p.memory_info().rss for p in tree))
+            tree_pss_peak = max(tree_pss_peak, sum(p.memory_full_info().pss for p in tree))
         except psutil.Error:
             pass
         time.sleep(0.05)
@@ -137,6 +138,7 @@ def run_variant(name: str, raw: str, out_dir: str) -> dict:
         raise SystemExit(f"{name} failed with exit code {child.returncode}")
     result = json.loads(child.stdout.read().strip().splitlines()[-1])
     result["tree_peak_rss_mb"] = tree_peak / (1 << 20)
+    result["tree_peak_pss_mb"] = tree_pss_peak / (1 << 20)
     return result
 
 
@@ -144,13 +146,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=492_300)
     parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument(
+        "--variants", nargs="+", choices=[name for name in VARIANTS if name != "walkthrough"], help="run only these beside the walkthrough"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         raw = os.path.join(work, "chatmed.jsonl")
         make_input(Path(raw), args.rows)
         size_mb = os.path.getsize(raw) / 1e6
         results = {}
-        for name in VARIANTS:
+        for name in ["walkthrough", *(args.variants or [name for name in VARIANTS if name != "walkthrough"])]:
             os.sync()  # start each variant with no other variant's dirty pages still being written back
             results[name] = run_variant(name, raw, work)
     for result in results.values():
@@ -164,7 +169,7 @@ def main() -> None:
     for name, r in results.items():
         print(
             f"{name:<12} {r['seconds']:7.2f} s  {r['rows_per_s']:>10,.0f} rows/s  peak RSS {r['peak_rss_mb']:5.0f} MB"
-            f" (process tree {r['tree_peak_rss_mb']:.0f} MB)"
+            f" (process tree: RSS {r['tree_peak_rss_mb']:.0f} MB, PSS {r['tree_peak_pss_mb']:.0f} MB)"
         )
     for name, ratio in speedup.items():
         print(f"{name} / walkthrough rows/s: {ratio:.2f}x")

@@ -143,9 +143,9 @@ def _convert_command(source_name: str, help_text: str):
     @click.option(
         "--workers",
         type=click.IntRange(min=1),
-        default=1,
-        show_default=True,
-        help="Processes parsing JSON Lines input (2 on a 2-core machine: ~1.4x faster, ~2x memory).",
+        default=None,
+        help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; "
+        "else 1).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
     @click.option(

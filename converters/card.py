@@ -32,12 +32,20 @@ class CardCollector:
     _shortest: list[tuple[int, int, bytes]] = field(default_factory=list)  # min-heap of (-chars, line, record)
     _sample: list[tuple[int, int, bytes]] = field(default_factory=list)  # min-heap of (-low key bits, line, record)
 
-    def offer(self, row) -> None:
-        """One kept (not duplicate) row: a `pipeline.Kept`."""
-        _keep_top(self._longest, (row.chars, -row.line, row.record), EXTREMES)
-        _keep_top(self._shortest, (-row.chars, row.line, row.record), EXTREMES)
+    def offer(self, lines: list[int], keys: list[int], records: list[bytes], chars: list[int]) -> None:
+        """Kept (not duplicate) rows in input order, as columns. Each heap first picks its candidates with one
+        comparison a row (the heaps' thresholds only tighten), so most rows cost no heap operation."""
+        longest, shortest, sample = self._longest, self._shortest, self._sample
+        floor = longest[0][0] if len(longest) >= EXTREMES else -1
+        for i in [i for i, n in enumerate(chars) if n > floor]:  # a tie keeps the earlier row
+            _keep_top(longest, (chars[i], -lines[i], records[i]), EXTREMES)
+        ceiling = -shortest[0][0] if len(shortest) >= EXTREMES else float("inf")
+        for i in [i for i, n in enumerate(chars) if n <= ceiling]:
+            _keep_top(shortest, (-chars[i], lines[i], records[i]), EXTREMES)
         # The key's low bits are as random as its high bits, which choose the eval split: an unbiased sample.
-        _keep_top(self._sample, (-(row.key & _LOW_BITS), row.line, row.record), LENGTH_SAMPLE_ROWS)
+        ceiling = -sample[0][0] if len(sample) >= LENGTH_SAMPLE_ROWS else _LOW_BITS
+        for i in [i for i, key in enumerate(keys) if key & _LOW_BITS <= ceiling]:
+            _keep_top(sample, (-(keys[i] & _LOW_BITS), lines[i], records[i]), LENGTH_SAMPLE_ROWS)
 
     def add_examples(self, examples: list[tuple[int, str, list[tuple[str, str]]]]) -> None:
         """Keep the first few rejected rows of each reason, for the card's examples."""

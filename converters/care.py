@@ -217,12 +217,12 @@ class CareTally:
     urgent_questions: int = 0
     urges_emergency: int = 0
 
-    def add(self, flags: CareFlags) -> None:
-        """Count one row's care flags."""
-        self.rows += 1
-        self.advises_care += flags.advises_care
-        self.urgent_questions += flags.urgent
-        self.urges_emergency += flags.urgent and flags.urges_emergency
+    def add(self, flags: CareFlags, rows: int = 1) -> None:
+        """Count the care flags of one row (or of `rows` rows with the same flags)."""
+        self.rows += rows
+        self.advises_care += flags.advises_care * rows
+        self.urgent_questions += flags.urgent * rows
+        self.urges_emergency += (flags.urgent and flags.urges_emergency) * rows
 
     def as_dict(self) -> dict:
         """Counts and shares (the emergency share is None when no question was urgent)."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
+
 from converters.choices import SYSTEM_LAYOUT
+from converters.jsoncodec import dumps_bytes
 from converters.names import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.pii import mask_pii
 from converters.records import NOT_AN_OBJECT, Skip, string_field
@@ -32,6 +35,28 @@ def _record(query: str, response: str, layout: str) -> dict:
     if layout == SYSTEM_LAYOUT:
         return {"system": MEDICAL_SYSTEM_PROMPT, "instruction": query, "input": "", "output": response, "history": []}
     return {"instruction": MEDICAL_SYSTEM_PROMPT, "input": query, "output": response, "history": []}
+
+
+_SYSTEM_KEYS = ("system", "instruction", "input", "output", "history")
+_WALKTHROUGH_KEYS = ("instruction", "input", "output", "history")
+_PROMPT = orjson.dumps(MEDICAL_SYSTEM_PROMPT)
+
+
+def encode(record: dict) -> bytes:
+    """`dumps_bytes(record)`, byte for byte, with the constant prompt encoded once rather than per row."""
+    keys = tuple(record)
+    try:
+        if keys == _SYSTEM_KEYS and record["system"] == MEDICAL_SYSTEM_PROMPT and record["input"] == "":
+            head = (b'{"system":', _PROMPT, b',"instruction":', orjson.dumps(record["instruction"]), b',"input":""')
+        elif keys == _WALKTHROUGH_KEYS and record["instruction"] == MEDICAL_SYSTEM_PROMPT:
+            head = (b'{"instruction":', _PROMPT, b',"input":', orjson.dumps(record["input"]))
+        else:
+            return dumps_bytes(record)
+        if record["history"] != []:
+            return dumps_bytes(record)
+        return b"".join((*head, b',"output":', orjson.dumps(record["output"]), b',"history":[]}'))
+    except TypeError:  # text orjson cannot encode: dumps_bytes explains it
+        return dumps_bytes(record)
 
 
 def convert(row: object, layout: str = SYSTEM_LAYOUT) -> dict | Skip:

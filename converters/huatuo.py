@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from converters.jsoncodec import dumps_bytes
 from converters.names import HUATUO_DATASET, HUATUO_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.pii import mask_pii
 from converters.records import (
@@ -39,6 +40,11 @@ def registry_entry(layout: str | None = None) -> dict:
         "columns": {"messages": "conversations", "system": "system"},
         "tags": {"role_tag": "from", "content_tag": "value", "user_tag": HUMAN, "assistant_tag": GPT},
     }
+
+
+def encode(record: dict) -> bytes:
+    """The record as compact UTF-8 JSON (`dumps_bytes`)."""
+    return dumps_bytes(record)
 
 
 def convert(row: object, layout: str | None = None) -> dict | Skip:

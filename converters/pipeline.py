@@ -3,11 +3,13 @@ a report, a rejects log and the dataset registry."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -16,14 +18,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
 from converters import chatmed, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
 from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
 from converters.errors import UserError
-from converters.jsoncodec import InvalidJson, UnencodableText, dumps_bytes
+from converters.jsoncodec import InvalidJson, UnencodableText
+from converters.keyset import KeySet
 from converters.pii import PII_KINDS
 from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
@@ -38,6 +40,8 @@ REJECTS_SUFFIX = ".rejects.jsonl"
 CHANGES_SUFFIX = ".changes.jsonl"
 CHANGE_KINDS = (WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
 ARRAY_BATCH_ROWS = 2048
+PARALLEL_MIN_BYTES = 16 << 20  # inputs smaller than this convert in one process when no --workers is given
+MAX_AUTO_WORKERS = 4  # beyond this the main process (dedupe, split, writing) is the bottleneck
 
 
 class ConversionError(UserError):
@@ -147,9 +151,9 @@ def earlier_reports(folder: Path) -> Iterator[tuple[Path, dict]]:
         yield report_path, report
 
 
-def prior_query_keys(outputs: Outputs) -> tuple[set[int], list[str]]:
+def prior_query_keys(outputs: Outputs) -> tuple[KeySet, list[str]]:
     """Query keys of the datasets converted earlier into the same folder (other than this one)."""
-    keys: set[int] = set()
+    keys = KeySet()
     datasets = []
     for _, report in earlier_reports(outputs.train.parent):
         dataset, source = report["dataset"], SOURCES[report["source"]]
@@ -174,32 +178,44 @@ class Options:
     layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
 
 
-class Kept(NamedTuple):
-    """A converted row on its way to dedupe and the split. Batches carry plain tuples of these fields
-    (`Kept._make` restores one): pickling a NamedTuple per row between processes costs ten times more."""
-
-    line: int
-    key: int  # query key (dedupe, split)
-    record: bytes  # the record as UTF-8 JSON
-    care: int  # the row's CareFlags as an index into CARE_FLAGS
-    changes: tuple[str, ...]  # wrapper_stripped, care_reminder_added, emergency_reminder_added
-    chars: int  # characters of question and answer text (for the data card)
-
-
 CARE_FLAGS = [CareFlags(*bits) for bits in itertools.product((False, True), repeat=3)]
 _CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
 
 
 @dataclass
 class Batch:
-    """What converting a run of rows produced; small and picklable so worker processes can return it."""
+    """What converting a run of rows produced; picklable so worker processes can return it. Kept rows travel as
+    columns (a list per field): pickling them is far cheaper than a tuple a row, and the main process can dedupe
+    and split whole batches with set operations and one comparison a row."""
 
     read: int = 0
-    kept: list[tuple] = field(default_factory=list)  # Kept fields
+    lines: list[int] = field(default_factory=list)  # kept rows: input line
+    keys: list[int] = field(default_factory=list)  # query key (dedupe, split)
+    records: list[bytes] = field(default_factory=list)  # the record as UTF-8 JSON
+    cares: bytearray = field(default_factory=bytearray)  # the row's CareFlags as an index into CARE_FLAGS
+    chars: list[int] = field(default_factory=list)  # characters of question and answer text (for the data card)
+    changes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # kept row index -> changes made, if any
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     examples: list[tuple[int, str, list[tuple[str, str]]]] = field(default_factory=list)  # (line, reason, turns)
+
+    def only(self, rows: list[int]) -> Batch:
+        """The kept rows at `rows` (indices, in order), renumbered; everything else as it is."""
+        where = {old: new for new, old in enumerate(rows)}
+        return Batch(
+            read=self.read,
+            lines=[self.lines[i] for i in rows],
+            keys=[self.keys[i] for i in rows],
+            records=[self.records[i] for i in rows],
+            cares=bytearray(self.cares[i] for i in rows),
+            chars=[self.chars[i] for i in rows],
+            changes={where[i]: kinds for i, kinds in self.changes.items() if i in where},
+            rejects=self.rejects,
+            notes=self.notes,
+            pii=self.pii,
+            examples=self.examples,
+        )
 
 
 def _clean(
@@ -211,8 +227,8 @@ def _clean(
     turns = source.pairs(record)
     changes: tuple[str, ...] = ()
     if options.strip_wrappers:
-        stripped = [(strip_wrappers(question), answer) for question, answer in turns]
-        if stripped != turns:
+        stripped = _stripped(turns)
+        if stripped is not None:
             if not all(question for question, _ in stripped):
                 return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
             turns, changes = stripped, (WRAPPER_STRIPPED,)
@@ -230,12 +246,23 @@ def _clean(
     return record, changes, flags, turns
 
 
+def _stripped(turns: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """The turns with prompt wrappers stripped from their questions, or None when no question had one."""
+    stripped = None
+    for index, (question, answer) in enumerate(turns):
+        bare = strip_wrappers(question)
+        if bare != question:
+            stripped = stripped or list(turns)
+            stripped[index] = (bare, answer)
+    return stripped
+
+
 def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, object]]) -> Batch:
     """Run `(line, value)` rows through a source's pure functions and the cleaning steps."""
     source = SOURCES[source_name]
-    convert, scrub, first_query, pairs = source.convert, source.scrub, source.first_query, source.pairs
+    convert, scrub, first_query, pairs, encode = source.convert, source.scrub, source.first_query, source.pairs, source.encode
     batch = Batch()
-    kept, rejects = batch.kept, batch.rejects
+    rejects = batch.rejects
     examples: Counter = Counter()  # at most EXAMPLES_PER_REASON per batch: the card needs no more
 
     def example(line_no: int, reason: str, turns: list[tuple[str, str]]) -> None:
@@ -264,22 +291,19 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             if masked:
                 batch.pii.update(masked)
         try:
-            encoded = dumps_bytes(result)
+            encoded = encode(result)
         except UnencodableText as err:
             rejects.append((line_no, INVALID_UNICODE, str(err)))
             continue
-        for change in changes:
-            example(line_no, change, turns)
-        kept.append(
-            (
-                line_no,
-                query_key(first_query(result)),
-                encoded,
-                _CARE_INDEX[care],
-                changes,
-                sum(len(question) + len(answer) for question, answer in turns),
-            )
-        )
+        if changes:
+            batch.changes[len(batch.keys)] = changes
+            for change in changes:
+                example(line_no, change, turns)
+        batch.lines.append(line_no)
+        batch.keys.append(query_key(first_query(result)))
+        batch.records.append(encoded)
+        batch.cares.append(_CARE_INDEX[care])
+        batch.chars.append(len(turns[0][0]) + len(turns[0][1]) if len(turns) == 1 else sum(len(q) + len(a) for q, a in turns))
     return batch
 
 
@@ -288,22 +312,43 @@ def convert_jsonl_block(source_name: str, options: Options, path: str, first_lin
     return convert_rows(source_name, options, parse_jsonl_block(path, first_line, block))
 
 
-def _batches(source: ModuleType, raw: RawFile, options: Options, workers: int) -> Iterator[Batch]:
-    """Converted batches in input order; with workers > 1, JSON Lines blocks fan out to worker processes."""
-    if raw.format != JSONL or workers <= 1:
+def auto_workers(raw: RawFile) -> int:
+    """Worker processes for `raw` when none are asked for: one per usable core (at most MAX_AUTO_WORKERS) for a
+    JSON Lines file of PARALLEL_MIN_BYTES or more, else none (starting workers costs more than it saves)."""
+    if raw.format != JSONL or raw.size < PARALLEL_MIN_BYTES:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """The processes that convert JSON Lines blocks, started before any thread of this process (the progress bar
+    has one): then they can be forked, sharing the loaded modules, instead of started from a fork server."""
+    if workers <= 1:
+        yield None
+        return
+    safe_to_fork = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    context = multiprocessing.get_context("fork" if safe_to_fork else "forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool.submit(int).result()  # starts every worker now
+        yield pool
+
+
+def _batches(source: ModuleType, raw: RawFile, options: Options, pool: ProcessPoolExecutor | None, workers: int) -> Iterator[Batch]:
+    """Converted batches in input order; with a pool, JSON Lines blocks fan out to its worker processes."""
+    if raw.format != JSONL or pool is None:
         rows = iter(raw.rows())
         while chunk := list(islice(rows, ARRAY_BATCH_ROWS)):
             yield convert_rows(source.NAME, options, chunk)
         return
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque = deque()
-        for first_line, block in raw.jsonl_blocks():
-            pending.append(pool.submit(convert_jsonl_block, source.NAME, options, raw.path, first_line, block))
-            if len(pending) >= 2 * workers:  # bounded: the file is never read far ahead of the writer
-                yield pending.popleft().result()
-        while pending:
+    pending: deque = deque()
+    for first_line, block in raw.jsonl_blocks():
+        pending.append(pool.submit(convert_jsonl_block, source.NAME, options, raw.path, first_line, block))
+        if len(pending) >= 2 * workers:  # bounded: the file is never read far ahead of the writer
             yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 @dataclass
@@ -316,8 +361,8 @@ class Tally:
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     changes: Counter = field(default_factory=Counter)
-    train_care: CareTally = field(default_factory=CareTally)
-    eval_care: CareTally = field(default_factory=CareTally)
+    train_care: Counter = field(default_factory=Counter)  # rows by index into CARE_FLAGS
+    eval_care: Counter = field(default_factory=Counter)
 
 
 class _Outputs:
@@ -345,8 +390,8 @@ class _Outputs:
 def _route(
     batch: Batch,
     tally: Tally,
-    seen: set[int],
-    prior: set[int],
+    seen: KeySet,
+    prior: KeySet,
     prior_detail: str,
     split: HeldOutSplit,
     out: _Outputs,
@@ -359,34 +404,72 @@ def _route(
     rejects = batch.rejects
     for _, reason, _ in rejects:
         tally.skipped[reason] += 1
-    to_train = []
-    duplicate_lines = set()
-    for row in map(Kept._make, batch.kept):
-        if row.key in seen or row.key in prior:
-            tally.duplicates += 1
-            duplicate_lines.add(row.line)
-            rejects.append((row.line, DUPLICATE, "query seen earlier in this file" if row.key in seen else prior_detail))
-            continue
-        seen.add(row.key)
-        for change in row.changes:
+    batch, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, prior_detail)
+    for index, kinds in batch.changes.items():
+        for change in kinds:
             tally.changes[change] += 1
-            out.changes.append({"line": row.line, "change": change})
-        if card is not None:
-            card.offer(row)
-        displaced = split.offer(row.key, row)
-        if displaced is not None:
-            to_train.append(displaced)
-    _write_train(to_train, out, tally)
+            out.changes.append({"line": batch.lines[index], "change": change})
+    if card is not None:
+        card.offer(batch.lines, batch.keys, batch.records, batch.chars)
+    _write_train(*_split_off(batch, split), out, tally)
     for line_no, reason, detail in sorted(rejects):
         out.rejects.append({"line": line_no, "reason": reason, "detail": detail})
     if card is not None:  # a change shown on the card must be one that was written
         card.add_examples([example for example in batch.examples if example[0] not in duplicate_lines])
 
 
-def _write_train(rows: list[Kept], out: _Outputs, tally: Tally) -> None:
-    for row in rows:
-        tally.train_care.add(CARE_FLAGS[row.care])
-    out.train.extend_json([row.record for row in rows])
+def _drop_duplicates(batch: Batch, tally: Tally, seen: KeySet, prior: KeySet, prior_detail: str) -> tuple[Batch, set[int]]:
+    """The batch without rows whose query was seen before (counted, and listed with the rejects); their lines."""
+    fresh, duplicate_lines = [], set()
+    in_prior = prior.__contains__ if len(prior) else lambda key: False
+    for index, key in enumerate(batch.keys):
+        if in_prior(key):
+            detail = prior_detail
+        elif seen.add(key):
+            fresh.append(index)
+            continue
+        else:
+            detail = "query seen earlier in this file"
+        line = batch.lines[index]
+        tally.duplicates += 1
+        duplicate_lines.add(line)
+        batch.rejects.append((line, DUPLICATE, detail))
+    return (batch if len(fresh) == len(batch.keys) else batch.only(fresh)), duplicate_lines
+
+
+def _split_off(batch: Batch, split: HeldOutSplit) -> tuple[list[bytes], bytearray]:
+    """Offer a batch's rows to the held-out split; the records and care indexes going to train, in the order
+    rows (or the candidates they displace) leave the split. Rows at or above the split's threshold cannot
+    become candidates, so only the others are offered one by one."""
+    keys, records, cares = batch.keys, batch.records, batch.cares
+    threshold = split.threshold()
+    candidates = range(len(keys)) if threshold is None else [i for i, key in enumerate(keys) if key < threshold]
+    train_records: list[bytes] = []
+    train_cares = bytearray()
+    start = 0
+    for i in candidates:
+        train_records += records[start:i]
+        train_cares += cares[start:i]
+        displaced = split.offer(keys[i], (records[i], cares[i]))
+        if displaced is not None:
+            train_records.append(displaced[0])
+            train_cares.append(displaced[1])
+        start = i + 1
+    train_records += records[start:]
+    train_cares += cares[start:]
+    return train_records, train_cares
+
+
+def _write_train(records: list[bytes], cares: bytes, out: _Outputs, tally: Tally) -> None:
+    tally.train_care.update(cares)
+    out.train.extend_json(records)
+
+
+def _care_tally(counts: Counter) -> CareTally:
+    tally = CareTally()
+    for index, rows in sorted(counts.items()):
+        tally.add(CARE_FLAGS[index], rows)
+    return tally
 
 
 def convert_file(
@@ -399,7 +482,7 @@ def convert_file(
     options: Options = Options(),
     registry_path: str | os.PathLike | None = None,
     progress: bool | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     card: CardCollector | None = None,
     on_published: Callable[[dict], None] | None = None,
     lock_timeout: float | None = None,
@@ -409,7 +492,7 @@ def convert_file(
 
     The whole conversion holds the output set's lock, so its files (and `on_published(report)`'s, e.g. the
     data card) always come from one run; the registry is updated under its own lock. A second run into
-    the same outputs waits (`lock_timeout` seconds at most). Raises `InputError` (unreadable input),
+    the same outputs waits (`lock_timeout` seconds at most). `workers` None: `auto_workers`. Raises `InputError` (unreadable input),
     `RegistryError`, `ConversionError` or `LockTimeout`; in each case no output is replaced. `card`, when
     given, collects what the data card shows.
     """
@@ -453,12 +536,54 @@ def _convert_locked(
     card: CardCollector | None,
 ) -> dict:
     """The conversion itself, under the output set's lock: read, clean, route, write, report."""
-    from tqdm import tqdm
-
     started = time.perf_counter()
     prior, prior_datasets = prior_query_keys(outputs)
+    raw = RawFile(raw_path)
+    workers = auto_workers(raw) if workers is None else workers
+    split = HeldOutSplit(eval_size)
+    tally = Tally()
+    seen = KeySet()
+    with _worker_pool(workers) as pool, _progress_bar(raw, source, progress), _Outputs(outputs) as out:
+        for batch in _batches(source, raw, options, pool, workers):
+            _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
+        kept = out.train.count + len(split)
+        eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
+        leftover = list(leftover)
+        _write_train([record for record, _ in leftover], bytes(care for _, care in leftover), out, tally)
+        if out.train.count + len(eval_rows) == 0:
+            reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
+            raise ConversionError(
+                f"{raw_path}: no row could be converted ({reasons}, duplicates {tally.duplicates}); nothing was written"
+            )
+        tally.eval_care.update(care for _, care in eval_rows)
+        out.eval.extend_json([record for record, _ in eval_rows])
+        report = _report(
+            source,
+            raw,
+            outputs,
+            options,
+            tally,
+            written=out.train.count,
+            held_out=len(eval_rows),
+            prior_datasets=prior_datasets,
+            prior_count=len(prior),
+            eval_size=eval_size,
+            max_eval_fraction=max_eval_fraction,
+            workers=workers,
+            started=started,
+        )
+        out.commit()
+    write_json_atomic(outputs.report, report)
+    return report
+
+
+@contextlib.contextmanager
+def _progress_bar(raw: RawFile, source: ModuleType, progress: bool | None) -> Iterator[None]:
+    """A bar on stderr over the input's bytes (default: when stderr is a terminal), closed however the run ends."""
+    from tqdm import tqdm
+
     bar = tqdm(
-        total=os.path.getsize(raw_path),
+        total=raw.size,
         unit="B",
         unit_scale=True,
         desc=f"convert {source.NAME}",
@@ -466,45 +591,11 @@ def _convert_locked(
         file=sys.stderr,
         leave=False,
     )
-    raw = RawFile(raw_path, on_bytes=bar.update)
-    split = HeldOutSplit(eval_size)
-    tally = Tally()
-    seen: set[int] = set()
+    raw.on_bytes = bar.update
     try:
-        with _Outputs(outputs) as out:
-            for batch in _batches(source, raw, options, workers):
-                _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
-            kept = out.train.count + len(split)
-            eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
-            _write_train(list(leftover), out, tally)
-            if out.train.count + len(eval_rows) == 0:
-                reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
-                raise ConversionError(
-                    f"{raw_path}: no row could be converted ({reasons}, duplicates {tally.duplicates}); nothing was written"
-                )
-            for row in eval_rows:
-                tally.eval_care.add(CARE_FLAGS[row.care])
-            out.eval.extend_json([row.record for row in eval_rows])
-            report = _report(
-                source,
-                raw,
-                outputs,
-                options,
-                tally,
-                written=out.train.count,
-                held_out=len(eval_rows),
-                prior_datasets=prior_datasets,
-                prior_count=len(prior),
-                eval_size=eval_size,
-                max_eval_fraction=max_eval_fraction,
-                workers=workers,
-                started=started,
-            )
-            out.commit()
+        yield
     finally:
         bar.close()
-    write_json_atomic(outputs.report, report)
-    return report
 
 
 def _report(
@@ -541,7 +632,7 @@ def _report(
         "skipped": dict(sorted(tally.skipped.items())),
         "notes": dict(sorted(tally.notes.items())),
         "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
-        "care": {"train": tally.train_care.as_dict(), "eval": tally.eval_care.as_dict()},
+        "care": {"train": _care_tally(tally.train_care).as_dict(), "eval": _care_tally(tally.eval_care).as_dict()},
         "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
         "settings": {
             "layout": options.layout,

@@ -22,6 +22,7 @@ Wrappers: a question carrying its training prompt's markers (`<s>`, `</s>`, a le
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -57,7 +58,11 @@ _CONTACT = re.compile(
     r"|地址[:：]|(路|街|道)[0-9]{1,5}号"  # street addresses
 )
 _URL = re.compile(r"https?://\S+|www\.[A-Za-z0-9-]+\.\S+")
-_NUMBER = re.compile(r"[0-9][0-9 -]{5,}[0-9]")  # then classified: mobile, landline, 400/800
+_NUMBER_TAIL = r"[0-9 -]{5,}[0-9]"
+_NUMBER = re.compile("[0-9]" + _NUMBER_TAIL)  # then classified: mobile, landline, 400/800
+# Every contact match contains a hint or a number of 7+ characters: one scan rules most answers out. Each
+# branch starts with a literal character, so `re` skips to candidates in C (a [0-9] branch would stop that).
+_CONTACT_SIGNS = re.compile("|".join((_CONTACT_HINT.pattern, *(digit + _NUMBER_TAIL for digit in "0123456789"))))
 _PHONE = re.compile(r"(86)?1[3-9][0-9]{9}|0[1-9][0-9]{1,2}[2-9][0-9]{6,7}|[48]00[0-9]{7}")
 _CHAR_RUN = re.compile(r"(.)" + r"\1" * (DEGENERATE_CHAR_RUN - 1))  # spelled out: twice as fast as {n,}
 _WRAPPER_START = re.compile(r"^\s*(<s>)?\s*(问[：:]|[Qq][：:])?\s*")
@@ -101,6 +106,8 @@ def answer_repeats_question(question: str, answer: str) -> str | None:
 
 def contact_or_ad(question: str, answer: str) -> str | None:
     """The answer carries a URL, a WeChat/QQ id, or a mobile, landline or 400/800 number."""
+    if not _CONTACT_SIGNS.search(answer):
+        return None
     if _CONTACT_HINT.search(answer) and (match := _CONTACT.search(answer)):
         return f"contains {match.group(0)[:24]!r}"
     for match in _NUMBER.finditer(answer):
@@ -149,19 +156,25 @@ FILTERS: dict[str, Callable[[str, str], str | None]] = {
 
 def first_rejection(pairs: list[tuple[str, str]], enabled: frozenset[str]) -> tuple[str, str] | None:
     """`(reason, detail)` of the first enabled filter that rejects any turn, else None."""
-    for name, check in FILTERS.items():
-        if name not in enabled:
-            continue
-        if len(pairs) == 1:  # the common case, without the turn loop
-            detail = check(*pairs[0])
+    checks = _enabled_checks(enabled)
+    if len(pairs) == 1:  # the common case, without the turn loop
+        question, answer = pairs[0]
+        for name, check in checks:
+            detail = check(question, answer)
             if detail is not None:
                 return name, detail
-            continue
+        return None
+    for name, check in checks:
         for index, (question, answer) in enumerate(pairs):
             detail = check(question, answer)
             if detail is not None:
                 return name, f"turn {index + 1}: {detail}"
     return None
+
+
+@functools.cache
+def _enabled_checks(enabled: frozenset[str]) -> tuple[tuple[str, Callable[[str, str], str | None]], ...]:
+    return tuple((name, check) for name, check in FILTERS.items() if name in enabled)
 
 
 def strip_wrappers(question: str) -> str:

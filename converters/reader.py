@@ -38,7 +38,7 @@ class RawFile:
         self.path = os.fspath(path)
         self.size = os.path.getsize(self.path)
         self.sha256 = hashlib.sha256()
-        self._on_bytes = on_bytes or (lambda n: None)
+        self.on_bytes = on_bytes or (lambda n: None)  # told the size of each chunk read
         self.format = self._detect()
 
     def _detect(self) -> str:
@@ -66,7 +66,7 @@ class RawFile:
             first = True
             while chunk := handle.read(CHUNK_BYTES):
                 self.sha256.update(chunk)
-                self._on_bytes(len(chunk))
+                self.on_bytes(len(chunk))
                 if first and chunk.startswith(_BOM):
                     chunk = chunk[len(_BOM) :]
                 first = False
@@ -199,24 +199,23 @@ class _ArrayScanner:
 
 def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tuple[int, object]]:
     """Parse a block of whole JSON Lines rows with `jsonlines` (orjson as its parser); blank lines are not rows."""
-    lines = block.split(b"\n")
-    consumed = 0  # index in `lines` of the line the reader took last
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _parse_jsonl_lines(path, first_line, block.split(b"\n"))  # finds and names the line
+    return _parse_jsonl_lines(path, first_line, text.split("\n"))
 
-    def tracked() -> Iterator[bytes]:
-        nonlocal consumed
-        for consumed, raw in enumerate(lines):  # the reader's position, read after each row
-            yield raw
 
-    reader = jsonlines.Reader(tracked(), loads=loads_text)
-    while True:
+def _parse_jsonl_lines(path: str, first_line: int, lines: list[str] | list[bytes]) -> Iterator[tuple[int, object]]:
+    """Rows of `lines`, each with its line number; only the non-blank lines go to the reader, one `read` each."""
+    numbered = [(first_line + index, line) for index, line in enumerate(lines) if line and not line.isspace()]
+    reader = jsonlines.Reader([line for _, line in numbered], loads=loads_text)
+    for line_no, _ in numbered:
         try:
-            value = reader.read(allow_none=True, skip_empty=True)
-        except EOFError:
-            return
+            value = reader.read(allow_none=True)
         except jsonlines.InvalidLineError as err:
-            line_no = first_line + err.lineno - 1
             if isinstance(err.__cause__, UnicodeDecodeError):
                 raise InputError(f"{path}:{line_no}: not UTF-8 text (convert the file to UTF-8 first)") from None
             yield line_no, invalid_json(err.__cause__)
             continue
-        yield first_line + consumed, value
+        yield line_no, value

@@ -38,6 +38,12 @@ class HeldOutSplit:
             return heapq.heapreplace(self._heap, entry)[2]
         return record
 
+    def threshold(self) -> int | None:
+        """A key at or above which no row can become an eval candidate now (keys only get smaller); None: any can."""
+        if self.eval_size == 0:
+            return 0
+        return -self._heap[0][0] if len(self._heap) >= self.eval_size else None
+
     def finish(self, max_eval: int) -> tuple[list[dict], Iterator[dict]]:
         """Return (eval rows in input order, leftover candidates for train) with at most `max_eval` eval rows."""
         by_key = sorted(self._heap, key=lambda entry: -entry[0])
