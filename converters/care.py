@@ -22,6 +22,7 @@ A reminder is only added where the rule finds none, so it is never doubled.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -167,6 +168,10 @@ class CareFlags(NamedTuple):
     urges_emergency: bool
 
 
+# Every combination, at index 4 * advises_care + 2 * urgent + urges_emergency: rows share these few tuples.
+CARE_FLAGS = [CareFlags(*bits) for bits in itertools.product((False, True), repeat=3)]
+
+
 def _with_sentence(answer: str, sentence: str) -> str:
     return f"{answer}\n\n{sentence}"
 
@@ -205,7 +210,7 @@ def apply_care_policy(pairs: list[tuple[str, str]], policy: str) -> tuple[list[t
             pairs = [*pairs[:-1], (question, _with_sentence(answer, CARE_REMINDER))]
             changes.append(CARE_REMINDER_ADDED)
             cared = True
-    return pairs, changes, CareFlags(advises_care=cared, urgent=urgent, urges_emergency=urged)
+    return pairs, changes, CARE_FLAGS[4 * cared + 2 * urgent + urged]
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """JSON in and out through orjson, with the standard library as the reference where orjson says no.
 
-A row orjson rejects (NaN, integers beyond 64 bits) is parsed, or explained, by the standard library, so a
-row's fate is the standard library's. Output is compact UTF-8 JSON with non-ASCII kept, byte-identical to
+A row orjson rejects (NaN, a lone surrogate escape) is parsed, or explained, by the standard library, so a
+row's fate is the standard library's (orjson reads integers beyond 64 bits as floats, which only changes the
+detail of a non_string_field skip). Output is compact UTF-8 JSON with non-ASCII kept, byte-identical to
 `json.dumps(record, ensure_ascii=False, separators=(",", ":"))` for the text records caretune writes.
 """
 
@@ -20,15 +21,13 @@ class UnencodableText(ValueError):
     """A record holds text that cannot be written as UTF-8 (a lone surrogate)."""
 
 
-def loads_text(text: str) -> object:
-    """Parse one JSON Lines row; the standard library decides (and explains) what orjson rejects.
-
-    Raises json.JSONDecodeError when the row is not JSON.
-    """
+def loads_rejected(text: str) -> object | InvalidJson:
+    """What the standard library makes of a row orjson rejected: the value (NaN, integers beyond 64 bits),
+    or the InvalidJson that explains why the row is not JSON."""
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
         return json.loads(text)
+    except json.JSONDecodeError as err:
+        return invalid_json(err)
 
 
 def invalid_json(err: json.JSONDecodeError) -> InvalidJson:

@@ -19,8 +19,9 @@ _PII = re.compile(
     r"|(?<![0-9])(?P<id_card>[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx])(?![0-9A-Za-z])"
     r"|(?<![0-9])(?:\+?86[- ]?)?(?P<phone>1[3-9][0-9](?:[- ]?[0-9]{4}){2})(?![0-9])"
 )
-# Every match has an "@" or a run of 11+ digits, spaces and dashes: one cheap scan rules most texts out.
-_CHEAP_SIGNS = re.compile(r"@|[0-9][- 0-9]{9,}[0-9Xx]")
+# Every match has an "@" or a run of 11+ digits, spaces and dashes: one cheap scan rules most texts out. Each
+# branch starts with a literal character, so `re` skips to candidates in C (a [0-9] branch would stop that).
+_CHEAP_SIGNS = re.compile("|".join(("@", *(digit + r"[- 0-9]{9,}[0-9Xx]" for digit in "0123456789"))))
 
 
 def mask_pii(text: str) -> tuple[str, Counter | None]:

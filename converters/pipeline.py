@@ -4,7 +4,6 @@ a report, a rejects log and the dataset registry."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -21,7 +20,15 @@ from types import ModuleType
 
 from converters import chatmed, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
-from converters.care import APPEND, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, CareFlags, CareTally, apply_care_policy
+from converters.care import (
+    APPEND,
+    CARE_FLAGS,
+    CARE_REMINDER_ADDED,
+    EMERGENCY_REMINDER_ADDED,
+    CareFlags,
+    CareTally,
+    apply_care_policy,
+)
 from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
 from converters.errors import UserError
 from converters.jsoncodec import InvalidJson, UnencodableText
@@ -178,7 +185,6 @@ class Options:
     layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
 
 
-CARE_FLAGS = [CareFlags(*bits) for bits in itertools.product((False, True), repeat=3)]
 _CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
 
 

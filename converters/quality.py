@@ -23,6 +23,7 @@ Wrappers: a question carrying its training prompt's markers (`<s>`, `</s>`, a le
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import unicodedata
 from collections.abc import Callable
@@ -65,6 +66,8 @@ _NUMBER = re.compile("[0-9]" + _NUMBER_TAIL)  # then classified: mobile, landlin
 _CONTACT_SIGNS = re.compile("|".join((_CONTACT_HINT.pattern, *(digit + _NUMBER_TAIL for digit in "0123456789"))))
 _PHONE = re.compile(r"(86)?1[3-9][0-9]{9}|0[1-9][0-9]{1,2}[2-9][0-9]{6,7}|[48]00[0-9]{7}")
 _CHAR_RUN = re.compile(r"(.)" + r"\1" * (DEGENERATE_CHAR_RUN - 1))  # spelled out: twice as fast as {n,}
+_RUN_STRIDE = DEGENERATE_CHAR_RUN // 2
+_EQUAL_NEIGHBOURS = re.compile(r"(.)\1", re.DOTALL)
 _WRAPPER_START = re.compile(r"^\s*(<s>)?\s*(问[：:]|[Qq][：:])?\s*")
 _WRAPPER_END = re.compile(r"\s*(答[：:]|[Aa][：:])?\s*(</s>)?\s*$")
 
@@ -119,19 +122,26 @@ def contact_or_ad(question: str, answer: str) -> str | None:
 
 def degenerate_repetition(question: str, answer: str) -> str | None:
     """The answer repeats one clause over and over, or one character in a long run."""
-    clauses = answer.replace("。", "，").replace("！", "，").replace("？", "，").replace("\n", "，").split("，")
-    distinct = set(clauses)
-    distinct.discard("")
-    if len(distinct) < len(clauses) - clauses.count(""):  # some clause repeats: look for a run of it
+    split = answer.replace("。", "，").replace("！", "，").replace("？", "，").replace("\n", "，").split("，")
+    clauses = list(filter(None, split))
+    if any(map(operator.eq, clauses, clauses[1:])):  # some clause follows itself: look for a run of it
         run, previous = 1, None
         for clause in clauses:
-            if not clause:
-                continue
             run = run + 1 if clause == previous and len(clause) >= 2 else 1
             previous = clause
             if run >= DEGENERATE_CLAUSE_REPEATS:
                 return f"repeats {clause[:24]!r} {run} times"
-    for match in _CHAR_RUN.finditer(answer):
+    return char_run(answer)
+
+
+def char_run(text: str) -> str | None:
+    """One letter or character DEGENERATE_CHAR_RUN times in a row, described; None when there is none.
+
+    Such a run holds two equal characters at consecutive multiples of _RUN_STRIDE (half the run), so a scan of
+    every _RUN_STRIDE-th character, a quarter of the text, rules most texts out before the full scan."""
+    if not _EQUAL_NEIGHBOURS.search(text[::_RUN_STRIDE]):
+        return None
+    for match in _CHAR_RUN.finditer(text):
         if match.group(1).isalpha():  # a row of dashes or dots is layout, not degeneration
             return f"repeats {match.group(1)!r} {DEGENERATE_CHAR_RUN}+ times"
     return None
@@ -154,18 +164,29 @@ FILTERS: dict[str, Callable[[str, str], str | None]] = {
 }
 
 
+# Filters that can only reject an answer one of these patterns matches (each branch literal-first). One scan
+# with the union of the enabled filters' screens rules most answers out of all of them at once.
+_SCREENS = {AI_SELF_REFERENCE: _AI_SELF, CONTACT_OR_AD: _CONTACT_SIGNS}
+
+
 def first_rejection(pairs: list[tuple[str, str]], enabled: frozenset[str]) -> tuple[str, str] | None:
     """`(reason, detail)` of the first enabled filter that rejects any turn, else None."""
-    checks = _enabled_checks(enabled)
+    checks, screen = _enabled_checks(enabled)
     if len(pairs) == 1:  # the common case, without the turn loop
         question, answer = pairs[0]
+        screened = screen is not None and not screen.search(answer)
         for name, check in checks:
+            if screened and name in _SCREENS:
+                continue
             detail = check(question, answer)
             if detail is not None:
                 return name, detail
         return None
+    screened = [screen is not None and not screen.search(answer) for _, answer in pairs]
     for name, check in checks:
         for index, (question, answer) in enumerate(pairs):
+            if screened[index] and name in _SCREENS:
+                continue
             detail = check(question, answer)
             if detail is not None:
                 return name, f"turn {index + 1}: {detail}"
@@ -173,8 +194,11 @@ def first_rejection(pairs: list[tuple[str, str]], enabled: frozenset[str]) -> tu
 
 
 @functools.cache
-def _enabled_checks(enabled: frozenset[str]) -> tuple[tuple[str, Callable[[str, str], str | None]], ...]:
-    return tuple((name, check) for name, check in FILTERS.items() if name in enabled)
+def _enabled_checks(enabled: frozenset[str]) -> tuple[tuple[tuple[str, Callable[[str, str], str | None]], ...], re.Pattern | None]:
+    """The enabled filters in order, and the union of their screens (None when none has one)."""
+    checks = tuple((name, check) for name, check in FILTERS.items() if name in enabled)
+    screens = [_SCREENS[name].pattern for name, _ in checks if name in _SCREENS]
+    return checks, (re.compile("|".join(screens)) if screens else None)
 
 
 def strip_wrappers(question: str) -> str:

@@ -14,9 +14,10 @@ import os
 from collections.abc import Callable, Iterator
 
 import jsonlines
+import orjson
 
 from converters.errors import UserError
-from converters.jsoncodec import invalid_json, loads_text
+from converters.jsoncodec import loads_rejected
 
 JSONL = "jsonl"
 JSON_ARRAY = "json-array"
@@ -209,13 +210,12 @@ def parse_jsonl_block(path: str, first_line: int, block: bytes) -> Iterator[tupl
 def _parse_jsonl_lines(path: str, first_line: int, lines: list[str] | list[bytes]) -> Iterator[tuple[int, object]]:
     """Rows of `lines`, each with its line number; only the non-blank lines go to the reader, one `read` each."""
     numbered = [(first_line + index, line) for index, line in enumerate(lines) if line and not line.isspace()]
-    reader = jsonlines.Reader([line for _, line in numbered], loads=loads_text)
+    reader = jsonlines.Reader([line for _, line in numbered], loads=orjson.loads)
     for line_no, _ in numbered:
         try:
             value = reader.read(allow_none=True)
         except jsonlines.InvalidLineError as err:
             if isinstance(err.__cause__, UnicodeDecodeError):
                 raise InputError(f"{path}:{line_no}: not UTF-8 text (convert the file to UTF-8 first)") from None
-            yield line_no, invalid_json(err.__cause__)
-            continue
+            value = loads_rejected(err.line)  # the standard library decides, and explains, what orjson rejects
         yield line_no, value

@@ -1,16 +1,24 @@
 """Each quality filter on hand-written rows, positive and negative, and the wrapper stripping."""
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from converters.choices import FILTER_REASONS
 from converters.quality import (
     AI_SELF_REFERENCE,
     ANSWER_REPEATS_QUESTION,
     CONTACT_OR_AD,
+    DEGENERATE_CHAR_RUN,
+    DEGENERATE_CLAUSE_REPEATS,
     DEGENERATE_REPETITION,
     FILTERS,
     SHORT_ANSWER,
     TRUNCATED_ANSWER,
+    char_run,
+    degenerate_repetition,
     first_rejection,
     strip_wrappers,
 )
@@ -112,3 +120,76 @@ def test_mask_contacts():
 
     assert mask_contacts("电话：010-62345678，手机13812345678，见 http://a.cn/x 。") == "电话：[电话]，手机[电话]，见 [网址] 。"
     assert mask_contacts("每天饮水1500-2000毫升，必要时拨打120。") == "每天饮水1500-2000毫升，必要时拨打120。"
+
+
+FRAGMENTS = [
+    "多喝水",
+    "，",
+    "。",
+    "作为一个AI",
+    "我是人工智能",
+    "as an AI",
+    "微信号：abc12345",
+    "加我QQ",
+    "QQ:123456789",
+    "www.example.com",
+    "http://a.cn/x",
+    "地址：",
+    "人民路12号",
+    "13812345678",
+    "010-62345678",
+    "4001234567",
+    "123-4567",
+    "血压120/80",
+    "好" * 9,
+    "a",
+    " ",
+    "\n",
+    "请及时就医。",
+]
+
+
+@given(st.lists(st.sampled_from(FRAGMENTS), max_size=12), st.lists(st.sampled_from(FRAGMENTS), max_size=3))
+@settings(max_examples=400, deadline=None)
+def test_the_shared_screen_never_changes_a_verdict(answer_parts, more_parts):
+    """first_rejection skips screened filters when one scan finds none of their signs; the verdict must be the
+    one every filter gives when each runs on its own."""
+    enabled = frozenset(FILTER_REASONS)
+    for pairs in ([(Q, "".join(answer_parts))], [(Q, "".join(answer_parts)), (Q, "".join(more_parts))]):
+        expected = None
+        for name, check in FILTERS.items():
+            details = [check(question, answer) for question, answer in pairs]
+            hit = next(((i, d) for i, d in enumerate(details) if d is not None), None)
+            if hit is not None:
+                expected = (name, hit[1] if len(pairs) == 1 else f"turn {hit[0] + 1}: {hit[1]}")
+                break
+        assert first_rejection(pairs, enabled) == expected
+
+
+@given(st.lists(st.sampled_from(["好", "啊", "a", "-", "。", "\n", "好" * 7, "啊" * 8, "a" * 9, "-" * 8]), max_size=12))
+@settings(max_examples=500, deadline=None)
+def test_char_run_screen_never_misses_a_run(parts):
+    """The scan of every fourth character only rules out texts without a run of DEGENERATE_CHAR_RUN letters."""
+    text = "".join(parts)
+    runs = re.finditer(r"(.)\1{%d}" % (DEGENERATE_CHAR_RUN - 1), text)
+    expected = next((f"repeats {m.group(1)!r} {DEGENERATE_CHAR_RUN}+ times" for m in runs if m.group(1).isalpha()), None)
+    assert char_run(text) == expected
+
+
+def repeated_clause(answer: str) -> str | None:
+    """The clause rule spelled out plainly: a run of DEGENERATE_CLAUSE_REPEATS equal clauses (2+ characters)."""
+    clauses = [c for c in re.split("[，。！？\n]", answer) if c]
+    for start in range(len(clauses)):
+        run = 1
+        while start + run < len(clauses) and clauses[start + run] == clauses[start] and len(clauses[start]) >= 2:
+            run += 1
+            if run >= DEGENERATE_CLAUSE_REPEATS:
+                return f"repeats {clauses[start][:24]!r} {run} times"
+    return None
+
+
+@given(st.lists(st.sampled_from(["建议休息", "多喝水", "好", "，", "。", "！", "？", "\n", "，，"]), max_size=16))
+@settings(max_examples=500, deadline=None)
+def test_the_clause_screen_never_misses_a_run(parts):
+    answer = "".join(parts)
+    assert degenerate_repetition("", answer) == (repeated_clause(answer) or char_run(answer))

@@ -25,6 +25,18 @@ def test_jsonl_rows_with_line_numbers_blank_lines_and_invalid_json(tmp_path):
     assert isinstance(rows[2][1], InvalidJson)
 
 
+def test_rows_orjson_rejects_are_the_standard_librarys_to_judge(tmp_path):
+    path = tmp_path / "in.jsonl"
+    lines = ['{"a": NaN}', '{"a": "头疼"}', '{"a": "\\ud800"}', '{"a": 1,}']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = rows_of(path)
+    assert rows[0][1]["a"] != rows[0][1]["a"]  # NaN
+    assert rows[1:3] == [(2, {"a": "头疼"}), (3, {"a": "\ud800"})]
+    with pytest.raises(json.JSONDecodeError) as err:
+        json.loads(lines[3])
+    assert rows[3] == (4, f"{err.value.msg} (column {err.value.colno})") and isinstance(rows[3][1], InvalidJson)
+
+
 def test_bom_and_crlf_accepted(tmp_path):
     path = tmp_path / "bom.jsonl"
     path.write_bytes(codecs.BOM_UTF8 + '{"q": "你好"}\r\n{"q": "再见"}\r\n'.encode())

@@ -2,7 +2,10 @@
 
 from collections import Counter
 
-from converters.pii import mask_pii
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from converters.pii import _PII, MASKS, mask_pii
 from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, Skip, normalise_query, query_key, string_field
 
 
@@ -52,3 +55,30 @@ def test_mask_pii_leaves_medical_numbers_alone():
 def test_mask_pii_id_card_with_x_check_digit():
     masked, counts = mask_pii("证件号44030419851231123X。")
     assert masked == "证件号[身份证号]。" and counts == Counter(id_card=1)
+
+
+PII_FRAGMENTS = [
+    "13812345678",
+    "138-1234-5678",
+    "+86 139 1234 5678",
+    "11010519491231002X",
+    "a.b@c.com",
+    "@",
+    "12",
+    "-",
+    " ",
+    "0",
+    "X",
+    "伤",
+    "电话",
+]
+
+
+@given(st.lists(st.sampled_from(PII_FRAGMENTS), max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_mask_pii_screen_never_skips_a_match(parts):
+    """The cheap first scan only rules out texts the full pattern would leave unchanged."""
+    text = "".join(parts)
+    masked, counts = mask_pii(text)
+    assert masked == _PII.sub(lambda m: MASKS[m.lastgroup], text)
+    assert (counts is None) == (masked == text)
