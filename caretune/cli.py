@@ -144,8 +144,7 @@ def _convert_command(source_name: str, help_text: str):
         "--workers",
         type=click.IntRange(min=1),
         default=None,
-        help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; "
-        "else 1).",
+        help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; else 1).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
     @click.option(

@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import threading
 
 import pytest
 
@@ -157,10 +159,42 @@ def test_worker_processes_give_identical_outputs(project, tmp_path, monkeypatch)
     monkeypatch.setattr("converters.reader.CHUNK_BYTES", 4096)
     one, outputs = convert(chatmed, big, project)
     single = {p: p.read_bytes() for p in (outputs.train, outputs.eval, outputs.rejects)}
-    two, _ = convert(chatmed, big, project, workers=2)
-    assert {p: p.read_bytes() for p in single} == single
     varying = ("seconds", "workers", "registry_changed")
+    two, _ = convert(chatmed, big, project, workers=2)  # forked: no other thread runs here
+    assert {p: p.read_bytes() for p in single} == single
     assert {k: v for k, v in one.items() if k not in varying} == {k: v for k, v in two.items() if k not in varying}
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()  # forking with a live thread is unsafe: the workers come from a fork server instead
+    try:
+        served, _ = convert(chatmed, big, project, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    assert {p: p.read_bytes() for p in single} == single
+    assert {k: v for k, v in one.items() if k not in varying} == {k: v for k, v in served.items() if k not in varying}
+
+
+def read_json_lines(lines):
+    for line in lines:
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
+def test_large_json_lines_inputs_get_a_worker_per_core(project, tmp_path, monkeypatch):
+    rows = CHATMED_SAMPLE.read_text(encoding="utf-8").splitlines()
+    big = write_lines(tmp_path / "big.jsonl", rows * 8)
+    assert convert(chatmed, big, project)[0]["workers"] == 1  # under PARALLEL_MIN_BYTES: one process
+    monkeypatch.setattr("converters.pipeline.PARALLEL_MIN_BYTES", 1024)
+    monkeypatch.setattr("converters.reader.CHUNK_BYTES", 4096)
+    cores = len(os.sched_getaffinity(0))
+    assert convert(chatmed, big, project)[0]["workers"] == min(cores, 4)
+    array = tmp_path / "big.json"
+    valid = [json.dumps(row, ensure_ascii=False) for row in read_json_lines(rows) if isinstance(row, dict)]
+    array.write_text("[" + ",".join(valid) + "]", encoding="utf-8")  # arrays are parsed in one process
+    assert convert(chatmed, array, project, eval_size=0)[0]["workers"] == 1
 
 
 def test_lone_surrogates_are_skipped_not_written(project):
