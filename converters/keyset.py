@@ -33,34 +33,29 @@ class KeySet:
     def __contains__(self, key: int) -> bool:
         if key == _EMPTY:
             return self._has_zero
-        slots, mask = self._slots, self._mask
-        index = key & mask
-        while True:
-            held = slots[index]
-            if held == key:
-                return True
-            if held == _EMPTY:
-                return False
-            index = (index + 1) & mask
+        return self._slots[self._slot(key)] == key
 
     def add(self, key: int) -> bool:
         """Add `key`; True if it was not there before."""
         if key == _EMPTY:
             new, self._has_zero = not self._has_zero, True
             return new
+        index = self._slot(key)
+        if self._slots[index] == key:
+            return False
+        self._slots[index] = key
+        self._count += 1
+        if self._count > MAX_LOAD * len(self._slots):
+            self._grow()
+        return True
+
+    def _slot(self, key: int) -> int:
+        """The slot holding `key`, or the free slot where it would go."""
         slots, mask = self._slots, self._mask
         index = key & mask
-        while True:
-            held = slots[index]
-            if held == key:
-                return False
-            if held == _EMPTY:
-                slots[index] = key
-                self._count += 1
-                if self._count > MAX_LOAD * len(slots):
-                    self._grow()
-                return True
+        while slots[index] != key and slots[index] != _EMPTY:
             index = (index + 1) & mask
+        return index
 
     def _grow(self) -> None:
         old = self._slots
