@@ -191,8 +191,8 @@ _CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
 @dataclass
 class Batch:
     """What converting a run of rows produced; picklable so worker processes can return it. Kept rows travel as
-    columns (a list per field): pickling them is far cheaper than a tuple a row, and the main process can dedupe
-    and split whole batches with set operations and one comparison a row."""
+    columns (a list per field): pickling them is far cheaper than a tuple a row, and the main process offers
+    them to the split and the data card with one threshold comparison a row."""
 
     read: int = 0
     lines: list[int] = field(default_factory=list)  # kept rows: input line
