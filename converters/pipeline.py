@@ -426,21 +426,21 @@ def _route(
 
 def _drop_duplicates(batch: Batch, tally: Tally, seen: KeySet, prior: KeySet, prior_detail: str) -> tuple[Batch, set[int]]:
     """The batch without rows whose query was seen before (counted, and listed with the rejects); their lines."""
-    fresh, duplicate_lines = [], set()
-    in_prior = prior.__contains__ if len(prior) else lambda key: False
-    for index, key in enumerate(batch.keys):
-        if in_prior(key):
-            detail = prior_detail
-        elif seen.add(key):
-            fresh.append(index)
-            continue
-        else:
-            detail = "query seen earlier in this file"
-        line = batch.lines[index]
-        tally.duplicates += 1
-        duplicate_lines.add(line)
-        batch.rejects.append((line, DUPLICATE, detail))
-    return (batch if len(fresh) == len(batch.keys) else batch.only(fresh)), duplicate_lines
+    keys = batch.keys
+    earlier = {index for index, key in enumerate(keys) if key in prior} if len(prior) else set()
+    if earlier:  # queries of the datasets converted earlier are not added to this file's own
+        offered = [index for index in range(len(keys)) if index not in earlier]
+        fresh = [offered[position] for position in seen.add_new([keys[index] for index in offered])]
+    else:
+        fresh = seen.add_new(keys)
+    if len(fresh) == len(keys):
+        return batch, set()
+    duplicates = sorted(set(range(len(keys))).difference(fresh))
+    for index in duplicates:
+        detail = prior_detail if index in earlier else "query seen earlier in this file"
+        batch.rejects.append((batch.lines[index], DUPLICATE, detail))
+    tally.duplicates += len(duplicates)
+    return batch.only(fresh), {batch.lines[index] for index in duplicates}
 
 
 def _split_off(batch: Batch, split: HeldOutSplit) -> tuple[list[bytes], bytearray]:

@@ -29,3 +29,20 @@ def test_keyset_holds_half_a_million_query_keys_in_under_a_third_of_a_sets_memor
     as_set = {query_key(q) for q in queries}
     python_set = sys.getsizeof(as_set) + sum(sys.getsizeof(key) for key in as_set)
     assert compact <= 16 * 2**20 and compact * 3 <= python_set, (compact, python_set)
+
+
+def test_add_new_reports_the_first_occurrence_of_each_new_key_through_growth():
+    rng = random.Random(11)
+    pool = [0, 2**64 - 1, 1024, 2048, *(rng.getrandbits(64) for _ in range(3000))]
+    pool += [key & ~0x3FF for key in pool[:1000]]  # same low bits: long probe runs
+    keys, reference = KeySet(), set()
+    for _ in range(12):  # batches that repeat keys within themselves and across batches, growing the table
+        batch = [rng.choice(pool) for _ in range(1500)]
+        expected = []
+        for index, key in enumerate(batch):
+            if key not in reference:
+                expected.append(index)
+                reference.add(key)
+        assert keys.add_new(batch) == expected
+    assert len(keys) == len(reference)
+    assert all(key in keys for key in reference)

@@ -9,7 +9,8 @@ import pytest
 
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
-from converters.pipeline import ConversionError, Options
+from converters.keyset import KeySet
+from converters.pipeline import Batch, ConversionError, Options, Tally, _drop_duplicates
 from converters.reader import InputError
 from converters.records import query_key
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
@@ -92,6 +93,24 @@ def test_duplicates_across_datasets_in_the_same_folder(project):
     chat_keys = set(keys_of(project / "data/multi-med.json", chatmed) + keys_of(project / "data/multi-med-eval.json", chatmed))
     huatuo_keys = set(keys_of(outputs.train, huatuo) + keys_of(outputs.eval, huatuo))
     assert not chat_keys & huatuo_keys
+
+
+def test_a_batch_keeps_each_new_query_once_and_names_where_each_duplicate_was_seen():
+    keys = [5, 7, 5, 9, 7, 9, 11, 0, 0]
+    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=[bytes([k]) for k in keys], cares=bytearray(9), chars=[1] * 9)
+    seen, prior, tally = KeySet([11]), KeySet([9]), Tally()
+    kept, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, "query already in multi-med")
+    assert kept.lines == [10, 11, 17] and kept.keys == [5, 7, 0]
+    assert sorted(batch.rejects) == [
+        (12, "duplicate", "query seen earlier in this file"),
+        (13, "duplicate", "query already in multi-med"),
+        (14, "duplicate", "query seen earlier in this file"),
+        (15, "duplicate", "query already in multi-med"),
+        (16, "duplicate", "query seen earlier in this file"),
+        (18, "duplicate", "query seen earlier in this file"),
+    ]
+    assert duplicate_lines == {12, 13, 14, 15, 16, 18} and tally.duplicates == 6
+    assert 9 not in seen  # a query of an earlier dataset is not counted as this file's own
 
 
 def test_reconverting_the_same_dataset_does_not_dedupe_against_itself(project):
