@@ -97,7 +97,8 @@ def test_duplicates_across_datasets_in_the_same_folder(project):
 
 def test_a_batch_keeps_each_new_query_once_and_names_where_each_duplicate_was_seen():
     keys = [5, 7, 5, 9, 7, 9, 11, 0, 0]
-    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=[bytes([k]) for k in keys], cares=bytearray(9), chars=[1] * 9)
+    records = [bytes([key]) for key in keys]
+    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=records, cares=bytearray(9), chars=[1] * 9)
     seen, prior, tally = KeySet([11]), KeySet([9]), Tally()
     kept, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, "query already in multi-med")
     assert kept.lines == [10, 11, 17] and kept.keys == [5, 7, 0]
