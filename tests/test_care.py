@@ -3,8 +3,11 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from caretune.evaluate import EMERGENCY_FILE
+from converters import care
 from converters.care import (
     CARE_REMINDER,
     CARE_REMINDER_ADDED,
@@ -143,3 +146,22 @@ def test_tally_counts_shares():
         "urges_emergency_share": 0.5,
     }
     assert CareTally().as_dict()["urges_emergency_share"] is None
+
+
+def advice_anywhere(answer: str) -> bool:
+    """The advice rule spelled out: some care phrase starts at a position not preceded by a negation."""
+    return any(
+        care._CARE.match(answer, start) and not care._NEGATION.search(answer[max(0, start - 4) : start])
+        for start in range(len(answer))
+    )
+
+
+ADVICE_FRAGMENTS = ["请及时就医", "不需要就医", "无需就诊", "去医院", "暂不复查", "看医生", "，", "。", "注意休息", "不必"]
+
+
+@given(st.lists(st.sampled_from(ADVICE_FRAGMENTS), max_size=14))
+@settings(max_examples=500, deadline=None)
+def test_advises_care_finds_advice_wherever_it_is(parts):
+    """A care phrase counts wherever it stands, unless a negation comes right before it."""
+    answer = "".join(parts)
+    assert advises_care(answer) == advice_anywhere(answer)
