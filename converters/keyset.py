@@ -16,7 +16,8 @@ MAX_LOAD = 0.5
 
 
 class KeySet:
-    """A set of integers in [0, 2**64): `add` reports whether a key was new, `in` tests membership."""
+    """A set of integers in [0, 2**64): `add` reports whether a key was new, `add_new` which of a batch were,
+    `in` tests membership."""
 
     def __init__(self, keys: Iterable[int] = ()):
         self._slots = array("Q", bytes(8 * _MIN_SLOTS))
