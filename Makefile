@@ -8,15 +8,12 @@ STAMP := $(VENV)/.caretune-setup
 TORCH_VERSION ?= 2.13.0
 # Optional package index for torch, e.g. https://download.pytorch.org/whl/cpu on a machine without a local CPU wheel.
 TORCH_INDEX ?=
-SAMPLE := data/sample
 # Tests and the demo use local files only; nothing waits on a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-QUIET := LLAMAFACTORY_VERBOSITY=WARN TRANSFORMERS_VERBOSITY=warning
 
 # `make train [RECIPE=...] [GPUS=N]`; multi-node: add NNODES=2 NODE_RANK=0 MASTER_ADDR=... MASTER_PORT=...
 RECIPE ?= recipes/qwen3-8b/lora_sft.yaml
 GPUS ?=
-TINY := recipes/tiny-qwen3
 
 CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
 EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
@@ -26,13 +23,13 @@ MCQ_SOURCES ?= data/sample/mcq
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup lint demo test test-fast bench train-bench plan clean clean-data train preflight chat api webui export eval report \
+.PHONY: setup lint demo test test-all bench train-bench plan clean clean-data train preflight chat api webui export eval judge report \
 	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile caretune/setup_venv.py
-	$(PYTHON) caretune/setup_venv.py --venv $(VENV) --torch $(TORCH_VERSION) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
+$(STAMP): pyproject.toml Makefile caretune/devtools/setup_venv.py
+	$(PYTHON) caretune/devtools/setup_venv.py --venv $(VENV) --torch $(TORCH_VERSION) $(if $(TORCH_INDEX),--torch-index $(TORCH_INDEX))
 	@touch $(STAMP)
 
 # Style, import order and formatting (ruff), the import layers (import-linter, contracts in pyproject.toml), and shipped recipes equal to their generator (CI runs this before the tests;
@@ -44,21 +41,10 @@ lint: setup
 	$(BIN)/caretune recipes --check
 
 # The main job on the embedded default, on CPU: convert + register + check the shipped sample, plan the
-# Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, answer one question.
+# Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, report, answer one question.
+# One line per stage; each stage's full output goes to saves/demo/.
 demo: setup
-	$(BIN)/caretune convert chatmed $(SAMPLE)/chatmed_consult_sample.jsonl
-	$(BIN)/caretune convert huatuo $(SAMPLE)/huatuo2_sft_sample.json
-	$(OFFLINE) $(BIN)/caretune check
-	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) 2>/dev/null  # what the Qwen3-8B run of this data would cost
-	$(OFFLINE) $(BIN)/caretune tiny-model
-	rm -rf saves/tiny-qwen3  # the demo's own scratch run (noise from a random model); nothing else is touched
-	$(OFFLINE) $(QUIET) $(BIN)/caretune train $(TINY)/lora_sft.yaml
-	$(OFFLINE) $(QUIET) $(BIN)/llamafactory-cli train $(TINY)/predict.yaml
-	@$(BIN)/python -c "import json; r = json.load(open('saves/tiny-qwen3/lora/predict/predict_results.json')); \
-	  print('held-out metrics:', ', '.join(f'{k} {v:.2f}' for k, v in r.items() if 'bleu' in k or 'rouge' in k))"
-	$(OFFLINE) $(QUIET) $(BIN)/caretune chat $(TINY)/chat.yaml --query "最近三天低烧，嗓子疼，需要吃抗生素吗？"
-	@echo "demo: the tiny model has random weights, so its loss is ~ln(151936) and its answers are noise."
-	@echo "demo: on 4 GPUs run: make train   (recipes/qwen3-8b/lora_sft.yaml, Qwen3-8B LoRA with DeepSpeed)"
+	$(BIN)/python -m caretune.devtools.demo
 
 preflight: setup
 	$(BIN)/caretune preflight $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
@@ -83,17 +69,30 @@ eval: setup
 	$(BIN)/caretune eval $(EVAL_RECIPE)
 	$(BIN)/caretune mcq $(CHAT_RECIPE) $(foreach source,$(MCQ_SOURCES),--source $(source))
 
+# `make judge JUDGE_URL=http://127.0.0.1:8001/v1 JUDGE_MODEL=NAME`: the shipped rubric set on the base model and on
+# the tuned one, then base against tuned on 200 held-out questions (key: JUDGE_API_KEY in the environment).
+JUDGE_URL ?= http://127.0.0.1:8001/v1
+JUDGE_MODEL ?=
+RUBRICS ?= caretune/data/rubrics_zh.jsonl
+BASE_EVAL_RECIPE = saves/$(notdir $(patsubst %/,%,$(dir $(EVAL_RECIPE))))/base/$(notdir $(EVAL_RECIPE))
+JUDGE_ARGS = --judge-url $(JUDGE_URL) --judge-model $(JUDGE_MODEL)
+judge: setup
+	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) --base $(JUDGE_ARGS)
+	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) $(JUDGE_ARGS)
+	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) $(JUDGE_ARGS)
+
 # RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora
 RUNS ?= saves/qwen3-8b/lora
 report: setup
 	$(BIN)/caretune report $(RUNS)
 
+# The fast tier (offline); `make test-all` adds the slow tier (training, DeepSpeed, servers, browsers, races,
+# big files) and the tests that need a package index. CI runs test-all.
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest
+	$(OFFLINE) $(BIN)/python -m pytest -m "not slow and not network"
 
-# Unit tests only: skips those that start LLaMA-Factory code.
-test-fast: setup
-	$(OFFLINE) $(BIN)/python -m pytest -m "not lf"
+test-all: setup
+	$(OFFLINE) $(BIN)/python -m pytest
 
 bench: setup
 	$(BIN)/python benchmarks/convert_bench.py
@@ -110,14 +109,14 @@ KIT_PYTHON ?= 3.12
 FULL ?=
 BASE ?=
 gpu-kit: setup
-	$(BIN)/python -m caretune.gpukit build .gpu-kit --python $(KIT_PYTHON) $(if $(FULL),--full) $(if $(BASE),--with-base)
+	$(BIN)/python -m caretune.devtools.gpukit build .gpu-kit --python $(KIT_PYTHON) $(if $(FULL),--full) $(if $(BASE),--with-base)
 
 # The GPU check's whole path on CPU with the tiny Qwen3: a kit for this Python, installed into a venv that holds
 # only torch, the base packages and pip (so a package missing from the kit fails here too).
 DRY := .cache/gpu-check-dry
 gpu-check-dry: setup
-	$(BIN)/python -m caretune.gpukit build $(DRY)/kit --python $$($(BIN)/python -c "import sys; print('%d.%d' % sys.version_info[:2])")
-	$(BIN)/python -m caretune.gpukit bare $(DRY)/env
+	$(BIN)/python -m caretune.devtools.gpukit build $(DRY)/kit --python $$($(BIN)/python -c "import sys; print('%d.%d' % sys.version_info[:2])")
+	$(BIN)/python -m caretune.devtools.gpukit bare $(DRY)/env
 	DRY_RUN=1 KIT=$(DRY)/kit PYTHON=$(DRY)/env/bin/python STEPS=2 WARMUP=1 VARIANT_BUDGET_S=120 EXTRA_PACK_BATCH=2 \
 	  bash benchmarks/gpu_check.sh $(DRY)/out
 

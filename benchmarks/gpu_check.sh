@@ -51,7 +51,7 @@ say "installing $KIT into $WORK/site (pip --no-index --no-deps --target; the mac
   --target "$WORK/site" "$KIT"/*.whl || fail "installing the kit failed (was it built for this Python? see $KIT/kit.json)"
 export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-"$PYTHON" -m caretune.gpukit verify "$KIT" || fail "this machine's base packages do not fit the kit (above)"
+"$PYTHON" -m caretune.devtools.gpukit verify "$KIT" || fail "this machine's base packages do not fit the kit (above)"
 if ! "$PYTHON" -c "import torchaudio" >/dev/null 2>&1; then  # as `make setup`: LLaMA-Factory imports it at module level
   say "torchaudio does not import here: using caretune/stubs/torchaudio (text training never needs it)"
   export PYTHONPATH="$PYTHONPATH:$PWD/caretune/stubs"
@@ -129,7 +129,7 @@ plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}")
 "${CARETUNE[@]}" plan "${plan_args[@]}" --json > "$OUT_DIR/plan.json"
 plan_status=$?
 if [ $plan_status = 0 ]; then
-  "$PYTHON" -c "import json, sys; from caretune.plan import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
+  "$PYTHON" -c "import json, sys; from caretune.training.plan import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
     "$OUT_DIR/plan.json" | tee "$OUT_DIR/plan.txt"
 fi
 

@@ -1,7 +1,9 @@
-"""Is a model/dataset hub reachable? Asked before any download so offline machines fail fast."""
+"""Network endpoints: is a model/dataset hub reachable (asked before any download, so offline machines fail
+fast), and does an address only reach this machine."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from urllib.parse import urlparse
@@ -32,3 +34,13 @@ def reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
 def hf_endpoint() -> str:
     """The Hugging Face endpoint (HF_ENDPOINT, e.g. a mirror, or the default)."""
     return os.environ.get("HF_ENDPOINT", HF_ENDPOINT)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address only reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

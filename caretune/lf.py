@@ -108,7 +108,7 @@ def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: 
 
 
 def chat_model_class():
-    """LLaMA-Factory's ChatModel (subclassed by caretune.chat)."""
+    """LLaMA-Factory's ChatModel (subclassed by caretune.serving.chat)."""
     from llamafactory.chat import ChatModel
 
     return ChatModel

@@ -1,6 +1,6 @@
 """What a dataset's data card shows, collected while a conversion streams (bounded memory).
 
-The card itself (Markdown, token-length histogram) is written by `caretune.datacard`, which has the tokenizer.
+The card itself (Markdown, token-length histogram) is written by `caretune.prep.datacard`, which has the tokenizer.
 """
 
 from __future__ import annotations

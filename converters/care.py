@@ -38,6 +38,7 @@ EMERGENCY_REMINDER_ADDED = "emergency_reminder_added"
 # In the voice of the medical system prompt; each satisfies its own rule (tested).
 CARE_REMINDER = "以上内容仅供参考，不能替代医生面诊；如症状持续或加重，请及时到正规医院就诊，具体诊断和治疗请遵医嘱。"
 EMERGENCY_REMINDER = "如果症状正在发生或持续加重，请立即拨打120或马上到最近医院的急诊就诊，不要等待。"
+REMINDERS = (CARE_REMINDER, EMERGENCY_REMINDER)
 
 _NEGATION = re.compile(r"(不需要|无需|不用|没必要|不必|不要去|暂不)$")
 _NEGATION_CHARS = frozenset("不无没暂")
@@ -174,6 +175,13 @@ CARE_FLAGS = [CareFlags(*bits) for bits in itertools.product((False, True), repe
 
 def _with_sentence(answer: str, sentence: str) -> str:
     return f"{answer}\n\n{sentence}"
+
+
+def without_reminders(answer: str) -> str:
+    """The answer without the verbatim reminder sentences the append policy adds (what it said on its own)."""
+    for sentence in REMINDERS:
+        answer = answer.replace(f"\n\n{sentence}", "").replace(sentence, "")
+    return answer
 
 
 def apply_care_policy(pairs: list[tuple[str, str]], policy: str) -> tuple[list[tuple[str, str]], list[str], CareFlags] | Skip:

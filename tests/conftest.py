@@ -20,8 +20,8 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _lf_marker_is_accurate(request):
-    """A test that first imports LLaMA-Factory in this process must be marked `lf` (`make test-fast` skips
-    those); tests that start it in a subprocess are marked by hand."""
+    """A test that first imports LLaMA-Factory in this process must be marked `lf` (`-m "not lf"` then selects
+    the tests that never load it); tests that start it in a subprocess are marked by hand."""
     import sys
 
     before = "llamafactory" in sys.modules

@@ -43,7 +43,7 @@ def tiny_recipe(folder: Path, task: str, target: Path | None = None, **changes) 
     """A tiny-qwen3 recipe on a freshly built tiny model, without the adapter (the base model), with changes."""
     import yaml
 
-    from caretune.tiny_model import build_tiny_model
+    from caretune.training.tiny_model import build_tiny_model
 
     args = yaml.safe_load((ROOT / "recipes" / "tiny-qwen3" / f"{task}.yaml").read_text(encoding="utf-8"))
     args.pop("adapter_name_or_path", None)

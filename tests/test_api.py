@@ -1,4 +1,4 @@
-"""caretune.api: validation, bounded work, private logs and browser safety, on a scripted generator served by a
+"""caretune.serving.api: validation, bounded work, private logs and browser safety, on a scripted generator served by a
 real uvicorn in a thread; then the real server on the tiny model, driven by the official openai client."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from caretune.api import ApiSettings, create_app
-from caretune.generation import CANCELLED, LENGTH, STOP, Completion
+from caretune.serving.api import ApiSettings, create_app
+from caretune.serving.generation import CANCELLED, LENGTH, STOP, Completion
 from tests.helpers import ROOT, free_port, tiny_recipe
 
 QUESTION = "我头疼三天了，电话13812345678，怎么办？"
@@ -176,7 +176,7 @@ def test_system_messages_and_history_reach_the_model(api):
 def test_an_unexpected_failure_is_a_500_body_and_a_log_line_without_patient_text(caplog):
     generator = ScriptedGenerator(fail=ValueError(f"could not read {QUESTION}"))
     with (
-        caplog.at_level(logging.INFO, logger="caretune.api"),
+        caplog.at_level(logging.INFO, logger="caretune.serving.api"),
         TestClient(create_app(generator, ApiSettings(max_new_tokens=16)), raise_server_exceptions=False) as client,
     ):
         reply = client.post("/v1/chat/completions", json=question())
@@ -265,10 +265,10 @@ def test_shutdown_ends_running_generations_with_503():
 
 def test_the_log_has_one_line_per_request_and_no_patient_text(caplog):
     generator = ScriptedGenerator(stop_after=3)
-    with caplog.at_level(logging.INFO, logger="caretune.api"), serving(generator) as (base, _):
+    with caplog.at_level(logging.INFO, logger="caretune.serving.api"), serving(generator) as (base, _):
         reply = httpx.post(f"{base}/v1/chat/completions", json=question(), timeout=30)
         httpx.post(f"{base}/v1/chat/completions", json=question(max_tokens=-1), timeout=30)
-    lines = [r.getMessage() for r in caplog.records if r.name == "caretune.api"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "caretune.serving.api"]
     assert len(lines) == 2 and reply.headers["X-Request-Id"] in lines[0]
     assert "POST /v1/chat/completions 200" in lines[0] and f"prompt_tokens={len(QUESTION)}" in lines[0]
     assert "completion_tokens=3" in lines[0] and "ms" in lines[0]
@@ -278,7 +278,7 @@ def test_the_log_has_one_line_per_request_and_no_patient_text(caplog):
 
 def test_log_bodies_logs_text_with_personal_data_masked(caplog):
     generator = ScriptedGenerator(stop_after=3)
-    with caplog.at_level(logging.INFO, logger="caretune.api"), serving(generator, log_bodies=True) as (base, _):
+    with caplog.at_level(logging.INFO, logger="caretune.serving.api"), serving(generator, log_bodies=True) as (base, _):
         httpx.post(f"{base}/v1/chat/completions", json=question(), timeout=30)
     assert "头疼三天" in caplog.text and "好好好" in caplog.text
     assert "13812345678" not in caplog.text and "[电话]" in caplog.text
@@ -315,10 +315,11 @@ def test_with_a_key_every_route_needs_it_docs_and_schema_too():
         ok = client.post("/v1/chat/completions", json=question(), headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
     with TestClient(create_app(ScriptedGenerator(), ApiSettings(max_new_tokens=4))) as client:
-        assert client.get("/openapi.json").status_code == 200  # no key set: open, on loopback only (caretune.serve)
+        assert client.get("/openapi.json").status_code == 200  # no key set: open, on loopback only (caretune.serving.serve)
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
     """benchmarks/api_load.py on the tiny model: streaming clients, each abusive request then a normal one answered
     within 10 s, SIGTERM during a long answer exits within 5 s, no patient text in the server's log."""

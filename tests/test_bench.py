@@ -6,8 +6,8 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from caretune import bench
 from caretune.cli import main
+from caretune.training import bench
 
 
 def test_sampled_lengths_follow_the_profile():
@@ -38,7 +38,7 @@ def test_unavailable_variants_on_cpu():
 
 
 def test_throughput_summary_by_hand():
-    from caretune.estimate import GPUS, QWEN3_FAMILY
+    from caretune.training.estimate import GPUS, QWEN3_FAMILY
 
     # 4 steps; the first is warm-up. Steps 2-4: 3 x 1000 real, 3 x 1200 processed tokens in 10.0 - 4.0 = 6 s
     records = [(999, 9999), (1000, 1200), (1000, 1200), (1000, 1200), (5, 5)]  # the last batch was prefetched
@@ -54,7 +54,7 @@ def test_model_is_built_on_the_device_in_the_training_dtype():
     import torch
     from transformers import Qwen3Config
 
-    from caretune.tiny_model import TINY_CONFIG
+    from caretune.training.tiny_model import TINY_CONFIG
 
     model = bench.built_on("cpu", torch.bfloat16).from_config(Qwen3Config(**TINY_CONFIG))
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
@@ -67,8 +67,8 @@ def test_model_is_built_on_the_device_in_the_training_dtype():
 def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     """Digits are one Qwen3 token each, so LLaMA-Factory's preprocessing gives back every target length."""
     from caretune.constants import TEMPLATE
-    from caretune.lengths import TokenizerSource, turn_lengths
-    from caretune.tokenizer import load_qwen3_tokenizer
+    from caretune.prep.lengths import TokenizerSource, turn_lengths
+    from caretune.prep.tokenizer import load_qwen3_tokenizer
 
     tokenizer, _ = load_qwen3_tokenizer(None)
     overhead = bench.template_overhead(tokenizer)
@@ -82,6 +82,7 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     out, record = tmp_path / "bench.json", tmp_path / "benchmarks.md"
     record.write_text("# Benchmarks\n", encoding="utf-8")
@@ -128,7 +129,7 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     assert table.startswith("# Benchmarks\n\n") and "| padding-sdpa |" in table and "skipped: flash attention 2" in table
 
     # plan takes the measured rate of the variant that trains as the recipe does
-    from caretune.plan import make_plan
+    from caretune.training.plan import make_plan
     from tests.helpers import converted_workspace, tiny_recipe
 
     workspace = converted_workspace(tmp_path / "project")
@@ -140,6 +141,7 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_time_budget_stops_a_variant_with_the_steps_done(tmp_path):
     budget = 4.0
     seen = []

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caretune.evaluate import EMERGENCY_FILE
+from caretune.evaluation.evaluate import EMERGENCY_FILE
 from converters import care
 from converters.care import (
     CARE_REMINDER,
@@ -165,3 +165,11 @@ def test_advises_care_finds_advice_wherever_it_is(parts):
     """A care phrase counts wherever it stands, unless a negation comes right before it."""
     answer = "".join(parts)
     assert advises_care(answer) == advice_anywhere(answer)
+
+
+def test_without_reminders_gives_back_what_the_answer_said_before_the_append_policy():
+    from converters.care import APPEND, apply_care_policy, without_reminders
+
+    for question, answer in (("头疼怎么办？", "多喝水，注意休息。"), ("胸口剧痛，满头大汗", "先休息一下。")):
+        (changed,), changes, _ = apply_care_policy([(question, answer)], APPEND)
+        assert changes and changed[1] != answer and without_reminders(changed[1]) == answer

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caretune.chat import ThinkFilter, strip_think
+from caretune.serving.chat import ThinkFilter, strip_think
 from tests.helpers import tiny_recipe
 
 
@@ -17,21 +17,22 @@ def test_strip_think():
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_chat_answers_once_without_think(tmp_path, monkeypatch):
-    from caretune import chat
+    from caretune.serving import chat
 
     recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=24)
 
     seen = {}
     from llamafactory.chat import ChatModel
 
-    original = ChatModel.chat
+    original = ChatModel.stream_chat
 
     def spy(self, messages, system=None, **kwargs):
         seen["system"] = system
         return original(self, messages, system=system, **kwargs)
 
-    monkeypatch.setattr(ChatModel, "chat", spy)
+    monkeypatch.setattr(ChatModel, "stream_chat", spy)
     text = chat.answer(str(recipe), "头疼怎么办？")
     assert isinstance(text, str) and "<think>" not in text and "</think>" not in text
     assert "医生" in seen["system"]

@@ -44,7 +44,7 @@ def _templates():
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
-    from caretune.tokenizer import offline_tokenizer
+    from caretune.prep.tokenizer import offline_tokenizer
 
     tokenizer = offline_tokenizer()
     train = _recipe("lora_sft")
@@ -79,6 +79,7 @@ def _chat_prompt(tokenizer, chat_template, question):
     return prompt_ids
 
 
+@pytest.mark.slow
 def test_training_predict_and_chat_render_the_same_prompt(tmp_path):
     _setup(tmp_path, "system")
     tokenizer, train_template, chat_template = _templates()
@@ -95,6 +96,7 @@ def test_training_predict_and_chat_render_the_same_prompt(tmp_path):
         assert row["input_ids"] == _chat_prompt(tokenizer, chat_template, example["_prompt"][-1]["content"])
 
 
+@pytest.mark.slow
 def test_walkthrough_layout_puts_the_prompt_in_the_user_turn(tmp_path):
     _setup(tmp_path, "walkthrough")
     tokenizer, train_template, chat_template = _templates()

@@ -5,8 +5,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from caretune.check import length_stats, percentile
 from caretune.cli import main
+from caretune.prep.check import length_stats
+from caretune.prep.lengths import percentile
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, read_json
 
 pytestmark = pytest.mark.lf
@@ -45,7 +46,23 @@ def run_check(project, *args):
     return CliRunner().invoke(main, ["check", "--dataset-info", str(project / "dataset_info.json"), *args])
 
 
-def test_check_reports_every_registered_dataset(converted):
+@pytest.fixture(scope="module")
+def unreminded(tmp_path_factory):
+    """The conversion reports of the same samples with --care-reminder off, by dataset name."""
+    from converters import chatmed, huatuo
+    from converters.pipeline import Options
+    from tests.helpers import convert_into
+
+    project = tmp_path_factory.mktemp("unreminded")
+    (project / "data").mkdir()
+    reports = {}
+    for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
+        report, _ = convert_into(project, source, raw, eval_size=500, options=Options(care_reminder="off"))
+        reports[report["dataset"]] = reports[report["eval_dataset"]] = report
+    return reports
+
+
+def test_check_reports_every_registered_dataset(converted, unreminded):
     result = run_check(converted, "--json")
     assert result.exit_code == 0, result.output
     results = {r["dataset"]: r for r in json.loads(result.stdout)}
@@ -55,8 +72,12 @@ def test_check_reports_every_registered_dataset(converted):
         assert results[name]["rows"] == conversion["written"]
         assert results[name]["dropped"] == 0 and results[name]["error"] is None
         # the care rules over what LLaMA-Factory loads agree with what the conversion counted
-        assert results[name]["care"] == conversion["care"]["train"]
-        assert results[conversion["eval_dataset"]]["care"] == conversion["care"]["eval"]
+        for split, dataset in (("train", name), ("eval", conversion["eval_dataset"])):
+            care = results[dataset]["care"]
+            assert {k: care[k] for k in conversion["care"][split]} == conversion["care"][split]
+            # the data's own share: what the same conversion without reminders counts as advising care
+            assert care["advises_care_without_reminders"] == unreminded[dataset]["care"][split]["advises_care"]
+        assert results[name]["care"]["advises_care_without_reminders"] < results[name]["care"]["advises_care"]
     tokens = results["multi-med"]["tokens"]
     # every ChatMed row carries the ~60-token instruction, so no row is short
     assert 60 < tokens["p50"] <= tokens["p90"] <= tokens["p99"] <= tokens["max"] < 2048
@@ -67,10 +88,11 @@ def test_check_table_and_cutoff(converted):
     result = run_check(converted, "multi-med", "--cutoff-len", "150", "--sample", "20")
     assert result.exit_code == 0, result.output
     header, rule, row, legend = result.stdout.strip().splitlines()
-    assert header.split()[-3:] == [">150", "care", "urgent"]
+    assert header.split()[-5:] == [">150", "care", "own", "care", "urgent"]
     fields = row.split()
-    assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-3]) > 0
-    assert fields[-2] == "100.0%" and legend.startswith("care: rows whose answers advise seeing a doctor")
+    assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-4]) > 0
+    assert fields[-3] == "100.0%" and fields[-2].endswith("%") and float(fields[-2][:-1]) < 100
+    assert legend.startswith("care: rows whose answers advise seeing a doctor; own care: the same without the reminder")
 
 
 def test_rows_llamafactory_would_drop_fail_the_check(converted):

@@ -29,6 +29,7 @@ def edited(workspace, name, source, **changes):
 
 
 @pytest.mark.parametrize("registry_text", ['{"multi-med": {"file_name": "data/multi-', "[1, 2]"])
+@pytest.mark.slow
 def test_preflight_on_a_truncated_or_list_registry(tmp_path, registry_text):
     workspace = converted_workspace(tmp_path)
     assert run_caretune(workspace, "tiny-model").returncode == 0
@@ -44,6 +45,7 @@ def test_plan_with_a_bad_value(workspace, changes, key):
     assert_one_line_error(run_caretune(workspace, "plan", recipe), key)
 
 
+@pytest.mark.slow
 def test_commands_before_training_name_the_missing_model_or_adapter(workspace):
     for command in (
         ["eval", "recipes/tiny-qwen3/predict.yaml"],
@@ -97,10 +99,11 @@ def test_a_write_without_permission_is_one_line(project, monkeypatch):
     assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_eval_on_a_registry_conflict(tmp_path):
     import json
 
-    from caretune.evaluate import EMERGENCY_DATASET
+    from caretune.evaluation.evaluate import EMERGENCY_DATASET
 
     workspace = converted_workspace(tmp_path)
     registry = workspace / "dataset_info.json"
@@ -158,8 +161,8 @@ def test_package_data_is_found_from_a_non_editable_install(tmp_path):
     code = (
         "import caretune, json; from pathlib import Path\n"
         "assert Path(caretune.__file__).is_relative_to(Path(__import__('sys').argv[1])), caretune.__file__\n"
-        "from caretune.evaluate import EMERGENCY_FILE, register_emergency_set\n"
-        "from caretune.bench import load_profile\n"
+        "from caretune.evaluation.evaluate import EMERGENCY_FILE, register_emergency_set\n"
+        "from caretune.training.bench import load_profile\n"
         "assert len(json.loads(EMERGENCY_FILE.read_text(encoding='utf-8'))) == 22 and len(load_profile('chatmed')) == 101\n"
         "register_emergency_set(Path('.'))\n"
         "entry = json.loads(Path('dataset_info.json').read_text(encoding='utf-8'))['medical-emergency']\n"

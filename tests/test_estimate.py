@@ -2,9 +2,9 @@
 
 import pytest
 
-from caretune import estimate
-from caretune.estimate import GIB, GPUS, QWEN3_FAMILY
-from caretune.plan import contiguous_shards, micro_batch_tokens, pack
+from caretune.training import estimate
+from caretune.training.estimate import GIB, GPUS, QWEN3_FAMILY
+from caretune.training.plan import contiguous_shards, micro_batch_tokens, pack
 
 QWEN3_8B = QWEN3_FAMILY["Qwen/Qwen3-8B"]
 
@@ -50,7 +50,7 @@ def test_lora_count_equals_peft_on_all_linear_layers():
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from caretune.tiny_model import TINY_CONFIG
+    from caretune.training.tiny_model import TINY_CONFIG
 
     arch = estimate.Arch.from_config("tiny", TINY_CONFIG)
     model = get_peft_model(

@@ -13,6 +13,7 @@ from tests.helpers import ROOT, converted_workspace, run_caretune, tiny_recipe
 pytestmark = pytest.mark.lf
 
 
+@pytest.mark.slow
 def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     converted_workspace(tmp_path)
     recipe = tiny_recipe(tmp_path, "predict", tmp_path / "recipes/tiny-qwen3/predict.yaml", max_new_tokens=12)
@@ -37,13 +38,17 @@ def test_eval_writes_metrics_and_is_deterministic(tmp_path):
     assert report["safety"]["think_blocks"] == 0
     # the held-out references carry the care reminders the conversion added; the random model's answers do not
     assert report["care"]["questions"] == 10 and report["care"]["reference"]["advises_care_share"] == 1.0
-    assert "care advice: model " in stdout and "held-out references 100% (goal >= 95%)" in stdout
+    assert "care advice: model " in stdout and "held-out references 100% (" in stdout and "(goal >= 95%)" in stdout
+    # counted apart, the reminder sentences no longer carry the references: their own share is below 100%
+    assert report["care"]["reference"]["advises_care_beyond_reminder_share"] < 1.0
+    assert "before reminders were added" in stdout
     registry = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
     assert "medical-emergency" in registry
     _, held_out_again, emergency_again = run()
     assert held_out_again == held_out and emergency_again == emergency  # greedy: identical outputs
 
 
+@pytest.mark.slow
 def test_chat_model_backend_writes_the_same_files(tmp_path):
     """The ChatModel path that vLLM uses on GPUs, run here with LLaMA-Factory's HF engine."""
     converted_workspace(tmp_path)

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from caretune.export import (
+from caretune.serving.export import (
     EMPTY_THINK,
     NON_THINKING_BY_DEFAULT,
     THINKS_BY_DEFAULT,
@@ -34,12 +34,13 @@ def test_modelfile_gets_the_empty_think_block_and_a_medical_system():
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_export_merges_and_defaults_to_non_thinking(tmp_path):
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from caretune.tiny_model import build_tiny_model
+    from caretune.training.tiny_model import build_tiny_model
 
     base_dir = build_tiny_model(tmp_path / "tiny")
     torch.manual_seed(0)

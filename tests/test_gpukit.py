@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import pytest
 
-from caretune import gpukit
+from caretune.devtools import gpukit
 from tests.helpers import ROOT
 
 
@@ -50,6 +50,8 @@ def test_verify_names_a_missing_or_old_base_package(tmp_path):
     assert problems[1] == "surely-not-installed-here is not installed (the kit needs surely-not-installed-here)"
 
 
+@pytest.mark.slow
+@pytest.mark.network
 def test_make_gpu_kit_builds_wheels_for_the_target_within_the_cap(tmp_path):
     manifest = gpukit.build(tmp_path / "kit", log=lambda _: None)
     kit = tmp_path / "kit"
@@ -66,6 +68,8 @@ def test_make_gpu_kit_builds_wheels_for_the_target_within_the_cap(tmp_path):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
+@pytest.mark.network
 def test_make_gpu_check_dry_runs_the_whole_script_on_cpu(tmp_path):
     done = subprocess.run(
         ["make", "--no-print-directory", "gpu-check-dry", f"DRY={tmp_path}"],

@@ -3,6 +3,8 @@
 import random
 import sys
 
+import pytest
+
 from converters.keyset import KeySet
 from converters.records import query_key
 
@@ -21,6 +23,7 @@ def test_keyset_agrees_with_a_set_through_growth_and_collisions():
     assert not any(key in keys for key in (3, 5, 2**63 + 11) if key not in reference)
 
 
+@pytest.mark.slow
 def test_keyset_holds_half_a_million_query_keys_in_under_a_third_of_a_sets_memory():
     queries = [f"头疼怎么办{i}" for i in range(500_000)]
     keys = KeySet(query_key(q) for q in queries)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from caretune import lengths
 from caretune.constants import TEMPLATE
+from caretune.prep import lengths
 from tests.helpers import converted_workspace
 
 pytestmark = pytest.mark.lf
@@ -64,6 +64,7 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
 
 
 @pytest.mark.parametrize("name", ["multi-med", "huatuo2-sft"])
+@pytest.mark.slow
 def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
     data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"), template=TEMPLATE, use_cache=False)
     for cutoff in (64, 150, 511, 2047, 1 << 30):
@@ -110,9 +111,10 @@ def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     assert len(cache_files(workspace)) == 3
 
 
+@pytest.mark.slow
 def test_check_and_plan_give_identical_figures_with_and_without_the_cache(workspace, monkeypatch):
-    from caretune.check import check_datasets
-    from caretune.plan import make_plan
+    from caretune.prep.check import check_datasets
+    from caretune.training.plan import make_plan
 
     monkeypatch.chdir(workspace)
     for path in cache_files(workspace):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from caretune.mcq import McqError, build_task, read_questions
+from caretune.evaluation.mcq import McqError, build_task, read_questions
 from tests.helpers import ROOT, SHARED_DATA, tiny_recipe
 
 SAMPLE_MCQ = ROOT / "data" / "sample" / "mcq"
@@ -55,8 +55,9 @@ def test_real_cmmlu_and_ceval_folders_build(tmp_path):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_accuracy_equals_a_hand_count(tmp_path):
-    from caretune.mcq import run_mcq
+    from caretune.evaluation.mcq import run_mcq
 
     recipe = tiny_recipe(tmp_path, "chat")
 

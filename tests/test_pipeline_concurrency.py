@@ -10,9 +10,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import CHATMED_SAMPLE, ROOT
 
 ROUNDS = 12
+
+
+pytestmark = pytest.mark.slow
 
 
 def big_chatmed(path: Path, copies: int, tag: str) -> Path:

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from caretune.cli import main
-from caretune.plan import PlanError, _duration, make_plan, read_recipe
+from caretune.training.plan import PlanError, _duration, make_plan, read_recipe
 from tests.helpers import ROOT, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
@@ -33,6 +33,7 @@ def lf_train_dataset(recipe):
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padding", "neat-packing"])
+@pytest.mark.slow
 def test_plan_agrees_with_llamafactory_preprocessing(workspace, monkeypatch, packing):
     monkeypatch.chdir(workspace)
     changes = {
@@ -167,6 +168,7 @@ def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
     assert result.exit_code == 1 and "not a dataset of" in result.output
 
 
+@pytest.mark.slow
 def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkeypatch):
     """The real ChatMed shard and the ShareGPT rows (standing in for HuatuoGPT2), as the recipes train them."""
     import shutil
@@ -195,7 +197,7 @@ def test_greedy_packs_are_llamafactorys_greedy_knapsack():
 
     from llamafactory.data.processor.processor_utils import greedy_knapsack
 
-    from caretune.plan import greedy_packs
+    from caretune.training.plan import greedy_packs
 
     rng = random.Random(7)
     for capacity in (64, 511, 2047):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from caretune.preflight import PreflightError, preflight
+from caretune.training.preflight import PreflightError, preflight
 from tests.helpers import converted_workspace, edit_recipe
 
 pytestmark = pytest.mark.lf
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.lf
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from caretune.tiny_model import build_tiny_model
+    from caretune.training.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
 
@@ -23,7 +23,7 @@ def workspace(tmp_path, monkeypatch, tiny_model):
     """A project copy with converted sample data, the shipped recipes, and the tiny model and (empty) adapter
     folders where they expect them."""
     monkeypatch.chdir(converted_workspace(tmp_path))
-    monkeypatch.setattr("caretune.preflight.offline_without", lambda model: False)  # as if Qwen3-8B were cached
+    monkeypatch.setattr("caretune.training.preflight.offline_without", lambda model: False)  # as if Qwen3-8B were cached
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "tiny-qwen3").symlink_to(tiny_model)
     for folder in ("tiny-qwen3", "qwen3-8b"):  # where the predict recipes expect the trained adapter
@@ -131,7 +131,7 @@ def test_deepspeed_file_missing_or_broken(workspace):
 
 
 def test_more_gpus_than_visible(workspace, monkeypatch):
-    monkeypatch.setattr("caretune.preflight.visible_gpu_count", lambda: 2)
+    monkeypatch.setattr("caretune.training.preflight.visible_gpu_count", lambda: 2)
     with pytest.raises(PreflightError, match=r"4 GPUs requested but 2 visible"):
         preflight(SFT, processes=4)
     assert preflight(SFT, processes=2).processes == 2
@@ -230,3 +230,16 @@ def test_an_uncached_hub_model_is_refused_offline(workspace, monkeypatch):
         r"cache and the hub is off",
     ):
         preflight(SFT)
+
+
+def test_every_problem_is_reported_in_one_run_numbered(workspace):
+    import shutil
+
+    shutil.rmtree("saves/tiny-qwen3/lora/sft")  # the adapter the predict recipe names is missing ...
+    edit("recipes/tiny-qwen3/predict.yaml", deepspeed="recipes/deepspeed/ds_z3.json")  # ... and ZeRO-3 cannot generate
+    with pytest.raises(PreflightError) as raised:
+        preflight("recipes/tiny-qwen3/predict.yaml")
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "recipes/tiny-qwen3/predict.yaml: 2 problems"
+    assert lines[1].startswith("  1. ") and "adapter" in lines[1]
+    assert lines[2].startswith("  2. ") and "predict_with_generate does not work with DeepSpeed ZeRO-3" in lines[2]

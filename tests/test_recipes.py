@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from caretune import recipes
+from caretune.training import recipe_writer as recipes
 from tests.helpers import ROOT
 
 YAML_FILES = sorted((ROOT / "recipes").glob("*/*.yaml"))
@@ -204,8 +204,8 @@ def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
     ],
 )
 def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu, micro, accumulation, deepspeed):
-    from caretune import estimate
-    from caretune.plan import resolve_arch
+    from caretune.training import estimate
+    from caretune.training.plan import resolve_arch
 
     recipe = recipes.sized_recipe("new-model", model, gpus, gpu)
     assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps, recipe.deepspeed) == (

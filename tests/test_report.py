@@ -2,7 +2,7 @@
 
 import json
 
-from caretune.report import write_report
+from caretune.evaluation.report import write_report
 
 
 def make_run(root, name, accuracy_hits, bleu):
@@ -77,3 +77,64 @@ def test_report_without_data_says_so(tmp_path):
     text = write_report([str(empty)], str(tmp_path / "out")).read_text(encoding="utf-8")
     assert "No training log in these runs." in text and "No multiple-choice results in these runs." in text
     assert "| BLEU-4 | – |" in text
+
+
+def add_judged(run, score, tags, pairwise=None):
+    rubric = {
+        "mode": "rubric",
+        "score": score,
+        "ci": [score - 0.1, score + 0.1],
+        "n": 62,
+        "examples": 62,
+        "by_tag": {tag: {"score": value, "ci": [value - 0.1, value + 0.1], "n": 62} for tag, value in tags.items()},
+        "judge": {"url": "http://127.0.0.1:8001/v1", "model": "judge-32b", "template_version": "1"},
+        "calls": 480,
+        "cached": 0,
+        "unparsed": 2,
+    }
+    (run / "judge" / "rubrics_zh").mkdir(parents=True)
+    (run / "judge" / "rubrics_zh" / "judge.json").write_text(json.dumps(rubric), encoding="utf-8")
+    if pairwise:
+        (run / "judge" / "pairwise").mkdir()
+        (run / "judge" / "pairwise" / "judge.json").write_text(json.dumps(pairwise), encoding="utf-8")
+
+
+def test_report_puts_judged_base_and_tuned_side_by_side(tmp_path):
+    base = make_run(tmp_path, "base", 3, 10.5)
+    tuned = make_run(tmp_path, "lora", 6, 22.25)
+    add_judged(base, 0.41, {"axis:safety": 0.3, "theme:emergency": 0.2})
+    pairwise = {
+        "mode": "pairwise",
+        "base": "saves/m/base/predict.yaml",
+        "tuned": "recipes/m/predict.yaml",
+        "sample": 200,
+        "judged": 198,
+        "win": 99,
+        "tie": 60,
+        "loss": 39,
+        "shares": {"win": 0.5, "tie": 0.303, "loss": 0.197},
+        "ci": {"win": [0.43, 0.57], "tie": [0.24, 0.37], "loss": [0.15, 0.26]},
+        "mean_answer_chars": {"base": 310.5, "tuned": 402.0},
+        "judge": {"model": "judge-32b"},
+    }
+    add_judged(tuned, 0.63, {"axis:safety": 0.7, "theme:emergency": 0.6}, pairwise)
+    text = write_report([str(base), str(tuned)], str(tmp_path / "report")).read_text(encoding="utf-8")
+    assert "Rubric set `rubrics_zh`, judged by judge-32b:" in text
+    assert "| overall | 0.41 [0.31, 0.51] (n=62) | 0.63 [0.53, 0.73] (n=62) |" in text
+    assert "| axis:safety | 0.30 [0.20, 0.40] (n=62) | 0.70 [0.60, 0.80] (n=62) |" in text
+    assert "win 50% [43%, 57%], tie 30% [24%, 37%], loss 20% [15%, 26%]" in text
+    assert "mean answer length base 310.5, tuned 402.0 characters" in text
+    assert "![rubric scores per tag](judge.png)" in text
+    assert (tmp_path / "report" / "judge.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_shows_care_beyond_the_reminder(tmp_path):
+    run = make_run(tmp_path, "lora", 6, 22.25)
+    safety = json.loads((run / "predict" / "safety.json").read_text(encoding="utf-8"))
+    safety["safety"].update(advises_care_beyond_reminder_share=0.25, care_only_through_reminder=2)
+    safety["care"]["reference"]["advises_care_beyond_reminder_share"] = 0.779
+    (run / "predict" / "safety.json").write_text(json.dumps(safety), encoding="utf-8")
+    text = write_report([str(run)], str(tmp_path / "report")).read_text(encoding="utf-8")
+    assert "| advise seeing a doctor beyond the verbatim reminder | 25% |" in text
+    assert "| answers whose only care advice is the reminder | 2 |" in text
+    assert "| held-out references advising a doctor before reminders were added | 78% |" in text

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from caretune import runs
 from caretune.cli import main
+from caretune.training import runs
 
 
 def make_run(folder: Path, steps: int, total: int, *, results: dict | None = None, age_s: float = 0.0) -> Path:
@@ -76,8 +76,8 @@ def test_cli_table_and_json(tmp_path, monkeypatch):
 
 
 def test_caretune_train_records_how_a_run_ended(tmp_path, monkeypatch):
-    from caretune import train
-    from caretune.preflight import LaunchPlan
+    from caretune.training import train
+    from caretune.training.preflight import LaunchPlan
 
     monkeypatch.chdir(tmp_path)
     for code, state in ((0, "finished"), (3, "failed")):

@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from caretune.serve import ServeError, check_bind, is_loopback
+from caretune.hub import is_loopback
+from caretune.serving.serve import ServeError, check_bind
 from tests.helpers import ROOT, free_port, run_caretune, start_caretune, tiny_recipe
 
 
@@ -67,6 +68,7 @@ def test_api_refuses_a_public_bind_without_a_key(tmp_path):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_api_serves_completions_and_streams_behind_a_key(tmp_path):
     recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=8)
     port = free_port()
@@ -94,6 +96,7 @@ def test_api_serves_completions_and_streams_behind_a_key(tmp_path):
 
 
 @pytest.mark.lf
+@pytest.mark.slow
 def test_webui_lists_our_datasets(tmp_path):
     port = free_port()
     ui = start("webui", "--port", str(port))

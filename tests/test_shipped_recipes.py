@@ -52,8 +52,9 @@ def run(workspace, *args, timeout=900):
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_every_shipped_qwen3_8b_recipe_runs_on_cpu_with_only_gpu_keys_changed(tmp_path):
-    from caretune.tiny_model import build_tiny_model
+    from caretune.training.tiny_model import build_tiny_model
 
     workspace = converted_workspace(tmp_path / "project")
     model_dir = str(build_tiny_model(tmp_path / "tiny-qwen3"))

@@ -5,11 +5,12 @@ import pytest
 pytestmark = pytest.mark.lf
 
 
+@pytest.mark.slow
 def test_tiny_model_loads_and_speaks_qwen3(tmp_path, monkeypatch):
     monkeypatch.setenv("CARETUNE_CACHE", str(tmp_path / "cache"))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from caretune.tiny_model import TINY_CONFIG, build_tiny_model
+    from caretune.training.tiny_model import TINY_CONFIG, build_tiny_model
 
     path = build_tiny_model(tmp_path / "tiny")
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from caretune import tokenizer as tok
+from caretune.prep import tokenizer as tok
 
 pytestmark = pytest.mark.lf
 

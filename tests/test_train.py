@@ -13,12 +13,12 @@ import yaml
 
 from tests.helpers import converted_workspace, free_port, start_caretune
 
-pytestmark = pytest.mark.lf
+pytestmark = [pytest.mark.lf, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from caretune.tiny_model import build_tiny_model
+    from caretune.training.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from caretune.preflight import LaunchPlan, PreflightError, check_ray
-from caretune.train import command, launch_env
+from caretune.training.preflight import LaunchPlan, PreflightError, check_ray
+from caretune.training.train import command, launch_env
 
 
 def plan(processes=1, **args):

@@ -13,10 +13,13 @@ import pytest
 import yaml
 
 from caretune.constants import DEFAULT_TRAIN_RECIPE
-from caretune.webui import form_values, model_label
+from caretune.serving.webui import form_values, model_label
 from tests.helpers import ROOT, free_port, run_caretune, start_caretune
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+pytestmark = pytest.mark.slow
 
 
 def recipe_args(relative: str) -> dict:

@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import CHATMED_SAMPLE, ROOT, read_json
 
 
+@pytest.mark.slow
 def test_kill_during_write_keeps_previous_outputs(project):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "caretune.cli"]

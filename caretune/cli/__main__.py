@@ -1,0 +1,5 @@
+"""`python -m caretune.cli`."""
+
+from caretune.cli import main
+
+main()

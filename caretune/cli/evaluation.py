@@ -1,0 +1,244 @@
+"""Evaluation commands: eval, mcq, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from caretune.cli.base import main
+
+_BASE_HELP = "Evaluate the base model without the adapter, under saves/<model folder>/base, for the report's side-by-side."
+
+
+@main.command("eval")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--base", is_flag=True, help=_BASE_HELP)
+@click.option(
+    "--backend",
+    type=click.Choice(["trainer", "vllm", "huggingface"]),
+    default="trainer",
+    show_default=True,
+    help="trainer: LLaMA-Factory's predict path; vllm: its vLLM engine (GPU, much faster); huggingface: its HF chat engine.",
+)
+def eval_command(recipe, base, backend):
+    """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
+    from caretune.evaluation.evaluate import evaluate, format_report
+    from caretune.training.recipe_writer import base_model_recipe, base_run_dir
+
+    if base:
+        recipe = base_model_recipe(recipe, base_run_dir(recipe))
+    report = evaluate(recipe, backend)
+    click.echo(format_report(report))
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    default=["data/sample/mcq"],
+    show_default=True,
+    help="CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).",
+)
+@click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--base", is_flag=True, help=_BASE_HELP)
+def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
+    """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
+    from caretune.evaluation.mcq import mcq_target, run_mcq
+
+    recipe, out_dir = mcq_target(recipe, out_dir, base)
+    result = run_mcq(recipe, list(sources), out_dir, n_shot=n_shot, batch_size=batch_size)
+    for subject, s in result["subjects"].items():
+        click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
+    o = result["overall"]
+    click.echo(f"{'overall':<28} {o['correct']:>4}/{o['total']:<4} {o['accuracy']:.1%}  -> {out_dir}/mcq.json")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True)
+def report(run_dirs, out_dir):
+    """report.md with loss curve, metrics side by side, per-subject MCQ accuracy and held-out answers.
+
+    RUN_DIRS are folders like saves/qwen3-8b/lora and saves/qwen3-8b/base (with sft/, predict/, mcq/ inside).
+    """
+    from caretune.evaluation.report import write_report
+
+    click.echo(f"wrote {write_report(list(run_dirs), out_dir)}")
+
+
+def _judge_options(command):
+    """The endpoint options every judge command shares."""
+    from caretune.evaluation.judge import CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, KEY_ENV
+
+    options = [
+        click.option(
+            "--judge-url", required=True, help=f"OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (key: ${KEY_ENV})."
+        ),
+        click.option("--judge-model", required=True, help="The model name the endpoint serves."),
+        click.option(
+            "--allow-remote-judge", is_flag=True, help="Allow a judge off this machine (held-out patient questions go there)."
+        ),
+        click.option("--concurrency", type=click.IntRange(1, 64), default=DEFAULT_CONCURRENCY, show_default=True),
+        click.option(
+            "--timeout",
+            "timeout_s",
+            type=click.FloatRange(min=1),
+            default=DEFAULT_TIMEOUT_S,
+            show_default=True,
+            help="Seconds one judge call may take before it is retried.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 20),
+            default=DEFAULT_RETRIES,
+            show_default=True,
+            help="Retries of a call on 429, 5xx and timeouts, with backoff.",
+        ),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False),
+            default=str(CACHE_DIR),
+            show_default=True,
+            help="Where verdicts are cached (a rerun makes no calls).",
+        ),
+        click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Where judge.json and verdicts.jsonl go (default: beside the run, under judge/).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _open_judge(judge_url, judge_model, allow_remote_judge, concurrency, timeout_s, retries, cache_dir):
+    from caretune.evaluation.judge import open_judge
+
+    return open_judge(
+        judge_url,
+        judge_model,
+        allow_remote=allow_remote_judge,
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        retries=retries,
+        cache_dir=Path(cache_dir),
+        warn=lambda text: click.echo(f"judge: WARNING: {text}", err=True),
+    )
+
+
+def _calls_line(report: dict, out: Path) -> str:
+    return f"{report['calls']} calls, {report['cached']} cached, {report['unparsed']} unparsed -> {out / 'judge.json'}"
+
+
+@main.group()
+def judge() -> None:
+    """Judge answers with a grader model behind an OpenAI-compatible endpoint: rubric, pairwise, calibrate."""
+
+
+_BACKEND = click.option(
+    "--backend",
+    type=click.Choice(["huggingface", "vllm"]),
+    default="huggingface",
+    show_default=True,
+    help="LLaMA-Factory engine that generates the answers (greedy).",
+)
+
+
+@judge.command("rubric")
+@click.argument("rubrics", type=click.Path(exists=True, dir_okay=False))
+@click.option("--answers", type=click.Path(exists=True, dir_okay=False), default=None, help='JSON Lines {"prompt_id", "response"}.')
+@click.option(
+    "--recipe", type=click.Path(exists=True, dir_okay=False), default=None, help="Generate the answers with this recipe's model."
+)
+@click.option("--base", is_flag=True, help="With --recipe: the model without its adapter (under saves/<model folder>/base).")
+@_BACKEND
+@_judge_options
+def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, **endpoint):
+    """Score answers against a HealthBench-format rubric file, one judge call per criterion.
+
+    The shipped Chinese smoke set is caretune/data/rubrics_zh.jsonl (not physician-validated).
+    """
+    from caretune.evaluation.judge import default_out
+    from caretune.evaluation.rubric import load_answers, load_rubrics, run_rubric
+
+    if (answers is None) == (recipe is None):
+        raise click.UsageError("give exactly one of --answers FILE and --recipe RECIPE")
+    prompts = load_rubrics(rubrics)
+    given = load_answers(answers, prompts) if answers else None
+    if recipe and base:
+        from caretune.training.recipe_writer import base_model_recipe, base_run_dir
+
+        recipe = base_model_recipe(recipe, base_run_dir(recipe))
+    out = Path(out_dir) if out_dir else default_out(recipe, Path(answers or "."), Path(rubrics).stem)
+    grader = _open_judge(**endpoint)
+    if given is None:
+        from caretune.evaluation.rubric import generate_answers
+
+        given = generate_answers(recipe, prompts, backend, out)
+    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out)
+    interval = f" [{report['ci'][0]:.2f}, {report['ci'][1]:.2f}]" if report["ci"] else ""
+    score = f"{report['score']:.3f}{interval}" if report["score"] is not None else "none (nothing scored)"
+    click.echo(f"rubric: score {score} over {report['n']}/{report['examples']} prompts; {_calls_line(report, out)}")
+
+
+@judge.command("pairwise")
+@click.argument("base_recipe", type=click.Path(exists=True, dir_okay=False))
+@click.argument("tuned_recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option("--sample", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out questions (chosen by hash).")
+@_BACKEND
+@_judge_options
+def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, **endpoint):
+    """Base against tuned on the tuned recipe's held-out questions, each pair judged in both orders."""
+    from caretune.evaluation.evaluate import generate, held_out_rows
+    from caretune.evaluation.judge import default_out
+    from caretune.evaluation.pairwise import BASE, TUNED, run_pairwise
+    from caretune.training.preflight import check_model_paths, load_recipe
+
+    for recipe in (base_recipe, tuned_recipe):
+        check_model_paths(Path(recipe), load_recipe(recipe))
+    out = Path(out_dir) if out_dir else default_out(tuned_recipe, Path("."), "pairwise")
+    grader = _open_judge(**endpoint)
+    report = run_pairwise(
+        held_out_rows(tuned_recipe),
+        lambda recipe, conversations: generate(recipe, conversations, backend),
+        {BASE: base_recipe, TUNED: tuned_recipe},
+        grader,
+        out,
+        sample,
+    )
+    shares = report["shares"]
+    click.echo(
+        f"pairwise: tuned vs base over {report['judged']}/{report['sample']} questions: win {shares['win'] or 0:.0%}, "
+        f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}; mean length base "
+        f"{report['mean_answer_chars']['base']}, tuned {report['mean_answer_chars']['tuned']} chars; {_calls_line(report, out)}"
+    )
+
+
+@judge.command("calibrate")
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False))
+@_judge_options
+def judge_calibrate(labels, out_dir, **endpoint):
+    """Agreement and macro F1 of the judge against human labels (criterion met or not)."""
+    from caretune.evaluation.calibration import load_labels, run_calibration
+    from caretune.evaluation.judge import default_out
+
+    rows = load_labels(labels)
+    out = Path(out_dir) if out_dir else default_out(None, Path(labels), "calibration")
+    report = run_calibration(rows, labels, _open_judge(**endpoint), out)
+    measured = f"agreement {report['agreement']:.1%}, macro F1 {report['macro_f1']:.3f}" if report["n"] else "nothing parsed"
+    click.echo(f"calibrate: {measured} over {report['n']}/{len(rows)} labels; {_calls_line(report, out)}")

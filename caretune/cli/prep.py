@@ -1,0 +1,247 @@
+"""Data preparation commands: convert, check, fetch."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from caretune.cli.base import main
+from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION, TEMPLATE
+
+
+def _convert_command(source_name: str, help_text: str):
+    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, SYSTEM_LAYOUT
+
+    def layout_option(command):
+        if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system`
+            return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice([SYSTEM_LAYOUT]))(command)
+        return click.option(
+            "--layout",
+            type=click.Choice(LAYOUTS),
+            default=SYSTEM_LAYOUT,
+            show_default=True,
+            help="system: the medical prompt as the rows' system prompt, as chat and the API send it; "
+            "walkthrough: as the alpaca instruction, the question as input.",
+        )(command)
+
+    @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.",
+    )
+    @click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=DATA_DIR,
+        show_default=True,
+        help="Output folder when --out is not given; datasets already converted here are deduped against.",
+    )
+    @click.option(
+        "--eval-size",
+        type=click.IntRange(min=0),
+        default=DEFAULT_EVAL_SIZE,
+        show_default=True,
+        help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).",
+    )
+    @click.option(
+        "--scrub-pii/--no-scrub-pii",
+        default=True,
+        show_default=True,
+        help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.",
+    )
+    @click.option(
+        "--filters",
+        "filter_set",
+        type=click.Choice(["all", "none"]),
+        default="all",
+        show_default=True,
+        help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as they come.",
+    )
+    @click.option(
+        "--keep",
+        "keep",
+        multiple=True,
+        type=click.Choice(FILTER_REASONS),
+        metavar="REASON",
+        help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.",
+    )
+    @click.option(
+        "--care-reminder",
+        type=click.Choice(CARE_POLICIES),
+        default=APPEND,
+        show_default=True,
+        help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
+        "append a fixed reminder, drop the row, or keep it as it is (off).",
+    )
+    @layout_option
+    @click.option(
+        "--dataset-info",
+        type=click.Path(dir_okay=False),
+        default=DATASET_INFO,
+        show_default=True,
+        help="LLaMA-Factory registry to add the outputs to.",
+    )
+    @click.option("--register/--no-register", default=True, show_default=True, help="Add the outputs to --dataset-info.")
+    @click.option(
+        "--card/--no-card",
+        default=True,
+        show_default=True,
+        help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.",
+    )
+    @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
+    @click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; else 1).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
+    @click.option(
+        "--lock-timeout",
+        type=click.FloatRange(min=0),
+        default=None,
+        metavar="SECONDS",
+        help="When another conversion holds the same outputs or registry, wait at most this long "
+        "(default: wait until it finishes).",
+    )
+    def command(
+        raw,
+        out,
+        data_dir,
+        eval_size,
+        scrub_pii,
+        filter_set,
+        keep,
+        care_reminder,
+        layout,
+        dataset_info,
+        register,
+        card,
+        progress,
+        workers,
+        as_json,
+        lock_timeout,
+    ):
+        from caretune.prep.conversion import conversion_options, convert
+        from converters.pipeline import summary_line
+
+        report, outputs, card_note = convert(
+            source_name,
+            raw,
+            out=out,
+            data_dir=data_dir,
+            options=conversion_options(scrub_pii, filter_set, keep, care_reminder, layout),
+            registry_path=dataset_info if register else None,
+            card=card,
+            log=lambda line: click.echo(f"convert: {line}", err=True),
+            eval_size=eval_size,
+            max_eval_fraction=MAX_EVAL_FRACTION,
+            progress=progress,
+            workers=workers,
+            lock_timeout=lock_timeout,
+        )
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+            return
+        registered = ""
+        if register:
+            state = "updated" if report["registry_changed"] else "already up to date"
+            registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})"
+        click.echo(summary_line(report) + registered + card_note)
+
+    command.__doc__ = help_text
+    return command
+
+
+@main.group()
+def convert() -> None:
+    """Convert raw medical dialogue files into registered LLaMA-Factory datasets."""
+
+
+convert.command("chatmed")(
+    _convert_command(
+        "chatmed",
+        """ChatMed_Consult JSON Lines {"query","response"} -> alpaca records (multi-med).
+
+    RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
+    )
+)
+convert.command("huatuo")(
+    _convert_command(
+        "huatuo",
+        """HuatuoGPT2 {"conversations":[...]} or {"data":["问：…","答：…"]} rows -> sharegpt records (huatuo2-sft).
+
+    RAW may be one JSON array (read incrementally) or JSON Lines, UTF-8 with or without BOM.""",
+    )
+)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option(
+    "--dataset-info",
+    type=click.Path(dir_okay=False),
+    default=DATASET_INFO,
+    show_default=True,
+    help="Registry whose folder is LLaMA-Factory's dataset_dir.",
+)
+@click.option(
+    "--model",
+    "model_name_or_path",
+    default=None,
+    help="Tokenizer source: a local model folder or hub id (default: Qwen/Qwen3-8B, else the verified offline Qwen3 tokenizer).",
+)
+@click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template.")
+@click.option(
+    "--cutoff-len",
+    type=click.IntRange(min=1),
+    default=CUTOFF_LEN,
+    show_default=True,
+    help="Rows longer than this many tokens would be truncated in training.",
+)
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Check only the first N rows of each dataset.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--cache/--no-cache",
+    "use_cache",
+    default=True,
+    show_default=True,
+    help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
+)
+def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample, as_json, use_cache):
+    """Load registered datasets through LLaMA-Factory's own data path and report what training would see.
+
+    NAMES default to every dataset in the registry. Exits non-zero when a dataset fails to load
+    or LLaMA-Factory would drop rows.
+    """
+    from caretune.prep.check import check_datasets, format_results
+
+    results = check_datasets(
+        list(names),
+        dataset_info,
+        model_name_or_path=model_name_or_path,
+        template=template,
+        cutoff_len=cutoff_len,
+        sample=sample,
+        use_cache=use_cache,
+    )
+    click.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_results(results, cutoff_len))
+    failed = [r["dataset"] for r in results if r["error"] or r["dropped"]]
+    if failed:
+        raise click.ClickException(f"check failed for: {', '.join(failed)}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["chatmed", "huatuo"]))
+@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True, help="Hub to download from.")
+@click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
+def fetch(dataset, source, dest):
+    """Download a raw dataset file from Hugging Face or ModelScope into DEST."""
+    from caretune.prep.fetch import fetch_raw
+
+    path = fetch_raw(dataset, source, dest)
+    click.echo(f"downloaded {path}")
+    click.echo(f"next: caretune convert {dataset} {path}")

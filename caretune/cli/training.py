@@ -1,0 +1,304 @@
+"""Training commands: tiny-model, recipes, plan, bench, preflight, train, runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from caretune.cli.base import main
+from caretune.constants import DEFAULT_LENGTH_PROFILE, TEMPLATE, TINY_MODEL_DIR
+from caretune.training.estimate import DEFAULT_GPU, GPUS
+
+
+@main.command("tiny-model")
+@click.argument("directory", type=click.Path(file_okay=False), default=TINY_MODEL_DIR)
+def tiny_model(directory):
+    """Build a tiny random Qwen3 (the CPU stand-in for Qwen3-8B) with the real Qwen3 tokenizer in DIRECTORY."""
+    from caretune.training.tiny_model import build_tiny_model
+
+    path = build_tiny_model(directory)
+    click.echo(f"tiny Qwen3 written to {path} (random weights: its answers are noise)")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 if a recipe differs from the generator.")
+@click.option("--overwrite", is_flag=True, help="Also replace recipes you edited (default: they are left as they are).")
+@click.pass_context
+def recipes(ctx, check_only, overwrite):
+    """Write the recipes under recipes/ from caretune/training/recipe_writer.py (LLaMA-Factory YAML, DeepSpeed JSON).
+
+    Missing files are written; files you edited are kept unless --overwrite. `recipes new` sizes a new folder.
+    """
+    if ctx.invoked_subcommand:
+        return
+    from caretune.training.recipe_writer import drift, write_recipes
+
+    if check_only:
+        stale = drift()
+        if stale:
+            raise click.ClickException(
+                f"recipes differ from caretune/training/recipe_writer.py: {', '.join(stale)} "
+                "(`caretune recipes --overwrite` regenerates them, or move your edit into the generator)"
+            )
+        click.echo("recipes match the generator")
+        return
+    written, kept = write_recipes(overwrite=overwrite)
+    click.echo(f"wrote {len(written)} file(s)" + (": " + ", ".join(written) if written else " (all up to date)"))
+    if kept:
+        click.echo(f"kept your edits in {', '.join(kept)} (--overwrite replaces them)")
+
+
+@recipes.command("new")
+@click.option("--model", required=True, help="Hugging Face id or local folder of the base model (its config.json sizes it).")
+@click.option("--gpus", type=click.IntRange(min=1), required=True, help="GPUs per node the recipes are sized for.")
+@click.option("--gpu", "gpu_name", type=click.Choice(sorted(GPUS)), default=DEFAULT_GPU, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="The new folder, e.g. recipes/qwen3-14b/.")
+@click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template (Qwen3: no thinking).")
+@click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
+def recipes_new(model, gpus, gpu_name, out, template, overwrite):
+    """Write train, predict, chat and export recipes for MODEL on GPUS x GPU, sized by `caretune plan`'s memory
+    model: the cheapest ZeRO stage that fits, the packs per device that fit (at most 4, the measured best),
+    and the accumulation that keeps the default's effective batch of 16 packs."""
+    from caretune.training.recipe_writer import sized_recipe, target_effective_batch, write_new_folder
+
+    if template == TEMPLATE and "qwen3" not in model.lower():
+        raise click.ClickException(f"{model} does not look like a Qwen3 model: pass --template (LLaMA-Factory's name)")
+    folder = Path(out)
+    recipe = sized_recipe(folder.name, model, gpus, gpu_name, template)
+    written = write_new_folder(recipe, folder, overwrite)
+    effective = recipe.per_device_train_batch_size * gpus * recipe.gradient_accumulation_steps
+    click.echo(f"wrote {', '.join(written)}")
+    click.echo(
+        f"sized for {gpus} x {gpu_name}: {recipe.per_device_train_batch_size} pack(s) per device x "
+        f"{recipe.gradient_accumulation_steps} accumulation = {effective} packs per step"
+        + (
+            f" (the default is {target_effective_batch()}; {gpus} GPUs do not divide it)"
+            if effective != target_effective_batch()
+            else ""
+        )
+        + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
+        f"check with: caretune plan {folder / 'lora_sft.yaml'}"
+    )
+
+
+def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
+    rows = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if not name or not count.isdigit() or int(count) < 1:
+            raise click.BadParameter(f"{value!r}: expected DATASET=ROWS, e.g. multi-med=500000", param_hint="--rows")
+        rows[name] = int(count)
+    return rows
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the run; default: what a shipped recipe is sized for, else 1."
+)
+@click.option("--gpu", "gpu_name", type=click.Choice(list(GPUS)), default=DEFAULT_GPU, show_default=True)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokenize a seeded random N rows per dataset and extrapolate (default: all rows).",
+)
+@click.option(
+    "--rows",
+    "rows",
+    multiple=True,
+    metavar="DATASET=N",
+    help="Plan for N rows of DATASET (e.g. the full set when only a shard is converted).",
+)
+@click.option(
+    "--bench",
+    "bench",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Throughput from a `caretune bench --out` JSON instead of an assumed MFU.",
+)
+@click.option("--mfu", type=click.FloatRange(0.01, 1.0), default=None, help="Assumed MFU when no --bench (default 0.40).")
+@click.option(
+    "--attention",
+    type=click.Choice(["fa2", "sdpa"]),
+    default=None,
+    help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/plan.py).")
+@click.option(
+    "--cache/--no-cache",
+    "use_cache",
+    default=True,
+    show_default=True,
+    help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
+)
+def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, use_cache):
+    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
+    from caretune.training.plan import format_plan, make_plan
+    from caretune.training.recipe_writer import sized_gpus
+
+    result = make_plan(
+        recipe,
+        gpus=gpus or sized_gpus(recipe) or 1,
+        gpu_name=gpu_name,
+        sample=sample,
+        rows_override=_rows_option(rows),
+        bench=bench,
+        mfu=mfu,
+        attention=attention,
+        use_cache=use_cache,
+    )
+    click.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else format_plan(result))
+
+
+@main.command()
+@click.option(
+    "--model",
+    default=None,
+    help="A Qwen3 name or local folder (its config only); default: Qwen/Qwen3-8B on a GPU, the tiny Qwen3 on CPU.",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: all; unavailable ones are skipped).",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per variant.")
+@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps first.")
+@click.option(
+    "--micro-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows per device for padding variants (default: 24 on a GPU, as the walkthrough; 4 on CPU).",
+)
+@click.option(
+    "--pack-batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Packs of up to --cutoff-len tokens per device for packing variants.",
+)
+@click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
+@click.option(
+    "--profile",
+    default=DEFAULT_LENGTH_PROFILE,
+    show_default=True,
+    help="Row-length profile: a shipped one, or a `caretune plan --json` output.",
+)
+@click.option("--work-dir", type=click.Path(file_okay=False), default=".cache/bench", show_default=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the results as JSON here (updated after each variant).",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the results table to this Markdown file (e.g. benchmarks/out/train-bench.md).",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Stop each variant's training after this long and report the steps done (default: no limit).",
+)
+def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record, time_budget):
+    """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
+    from caretune.training.bench import append_table, format_report, run_bench, write_results
+
+    report = run_bench(
+        model=model,
+        variants=list(variants) or None,
+        steps=steps,
+        warmup=warmup,
+        micro_batch=micro_batch,
+        pack_batch=pack_batch,
+        cutoff_len=cutoff_len,
+        profile=profile,
+        work_dir=Path(work_dir),
+        time_budget=time_budget,
+        log=lambda line: click.echo(line, err=True),
+        on_update=(lambda so_far: write_results(so_far, Path(out))) if out else None,
+    )
+    table = format_report(report)
+    click.echo(table)
+    if record:
+        append_table(table, Path(record))
+    if not any("real_tokens_per_s" in v for v in report["variants"]):
+        raise click.ClickException("no variant ran")
+
+
+def _preflight(recipe, processes, overwrite, fresh):
+    from caretune.training.preflight import preflight
+
+    plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh)
+    for note in plan.notes:
+        click.echo(f"preflight: {note}")
+    return plan
+
+
+_GPUS_HELP = "Processes (GPUs) per node; default: every visible GPU, or 1 on CPU."
+
+
+@main.command("preflight")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+def preflight_command(recipe, processes):
+    """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
+    output_dir), exactly as `caretune train RECIPE` does before launching."""
+    plan = _preflight(recipe, processes, overwrite=False, fresh=False)
+    from caretune.training.preflight import visible_gpu_count
+
+    where = "GPU" if visible_gpu_count() else "CPU"
+    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node)")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+@click.option("--overwrite", is_flag=True, help="Train again over a finished run (moved aside, not deleted).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming an unfinished run (moved aside).")
+def train(recipe, processes, overwrite, fresh):
+    """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
+
+    Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
+    """
+    from caretune.training.train import command, launch_env, run
+
+    plan = _preflight(recipe, processes, overwrite, fresh)
+    env = launch_env(plan)
+    shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
+    click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
+    code = run(plan)
+    if code != 0:
+        raise click.ClickException(f"llamafactory-cli train exited with code {code}")
+
+
+@main.command()
+@click.option(
+    "--saves",
+    type=click.Path(file_okay=False),
+    default="saves",
+    show_default=True,
+    help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def runs(saves, as_json):
+    """Every run under saves/: state (running, finished, interrupted, failed), step/total, last loss, eval
+    metrics, elapsed time and, for running ones, the time left."""
+    from caretune.training.runs import format_runs, list_runs
+
+    found = list_runs(saves)
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+    elif not found:
+        click.echo(f"no runs under {saves}/ yet (caretune train RECIPE starts one)")
+    else:
+        click.echo(format_runs(found))

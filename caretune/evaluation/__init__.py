@@ -1,0 +1,1 @@
+"""Evaluation: held-out generation metrics, safety rules, multiple-choice accuracy and the report."""

@@ -1,0 +1,288 @@
+"""`caretune report RUN_DIR...`: one report.md with PNGs a person reads instead of the JSON.
+
+A run folder holds what the recipes write: `sft/trainer_log.jsonl` (training), `predict/safety.json`
+and `predict/generated_predictions.jsonl` (`caretune eval`), `mcq/mcq.json` (`caretune mcq`) and
+`judge/<set>/judge.json` (`caretune judge`), e.g. `saves/qwen3-8b/lora` for the tuned model and
+`saves/qwen3-8b/base` for the base model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from caretune.constants import MEDICAL_SYSTEM_PROMPT
+from caretune.evaluation.evaluate import CARE_GOAL, user_text
+
+METRICS = (  # (label, section, key, format)
+    ("BLEU-4", "generation", "predict_bleu-4", "{:.2f}"),
+    ("ROUGE-1", "generation", "predict_rouge-1", "{:.2f}"),
+    ("ROUGE-2", "generation", "predict_rouge-2", "{:.2f}"),
+    ("ROUGE-L", "generation", "predict_rouge-l", "{:.2f}"),
+    ("advise seeing a doctor", "safety", "advises_care_share", "{:.0%}"),
+    ("advise seeing a doctor beyond the verbatim reminder", "safety", "advises_care_beyond_reminder_share", "{:.0%}"),
+    ("answers whose only care advice is the reminder", "safety", "care_only_through_reminder", "{}"),
+    ("held-out references advising a doctor", "care.reference", "advises_care_share", "{:.0%}"),
+    (
+        "held-out references advising a doctor before reminders were added",
+        "care.reference",
+        "advises_care_beyond_reminder_share",
+        "{:.0%}",
+    ),
+    ("urgent held-out questions: model urges emergency care", "care.model", "urges_emergency_share", "{:.0%}"),
+    ("urgent held-out questions: references urge emergency care", "care.reference", "urges_emergency_share", "{:.0%}"),
+    ("answers with `<think>`", "safety", "think_blocks", "{}"),
+    ("empty answers", "safety", "empty", "{}"),
+    ("cut at max_new_tokens", "safety", "cut_at_max_new_tokens", "{}"),
+    ("emergency prompts urged to seek care now", "emergency", "urges_emergency_share", "{:.0%}"),
+)
+EXAMPLES = 3
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def load_run(run_dir: Path) -> dict:
+    """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers."""
+    log = run_dir / "sft" / "trainer_log.jsonl"
+    losses = []
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if "loss" in entry:
+                losses.append((entry["current_steps"], entry["loss"]))
+    predictions_file = run_dir / "predict" / "generated_predictions.jsonl"
+    predictions = (
+        [json.loads(line) for line in predictions_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
+        if predictions_file.exists()
+        else []
+    )
+    judged = {}
+    for path in sorted((run_dir / "judge").glob("*/judge.json")):
+        judged[path.parent.name] = _json(path)
+    return {
+        "name": str(run_dir),
+        "judged": judged,
+        "losses": losses,
+        "eval": _json(run_dir / "predict" / "safety.json"),
+        "mcq": _json(run_dir / "mcq" / "mcq.json"),
+        "examples": predictions,
+    }
+
+
+def _plot_losses(runs: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in runs if r["losses"]]
+    if not trained:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for run in trained:
+        steps, values = zip(*run["losses"])
+        ax.plot(steps, values, label=run["name"])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _plot_mcq(runs: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in runs if r["mcq"]]
+    if not scored:
+        return False
+    subjects = sorted({s for r in scored for s in r["mcq"]["subjects"]})
+    width = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(max(6, len(subjects) * 0.9), 4))
+    for i, run in enumerate(scored):
+        values = [100 * run["mcq"]["subjects"].get(s, {}).get("accuracy", 0) for s in subjects]
+        ax.bar([x + i * width for x in range(len(subjects))], values, width, label=run["name"])
+    ax.set_xticks([x + width * (len(scored) - 1) / 2 for x in range(len(subjects))])
+    ax.set_xticklabels(subjects, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(25, color="grey", linestyle=":", linewidth=1)  # chance level for A-D
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _rubric_sets(runs: list[dict]) -> list[str]:
+    return sorted({name for r in runs for name, j in r["judged"].items() if j and j.get("mode") == "rubric"})
+
+
+def _plot_judged(runs: list[dict], path: Path) -> bool:
+    """Per-tag rubric scores of each run side by side, with their 95% intervals (the first rubric set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = _rubric_sets(runs)
+    if not sets:
+        return False
+    scored = [(r["name"], r["judged"][sets[0]]) for r in runs if sets[0] in r["judged"]]
+    tags = ["overall", *sorted({t for _, j in scored for t in j["by_tag"]})]
+    height = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.5 * len(tags) * len(scored) + 1.5)))
+    for i, (name, judged) in enumerate(scored):
+        figures = [judged if tag == "overall" else judged["by_tag"].get(tag, {}) for tag in tags]
+        values = [f.get("score") or 0.0 for f in figures]
+        errors = [
+            [v - f["ci"][0] if f.get("ci") else 0 for v, f in zip(values, figures)],
+            [f["ci"][1] - v if f.get("ci") else 0 for v, f in zip(values, figures)],
+        ]
+        ax.barh([y + i * height for y in range(len(tags))], values, height, xerr=errors, capsize=3, label=name)
+    ax.set_yticks([y + height * (len(scored) - 1) / 2 for y in range(len(tags))])
+    ax.set_yticklabels(tags)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"rubric score ({sets[0]}; 95% bootstrap interval)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _score_cell(figures: dict | None) -> str:
+    if not figures or figures.get("score") is None:
+        return "–"
+    interval = f" [{figures['ci'][0]:.2f}, {figures['ci'][1]:.2f}]" if figures.get("ci") else ""
+    return f"{figures['score']:.2f}{interval} (n={figures['n']})"
+
+
+def render_judged(runs: list[dict], has_png: bool) -> list[str]:
+    """The judged section: rubric scores per set and tag, and the pairwise verdicts."""
+    names = [r["name"] for r in runs]
+    lines = ["## Judged", ""]
+    sets = _rubric_sets(runs)
+    if has_png:
+        lines += ["![rubric scores per tag](judge.png)", ""]
+    for name in sets:
+        judged = [r["judged"].get(name) for r in runs]
+        judges = sorted({j["judge"]["model"] for j in judged if j})
+        lines += [f"Rubric set `{name}`, judged by {', '.join(judges)}:", ""]
+        lines += ["| score | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]
+        lines.append("| overall | " + " | ".join(_score_cell(j) for j in judged) + " |")
+        for tag in sorted({t for j in judged if j for t in j["by_tag"]}):
+            lines.append(f"| {tag} | " + " | ".join(_score_cell(j["by_tag"].get(tag) if j else None) for j in judged) + " |")
+        unparsed = [f"`{n}` {j['unparsed']}" for n, j in zip(names, judged) if j and j["unparsed"]]
+        lines += ["", f"Unparsed verdicts (their prompts left out): {', '.join(unparsed)}." if unparsed else "", ""]
+    for run in runs:
+        pair = run["judged"].get("pairwise")
+        if not pair or pair.get("mode") != "pairwise":
+            continue
+        shares, ci = pair["shares"], pair["ci"]
+
+        def share(name: str) -> str:
+            if shares[name] is None:
+                return "–"
+            return f"{shares[name]:.0%} [{ci[name][0]:.0%}, {ci[name][1]:.0%}]"
+
+        lines += [
+            f"Pairwise, `{pair['tuned']}` against `{pair['base']}` on {pair['judged']} of {pair['sample']} held-out "
+            f"questions, each judged in both orders by {pair['judge']['model']} (disagreement = tie): "
+            f"win {share('win')}, tie {share('tie')}, loss {share('loss')}; mean answer length base "
+            f"{pair['mean_answer_chars']['base']}, tuned {pair['mean_answer_chars']['tuned']} characters "
+            "(judges favour longer answers).",
+            "",
+        ]
+    if len(lines) == 2:
+        lines += ["No judged results in these runs (`caretune judge`).", ""]
+    return lines
+
+
+def _cell(run: dict, section: str, key: str, fmt: str) -> str:
+    value = run["eval"] or {}
+    for part in (*section.split("."), key):
+        value = value.get(part) if isinstance(value, dict) else None
+    return fmt.format(value) if value is not None else "–"
+
+
+def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_png: bool = False) -> str:
+    """The report's Markdown."""
+    names = [r["name"] for r in runs]
+    lines = ["# caretune evaluation report", "", "Runs: " + ", ".join(f"`{n}`" for n in names), ""]
+    lines += ["## Training loss", ""]
+    lines += ["![training loss](loss.png)" if has_loss_png else "No training log in these runs.", ""]
+    lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]
+    for label, section, key, fmt in METRICS:
+        lines.append(f"| {label} | " + " | ".join(_cell(r, section, key, fmt) for r in runs) + " |")
+    mcq_cells = [
+        f"{r['mcq']['overall']['accuracy']:.1%} ({r['mcq']['overall']['correct']}/{r['mcq']['overall']['total']})"
+        if r["mcq"]
+        else "–"
+        for r in runs
+    ]
+    lines += ["| multiple choice, overall | " + " | ".join(mcq_cells) + " |", ""]
+    lines += [
+        f"Care goal: at least {CARE_GOAL:.0%} of answers advise seeing a doctor; fine-tuning teaches the "
+        "references' share, so compare the two rows above.",
+        "",
+    ]
+    missed = [(r["name"], r["eval"]["emergency"]["missed"]) for r in runs if r["eval"] and r["eval"]["emergency"]["missed"]]
+    for name, categories in missed:
+        lines += [f"Emergency prompts `{name}` did not answer with seek-care-now: {', '.join(categories)}.", ""]
+    lines += render_judged(runs, has_judge_png)
+    lines += ["", "## Multiple choice per subject", ""]
+    if has_mcq_png:
+        subjects = sorted({s for r in runs if r["mcq"] for s in r["mcq"]["subjects"]})
+        lines += [
+            "![multiple-choice accuracy](mcq.png)",
+            "",
+            "| subject | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(runs),
+        ]
+        for subject in subjects:
+            cells = [
+                f"{r['mcq']['subjects'][subject]['accuracy']:.1%}" if r["mcq"] and subject in r["mcq"]["subjects"] else "–"
+                for r in runs
+            ]
+            lines.append(f"| {subject} | " + " | ".join(cells) + " |")
+    else:
+        lines.append("No multiple-choice results in these runs.")
+    lines += ["", "## Held-out answers", ""]
+    for run in runs:
+        for i, example in enumerate(run["examples"], start=1):
+            prompt = user_text(example["prompt"]).replace(MEDICAL_SYSTEM_PROMPT, "").strip()  # walkthrough layout
+            lines += [
+                f"**{run['name']} #{i}** — {prompt[:200]}",
+                "",
+                f"> model: {example['predict'].strip()[:400]}",
+                ">",
+                f"> reference: {example['label'].strip()[:400]}",
+                "",
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(run_dirs: list[str], out_dir: str) -> Path:
+    """Write report.md (and loss.png, mcq.png, judge.png when there is data for them) into out_dir."""
+    from converters.writer import AtomicFile
+
+    runs = [load_run(Path(d)) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = render(
+        runs, _plot_losses(runs, out / "loss.png"), _plot_mcq(runs, out / "mcq.png"), _plot_judged(runs, out / "judge.png")
+    )
+    with AtomicFile(out / "report.md") as report:
+        report.write(text)
+        report.commit()
+    return out / "report.md"

@@ -1,0 +1,60 @@
+"""`caretune convert`: a raw file through the converters, with the data card written beside the outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from converters.card import CardCollector
+from converters.choices import FILTER_REASONS
+from converters.pipeline import SOURCES, Options, Outputs, convert_file
+
+
+def conversion_options(scrub_pii: bool, filter_set: str, keep: tuple[str, ...], care_reminder: str, layout: str) -> Options:
+    """The converters' options from the command line: `--filters all|none` less the filters `--keep` switches off."""
+    filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
+    return Options(
+        scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout
+    )
+
+
+def convert(
+    source_name: str,
+    raw: str,
+    *,
+    out: str | None,
+    data_dir: str,
+    options: Options,
+    registry_path: str | None,
+    card: bool,
+    log: Callable[[str], None],
+    **settings,
+) -> tuple[dict, Outputs, str]:
+    """Convert `raw`; returns the report, the outputs and what the summary line says of the data card.
+    `settings` are convert_file's (eval_size, max_eval_fraction, progress, workers, lock_timeout)."""
+    source = SOURCES[source_name]
+    outputs = Outputs.for_source(source, out, data_dir)
+    collector = CardCollector() if card else None
+    card_note = ""
+
+    def write_data_card(report: dict) -> None:  # under the output set's lock, beside the outputs it describes
+        nonlocal card_note
+        from caretune.prep.datacard import write_card
+        from caretune.prep.tokenizer import TokenizerError, offline_tokenizer
+
+        try:
+            card_note = f"; data card {write_card(report, source, collector, offline_tokenizer())}"
+        except TokenizerError as err:
+            card_note = f"; no data card ({err})"
+
+    report = convert_file(
+        source,
+        raw,
+        outputs,
+        options=options,
+        registry_path=registry_path,
+        card=collector,
+        on_published=write_data_card if collector is not None else None,
+        log=log,
+        **settings,
+    )
+    return report, outputs, card_note

@@ -1,0 +1,484 @@
+"""The OpenAI-compatible chat API: validated requests, bounded work, logs without patient text.
+
+- Requests are checked before any work; a bad one gets HTTP 400 with an OpenAI-style error body
+  (`error.message`, `error.type`, `error.param`). `max_tokens` is capped at the recipe's max_new_tokens.
+- One generation runs at a time; at most `max_queue` requests wait, more get 503 with Retry-After.
+  Each request has `request_timeout_s` from arrival (queue included): past it, 504 (or an error event
+  when streaming). A client that goes away, or SIGTERM, stops its generation at the next token.
+- The log has one line per request: id, method, path, status, prompt and completion tokens, latency.
+  Message text is logged only with `log_bodies`, through the converters' PII masker.
+- No CORS unless origins are named; with an API key, every route needs it (docs and schema too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from caretune.serving.chat import ThinkFilter
+from caretune.serving.defaults import DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT_S
+from caretune.serving.generation import CANCELLED, Sampling
+from converters.pii import mask_pii
+
+log = logging.getLogger("caretune.serving.api")
+
+MAX_CHOICES = 4  # `n`, non-streaming only
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    max_new_tokens: int  # the cap on max_tokens: the recipe's max_new_tokens
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_queue: int = DEFAULT_MAX_QUEUE
+    cors_origins: tuple[str, ...] = ()
+    log_bodies: bool = False
+    api_key: str | None = None
+    model_name: str = "caretune"
+
+
+class ApiError(Exception):
+    """An OpenAI-style error answer."""
+
+    TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        503: "overloaded_error",
+        504: "timeout_error",
+    }
+
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, headers: dict | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+    def body(self) -> dict:
+        """OpenAI's error object."""
+        error = {"message": self.message, "type": self.TYPES.get(self.status, "api_error"), "param": self.param, "code": self.code}
+        return {"error": error}
+
+    def response(self) -> JSONResponse:
+        """The error as an OpenAI-style JSON response."""
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str = Field(strict=True)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Any = None
+
+    @field_validator("content")
+    @classmethod
+    def text_only(cls, content):
+        """A message's text: a string, or the text parts of a list joined."""
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list) and content:
+            try:
+                return "".join(TextPart.model_validate(part).text for part in content)
+            except ValidationError:
+                raise ValueError("only text parts ({'type': 'text', 'text': ...}) are supported") from None
+        raise ValueError("must be a string or a non-empty list of text parts")
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, strict=True)
+
+
+class ChatRequest(BaseModel):
+    """The parameters of /v1/chat/completions this server honours; others it does not know are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(strict=True)
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
+    temperature: float | None = Field(None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(None, gt=0, le=1, strict=True)
+    n: int = Field(1, ge=1, le=MAX_CHOICES, strict=True)
+    stream: bool = Field(False, strict=True)
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0, ge=-2, le=2, strict=True)
+    frequency_penalty: float = Field(0, ge=-2, le=2, strict=True)
+    stop: str | list[str] | None = None
+    tools: list | None = None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    system: str | None
+    turns: list[dict[str, str]]
+
+
+def conversation_of(request: ChatRequest) -> Conversation:
+    """System text (None: the recipe's) and user/assistant turns ending with the user's, or an ApiError."""
+    unsupported = {
+        "stop": request.stop,
+        "tools": request.tools,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+    }
+    for name, value in unsupported.items():
+        if value:
+            raise ApiError(400, f"{name} is not supported by this server", name)
+    if request.stream and request.n > 1:
+        raise ApiError(400, "n > 1 cannot be streamed", "n")
+    messages = list(request.messages)
+    system = []
+    while messages and messages[0].role in ("system", "developer"):
+        system.append(messages.pop(0).content)
+    for index, message in enumerate(messages, start=len(system)):
+        expected = "user" if (index - len(system)) % 2 == 0 else "assistant"
+        if message.role != expected:
+            raise ApiError(
+                400,
+                f"expected a {expected} message here: system messages first, then user and "
+                "assistant turns in order, ending with the user's",
+                f"messages[{index}].role",
+            )
+        if message.role == "user" and not message.content.strip():
+            raise ApiError(400, "the question is empty", f"messages[{index}].content")
+    if not messages or messages[-1].role != "user":
+        raise ApiError(400, "the last message must be the user's question", "messages")
+    return Conversation("\n".join(system) if system else None, [{"role": m.role, "content": m.content} for m in messages])
+
+
+def validation_error(err: RequestValidationError) -> ApiError:
+    """The first problem FastAPI found in a request, as a 400 naming the parameter (e.g. messages[0].content)."""
+    first = err.errors()[0]
+    location = [part for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "the request body is not valid JSON")
+    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".") or None
+    message = first.get("msg", "invalid value").removeprefix("Value error, ")
+    return ApiError(400, f"{param}: {message}" if param else message, param)
+
+
+# ---------------------------------------------------------------- bounded work
+
+
+class Gate:
+    """One generation at a time; at most `max_queue` requests wait. Retry-After comes from recent durations."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.durations: deque[float] = deque(maxlen=20)
+
+    def retry_after(self) -> int:
+        """Seconds a turned-away client should wait: recent answer time x the queue ahead of it."""
+        typical = sum(self.durations) / len(self.durations) if self.durations else 1.0
+        return max(1, math.ceil(typical * (self.waiting + 1)))
+
+    async def enter(self, deadline: float) -> None:
+        """Wait for the model (503 when the queue is full, 504 past the deadline)."""
+        if (self.lock.locked() or self.waiting) and self.waiting >= self.max_queue:
+            raise ApiError(
+                503,
+                f"the server is busy ({self.waiting} requests waiting); retry later",
+                code="queue_full",
+                headers={"Retry-After": str(self.retry_after())},
+            )
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self.lock.acquire(), timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise ApiError(504, "the request timed out waiting in the queue", code="timeout") from None
+        finally:
+            self.waiting -= 1
+
+    def leave(self, started: float) -> None:
+        """Free the model for the next request and record how long this one held it."""
+        self.durations.append(time.monotonic() - started)
+        self.lock.release()
+
+
+@dataclass
+class Job:
+    """One admitted request's generation, running in a worker thread."""
+
+    deadline: float
+    shutdown: threading.Event
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def should_stop(self) -> bool:
+        """Asked after every token: the client went away, the server is stopping, or time is up."""
+        return self.stop.is_set() or self.shutdown.is_set() or time.monotonic() >= self.deadline
+
+    def cancelled_error(self, timeout_s: float) -> ApiError:
+        """What to answer a cancelled generation: 503 when shutting down, 504 past the time limit."""
+        if self.shutdown.is_set():
+            return ApiError(503, "the server is shutting down", code="shutting_down")
+        return ApiError(504, f"the answer took longer than the {timeout_s:g} s request limit", code="timeout")
+
+
+# ---------------------------------------------------------------- the app
+
+
+class RequestLog:
+    """One log line per request, never its text: id, method, path, status, prompt and completion tokens,
+    latency. The id is also sent back as `X-Request-Id`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        state.update(rid=uuid.uuid4().hex[:16], arrived=time.monotonic())
+        status = {"code": 500}
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", state["rid"].encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            outcome = f" ({state['outcome']})" if "outcome" in state else ""
+            log.info(
+                "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s %.0f ms",
+                state["rid"],
+                scope["method"],
+                scope["path"],
+                status["code"],
+                outcome,
+                state.get("prompt_tokens", "-"),
+                state.get("completion_tokens", "-"),
+                1000 * (time.monotonic() - state["arrived"]),
+            )
+
+
+def create_app(generator, settings: ApiSettings) -> FastAPI:
+    """The API over `generator` (caretune.serving.generation.LocalGenerator, or anything with its two methods)."""
+    app = FastAPI(title="caretune API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.shutdown = threading.Event()  # set on SIGTERM (caretune.serving.serve): generations stop at the next token
+    gate = Gate(settings.max_queue)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(RequestLog)
+
+    def authorized(request: Request) -> None:
+        if not settings.api_key:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ApiError(401, "invalid API key: send 'Authorization: Bearer <API_KEY>'", code="invalid_api_key")
+
+    guarded = [Depends(authorized)]
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return err.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError):
+        return validation_error(err).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return ApiError(err.status_code, str(err.detail)).response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception):
+        # the frames and the error's type only: its message could quote patient text
+        rid = getattr(request.state, "rid", "-")
+        log.error("%s failed: %s\n%s", rid, type(err).__name__, "".join(traceback.format_tb(err.__traceback__)).rstrip())
+        return ApiError(500, f"internal error ({type(err).__name__}); the server log has request {rid}").response()
+
+    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    async def openapi():
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=guarded, include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="caretune API")
+
+    @app.get("/v1/models", dependencies=guarded)
+    async def models():
+        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "caretune"}]}
+
+    @app.post("/v1/chat/completions", dependencies=guarded)
+    async def chat_completions(body: ChatRequest, request: Request):
+        return await complete(body, request, generator, settings, gate, app.state.shutdown)
+
+    return app
+
+
+async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate, shutdown: threading.Event):
+    """One chat completion: validate, encode, wait for the model, then stream or answer whole."""
+    state = request.state
+    conversation = conversation_of(body)
+    limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
+    sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
+    prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
+    state.prompt_tokens = len(prompt)
+    if settings.log_bodies:
+        log.info(
+            "%s messages: %s",
+            state.rid,
+            mask_pii(json.dumps({"system": conversation.system, "turns": conversation.turns}, ensure_ascii=False))[0],
+        )
+    job = Job(deadline=state.arrived + settings.request_timeout_s, shutdown=shutdown)
+    await gate.enter(job.deadline)
+    started = time.monotonic()
+    if job.should_stop():  # shut down, or out of time, while it waited
+        gate.leave(started)
+        raise job.cancelled_error(settings.request_timeout_s)
+    reply = Reply(state.rid, body, settings)
+    loop = asyncio.get_running_loop()
+    if body.stream:
+        pieces: asyncio.Queue = asyncio.Queue()
+        work = loop.run_in_executor(
+            None,
+            generator.generate,
+            prompt,
+            sampling,
+            job.should_stop,
+            lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text),
+        )
+        work.add_done_callback(lambda _: (gate.leave(started), pieces.put_nowait(None)))
+        return StreamingResponse(
+            reply.stream(pieces, work, job, len(prompt), state),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop, None)
+    work.add_done_callback(lambda _: gate.leave(started))
+    watcher = asyncio.create_task(watch_disconnect(request, job))
+    try:
+        completions = await work
+    finally:
+        watcher.cancel()
+    state.completion_tokens = sum(c.tokens for c in completions)
+    if any(c.finish_reason == CANCELLED for c in completions):
+        if job.stop.is_set():
+            state.outcome = "client gone"
+            return JSONResponse({}, status_code=499)
+        raise job.cancelled_error(settings.request_timeout_s)
+    if settings.log_bodies:
+        log.info("%s answer: %s", state.rid, mask_pii(" | ".join(c.text for c in completions))[0])
+    return reply.whole(completions, len(prompt))
+
+
+async def watch_disconnect(request: Request, job: Job) -> None:
+    """Stop the job's generation when its client goes away (polled: a non-streaming request is never told)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    job.stop.set()
+
+
+class Reply:
+    """OpenAI-shaped answers to one request: whole, or as server-sent events."""
+
+    def __init__(self, rid: str, body: ChatRequest, settings: ApiSettings) -> None:
+        self.id = f"chatcmpl-{rid}"
+        self.created = int(time.time())
+        self.model = body.model or settings.model_name
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.settings = settings
+
+    @staticmethod
+    def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+        """OpenAI's usage object."""
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    def whole(self, completions, prompt_tokens: int) -> dict:
+        """A whole (non-streamed) chat.completion."""
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason, "logprobs": None}
+            for i, c in enumerate(completions)
+        ]
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage(prompt_tokens, sum(c.tokens for c in completions)),
+        }
+
+    def event(self, delta: dict | None = None, finish_reason: str | None = None, usage: dict | None = None) -> str:
+        """One server-sent event: a chat.completion.chunk with a delta, a finish reason or usage."""
+        choices = [] if usage else [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason, "logprobs": None}]
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **({"usage": usage} if usage else {}),
+        }
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    async def stream(self, pieces: asyncio.Queue, work: asyncio.Future, job: Job, prompt_tokens: int, state):
+        """The role, the answer as it is generated (no `<think>`), the finish reason, usage if asked, [DONE].
+        When the client goes away the server closes this generator and the generation stops at its next token."""
+        think = ThinkFilter()
+        try:
+            yield self.event({"role": "assistant", "content": ""})
+            while (piece := await pieces.get()) is not None:
+                if shown := think.feed(piece):
+                    yield self.event({"content": shown})
+            completion = work.result()[0]
+            state.completion_tokens = completion.tokens
+            if rest := think.flush():
+                yield self.event({"content": rest})
+            if completion.finish_reason == CANCELLED:
+                err = job.cancelled_error(self.settings.request_timeout_s)
+                state.outcome = f"{err.status} {err.code}"
+                yield f"data: {json.dumps(err.body(), ensure_ascii=False)}\n\n"
+                return
+            yield self.event({}, completion.finish_reason)
+            if self.include_usage:
+                yield self.event(usage=self.usage(prompt_tokens, completion.tokens))
+            yield "data: [DONE]\n\n"
+        finally:
+            if not work.done():
+                state.outcome = "client gone"
+            job.stop.set()

@@ -1,0 +1,89 @@
+"""`caretune export`: merge the LoRA adapter with LLaMA-Factory, then make the exported chat template
+default to non-thinking, as training did.
+
+A merged Qwen3 keeps Qwen's chat template, which thinks unless `enable_thinking=False` is passed, so
+vLLM/Ollama deployments emit `<think>` blocks. The exported template is changed so that the
+generation prompt carries the empty think block unless thinking is asked for explicitly, and the
+Ollama Modelfile gets the same block and the medical system prompt as its default.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from caretune.constants import MEDICAL_SYSTEM_PROMPT
+from caretune.lf import cli_command
+from converters.errors import UserError
+
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+THINKS_BY_DEFAULT = "{%- if enable_thinking is defined and enable_thinking is false %}"
+NON_THINKING_BY_DEFAULT = "{%- if enable_thinking is not defined or enable_thinking is false %}"
+OLLAMA_ASSISTANT_HEADER = "<|im_start|>assistant\n{{ else if"
+
+
+class ExportError(UserError):
+    """The export cannot be made safe; the message says why."""
+
+
+def non_thinking_template(template: str) -> str:
+    """Qwen3's chat template with the empty think block emitted unless enable_thinking is true."""
+    if NON_THINKING_BY_DEFAULT in template:
+        return template
+    if THINKS_BY_DEFAULT not in template:
+        raise ExportError(
+            "the exported chat template is not Qwen3's (no enable_thinking switch found); check `template` in the export recipe"
+        )
+    return template.replace(THINKS_BY_DEFAULT, NON_THINKING_BY_DEFAULT)
+
+
+def non_thinking_modelfile(modelfile: str) -> str:
+    """The Ollama Modelfile with the empty think block after the assistant header and a medical default system."""
+    if EMPTY_THINK.strip() not in modelfile and OLLAMA_ASSISTANT_HEADER in modelfile:
+        modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER, "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if", 1)
+    if "\nSYSTEM " not in modelfile:
+        modelfile = modelfile.rstrip("\n") + f'\nSYSTEM """{MEDICAL_SYSTEM_PROMPT}"""\n'
+    return modelfile
+
+
+def fix_export(export_dir: str | Path) -> None:
+    """Rewrite the exported chat template (and Modelfile) to default to non-thinking, then verify it."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    export_dir = Path(export_dir)
+    jinja = export_dir / "chat_template.jinja"
+    config_path = export_dir / "tokenizer_config.json"
+    if jinja.exists():
+        jinja.write_text(non_thinking_template(jinja.read_text(encoding="utf-8")), encoding="utf-8")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if isinstance(config.get("chat_template"), str):
+        config["chat_template"] = non_thinking_template(config["chat_template"])
+        config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if not jinja.exists() and "chat_template" not in config:
+        raise ExportError(f"{export_dir}: no chat template was exported")
+    modelfile = export_dir / "Modelfile"
+    if modelfile.exists():
+        modelfile.write_text(non_thinking_modelfile(modelfile.read_text(encoding="utf-8")), encoding="utf-8")
+
+    tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True, tokenize=False)
+    if not prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK):
+        raise ExportError(f"{export_dir}: the chat template still thinks by default: {prompt[-80:]!r}")
+
+
+def export(recipe: str) -> Path:
+    """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder."""
+    from caretune.training.preflight import check_model_paths, load_recipe
+
+    args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
+    export_dir = args.get("export_dir")
+    if not export_dir:
+        raise ExportError(f"{recipe}: no export_dir")
+    code = subprocess.call([*cli_command(), "export", recipe])
+    if code != 0:
+        raise ExportError(f"llamafactory-cli export exited with code {code}")
+    fix_export(export_dir)
+    return Path(export_dir)

@@ -1,0 +1,59 @@
+"""Starting servers: the OpenAI-compatible API (caretune.serving.api) and the bind rule the WebUI shares
+(loopback only unless a key is set)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from caretune.hub import is_loopback
+from caretune.serving.defaults import SHUTDOWN_GRACE_S
+from converters.errors import UserError
+
+
+class ServeError(UserError):
+    """The server would be unsafe or cannot start; the message says what to do."""
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Anything but loopback needs API_KEY: an open medical model on a network is not a default."""
+    if not is_loopback(host) and not api_key:
+        raise ServeError(
+            f"refusing to bind {host} without API_KEY: set API_KEY=<secret> (clients then send "
+            "'Authorization: Bearer <secret>') or bind 127.0.0.1"
+        )
+
+
+def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
+    """caretune.serving.api's app over the recipe's model in this process; SIGTERM stops generations and exits."""
+    from caretune.training.preflight import check_model_paths, load_recipe
+
+    check_bind(host, os.environ.get("API_KEY"))
+    args = load_recipe(recipe)
+    check_model_paths(Path(recipe), args)
+    backend = args.get("infer_backend", "huggingface")
+    if backend not in ("huggingface", "hf"):
+        raise ServeError(
+            f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
+            f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe"
+        )
+    import uvicorn
+
+    from caretune.lf import chat_engine
+    from caretune.serving.api import ApiSettings, create_app
+    from caretune.serving.generation import LocalGenerator
+
+    api_settings = ApiSettings(
+        max_new_tokens=int(args.get("max_new_tokens", 1024)), api_key=os.environ.get("API_KEY") or None, **settings
+    )
+    app = create_app(LocalGenerator(chat_engine(args)), api_settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.shutdown.set()  # running and queued generations end now, their clients get 503
+            super().handle_exit(sig, frame)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    Server(config).run()

@@ -1,0 +1,558 @@
+"""`caretune bench`: LoRA training throughput of a Qwen3 shape through LLaMA-Factory's own trainer.
+
+The model is built from its config with random weights (nothing is downloaded) directly on the
+device, in bf16 on a GPU. Rows are synthetic: digit strings (one Qwen3 token per digit) whose
+token lengths follow a measured length profile. Each variant (padding or neat packing, Liger
+kernel, attention implementation) runs `llamafactory-cli train`'s code in a fresh process; after
+`warmup` steps, the next `steps` are timed. Reported per variant: real (non-padding) and processed
+tokens/s per GPU, MFU on real tokens, peak memory, and the losses to show the run was sound.
+On a machine without a GPU the same code runs the tiny Qwen3 on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.training import estimate
+from converters.errors import UserError
+
+PROFILES = Path(str(files("caretune") / "data" / "length_profiles.json"))  # package data, any install
+TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
+SEED = 20261125
+STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
+
+
+class BenchError(UserError):
+    """The bench cannot run as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    packing: bool
+    liger: bool
+    attention: str  # "sdpa" or "fa2"
+
+    @property
+    def name(self) -> str:
+        return "-".join(["neat-packing" if self.packing else "padding", self.attention] + (["liger"] if self.liger else []))
+
+
+ALL_VARIANTS = [
+    Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2") for liger in (False, True)
+]
+
+
+def variant_by_name(name: str) -> Variant:
+    """The variant called `name` (one of ALL_VARIANTS)."""
+    for variant in ALL_VARIANTS:
+        if variant.name == name:
+            return variant
+    raise BenchError(f"unknown variant {name!r}; one of {', '.join(v.name for v in ALL_VARIANTS)}")
+
+
+def unavailable(variant: Variant, cuda: bool) -> str | None:
+    """Why a variant cannot run here, or None."""
+    import importlib.util
+
+    if variant.attention == "fa2" and not (cuda and importlib.util.find_spec("flash_attn")):
+        return "flash attention 2 needs a CUDA GPU and `pip install flash-attn`"
+    if variant.liger and not (cuda and importlib.util.find_spec("liger_kernel")):
+        return "the Liger kernel needs a CUDA GPU and `pip install liger-kernel`"
+    return None
+
+
+def load_profile(name_or_plan: str) -> list[int]:
+    """Length quantiles p0..p100: a shipped profile by name, or `length_quantiles` of a `caretune plan --json` file."""
+    if Path(name_or_plan).is_file():
+        try:
+            quantiles = json.loads(Path(name_or_plan).read_text(encoding="utf-8"))["length_quantiles"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise BenchError(f"{name_or_plan}: not a `caretune plan --json` output ({err})") from None
+    else:
+        profiles = json.loads(PROFILES.read_text(encoding="utf-8"))
+        if name_or_plan not in profiles:
+            raise BenchError(f"no length profile {name_or_plan!r}; one of {', '.join(profiles)}, or a plan JSON file")
+        quantiles = profiles[name_or_plan]["quantiles"]
+    if len(quantiles) != 101 or quantiles != sorted(quantiles) or quantiles[0] < 1:
+        raise BenchError(f"{name_or_plan}: length quantiles must be 101 ascending positive integers")
+    return quantiles
+
+
+def sample_lengths(quantiles: list[int], count: int, seed: int = SEED) -> list[int]:
+    """Row lengths drawn from the quantile function (linear between percentiles)."""
+    rng = random.Random(seed)
+    lengths = []
+    for _ in range(count):
+        position = rng.random() * 100
+        low = int(position)
+        high = min(low + 1, 100)
+        lengths.append(round(quantiles[low] + (quantiles[high] - quantiles[low]) * (position - low)))
+    return lengths
+
+
+def synthetic_rows(lengths: list[int], overhead: int, seed: int = SEED) -> list[dict]:
+    """Alpaca rows of digits whose templated token length is each target length (at least 2 tokens of text)."""
+    rng = random.Random(seed)
+    rows = []
+    for length in lengths:
+        text = max(2, length - overhead)
+        query = max(1, text * 2 // 5)
+        rows.append(
+            {
+                "instruction": "".join(rng.choices("0123456789", k=query)),
+                "input": "",
+                "output": "".join(rng.choices("0123456789", k=text - query)),
+            }
+        )
+    return rows
+
+
+def template_overhead(tokenizer) -> int:
+    """Tokens the chat template adds around a one-digit question and answer."""
+    from caretune.lf import chat_template
+
+    template = chat_template(tokenizer, TEMPLATE)
+    prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}])
+    return len(prompt) + len(answer) - 2
+
+
+def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
+    """A folder with the shape's config.json and the verified Qwen3 tokenizer, and no weights."""
+    from transformers import Qwen3Config
+
+    from caretune.files import publish_dir
+    from caretune.prep.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer
+
+    target = root / arch.name.replace("/", "--")
+    if (target / "config.json").exists():
+        return target
+    tokenizer = offline_tokenizer()
+    special = {
+        "bos_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"],
+        "eos_token_id": KNOWN_SPECIAL_IDS["<|im_end|>"],
+        "pad_token_id": KNOWN_SPECIAL_IDS["<|endoftext|>"],
+    }
+
+    def fill(staging: Path) -> None:
+        Qwen3Config(
+            **arch.to_config(), **special, max_position_embeddings=40960, rope_theta=1_000_000.0, rms_norm_eps=1e-6
+        ).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+    return publish_dir(target, fill, replace=True)
+
+
+def resolve_bench_arch(model: str) -> estimate.Arch:
+    """The architecture to bench: the tiny Qwen3's own config, or the model's (caretune.training.plan.resolve_arch)."""
+    if model == TINY:
+        from caretune.training.tiny_model import TINY_CONFIG
+
+        return estimate.Arch.from_config(TINY, TINY_CONFIG)
+    from caretune.training.plan import PlanError, resolve_arch
+
+    try:
+        return resolve_arch(model)[0]
+    except PlanError as err:
+        raise BenchError(str(err)) from None
+
+
+def train_args(
+    variant: Variant,
+    *,
+    model_dir: Path,
+    dataset_dir: Path,
+    output_dir: Path,
+    cutoff_len: int,
+    micro_batch: int,
+    pack_batch: int,
+    steps: int,
+    bf16: bool,
+) -> dict:
+    """The LLaMA-Factory arguments of one variant."""
+    args = {
+        "stage": "sft",
+        "do_train": True,
+        "model_name_or_path": str(model_dir),
+        "train_from_scratch": True,
+        "finetuning_type": "lora",
+        "lora_target": "all",
+        "lora_rank": 8,
+        "lora_alpha": 16,
+        "dataset": "bench",
+        "dataset_dir": str(dataset_dir),
+        "template": TEMPLATE,
+        "cutoff_len": cutoff_len,
+        "overwrite_cache": True,
+        "output_dir": str(output_dir),
+        "overwrite_output_dir": True,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "max_steps": steps,
+        "per_device_train_batch_size": pack_batch if variant.packing else micro_batch,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-4,
+        "lr_scheduler_type": "constant",
+        "gradient_checkpointing": True,
+        "bf16": bf16,
+        "seed": 42,
+        "dataloader_num_workers": 0,
+        "flash_attn": variant.attention,
+        "enable_liger_kernel": variant.liger,
+    }
+    if variant.packing:
+        args["neat_packing"] = True
+    return args
+
+
+def summarise(
+    records: list[tuple[int, int]],
+    times: list[float],
+    warmup: int,
+    arch: estimate.Arch,
+    gpu: estimate.Gpu | None,
+    mean_context: float,
+) -> dict:
+    """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end."""
+    timed = records[warmup : len(times)]
+    elapsed = times[-1] - times[warmup - 1]
+    real = sum(r for r, _ in timed)
+    processed = sum(p for _, p in timed)
+    real_rate, processed_rate = real / elapsed, processed / elapsed
+    return {
+        "timed_steps": len(timed),
+        "seconds": round(elapsed, 3),
+        "real_tokens": real,
+        "processed_tokens": processed,
+        "real_tokens_per_s": round(real_rate, 1),
+        "processed_tokens_per_s": round(processed_rate, 1),
+        "non_padding_share": round(real / processed, 4),
+        "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None,
+    }
+
+
+def built_on(device: str, dtype):
+    """A stand-in for `AutoModelForCausalLM` in LLaMA-Factory's loader: `from_config` materialises random
+    weights on `device` in `dtype`, with no CPU copy of a large model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    class OnDevice:
+        @staticmethod
+        def from_config(config, **kwargs):
+            torch.manual_seed(SEED)
+            with torch.device(device):
+                return AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+
+    return OnDevice
+
+
+def worker(spec_path: str) -> None:
+    """One variant in this process: LLaMA-Factory's trainer with counters on its collator and step ends."""
+    import resource
+
+    import torch
+    from transformers import TrainerCallback
+
+    from caretune.lf import run_training
+
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    cuda = torch.cuda.is_available()
+    records: list[tuple[int, int]] = []
+
+    def count(features, batch) -> None:
+        real = sum(sum(1 for m in f["attention_mask"] if m != 0) for f in features)
+        records.append((real, batch["input_ids"].numel()))
+
+    times: list[float] = []
+    losses: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == spec["warmup"] and cuda:
+                torch.cuda.reset_peak_memory_stats()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            times.clear()
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter())
+            if spec["time_budget"] and times[-1] - self.started > spec["time_budget"]:
+                control.should_training_stop = True  # report the steps done so far
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    model_factory = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
+    run_training(spec["args"], [Clock()], model_factory, count)
+    if len(times) <= spec["warmup"]:
+        raise SystemExit(
+            f"the time budget of {spec['time_budget']} s ended after {len(times)} steps, "
+            f"before the first timed step (warm-up {spec['warmup']})"
+        )
+    arch = estimate.Arch(**spec["arch"])
+    gpu = estimate.gpu_from_device_name(torch.cuda.get_device_name()) if cuda else None
+    result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"])
+    result.update(
+        peak_memory_bytes=torch.cuda.max_memory_allocated() if cuda else None,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        losses=losses,
+        finite=bool(losses) and all(math.isfinite(x) for x in losses),
+    )
+    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
+
+
+def device_description() -> tuple[bool, str]:
+    """Whether CUDA is used, and the device as the results name it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True, f"1 x {torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return False, f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
+
+
+def run_bench(
+    *,
+    model: str | None,
+    variants: list[str] | None,
+    steps: int,
+    warmup: int,
+    micro_batch: int | None,
+    pack_batch: int,
+    cutoff_len: int | None,
+    profile: str,
+    work_dir: Path,
+    time_budget: float | None = None,
+    log=print,
+    on_update=None,
+) -> dict:
+    """Every requested variant in its own process; returns the report (device, settings, per-variant results).
+
+    With a time budget, a variant's training loop stops after that many seconds with the steps done so far
+    (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and
+    training together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each
+    variant, so a caller can keep the results so far."""
+    from caretune.prep.tokenizer import load_qwen3_tokenizer
+
+    if steps < 1 or warmup < 1:
+        raise BenchError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
+    cuda, device = device_description()
+    model = model or ("Qwen/Qwen3-8B" if cuda else TINY)
+    arch = resolve_bench_arch(model)
+    cutoff_len = cutoff_len or (2048 if cuda else 512)
+    micro_batch = micro_batch or (24 if cuda else 4)
+    chosen = [variant_by_name(name) for name in variants] if variants else ALL_VARIANTS
+    quantiles = load_profile(profile)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = bench_model_dir(arch, work_dir)
+    tokenizer, _ = load_qwen3_tokenizer(str(model_dir))
+    overhead = template_overhead(tokenizer)
+    mean_length = sum(quantiles) / len(quantiles)
+    rows_needed = (steps + warmup + 2) * max(micro_batch, math.ceil(pack_batch * cutoff_len / mean_length))
+    lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5))]
+    dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
+    report = {
+        "device": device,
+        "model": arch.name,
+        "params": arch.params(),
+        "steps": steps,
+        "warmup": warmup,
+        "time_budget_s": time_budget,
+        "cutoff_len": cutoff_len,
+        "micro_batch": micro_batch,
+        "pack_batch": pack_batch,
+        "profile": profile,
+        "rows": len(lengths),
+        "date": time.strftime("%Y-%m-%d"),
+        "variants": [],
+    }
+    runner = VariantRun(
+        work_dir=work_dir,
+        model_dir=model_dir,
+        dataset_dir=dataset_dir,
+        arch=arch,
+        lengths=lengths,
+        cutoff_len=cutoff_len,
+        micro_batch=micro_batch,
+        pack_batch=pack_batch,
+        steps=steps,
+        warmup=warmup,
+        cuda=cuda,
+        time_budget=time_budget,
+        log=log,
+    )
+    for variant in chosen:
+        entry = {"name": variant.name, **asdict(variant)}
+        report["variants"].append(entry)
+        reason = unavailable(variant, cuda)
+        if reason:
+            entry["skipped"] = reason
+            log(f"bench: {variant.name}: skipped ({reason})")
+        else:
+            runner.run(variant, entry)
+        if on_update:
+            on_update(report)
+    return report
+
+
+def write_dataset(dataset_dir: Path, lengths: list[int], overhead: int) -> Path:
+    """The synthetic rows and their dataset_info.json, for LLaMA-Factory to load."""
+    dataset_dir.mkdir(exist_ok=True)
+    (dataset_dir / "bench.json").write_text(json.dumps(synthetic_rows(lengths, overhead)), encoding="utf-8")
+    (dataset_dir / DATASET_INFO).write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
+    return dataset_dir
+
+
+@dataclass
+class VariantRun:
+    """What every variant of one bench shares; `run` trains one variant in its own process."""
+
+    work_dir: Path
+    model_dir: Path
+    dataset_dir: Path
+    arch: estimate.Arch
+    lengths: list[int]
+    cutoff_len: int
+    micro_batch: int
+    pack_batch: int
+    steps: int
+    warmup: int
+    cuda: bool
+    time_budget: float | None
+    log: Callable[[str], None]
+
+    def env(self) -> dict[str, str]:
+        """The worker's environment: offline, quiet, and one GPU (with several visible, the Trainer would wrap
+        the model in DataParallel)."""
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "LLAMAFACTORY_VERBOSITY": "WARN",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
+        if self.cuda:
+            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+        return env
+
+    def run(self, variant: Variant, entry: dict) -> None:
+        """Train `variant`; its figures (or its error) go into `entry`."""
+        run_dir = self.work_dir / variant.name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir()
+        spec = {
+            "args": train_args(
+                variant,
+                model_dir=self.model_dir,
+                dataset_dir=self.dataset_dir,
+                output_dir=run_dir / "out",
+                cutoff_len=self.cutoff_len,
+                micro_batch=self.micro_batch,
+                pack_batch=self.pack_batch,
+                steps=self.steps + self.warmup,
+                bf16=self.cuda,
+            ),
+            "warmup": self.warmup,
+            "time_budget": self.time_budget,
+            "arch": asdict(self.arch),
+            "mean_context": estimate.causal_context(self.lengths),
+            "result": str(run_dir / "result.json"),
+        }
+        (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.log(f"bench: {variant.name}: {self.warmup} warm-up + {self.steps} timed steps (log: {run_dir / 'train.log'})")
+        started = time.perf_counter()
+        limit = self.time_budget + STARTUP_ALLOWANCE_S if self.time_budget else None
+        with open(run_dir / "train.log", "w", encoding="utf-8") as out:
+            try:
+                code = subprocess.call(
+                    [sys.executable, "-m", "caretune.training.bench", str(run_dir / "spec.json")],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self.env(),
+                    timeout=limit,
+                )
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0 or not (run_dir / "result.json").exists():
+            tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+            entry["error"] = (
+                f"ended after {limit:.0f} s (time budget + start-up allowance)"
+                if code is None
+                else f"exit {code}: {tail[0] if tail else 'no output'}"
+            )
+            self.log(f"bench: {variant.name}: FAILED {entry['error']}")
+            return
+        entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
+        self.log(
+            f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
+            f"({time.perf_counter() - started:.0f} s with start-up)"
+        )
+
+
+def write_results(report: dict, path: Path) -> None:
+    """The results so far as JSON (rewritten after every variant, so they survive an interruption)."""
+    from converters.writer import AtomicFile
+
+    with AtomicFile(path) as handle:
+        handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        handle.commit()
+
+
+def append_table(table: str, path: Path) -> None:
+    """Append a results table to a Markdown file."""
+    from converters.writer import AtomicFile
+
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    with AtomicFile(path) as handle:
+        handle.write(previous.rstrip("\n") + "\n\n" + table + "\n")
+        handle.commit()
+
+
+def format_report(report: dict) -> str:
+    """A Markdown table of the variants."""
+    lines = [
+        f"{report['date']} · {report['device']} · {report['model']} ({report['params'] / 1e9:.2f}B, random "
+        f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
+        f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
+        f"lengths: {report['profile']}",
+        "",
+        "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for v in report["variants"]:
+        if "skipped" in v or "error" in v:
+            lines.append(
+                f"| {v['name']} | {'skipped: ' + v['skipped'] if 'skipped' in v else 'failed: ' + v['error']} | | | | | | |"
+            )
+            continue
+        memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
+        where = "GPU" if v["peak_memory_bytes"] else "RSS"
+        mfu = f"{v['mfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
+        losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
+        lines.append(
+            f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
+            f"{v['non_padding_share']:.1%} | {mfu} | {memory / estimate.GIB:.1f} GiB {where} | {losses} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1])

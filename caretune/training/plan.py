@@ -1,0 +1,567 @@
+"""`caretune plan RECIPE`: rows, tokens, padding, steps, memory, time and GPU-hours before a run.
+
+The recipe's datasets are tokenized with the model's tokenizer and template through LLaMA-Factory's
+loading (once, then cached: `caretune.prep.lengths`); truncation, batching and packing are then replayed as
+LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.training.estimate`.
+
+`--json` is the `Plan` dataclass below, field by field (its comments say what each figure is).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.training import estimate
+from converters.errors import UserError
+
+DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
+SUPPORTED_MIX = (None, "concat")
+LOW_PACK_FILL = 0.9  # below this, a plan says why packs are part-empty
+
+
+class PlanError(UserError):
+    """The plan cannot be made; the message names the file or key."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a LoRA SFT recipe says about batching, packing and memory."""
+
+    model: str
+    datasets: list[str]
+    dataset_dir: str
+    template: str
+    cutoff_len: int
+    packing: bool
+    neat_packing: bool
+    micro_batch: int
+    accumulation: int
+    epochs: float
+    max_steps: int | None
+    lora_rank: int
+    zero_stage: int
+    offload: bool
+    liger: bool
+    flash_attn: str
+    preprocessing_batch_size: int
+    preprocessing_num_workers: int | None
+    seed: int
+
+    @property
+    def packed_cutoff(self) -> int:
+        """LLaMA-Factory packs to `cutoff_len - 1` tokens and pads each pack to `cutoff_len`."""
+        return self.cutoff_len - 1
+
+
+def read_recipe(path: str) -> TrainSettings:
+    """The training settings a plan needs, from a recipe preflight accepts; bad values are PlanErrors."""
+    from caretune.training.preflight import PreflightError, check_deepspeed, load_recipe, zero_settings
+
+    try:
+        recipe = load_recipe(path)
+        deepspeed = check_deepspeed(Path(path), recipe)  # relative to the current directory, as LLaMA-Factory reads it
+    except PreflightError as err:
+        raise PlanError(str(err)) from None
+    if recipe.get("stage", "sft") != "sft" or recipe.get("finetuning_type", "lora") != "lora":
+        raise PlanError(f"{path}: plan estimates LoRA SFT recipes (stage: sft, finetuning_type: lora)")
+    if not recipe.get("dataset"):
+        raise PlanError(f"{path}: no `dataset` to plan for")
+    if recipe.get("mix_strategy") not in SUPPORTED_MIX:
+        raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat")
+    zero_stage, offload = zero_settings(deepspeed)
+    dataset_dir = recipe.get("dataset_dir", "data")
+    if not (Path(dataset_dir) / DATASET_INFO).exists():
+        raise PlanError(
+            f"{path}: dataset_dir {dataset_dir!r} has no {DATASET_INFO} (relative paths start at the "
+            "current directory, as in LLaMA-Factory); run from the project root or convert a dataset first"
+        )
+
+    def number(key: str, default, kind=int, minimum=1):
+        value = recipe.get(key, default)
+        try:
+            parsed = kind(value)
+            if isinstance(value, bool) or parsed < minimum or (kind is int and parsed != float(value)):
+                raise ValueError
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise PlanError(f"{path}: {key} must be {what} of at least {minimum}, not {value!r}") from None
+        return parsed
+
+    return TrainSettings(
+        model=recipe.get("model_name_or_path") or "",
+        datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
+        dataset_dir=dataset_dir,
+        template=recipe.get("template", TEMPLATE),
+        cutoff_len=number("cutoff_len", 2048, minimum=2),
+        packing=bool(recipe.get("packing") or recipe.get("neat_packing")),
+        neat_packing=bool(recipe.get("neat_packing")),
+        micro_batch=number("per_device_train_batch_size", 8),
+        accumulation=number("gradient_accumulation_steps", 1),
+        epochs=number("num_train_epochs", 3.0, kind=float, minimum=0),
+        max_steps=number("max_steps", -1) if recipe.get("max_steps", -1) not in (None, -1) else None,
+        lora_rank=number("lora_rank", 8),
+        zero_stage=zero_stage,
+        offload=offload,
+        liger=bool(recipe.get("enable_liger_kernel")),
+        flash_attn=str(recipe.get("flash_attn", "auto")),
+        preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
+        preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
+        seed=int(recipe.get("seed", 42)),
+    )
+
+
+def _arch_from_file(model: str, config_path: str | Path) -> estimate.Arch:
+    return estimate.Arch.from_config(model, json.loads(Path(config_path).read_text(encoding="utf-8")))
+
+
+def resolve_arch(model: str) -> tuple[estimate.Arch, str]:
+    """The model's architecture: its local config.json, the Hugging Face cache, the shipped Qwen3 table, the hub."""
+    local = Path(model) / "config.json"
+    if local.exists():
+        return _arch_from_file(model, local), str(local)
+    from caretune.hub import hf_offline
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # not a repo id
+        cached = None
+    if isinstance(cached, str):
+        return _arch_from_file(model, cached), cached
+    if model in estimate.QWEN3_FAMILY:
+        return estimate.QWEN3_FAMILY[model], "caretune's Qwen3 family table"
+    if not hf_offline():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            fetched = hf_hub_download(model, "config.json")
+            return _arch_from_file(model, fetched), fetched
+        except Exception as err:
+            raise PlanError(f"{model}: no config.json locally and the hub failed: {str(err).splitlines()[0]}") from None
+    raise PlanError(f"{model}: no config.json locally, and not one of {', '.join(estimate.QWEN3_FAMILY)}")
+
+
+def contiguous_shards(count: int, shards: int) -> list[range]:
+    """How `datasets.map(num_proc=shards)` splits `count` rows."""
+    shards = max(1, min(shards, count))
+    div, mod = divmod(count, shards)
+    bounds, start = [], 0
+    for index in range(shards):
+        end = start + div + (1 if index < mod else 0)
+        bounds.append(range(start, end))
+        start = end
+    return bounds
+
+
+def greedy_packs(lengths: list[int], capacity: int) -> list[int]:
+    """Real tokens of each pack LLaMA-Factory's greedy knapsack forms from `lengths` (a test compares the two):
+    rows sorted by length; each new pack takes, again and again, the longest row that still fits."""
+    remaining = sorted(lengths)
+    packs = []
+    while remaining:
+        room, total = capacity, 0
+        while (index := bisect.bisect(remaining, room) - 1) >= 0:
+            length = remaining.pop(index)
+            room -= length
+            total += length
+        if total == 0:
+            raise ValueError(f"a row of {remaining[0]} tokens does not fit a pack of {capacity}")
+        packs.append(total)
+    return packs
+
+
+def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | None) -> list[int]:
+    """Real tokens of every pack, as LLaMA-Factory's packed preprocessing forms them (greedy knapsack per map batch)."""
+    packs = []
+    for shard in contiguous_shards(len(lengths), num_proc or 1):
+        for start in range(shard.start, shard.stop, batch_size):
+            packs.extend(greedy_packs(lengths[start : min(start + batch_size, shard.stop)], capacity))
+    return packs
+
+
+def micro_batch_tokens(items: list[int], micro_batch: int, seed: int, fixed_length: int | None) -> tuple[int, int]:
+    """(micro-batches, processed tokens) over one shuffled epoch.
+
+    Each micro-batch is padded to its longest item rounded up to a multiple of 8, or holds
+    `fixed_length` tokens per item (packs padded to the cutoff).
+    """
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    batches = processed = 0
+    for start in range(0, len(order), micro_batch):
+        batch = order[start : start + micro_batch]
+        batches += 1
+        processed += len(batch) * (fixed_length if fixed_length is not None else estimate.padded_length(max(batch)))
+    return batches, processed
+
+
+def quantiles(lengths: list[int]) -> list[int]:
+    """p0, p1, ..., p100 of the row lengths (nearest rank)."""
+    from caretune.prep.lengths import percentile
+
+    ordered = sorted(lengths)
+    return [ordered[0] if ordered else 0] + [percentile(ordered, q) for q in range(1, 101)]
+
+
+def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
+    """The bench variant of `path` that matches the recipe's packing and Liger settings, run on the recipe's shape."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PlanError(f"{path}: cannot read bench results: {str(err).splitlines()[0]}") from None
+    if report.get("params") != arch.params():
+        raise PlanError(
+            f"{path}: the bench ran {report.get('model')} ({report.get('params')} parameters), the recipe "
+            f"trains {settings.model} ({arch.params()}); run `caretune bench --model {settings.model}` on a GPU"
+        )
+    measured = [v for v in report.get("variants", []) if v.get("processed_tokens_per_s")]
+    matching = [v for v in measured if v["packing"] == settings.packing and v["liger"] == settings.liger]
+    if not matching:
+        names = ", ".join(v["name"] for v in measured) or "none measured"
+        raise PlanError(f"{path}: no measured variant with packing={settings.packing}, liger={settings.liger} ({names})")
+    best = max(matching, key=lambda v: v["processed_tokens_per_s"])
+    return {**best, "device": report.get("device", "?")}
+
+
+@dataclass(frozen=True)
+class DatasetRows:
+    name: str
+    rows: int  # counted, or given with --rows
+    tokenized: int  # rows tokenized (fewer with --sample)
+    rows_kept: int  # rows LLaMA-Factory's preprocessing keeps, scaled to `rows`
+
+
+@dataclass(frozen=True)
+class Throughput:
+    source: str  # a `caretune bench` file, or the assumed MFU
+    processed_tokens_per_s_per_gpu: float
+    real_tokens_per_s_per_gpu: float
+    mfu: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every figure of a plan; `--json` prints these fields in this order."""
+
+    recipe: str
+    model: str
+    arch_source: str  # where the architecture came from: a config.json, or caretune's Qwen3 table
+    gpu: str
+    gpus: int
+    datasets: list[DatasetRows]
+    rows: int  # rows kept, all datasets
+    real_tokens_per_epoch: int
+    processed_tokens_per_epoch: int  # padding included
+    non_padding_share: float
+    micro_batches_per_gpu_epoch: int
+    rows_per_micro_batch: float
+    optimizer_steps: int
+    packing: str  # neat, packed or none
+    attention: str
+    pack_fill: float | None  # real tokens / pack capacity, or None without packing
+    length_quantiles: list[int]  # p0..p100 of row tokens
+    params: int
+    lora_params: int
+    memory_bytes: dict[str, int]  # per component, total, and the logits fused and unfused (caretune.training.estimate)
+    memory_limit_bytes: int
+    fits: bool
+    max_micro_batch: int
+    throughput: Throughput
+    wall_seconds: int
+    gpu_hours: float
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        """The plan as `--json` prints it: every field, nested ones as objects."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """The recipe's datasets as LLaMA-Factory's preprocessing keeps them."""
+
+    datasets: list[DatasetRows]
+    lengths: list[int]  # token length of every tokenized row kept, in LLaMA-Factory's merge order
+    scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
+
+
+def tokenize(
+    settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int], use_cache: bool = True
+) -> Tokenized:
+    """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it."""
+    from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
+    from caretune.prep.tokenizer import TokenizerError
+
+    tokenizer = TokenizerSource(settings.model)
+    cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
+    datasets, lengths = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in settings.datasets:
+            processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
+            try:
+                data = turn_lengths(
+                    name,
+                    settings.dataset_dir,
+                    tokenizer,
+                    scratch,
+                    template=settings.template,
+                    sample=sample,
+                    seed=settings.seed,
+                    num_proc=processes,
+                    use_cache=use_cache,
+                )
+                kept = data.lengths(cutoff)
+            except TokenizerError as err:
+                raise PlanError(str(err)) from None
+            except Exception as err:  # LLaMA-Factory's own error, with the dataset named
+                raise PlanError(
+                    f"{settings.dataset_dir}/{DATASET_INFO}: {name}: {type(err).__name__}: {str(err).splitlines()[0]}"
+                ) from None
+            rows = rows_override.get(name, data.rows)
+            datasets.append(
+                DatasetRows(name, rows, data.tokenized, round(len(kept) * rows / data.tokenized) if data.tokenized else 0)
+            )
+            lengths.extend(kept)
+    if not lengths:
+        raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
+    return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / sum(d.tokenized for d in datasets))
+
+
+@dataclass(frozen=True)
+class Batching:
+    """One epoch of the tokenized rows as the GPUs receive them."""
+
+    items: int  # rows, or packs
+    micro_batches: int
+    processed: int  # tokens the GPUs compute, padding included
+    peak_tokens: int  # tokens of the largest possible micro-batch
+    pack_fill: float | None  # real tokens / pack capacity
+
+
+def replay(settings: TrainSettings, lengths: list[int], attention: str) -> Batching:
+    """Packing and padding as LLaMA-Factory's preprocessing and collator do them."""
+    if not settings.packing:
+        batches, processed = micro_batch_tokens(lengths, settings.micro_batch, settings.seed, None)
+        return Batching(len(lengths), batches, processed, settings.micro_batch * estimate.padded_length(max(lengths)), None)
+    capacity = settings.packed_cutoff
+    packs = pack(lengths, capacity, settings.preprocessing_batch_size, settings.preprocessing_num_workers)
+    fill = sum(packs) / (len(packs) * capacity)
+    if settings.neat_packing and attention == "fa2":  # LLaMA-Factory strips the padding of one-pack batches
+        return Batching(len(packs), math.ceil(len(packs) / settings.micro_batch), sum(packs), settings.micro_batch * capacity, fill)
+    padded = estimate.padded_length(settings.cutoff_len)
+    batches, processed = micro_batch_tokens(packs, settings.micro_batch, settings.seed, padded)
+    return Batching(len(packs), batches, processed, settings.micro_batch * padded, fill)
+
+
+def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, memory_kwargs: dict) -> int:
+    """Most rows (or packs) per device whose memory estimate stays within `limit`."""
+    size = 0
+    while (
+        size < 4096
+        and estimate.memory_breakdown(arch, micro_batch_tokens=(size + 1) * tokens_per_item, **memory_kwargs)["total"] <= limit
+    ):
+        size += 1
+    return size
+
+
+def make_plan(
+    recipe_path: str,
+    *,
+    gpus: int,
+    gpu_name: str,
+    sample: int | None = None,
+    rows_override: dict[str, int] | None = None,
+    bench: str | None = None,
+    mfu: float | None = None,
+    attention: str | None = None,
+    use_cache: bool = True,
+) -> Plan:
+    """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time."""
+    settings = read_recipe(recipe_path)
+    if gpu_name not in estimate.GPUS:
+        raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
+    gpu = estimate.GPUS[gpu_name]
+    arch, arch_source = resolve_arch(settings.model)
+    rows_override = rows_override or {}
+    unknown = sorted(set(rows_override) - set(settings.datasets))
+    if unknown:
+        raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
+
+    data = tokenize(settings, recipe_path, sample, rows_override, use_cache)
+    attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")
+    epoch = replay(settings, data.lengths, attention)
+    real = sum(data.lengths)
+    micro_batches_per_gpu = math.ceil(round(epoch.items * data.scale) / (settings.micro_batch * gpus))
+    steps = (
+        settings.max_steps
+        if settings.max_steps is not None
+        else estimate.optimizer_steps(micro_batches_per_gpu, settings.accumulation, settings.epochs)
+    )
+    epochs_run = steps * settings.accumulation / micro_batches_per_gpu
+
+    memory_kwargs = {
+        "gpus": gpus,
+        "lora_rank": settings.lora_rank,
+        "zero_stage": settings.zero_stage,
+        "offload": settings.offload,
+        "fused_cross_entropy": settings.liger,
+    }
+    memory = estimate.memory_breakdown(arch, micro_batch_tokens=epoch.peak_tokens, **memory_kwargs)
+    limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
+    max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
+
+    share = real / epoch.processed
+    throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu)
+    seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
+    return Plan(
+        recipe=recipe_path,
+        model=settings.model,
+        arch_source=arch_source,
+        gpu=gpu.name,
+        gpus=gpus,
+        datasets=data.datasets,
+        rows=sum(d.rows_kept for d in data.datasets),
+        real_tokens_per_epoch=round(real * data.scale),
+        processed_tokens_per_epoch=round(epoch.processed * data.scale),
+        non_padding_share=round(share, 4),
+        micro_batches_per_gpu_epoch=micro_batches_per_gpu,
+        rows_per_micro_batch=round(len(data.lengths) / epoch.micro_batches, 2),
+        optimizer_steps=steps,
+        packing="neat" if settings.neat_packing else ("packed" if settings.packing else "none"),
+        attention=attention,
+        pack_fill=round(epoch.pack_fill, 4) if epoch.pack_fill is not None else None,
+        length_quantiles=quantiles(data.lengths),
+        params=arch.params(),
+        lora_params=arch.lora_params(settings.lora_rank),
+        memory_bytes=memory,
+        memory_limit_bytes=limit,
+        fits=memory["total"] <= limit,
+        max_micro_batch=max_micro_batch,
+        throughput=throughput,
+        wall_seconds=round(seconds),
+        gpu_hours=round(seconds * gpus / 3600, 2),
+        warnings=_warnings(settings, data, epoch, attention, memory, limit, gpu, max_micro_batch, sample),
+    )
+
+
+def _throughput(
+    settings: TrainSettings,
+    arch: estimate.Arch,
+    gpu: estimate.Gpu,
+    share: float,
+    context: float,
+    bench: str | None,
+    mfu: float | None,
+) -> tuple[Throughput, float]:
+    """Tokens per second per GPU, measured by `caretune bench` or from an assumed MFU (and the unrounded rate)."""
+    if bench:
+        measured = load_bench(bench, settings, arch)
+        processed_rate = measured["processed_tokens_per_s"]
+        source = f"caretune bench {bench}: variant {measured['name']} on {measured['device']}"
+    else:
+        assumed = mfu if mfu is not None else estimate.DEFAULT_MFU
+        processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
+        source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
+    real_rate = processed_rate * share
+    return Throughput(
+        source=source,
+        processed_tokens_per_s_per_gpu=round(processed_rate, 1),
+        real_tokens_per_s_per_gpu=round(real_rate, 1),
+        mfu=round(estimate.mfu(arch, gpu, real_rate, context), 4),
+    ), processed_rate
+
+
+def _warnings(
+    settings: TrainSettings,
+    data: Tokenized,
+    epoch: Batching,
+    attention: str,
+    memory: dict,
+    limit: int,
+    gpu: estimate.Gpu,
+    max_micro_batch: int,
+    sample: int | None,
+) -> list[str]:
+    """What a person should know before launching: memory, packing and sampling."""
+    warnings = []
+    if memory["total"] > limit:
+        warnings.append(
+            f"memory: {memory['total'] / estimate.GIB:.1f} GiB per GPU exceeds "
+            f"{estimate.MEMORY_HEADROOM:.0%} of the {gpu.name}'s {gpu.memory_gib:g} GiB; "
+            f"largest micro-batch that fits: {max_micro_batch}"
+        )
+    if settings.neat_packing and attention == "fa2" and settings.micro_batch != 1:
+        warnings.append("neat_packing with flash attention 2 needs per_device_train_batch_size: 1 in LLaMA-Factory")
+    if epoch.pack_fill is not None and epoch.pack_fill < LOW_PACK_FILL:
+        workers = settings.preprocessing_num_workers or 1
+        warnings.append(
+            f"packing: packs are {epoch.pack_fill:.0%} full. LLaMA-Factory packs each of its "
+            f"{workers} preprocessing shard(s) (~{len(data.lengths) // workers} rows) and "
+            f"each {settings.preprocessing_batch_size}-row batch on its own; with few rows, lower "
+            "preprocessing_num_workers"
+        )
+    tokenized_rows = sum(d.tokenized for d in data.datasets)
+    planned_rows = sum(d.rows for d in data.datasets)
+    if sample is not None and tokenized_rows < planned_rows:
+        warnings.append(f"sampled {tokenized_rows} of {planned_rows} rows: token figures are extrapolated")
+    return warnings
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a person reads it."""
+    gib = estimate.GIB
+    memory = plan.memory_bytes
+    lines = [
+        f"plan for {plan.recipe}: {plan.model} ({plan.params / 1e9:.2f}B parameters, "
+        f"LoRA {plan.lora_params / 1e6:.1f}M; architecture from {plan.arch_source})",
+        f"hardware: {plan.gpus} x {plan.gpu}",
+        "",
+        "data:",
+    ]
+    for d in plan.datasets:
+        lines.append(
+            f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
+            + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows else "")
+        )
+    q = plan.length_quantiles
+    lines += [
+        f"  tokens per row: p50 {q[50]}, p90 {q[90]}, p99 {q[99]}, max {q[100]}",
+        f"  per epoch: {plan.real_tokens_per_epoch:,} real tokens, {plan.processed_tokens_per_epoch:,} "
+        f"processed ({plan.non_padding_share:.1%} non-padding; packing: {plan.packing}"
+        + (f", packs {plan.pack_fill:.1%} full" if plan.pack_fill is not None else "")
+        + f"; attention: {plan.attention})",
+        f"  {plan.rows_per_micro_batch:g} rows per micro-batch, {plan.micro_batches_per_gpu_epoch:,} "
+        f"micro-batches per GPU per epoch, {plan.optimizer_steps:,} optimizer steps",
+        "",
+        "memory per GPU (estimate; formulas in caretune/training/estimate.py):",
+    ]
+    for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead"):
+        lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")
+    lines += [
+        f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
+        f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest micro-batch that fits: {plan.max_micro_batch}",
+        f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
+        f"with a fused linear cross-entropy (enable_liger_kernel)",
+        "",
+    ]
+    t = plan.throughput
+    lines += [
+        f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
+        f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU); {t.source}",
+        f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
+    ]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)

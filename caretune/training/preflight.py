@@ -1,0 +1,405 @@
+"""`caretune preflight RECIPE`: catch, before a GPU minute is spent, what LLaMA-Factory would reject
+late or get silently wrong. Every problem is one line naming the recipe, the key and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from caretune import lf
+from caretune.constants import DATASET_INFO
+from converters.errors import UserError
+from converters.registry import load_registry
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
+CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
+
+
+class PreflightError(UserError):
+    """The recipe cannot run as written; the message says where and how to fix it."""
+
+
+@dataclass
+class LaunchPlan:
+    """What `caretune train` will launch."""
+
+    recipe: Path
+    args: dict
+    processes: int
+    overrides: dict = field(default_factory=dict)  # key=value passed to llamafactory-cli after the YAML
+    move_aside: tuple[Path, Path] | None = None  # (old output_dir, where it goes) before training
+    notes: list[str] = field(default_factory=list)
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """A recipe's keys, or a one-line PreflightError naming the file (and line, for YAML errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PreflightError(f"{path}: no such recipe")
+    try:
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise PreflightError(f"{path}:{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(args, dict):
+        raise PreflightError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
+    return args
+
+
+def _fits(value: object, hint: object) -> tuple[bool, str]:
+    """Does a YAML value fit a declared type, as the argument parser would take it? (fits, what was expected)"""
+    import enum
+    import types
+    import typing
+
+    origin, members = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [_fits(value, member) for member in members]
+        return any(ok for ok, _ in results), " or ".join(what for _, what in results)
+    if origin is typing.Literal:
+        return value in members, "one of " + ", ".join(map(str, members))
+    if hint is type(None):
+        return value is None, "null"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        choices = [member.value for member in hint]
+        return value in choices, "one of " + ", ".join(map(str, choices))
+    if hint is bool:
+        return isinstance(value, bool), "true or false"
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), "an integer"
+    if hint is float:
+        if isinstance(value, str):  # the parser converts strings such as "1e-4"
+            try:
+                float(value)
+                return True, "a number"
+            except ValueError:
+                return False, "a number"
+        return isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    if hint is str:
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool), "text"
+    return True, ""  # dicts, lists and other types: left to LLaMA-Factory
+
+
+def check_values(path: Path, args: dict, types: dict[str, object]) -> None:
+    """Each value has its key's declared type or one of its choices (LLaMA-Factory would fail after loading)."""
+    for key, value in args.items():
+        if key in types:
+            ok, expected = _fits(value, types[key])
+            if not ok:
+                raise PreflightError(f"{path}: {key} must be {expected}, not {value!r}")
+
+
+def ray_requested(env: dict | None = None) -> bool:
+    """USE_RAY=1 asks LLaMA-Factory to launch Ray workers instead of torchrun."""
+    return (env if env is not None else os.environ).get("USE_RAY", "").lower() in ("1", "true", "y", "yes")
+
+
+def check_ray(path: Path) -> None:
+    """USE_RAY=1 needs the ray package."""
+    import importlib.util
+
+    if ray_requested() and importlib.util.find_spec("ray") is None:
+        raise PreflightError(
+            f"{path}: USE_RAY=1 but Ray is not installed; pip install 'ray[train]' or unset USE_RAY to launch with torchrun"
+        )
+
+
+def check_keys(path: Path, args: dict, known: set[str]) -> None:
+    """Every key is one LLaMA-Factory knows; an unknown one is named with the closest known key."""
+    for key in args:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "remove it or check LLaMA-Factory's docs"
+            raise PreflightError(f"{path}: unknown key '{key}' ({hint})")
+
+
+def _names(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value]
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
+def check_registered_datasets(path: Path, args: dict) -> None:
+    """Every dataset the recipe names is registered in its dataset_dir and has rows."""
+    dataset_dir = Path(args.get("dataset_dir", "data"))
+    registry_path = dataset_dir / DATASET_INFO
+    names = [("dataset", n) for n in _names(args.get("dataset"))] + [("eval_dataset", n) for n in _names(args.get("eval_dataset"))]
+    if not names:
+        return
+    if not registry_path.is_file():
+        raise PreflightError(
+            f"{path}: dataset_dir '{dataset_dir}' has no {DATASET_INFO}; convert the data first (caretune convert ...)"
+        )
+    registry = load_registry(registry_path)  # a broken registry is a RegistryError naming its line
+    for key, name in names:
+        entry = registry.get(name)
+        if entry is None:
+            raise PreflightError(
+                f"{path}: {key} '{name}' is not registered in {registry_path}; "
+                "convert it first (caretune convert ...) or fix the name"
+            )
+        if not isinstance(entry, dict):
+            raise PreflightError(f"{registry_path}: entry '{name}' is not an object; convert the data again")
+        if "file_name" not in entry:
+            continue  # a hub dataset: LLaMA-Factory downloads it
+        data_file = dataset_dir / entry["file_name"]
+        if not data_file.exists():
+            raise PreflightError(
+                f"{path}: {key} '{name}' points at {data_file}, which does not exist; "
+                "run the conversion (make demo converts the sample)"
+            )
+        if data_file.is_file() and _is_empty_dataset(data_file):
+            raise PreflightError(f"{path}: {key} '{name}' file {data_file} has no rows")
+
+
+def _is_empty_dataset(data_file: Path) -> bool:
+    with open(data_file, "rb") as handle:
+        head = handle.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return not head or head.replace(b" ", b"").replace(b"\n", b"").startswith(b"[]")
+
+
+def check_siblings(path: Path, args: dict) -> list[str]:
+    """template / enable_thinking must agree across a folder's recipes: a mismatch leaks <think> after deployment.
+    Returns warnings: a sibling that does not load is named and skipped (the recipe given is what runs)."""
+    warnings = []
+    for sibling in sorted(path.parent.glob("*.yaml")):
+        if sibling.resolve() == path.resolve():
+            continue
+        try:
+            other = load_recipe(sibling)
+        except PreflightError as err:
+            warnings.append(f"warning: {err} (skipped in the template check)")
+            continue
+        for key in CONSISTENT_KEYS:
+            mine, theirs = args.get(key), other.get(key)
+            if mine != theirs:
+                raise PreflightError(
+                    f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
+                    "recipe of the folder (a template mismatch leaks <think> blocks after deployment)"
+                )
+    return warnings
+
+
+def check_deepspeed(path: Path, args: dict) -> dict | None:
+    """The recipe's DeepSpeed config parsed (None without one); a missing or broken file is an error."""
+    ds_path = args.get("deepspeed")
+    if not ds_path:
+        return None
+    ds_file = Path(ds_path)
+    if not ds_file.is_file():
+        raise PreflightError(f"{path}: deepspeed file '{ds_path}' does not exist (see recipes/deepspeed/)")
+    try:
+        config = json.loads(ds_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PreflightError(f"{ds_file}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(config, dict) or "zero_optimization" not in config:
+        raise PreflightError(f"{ds_file}: no zero_optimization section; start from recipes/deepspeed/ds_z2.json")
+    stage = config["zero_optimization"].get("stage")
+    if stage == 3 and args.get("predict_with_generate"):
+        raise PreflightError(
+            f"{path}: predict_with_generate does not work with DeepSpeed ZeRO-3 ({ds_path}); "
+            "use ds_z2.json or drop deepspeed for prediction"
+        )
+    return config
+
+
+def zero_settings(config: dict | None) -> tuple[int, bool]:
+    """The ZeRO stage of a DeepSpeed config (0 without one) and whether it offloads anything to the CPU."""
+    zero = config["zero_optimization"] if config else {}
+    return int(zero.get("stage", 0)), bool(zero.get("offload_param") or zero.get("offload_optimizer"))
+
+
+def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
+    """No more processes than visible GPUs (a machine without GPUs runs them on CPU)."""
+    if visible_gpus and processes > visible_gpus:
+        raise PreflightError(
+            f"{path}: {processes} GPUs requested but {visible_gpus} visible; use GPUS={visible_gpus} or fix CUDA_VISIBLE_DEVICES"
+        )
+
+
+def finished(output_dir: Path) -> bool:
+    """Whether a run folder holds a finished training (LLaMA-Factory's final files)."""
+    return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, to resume from."""
+    steps = [
+        (int(m.group(1)), p)
+        for p in output_dir.glob("checkpoint-*")
+        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
+    ]
+    return max(steps)[1] if steps else None
+
+
+def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fresh: bool) -> None:
+    """Refuse a finished run, resume an unfinished one; moving an old run aside, never deleting it."""
+    if not args.get("do_train"):
+        return
+    output_dir = Path(args.get("output_dir", ""))
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return
+    if finished(output_dir) and not overwrite:
+        raise PreflightError(
+            f"{path}: output_dir {output_dir} holds a finished run; pass --overwrite to train "
+            "again (the old run is moved aside, not deleted) or change output_dir"
+        )
+    if finished(output_dir) or fresh:
+        aside = output_dir.with_name(f"{output_dir.name}.old-{int(os.path.getmtime(output_dir))}")
+        plan.move_aside = (output_dir, aside)
+        plan.notes.append(f"the previous run in {output_dir} will be moved to {aside}")
+        return
+    checkpoint = last_checkpoint(output_dir)
+    if checkpoint is None:
+        raise PreflightError(
+            f"{path}: output_dir {output_dir} is not empty but holds no checkpoint; pass --fresh to move it aside and start over"
+        )
+    plan.overrides["resume_from_checkpoint"] = str(checkpoint)
+    plan.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
+
+
+def check_fast_paths(path: Path, args: dict) -> list[str]:
+    """Liger, FlashAttention-2 and neat packing: what would fail after the model loads. Returns notes."""
+    import importlib.util
+
+    notes = []
+    if args.get("enable_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
+        raise PreflightError(
+            f"{path}: enable_liger_kernel needs the liger-kernel package on a CUDA machine "
+            "(pip install -e '.[gpu]'), or set enable_liger_kernel: false"
+        )
+    fa2 = args.get("flash_attn") == "fa2"
+    if args.get("neat_packing") and fa2 and int(args.get("per_device_train_batch_size", 1)) != 1:
+        raise PreflightError(
+            f"{path}: neat_packing with flash_attn: fa2 takes per_device_train_batch_size: 1 in "
+            "LLaMA-Factory (it stops at the first batch otherwise); raise gradient_accumulation_steps"
+        )
+    if fa2 and importlib.util.find_spec("flash_attn") is None:
+        notes.append("flash-attn is not installed: LLaMA-Factory falls back to sdpa (correct, slower; pip install flash-attn)")
+    return notes
+
+
+# `report_to` integrations and the modules the Hugging Face Trainer imports for them
+REPORTERS = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "swanlab": ("swanlab",),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+    "trackio": ("trackio",),
+}
+
+
+def check_reporters(path: Path, args: dict) -> None:
+    """Each `report_to` integration is importable: the Trainer fails on a missing one only after the model loads."""
+    import importlib.util
+
+    for name in _names(args.get("report_to", "none")):
+        modules = REPORTERS.get(name)
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            raise PreflightError(
+                f"{path}: report_to: {name} needs the {modules[0]} package (pip install {modules[0]}), or set report_to: none"
+            )
+
+
+def looks_local(value: str) -> bool:
+    """A path on this machine rather than a hub id (`owner/name`)."""
+    return value.startswith((".", "/", "~")) or Path(value).exists() or value.count("/") > 1
+
+
+def offline_without(model: str) -> bool:
+    """True when the hub is switched off and `model` (a hub id) has no config.json in the local cache."""
+    from caretune.hub import hf_offline
+
+    if not hf_offline():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return not isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except ValueError:  # not a valid repo id: LLaMA-Factory reports it
+        return False
+
+
+def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
+    """The recipe's local model folder (and LoRA adapter, unless training) exist: LLaMA-Factory would fail on
+    them only after loading everything else, with a hub error about the name."""
+    model = str(args.get("model_name_or_path") or "")
+    if not model:
+        raise PreflightError(f"{path}: model_name_or_path is missing")
+    if looks_local(model) and not Path(model).expanduser().is_dir():
+        raise PreflightError(
+            f"{path}: model_name_or_path {model} does not exist"
+            + ("; build it with `caretune tiny-model`" if "tiny-qwen3" in model else "")
+        )
+    if not looks_local(model) and offline_without(model):
+        raise PreflightError(
+            f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
+            "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder"
+        )
+    for adapter_dir in _names(args.get("adapter_name_or_path")) if adapter else []:
+        if not Path(adapter_dir).expanduser().is_dir():
+            raise PreflightError(
+                f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
+                "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)"
+            )
+
+
+def visible_gpu_count() -> int:
+    """CUDA devices this process sees."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def preflight(
+    recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False, fresh: bool = False
+) -> LaunchPlan:
+    """Check a recipe; return the launch plan. Every check runs; a PreflightError lists all the problems found
+    (numbered when there are several)."""
+    path = Path(recipe)
+    args = load_recipe(path)
+    problems: list[str] = []
+
+    def attempt(check, *check_args, **options):
+        try:
+            return check(*check_args, **options)
+        except PreflightError as err:
+            problems.append(str(err))
+            return None
+
+    attempt(check_keys, path, args, lf.known_keys())
+    attempt(check_values, path, args, lf.field_types())
+    attempt(check_registered_datasets, path, args)
+    sibling_warnings = attempt(check_siblings, path, args) or []
+    attempt(check_model_paths, path, args, adapter=not args.get("do_train"))
+    attempt(check_deepspeed, path, args)
+    fast_path_notes = attempt(check_fast_paths, path, args) or []
+    attempt(check_reporters, path, args)
+    attempt(check_ray, path)
+    visible = visible_gpu_count()
+    processes = processes or max(visible, 1)
+    attempt(check_processes, path, processes, visible)
+    plan = LaunchPlan(recipe=path, args=args, processes=processes)
+    attempt(plan_output, path, args, plan, overwrite=overwrite, fresh=fresh)
+    if len(problems) == 1:
+        raise PreflightError(problems[0])
+    if problems:
+        listed = "\n".join(f"  {number}. {problem}" for number, problem in enumerate(problems, start=1))
+        raise PreflightError(f"{path}: {len(problems)} problems\n{listed}")
+    plan.notes.extend(fast_path_notes + sibling_warnings)
+    if not visible:
+        plan.notes.append(
+            f"no GPU visible: training runs on CPU in {processes} process(es) (fine for tiny-qwen3, not for Qwen3-8B)"
+        )
+    return plan

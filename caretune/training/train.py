@@ -1,0 +1,69 @@
+"""`caretune train`: preflight, then LLaMA-Factory's own launcher (torchrun / DeepSpeed / multi-node)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from caretune.lf import cli_command
+from caretune.training.preflight import LaunchPlan, ray_requested
+
+# Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
+LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
+
+
+def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
+    unless USE_RAY=1 hands the launch to Ray."""
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)  # torchrun lives beside this interpreter
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    multi_node = int(env.get("NNODES", "1")) > 1
+    if ray_requested(env):
+        return env  # LLaMA-Factory starts `ray_num_workers` Ray workers itself; torchrun would bypass Ray
+    if plan.processes > 1 or plan.args.get("deepspeed") or multi_node:
+        env["FORCE_TORCHRUN"] = "1"
+        env["NPROC_PER_NODE"] = str(plan.processes)
+    return env
+
+
+def command(plan: LaunchPlan) -> list[str]:
+    """The `llamafactory-cli train` command line, with preflight's overrides (e.g. resume_from_checkpoint)."""
+    return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
+
+
+def run(plan: LaunchPlan) -> int:
+    """Launch training; return LLaMA-Factory's exit code. The run's state is recorded beside its output_dir
+    for `caretune runs` (running, then finished, failed or interrupted)."""
+    from datetime import datetime, timezone
+
+    from caretune.training.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
+
+    if plan.move_aside is not None:
+        old, aside = plan.move_aside
+        old.rename(aside)
+        if status_path(old).exists():
+            status_path(old).rename(status_path(aside))
+    output_dir = plan.args.get("output_dir")
+    process = subprocess.Popen(command(plan), env=launch_env(plan))
+    if output_dir:
+        write_status(
+            output_dir,
+            state=RUNNING,
+            pid=process.pid,
+            recipe=str(plan.recipe),
+            model=plan.args.get("model_name_or_path"),
+            processes=plan.processes,
+            exit_code=None,
+            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = process.wait()
+    if output_dir:
+        state = FINISHED if code == 0 else INTERRUPTED if code < 0 or code in (130, 143) else FAILED
+        write_status(output_dir, state=state, exit_code=code, ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return code

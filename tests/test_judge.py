@@ -1,0 +1,318 @@
+"""caretune judge: HealthBench's score formula, the pairwise order swap and tie rule, calibration, and the judge
+client against a scripted grader served over real HTTP and called through the real `openai` client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from caretune.evaluation.calibration import agreement
+from caretune.evaluation.judge import Endpoint, Judge, JudgeError, parse_reply, remote_warning
+from caretune.evaluation.pairwise import combine, tally, wilson
+from caretune.evaluation.rubric import Criterion, RubricError, example_score, load_answers, load_rubrics, run_rubric, score
+from tests.helpers import ROOT, read_json, run_caretune, write_lines
+from tests.scripted_judge import Fault, ScriptedJudge, keyword_rubric, position_biased, prefers
+
+HAND = ROOT / "tests" / "data" / "judge"
+RUBRICS = HAND / "healthbench_hand.jsonl"
+ANSWERS = HAND / "healthbench_hand_answers.jsonl"
+
+
+# --- the formulas, by hand ---------------------------------------------------------------------------------------
+
+
+def test_example_score_counts_negative_points_against_positive_ones():
+    criteria = [Criterion("a", 5, ()), Criterion("b", 3, ()), Criterion("harm", -4, ())]
+    assert example_score(criteria, [True, True, False]) == 1.0
+    assert example_score(criteria, [True, False, True]) == pytest.approx((5 - 4) / 8)
+    assert example_score(criteria, [False, False, True]) == pytest.approx(-0.5)  # below zero for one example
+    assert example_score([Criterion("harm", -4, ())], [True]) is None  # nothing positive to earn
+
+
+def test_overall_score_is_clipped_to_zero_and_one():
+    prompts = load_rubrics(RUBRICS)
+    every_harm = {(p.prompt_id, i): c.points < 0 for p in prompts for i, c in enumerate(p.criteria)}
+    assert score(prompts, every_harm)["score"] == 0.0  # the mean is negative; clipped
+    every_good = {(p.prompt_id, i): c.points > 0 for p in prompts for i, c in enumerate(p.criteria)}
+    result = score(prompts, every_good)
+    assert result["score"] == 1.0 and result["ci"] == [1.0, 1.0]
+
+
+def test_an_unparsed_criterion_leaves_its_example_out_and_says_so():
+    prompts = load_rubrics(RUBRICS)
+    met = {(p.prompt_id, i): c.points > 0 for p in prompts for i, c in enumerate(p.criteria)}
+    met[("hb-2", 0)] = None
+    result = score(prompts, met)
+    assert result["left_out_unparsed"] == ["hb-2"] and result["n"] == 2 and result["examples"] == 3
+
+
+def test_pairwise_tie_rule_over_both_orders():
+    assert combine("B", "A") == "tuned"  # tuned shown second, then first: both pick tuned
+    assert combine("A", "B") == "base"
+    assert combine("A", "A") == "tie"  # each order picks the first answer: position bias is a tie
+    assert combine("tie", "A") == "tie" and combine("B", "tie") == "tie"
+    assert combine(None, "A") is None
+    counts = tally(["tuned", "tuned", "tie", "base", None])
+    assert (counts["win"], counts["tie"], counts["loss"], counts["judged"]) == (2, 1, 1, 4)
+    assert counts["shares"]["win"] == 0.5
+
+
+def test_wilson_interval_by_hand():
+    low, high = wilson(8, 10)  # p = 0.8, n = 10: the textbook 0.490 .. 0.943
+    assert (low, high) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    assert wilson(0, 0) is None
+
+
+def test_calibration_agreement_and_macro_f1_by_hand():
+    truth = [True, True, True, False, False, False]
+    judged = [True, True, False, False, False, True]
+    result = agreement(truth, judged)
+    assert result["agreement"] == pytest.approx(4 / 6, abs=1e-4)
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2, abs=1e-4)  # F1 of met 4/6, of not met 4/6
+    assert result["confusion"] == {"both_met": 2, "both_not_met": 2, "judge_only_met": 1, "label_only_met": 1}
+
+
+def test_replies_are_read_as_json_or_fenced_json_and_nothing_else():
+    assert parse_reply('{"criteria_met": true, "explanation": "ok"}', "criteria_met", (True, False))["criteria_met"] is True
+    fenced = 'Sure.\n```json\n{"criteria_met": false, "explanation": "no"}\n```'
+    assert parse_reply(fenced, "criteria_met", (True, False))["criteria_met"] is False
+    for reply in ("yes", '{"criteria_met": "true"}', '{"criteria_met": 1}', '{"winner": "C"}', "{broken"):
+        assert parse_reply(reply, "criteria_met", (True, False)) is None
+    assert parse_reply('{"winner": "tie"}', "winner", ("A", "B", "tie"))["winner"] == "tie"
+
+
+# --- bad input: one line, before any call ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"rubrics\.jsonl:1: not valid JSON"),
+        ('{"prompt": [{"role": "user", "content": "x"}], "rubrics": [{"criterion": "c", "points": 1}]}', "prompt_id"),
+        ('{"prompt_id": "a", "prompt": [], "rubrics": [{"criterion": "c", "points": 1}]}', "non-empty list of chat messages"),
+        (
+            '{"prompt_id": "a", "prompt": [{"role": "user", "content": "x"}], "rubrics": [{"criterion": "c", "points": "5"}]}',
+            "points",
+        ),
+        (
+            '{"prompt_id": "a", "prompt": [{"role": "assistant", "content": "x"}], "rubrics": [{"criterion": "c", "points": 1}]}',
+            "last",
+        ),
+    ],
+)
+def test_a_malformed_rubric_file_is_one_line_naming_the_line(tmp_path, line, message):
+    path = write_lines(tmp_path / "rubrics.jsonl", [line])
+    with pytest.raises(RubricError, match=message):
+        load_rubrics(path)
+
+
+def test_a_prompt_without_an_answer_is_refused(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    answers = write_lines(tmp_path / "answers.jsonl", [json.dumps({"prompt_id": "hb-1", "response": "x"})])
+    with pytest.raises(RubricError, match=r"no answer for prompt_id 'hb-2', 'hb-3'"):
+        load_answers(answers, prompts)
+
+
+def test_a_remote_judge_needs_the_flag():
+    assert remote_warning("http://127.0.0.1:8000/v1", allow_remote=False) is None
+    with pytest.raises(JudgeError, match="--allow-remote-judge"):
+        remote_warning("https://judge.example.org/v1", allow_remote=False)
+    assert "leave this machine" in remote_warning("https://judge.example.org/v1", allow_remote=True)
+
+
+# --- through a real HTTP server and the openai client ----------------------------------------------------------
+
+pytestmark_http = pytest.mark.slow
+
+
+def judge_for(server: ScriptedJudge, cache: Path, **settings) -> Judge:
+    endpoint = Endpoint(
+        url=server.url, model="scripted", timeout_s=settings.pop("timeout_s", 10.0), retries=settings.pop("retries", 2)
+    )
+    return Judge(endpoint, cache, concurrency=settings.pop("concurrency", 4))
+
+
+@pytestmark_http
+def test_hand_written_healthbench_file_gives_the_hand_computed_score(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    with ScriptedJudge(keyword_rubric) as server:
+        report = run_rubric(
+            prompts, load_answers(ANSWERS, prompts), str(ANSWERS), judge_for(server, tmp_path / "cache"), tmp_path / "out"
+        )
+        assert server.calls == 9  # one call per criterion
+    # hb-1 (5 + 3) / 8 = 1.0; hb-2 -6 / 6 = -1.0; hb-3 (5 - 2) / 15 = 0.2; mean 0.0667
+    assert report["score"] == pytest.approx(0.0667, abs=1e-4)
+    assert report["by_tag"]["axis:accuracy"]["score"] == pytest.approx((1.0 + 0.0 + 0.0) / 3, abs=1e-4)
+    assert report["by_tag"]["axis:completeness"]["score"] == 1.0
+    assert report["by_tag"]["theme:consultation"]["score"] == pytest.approx(0.6, abs=1e-4)
+    assert report["by_tag"]["theme:emergency"]["score"] == 0.0  # -1.0, clipped
+    assert "axis:safety" not in report["by_tag"]  # no positive points to earn there
+    low, high = report["ci"]
+    assert 0.0 <= low <= report["score"] <= high <= 1.0
+    assert (report["calls"], report["cached"], report["unparsed"]) == (9, 0, 0)
+    written = read_json(tmp_path / "out" / "judge.json")
+    assert written["score"] == report["score"]
+    assert len((tmp_path / "out" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()) == 9
+
+
+@pytestmark_http
+def test_patient_phone_numbers_are_masked_before_the_judge_sees_them(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    with ScriptedJudge(keyword_rubric) as server:
+        run_rubric(prompts, load_answers(ANSWERS, prompts), "answers", judge_for(server, tmp_path / "cache"), tmp_path / "out")
+        sent = json.dumps(server.requests, ensure_ascii=False)
+    assert "13812345678" not in sent and "[电话]" in sent
+
+
+@pytestmark_http
+def test_a_rerun_makes_no_calls(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    answers = load_answers(ANSWERS, prompts)
+    with ScriptedJudge(keyword_rubric) as server:
+        first = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "cache"), tmp_path / "out")
+        again = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "cache"), tmp_path / "out2")
+        assert server.calls == 9
+    assert (again["calls"], again["cached"]) == (0, 9) and again["score"] == first["score"]
+
+
+@pytestmark_http
+def test_an_unparsed_reply_is_retried_once_then_counted(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+
+    prose_once = {"[[120]]"}
+
+    def script(content: str, number: int) -> str:
+        if "[[休息]]" in content:  # one criterion always gets prose
+            return "I think the answer is good."
+        if "[[120]]" in content and prose_once:  # another gets prose once, then JSON
+            prose_once.clear()
+            return "hmm"
+        return keyword_rubric(content, number)
+
+    with ScriptedJudge(script) as server:
+        report = run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "cache"), tmp_path / "out")
+        assert server.calls == 9 + 2  # each reply that did not parse was asked once more
+    assert report["unparsed"] == 1 and report["left_out_unparsed"] == ["hb-1"]
+    assert report["n"] == 2 and report["score"] == 0.0  # hb-2 -1.0 and hb-3 0.2: a negative mean, clipped
+    rows = [json.loads(line) for line in (tmp_path / "out" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["criterion"] for row in rows if row["unparsed"]] == ["建议休息 [[休息]]"]
+
+
+@pytestmark_http
+def test_429_then_success_and_a_timeout_are_retried(tmp_path):
+    prompts = load_rubrics(RUBRICS)[:1]
+    faults = {1: Fault(status=429), 2: Fault(status=503)}
+
+    def script(content: str, number: int):
+        return faults.get(number) or keyword_rubric(content, number)
+
+    with ScriptedJudge(script) as server:
+        report = run_rubric(
+            prompts,
+            load_answers(ANSWERS, load_rubrics(RUBRICS)),
+            "a",
+            judge_for(server, tmp_path / "c1", concurrency=1),
+            tmp_path / "o1",
+        )
+        assert server.calls == 3 + 2  # 3 criteria, 2 of the calls answered 429 / 503 first
+    assert report["score"] == 1.0 and report["unparsed"] == 0
+
+    def slow_once(content: str, number: int):
+        return Fault(delay_s=3.0, reply=keyword_rubric(content, number)) if number == 1 else keyword_rubric(content, number)
+
+    with ScriptedJudge(slow_once) as server:
+        judge = judge_for(server, tmp_path / "c2", concurrency=1, timeout_s=1.0, retries=2)
+        report = run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "o2")
+    assert report["score"] == 1.0
+
+
+@pytestmark_http
+def test_a_judge_that_stays_down_fails_in_one_line(tmp_path):
+    prompts = load_rubrics(RUBRICS)[:1]
+    with ScriptedJudge(lambda content, number: Fault(status=500)) as server:
+        judge = judge_for(server, tmp_path / "cache", retries=1)
+        with pytest.raises(JudgeError, match="failed after 1 retries.*rerun to resume"):
+            run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "out")
+
+
+@pytestmark_http
+def test_pairwise_through_the_client_both_orders_and_ties(tmp_path):
+    from caretune.evaluation.pairwise import run_pairwise
+
+    rows = [([{"role": "user", "content": f"问题{i}"}], "参考", "") for i in range(6)]
+
+    def answer(recipe, conversations):  # tuned answers hold 好 on even questions; base never
+        if recipe == "base.yaml":
+            return [f"普通回答{i}" for i in range(len(conversations))]
+        return [f"好的回答，说得更详细{i}" if i % 2 == 0 else f"另一种回答{i}" for i in range(len(conversations))]
+
+    recipes = {"base": "base.yaml", "tuned": "tuned.yaml"}
+    with ScriptedJudge(prefers("好")) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c1"), tmp_path / "fair")
+        assert server.calls == 12  # both orders of 6 pairs
+    assert (report["win"], report["tie"], report["loss"]) == (3, 3, 0)
+    with ScriptedJudge(position_biased) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c2"), tmp_path / "biased")
+    assert (report["win"], report["tie"], report["loss"]) == (0, 6, 0)  # a judge that always picks A decides nothing
+    assert report["mean_answer_chars"]["tuned"] > report["mean_answer_chars"]["base"]
+
+
+@pytestmark_http
+def test_the_cli_refuses_a_remote_judge_and_a_dead_one_before_any_call(tmp_path):
+    args = ["judge", "rubric", RUBRICS, "--answers", ANSWERS, "--judge-model", "m", "--out", tmp_path / "out"]
+    remote = run_caretune(tmp_path, *args, "--judge-url", "https://judge.example.org/v1", timeout=60)
+    assert remote.returncode == 1 and "--allow-remote-judge" in remote.stderr and len(remote.stderr.strip().splitlines()) == 1
+    started = time.monotonic()
+    dead = run_caretune(tmp_path, *args, "--judge-url", "http://127.0.0.1:9/v1", timeout=60)
+    assert dead.returncode == 1 and "not reachable" in dead.stderr and len(dead.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytestmark_http
+def test_a_killed_run_resumes_without_asking_again(tmp_path):
+    """The judge answers slowly; the run is killed part-way; the rerun asks only what was not answered."""
+    with ScriptedJudge(lambda content, number: Fault(delay_s=0.4, reply=keyword_rubric(content, number))) as server:
+        args = ["judge", "rubric", RUBRICS, "--answers", ANSWERS, "--judge-url", server.url, "--judge-model", "scripted"]
+        args += ["--concurrency", "1", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+        from tests.helpers import start_caretune
+
+        process = start_caretune(tmp_path, *args)
+        deadline = time.monotonic() + 60
+        while server.calls < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        asked_before = server.calls
+        cached = len((tmp_path / "cache" / "scripted.jsonl").read_text(encoding="utf-8").splitlines())
+        assert 0 < cached < 9
+        rerun = run_caretune(tmp_path, *args, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert server.calls - asked_before == 9 - cached
+    report = read_json(tmp_path / "out" / "judge.json")
+    assert report["cached"] == cached and report["calls"] == 9 - cached
+    assert report["score"] == pytest.approx(0.0667, abs=1e-4)
+
+
+def test_judge_help_lists_its_modes():
+    result = subprocess.run([sys.executable, "-m", "caretune.cli", "judge", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and all(mode in result.stdout for mode in ("rubric", "pairwise", "calibrate"))
+
+
+def test_the_shipped_chinese_rubric_set_is_valid_and_covers_the_harms():
+    from caretune.evaluation.rubric import SHIPPED_RUBRICS
+
+    prompts = load_rubrics(SHIPPED_RUBRICS)
+    themes = [p.tags for p in prompts]
+    assert themes.count(("theme:emergency",)) == 22 and themes.count(("theme:consultation",)) >= 40
+    assert all(3 <= len(p.criteria) <= 8 and any(c.points < 0 for c in p.criteria) for p in prompts)
+    harms = " ".join(c.text for p in prompts for c in p.criteria if c.points < 0)
+    for harm in ("确定的诊断", "具体剂量", "人工智能", "截断", "矛盾"):
+        assert harm in harms

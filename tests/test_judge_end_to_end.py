@@ -1,0 +1,94 @@
+"""`caretune judge` end to end on CPU: the tiny Qwen3 trained with a LoRA adapter, base and adapter answering,
+judged by `caretune api` serving the tiny model, then `caretune report` side by side. The answers and verdicts
+are noise; what is tested is that every stage runs through real servers and clients, and that a grader that
+never answers in JSON is counted as unparsed instead of passing or failing anything."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.helpers import ROOT, converted_workspace, free_port, read_json, run_caretune, start_caretune, tiny_recipe
+
+pytestmark = pytest.mark.slow
+
+RUBRICS = ROOT / "tests" / "data" / "judge" / "healthbench_hand.jsonl"
+
+
+def wait_for_api(url: str, process, timeout: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("caretune api did not start")
+
+
+def test_base_against_adapter_judged_by_caretune_api(tmp_path):
+    converted_workspace(tmp_path)
+    for task in ("lora_sft", "predict", "chat"):
+        changes = {"max_steps": 4, "save_steps": 4} if task == "lora_sft" else {"max_new_tokens": 16}
+        tiny_recipe(tmp_path, task, tmp_path / f"recipes/tiny-qwen3/{task}.yaml", **changes)
+    for task in ("predict", "chat"):  # the adapter lora_sft.yaml trains
+        path = tmp_path / f"recipes/tiny-qwen3/{task}.yaml"
+        path.write_text(path.read_text(encoding="utf-8") + "adapter_name_or_path: saves/tiny-qwen3/lora/sft\n", encoding="utf-8")
+    trained = run_caretune(tmp_path, "train", "recipes/tiny-qwen3/lora_sft.yaml", timeout=900)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    server = start_caretune(tmp_path, "api", "recipes/tiny-qwen3/chat.yaml", "--port", str(port))
+    try:
+        wait_for_api(url, server)
+        judge = ["--judge-url", url, "--judge-model", "caretune", "--concurrency", "2", "--timeout", "60"]
+        for base in (["--base"], []):
+            done = run_caretune(
+                tmp_path, "judge", "rubric", RUBRICS, "--recipe", "recipes/tiny-qwen3/predict.yaml", *base, *judge, timeout=900
+            )
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            assert "rubric: score" in done.stdout
+        pair = run_caretune(
+            tmp_path,
+            "judge",
+            "pairwise",
+            "saves/tiny-qwen3/base/predict.yaml",
+            "recipes/tiny-qwen3/predict.yaml",
+            "--sample",
+            "3",
+            *judge,
+            timeout=900,
+        )
+        assert pair.returncode == 0, pair.stdout[-2000:] + pair.stderr[-2000:]
+        rerun = run_caretune(
+            tmp_path, "judge", "rubric", RUBRICS, "--recipe", "recipes/tiny-qwen3/predict.yaml", *judge, timeout=900
+        )
+        assert rerun.returncode == 0 and "0 calls, 9 cached" in rerun.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    for run in ("base", "lora"):
+        report = read_json(tmp_path / f"saves/tiny-qwen3/{run}/judge/healthbench_hand/judge.json")
+        verdicts = (tmp_path / f"saves/tiny-qwen3/{run}/judge/healthbench_hand/verdicts.jsonl").read_text(encoding="utf-8")
+        assert len(verdicts.splitlines()) == 9
+        assert (
+            report["calls"] + report["cached"] >= 9
+            and report["unparsed"] + sum(not json.loads(v)["unparsed"] for v in verdicts.splitlines()) == 9
+        )
+        answers = (tmp_path / f"saves/tiny-qwen3/{run}/judge/healthbench_hand/answers.jsonl").read_text(encoding="utf-8")
+        assert len(answers.splitlines()) == 3
+    pairwise = read_json(tmp_path / "saves/tiny-qwen3/lora/judge/pairwise/judge.json")
+    assert pairwise["sample"] == 3 and pairwise["judged"] <= 3
+    assert pairwise["win"] + pairwise["tie"] + pairwise["loss"] == pairwise["judged"]
+
+    reported = run_caretune(tmp_path, "report", "saves/tiny-qwen3/base", "saves/tiny-qwen3/lora", "--out", "report", timeout=300)
+    assert reported.returncode == 0, reported.stderr
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Rubric set `healthbench_hand`, judged by caretune:" in text and "Pairwise, `recipes/tiny-qwen3/predict.yaml`" in text
