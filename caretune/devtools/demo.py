@@ -51,6 +51,17 @@ def read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def describe_convert(stdout: str) -> str:
+    report = json.loads(stdout)
+    changes = sum(report["changes"].values())
+    train = report["outputs"]["train"]
+    return (
+        f"{report['read']} rows read = {report['written']} train + {report['eval']} held out + {report['duplicates']} "
+        f"duplicate + {sum(report['skipped'].values())} skipped; {changes} changed (reminders, wrappers); -> {train}, "
+        f"card {train.removesuffix('.json')}.card.md"
+    )
+
+
 def describe_check(stdout: str) -> str:
     results = json.loads(stdout)
     rows = sum(r["rows"] for r in results)
@@ -84,14 +95,19 @@ def describe_predict(_: str) -> str:
 
 def describe_chat(stdout: str) -> str:
     answer = " ".join(stdout.split())
-    return f"answered {QUESTION!r} with {len(answer)} characters (noise from a random model), no <think> block"
+    think = "a <think> block leaked" if "<think>" in answer else "no <think> block"
+    return f"answered {QUESTION!r} with {len(answer)} characters (noise from a random model), {think}"
 
 
 def stages(logs: Path) -> list[Stage]:
     """The demo's stages in pipeline order."""
     return [
-        Stage("convert chatmed", caretune("convert", "chatmed", str(SAMPLE / "chatmed_consult_sample.jsonl")), last_line),
-        Stage("convert huatuo", caretune("convert", "huatuo", str(SAMPLE / "huatuo2_sft_sample.json")), last_line),
+        Stage(
+            "convert chatmed",
+            caretune("convert", "chatmed", str(SAMPLE / "chatmed_consult_sample.jsonl"), "--json"),
+            describe_convert,
+        ),
+        Stage("convert huatuo", caretune("convert", "huatuo", str(SAMPLE / "huatuo2_sft_sample.json"), "--json"), describe_convert),
         Stage("check", caretune("check", "--json"), describe_check),
         Stage(
             "plan",

@@ -1,0 +1,35 @@
+"""`make demo`: every stage runs on the shipped sample, each prints one line, each full log lands in saves/demo/."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, caretune_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_prints_one_line_per_stage_and_keeps_the_logs(tmp_path):
+    shutil.copytree(ROOT / "data" / "sample", tmp_path / "data" / "sample")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    shutil.copy(ROOT / "dataset_info.json", tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "caretune.devtools.demo"],
+        cwd=tmp_path,
+        env=caretune_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    stages = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    names = ["convert chatmed", "convert huatuo", "check", "plan", "tiny model", "train", "predict", "report", "chat"]
+    assert [line.split("]")[1].split("  ")[0].strip() for line in stages] == names
+    assert len(done.stdout.splitlines()) < 25  # a screenful, not LLaMA-Factory's progress bars
+    assert "loss " in stages[5] and "bleu-4" in stages[6] and "no <think> block" in stages[8]
+    logs = sorted(p.name for p in (tmp_path / "saves" / "demo").glob("*.log"))
+    assert len(logs) == 9 and (tmp_path / "saves" / "demo" / "plan.json").exists()
+    for path in ("data/multi-med.card.md", "saves/tiny-qwen3/lora/sft/training_loss.png", "saves/tiny-qwen3/report/report.md"):
+        assert (tmp_path / path).exists(), path
