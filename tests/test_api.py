@@ -158,7 +158,7 @@ def test_max_tokens_is_capped_at_the_recipes_max_new_tokens(api):
     assert generator.asked[-1].max_new_tokens == 7 and reply.status_code == 200
 
 
-def test_system_messages_and_history_reach_the_model(api):
+def test_history_reaches_the_model_and_the_medical_prompt_stays(api):
     test_client, generator = api
     conversation = [
         {"role": "system", "content": "你是医生助手。"},
@@ -166,9 +166,11 @@ def test_system_messages_and_history_reach_the_model(api):
         {"role": "assistant", "content": "多久了？"},
         {"role": "user", "content": "三天"},
     ]
-    reply = test_client.post("/v1/chat/completions", json={"model": "x", "messages": conversation, "n": 2, "temperature": 0.7})
+    reply = test_client.post(
+        "/v1/chat/completions", json={"model": "caretune", "messages": conversation, "n": 2, "temperature": 0.7}
+    )
     assert reply.status_code == 200 and len(reply.json()["choices"]) == 2
-    assert generator.systems[-1] == "你是医生助手。" and generator.asked[-1].n == 2
+    assert generator.systems[-1] is None and generator.asked[-1].n == 2  # enforce: the recipe's prompt, not the client's
     test_client.post("/v1/chat/completions", json=question())
     assert generator.systems[-1] is None  # no system message: the recipe's medical prompt
 

@@ -11,9 +11,13 @@ from caretune.constants import DATASET_INFO, DEFAULT_TRAIN_RECIPE
 from caretune.serving.defaults import (
     DEFAULT_API_PORT,
     DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SERVED_MODEL_NAME,
+    DEFAULT_SYSTEM_POLICY,
     DEFAULT_WEBUI_PORT,
+    SYSTEM_POLICIES,
 )
 
 
@@ -76,8 +80,31 @@ def _typed_lines():
 @click.option(
     "--log-bodies", is_flag=True, help="Also log request and answer text (phone, ID-card and e-mail masked). Default: counts only."
 )
-@click.option("--model-name", default="caretune", show_default=True, help="The model id /v1/models lists.")
-def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies, model_name):
+@click.option(
+    "--served-model-name",
+    "--model-name",
+    "model_name",
+    default=DEFAULT_SERVED_MODEL_NAME,
+    show_default=True,
+    help="The model id /v1/models lists; requests naming another get 404.",
+)
+@click.option(
+    "--system-prompt",
+    "system_prompt",
+    type=click.Choice(SYSTEM_POLICIES),
+    default=DEFAULT_SYSTEM_POLICY,
+    show_default=True,
+    help="A client's system message: enforce keeps the recipe's medical prompt (the client's is dropped and "
+    "counted), prepend puts the medical prompt first, allow lets the client's replace it.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_BODY_BYTES,
+    show_default=True,
+    help="Larger request bodies get 413 before they are read.",
+)
+def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies, model_name, system_prompt, max_body_bytes):
     """OpenAI-compatible chat API (/v1/models, /v1/chat/completions) over a chat recipe's model.
 
     max_tokens is capped at the recipe's max_new_tokens; one answer is generated at a time. With API_KEY set,
@@ -97,6 +124,8 @@ def api(recipe, host, port, request_timeout, max_queue, cors_origins, log_bodies
             "cors_origins": tuple(cors_origins),
             "log_bodies": log_bodies,
             "model_name": model_name,
+            "system_prompt": system_prompt,
+            "max_body_bytes": max_body_bytes,
         },
     )
 

@@ -8,6 +8,13 @@
 - The log has one line per request: id, method, path, status, prompt and completion tokens, latency.
   Message text is logged only with `log_bodies`, through the converters' PII masker.
 - No CORS unless origins are named; with an API key, every route needs it (docs and schema too).
+- Prompt limits, as OpenAI's API behaves, all before any prefill: a body over `max_body_bytes` gets 413; a
+  prompt whose tokens plus the capped max_tokens exceed the context gets 400 `context_length_exceeded`; a
+  prompt the model would take longer to read than the request has left (at the prefill rate measured on earlier
+  requests) gets 504 `prompt_too_slow`; text that cannot be encoded gets 400.
+- The system prompt policy: `enforce` (default) always uses the recipe's medical prompt and drops a client's
+  system messages (counted in the log line, never their text); `prepend` puts the medical prompt before the
+  client's; `allow` lets a client's replace it. `model` must be the served name (404 `model_not_found`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caretune.serving.chat import ThinkFilter
-from caretune.serving.defaults import DEFAULT_MAX_QUEUE, DEFAULT_REQUEST_TIMEOUT_S
+from caretune.serving.defaults import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_SERVED_MODEL_NAME,
+    DEFAULT_SYSTEM_POLICY,
+    SYSTEM_POLICIES,
+)
 from caretune.serving.generation import CANCELLED, Sampling
 from converters.pii import mask_pii
 
@@ -52,7 +66,15 @@ class ApiSettings:
     cors_origins: tuple[str, ...] = ()
     log_bodies: bool = False
     api_key: str | None = None
-    model_name: str = "caretune"
+    model_name: str = DEFAULT_SERVED_MODEL_NAME
+    system_prompt: str = DEFAULT_SYSTEM_POLICY  # enforce | prepend | allow
+    default_system: str | None = None  # the recipe's system prompt (what `prepend` puts first)
+    context_length: int | None = None  # prompt + new tokens the model takes (None: not checked)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if self.system_prompt not in SYSTEM_POLICIES:
+            raise ValueError(f"system_prompt must be one of {', '.join(SYSTEM_POLICIES)}")
 
 
 class ApiError(Exception):
@@ -63,6 +85,7 @@ class ApiError(Exception):
         401: "authentication_error",
         404: "not_found_error",
         405: "invalid_request_error",
+        413: "invalid_request_error",
         503: "overloaded_error",
         504: "timeout_error",
     }
@@ -139,9 +162,22 @@ class ChatRequest(BaseModel):
 class Conversation:
     system: str | None
     turns: list[dict[str, str]]
+    system_dropped: int = 0  # client system messages `enforce` left out
 
 
-def conversation_of(request: ChatRequest) -> Conversation:
+def apply_system_policy(client_system: list[str], settings: ApiSettings) -> tuple[str | None, int]:
+    """(system text, client system messages dropped) under the policy; None is the recipe's own prompt."""
+    if not client_system:
+        return None, 0
+    if settings.system_prompt == "enforce":
+        return None, len(client_system)
+    joined = "\n".join(client_system)
+    if settings.system_prompt == "prepend" and settings.default_system:
+        return f"{settings.default_system}\n\n{joined}", 0
+    return joined, 0
+
+
+def conversation_of(request: ChatRequest, settings: ApiSettings) -> Conversation:
     """System text (None: the recipe's) and user/assistant turns ending with the user's, or an ApiError."""
     unsupported = {
         "stop": request.stop,
@@ -154,6 +190,13 @@ def conversation_of(request: ChatRequest) -> Conversation:
             raise ApiError(400, f"{name} is not supported by this server", name)
     if request.stream and request.n > 1:
         raise ApiError(400, "n > 1 cannot be streamed", "n")
+    for index, message in enumerate(request.messages):
+        try:
+            message.content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "the text holds characters that cannot be encoded (a lone surrogate)", f"messages[{index}].content"
+            ) from None
     messages = list(request.messages)
     system = []
     while messages and messages[0].role in ("system", "developer"):
@@ -163,15 +206,16 @@ def conversation_of(request: ChatRequest) -> Conversation:
         if message.role != expected:
             raise ApiError(
                 400,
-                f"expected a {expected} message here: system messages first, then user and "
-                "assistant turns in order, ending with the user's",
+                f"expected {'an' if expected == 'assistant' else 'a'} {expected} message here: system messages first, "
+                "then user and assistant turns in order, ending with the user's",
                 f"messages[{index}].role",
             )
         if message.role == "user" and not message.content.strip():
             raise ApiError(400, "the question is empty", f"messages[{index}].content")
     if not messages or messages[-1].role != "user":
         raise ApiError(400, "the last message must be the user's question", "messages")
-    return Conversation("\n".join(system) if system else None, [{"role": m.role, "content": m.content} for m in messages])
+    text, dropped = apply_system_policy(system, settings)
+    return Conversation(text, [{"role": m.role, "content": m.content} for m in messages], dropped)
 
 
 def validation_error(err: RequestValidationError) -> ApiError:
@@ -271,8 +315,9 @@ class RequestLog:
             await self.app(scope, receive, send_with_id)
         finally:
             outcome = f" ({state['outcome']})" if "outcome" in state else ""
+            dropped = f" system_dropped={state['system_dropped']}" if state.get("system_dropped") else ""
             log.info(
-                "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s %.0f ms",
+                "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s%s %.0f ms",
                 state["rid"],
                 scope["method"],
                 scope["path"],
@@ -280,8 +325,47 @@ class RequestLog:
                 outcome,
                 state.get("prompt_tokens", "-"),
                 state.get("completion_tokens", "-"),
+                dropped,
                 1000 * (time.monotonic() - state["arrived"]),
             )
+
+
+class BodyLimit:
+    """413 for a request body over `max_bytes`: refused from its Content-Length before it is read; a body sent
+    without one is read here up to the limit (never further) and handed on whole."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                return await self.refuse(send)
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self.refuse(send)
+            if not message.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed():
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def refuse(self, send) -> None:
+        error = ApiError(413, f"the request body is over {self.max_bytes:,} bytes", code="request_too_large")
+        await error.response()({"type": "http"}, None, send)
 
 
 def create_app(generator, settings: ApiSettings) -> FastAPI:
@@ -297,6 +381,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLog)
 
     def authorized(request: Request) -> None:
@@ -349,11 +434,17 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate, shutdown: threading.Event):
     """One chat completion: validate, encode, wait for the model, then stream or answer whole."""
     state = request.state
-    conversation = conversation_of(body)
+    if body.model != settings.model_name:
+        raise ApiError(
+            404, f"the model {body.model!r} does not exist; this server serves {settings.model_name!r}", "model", "model_not_found"
+        )
+    conversation = conversation_of(body, settings)
+    state.system_dropped = conversation.system_dropped
     limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
     sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
     prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
     state.prompt_tokens = len(prompt)
+    check_prompt_fits(len(prompt), limit, settings, generator, state.arrived + settings.request_timeout_s)
     if settings.log_bodies:
         log.info(
             "%s messages: %s",
@@ -366,6 +457,11 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     if job.should_stop():  # shut down, or out of time, while it waited
         gate.leave(started)
         raise job.cancelled_error(settings.request_timeout_s)
+    try:
+        check_prompt_fits(len(prompt), limit, settings, generator, job.deadline)  # the wait may have used the time
+    except ApiError:
+        gate.leave(started)
+        raise
     reply = Reply(state.rid, body, settings)
     loop = asyncio.get_running_loop()
     if body.stream:
@@ -400,6 +496,28 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     if settings.log_bodies:
         log.info("%s answer: %s", state.rid, mask_pii(" | ".join(c.text for c in completions))[0])
     return reply.whole(completions, len(prompt))
+
+
+def check_prompt_fits(prompt_tokens: int, new_tokens: int, settings: ApiSettings, generator, deadline: float) -> None:
+    """Refuse, before any prefill, a prompt past the context or one the model would not finish reading in time."""
+    if settings.context_length and prompt_tokens + new_tokens > settings.context_length:
+        raise ApiError(
+            400,
+            f"this model's context is {settings.context_length} tokens; the messages take {prompt_tokens} and "
+            f"max_tokens {new_tokens}: shorten the messages or lower max_tokens",
+            "messages",
+            "context_length_exceeded",
+        )
+    rate = getattr(generator, "prefill_tokens_per_s", None)
+    left = deadline - time.monotonic()
+    if rate and prompt_tokens / rate > left:
+        raise ApiError(
+            504,
+            f"reading {prompt_tokens} prompt tokens would take about {prompt_tokens / rate:.0f} s here, more than the "
+            f"{max(0.0, left):.0f} s this request has left; shorten the messages",
+            "messages",
+            "prompt_too_slow",
+        )
 
 
 async def watch_disconnect(request: Request, job: Job) -> None:

@@ -7,3 +7,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 120.0  # API: per request, from arrival (time in the
 DEFAULT_MAX_QUEUE = 8  # API: requests waiting behind the one being answered; more get 503
 SHUTDOWN_GRACE_S = 5  # after SIGTERM, how long open connections get to finish
 WEBUI_STATE_DIR = ".cache/llamaboard"  # the WebUI's own state (LLaMA-Factory's llamaboard_cache/ and _config/)
+DEFAULT_MAX_BODY_BYTES = 4 << 20  # API: larger request bodies get 413 before they are read
+DEFAULT_SERVED_MODEL_NAME = "caretune"  # API: the `model` requests must name
+SYSTEM_POLICIES = ("enforce", "prepend", "allow")  # API: what a client's system message may do to the medical prompt
+DEFAULT_SYSTEM_POLICY = "enforce"

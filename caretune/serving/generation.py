@@ -3,12 +3,14 @@ the work at the next token. The model, adapter and chat template are LLaMA-Facto
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from caretune.serving.chat import strip_think
 
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
+MEASURED_PROMPT_TOKENS = 256  # prompts at least this long update the prefill rate
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,16 @@ class LocalGenerator:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.stop_ids = set(engine.template.get_stop_token_ids(engine.tokenizer))
+        config = engine.model.config
+        self.context_length: int | None = getattr(config, "max_position_embeddings", None)
+        self.prefill_tokens_per_s: float | None = None  # measured: prompt tokens / time to the first new token
+
+    def record_prefill(self, prompt_tokens: int, seconds: float) -> None:
+        """Update the prefill rate from one request (long prompts only: short ones measure overhead)."""
+        if prompt_tokens >= MEASURED_PROMPT_TOKENS and seconds > 0:
+            rate = prompt_tokens / seconds
+            previous = self.prefill_tokens_per_s
+            self.prefill_tokens_per_s = rate if previous is None else 0.5 * previous + 0.5 * rate
 
     def prompt_ids(self, messages: list[dict[str, str]], system: str | None) -> list[int]:
         """The chat template's prompt for `messages` (user/assistant turns, ending with the user's);
@@ -80,10 +92,17 @@ class LocalGenerator:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
+        started = time.monotonic()
+        generator = self
+
         class Switch(StoppingCriteria):
             fired = False
+            first = True
 
             def __call__(self, input_ids, scores, **kwargs):
+                if self.first:  # called once the first new token exists: the prompt has been read
+                    self.first = False
+                    generator.record_prefill(len(prompt_ids), time.monotonic() - started)
                 self.fired = self.fired or bool(should_stop())
                 return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 

@@ -44,10 +44,15 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     from caretune.serving.api import ApiSettings, create_app
     from caretune.serving.generation import LocalGenerator
 
+    generator = LocalGenerator(chat_engine(args))
     api_settings = ApiSettings(
-        max_new_tokens=int(args.get("max_new_tokens", 1024)), api_key=os.environ.get("API_KEY") or None, **settings
+        max_new_tokens=int(args.get("max_new_tokens", 1024)),
+        api_key=os.environ.get("API_KEY") or None,
+        default_system=args.get("default_system"),
+        context_length=int(args["cutoff_len"]) if args.get("cutoff_len") else generator.context_length,
+        **settings,
     )
-    app = create_app(LocalGenerator(chat_engine(args)), api_settings)
+    app = create_app(generator, api_settings)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
