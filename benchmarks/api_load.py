@@ -6,6 +6,8 @@ Starts `caretune api RECIPE` (its max_new_tokens is the cap), then:
 1. load: `--clients` concurrent streaming clients, `--rounds` requests each; latency p50/p99 per request
    (to the last token) and to the first token;
 2. abuse: each abusive request, then a normal request that must be answered within `--answer-within` s;
+   oversized prompts (a 1 MB prompt, a prompt just past the context, a 5 MB body) must be refused within
+   `--refuse-within` s, also while a normal request is answered alongside;
 3. SIGTERM while a long answer is generated: the server must exit within `--exit-within` s.
 Prints a summary, writes JSON with every figure and check to `--out`, and exits 1 if a check failed.
 The server's log is kept beside the JSON and checked for the patient text sent.
@@ -142,7 +144,7 @@ def question(**fields) -> dict:
     return {"model": "caretune", "messages": [{"role": "user", "content": QUESTION}], **fields}
 
 
-def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
+def abuse(server: Server, cap: int, context: int, answer_within: float, refuse_within: float) -> list[dict]:
     """Each abusive request, what came back, and how long the normal request after it took."""
 
     def disconnect_whole() -> str:
@@ -168,7 +170,38 @@ def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
         reply = raw_post(server, question(max_tokens=1_000_000_000))
         return f"{reply.status_code} completion_tokens={reply.json()['usage']['completion_tokens']} (cap {cap})"
 
-    big_prompt = "我最近总是头疼。" * 25_600  # 204,800 characters
+    def refused(body_bytes: bytes, expected: int) -> str:
+        started = time.monotonic()
+        reply = httpx.post(
+            f"{server.base}/chat/completions", content=body_bytes, headers={"Content-Type": "application/json"}, timeout=60
+        )
+        took = time.monotonic() - started
+        code = (reply.json().get("error") or {}).get("code") if reply.status_code != 200 else None
+        return f"{reply.status_code} {code} in {took:.2f} s" + (
+            "" if reply.status_code == expected and took <= refuse_within else " (FAILED)"
+        )
+
+    def body(content: str) -> bytes:
+        return json.dumps({"model": "caretune", "messages": [{"role": "user", "content": content}]}, ensure_ascii=False).encode()
+
+    def alongside() -> str:
+        """A 1 MB prompt sent while a normal request is being answered: both get their answer in time."""
+        normal: dict = {}
+
+        def ask_normal() -> None:
+            started = time.monotonic()
+            ask(server, max_tokens=16)
+            normal["s"] = time.monotonic() - started
+
+        thread = threading.Thread(target=ask_normal)
+        thread.start()
+        outcome = refused(body("头" * 340_000), 400)
+        thread.join(timeout=60)
+        ok = normal.get("s") is not None and normal["s"] <= answer_within
+        return f"{outcome}; the normal request alongside answered in {normal.get('s', float('nan')):.2f} s" + (
+            "" if ok else " (FAILED)"
+        )
+
     cases = [
         ("max_tokens 1000000000", huge_max_tokens),
         ("max_tokens -1", lambda: status(question(max_tokens=-1))),
@@ -181,10 +214,10 @@ def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
         ("body not JSON", lambda: f"{httpx.post(f'{server.base}/chat/completions', content=b'{', timeout=10).status_code}"),
         ("client gone (whole answer)", disconnect_whole),
         ("client gone (stream)", disconnect_stream),
-        (
-            "200 KB prompt",
-            lambda: status({"model": "caretune", "messages": [{"role": "user", "content": big_prompt}], "max_tokens": 8}),
-        ),
+        ("1 MB prompt", lambda: refused(body("头" * 340_000), 400)),
+        ("prompt past the context", lambda: refused(body("头" * context), 400)),
+        ("5 MB body", lambda: refused(body("头" * 1_800_000), 413)),
+        ("1 MB prompt alongside a normal request", alongside),
     ]
     outcomes = []
     for name, send in cases:
@@ -201,7 +234,7 @@ def abuse(server: Server, cap: int, answer_within: float) -> list[dict]:
                 "outcome": outcome,
                 "next_answer_s": after,
                 "next_error": error,
-                "ok": error is None and after <= answer_within,
+                "ok": error is None and after <= answer_within and "(FAILED)" not in outcome,
             }
         )
     return outcomes
@@ -244,11 +277,15 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64, help="per request of the load phase")
     parser.add_argument("--answer-within", type=float, default=10.0)
     parser.add_argument("--exit-within", type=float, default=5.0)
+    parser.add_argument("--refuse-within", type=float, default=1.0, help="seconds an oversized prompt may take to refuse")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/api_load.json"))
     args = parser.parse_args()
     import yaml
 
-    cap = int(yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8")).get("max_new_tokens", 1024))
+    recipe = yaml.safe_load(Path(args.recipe).read_text(encoding="utf-8"))
+    cap = int(recipe.get("max_new_tokens", 1024))
+    config = Path(recipe["model_name_or_path"]) / "config.json"  # a local model: its context, unless cutoff_len says
+    context = int(recipe.get("cutoff_len") or json.loads(config.read_text(encoding="utf-8"))["max_position_embeddings"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.out.with_suffix(".server.log")
     server = Server(args.recipe, log_path, "--max-queue", str(args.clients))
@@ -257,8 +294,9 @@ def main() -> int:
         report = {
             "recipe": args.recipe,
             "cap": cap,
+            "context": context,
             "load": load(server, args.clients, args.rounds, args.max_tokens),
-            "abuse": abuse(server, cap, args.answer_within),
+            "abuse": abuse(server, cap, context, args.answer_within, args.refuse_within),
             "sigterm": sigterm(server, args.exit_within),
         }
     finally:

@@ -355,6 +355,12 @@ def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
     huge = re.fullmatch(r"200 completion_tokens=(\d+) \(cap 2000\)", outcomes["max_tokens 1000000000"])
     assert huge and int(huge[1]) <= 2000
     assert outcomes["max_tokens -1"] == "400 param=max_tokens" and outcomes["content null"] == "400 param=messages[0].content"
-    assert outcomes["200 KB prompt"] == "200"
+    for case, expected in (
+        ("1 MB prompt", "400 context_length_exceeded"),
+        ("prompt past the context", "400 context_length_exceeded"),
+        ("5 MB body", "413 request_too_large"),
+        ("1 MB prompt alongside a normal request", "400 context_length_exceeded"),
+    ):
+        assert outcomes[case].startswith(expected) and "FAILED" not in outcomes[case], outcomes[case]
     assert report["sigterm"]["exit_s"] <= 5 and "shutting down" in report["sigterm"]["client"]
     assert not report["log_has_patient_text"]

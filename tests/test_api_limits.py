@@ -105,3 +105,16 @@ def test_turn_order_errors_use_the_right_article(role):
         message = api.post("/v1/chat/completions", json=question(messages=messages)).json()["error"]["message"]
     assert f"expected {'an' if role == 'assistant' else 'a'} {role} message" in message
     assert QUESTION  # the shared question stays the one test_api uses
+
+
+class NeverTokenizes(ScriptedGenerator):
+    max_token_bytes = 4  # no token covers more than 4 bytes
+
+    def prompt_ids(self, messages, system):
+        raise AssertionError("a prompt that cannot fit must be refused before it is tokenized")
+
+
+def test_a_prompt_that_cannot_fit_is_refused_before_it_is_tokenized():
+    with client(NeverTokenizes(stop_after=1), context_length=100) as api:
+        reply = api.post("/v1/chat/completions", json=question(messages=[{"role": "user", "content": "头" * 200}]))
+    assert reply.status_code == 400 and "at least 150" in reply.json()["error"]["message"]  # 600 bytes / 4

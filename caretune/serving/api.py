@@ -442,6 +442,11 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     state.system_dropped = conversation.system_dropped
     limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
     sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
+    if settings.context_length and (widest := getattr(generator, "max_token_bytes", None)):
+        text_bytes = sum(len(turn["content"].encode("utf-8")) for turn in conversation.turns)
+        check_prompt_fits(
+            text_bytes // widest, limit, settings, None, state.arrived + settings.request_timeout_s, at_least=True
+        )  # before tokenizing
     prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
     state.prompt_tokens = len(prompt)
     check_prompt_fits(len(prompt), limit, settings, generator, state.arrived + settings.request_timeout_s)
@@ -498,12 +503,16 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
     return reply.whole(completions, len(prompt))
 
 
-def check_prompt_fits(prompt_tokens: int, new_tokens: int, settings: ApiSettings, generator, deadline: float) -> None:
-    """Refuse, before any prefill, a prompt past the context or one the model would not finish reading in time."""
+def check_prompt_fits(
+    prompt_tokens: int, new_tokens: int, settings: ApiSettings, generator, deadline: float, at_least: bool = False
+) -> None:
+    """Refuse, before any prefill, a prompt past the context or one the model would not finish reading in time
+    (`at_least`: `prompt_tokens` is a lower bound from the text's bytes, before tokenizing)."""
     if settings.context_length and prompt_tokens + new_tokens > settings.context_length:
         raise ApiError(
             400,
-            f"this model's context is {settings.context_length} tokens; the messages take {prompt_tokens} and "
+            f"this model's context is {settings.context_length} tokens; the messages take {'at least ' * at_least}"
+            f"{prompt_tokens} and "
             f"max_tokens {new_tokens}: shorten the messages or lower max_tokens",
             "messages",
             "context_length_exceeded",

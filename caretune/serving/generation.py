@@ -40,6 +40,8 @@ class LocalGenerator:
         config = engine.model.config
         self.context_length: int | None = getattr(config, "max_position_embeddings", None)
         self.prefill_tokens_per_s: float | None = None  # measured: prompt tokens / time to the first new token
+        # the most bytes one token covers: a text of B bytes is at least B / max_token_bytes tokens
+        self.max_token_bytes = max(len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in self.tokenizer.get_vocab())
 
     def record_prefill(self, prompt_tokens: int, seconds: float) -> None:
         """Update the prefill rate from one request (long prompts only: short ones measure overhead)."""
