@@ -26,3 +26,4 @@ TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny
 DEFAULT_LENGTH_PROFILE = "chatmed"
 
 DEFAULT_TRAIN_RECIPE = "recipes/qwen3-8b/lora_sft.yaml"  # what `make train` and `caretune webui` use by default
+STOP_TIMEOUT_S = 60.0  # caretune train: after SIGTERM/SIGINT, how long training gets to stop before it is killed

@@ -129,3 +129,36 @@ def test_two_nodes_on_loopback(workspace):
     state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert "Process rank: 0, world size: 2" in outputs[0] and "Process rank: 1, world size: 2" in outputs[1]
+
+
+def trainers(workspace: Path, besides: int) -> list[int]:
+    """Live processes other than `besides` that run LLaMA-Factory training in `workspace` (torchrun's ranks too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != besides:
+            try:
+                if (entry / "cwd").resolve() == workspace.resolve() and b"train" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_sigterm_to_caretune_train_stops_the_training_and_records_it(workspace):
+    recipe = workspace / RECIPE
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.update(max_steps=400, save_steps=1000)  # long enough to be stopped while it trains
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    parent = caretune(workspace, "train", RECIPE, "--stop-timeout", "20")
+    log = workspace / OUTPUT / "trainer_log.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None and not log.exists():
+        time.sleep(0.2)
+    status_file = workspace / "saves/tiny-qwen3/lora/sft.run.json"
+    assert parent.poll() is None and trainers(workspace, parent.pid), "training did not start"
+    parent.send_signal(signal.SIGTERM)  # to caretune alone, as a scheduler or `kill` would
+    output, _ = parent.communicate(timeout=60)
+    assert parent.returncode != 0
+    assert trainers(workspace, parent.pid) == [], output[-2000:]  # nothing trains on
+    status = json.loads(status_file.read_text(encoding="utf-8"))
+    assert status["state"] == "interrupted" and status["exit_code"] is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from caretune.cli.base import main
-from caretune.constants import DEFAULT_LENGTH_PROFILE, TEMPLATE, TINY_MODEL_DIR
+from caretune.constants import DEFAULT_LENGTH_PROFILE, STOP_TIMEOUT_S, TEMPLATE, TINY_MODEL_DIR
 from caretune.training.estimate import DEFAULT_GPU, GPUS
 
 
@@ -265,7 +265,15 @@ def preflight_command(recipe, processes):
 @click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
 @click.option("--overwrite", is_flag=True, help="Train again over a finished run (moved aside, not deleted).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an unfinished run (moved aside).")
-def train(recipe, processes, overwrite, fresh):
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    default=STOP_TIMEOUT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="After SIGTERM or Ctrl-C (passed on to every training process), how long they get before they are killed.",
+)
+def train(recipe, processes, overwrite, fresh, stop_timeout):
     """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
 
     Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
@@ -276,7 +284,7 @@ def train(recipe, processes, overwrite, fresh):
     env = launch_env(plan)
     shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
     click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
-    code = run(plan)
+    code = run(plan, stop_timeout)
     if code != 0:
         raise click.ClickException(f"llamafactory-cli train exited with code {code}")
 

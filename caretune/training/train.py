@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
 from caretune.training.preflight import LaunchPlan, ray_requested
 
 # Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
 LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
+POLL_S = 0.5
 
 
 def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -34,9 +38,13 @@ def command(plan: LaunchPlan) -> list[str]:
     return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
 
 
-def run(plan: LaunchPlan) -> int:
+def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     """Launch training; return LLaMA-Factory's exit code. The run's state is recorded beside its output_dir
-    for `caretune runs` (running, then finished, failed or interrupted)."""
+    for `caretune runs` (running, then finished, failed or interrupted).
+
+    Training runs in its own process group. SIGTERM or SIGINT to caretune is passed to the whole group (torchrun,
+    every rank); caretune waits `stop_timeout` seconds for it to end, then kills the group, so nothing trains on
+    once caretune is gone."""
     from datetime import datetime, timezone
 
     from caretune.training.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
@@ -47,7 +55,7 @@ def run(plan: LaunchPlan) -> int:
         if status_path(old).exists():
             status_path(old).rename(status_path(aside))
     output_dir = plan.args.get("output_dir")
-    process = subprocess.Popen(command(plan), env=launch_env(plan))
+    process = subprocess.Popen(command(plan), env=launch_env(plan), start_new_session=True)
     if output_dir:
         write_status(
             output_dir,
@@ -59,11 +67,47 @@ def run(plan: LaunchPlan) -> int:
             exit_code=None,
             started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
+    stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
+
+    def forward(signum, frame) -> None:
+        stopping.append((signum, time.monotonic()))
+        _signal_group(process.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = process.wait()
-    except KeyboardInterrupt:
-        code = process.wait()
+        while True:
+            try:
+                code = process.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() > stopping[0][1] + stop_timeout:
+                    _signal_group(process.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopping:
+        _wait_for_group(process.pid, max(1.0, stopping[0][1] + stop_timeout - time.monotonic()))
+        code = code if code else -stopping[0][0]
     if output_dir:
-        state = FINISHED if code == 0 else INTERRUPTED if code < 0 or code in (130, 143) else FAILED
+        state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
         write_status(output_dir, state=state, exit_code=code, ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return code
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_for_group(pgid: int, timeout: float) -> None:
+    """Wait until no process of the group is left (the ranks torchrun started), killing them past `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    _signal_group(pgid, signal.SIGKILL)
