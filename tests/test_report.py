@@ -138,3 +138,9 @@ def test_report_shows_care_beyond_the_reminder(tmp_path):
     assert "| advise seeing a doctor beyond the verbatim reminder | 25% |" in text
     assert "| answers whose only care advice is the reminder | 2 |" in text
     assert "| held-out references advising a doctor before reminders were added | 78% |" in text
+
+
+def test_report_accepts_the_training_folder_runs_prints(tmp_path):
+    run = make_run(tmp_path, "lora", 6, 22.25)
+    text = write_report([str(run / "sft")], str(tmp_path / "report")).read_text(encoding="utf-8")
+    assert "![training loss](loss.png)" in text and "| BLEU-4 | 22.25 |" in text

@@ -88,3 +88,50 @@ def test_caretune_train_records_how_a_run_ended(tmp_path, monkeypatch):
         status = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
         assert status["state"] == state and status["exit_code"] == code and status["recipe"] == "r.yaml"
         assert status["model"] == "m" and status["started"] <= status["ended"]
+
+
+def test_runs_recorded_by_caretune_train_are_listed_in_every_state(tmp_path):
+    saves = tmp_path / "saves"
+    failed = saves / "m" / "lora" / "sft"  # failed before its first step: only the status file exists
+    failed.parent.mkdir(parents=True)
+    runs.write_status(failed, state=runs.FAILED, exit_code=1, recipe="r.yaml", pid=1)
+    starting = saves / "m2" / "lora" / "sft"  # started, no log yet
+    starting.mkdir(parents=True)
+    runs.write_status(starting, state=runs.RUNNING, exit_code=None, recipe="r.yaml", pid=os.getpid())
+    found = {run["run"]: run for run in runs.list_runs(saves)}
+    assert found[str(failed)]["state"] == "failed" and found[str(failed)]["exit_code"] == 1
+    assert found[str(starting)]["state"] == "running"
+
+
+def test_a_run_that_cannot_be_read_is_flagged_and_the_listing_goes_on(tmp_path):
+    saves = tmp_path / "saves"
+    make_run(saves / "good", 2, 4)
+    bad = saves / "bad"
+    bad.mkdir(parents=True)
+    (bad / "trainer_log.jsonl").write_bytes(b'{"current_steps": 1, "loss": 1.0}\n\xff\xfe broken \x80\n')
+    found = {Path(run["run"]).name: run for run in runs.list_runs(saves)}
+    assert found["good"]["step"] == 2
+    assert found["bad"]["step"] == 1  # the readable lines still count
+
+
+def test_runs_json_is_strict_json(tmp_path):
+    saves = tmp_path / "saves"
+    make_run(saves / "nan", 2, 4, results={"eval_loss": float("nan")})
+    result = CliRunner().invoke(main, ["runs", "--saves", str(saves), "--json"])
+    assert result.exit_code == 0 and "NaN" not in result.stdout
+    assert json.loads(result.stdout)[0]["metrics"]["eval_loss"] is None
+
+
+def test_predict_folders_are_evaluations_not_training_runs(tmp_path):
+    saves = tmp_path / "saves"
+    make_run(saves / "lora" / "sft", 4, 4, results={"train_loss": 1.0})
+    predict = saves / "lora" / "predict" / "emergency"
+    predict.mkdir(parents=True)
+    (predict / "trainer_log.jsonl").write_text('{"current_steps": 5, "total_steps": 6}\n', encoding="utf-8")
+    (predict / "all_results.json").write_text('{"predict_bleu-4": 1.5}', encoding="utf-8")
+    (predict / "generated_predictions.jsonl").write_text("{}\n", encoding="utf-8")
+    found = {Path(run["run"]).name: run for run in runs.list_runs(saves)}
+    assert found["sft"]["kind"] == "training" and found["emergency"]["kind"] == "evaluation"
+    assert found["emergency"]["state"] == "finished"
+    table = runs.format_runs(list(found.values()))
+    assert "evaluation" in table and "5/6" not in table

@@ -301,11 +301,11 @@ def train(recipe, processes, overwrite, fresh, stop_timeout):
 def runs(saves, as_json):
     """Every run under saves/: state (running, finished, interrupted, failed), step/total, last loss, eval
     metrics, elapsed time and, for running ones, the time left."""
-    from caretune.training.runs import format_runs, list_runs
+    from caretune.training.runs import format_runs, list_runs, strict
 
     found = list_runs(saves)
     if as_json:
-        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(strict(found), ensure_ascii=False, indent=2, allow_nan=False))
     elif not found:
         click.echo(f"no runs under {saves}/ yet (caretune train RECIPE starts one)")
     else:

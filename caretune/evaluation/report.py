@@ -44,7 +44,10 @@ def _json(path: Path) -> dict | None:
 
 
 def load_run(run_dir: Path) -> dict:
-    """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers."""
+    """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers. The training
+    folder itself (`.../lora/sft`, as `caretune runs` lists it) stands for its parent."""
+    if (run_dir / "trainer_log.jsonl").exists() and not (run_dir / "sft").exists():
+        run_dir = run_dir.parent
     log = run_dir / "sft" / "trainer_log.jsonl"
     losses = []
     if log.exists():

@@ -11,6 +11,7 @@ No GPU and no LLaMA-Factory import is needed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from datetime import datetime, timezone
@@ -51,7 +52,7 @@ def _read_json(path: Path) -> dict | None:
 def _log_entries(path: Path) -> list[dict]:
     entries = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()  # a damaged line is skipped below
     except OSError:
         return entries
     for line in lines:
@@ -77,17 +78,40 @@ def _alive(pid: object) -> bool:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Folders under `root` holding a run's files (checkpoint folders inside a run are not runs)."""
-    found = []
+    """Folders under `root` holding a run's files, or recorded by `caretune train` (even before the folder has
+    any file); checkpoint folders inside a run are not runs."""
+    found = set()
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("checkpoint-"))
         if any(name in files for name in RUN_FILES):
-            found.append(Path(folder))
-    return found
+            found.add(Path(folder))
+        found.update(Path(folder) / name.removesuffix(RUN_STATUS_SUFFIX) for name in files if name.endswith(RUN_STATUS_SUFFIX))
+    return sorted(found)
+
+
+def is_evaluation(folder: Path) -> bool:
+    """A predict run (LLaMA-Factory's trainer writing predictions), not a training run."""
+    return not (folder / "train_results.json").exists() and any(
+        (folder / name).exists() for name in ("generated_predictions.jsonl", "predict_results.json")
+    )
 
 
 def read_run(folder: Path, now: float | None = None) -> dict:
-    """One run's state, progress, last loss, metrics and times."""
+    """One run's state, progress, last loss, metrics and times; a run that cannot be read is flagged."""
+    try:
+        return _read_run(folder, now)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as err:
+        return {
+            "run": str(folder),
+            "kind": None,
+            "state": "unreadable",
+            "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            **dict.fromkeys(("model", "recipe", "exit_code", "step", "total_steps", "last_loss", "elapsed", "eta", "updated")),
+            "metrics": {},
+        }
+
+
+def _read_run(folder: Path, now: float | None) -> dict:
     now = time.time() if now is None else now
     status = _read_json(status_path(folder)) or {}
     log_path = folder / "trainer_log.jsonl"
@@ -102,7 +126,16 @@ def read_run(folder: Path, now: float | None = None) -> dict:
     adapter = _read_json(folder / "adapter_config.json") or {}
     log_age = now - log_path.stat().st_mtime if log_path.exists() else None
 
-    if status.get("state") in (FINISHED, FAILED, INTERRUPTED):
+    evaluation = is_evaluation(folder)
+    if evaluation:
+        state = (
+            FINISHED
+            if results or (folder / "predict_results.json").exists()
+            else RUNNING
+            if log_age and log_age < STALE_AFTER_S
+            else INTERRUPTED
+        )
+    elif status.get("state") in (FINISHED, FAILED, INTERRUPTED):
         state = status["state"]
     elif status.get("state") == RUNNING:
         state = RUNNING if _alive(status.get("pid")) else (FINISHED if results else INTERRUPTED)
@@ -116,12 +149,13 @@ def read_run(folder: Path, now: float | None = None) -> dict:
     total = last.get("total_steps", state_file.get("max_steps"))
     return {
         "run": str(folder),
+        "kind": "evaluation" if evaluation else "training",
         "model": status.get("model") or adapter.get("base_model_name_or_path"),
         "recipe": status.get("recipe"),
         "state": state,
         "exit_code": status.get("exit_code"),
-        "step": step,
-        "total_steps": total,
+        "step": None if evaluation else step,
+        "total_steps": None if evaluation else total,
         "last_loss": losses[-1] if losses else results.get("train_loss"),
         "metrics": metrics,
         "elapsed": last.get("elapsed_time"),
@@ -137,9 +171,20 @@ def list_runs(root: str | os.PathLike = "saves") -> list[dict]:
     return [read_run(folder) for folder in find_runs(Path(root))]
 
 
+def strict(value):
+    """`value` with NaN and infinities as None, so strict JSON parsers read it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [strict(item) for item in value]
+    return value
+
+
 def format_runs(runs: list[dict]) -> str:
     """The task center as a table."""
-    header = f"{'run':<40} {'state':<12} {'step':>11} {'loss':>8} {'elapsed':>9} {'eta':>9}  model / metrics"
+    header = f"{'run':<40} {'kind':<10} {'state':<12} {'step':>11} {'loss':>8} {'elapsed':>9} {'eta':>9}  model / metrics"
     lines = [header, "-" * len(header)]
     for run in runs:
         step = f"{run['step']}/{run['total_steps']}" if run["step"] is not None else "-"
@@ -148,8 +193,9 @@ def format_runs(runs: list[dict]) -> str:
         metrics = ", ".join(
             f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items()) if isinstance(value, (int, float))
         )
+        detail = run.get("error") or (run["model"] or "?") + ("; " + metrics if metrics else "")
         lines.append(
-            f"{run['run']:<40} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
-            f"{run['eta'] or '-':>9}  {run['model'] or '?'}{'; ' + metrics if metrics else ''}"
+            f"{run['run']:<40} {run['kind'] or '-':<10} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
+            f"{run['eta'] or '-':>9}  {detail}"
         )
     return "\n".join(lines)
