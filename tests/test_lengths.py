@@ -100,15 +100,42 @@ def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     seen.clear()
     run(use_cache=False)  # --no-cache computes and does not read
     assert seen == []
-    run(template="qwen3")  # another template is another key
-    assert len(cache_files(workspace)) == 2
+    run(template="qwen3")  # another template is another key; the entry under the old key is removed
+    assert len([p for p in cache_files(workspace) if p.name.startswith("multi-med-") and "eval" not in p.name]) == 1
     data_file = workspace / "data" / "multi-med.json"
     rows = json.loads(data_file.read_text(encoding="utf-8"))
     data_file.write_text(json.dumps(rows[:-1], ensure_ascii=False), encoding="utf-8")
     changed = run()
     assert seen == [] and changed.rows == first.rows - 1  # a changed file is tokenized anew
+    before = cache_files(workspace)
     run(sample=5)  # a sample is never cached
-    assert len(cache_files(workspace)) == 3
+    assert cache_files(workspace) == before
+
+
+def test_a_damaged_or_unwritable_cache_is_only_a_cache(workspace, tokenizer):
+    warned = []
+
+    def run(**kwargs):
+        return lengths.turn_lengths(
+            "huatuo2-sft", str(workspace), tokenizer, str(workspace / "s"), template=TEMPLATE, warn=warned.append, **kwargs
+        )
+
+    first = run()
+    (entry,) = [p for p in cache_files(workspace) if p.name.startswith("huatuo2-sft-")]
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated, as a full disk or a kill leaves it
+    again = run()
+    assert again.lengths(2047) == first.lengths(2047)
+    assert len(warned) == 1 and "unreadable token-length cache (BadZipFile)" in warned[0] and "--no-cache" in warned[0]
+    folder = workspace / lengths.CACHE_DIR
+    saved = folder.with_name("saved")
+    folder.rename(saved)
+    folder.write_text("not a folder", encoding="utf-8")  # the cache cannot be written there (root ignores modes)
+    try:
+        unwritten = run()
+    finally:
+        folder.unlink()
+        saved.rename(folder)
+    assert unwritten.lengths(2047) == first.lengths(2047) and "cannot write the token-length cache" in warned[-1]
 
 
 @pytest.mark.slow
@@ -147,12 +174,18 @@ def test_concurrent_writers_leave_one_whole_cache_file(tmp_path):
         )
         for n in (1000, 2000, 3000, 4000)
     ]
-    threads = [threading.Thread(target=lengths._save, args=(path, version)) for version in versions for _ in range(3)]
+    warned = []
+    threads = [
+        threading.Thread(target=lengths._save, args=(path, "multi-med", version, warned.append))
+        for version in versions
+        for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    stored = lengths._load(path)
+    stored = lengths._load(path, warned.append)
+    assert warned == []
     assert stored.rows in (1000, 2000, 3000, 4000) and stored.care == {"rows": stored.rows}
     assert stored.lengths(1 << 30) == [2 * stored.rows] * stored.rows  # arrays and metadata of one writer
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind

@@ -18,6 +18,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +186,14 @@ def _cache_path(dataset_dir: str, name: str, key: str) -> Path:
     return Path(dataset_dir) / CACHE_DIR / f"{name}-{key}.npz"
 
 
-def _load(path: Path) -> TurnLengths | None:
+def _warn(text: str) -> None:
+    print(f"caretune: {text}", file=sys.stderr)
+
+
+def _load(path: Path, warn) -> TurnLengths | None:
+    """A cache entry, or None when there is none or it cannot be read (said through `warn`: it is only a cache)."""
+    if not path.exists():
+        return None
     try:
         with np.load(path) as stored:
             meta = json.loads(str(stored["meta"]))
@@ -195,17 +205,28 @@ def _load(path: Path) -> TurnLengths | None:
                 efficient_eos=meta["efficient_eos"],
                 care=meta["care"],
             )
-    except (OSError, ValueError, KeyError):  # missing or unreadable: compute anew
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        warn(f"{path}: unreadable token-length cache ({type(err).__name__}); computing anew (--no-cache skips the cache)")
         return None
 
 
-def _save(path: Path, data: TurnLengths) -> None:
+def _save(path: Path, name: str, data: TurnLengths, warn) -> None:
+    """Write a cache entry and remove the dataset's entries under other keys; a cache that cannot be written is
+    said through `warn`, never an error (the figures are computed either way)."""
     from converters.writer import AtomicFile
 
     meta = json.dumps({"rows": data.rows, "prefix": data.prefix, "efficient_eos": data.efficient_eos, "care": data.care})
-    with AtomicFile(path) as out:
-        np.savez(out.handle, turns=data.turns, pairs=data.pairs, meta=np.array(meta))
-        out.commit()
+    try:
+        with AtomicFile(path) as out:
+            np.savez(out.handle, turns=data.turns, pairs=data.pairs, meta=np.array(meta))
+            out.commit()
+    except OSError as err:
+        warn(f"{path.parent}: cannot write the token-length cache ({err.strerror or err}); not cached (--no-cache skips it)")
+        return
+    entry = re.compile(rf"{re.escape(name)}-[0-9a-f]{{32}}\.npz")
+    for old in path.parent.iterdir():
+        if old != path and entry.fullmatch(old.name):
+            old.unlink(missing_ok=True)
 
 
 def turn_lengths(
@@ -222,6 +243,7 @@ def turn_lengths(
     with_care: bool = False,
     use_cache: bool = True,
     log=None,
+    warn=_warn,
 ) -> TurnLengths:
     """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached,
     when the whole dataset was tokenized). `max_samples` reads only the first rows (as LLaMA-Factory does);
@@ -229,7 +251,7 @@ def turn_lengths(
     whole = max_samples is None and sample is None
     key = cache_key(name, dataset_dir, tokenizer.identity(), {"template": template}) if whole and use_cache else None
     if key:
-        cached = _load(_cache_path(dataset_dir, name, key))
+        cached = _load(_cache_path(dataset_dir, name, key), warn)
         if cached is not None and (cached.care is not None or not with_care):
             if log:
                 log(f"{name}: token lengths from the cache ({CACHE_DIR}/{name}-{key[:8]}…)")
@@ -250,7 +272,7 @@ def turn_lengths(
         with_care=True if key else with_care,
     )
     if key:
-        _save(_cache_path(dataset_dir, name, key), data)
+        _save(_cache_path(dataset_dir, name, key), name, data, warn)
     return data
 
 
