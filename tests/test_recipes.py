@@ -201,6 +201,8 @@ def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
         ("Qwen/Qwen3-8B", 8, "h100", 2, 1, "recipes/deepspeed/ds_z2.json"),  # 8 GPUs: fewer packs each keeps 16
         ("Qwen/Qwen3-8B", 3, "h800", 4, 2, "recipes/deepspeed/ds_z2.json"),  # 3 does not divide 16: 24 packs
         ("Qwen/Qwen3-32B", 4, "a100-40g", 4, 1, "recipes/deepspeed/ds_z3.json"),  # 64 GB of weights: sharded
+        ("Qwen/Qwen3-8B", 16, "h100", 1, 1, "recipes/deepspeed/ds_z2.json"),  # 16 GPUs: one pack each is 16
+        ("Qwen/Qwen3-8B", 32, "h100", 1, 1, "recipes/deepspeed/ds_z2.json"),  # past 16: one pack per GPU, not 4
     ],
 )
 def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu, micro, accumulation, deepspeed):
@@ -243,3 +245,19 @@ def test_recipes_new_refuses_what_it_cannot_do_well(tmp_path):
         main, ["recipes", "new", "--model", "meta-llama/Llama-3.1-8B", "--gpus", "2", "--out", str(tmp_path / "llama")]
     )
     assert other.exit_code == 1 and "pass --template" in other.output
+
+
+def test_recipes_new_suggests_a_plan_for_its_gpus_and_refuses_absurd_counts(tmp_path):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    out = tmp_path / "qwen3-8b-a100"
+    done = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "2", "--gpu", "a100-40g", "--out", str(out)]
+    )
+    assert done.exit_code == 0 and f"caretune plan {out / 'lora_sft.yaml'} --gpus 2 --gpu a100-40g" in done.output
+    absurd = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "1000", "--out", str(tmp_path / "x")]
+    )
+    assert absurd.exit_code == 2 and "--gpus" in absurd.output and not (tmp_path / "x").exists()

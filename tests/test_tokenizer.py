@@ -51,3 +51,11 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(tok.TokenizerError, match="cannot load the tokenizer of 'someone/not-cached'"):
         tok.load_qwen3_tokenizer("someone/not-cached")
+
+
+def test_any_qwen3_size_uses_the_shared_offline_tokenizer(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("Qwen/Qwen3-32B", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-30B-A3B"):
+        tokenizer, source = tok.load_qwen3_tokenizer(name)
+        assert "offline Qwen3 tokenizer" in source and tokenizer.encode("你好", add_special_tokens=False) == [108386]
+    assert not tok.shares_qwen3_tokenizer("Qwen/Qwen2.5-7B") and not tok.shares_qwen3_tokenizer("Qwen/Qwen3-VL-8B")

@@ -10,6 +10,7 @@ import click
 from caretune.cli.base import main
 from caretune.constants import DEFAULT_LENGTH_PROFILE, STOP_TIMEOUT_S, TEMPLATE, TINY_MODEL_DIR
 from caretune.training.estimate import DEFAULT_GPU, GPUS
+from caretune.training.recipe_writer import MAX_GPUS
 
 
 @main.command("tiny-model")
@@ -52,15 +53,20 @@ def recipes(ctx, check_only, overwrite):
 
 @recipes.command("new")
 @click.option("--model", required=True, help="Hugging Face id or local folder of the base model (its config.json sizes it).")
-@click.option("--gpus", type=click.IntRange(min=1), required=True, help="GPUs per node the recipes are sized for.")
+@click.option(
+    "--gpus",
+    type=click.IntRange(1, MAX_GPUS),
+    required=True,
+    help=f"GPUs the recipes are sized for (at most {MAX_GPUS}: past 16, a step already holds one pack per GPU).",
+)
 @click.option("--gpu", "gpu_name", type=click.Choice(sorted(GPUS)), default=DEFAULT_GPU, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="The new folder, e.g. recipes/qwen3-14b/.")
 @click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template (Qwen3: no thinking).")
 @click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
 def recipes_new(model, gpus, gpu_name, out, template, overwrite):
     """Write train, predict, chat and export recipes for MODEL on GPUS x GPU, sized by `caretune plan`'s memory
-    model: the cheapest ZeRO stage that fits, the packs per device that fit (at most 4, the measured best),
-    and the accumulation that keeps the default's effective batch of 16 packs."""
+    model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured best)
+    and at most 16 / GPUS; then the accumulation that reaches the default's 16 packs per step."""
     from caretune.training.recipe_writer import sized_recipe, target_effective_batch, write_new_folder
 
     if template == TEMPLATE and "qwen3" not in model.lower():
@@ -79,7 +85,7 @@ def recipes_new(model, gpus, gpu_name, out, template, overwrite):
             else ""
         )
         + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
-        f"check with: caretune plan {folder / 'lora_sft.yaml'}"
+        f"check with: caretune plan {folder / 'lora_sft.yaml'} --gpus {gpus} --gpu {gpu_name}"
     )
 
 

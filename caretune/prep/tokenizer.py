@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -122,6 +123,12 @@ def tokenizer_files(model_name_or_path: str | None = None) -> Path | None:
     return None
 
 
+def shares_qwen3_tokenizer(name: str) -> bool:
+    """Whether a hub id is a Qwen3 text model: the family (0.6B to 235B, dense and MoE) shares one tokenizer, so
+    the offline copy stands in for any of them."""
+    return bool(re.fullmatch(r"Qwen/Qwen3-[0-9.]+B(-A[0-9.]+B)?(-Base|-Instruct-2507|-Thinking-2507)?", name))
+
+
 def load_qwen3_tokenizer(model_name_or_path: str | None = None):
     """Return `(tokenizer, where_it_came_from)`.
 
@@ -141,7 +148,7 @@ def load_qwen3_tokenizer(model_name_or_path: str | None = None):
             return tokenizer, f"{name} ({'local cache' if local_only else 'hub'})"
         except (OSError, ValueError):
             continue
-    if model_name_or_path is not None and name != BASE_MODEL:
+    if model_name_or_path is not None and name != BASE_MODEL and not shares_qwen3_tokenizer(name):
         raise TokenizerError(
             f"cannot load the tokenizer of {name!r}: not a local folder, not in the cache and the hub is unreachable"
         )

@@ -39,6 +39,7 @@ class RecipeError(UserError):
 
 
 RECIPES_DIR = "recipes"
+MAX_GPUS = 64  # `recipes new --gpus`: beyond this, one pack per GPU is far past the default's 16 packs a step
 DEEPSPEED_DIR = f"{RECIPES_DIR}/deepspeed"
 TRAIN_DATASETS = f"{CHATMED_DATASET},{HUATUO_DATASET}"
 EVAL_DATASETS = f"{CHATMED_EVAL_DATASET},{HUATUO_EVAL_DATASET}"
@@ -481,9 +482,11 @@ def recipes_readme() -> str:
             "**A new folder.** `caretune recipes new --model HF_ID --gpus N --gpu KIND --out recipes/NAME/` writes train,",
             "predict, chat, export and a README for another model or GPU count, sized by `caretune plan`'s memory model:",
             "the cheapest DeepSpeed stage that fits one pack (ZeRO-2, then ZeRO-3, then ZeRO-3 with CPU offload; none on",
-            "one GPU), the most packs per device that fit (at most 4), and the accumulation that keeps the default's",
-            f"{target_effective_batch()} packs per step where the GPU count divides it. For Qwen3-8B on 4 x H800 it writes",
-            "the shipped `qwen3-8b/` recipes exactly. Other model families need `--template`.",
+            f"one GPU); per device the most packs that fit, at most 4 and at most {target_effective_batch()} / GPUs (at least 1);",
+            f"then the accumulation that reaches the default's {target_effective_batch()} packs per step, rounded up (`--gpus` at",
+            f"most {MAX_GPUS}). For Qwen3-8B on 4 x H800 it writes the shipped `qwen3-8b/` recipes exactly. Other model",
+            "families need `--template`; any Qwen3 size plans offline with the family's shared tokenizer. It prints the",
+            "`caretune plan` command for the GPUs it sized for.",
             "",
         ]
     )
@@ -637,9 +640,11 @@ def target_effective_batch() -> int:
 
 
 def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE) -> ModelRecipe:
-    """The Qwen3-8B default recipe resized for another model and GPU count by `caretune plan`'s memory model:
-    the cheapest ZeRO stage that fits one pack, the most packs per device that fit (at most the measured
-    best), and the accumulation that keeps the effective batch (when the GPU count divides it)."""
+    """The Qwen3-8B default recipe resized for another model and GPU count by `caretune plan`'s memory model,
+    by one rule at every GPU count: the cheapest ZeRO stage that fits one pack; per device, the most packs that
+    fit, at most the measured best (4) and at most the default's packs per step / GPUs (at least 1); then the
+    accumulation that reaches the default's packs per step (rounded up). Past 16 GPUs a step holds one pack
+    per GPU."""
     from caretune.training import estimate
     from caretune.training.plan import largest_micro_batch, resolve_arch
 
@@ -657,8 +662,7 @@ def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: st
             f"{model}: not even one {QWEN3_8B.cutoff_len}-token pack fits in {gpu.memory_gib:g} GiB "
             f"per {gpu_name} with ZeRO-3 and CPU offload"
         )
-    most = min(fits, MEASURED_PACKS_PER_DEVICE)
-    micro = next((m for m in range(most, 0, -1) if target % (m * gpus) == 0), most)
+    micro = max(1, min(fits, MEASURED_PACKS_PER_DEVICE, target // gpus))
     accumulation = max(1, -(-target // (micro * gpus)))
     deepspeed = f"{DEEPSPEED_DIR}/{config}" if gpus > 1 or zero_stage > 2 else None
     return replace(
