@@ -117,3 +117,21 @@ def test_fetch_unreachable_hub_fails_fast(project, monkeypatch):
     result = CliRunner().invoke(main, ["fetch", "chatmed"])
     assert result.exit_code == 1 and "unreachable" in result.output
     assert "ChatMed_Consult-v0.3.json" in result.output
+
+
+def test_an_output_outside_the_registrys_folder_is_registered_absolute_and_said(project, monkeypatch, tmp_path_factory):
+    monkeypatch.chdir(project)
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "cm.json"
+    result = run(project, "convert", "chatmed", str(CHATMED_SAMPLE), "--out", str(elsewhere), "--no-card")
+    assert result.exit_code == 0
+    assert read_json(project / "dataset_info.json")["cm"]["file_name"] == str(elsewhere)
+    assert f"absolute path {elsewhere}" in result.stdout and "outside" in result.stdout
+
+
+def test_options_that_contradict_each_other_are_refused_in_one_line(project, monkeypatch):
+    monkeypatch.chdir(project)
+    keep = CliRunner().invoke(main, ["convert", "chatmed", str(CHATMED_SAMPLE), "--filters", "none", "--keep", "short_answer"])
+    assert keep.exit_code == 1 and "--filters none" in keep.output and len(keep.output.strip().splitlines()) == 1
+    layout = CliRunner().invoke(main, ["convert", "huatuo", str(HUATUO_SAMPLE), "--layout", "walkthrough"])
+    assert layout.exit_code == 1 and "ChatMed" in layout.output and "is not 'system'" not in layout.output
+    assert not (project / "data" / "multi-med.json").exists() and not (project / "data" / "huatuo2-sft.json").exists()

@@ -14,8 +14,8 @@ def _convert_command(source_name: str, help_text: str):
     from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, SYSTEM_LAYOUT
 
     def layout_option(command):
-        if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system`
-            return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice([SYSTEM_LAYOUT]))(command)
+        if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system` (another is refused)
+            return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice(LAYOUTS))(command)
         return click.option(
             "--layout",
             type=click.Choice(LAYOUTS),
@@ -125,7 +125,7 @@ def _convert_command(source_name: str, help_text: str):
         as_json,
         lock_timeout,
     ):
-        from caretune.prep.conversion import conversion_options, convert
+        from caretune.prep.conversion import conversion_options, convert, registry_note
         from converters.pipeline import summary_line
 
         report, outputs, card_note = convert(
@@ -133,7 +133,7 @@ def _convert_command(source_name: str, help_text: str):
             raw,
             out=out,
             data_dir=data_dir,
-            options=conversion_options(scrub_pii, filter_set, keep, care_reminder, layout),
+            options=conversion_options(source_name, scrub_pii, filter_set, keep, care_reminder, layout),
             registry_path=dataset_info if register else None,
             card=card,
             log=lambda line: click.echo(f"convert: {line}", err=True),
@@ -149,7 +149,9 @@ def _convert_command(source_name: str, help_text: str):
         registered = ""
         if register:
             state = "updated" if report["registry_changed"] else "already up to date"
-            registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})"
+            registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})" + registry_note(
+                outputs, dataset_info
+            )
         click.echo(summary_line(report) + registered + card_note)
 
     command.__doc__ = help_text

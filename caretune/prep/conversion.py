@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+from converters import chatmed
 from converters.card import CardCollector
-from converters.choices import FILTER_REASONS
+from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.errors import UserError
 from converters.pipeline import SOURCES, Options, Outputs, convert_file
 
 
-def conversion_options(scrub_pii: bool, filter_set: str, keep: tuple[str, ...], care_reminder: str, layout: str) -> Options:
+class OptionError(UserError):
+    """Command-line options that contradict each other."""
+
+
+def conversion_options(
+    source_name: str, scrub_pii: bool, filter_set: str, keep: tuple[str, ...], care_reminder: str, layout: str
+) -> Options:
     """The converters' options from the command line: `--filters all|none` less the filters `--keep` switches off."""
+    if keep and filter_set == "none":
+        raise OptionError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
+    if layout != SYSTEM_LAYOUT and source_name != chatmed.NAME:
+        raise OptionError(
+            f"--layout {layout} is for ChatMed rows; {source_name} rows always carry the medical prompt as their system prompt"
+        )
     filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
     return Options(
         scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout
@@ -58,3 +73,15 @@ def convert(
         **settings,
     )
     return report, outputs, card_note
+
+
+def registry_note(outputs: Outputs, registry_path: str) -> str:
+    """What the summary line adds when the outputs lie outside the registry's folder (LLaMA-Factory's
+    dataset_dir): their entries then hold an absolute path, valid on this machine only."""
+    from converters.registry import relative_file_name
+
+    file_name = relative_file_name(outputs.train, registry_path)
+    if not Path(file_name).is_absolute():
+        return ""
+    folder = Path(registry_path).resolve().parent
+    return f" (absolute path {file_name}: the outputs are outside {folder}, so the entries hold paths of this machine)"
