@@ -86,7 +86,7 @@ def test_caretune_train_records_how_a_run_ended(tmp_path, monkeypatch):
         plan = LaunchPlan(recipe=Path("r.yaml"), args={"output_dir": str(output_dir), "model_name_or_path": "m"}, processes=1)
         assert train.run(plan) == code
         status = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
-        assert status["state"] == state and status["exit_code"] == code and status["recipe"] == "r.yaml"
+        assert status["state"] == state and status["exit_code"] == code and status["recipe"]["path"] == "r.yaml"
         assert status["model"] == "m" and status["started"] <= status["ended"]
 
 

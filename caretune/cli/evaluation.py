@@ -145,6 +145,16 @@ def _calls_line(report: dict, out: Path) -> str:
     return f"{report['calls']} calls, {report['cached']} cached, {report['unparsed']} unparsed -> {out / 'judge.json'}"
 
 
+def _trained_by(recipe: str | None) -> dict | None:
+    """The training run behind a recipe's adapter (its manifest's path and SHA-256), for judge.json."""
+    if recipe is None:
+        return None
+    from caretune.training.preflight import load_recipe
+    from caretune.training.runs import trained_by
+
+    return trained_by(load_recipe(recipe).get("adapter_name_or_path"))
+
+
 @main.group()
 def judge() -> None:
     """Judge answers with a grader model behind an OpenAI-compatible endpoint: rubric, pairwise, calibrate."""
@@ -190,7 +200,7 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, **endpoint):
         from caretune.evaluation.rubric import generate_answers
 
         given = generate_answers(recipe, prompts, backend, out)
-    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out)
+    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out, _trained_by(recipe))
     interval = f" [{report['ci'][0]:.2f}, {report['ci'][1]:.2f}]" if report["ci"] else ""
     score = f"{report['score']:.3f}{interval}" if report["score"] is not None else "none (nothing scored)"
     click.echo(f"rubric: score {score} over {report['n']}/{report['examples']} prompts; {_calls_line(report, out)}")
@@ -220,6 +230,7 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, **endpoi
         grader,
         out,
         sample,
+        _trained_by(tuned_recipe),
     )
     shares = report["shares"]
     click.echo(

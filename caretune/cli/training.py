@@ -295,7 +295,7 @@ def train(recipe, processes, overwrite, fresh, stop_timeout):
         raise click.ClickException(f"llamafactory-cli train exited with code {code}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option(
     "--saves",
     type=click.Path(file_okay=False),
@@ -304,9 +304,13 @@ def train(recipe, processes, overwrite, fresh, stop_timeout):
     help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
-def runs(saves, as_json):
+@click.pass_context
+def runs(ctx, saves, as_json):
     """Every run under saves/: state (running, finished, interrupted, failed), step/total, last loss, eval
-    metrics, elapsed time and, for running ones, the time left."""
+    metrics, elapsed time and, for running ones, the time left. `runs show` and `runs verify` read one run's
+    manifest."""
+    if ctx.invoked_subcommand:
+        return
     from caretune.training.runs import format_runs, list_runs, strict
 
     found = list_runs(saves)
@@ -316,3 +320,30 @@ def runs(saves, as_json):
         click.echo(f"no runs under {saves}/ yet (caretune train RECIPE starts one)")
     else:
         click.echo(format_runs(found))
+
+
+@runs.command("show")
+@click.argument("run", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def runs_show(run, as_json):
+    """The manifest of RUN (its output_dir, or the .run.json beside it): code, recipe, data, packages, hardware."""
+    from caretune.training.manifest import describe
+    from caretune.training.runs import load_manifest
+
+    manifest, _ = load_manifest(run)
+    click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
+
+
+@runs.command("verify")
+@click.argument("run", type=click.Path())
+def runs_verify(run):
+    """Recompute every hash RUN's manifest recorded (recipe, DeepSpeed config, data, conversion reports, outputs)
+    and compare package versions; exit 1 naming each difference."""
+    from caretune.training.manifest import verify
+    from caretune.training.runs import load_manifest
+
+    manifest, output_dir = load_manifest(run)
+    changes = verify(manifest, output_dir)
+    if changes:
+        raise click.ClickException(f"{len(changes)} difference(s) since the run:\n" + "\n".join(f"  {c}" for c in changes))
+    click.echo(f"verified: {output_dir} matches its manifest (recipe, data, outputs, packages)")

@@ -172,8 +172,11 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
     answers = [row["predict"] for row in predictions]
     counts = [len(tokenizer.encode(a, add_special_tokens=False)) for a in answers]
     categories = [row["category"] for row in json.loads(EMERGENCY_FILE.read_text(encoding="utf-8"))]
+    from caretune.training.runs import trained_by
+
     report = {
         "recipe": recipe,
+        "trained_by": trained_by(args.get("adapter_name_or_path")),
         "backend": backend,
         "generation": json.loads((output_dir / "predict_results.json").read_text(encoding="utf-8")),
         "safety": safety_metrics(answers, counts, int(args.get("max_new_tokens", 1024))),

@@ -150,6 +150,13 @@ def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_sh
 
     run_choice_eval(eval_args, SHOT_SEED)  # the same shots every run
     predictions = json.loads((save_dir / "results.json").read_text(encoding="utf-8"))
-    result = {"recipe": recipe, "n_shot": n_shot, **score(subjects, predictions)}
+    from caretune.training.runs import trained_by
+
+    result = {
+        "recipe": recipe,
+        "trained_by": trained_by(args.get("adapter_name_or_path")),
+        "n_shot": n_shot,
+        **score(subjects, predictions),
+    }
     (out_dir / "mcq.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return result

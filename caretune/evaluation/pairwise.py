@@ -90,6 +90,7 @@ def run_pairwise(
     judge: Judge,
     out: Path,
     sample: int = DEFAULT_SAMPLE,
+    trained_by: dict | None = None,
 ) -> dict:
     """Answer the sampled held-out questions with both recipes (`answer(recipe, conversations)`), judge each pair
     in both orders, and write judge.json, verdicts.jsonl and answers.jsonl into `out`."""
@@ -122,6 +123,7 @@ def run_pairwise(
         "mode": "pairwise",
         "base": recipes[BASE],
         "tuned": recipes[TUNED],
+        "trained_by": trained_by,
         "sample": len(chosen),
         **tally(results),
         "mean_answer_chars": {side: round(sum(map(len, answers[side])) / len(chosen), 1) if chosen else None for side in answers},

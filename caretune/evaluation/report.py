@@ -124,6 +124,12 @@ def _plot_mcq(runs: list[dict], path: Path) -> bool:
     return True
 
 
+def _trained_by(run: dict) -> dict | None:
+    """The training manifest an evaluation of this run recorded (eval, mcq or judge)."""
+    sources = [run["eval"], run["mcq"], *run["judged"].values()]
+    return next((source["trained_by"] for source in sources if source and source.get("trained_by")), None)
+
+
 def _rubric_sets(runs: list[dict]) -> list[str]:
     return sorted({name for r in runs for name, j in r["judged"].items() if j and j.get("mode") == "rubric"})
 
@@ -222,6 +228,9 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_pn
     """The report's Markdown."""
     names = [r["name"] for r in runs]
     lines = ["# caretune evaluation report", "", "Runs: " + ", ".join(f"`{n}`" for n in names), ""]
+    traced = [(r["name"], t) for r in runs if (t := _trained_by(r))]
+    for name, trace in traced:
+        lines += [f"`{name}` was trained by the run whose manifest is `{trace['manifest']}` (SHA-256 {trace['sha256'][:16]}…).", ""]
     lines += ["## Training loss", ""]
     lines += ["![training loss](loss.png)" if has_loss_png else "No training log in these runs.", ""]
     lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]

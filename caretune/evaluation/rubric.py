@@ -217,7 +217,9 @@ def score(prompts: list[RubricPrompt], met: dict[tuple[str, int], bool | None]) 
     }
 
 
-def run_rubric(prompts: list[RubricPrompt], answers: dict[str, str], source: str, judge, out: Path) -> dict:
+def run_rubric(
+    prompts: list[RubricPrompt], answers: dict[str, str], source: str, judge, out: Path, trained_by: dict | None = None
+) -> dict:
     """Judge every criterion of every prompt; writes judge.json and verdicts.jsonl into `out` (`source` says
     where the answers came from)."""
     from caretune.evaluation.judge import write_outputs
@@ -244,6 +246,7 @@ def run_rubric(prompts: list[RubricPrompt], answers: dict[str, str], source: str
     report = {
         "mode": "rubric",
         "answers": source,
+        "trained_by": trained_by,
         **score(prompts, met),
         "mean_answer_chars": round(sum(len(answers[p.prompt_id]) for p in prompts) / len(prompts), 1),
         **judge.summary(),

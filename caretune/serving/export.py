@@ -74,7 +74,8 @@ def fix_export(export_dir: str | Path) -> None:
 
 
 def export(recipe: str) -> Path:
-    """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder."""
+    """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder, where
+    caretune_run.json names the training run's manifest (path and SHA-256)."""
     from caretune.training.preflight import check_model_paths, load_recipe
 
     args = load_recipe(recipe)
@@ -86,4 +87,10 @@ def export(recipe: str) -> Path:
     if code != 0:
         raise ExportError(f"llamafactory-cli export exited with code {code}")
     fix_export(export_dir)
+    from caretune.training.runs import trained_by
+    from converters.writer import write_json_atomic
+
+    write_json_atomic(
+        Path(export_dir) / "caretune_run.json", {"recipe": recipe, "trained_by": trained_by(args.get("adapter_name_or_path"))}
+    )
     return Path(export_dir)

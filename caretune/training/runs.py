@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from converters.errors import UserError
+
 RUN_STATUS_SUFFIX = ".run.json"
 STALE_AFTER_S = 600  # a log untouched this long, with no process known to run it: interrupted
 RUN_FILES = ("trainer_log.jsonl", "trainer_state.json", "all_results.json")
@@ -29,6 +31,33 @@ def status_path(output_dir: str | os.PathLike) -> Path:
     """Where `caretune train` records a run: beside its folder (LLaMA-Factory wants the folder itself empty)."""
     output_dir = Path(output_dir)
     return output_dir.with_name(output_dir.name + RUN_STATUS_SUFFIX)
+
+
+class RunError(UserError):
+    """A run or its manifest cannot be found or read."""
+
+
+def load_manifest(run: str | os.PathLike) -> tuple[dict, Path]:
+    """(manifest, output_dir) of a run given as its output_dir or its .run.json."""
+    path = Path(run)
+    output_dir = path.with_name(path.name.removesuffix(RUN_STATUS_SUFFIX)) if path.name.endswith(RUN_STATUS_SUFFIX) else path
+    manifest = _read_json(status_path(output_dir))
+    if manifest is None:
+        raise RunError(f"{status_path(output_dir)}: no readable run manifest (caretune train writes one beside each run)")
+    return manifest, output_dir
+
+
+def trained_by(adapter_dir: str | os.PathLike | None) -> dict | None:
+    """The run an adapter came from, as evaluations record it: its manifest's path and SHA-256 (None for the base
+    model, or an adapter trained without caretune train)."""
+    if not adapter_dir:
+        return None
+    manifest = status_path(adapter_dir)
+    if not manifest.is_file():
+        return None
+    import hashlib
+
+    return {"manifest": str(manifest), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
 
 
 def write_status(output_dir: str | os.PathLike, **fields) -> None:
@@ -151,7 +180,7 @@ def _read_run(folder: Path, now: float | None) -> dict:
         "run": str(folder),
         "kind": "evaluation" if evaluation else "training",
         "model": status.get("model") or adapter.get("base_model_name_or_path"),
-        "recipe": status.get("recipe"),
+        "recipe": recipe.get("path") if isinstance(recipe := status.get("recipe"), dict) else recipe,
         "state": state,
         "exit_code": status.get("exit_code"),
         "step": None if evaluation else step,

@@ -39,14 +39,13 @@ def command(plan: LaunchPlan) -> list[str]:
 
 
 def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
-    """Launch training; return LLaMA-Factory's exit code. The run's state is recorded beside its output_dir
-    for `caretune runs` (running, then finished, failed or interrupted).
+    """Launch training; return LLaMA-Factory's exit code. The run's manifest and state are recorded beside its
+    output_dir (caretune.training.manifest; running, then finished, failed or interrupted).
 
     Training runs in its own process group. SIGTERM or SIGINT to caretune is passed to the whole group (torchrun,
     every rank); caretune waits `stop_timeout` seconds for it to end, then kills the group, so nothing trains on
     once caretune is gone."""
-    from datetime import datetime, timezone
-
+    from caretune.training.manifest import end_manifest, now, start_manifest
     from caretune.training.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
 
     if plan.move_aside is not None:
@@ -55,17 +54,20 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         if status_path(old).exists():
             status_path(old).rename(status_path(aside))
     output_dir = plan.args.get("output_dir")
-    process = subprocess.Popen(command(plan), env=launch_env(plan), start_new_session=True)
+    env = launch_env(plan)
+    manifest = start_manifest(plan.recipe, plan.args, plan.processes, command(plan), env) if output_dir else {}
+    process = subprocess.Popen(command(plan), env=env, start_new_session=True)
     if output_dir:
         write_status(
             output_dir,
+            **manifest,
             state=RUNNING,
             pid=process.pid,
-            recipe=str(plan.recipe),
             model=plan.args.get("model_name_or_path"),
             processes=plan.processes,
             exit_code=None,
-            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            started=now(),
+            ended=None,
         )
     stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
@@ -90,7 +92,7 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         code = code if code else -stopping[0][0]
     if output_dir:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
-        write_status(output_dir, state=state, exit_code=code, ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        write_status(output_dir, state=state, exit_code=code, ended=now(), **end_manifest(Path(output_dir)))
     return code
 
 
