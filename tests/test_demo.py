@@ -15,6 +15,8 @@ def test_the_demo_prints_one_line_per_stage_and_keeps_the_logs(tmp_path):
     shutil.copytree(ROOT / "data" / "sample", tmp_path / "data" / "sample")
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     shutil.copy(ROOT / "dataset_info.json", tmp_path)
+    (tmp_path / "caretune" / "data").mkdir(parents=True)  # the registry's medical-emergency entry points there
+    shutil.copy(ROOT / "caretune" / "data" / "emergency_prompts.json", tmp_path / "caretune" / "data")
     done = subprocess.run(
         [sys.executable, "-m", "caretune.devtools.demo"],
         cwd=tmp_path,
@@ -33,3 +35,23 @@ def test_the_demo_prints_one_line_per_stage_and_keeps_the_logs(tmp_path):
     assert len(logs) == 9 and (tmp_path / "saves" / "demo" / "plan.json").exists()
     for path in ("data/multi-med.card.md", "saves/tiny-qwen3/lora/sft/training_loss.png", "saves/tiny-qwen3/report/report.md"):
         assert (tmp_path / path).exists(), path
+
+    run = "saves/tiny-qwen3/lora/sft"
+    verified = subprocess.run(
+        [sys.executable, "-m", "caretune.cli", "runs", "verify", run],
+        cwd=tmp_path,
+        env=caretune_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    data = tmp_path / "data" / "multi-med.json"
+    data.write_bytes(data.read_bytes().replace(b"[", b" [", 1))  # one byte more
+    changed = subprocess.run(
+        [sys.executable, "-m", "caretune.cli", "runs", "verify", run],
+        cwd=tmp_path,
+        env=caretune_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert changed.returncode == 1 and "data/multi-med.json" in changed.stderr, changed.stderr

@@ -162,3 +162,21 @@ def test_sigterm_to_caretune_train_stops_the_training_and_records_it(workspace):
     assert trainers(workspace, parent.pid) == [], output[-2000:]  # nothing trains on
     status = json.loads(status_file.read_text(encoding="utf-8"))
     assert status["state"] == "interrupted" and status["exit_code"] is not None
+
+
+def test_the_manifest_holds_no_secret_and_no_patient_text(workspace):
+    data = workspace / "data" / "multi-med.json"
+    rows = json.loads(data.read_text(encoding="utf-8"))
+    question = "我的电话是13912345678，最近一直咳嗽怎么办"  # unmasked, as a user's own file could hold it
+    rows.append({**rows[0], "instruction": question, "output": "建议多喝水，症状持续请就医。"})
+    data.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    secrets = {"API_KEY": "sk-very-secret-value", "HF_TOKEN": "hf_secrettokenvalue"}
+    finish(caretune(workspace, "train", RECIPE, env=secrets))
+    text = (workspace / "saves/tiny-qwen3/lora/sft.run.json").read_text(encoding="utf-8")
+    for value in (*secrets.values(), "13912345678", question, "建议多喝水"):
+        assert value not in text, value
+    manifest = json.loads(text)
+    assert {"API_KEY", "HF_TOKEN"} <= set(manifest["environment"]["secrets_set"])
+    assert manifest["state"] == "finished" and manifest["last_step"] == 4 and "adapter_model.safetensors" in manifest["outputs"]
+    assert {d["name"] for d in manifest["datasets"]} >= {"multi-med", "huatuo2-sft"}
+    assert manifest["packages"]["llamafactory"] and manifest["world_size"] == 1 and "train" in manifest["command"]["llamafactory"]
