@@ -157,7 +157,18 @@ def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
         datasets.Dataset.shuffle = original
 
 
-# ---------------------------------------------------------------- training (caretune bench's worker process)
+# ---------------------------------------------------------------- training (Ray Train workers, caretune bench)
+
+
+def train_in_process(args: dict) -> None:
+    """`llamafactory-cli train`'s code on a recipe's keys, in this process (a Ray Train worker, where
+    torch.distributed is already set up); never LLaMA-Factory's own Ray launcher."""
+    import os
+
+    from llamafactory.train.tuner import run_exp
+
+    os.environ.pop("USE_RAY", None)
+    run_exp(dict(args))
 
 
 def run_training(args: dict, callbacks: list, model_factory, on_batch: Callable[[list, dict], None]) -> None:

@@ -279,7 +279,17 @@ def preflight_command(recipe, processes):
     metavar="SECONDS",
     help="After SIGTERM or Ctrl-C (passed on to every training process), how long they get before they are killed.",
 )
-def train(recipe, processes, overwrite, fresh, stop_timeout):
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Train on a Ray cluster with Ray Train (ADDRESS: host:port of its head; alone: the local cluster). Workers: "
+    "--gpus, else one per device of the cluster.",
+)
+def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address):
     """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
 
     Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
@@ -287,6 +297,11 @@ def train(recipe, processes, overwrite, fresh, stop_timeout):
     from caretune.training.train import command, launch_env, run
 
     plan = _preflight(recipe, processes, overwrite, fresh)
+    if ray_address:
+        from caretune.training.train import plan_ray
+
+        plan_ray(plan, ray_address, processes)
+        click.echo(f"ray: {plan.processes} worker(s) on the cluster {ray_address} (spec {plan.ray_spec})")
     env = launch_env(plan)
     shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
     click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")

@@ -5,7 +5,7 @@ environment exists).
 
 1. torch first, at the given version (the CUDA build where `nvidia-smi` sees a GPU, the CPU build otherwise,
    or from --torch-index), then pinned with a pip constraint so no later install swaps in another build;
-2. caretune with its test dependencies, editable;
+2. caretune with its test dependencies and Ray (the `ray` extra), editable;
 3. LLaMA-Factory depends on torchvision and torchaudio, and PyPI's wheels of both can be CUDA builds that do
    not import next to a CPU torch. Text training never uses torchvision, so one that does not import is
    removed; LLaMA-Factory imports torchaudio at module level, so one that does not import is replaced by
@@ -84,7 +84,7 @@ def main() -> int:
     constraints.write_text(f"torch=={version}\n", encoding="utf-8")
     (venv / "pip.conf").write_text(f"[install]\nconstraint = {constraints}\n", encoding="utf-8")
     say(f"pinned torch=={version} in {args.venv}/pip.conf")
-    run(*pip, "-e", f"{ROOT}[test]")
+    run(*pip, "-e", f"{ROOT}[test,ray]")
 
     if installed(python, "torchvision") and not imports(python, "torchvision"):
         say("torchvision does not import next to this torch: removing it (text training never needs it)")

@@ -34,6 +34,7 @@ class LaunchPlan:
     args: dict
     processes: int
     overrides: dict = field(default_factory=dict)  # key=value passed to llamafactory-cli after the YAML
+    ray_spec: Path | None = None  # set for `caretune train --ray`: the Ray Train driver's spec file
     move_aside: tuple[Path, Path] | None = None  # (old output_dir, where it goes) before training
     notes: list[str] = field(default_factory=list)
 
@@ -102,14 +103,23 @@ def ray_requested(env: dict | None = None) -> bool:
     return (env if env is not None else os.environ).get("USE_RAY", "").lower() in ("1", "true", "y", "yes")
 
 
-def check_ray(path: Path) -> None:
-    """USE_RAY=1 needs the ray package."""
+def check_ray(path: Path, args: dict) -> None:
+    """USE_RAY=1 (LLaMA-Factory's own Ray launcher) needs the ray package and, per device, the 10 CPUs its
+    placement group asks for; without them it would wait forever."""
     import importlib.util
 
-    if ray_requested() and importlib.util.find_spec("ray") is None:
+    if not ray_requested():
+        return
+    if importlib.util.find_spec("ray") is None:
         raise PreflightError(
-            f"{path}: USE_RAY=1 but Ray is not installed; pip install 'ray[train]' or unset USE_RAY to launch with torchrun"
+            f"{path}: USE_RAY=1 but Ray is not installed; pip install 'caretune[ray]' or unset USE_RAY to launch with torchrun"
         )
+    from caretune.training.ray_train import RayError, check_llamafactory_ray
+
+    try:
+        check_llamafactory_ray(args, use_gpu=visible_gpu_count() > 0)
+    except RayError as err:
+        raise PreflightError(f"{path}: {err}") from None
 
 
 def check_keys(path: Path, args: dict, known: set[str]) -> None:
@@ -386,7 +396,7 @@ def preflight(
     attempt(check_deepspeed, path, args)
     fast_path_notes = attempt(check_fast_paths, path, args) or []
     attempt(check_reporters, path, args)
-    attempt(check_ray, path)
+    attempt(check_ray, path, args)
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     attempt(check_processes, path, processes, visible)

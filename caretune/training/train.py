@@ -11,7 +11,7 @@ from pathlib import Path
 
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
-from caretune.training.preflight import LaunchPlan, ray_requested
+from caretune.training.preflight import LaunchPlan, ray_requested, visible_gpu_count
 
 # Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
 LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
@@ -20,11 +20,14 @@ POLL_S = 0.5
 
 def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
-    unless USE_RAY=1 hands the launch to Ray."""
+    unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher)."""
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)  # torchrun lives beside this interpreter
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     multi_node = int(env.get("NNODES", "1")) > 1
+    if plan.ray_spec is not None:
+        env.pop("USE_RAY", None)
+        return env  # Ray Train sets up torch.distributed in each worker
     if ray_requested(env):
         return env  # LLaMA-Factory starts `ray_num_workers` Ray workers itself; torchrun would bypass Ray
     if plan.processes > 1 or plan.args.get("deepspeed") or multi_node:
@@ -34,8 +37,28 @@ def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str
 
 
 def command(plan: LaunchPlan) -> list[str]:
-    """The `llamafactory-cli train` command line, with preflight's overrides (e.g. resume_from_checkpoint)."""
+    """The `llamafactory-cli train` command line, with preflight's overrides (e.g. resume_from_checkpoint), or
+    for `--ray` the Ray Train driver (caretune.training.ray_train) on its spec."""
+    if plan.ray_spec is not None:
+        return [sys.executable, "-m", "caretune.training.ray_train", str(plan.ray_spec)]
     return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
+
+
+def plan_ray(plan: LaunchPlan, address: str, gpus: int | None) -> None:
+    """Make `plan` a Ray Train launch on the cluster at `address`: workers from `gpus` or the cluster's devices
+    (checked against it), the recipe's keys with preflight's overrides in a spec file beside the run."""
+    import json
+
+    from caretune.training.ray_train import check_cluster, spec
+
+    use_gpu = visible_gpu_count() > 0
+    plan.processes = check_cluster(address, gpus, use_gpu)
+    output_dir = Path(plan.args.get("output_dir") or "saves/ray")
+    plan.ray_spec = output_dir.with_name(output_dir.name + ".ray.json")
+    plan.ray_spec.parent.mkdir(parents=True, exist_ok=True)
+    args = {**plan.args, **plan.overrides}
+    storage = Path(".cache") / "ray"
+    plan.ray_spec.write_text(json.dumps(spec(args, plan.processes, use_gpu, address, storage), indent=2), encoding="utf-8")
 
 
 def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
