@@ -46,7 +46,8 @@ def test_throughput_summary_by_hand():
     assert summary["timed_steps"] == 3 and summary["seconds"] == 6.0
     assert summary["real_tokens_per_s"] == 500.0 and summary["processed_tokens_per_s"] == 600.0
     assert summary["non_padding_share"] == pytest.approx(1000 / 1200, abs=1e-4)
-    assert summary["mfu"] == pytest.approx(500 * 45_410_408_448 / 989.4e12, abs=1e-4)
+    assert summary["hfu"] == pytest.approx(500 * 45_410_408_448 / 989.4e12, abs=1e-4)  # 6·N: with the recompute
+    assert summary["mfu"] == pytest.approx(500 * 30_273_605_632 / 989.4e12, abs=1e-4)  # 4·N
     assert bench.summarise(records, [4.0, 6.0], 1, QWEN3_FAMILY["Qwen/Qwen3-8B"], None, 0.0)["mfu"] is None
 
 

@@ -62,15 +62,22 @@ def test_lora_count_equals_peft_on_all_linear_layers():
     assert arch.params() == model.get_base_model().num_parameters() - trainable
 
 
-def test_flops_and_throughput_by_hand():
+def test_model_and_hardware_flops_and_throughput_by_hand():
     matmul = 36 * LAYER_8B + EMBED_8B  # the LM head multiplies; the embedding is a lookup
-    assert estimate.flops_per_token(QWEN3_8B, 0) == 6 * matmul == 45_410_408_448
-    # attention: 4 x (4 L H d c) for c = 100 attended positions
-    assert estimate.flops_per_token(QWEN3_8B, 100) - 6 * matmul == 16 * 36 * 32 * 128 * 100
+    assert estimate.model_flops_per_token(QWEN3_8B, 0) == 4 * matmul == 30_273_605_632  # forward + activation grads
+    assert estimate.hardware_flops_per_token(QWEN3_8B, 0) == 6 * matmul == 45_410_408_448  # + the recomputed forward
+    assert estimate.hardware_flops_per_token(QWEN3_8B, 0, checkpointing=False) == 4 * matmul
+    # attention, c = 100 attended positions: 3 x (4 L H d c) in the model, 4 x with the recompute
+    assert estimate.model_flops_per_token(QWEN3_8B, 100) - 4 * matmul == 12 * 36 * 32 * 128 * 100
+    assert estimate.hardware_flops_per_token(QWEN3_8B, 100) - 6 * matmul == 16 * 36 * 32 * 128 * 100
     h100 = GPUS["h100"]
     assert estimate.tokens_per_second(QWEN3_8B, h100, 1.0, 0) == pytest.approx(989.4e12 / (6 * matmul))
-    assert round(estimate.tokens_per_second(QWEN3_8B, h100, 1.0, 0)) == 21_788  # ~20k tokens/s at 100% MFU
-    assert estimate.mfu(QWEN3_8B, h100, 10_894, 0) == pytest.approx(0.5, abs=1e-4)
+    assert round(estimate.tokens_per_second(QWEN3_8B, h100, 1.0, 0)) == 21_788  # ~20k tokens/s at 100% HFU
+    # one measured rate, two figures: 10,894 tokens/s is 50% HFU and 33.3% MFU under checkpointing
+    assert estimate.hfu(QWEN3_8B, h100, 10_894, 0) == pytest.approx(0.5, abs=1e-4)
+    assert estimate.mfu(QWEN3_8B, h100, 10_894, 0) == pytest.approx(0.5 * 4 / 6, abs=1e-4)
+    # turning checkpointing off at the same tokens/s: HFU falls to MFU; MFU does not move
+    assert estimate.hfu(QWEN3_8B, h100, 10_894, 0, checkpointing=False) == estimate.mfu(QWEN3_8B, h100, 10_894, 0)
     assert estimate.causal_context([1, 3]) == pytest.approx((1 + 6) / 4)
 
 

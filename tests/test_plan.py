@@ -84,7 +84,7 @@ def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     memory = plan["memory_bytes"]
     assert memory["weights"] == 2 * plan["params"] and plan["fits"] is (memory["total"] <= plan["memory_limit_bytes"])
     t = plan["throughput"]
-    assert "assumed 40% MFU" in t["source"]
+    assert "assumed 40% HFU" in t["source"] and t["mfu"] < t["hfu"]  # the recompute counts in HFU only
     assert _duration(59) == "0m59s" and _duration(7560) == "2h06m"
     assert t["real_tokens_per_s_per_gpu"] == pytest.approx(
         t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"], rel=1e-3
@@ -209,7 +209,8 @@ def test_greedy_packs_are_llamafactorys_greedy_knapsack():
 @pytest.mark.parametrize("name", ["lora_sft", "lora_sft_walkthrough"])
 def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     """`caretune plan --json` of both Qwen3-8B recipes on the shipped sample, byte for byte as stored in
-    tests/data (written before the plan became a dataclass)."""
+    tests/data (written before the plan became a dataclass; since 2026-12-01 the throughput holds MFU and HFU
+    apart, the old `mfu` being the HFU)."""
     monkeypatch.chdir(workspace)
     plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
     stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")

@@ -123,9 +123,20 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
     "bench",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
-    help="Throughput from a `caretune bench --out` JSON instead of an assumed MFU.",
+    help="Throughput from a `caretune bench --out` JSON instead of an assumed utilisation.",
 )
-@click.option("--mfu", type=click.FloatRange(0.01, 1.0), default=None, help="Assumed MFU when no --bench (default 0.40).")
+@click.option(
+    "--hfu",
+    type=click.FloatRange(0.01, 1.0),
+    default=None,
+    help="Assumed hardware FLOPs utilisation (recompute included) when no --bench; default 0.40.",
+)
+@click.option(
+    "--mfu",
+    type=click.FloatRange(0.01, 1.0),
+    default=None,
+    help="Assumed model FLOPs utilisation (4·N + attention per token, no recompute) instead of --hfu.",
+)
 @click.option(
     "--attention",
     type=click.Choice(["fa2", "sdpa"]),
@@ -140,8 +151,10 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
     show_default=True,
     help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
 )
-def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, use_cache):
-    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching."""
+def plan(recipe, gpus, gpu_name, sample, rows, bench, hfu, mfu, attention, as_json, use_cache):
+    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching.
+
+    Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass)."""
     from caretune.training.plan import format_plan, make_plan
     from caretune.training.recipe_writer import sized_gpus
 
@@ -153,6 +166,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, mfu, attention, as_json, u
         rows_override=_rows_option(rows),
         bench=bench,
         mfu=mfu,
+        hfu=hfu,
         attention=attention,
         use_cache=use_cache,
     )

@@ -5,7 +5,7 @@ device, in bf16 on a GPU. Rows are synthetic: digit strings (one Qwen3 token per
 token lengths follow a measured length profile. Each variant (padding or neat packing, Liger
 kernel, attention implementation) runs `llamafactory-cli train`'s code in a fresh process; after
 `warmup` steps, the next `steps` are timed. Reported per variant: real (non-padding) and processed
-tokens/s per GPU, MFU on real tokens, peak memory, and the losses to show the run was sound.
+tokens/s per GPU, MFU and HFU on real tokens (caretune.training.estimate), peak memory, and the losses to show the run was sound.
 On a machine without a GPU the same code runs the tiny Qwen3 on CPU.
 """
 
@@ -225,8 +225,10 @@ def summarise(
     arch: estimate.Arch,
     gpu: estimate.Gpu | None,
     mean_context: float,
+    checkpointing: bool = True,
 ) -> dict:
-    """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end."""
+    """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end; MFU and
+    HFU as caretune.training.estimate defines them (HFU counts the recomputed forward under checkpointing)."""
     timed = records[warmup : len(times)]
     elapsed = times[-1] - times[warmup - 1]
     real = sum(r for r, _ in timed)
@@ -241,6 +243,7 @@ def summarise(
         "processed_tokens_per_s": round(processed_rate, 1),
         "non_padding_share": round(real / processed, 4),
         "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None,
+        "hfu": round(estimate.hfu(arch, gpu, real_rate, mean_context, checkpointing), 4) if gpu else None,
     }
 
 
@@ -309,7 +312,8 @@ def worker(spec_path: str) -> None:
         )
     arch = estimate.Arch(**spec["arch"])
     gpu = estimate.gpu_from_device_name(torch.cuda.get_device_name()) if cuda else None
-    result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"])
+    checkpointing = not spec["args"].get("disable_gradient_checkpointing", False)
+    result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"], checkpointing)
     result.update(
         peak_memory_bytes=torch.cuda.max_memory_allocated() if cuda else None,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -534,7 +538,7 @@ def format_report(report: dict) -> str:
         f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
         f"lengths: {report['profile']}",
         "",
-        "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU | peak memory | losses |",
+        "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU / HFU | peak memory | losses |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for v in report["variants"]:
@@ -545,7 +549,7 @@ def format_report(report: dict) -> str:
             continue
         memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
         where = "GPU" if v["peak_memory_bytes"] else "RSS"
-        mfu = f"{v['mfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
+        mfu = f"{v['mfu']:.1%} / {v['hfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
         losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
         lines.append(
             f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "

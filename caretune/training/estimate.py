@@ -8,12 +8,16 @@ down), two RMSNorms of `hidden` and the q/k RMSNorms of `head_dim`; plus the emb
 
 LoRA on every linear layer (`lora_target: all`): `rank x (in + out)` per projection.
 
-Compute per trained token, with gradient checkpointing: forward 2·N, activation gradients 2·N,
-recomputed forward 2·N (LoRA leaves no weight gradient worth counting), so 6·N over the matmul
-weights N (layers plus the LM head; an embedding lookup is free). Attention scores and values add
-4·L·H·d·c forward per token, c being the positions a token attends to (mean (n+1)/2 in a causal
-row of n tokens, and rows stay isolated under neat packing); they are counted 4 times (forward,
-recompute, two backward). MFU = trained real tokens/s x FLOP per token / the GPU's dense bf16 peak.
+Compute per trained token. N is the matmul weights (layers plus the LM head; an embedding lookup is free), c the
+positions a token attends to (mean (n+1)/2 in a causal row of n tokens; rows stay isolated under neat packing),
+and attention's scores and values cost 4·L·H·d·c in a forward pass.
+- Model FLOPs, the numerator of MFU: forward 2·N plus activation gradients 2·N (LoRA leaves no weight gradient
+  worth counting), so 4·N, plus attention forward and its two backward matmuls, 3 x 4·L·H·d·c.
+  MFU = real tokens/s x (4·N + 12·L·H·d·c) / the GPU's dense bf16 peak.
+- Hardware FLOPs, the numerator of HFU: what the GPU computes. With gradient checkpointing the forward pass runs
+  again during backward: 6·N + 16·L·H·d·c; without it, the model FLOPs.
+  HFU = real tokens/s x hardware FLOP per token / peak. Turning checkpointing off lowers HFU while it raises
+  tokens/s; MFU only rises with tokens/s.
 
 Memory per GPU during LoRA training with gradient checkpointing, for a micro-batch of T processed
 tokens (padding included):
@@ -45,7 +49,7 @@ LORA_STATE_BYTES = 16  # fp32 parameter, gradient, Adam first and second moments
 LORA_GRAD_OPTIM_BYTES = 12  # the part ZeRO-2 partitions
 FIXED_OVERHEAD = 3 * GIB  # CUDA context, allocator fragmentation, NCCL/DeepSpeed buffers
 PAD_MULTIPLE = 8  # LLaMA-Factory pads training batches to a multiple of 8
-DEFAULT_MFU = 0.40  # assumed when no bench figure is given; stated in every plan
+DEFAULT_HFU = 0.40  # assumed hardware FLOPs utilisation when no bench figure is given; stated in every plan
 MEMORY_HEADROOM = 0.90  # a plan warns above this share of the GPU's memory
 
 
@@ -177,19 +181,32 @@ def causal_context(row_lengths: list[int]) -> float:
     return sum(n * (n + 1) / 2 for n in row_lengths) / tokens if tokens else 0.0
 
 
-def flops_per_token(arch: Arch, mean_context: float) -> float:
-    """Training FLOP per real token with gradient checkpointing (module docstring)."""
+def model_flops_per_token(arch: Arch, mean_context: float) -> float:
+    """Model FLOP per real token of LoRA training (MFU's numerator; module docstring)."""
+    return 4 * arch.matmul_params() + 3 * 4 * arch.layers * arch.heads * arch.head_dim * mean_context
+
+
+def hardware_flops_per_token(arch: Arch, mean_context: float, checkpointing: bool = True) -> float:
+    """FLOP per real token the GPU computes (HFU's numerator): the model FLOPs, plus the recomputed forward pass
+    under gradient checkpointing (module docstring)."""
+    if not checkpointing:
+        return model_flops_per_token(arch, mean_context)
     return 6 * arch.matmul_params() + 4 * 4 * arch.layers * arch.heads * arch.head_dim * mean_context
 
 
-def tokens_per_second(arch: Arch, gpu: Gpu, mfu: float, mean_context: float) -> float:
-    """Real tokens/s one GPU trains at the given model FLOPs utilisation."""
-    return mfu * gpu.bf16_tflops * 1e12 / flops_per_token(arch, mean_context)
+def tokens_per_second(arch: Arch, gpu: Gpu, hfu: float, mean_context: float, checkpointing: bool = True) -> float:
+    """Real tokens/s one GPU trains at the given hardware FLOPs utilisation."""
+    return hfu * gpu.bf16_tflops * 1e12 / hardware_flops_per_token(arch, mean_context, checkpointing)
 
 
 def mfu(arch: Arch, gpu: Gpu, real_tokens_per_s: float, mean_context: float) -> float:
     """Model FLOPs utilisation of a measured real-token rate."""
-    return real_tokens_per_s * flops_per_token(arch, mean_context) / (gpu.bf16_tflops * 1e12)
+    return real_tokens_per_s * model_flops_per_token(arch, mean_context) / (gpu.bf16_tflops * 1e12)
+
+
+def hfu(arch: Arch, gpu: Gpu, real_tokens_per_s: float, mean_context: float, checkpointing: bool = True) -> float:
+    """Hardware FLOPs utilisation of a measured real-token rate."""
+    return real_tokens_per_s * hardware_flops_per_token(arch, mean_context, checkpointing) / (gpu.bf16_tflops * 1e12)
 
 
 def liger_chunk_tokens(arch: Arch, tokens: int) -> int:

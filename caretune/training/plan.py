@@ -53,6 +53,7 @@ class TrainSettings:
     preprocessing_batch_size: int
     preprocessing_num_workers: int | None
     seed: int
+    gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
 
     @property
     def packed_cutoff(self) -> int:
@@ -114,6 +115,7 @@ def read_recipe(path: str) -> TrainSettings:
         preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
         seed=int(recipe.get("seed", 42)),
+        gradient_checkpointing=not recipe.get("disable_gradient_checkpointing", False),
     )
 
 
@@ -241,10 +243,11 @@ class DatasetRows:
 
 @dataclass(frozen=True)
 class Throughput:
-    source: str  # a `caretune bench` file, or the assumed MFU
+    source: str  # a `caretune bench` file, or the assumed HFU
     processed_tokens_per_s_per_gpu: float
     real_tokens_per_s_per_gpu: float
-    mfu: float
+    mfu: float  # model FLOPs utilisation: 4·N + attention per real token (caretune.training.estimate)
+    hfu: float  # hardware FLOPs utilisation: the recomputed forward pass included under gradient checkpointing
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,7 @@ def make_plan(
     rows_override: dict[str, int] | None = None,
     bench: str | None = None,
     mfu: float | None = None,
+    hfu: float | None = None,
     attention: str | None = None,
     use_cache: bool = True,
 ) -> Plan:
@@ -419,7 +423,7 @@ def make_plan(
     max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
 
     share = real / epoch.processed
-    throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu)
+    throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu, hfu)
     seconds = epoch.processed * data.scale * epochs_run / (processed_rate * gpus)
     return Plan(
         recipe=recipe_path,
@@ -460,22 +464,30 @@ def _throughput(
     context: float,
     bench: str | None,
     mfu: float | None,
+    hfu: float | None = None,
 ) -> tuple[Throughput, float]:
-    """Tokens per second per GPU, measured by `caretune bench` or from an assumed MFU (and the unrounded rate)."""
+    """Tokens per second per GPU, measured by `caretune bench` or from an assumed utilisation: `hfu` (default
+    40%), or `mfu` converted to it (and the unrounded rate)."""
+    checkpointing = settings.gradient_checkpointing
     if bench:
         measured = load_bench(bench, settings, arch)
         processed_rate = measured["processed_tokens_per_s"]
         source = f"caretune bench {bench}: variant {measured['name']} on {measured['device']}"
+    elif mfu is not None:
+        per_token = estimate.model_flops_per_token(arch, context)
+        processed_rate = mfu * gpu.bf16_tflops * 1e12 / per_token / share
+        source = f"assumed {mfu:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
     else:
-        assumed = mfu if mfu is not None else estimate.DEFAULT_MFU
-        processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context)
-        source = f"assumed {assumed:.0%} MFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
+        assumed = hfu if hfu is not None else estimate.DEFAULT_HFU
+        processed_rate = estimate.tokens_per_second(arch, gpu, assumed, context, checkpointing)
+        source = f"assumed {assumed:.0%} HFU of {gpu.bf16_tflops:g} TFLOP/s bf16 (run `caretune bench` to measure)"
     real_rate = processed_rate * share
     return Throughput(
         source=source,
         processed_tokens_per_s_per_gpu=round(processed_rate, 1),
         real_tokens_per_s_per_gpu=round(real_rate, 1),
         mfu=round(estimate.mfu(arch, gpu, real_rate, context), 4),
+        hfu=round(estimate.hfu(arch, gpu, real_rate, context, checkpointing), 4),
     ), processed_rate
 
 
@@ -560,7 +572,7 @@ def format_plan(plan: Plan) -> str:
     t = plan.throughput
     lines += [
         f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
-        f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU); {t.source}",
+        f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU, {t.hfu:.0%} HFU); {t.source}",
         f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
     ]
     lines += [f"warning: {w}" for w in plan.warnings]
