@@ -137,3 +137,23 @@ def test_batching_and_packing_replay():
     assert sorted(pack([6, 6, 4, 4], 10, batch_size=1000, num_proc=None)) == [10, 10]
     assert sum(pack([3, 7, 2, 9, 4], 10, batch_size=1000, num_proc=2)) == 25
     assert pack([1] * 50, 8, 1000, None) == [8] * 6 + [2]
+
+
+def test_activation_memory_with_checkpointing_off_and_offloaded_by_hand():
+    tokens = 4 * 2048
+    common = dict(micro_batch_tokens=tokens, gpus=4, lora_rank=8, zero_stage=2, offload=False, fused_cross_entropy=True)
+    h, layers = 4096, 36
+    per_layer = 2 * (9 * h + 3 * 32 * 128 + 2 * 8 * 128 + 5 * 12288)  # the recomputed layer's bytes per token
+    assert per_layer == 2 * (36_864 + 12_288 + 2_048 + 61_440) == 225_280
+    on = estimate.memory_breakdown(QWEN3_8B, **common)
+    off = estimate.memory_breakdown(QWEN3_8B, **common, activations="kept")
+    gc = estimate.memory_breakdown(QWEN3_8B, **common, activations="offloaded")
+    assert on["checkpointed_activations"] == 2 * layers * h * tokens and on["recomputed_layer"] == per_layer * tokens
+    assert (
+        off["kept_activations"] == 36 * (8_192 + 225_280) * 8192 and off["recomputed_layer"] == off["checkpointed_activations"] == 0
+    )
+    assert gc["checkpointed_activations"] == 0 and gc["host_activations"] == on["checkpointed_activations"]
+    assert gc["recomputed_layer"] == on["recomputed_layer"]
+    # the rest is the same in all three; only how activations are kept moves the total
+    assert off["total"] - on["total"] == off["kept_activations"] - on["checkpointed_activations"] - on["recomputed_layer"]
+    assert gc["total"] == on["total"] - on["checkpointed_activations"]

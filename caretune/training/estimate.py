@@ -29,6 +29,10 @@ tokens (padding included):
 - the one layer recomputed during backward: its bf16 tensors per token, 2·(9h + 3·H·d + 2·K·d + 5·I)
   bytes (norm outputs, q/k/v/o, gate/up/activation/product/down, the LoRA dropout copies of each
   projection's input); attention runs in a fused kernel, so no T x T scores are kept;
+- without gradient checkpointing (`disable_gradient_checkpointing`) every layer keeps those tensors and its
+  input instead: L·(2h + the recomputed layer's bytes) per token, nothing recomputed;
+- with LLaMA-Factory's `use_unsloth_gc` the checkpointed hidden states wait in host memory, so the GPU holds only
+  the recomputed layer (the host bytes are reported apart, as `host_activations`);
 - logits: bf16 logits, their fp32 copy for the loss and its fp32 gradient, 10 bytes per token and
   vocabulary entry; a fused linear cross-entropy (Liger) instead holds the fp32 gradient of the
   hidden states (4·h bytes per token) and one chunk of fp32 logits and gradient, the chunk being
@@ -215,10 +219,24 @@ def liger_chunk_tokens(arch: Arch, tokens: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, math.ceil(tokens / chunks)))))
 
 
+ACTIVATION_MODES = ("checkpointed", "kept", "offloaded")  # gradient checkpointing, none, use_unsloth_gc
+
+
 def memory_breakdown(
-    arch: Arch, *, micro_batch_tokens: int, gpus: int, lora_rank: int, zero_stage: int, offload: bool, fused_cross_entropy: bool
+    arch: Arch,
+    *,
+    micro_batch_tokens: int,
+    gpus: int,
+    lora_rank: int,
+    zero_stage: int,
+    offload: bool,
+    fused_cross_entropy: bool,
+    activations: str = "checkpointed",
 ) -> dict[str, int]:
-    """Bytes per GPU by component (module docstring); `total` is their sum."""
+    """Bytes per GPU by component (module docstring); `total` is their sum. `activations`: checkpointed (gradient
+    checkpointing), kept (none) or offloaded (use_unsloth_gc, the checkpoints in host memory)."""
+    if activations not in ACTIVATION_MODES:
+        raise ValueError(f"activations must be one of {ACTIVATION_MODES}")
     shard = gpus if zero_stage >= 3 else 1
     weights = 0 if offload else BF16 * arch.params() // shard
     lora = arch.lora_params(lora_rank)
@@ -234,17 +252,20 @@ def memory_breakdown(
     per_token_layer = BF16 * (9 * h + 3 * arch.heads * arch.head_dim + 2 * arch.kv_heads * arch.head_dim + 5 * arch.intermediate)
     logits_unfused = LOGIT_BYTES * t * arch.vocab
     logits_fused = FP32 * t * h + 2 * FP32 * liger_chunk_tokens(arch, t) * arch.vocab
+    checkpoints = BF16 * arch.layers * h * t
     parts = {
         "weights": weights,
         "lora_states": lora_state,
-        "checkpointed_activations": BF16 * arch.layers * h * t,
-        "recomputed_layer": per_token_layer * t,
+        "checkpointed_activations": checkpoints if activations == "checkpointed" else 0,
+        "recomputed_layer": per_token_layer * t if activations != "kept" else 0,
+        "kept_activations": arch.layers * (BF16 * h + per_token_layer) * t if activations == "kept" else 0,
         "logits": logits_fused if fused_cross_entropy else logits_unfused,
         "overhead": FIXED_OVERHEAD,
     }
     parts["total"] = sum(parts.values())
     parts["logits_unfused"] = logits_unfused
     parts["logits_fused"] = logits_fused
+    parts["host_activations"] = checkpoints if activations == "offloaded" else 0
     return parts
 
 

@@ -54,6 +54,12 @@ class TrainSettings:
     preprocessing_num_workers: int | None
     seed: int
     gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
+    unsloth_gc: bool = False  # `use_unsloth_gc`: checkpoints wait in host memory
+
+    @property
+    def activations(self) -> str:
+        """How activations are kept (caretune.training.estimate.ACTIVATION_MODES)."""
+        return "kept" if not self.gradient_checkpointing else "offloaded" if self.unsloth_gc else "checkpointed"
 
     @property
     def packed_cutoff(self) -> int:
@@ -116,6 +122,7 @@ def read_recipe(path: str) -> TrainSettings:
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
         seed=int(recipe.get("seed", 42)),
         gradient_checkpointing=not recipe.get("disable_gradient_checkpointing", False),
+        unsloth_gc=bool(recipe.get("use_unsloth_gc")),
     )
 
 
@@ -277,6 +284,9 @@ class Plan:
     memory_limit_bytes: int
     fits: bool
     max_micro_batch: int
+    memory_variants: dict[
+        str, dict
+    ]  # per way of keeping activations: GiB-free bytes at the recipe's batch and the largest micro-batch
     throughput: Throughput
     wall_seconds: int
     gpu_hours: float
@@ -375,6 +385,30 @@ def largest_micro_batch(arch: estimate.Arch, tokens_per_item: int, limit: int, m
     return size
 
 
+FA2_LONG_PACK = 8192  # FlashAttention-2 with neat packing takes one pack per device: one long pack instead
+
+
+def memory_variants(arch: estimate.Arch, tokens_per_item: int, micro_batch: int, limit: int, memory_kwargs: dict) -> dict:
+    """Memory at the recipe's micro-batch and the largest micro-batch that fits, for each way of keeping
+    activations (gradient checkpointing, none, use_unsloth_gc), and for one FA2 pack of FA2_LONG_PACK tokens."""
+    variants = {}
+    for name, mode in (("checkpointing", "checkpointed"), ("no_checkpointing", "kept"), ("unsloth_gc", "offloaded")):
+        kwargs = {**memory_kwargs, "activations": mode}
+        memory = estimate.memory_breakdown(arch, micro_batch_tokens=tokens_per_item * micro_batch, **kwargs)
+        variants[name] = {
+            "total_bytes": memory["total"],
+            "host_bytes": memory["host_activations"],
+            "max_micro_batch": largest_micro_batch(arch, tokens_per_item, limit, kwargs),
+        }
+    long_pack = estimate.memory_breakdown(arch, micro_batch_tokens=FA2_LONG_PACK, **memory_kwargs)
+    variants["fa2_one_long_pack"] = {
+        "tokens": FA2_LONG_PACK,
+        "total_bytes": long_pack["total"],
+        "fits": long_pack["total"] <= limit,
+    }
+    return variants
+
+
 def make_plan(
     recipe_path: str,
     *,
@@ -418,9 +452,14 @@ def make_plan(
         "offload": settings.offload,
         "fused_cross_entropy": settings.liger,
     }
-    memory = estimate.memory_breakdown(arch, micro_batch_tokens=epoch.peak_tokens, **memory_kwargs)
+    memory = estimate.memory_breakdown(
+        arch, micro_batch_tokens=epoch.peak_tokens, activations=settings.activations, **memory_kwargs
+    )
     limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
-    max_micro_batch = largest_micro_batch(arch, epoch.peak_tokens // settings.micro_batch, limit, memory_kwargs)
+    max_micro_batch = largest_micro_batch(
+        arch, epoch.peak_tokens // settings.micro_batch, limit, {**memory_kwargs, "activations": settings.activations}
+    )
+    variants = memory_variants(arch, epoch.peak_tokens // settings.micro_batch, settings.micro_batch, limit, memory_kwargs)
 
     share = real / epoch.processed
     throughput, processed_rate = _throughput(settings, arch, gpu, share, estimate.causal_context(data.lengths), bench, mfu, hfu)
@@ -449,6 +488,7 @@ def make_plan(
         memory_limit_bytes=limit,
         fits=memory["total"] <= limit,
         max_micro_batch=max_micro_batch,
+        memory_variants=variants,
         throughput=throughput,
         wall_seconds=round(seconds),
         gpu_hours=round(seconds * gpus / 3600, 2),
@@ -560,13 +600,23 @@ def format_plan(plan: Plan) -> str:
         "",
         "memory per GPU (estimate; formulas in caretune/training/estimate.py):",
     ]
-    for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "logits", "overhead"):
+    for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "kept_activations", "logits", "overhead"):
         lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")
     lines += [
         f"  {'total':<26} {memory['total'] / gib:8.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
         f"({'fits' if plan.fits else 'DOES NOT FIT'}); largest micro-batch that fits: {plan.max_micro_batch}",
         f"  logits: {memory['logits_unfused'] / gib:.2f} GiB unfused, {memory['logits_fused'] / gib:.2f} GiB "
         f"with a fused linear cross-entropy (enable_liger_kernel)",
+    ]
+    v = plan.memory_variants
+    lines += [
+        "  by activations: "
+        + "; ".join(
+            f"{name.replace('_', ' ')} {v[name]['total_bytes'] / gib:.1f} GiB (largest micro-batch {v[name]['max_micro_batch']})"
+            for name in ("checkpointing", "no_checkpointing", "unsloth_gc")
+        )
+        + f"; FA2 with one {v['fa2_one_long_pack']['tokens']}-token pack {v['fa2_one_long_pack']['total_bytes'] / gib:.1f} GiB"
+        + ("" if v["fa2_one_long_pack"]["fits"] else " (does not fit)"),
         "",
     ]
     t = plan.throughput
