@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, caretune_env
+from tests.helpers import ROOT, caretune_env, run_caretune
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,9 @@ def test_the_demo_prints_one_line_per_stage_and_keeps_the_logs(tmp_path):
         assert (tmp_path / path).exists(), path
 
     run = "saves/tiny-qwen3/lora/sft"
-    verified = subprocess.run(
-        [sys.executable, "-m", "caretune.cli", "runs", "verify", run],
-        cwd=tmp_path,
-        env=caretune_env(),
-        capture_output=True,
-        text=True,
-    )
+    verified = run_caretune(tmp_path, "runs", "verify", run)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     data = tmp_path / "data" / "multi-med.json"
     data.write_bytes(data.read_bytes().replace(b"[", b" [", 1))  # one byte more
-    changed = subprocess.run(
-        [sys.executable, "-m", "caretune.cli", "runs", "verify", run],
-        cwd=tmp_path,
-        env=caretune_env(),
-        capture_output=True,
-        text=True,
-    )
+    changed = run_caretune(tmp_path, "runs", "verify", run)
     assert changed.returncode == 1 and "data/multi-med.json" in changed.stderr, changed.stderr
