@@ -65,9 +65,9 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     """Launch training; return LLaMA-Factory's exit code. The run's manifest and state are recorded beside its
     output_dir (caretune.training.manifest; running, then finished, failed or interrupted).
 
-    Training runs in its own process group. SIGTERM or SIGINT to caretune is passed to the whole group (torchrun,
-    every rank); caretune waits `stop_timeout` seconds for it to end, then kills the group, so nothing trains on
-    once caretune is gone."""
+    SIGTERM or SIGINT to caretune is passed to every process under it (llamafactory-cli, torchrun, every rank);
+    caretune waits `stop_timeout` seconds for them to end, then kills what is left, so nothing trains on once
+    caretune is gone. Training stays in caretune's process group, so killing that group ends it too."""
     from caretune.training.manifest import end_manifest, now, start_manifest
     from caretune.training.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
 
@@ -79,7 +79,7 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     output_dir = plan.args.get("output_dir")
     env = launch_env(plan)
     manifest = start_manifest(plan.recipe, plan.args, plan.processes, command(plan), env) if output_dir else {}
-    process = subprocess.Popen(command(plan), env=env, start_new_session=True)
+    process = subprocess.Popen(command(plan), env=env)
     if output_dir:
         write_status(
             output_dir,
@@ -96,7 +96,7 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
 
     def forward(signum, frame) -> None:
         stopping.append((signum, time.monotonic()))
-        _signal_group(process.pid, signum)
+        _signal_tree(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -106,12 +106,12 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
                 break
             except subprocess.TimeoutExpired:
                 if stopping and time.monotonic() > stopping[0][1] + stop_timeout:
-                    _signal_group(process.pid, signal.SIGKILL)
+                    _signal_tree(signal.SIGKILL)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if stopping:
-        _wait_for_group(process.pid, max(1.0, stopping[0][1] + stop_timeout - time.monotonic()))
+        _wait_for_tree(max(1.0, stopping[0][1] + stop_timeout - time.monotonic()))
         code = code if code else -stopping[0][0]
     if output_dir:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
@@ -119,20 +119,47 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     return code
 
 
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # the field after the state
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
-def _wait_for_group(pgid: int, timeout: float) -> None:
-    """Wait until no process of the group is left (the ranks torchrun started), killing them past `timeout`."""
+def _signal_tree(signum: int) -> None:
+    """Send `signum` to every process under caretune."""
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for_tree(timeout: float) -> None:
+    """Wait until no process is left under caretune (the ranks torchrun started), killing them past `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not [pid for pid in _descendants(os.getpid()) if not _is_zombie(pid)]:
             return
         time.sleep(0.2)
-    _signal_group(pgid, signal.SIGKILL)
+    _signal_tree(signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
