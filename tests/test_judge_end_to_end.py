@@ -5,6 +5,7 @@ never answers in JSON is counted as unparsed instead of passing or failing anyth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -84,6 +85,11 @@ def test_base_against_adapter_judged_by_caretune_api(tmp_path):
         )
         answers = (tmp_path / f"saves/tiny-qwen3/{run}/judge/healthbench_hand/answers.jsonl").read_text(encoding="utf-8")
         assert len(answers.splitlines()) == 3
+    lora = read_json(tmp_path / "saves/tiny-qwen3/lora/judge/healthbench_hand/judge.json")
+    manifest = tmp_path / "saves/tiny-qwen3/lora/sft.run.json"
+    assert lora["trained_by"]["manifest"] == "saves/tiny-qwen3/lora/sft.run.json"  # a figure traces to its run
+    assert lora["trained_by"]["sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert read_json(tmp_path / "saves/tiny-qwen3/base/judge/healthbench_hand/judge.json")["trained_by"] is None
     pairwise = read_json(tmp_path / "saves/tiny-qwen3/lora/judge/pairwise/judge.json")
     assert pairwise["sample"] == 3 and pairwise["judged"] <= 3
     assert pairwise["win"] + pairwise["tie"] + pairwise["loss"] == pairwise["judged"]
@@ -92,3 +98,4 @@ def test_base_against_adapter_judged_by_caretune_api(tmp_path):
     assert reported.returncode == 0, reported.stderr
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "Rubric set `healthbench_hand`, judged by caretune:" in text and "Pairwise, `recipes/tiny-qwen3/predict.yaml`" in text
+    assert "was trained by the run whose manifest is `saves/tiny-qwen3/lora/sft.run.json`" in text
