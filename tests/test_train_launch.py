@@ -42,7 +42,7 @@ def test_ray_without_ray_installed_is_a_preflight_error(monkeypatch):
     monkeypatch.setenv("USE_RAY", "1")
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(PreflightError, match=r"USE_RAY=1 but Ray is not installed"):
-        check_ray(Path("recipe.yaml"))
+        check_ray(Path("recipe.yaml"), {})
 
 
 def test_command_passes_overrides_after_the_recipe():
