@@ -13,8 +13,10 @@ from caretune.training import manifest, runs
 
 def test_secrets_are_listed_by_name_only():
     env = {"API_KEY": "s3cret-value", "HF_TOKEN": "hf_abc", "JUDGE_API_KEY": "k", "USE_RAY": "1", "HOME": "/root"}
+    env.update(TOKENIZERS_PARALLELISM="false", AWS_SECRET_ACCESS_KEY="x", KEYBOARD="us")
     recorded = manifest.environment(env)
-    assert recorded == {"switches": {"USE_RAY": "1"}, "secrets_set": ["API_KEY", "HF_TOKEN", "JUDGE_API_KEY"]}
+    assert recorded["switches"] == {"USE_RAY": "1"}
+    assert recorded["secrets_set"] == ["API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "JUDGE_API_KEY"]
     assert "s3cret-value" not in json.dumps(recorded) and "hf_abc" not in json.dumps(recorded)
 
 

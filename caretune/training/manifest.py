@@ -52,7 +52,7 @@ SWITCHES = (
     "HF_DATASETS_OFFLINE",
     "CUDA_VISIBLE_DEVICES",
 )
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)  # HF_TOKEN, not TOKENIZERS_*
 OUTPUT_FILES = ("adapter_model.safetensors", "adapter_config.json", "all_results.json", "train_results.json", "trainer_state.json")
 REPORT_SUMMARY = (
     "source",
