@@ -327,6 +327,16 @@ def auto_workers(raw: RawFile) -> int:
     return max(1, min(cores, MAX_AUTO_WORKERS))
 
 
+def _end_with_parent() -> None:
+    """In a worker: ask Linux to send it SIGTERM when the conversion that started it dies, even by SIGKILL (else
+    a killed conversion leaves its workers waiting forever)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     """The processes that convert JSON Lines blocks, started before any thread of this process (the progress bar
@@ -336,7 +346,7 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     safe_to_fork = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
     context = multiprocessing.get_context("fork" if safe_to_fork else "forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_end_with_parent) as pool:
         pool.submit(int).result()  # starts every worker now
         yield pool
 

@@ -5,10 +5,23 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import CHATMED_SAMPLE, ROOT, read_json
+
+
+def workers_of(raw) -> list[int]:
+    """Live processes converting `raw` (the conversion and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(raw).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.slow
@@ -40,6 +53,10 @@ def test_kill_during_write_keeps_previous_outputs(project):
     assert temp, "no temp file seen"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and workers_of(big):
+        time.sleep(0.1)
+    assert workers_of(big) == [], "the killed conversion's worker processes are still running"
 
     after = {p.name: p.read_bytes() for p in (project / "data").iterdir() if not p.name.startswith(".")}
     assert after == before
