@@ -220,11 +220,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def manifest_hash(path: Path) -> str | None:
-    """The SHA-256 of a manifest file: what evaluations record to trace a figure to its run."""
-    return sha256(path)
-
-
 def verify(manifest: dict, output_dir: Path) -> list[str]:
     """What differs now from what the manifest recorded: files (recipe, DeepSpeed config, data, conversion
     reports, outputs) and package versions; empty when nothing did."""
