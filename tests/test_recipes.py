@@ -261,3 +261,44 @@ def test_recipes_new_suggests_a_plan_for_its_gpus_and_refuses_absurd_counts(tmp_
         main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "1000", "--out", str(tmp_path / "x")]
     )
     assert absurd.exit_code == 2 and "--gpus" in absurd.output and not (tmp_path / "x").exists()
+
+
+def test_recipes_new_sizes_several_nodes_by_their_world_size(tmp_path):
+    """2 nodes x 8 GPUs are sized as 16 GPUs (one pack each reaches the default's 16 packs a step), and the
+    suggested commands carry the world size and the node count."""
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    two_nodes = recipes.sized_recipe("qwen3-8b-16", "Qwen/Qwen3-8B", 8, "h100", nodes=2)
+    sixteen = recipes.sized_recipe("qwen3-8b-16", "Qwen/Qwen3-8B", 16, "h100")
+    assert (two_nodes.per_device_train_batch_size, two_nodes.gradient_accumulation_steps) == (1, 1)
+    assert recipes.folder_files(two_nodes)["lora_sft.yaml"] == recipes.folder_files(sixteen)["lora_sft.yaml"]
+    assert "effective batch = 1 x 16 GPUs x 1 = 16" in recipes.folder_files(two_nodes)["lora_sft.yaml"]
+    assert "2 nodes x 8 GPUs" in recipes.folder_files(two_nodes)["README.md"]
+    root = edited_copy(tmp_path, {})
+    recipes.write_new_folder(two_nodes, root / "recipes" / "qwen3-8b-16")
+    assert recipes.invariant_problems(root) == []
+
+    out = tmp_path / "two-nodes"
+    done = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--nodes", "2", "--gpus", "8", "--gpu", "h100", "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    assert f"caretune plan {out / 'lora_sft.yaml'} --gpus 16 --gpu h100" in done.output
+    assert "NNODES=2" in done.output and "sized for 2 nodes x 8 x h100" in done.output
+
+
+def test_recipes_new_refuses_a_world_past_the_ceiling(tmp_path):
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    out = tmp_path / "too-many"
+    done = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--nodes", "16", "--gpus", "8", "--out", str(out)]
+    )
+    assert done.exit_code != 0 and not out.exists()
+    assert f"--nodes 16 x --gpus 8 = 128 GPUs, more than {recipes.MAX_GPUS}" in done.output
+    with pytest.raises(recipes.RecipeError, match="128 GPUs"):
+        recipes.sized_recipe("x", "Qwen/Qwen3-8B", 8, "h100", nodes=16)

@@ -57,36 +57,42 @@ def recipes(ctx, check_only, overwrite):
     "--gpus",
     type=click.IntRange(1, MAX_GPUS),
     required=True,
-    help=f"GPUs the recipes are sized for (at most {MAX_GPUS}: past 16, a step already holds one pack per GPU).",
+    help=f"GPUs per node the recipes are sized for (nodes x GPUs at most {MAX_GPUS}: past 16, a step already holds "
+    "one pack per GPU).",
 )
+@click.option("--nodes", type=click.IntRange(1, MAX_GPUS), default=1, show_default=True, help="Nodes of --gpus GPUs each.")
 @click.option("--gpu", "gpu_name", type=click.Choice(sorted(GPUS)), default=DEFAULT_GPU, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="The new folder, e.g. recipes/qwen3-14b/.")
 @click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template (Qwen3: no thinking).")
 @click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
-def recipes_new(model, gpus, gpu_name, out, template, overwrite):
-    """Write train, predict, chat and export recipes for MODEL on GPUS x GPU, sized by `caretune plan`'s memory
-    model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured best)
-    and at most 16 / GPUS; then the accumulation that reaches the default's 16 packs per step."""
-    from caretune.training.recipe_writer import sized_recipe, target_effective_batch, write_new_folder
+def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
+    """Write train, predict, chat and export recipes for MODEL on NODES x GPUS x GPU, sized by `caretune plan`'s
+    memory model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured
+    best) and at most 16 / all GPUs; then the accumulation that reaches the default's 16 packs per step."""
+    from caretune.training.recipe_writer import multi_node_env, sized_recipe, target_effective_batch, write_new_folder
 
     if template == TEMPLATE and "qwen3" not in model.lower():
         raise click.ClickException(f"{model} does not look like a Qwen3 model: pass --template (LLaMA-Factory's name)")
     folder = Path(out)
-    recipe = sized_recipe(folder.name, model, gpus, gpu_name, template)
+    recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
     written = write_new_folder(recipe, folder, overwrite)
-    effective = recipe.per_device_train_batch_size * gpus * recipe.gradient_accumulation_steps
+    world = recipe.world_size
+    effective = recipe.per_device_train_batch_size * world * recipe.gradient_accumulation_steps
     click.echo(f"wrote {', '.join(written)}")
     click.echo(
-        f"sized for {gpus} x {gpu_name}: {recipe.per_device_train_batch_size} pack(s) per device x "
+        f"sized for {f'{nodes} nodes x ' if nodes > 1 else ''}{gpus} x {gpu_name}: "
+        f"{recipe.per_device_train_batch_size} pack(s) per device x "
         f"{recipe.gradient_accumulation_steps} accumulation = {effective} packs per step"
         + (
-            f" (the default is {target_effective_batch()}; {gpus} GPUs do not divide it)"
+            f" (the default is {target_effective_batch()}; {world} GPUs do not divide it)"
             if effective != target_effective_batch()
             else ""
         )
         + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
-        f"check with: caretune plan {folder / 'lora_sft.yaml'} --gpus {gpus} --gpu {gpu_name}"
+        f"check with: caretune plan {folder / 'lora_sft.yaml'} --gpus {world} --gpu {gpu_name}"
     )
+    if nodes > 1:
+        click.echo(f"train on each node: {multi_node_env(recipe)}caretune train {folder / 'lora_sft.yaml'}")
 
 
 def _rows_option(values: tuple[str, ...]) -> dict[str, int]:

@@ -39,7 +39,7 @@ class RecipeError(UserError):
 
 
 RECIPES_DIR = "recipes"
-MAX_GPUS = 64  # `recipes new --gpus`: beyond this, one pack per GPU is far past the default's 16 packs a step
+MAX_GPUS = 64  # `recipes new`: GPUs in all (nodes x GPUs per node); past it one pack per GPU is far past 16 a step
 DEEPSPEED_DIR = f"{RECIPES_DIR}/deepspeed"
 TRAIN_DATASETS = f"{CHATMED_DATASET},{HUATUO_DATASET}"
 EVAL_DATASETS = f"{CHATMED_EVAL_DATASET},{HUATUO_EVAL_DATASET}"
@@ -75,6 +75,12 @@ class ModelRecipe:
     liger: bool = False  # Liger kernels, among them a fused linear cross-entropy
     flash_attn: str | None = None  # LLaMA-Factory's `flash_attn`; None leaves its default (auto)
     template: str = TEMPLATE
+    nodes: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """GPUs (processes) in all: nodes x GPUs per node."""
+        return self.nodes * self.gpus
 
     def path(self, task: str) -> str:
         """Repository-relative path of this folder's recipe for `task`."""
@@ -158,10 +164,10 @@ def _template_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
 
 def effective_batch(recipe: ModelRecipe) -> str:
     """The derived-numbers comment of `gradient_accumulation_steps`."""
-    where = "GPUs" if recipe.gpus > 1 else "process"
-    total = recipe.per_device_train_batch_size * recipe.gpus * recipe.gradient_accumulation_steps
+    where = "GPUs" if recipe.world_size > 1 else "process"
+    total = recipe.per_device_train_batch_size * recipe.world_size * recipe.gradient_accumulation_steps
     text = (
-        f"effective batch = {recipe.per_device_train_batch_size} x {recipe.gpus} {where} x "
+        f"effective batch = {recipe.per_device_train_batch_size} x {recipe.world_size} {where} x "
         f"{recipe.gradient_accumulation_steps} = {total}"
     )
     if recipe.neat_packing:
@@ -357,7 +363,7 @@ def sized_gpus(recipe_path: str) -> int | None:
     for recipe in MODELS + EXTRA_TRAININGS:
         for task in (*TASKS, recipe.train_task):
             if parts[-3:] == Path(recipe.path(task)).parts:
-                return recipe.gpus
+                return recipe.world_size
     return None
 
 
@@ -416,6 +422,8 @@ def deepspeed_configs() -> dict[str, dict]:
 def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> str:
     """The README of a model folder: what it is sized for and the commands that use it."""
     where = f"{recipe.gpus} GPUs" if recipe.gpus > 1 else "CPU (one process)"
+    if recipe.nodes > 1:
+        where = f"{recipe.nodes} nodes x {recipe.gpus} GPUs"
     sizing = [f"Sized for {where}: {effective_batch(recipe)}" + (f"; {recipe.note}." if recipe.note else ".")]
     if recipe.neat_packing:
         attention = {"sdpa": "PyTorch's sdpa attention", "fa2": "FlashAttention-2 (`pip install flash-attn`)"}
@@ -437,7 +445,7 @@ def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> 
         *[line for text in sizing for line in (text, "")],
         "```bash",
         f"caretune plan {recipe.path('lora_sft')}         # rows, tokens, memory, time before launching",
-        f"make train RECIPE={recipe.path('lora_sft')}      # preflight, then llamafactory-cli train",
+        f"{multi_node_env(recipe)}make train RECIPE={recipe.path('lora_sft')}      # preflight, then llamafactory-cli train",
         *[f"make train RECIPE={extra.path(extra.train_task)}" for extra in extras],
         f"llamafactory-cli train {recipe.path('predict')}  # held-out generation, BLEU-4 / ROUGE",
         f"llamafactory-cli chat {recipe.path('chat')}      # medical system prompt, no thinking",
@@ -448,13 +456,20 @@ def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> 
     return "\n".join(lines)
 
 
+def multi_node_env(recipe: ModelRecipe) -> str:
+    """The environment `caretune train` needs on each node of a multi-node recipe (empty for one node)."""
+    if recipe.nodes == 1:
+        return ""
+    return f"NNODES={recipe.nodes} NODE_RANK=<0..{recipe.nodes - 1}> MASTER_ADDR=<node 0> MASTER_PORT=29500 "
+
+
 def recipes_readme() -> str:
     """recipes/README.md: every training recipe's sizing, and the rules for editing recipes."""
     attention = {None: "LLaMA-Factory's default", "sdpa": "`flash_attn: sdpa`", "fa2": "`flash_attn: fa2`"}
     rows = [
-        f"| `{recipe.path(recipe.train_task)}` | {recipe.model} | {recipe.gpus} | "
+        f"| `{recipe.path(recipe.train_task)}` | {recipe.model} | {recipe.world_size} | "
         f"{recipe.per_device_train_batch_size} {'packs' if recipe.neat_packing else 'rows'} | "
-        f"{recipe.per_device_train_batch_size * recipe.gpus * recipe.gradient_accumulation_steps} | "
+        f"{recipe.per_device_train_batch_size * recipe.world_size * recipe.gradient_accumulation_steps} | "
         f"{Path(recipe.deepspeed).name if recipe.deepspeed else 'off'} | {attention[recipe.flash_attn]} | "
         f"{'Liger' if recipe.liger else 'none'} |"
         for recipe in (*MODELS, *EXTRA_TRAININGS)
@@ -483,10 +498,12 @@ def recipes_readme() -> str:
             "predict, chat, export and a README for another model or GPU count, sized by `caretune plan`'s memory model:",
             "the cheapest DeepSpeed stage that fits one pack (ZeRO-2, then ZeRO-3, then ZeRO-3 with CPU offload; none on",
             f"one GPU); per device the most packs that fit, at most 4 and at most {target_effective_batch()} / GPUs (at least 1);",
-            f"then the accumulation that reaches the default's {target_effective_batch()} packs per step, rounded up (`--gpus` at",
-            f"most {MAX_GPUS}). For Qwen3-8B on 4 x H800 it writes the shipped `qwen3-8b/` recipes exactly. Other model",
+            f"then the accumulation that reaches the default's {target_effective_batch()} packs per step, rounded up. GPUs",
+            f"count in all: `--nodes M` (default 1) x `--gpus N` per node, at most {MAX_GPUS}. For Qwen3-8B on 4 x H800 it",
+            "writes the shipped `qwen3-8b/` recipes exactly. Other model",
             "families need `--template`; any Qwen3 size plans offline with the family's shared tokenizer. It prints the",
-            "`caretune plan` command for the GPUs it sized for.",
+            "`caretune plan` command for the GPUs it sized for, and for several nodes the environment each node's",
+            "`caretune train` needs.",
             "",
         ]
     )
@@ -636,24 +653,32 @@ DEEPSPEED_BY_MEMORY = ((2, False, "ds_z2.json"), (3, False, "ds_z3.json"), (3, T
 
 def target_effective_batch() -> int:
     """Packs per optimizer step that `recipes new` keeps: the shipped Qwen3-8B recipe's."""
-    return QWEN3_8B.per_device_train_batch_size * QWEN3_8B.gpus * QWEN3_8B.gradient_accumulation_steps
+    return QWEN3_8B.per_device_train_batch_size * QWEN3_8B.world_size * QWEN3_8B.gradient_accumulation_steps
 
 
-def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE) -> ModelRecipe:
-    """The Qwen3-8B default recipe resized for another model and GPU count by `caretune plan`'s memory model,
-    by one rule at every GPU count: the cheapest ZeRO stage that fits one pack; per device, the most packs that
-    fit, at most the measured best (4) and at most the default's packs per step / GPUs (at least 1); then the
-    accumulation that reaches the default's packs per step (rounded up). Past 16 GPUs a step holds one pack
-    per GPU."""
+def sized_recipe(
+    folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE, nodes: int = 1
+) -> ModelRecipe:
+    """The Qwen3-8B default recipe resized for another model and `nodes` x `gpus` GPUs by `caretune plan`'s memory
+    model, by one rule at every GPU count (all GPUs counted, at most MAX_GPUS): the cheapest ZeRO stage that fits
+    one pack; per device, the most packs that fit, at most the measured best (4) and at most the default's packs
+    per step / GPUs (at least 1); then the accumulation that reaches the default's packs per step (rounded up).
+    Past 16 GPUs a step holds one pack per GPU."""
     from caretune.training import estimate
     from caretune.training.plan import largest_micro_batch, resolve_arch
 
+    world = nodes * gpus
+    if world > MAX_GPUS:
+        raise RecipeError(
+            f"--nodes {nodes} x --gpus {gpus} = {world} GPUs, more than {MAX_GPUS}: past 16 a step already holds "
+            "one pack per GPU; size for fewer GPUs"
+        )
     arch, _ = resolve_arch(model)
     gpu = estimate.GPUS[gpu_name]
     limit = int(gpu.memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM)
     target = target_effective_batch()
     for zero_stage, offload, config in DEEPSPEED_BY_MEMORY:
-        memory = {"gpus": gpus, "lora_rank": 8, "zero_stage": zero_stage, "offload": offload, "fused_cross_entropy": True}
+        memory = {"gpus": world, "lora_rank": 8, "zero_stage": zero_stage, "offload": offload, "fused_cross_entropy": True}
         fits = largest_micro_batch(arch, QWEN3_8B.cutoff_len, limit, memory)
         if fits:
             break
@@ -662,14 +687,15 @@ def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: st
             f"{model}: not even one {QWEN3_8B.cutoff_len}-token pack fits in {gpu.memory_gib:g} GiB "
             f"per {gpu_name} with ZeRO-3 and CPU offload"
         )
-    micro = max(1, min(fits, MEASURED_PACKS_PER_DEVICE, target // gpus))
-    accumulation = max(1, -(-target // (micro * gpus)))
-    deepspeed = f"{DEEPSPEED_DIR}/{config}" if gpus > 1 or zero_stage > 2 else None
+    micro = max(1, min(fits, MEASURED_PACKS_PER_DEVICE, target // world))
+    accumulation = max(1, -(-target // (micro * world)))
+    deepspeed = f"{DEEPSPEED_DIR}/{config}" if world > 1 or zero_stage > 2 else None
     return replace(
         QWEN3_8B,
         folder=folder,
         model=model,
         gpus=gpus,
+        nodes=nodes,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=accumulation,
         deepspeed=deepspeed,
