@@ -8,9 +8,9 @@ Starts `caretune api RECIPE` (its max_new_tokens is the cap), then:
 2. abuse: each abusive request, then a normal request that must be answered within `--answer-within` s;
    oversized prompts (a 1 MB prompt, a prompt just past the context, a 5 MB body) must be refused within
    `--refuse-within` s, also while a normal request is answered alongside;
-3. SIGTERM while a long answer is generated: the server must exit within `--exit-within` s.
+3. SIGTERM while a long answer is generated: the server must exit within `--exit-within` s, without a traceback.
 Prints a summary, writes JSON with every figure and check to `--out`, and exits 1 if a check failed.
-The server's log is kept beside the JSON and checked for the patient text sent.
+The server's log is kept beside the JSON and checked for the patient text sent and for tracebacks.
 """
 
 from __future__ import annotations
@@ -303,11 +303,13 @@ def main() -> int:
         server.stop()
     server_log = log_path.read_text(encoding="utf-8")
     report["log_has_patient_text"] = any(marker in server_log for marker in PRIVATE_MARKERS)
+    report["log_has_traceback"] = "Traceback" in server_log
     report["ok"] = (
         not report["load"]["errors"]
         and all(case["ok"] for case in report["abuse"])
         and report["sigterm"]["ok"]
         and not report["log_has_patient_text"]
+        and not report["log_has_traceback"]
     )
     args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     load_figures = report["load"]
@@ -322,7 +324,10 @@ def main() -> int:
             f"{' FAILED ' + str(case['next_error']) if not case['ok'] else ''}"
         )
     print(f"sigterm: exited in {report['sigterm']['exit_s']} s; the streaming client saw: {report['sigterm']['client']}")
-    print(f"log: patient text {'FOUND' if report['log_has_patient_text'] else 'absent'}; {'ok' if report['ok'] else 'FAILED'}")
+    print(
+        f"log: patient text {'FOUND' if report['log_has_patient_text'] else 'absent'}, "
+        f"tracebacks {'FOUND' if report['log_has_traceback'] else 'absent'}; {'ok' if report['ok'] else 'FAILED'}"
+    )
     return 0 if report["ok"] else 1
 
 

@@ -324,7 +324,7 @@ def test_with_a_key_every_route_needs_it_docs_and_schema_too():
 @pytest.mark.slow
 def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
     """benchmarks/api_load.py on the tiny model: streaming clients, each abusive request then a normal one answered
-    within 10 s, SIGTERM during a long answer exits within 5 s, no patient text in the server's log."""
+    within 10 s, SIGTERM during a long answer exits within 5 s, no patient text and no traceback in the server's log."""
     recipe = tiny_recipe(tmp_path, "chat", max_new_tokens=2000)
     out = tmp_path / "load.json"
     done = subprocess.run(
@@ -363,4 +363,4 @@ def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
     ):
         assert outcomes[case].startswith(expected) and "FAILED" not in outcomes[case], outcomes[case]
     assert report["sigterm"]["exit_s"] <= 5 and "shutting down" in report["sigterm"]["client"]
-    assert not report["log_has_patient_text"]
+    assert not report["log_has_patient_text"] and not report["log_has_traceback"]

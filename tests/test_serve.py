@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -114,3 +115,69 @@ def test_webui_lists_our_datasets(tmp_path):
 
     choices = [c[0] if isinstance(c, tuple) else c for c in list_datasets(str(ROOT), "Supervised Fine-Tuning").choices]
     assert {"multi-med", "multi-med-eval", "huatuo2-sft", "huatuo2-eval"} <= set(choices)
+
+
+BUSY_SERVER = """
+import sys, time
+from caretune.serving.api import ApiSettings, create_app
+from caretune.serving.generation import LENGTH, CANCELLED, Completion
+from caretune.serving.serve import run_app
+
+class Prefilling:
+    '''A prompt whose reading (prefill) cannot be interrupted for 20 s, then one token at a time.'''
+    def prompt_ids(self, messages, system):
+        return [1] * 10
+    def generate(self, prompt_ids, sampling, should_stop, on_text=None):
+        time.sleep(20)
+        produced = 0
+        while produced < sampling.max_new_tokens and not should_stop():
+            produced += 1
+        return [Completion("好" * produced, produced, CANCELLED if should_stop() else LENGTH)]
+
+run_app(create_app(Prefilling(), ApiSettings(max_new_tokens=8)), "127.0.0.1", int(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stream, stop_signal", [(False, signal.SIGTERM), (True, signal.SIGTERM), (False, signal.SIGINT)])
+def test_a_stop_while_a_prompt_is_read_exits_in_time_without_a_traceback(tmp_path, stream, stop_signal):
+    """A generation that cannot stop yet (in its prefill) must not hold the exit past SHUTDOWN_GRACE_S, and the
+    server's log stays free of tracebacks; the waiting client is told the server is shutting down."""
+    import threading
+
+    import httpx
+
+    from caretune.serving.defaults import SHUTDOWN_GRACE_S
+
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("w", encoding="utf-8") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-c", BUSY_SERVER, str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}/v1"
+    wait_until_up(f"{base}/models", server, timeout=60)
+    seen = {}
+
+    def ask():
+        body = {"model": "caretune", "messages": [{"role": "user", "content": "头疼"}], "stream": stream}
+        try:
+            seen["reply"] = httpx.post(f"{base}/chat/completions", json=body, timeout=60).text
+        except httpx.HTTPError as err:
+            seen["reply"] = f"{type(err).__name__}: {err}"
+
+    client = threading.Thread(target=ask)
+    client.start()
+    time.sleep(1.5)
+    started = time.monotonic()
+    server.send_signal(stop_signal)
+    try:
+        server.wait(timeout=30)
+    finally:
+        server.kill()
+    exit_s = time.monotonic() - started
+    client.join(timeout=10)
+    output = log.read_text(encoding="utf-8")
+    assert exit_s <= SHUTDOWN_GRACE_S, (exit_s, output[-2000:])
+    assert "Traceback" not in output and "CancelledError" not in output, output[-3000:]
+    assert "shutting_down" in seen["reply"], seen

@@ -29,6 +29,7 @@ import time
 import traceback
 import uuid
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -372,6 +373,8 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     """The API over `generator` (caretune.serving.generation.LocalGenerator, or anything with its two methods)."""
     app = FastAPI(title="caretune API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.shutdown = threading.Event()  # set on SIGTERM (caretune.serving.serve): generations stop at the next token
+    # the app's own threads: asyncio waits for its default executor at exit, and a prompt being read cannot stop
+    workers = ThreadPoolExecutor(thread_name_prefix="caretune-api")
     gate = Gate(settings.max_queue)
     if settings.cors_origins:
         app.add_middleware(
@@ -426,12 +429,20 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(body: ChatRequest, request: Request):
-        return await complete(body, request, generator, settings, gate, app.state.shutdown)
+        return await complete(body, request, generator, settings, gate, app.state.shutdown, workers)
 
     return app
 
 
-async def complete(body: ChatRequest, request: Request, generator, settings: ApiSettings, gate: Gate, shutdown: threading.Event):
+async def complete(
+    body: ChatRequest,
+    request: Request,
+    generator,
+    settings: ApiSettings,
+    gate: Gate,
+    shutdown: threading.Event,
+    workers: ThreadPoolExecutor,
+):
     """One chat completion: validate, encode, wait for the model, then stream or answer whole."""
     state = request.state
     if body.model != settings.model_name:
@@ -447,7 +458,8 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
         check_prompt_fits(
             text_bytes // widest, limit, settings, None, state.arrived + settings.request_timeout_s, at_least=True
         )  # before tokenizing
-    prompt = await asyncio.to_thread(generator.prompt_ids, conversation.turns, conversation.system)
+    loop = asyncio.get_running_loop()
+    prompt = await loop.run_in_executor(workers, generator.prompt_ids, conversation.turns, conversation.system)
     state.prompt_tokens = len(prompt)
     check_prompt_fits(len(prompt), limit, settings, generator, state.arrived + settings.request_timeout_s)
     if settings.log_bodies:
@@ -468,11 +480,10 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
         gate.leave(started)
         raise
     reply = Reply(state.rid, body, settings)
-    loop = asyncio.get_running_loop()
     if body.stream:
         pieces: asyncio.Queue = asyncio.Queue()
         work = loop.run_in_executor(
-            None,
+            workers,
             generator.generate,
             prompt,
             sampling,
@@ -485,13 +496,16 @@ async def complete(body: ChatRequest, request: Request, generator, settings: Api
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    work = loop.run_in_executor(None, generator.generate, prompt, sampling, job.should_stop, None)
+    work = loop.run_in_executor(workers, generator.generate, prompt, sampling, job.should_stop, None)
     work.add_done_callback(lambda _: gate.leave(started))
-    watcher = asyncio.create_task(watch_disconnect(request, job))
+    watcher = asyncio.create_task(watch(request, job))
     try:
-        completions = await work
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
+    if not work.done() and shutdown.is_set():  # a prompt still being read cannot stop: it is abandoned, not awaited
+        raise job.cancelled_error(settings.request_timeout_s)
+    completions = await work  # a departed client's generation stops at its next token
     state.completion_tokens = sum(c.tokens for c in completions)
     if any(c.finish_reason == CANCELLED for c in completions):
         if job.stop.is_set():
@@ -529,11 +543,24 @@ def check_prompt_fits(
         )
 
 
-async def watch_disconnect(request: Request, job: Job) -> None:
-    """Stop the job's generation when its client goes away (polled: a non-streaming request is never told)."""
-    while not await request.is_disconnected():
+async def watch(request: Request, job: Job) -> None:
+    """Return when the job's client goes away, stopping its generation, or when the server begins to shut down
+    (polled: a non-streaming request is never told of either)."""
+    while not job.shutdown.is_set():
+        if await request.is_disconnected():
+            job.stop.set()
+            return
         await asyncio.sleep(DISCONNECT_POLL_S)
-    job.stop.set()
+
+
+async def next_piece(pieces: asyncio.Queue, job: Job) -> str | None:
+    """The next streamed text, or None at the end of the generation or when the server begins to shut down."""
+    while True:
+        try:
+            return await asyncio.wait_for(pieces.get(), DISCONNECT_POLL_S)
+        except asyncio.TimeoutError:
+            if job.shutdown.is_set():
+                return None
 
 
 class Reply:
@@ -589,14 +616,15 @@ class Reply:
         think = ThinkFilter()
         try:
             yield self.event({"role": "assistant", "content": ""})
-            while (piece := await pieces.get()) is not None:
+            while (piece := await next_piece(pieces, job)) is not None:
                 if shown := think.feed(piece):
                     yield self.event({"content": shown})
-            completion = work.result()[0]
-            state.completion_tokens = completion.tokens
+            completion = work.result()[0] if work.done() else None  # None: shut down while the prompt is read
+            if completion:
+                state.completion_tokens = completion.tokens
             if rest := think.flush():
                 yield self.event({"content": rest})
-            if completion.finish_reason == CANCELLED:
+            if completion is None or completion.finish_reason == CANCELLED:
                 err = job.cancelled_error(self.settings.request_timeout_s)
                 state.outcome = f"{err.status} {err.code}"
                 yield f"data: {json.dumps(err.body(), ensure_ascii=False)}\n\n"
@@ -606,6 +634,6 @@ class Reply:
                 yield self.event(usage=self.usage(prompt_tokens, completion.tokens))
             yield "data: [DONE]\n\n"
         finally:
-            if not work.done():
+            if not work.done() and not job.shutdown.is_set():
                 state.outcome = "client gone"
             job.stop.set()

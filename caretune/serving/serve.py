@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from caretune.hub import is_loopback
@@ -38,8 +39,6 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
             f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
             f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe"
         )
-    import uvicorn
-
     from caretune.lf import chat_engine
     from caretune.serving.api import ApiSettings, create_app
     from caretune.serving.generation import LocalGenerator
@@ -52,13 +51,29 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
         context_length=int(args["cutoff_len"]) if args.get("cutoff_len") else generator.context_length,
         **settings,
     )
-    app = create_app(generator, api_settings)
+    run_app(create_app(generator, api_settings), host, port)
+
+
+def run_app(app, host: str, port: int) -> None:
+    """Serve an app of caretune.serving.api until SIGTERM or SIGINT: running and queued generations end at once
+    (their clients get 503) and the server exits within SHUTDOWN_GRACE_S."""
+    import uvicorn
+
+    stopped_by = []
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            app.state.shutdown.set()  # running and queued generations end now, their clients get 503
+            stopped_by.append(sig)
+            app.state.shutdown.set()
             super().handle_exit(sig, frame)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        if stopped_by:  # every client has its answer; a generation still reading its prompt is not waited for
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(128 + stopped_by[0])
