@@ -117,7 +117,8 @@ DRY := .cache/gpu-check-dry
 gpu-check-dry: setup
 	$(BIN)/python -m caretune.devtools.gpukit build $(DRY)/kit --python $$($(BIN)/python -c "import sys; print('%d.%d' % sys.version_info[:2])")
 	$(BIN)/python -m caretune.devtools.gpukit bare $(DRY)/env
-	DRY_RUN=1 KIT=$(DRY)/kit PYTHON=$(DRY)/env/bin/python STEPS=2 WARMUP=1 VARIANT_BUDGET_S=120 EXTRA_PACK_BATCH=2 \
+	DRY_RUN=1 KIT=$(DRY)/kit PYTHON=$(DRY)/env/bin/python STEPS=2 WARMUP=1 BASELINE_S=120 NO_GC_S=120 COMPILE_S=240 \
+	  TOTAL_S=1200 \
 	  bash benchmarks/gpu_check.sh $(DRY)/out
 
 # `make plan [RECIPE=...] [GPUS=4] [GPU=h800] [BENCH=benchmarks/out/train-bench.json]`: rows, tokens, memory,

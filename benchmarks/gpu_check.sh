@@ -7,18 +7,23 @@
 # 1. installs the kit with `pip install --no-index --no-deps --target` into a private folder (the machine's
 #    own torch is never touched) and checks the machine's numpy/pandas/pyarrow/scipy/matplotlib against it;
 # 2. prints the GPU, torch, CUDA and package versions (OUT_DIR/versions.txt);
-# 3. `caretune bench` on Qwen3-8B's shape (random weights): padding+sdpa, neat packing+sdpa+Liger, and
-#    neat packing+FlashAttention-2+Liger when flash-attn imports; STEPS timed steps after WARMUP, each
-#    variant stopped after VARIANT_BUDGET_S seconds of training, the bench after BENCH_TOTAL_S
-#    (OUT_DIR/bench.json, bench.md, logs);
+# 3. `caretune bench` on Qwen3-8B's shape (random weights), each variant with its own time budget (seconds of
+#    training; STEPS timed steps after WARMUP at most):
+#    - neat-packing-sdpa-liger at the default recipe's packs per device: the baseline (BASELINE_S);
+#    - -no-gc: no gradient checkpointing, at the most packs the memory model fits on this GPU (NO_GC_S);
+#    - -unsloth-gc: use_unsloth_gc (UNSLOTH_S);
+#    - neat-packing-fa2-liger-long-pack: one 8192-token pack (LONG_PACK_S; skipped, with the kit's reason, when
+#      flash-attn is absent or does not import);
+#    - compile-best: torch_compile on the fastest of those (COMPILE_S).
+#    Each variant's mean loss is compared with the baseline's (OUT_DIR/bench.json, bench.md, logs);
 # 4. `caretune plan --bench` of the full data (multi-med 500,000 + huatuo2-sft 142,248 rows) on 4 GPUs,
-#    token lengths from the shipped sample (OUT_DIR/plan.json, plan.txt);
-# 5. the packing variant again with EXTRA_PACK_BATCH packs per step (0: skip), EXTRA_BENCH_S at most
-#    (OUT_DIR/bench-packN.json; both tables in bench.md).
+#    token lengths from the shipped sample (OUT_DIR/plan.json, plan.txt).
+# The whole check stops within TOTAL_S (570) seconds: the bench gets what is left after PLAN_RESERVE_S (60).
 #
-# DRY_RUN=1 runs the same path on CPU with the tiny Qwen3 (`make gpu-check-dry`, part of the tests).
-# Environment: PYTHON (python3), KIT (.gpu-kit), STEPS (20), WARMUP (3), VARIANT_BUDGET_S (90), BENCH_TOTAL_S (300),
-# GPUS (4), EXTRA_PACK_BATCH (4), EXTRA_BENCH_S (130).
+# DRY_RUN=1 runs the same path on CPU with the tiny Qwen3 and the variants without Liger (`make gpu-check-dry`,
+# part of the tests); those that need CUDA are skipped with their reason.
+# Environment: PYTHON (python3), KIT (.gpu-kit), STEPS (20), WARMUP (3), GPUS (4), TOTAL_S, PLAN_RESERVE_S, and the
+# budgets above (45 s each, COMPILE_S 90).
 set -uo pipefail
 
 OUT_DIR=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
@@ -26,10 +31,13 @@ PYTHON=${PYTHON:-python3}
 KIT=${KIT:-.gpu-kit}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}
-VARIANT_BUDGET_S=${VARIANT_BUDGET_S:-90}
-BENCH_TOTAL_S=${BENCH_TOTAL_S:-300}
-EXTRA_PACK_BATCH=${EXTRA_PACK_BATCH:-4}
-EXTRA_BENCH_S=${EXTRA_BENCH_S:-130}
+BASELINE_S=${BASELINE_S:-45}
+NO_GC_S=${NO_GC_S:-45}
+UNSLOTH_S=${UNSLOTH_S:-45}
+LONG_PACK_S=${LONG_PACK_S:-45}
+COMPILE_S=${COMPILE_S:-90}
+TOTAL_S=${TOTAL_S:-570}
+PLAN_RESERVE_S=${PLAN_RESERVE_S:-60}
 GPUS=${GPUS:-4}
 DRY_RUN=${DRY_RUN:-0}
 FULL_ROWS=(--rows multi-med=500000 --rows huatuo2-sft=142248)
@@ -51,6 +59,7 @@ say "installing $KIT into $WORK/site (pip --no-index --no-deps --target; the mac
   --target "$WORK/site" "$KIT"/*.whl || fail "installing the kit failed (was it built for this Python? see $KIT/kit.json)"
 export PYTHONPATH="$WORK/site:$PWD" PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export CARETUNE_GPU_KIT_MANIFEST="$PWD/$KIT/kit.json"  # bench names the kit's reason when flash-attn is absent
 "$PYTHON" -m caretune.devtools.gpukit verify "$KIT" || fail "this machine's base packages do not fit the kit (above)"
 if ! "$PYTHON" -c "import torchaudio" >/dev/null 2>&1; then  # as `make setup`: LLaMA-Factory imports it at module level
   say "torchaudio does not import here: using caretune/stubs/torchaudio (text training never needs it)"
@@ -80,20 +89,27 @@ for name in ("llamafactory", "transformers", "peft", "trl", "datasets", "acceler
 EOF
 } | tee "$OUT_DIR/versions.txt"
 
-variants=(--variant padding-sdpa --variant neat-packing-sdpa-liger --variant neat-packing-fa2-liger)
 recipe=recipes/qwen3-8b/lora_sft.yaml
-if [ "$DRY_RUN" = 1 ]; then  # the tiny Qwen3 on CPU; Liger and FlashAttention-2 are skipped with their reason
-  variants+=(--variant neat-packing-sdpa)
-  recipe=recipes/tiny-qwen3/lora_sft.yaml
-fi
-
-say "bench: ${variants[*]} ($WARMUP warm-up + $STEPS timed steps, ${VARIANT_BUDGET_S} s of training each at most, \
-${BENCH_TOTAL_S} s in all)"
+liger=-liger
+[ "$DRY_RUN" = 1 ] && liger=  # the tiny Qwen3 on CPU, without Liger (it needs CUDA)
+pack_batch=$("$PYTHON" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['per_device_train_batch_size'])" \
+  "$recipe") || fail "cannot read the default recipe's per_device_train_batch_size"
+variants=(
+  --variant "neat-packing-sdpa$liger=$BASELINE_S"
+  --variant "neat-packing-sdpa$liger-no-gc=$NO_GC_S"
+  --variant "neat-packing-sdpa$liger-unsloth-gc=$UNSLOTH_S"
+  --variant "neat-packing-fa2$liger-long-pack=$LONG_PACK_S"
+  --variant "compile-best=$COMPILE_S"
+)
+bench_s=$((TOTAL_S - PLAN_RESERVE_S - (SECONDS - started)))
+[ "$bench_s" -ge 30 ] || fail "only ${bench_s} s of TOTAL_S=${TOTAL_S} left for the bench"
+say "bench: ${variants[*]} ($WARMUP warm-up + $STEPS timed steps, $pack_batch packs per device as the default \
+recipe unless the variant sizes its own; ${bench_s} s in all)"
 # timeout ends the whole process group; bench.json keeps every variant finished before that
-timeout --kill-after=10 "$BENCH_TOTAL_S" "${CARETUNE[@]}" bench "${variants[@]}" --steps "$STEPS" --warmup "$WARMUP" \
-  --time-budget "$VARIANT_BUDGET_S" --work-dir "$WORK/bench" --out "$OUT_DIR/bench.json" --record "$OUT_DIR/bench.md"
+timeout --kill-after=10 "$bench_s" "${CARETUNE[@]}" bench "${variants[@]}" --steps "$STEPS" --warmup "$WARMUP" \
+  --pack-batch "$pack_batch" --work-dir "$WORK/bench" --out "$OUT_DIR/bench.json" --record "$OUT_DIR/bench.md"
 bench_status=$?
-[ $bench_status = 124 ] && say "bench: stopped after ${BENCH_TOTAL_S} s; bench.json has the variants finished before"
+[ $bench_status = 124 ] && say "bench: stopped after ${bench_s} s; bench.json has the variants finished before"
 for log in "$WORK"/bench/*/train.log; do
   [ -f "$log" ] && cp "$log" "$OUT_DIR/bench-$(basename "$(dirname "$log")").log"
 done
@@ -120,8 +136,9 @@ import yaml
 recipe, work, dry_run = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == "1"
 args = yaml.safe_load(Path(recipe).read_text(encoding="utf-8"))
 args["dataset_dir"] = str(work / "data")  # the sample converted above, not this checkout's data/
-if dry_run:
+if dry_run:  # the default recipe on the tiny Qwen3, without Liger, as the dry run's bench measured it
     args["model_name_or_path"] = str(work / "tiny-qwen3")
+    args["enable_liger_kernel"] = False
 (work / "recipe.yaml").write_text(yaml.safe_dump(args, sort_keys=False), encoding="utf-8")
 EOF
 plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}")
@@ -131,16 +148,6 @@ plan_status=$?
 if [ $plan_status = 0 ]; then
   "$PYTHON" -c "import json, sys; from caretune.training.plan import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
     "$OUT_DIR/plan.json" | tee "$OUT_DIR/plan.txt"
-fi
-
-if [ "$EXTRA_PACK_BATCH" -gt 1 ]; then  # evidence for the recipe's per-device batch: more packs per step
-  packing_variants=(--variant neat-packing-sdpa-liger)
-  [ "$DRY_RUN" = 1 ] && packing_variants=(--variant neat-packing-sdpa)
-  say "bench: ${packing_variants[*]} with $EXTRA_PACK_BATCH packs per step (${EXTRA_BENCH_S} s at most)"
-  timeout --kill-after=10 "$EXTRA_BENCH_S" "${CARETUNE[@]}" bench "${packing_variants[@]}" --pack-batch "$EXTRA_PACK_BATCH" \
-    --steps "$STEPS" --warmup "$WARMUP" --time-budget "$VARIANT_BUDGET_S" --work-dir "$WORK/bench" \
-    --out "$OUT_DIR/bench-pack$EXTRA_PACK_BATCH.json" --record "$OUT_DIR/bench.md" >/dev/null
-  cat "$OUT_DIR/bench.md"
 fi
 
 say "done in $((SECONDS - started)) s: $OUT_DIR (bench exit $bench_status, plan exit $plan_status)"

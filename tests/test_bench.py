@@ -31,9 +31,104 @@ def test_profile_errors(tmp_path):
     assert len({v.name for v in bench.ALL_VARIANTS}) == 8
 
 
+def test_speed_variants_are_named_by_suffixes_and_train_as_named(tmp_path):
+    for name in (*bench.SPEED_VARIANTS[:-1], "padding-sdpa-unsloth-gc-compile", "neat-packing-sdpa-no-gc-long-pack"):
+        assert bench.variant_by_name(name).name == name
+    with pytest.raises(bench.BenchError, match="one long pack needs neat packing"):
+        bench.variant_by_name("padding-sdpa-long-pack")
+    with pytest.raises(bench.BenchError, match="unknown variant 'neat-packing-sdpa-compile-no-gc'"):
+        bench.variant_by_name("neat-packing-sdpa-compile-no-gc")  # suffixes in their order only
+    common = dict(
+        model_dir=tmp_path, dataset_dir=tmp_path, output_dir=tmp_path, cutoff_len=2048, micro_batch=24, steps=5, bf16=True
+    )
+    base = bench.train_args(bench.variant_by_name("neat-packing-sdpa-liger"), pack_batch=4, **common)
+    assert base["gradient_checkpointing"] and "disable_gradient_checkpointing" not in base and "torch_compile" not in base
+    no_gc = bench.train_args(bench.variant_by_name("neat-packing-sdpa-liger-no-gc-compile"), pack_batch=6, **common)
+    assert no_gc["disable_gradient_checkpointing"] and not no_gc["gradient_checkpointing"] and no_gc["torch_compile"]
+    assert no_gc["per_device_train_batch_size"] == 6 and no_gc["enable_liger_kernel"] and no_gc["neat_packing"]
+    unsloth = bench.train_args(bench.variant_by_name("neat-packing-sdpa-unsloth-gc"), pack_batch=4, **common)
+    assert unsloth["use_unsloth_gc"] and unsloth["gradient_checkpointing"]
+
+
+def test_variants_take_their_own_time_budgets_and_compile_best_runs_last():
+    assert bench.requested_variants(["compile-best=90", "neat-packing-sdpa=45", "padding-sdpa"]) == [
+        ("neat-packing-sdpa", 45.0),
+        ("padding-sdpa", None),
+        ("compile-best", 90.0),
+    ]
+    assert len(bench.requested_variants(None)) == 8
+    for bad in ("neat-packing-sdpa=soon", "neat-packing-sdpa=0", "neat-packing-sdpa=-3"):
+        with pytest.raises(bench.BenchError, match="must be a positive number of seconds"):
+            bench.requested_variants([bad])
+    with pytest.raises(bench.BenchError, match="unknown variant"):
+        bench.requested_variants(["padding-eager=30"])
+
+
+def test_each_variant_sizes_its_step():
+    from caretune.training import estimate
+    from caretune.training.plan import FA2_LONG_PACK
+
+    arch = estimate.QWEN3_FAMILY["Qwen/Qwen3-8B"]
+    h200 = int(141 * estimate.GIB * estimate.MEMORY_HEADROOM)
+
+    def shape(name, limit=h200):
+        return bench.step_shape(bench.variant_by_name(name), arch, 24, 4, 2048, limit)
+
+    assert shape("padding-sdpa")[:2] == (24, 2048) and shape("neat-packing-sdpa-liger")[:2] == (4, 2048)
+    assert shape("neat-packing-fa2-liger-long-pack")[:2] == (1, FA2_LONG_PACK)
+    assert shape("neat-packing-sdpa-liger-unsloth-gc")[:2] == (4, 2048)  # compared at the baseline's packs
+    packs, cutoff, why = shape("neat-packing-sdpa-liger-no-gc")
+    kept = dict(gpus=1, lora_rank=8, zero_stage=0, offload=False, fused_cross_entropy=True, activations="kept")
+    fits = estimate.memory_breakdown(arch, micro_batch_tokens=packs * 2048, **kept)["total"]
+    one_more = estimate.memory_breakdown(arch, micro_batch_tokens=(packs + 1) * 2048, **kept)["total"]
+    assert packs >= 1 and fits <= h200 < one_more and "the most packs the memory model fits in 126.9 GiB" in why
+    assert shape("neat-packing-sdpa-liger-no-gc", limit=None)[:2] == (4, 2048)  # CPU: no GPU memory to size by
+    assert shape("neat-packing-sdpa-liger-no-gc", limit=10 * estimate.GIB)[0] == 0  # not one pack: skipped
+
+
+def test_losses_are_compared_with_the_baseline_within_noise():
+    def ran(name, losses, rate):
+        return {"name": name, "losses": losses, "real_tokens_per_s": rate, "finite": True}
+
+    report = {
+        "warmup": 1,
+        "variants": [
+            ran("base", [12.0, 10.0, 10.2, 9.8, 10.0], 100.0),  # timed mean 10.0
+            ran("close", [11.0, 10.1, 10.1, 10.1, 10.1], 300.0),  # +0.1: inside 2% of 10
+            ran("off", [11.0, 11.0, 11.0, 11.0, 11.0], 500.0),  # +1.0: outside
+            {"name": "skipped", "skipped": "needs CUDA"},
+        ],
+    }
+    bench.compare_losses(report)
+    base, close, off, _ = report["variants"]
+    # baseline: timed losses 10.0, 10.2, 9.8, 10.0; sample variance 0.08/3, of the mean 0.08/12
+    assert base["loss_check"]["matches"] and base["loss_check"]["difference"] == 0.0
+    assert close["loss_check"]["tolerance"] == pytest.approx(3 * math.sqrt(0.08 / 12), abs=1e-4)  # > 2% of 10
+    assert close["loss_check"]["matches"] and close["loss_check"]["difference"] == pytest.approx(0.1)
+    assert not off["loss_check"]["matches"]
+    assert report["baseline"] == "base" and report["fastest_matching"] == "close"
+    table = bench.format_report(
+        {
+            **report,
+            "date": "d",
+            "device": "CPU",
+            "model": "tiny",
+            "params": 1e7,
+            "cutoff_len": 512,
+            "micro_batch": 4,
+            "pack_batch": 2,
+            "steps": 4,
+            "profile": "chatmed",
+        }
+        | {"variants": []}
+    )
+    assert "fastest whose mean loss matches it: close" in table
+
+
 def test_unavailable_variants_on_cpu():
     assert bench.unavailable(bench.variant_by_name("padding-sdpa"), cuda=False) is None
     assert "flash attention 2" in bench.unavailable(bench.variant_by_name("neat-packing-fa2"), cuda=False)
+    assert "CUDA" in bench.unavailable(bench.variant_by_name("neat-packing-sdpa-unsloth-gc"), cuda=False)
     assert "Liger" in bench.unavailable(bench.variant_by_name("padding-sdpa-liger"), cuda=False)
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -50,14 +51,74 @@ def test_verify_names_a_missing_or_old_base_package(tmp_path):
     assert problems[1] == "surely-not-installed-here is not installed (the kit needs surely-not-installed-here)"
 
 
+class FakeIndex:
+    """Stands in for `pip download` / `pip index versions` of flash-attn: a wheel of `wheel_bytes`, or none."""
+
+    def __init__(self, wheel_bytes: int | None, listed: bool = True) -> None:
+        self.wheel_bytes, self.listed, self.calls = wheel_bytes, listed, []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+        if args[0] == "download":
+            if self.wheel_bytes is None:
+                return subprocess.CompletedProcess(args, 1, "", "ERROR: No matching distribution found for flash-attn")
+            dest = Path(args[args.index("--dest") + 1])
+            (dest / "flash_attn-2.8.3-cp312-cp312-linux_x86_64.whl").write_bytes(b"0" * self.wheel_bytes)
+            return subprocess.CompletedProcess(args, 0, "", "")
+        listing = "flash-attn (2.8.3.post2)\nAvailable versions: 2.8.3.post2\n" if self.listed else ""
+        return subprocess.CompletedProcess(args, 0 if self.listed else 1, listing, "")
+
+
+def test_the_kit_takes_a_flash_attn_wheel_that_fits_or_says_why_there_is_none(tmp_path, monkeypatch):
+    platforms = ("manylinux_2_28_x86_64",)
+    index = FakeIndex(wheel_bytes=1000)
+    monkeypatch.setattr(gpukit, "_pip", index)
+    assert gpukit.flash_attn_wheel(tmp_path, "3.10", platforms, room_bytes=2000) == {
+        "wheel": "flash_attn-2.8.3-cp312-cp312-linux_x86_64.whl"
+    }
+    assert (tmp_path / "flash_attn-2.8.3-cp312-cp312-linux_x86_64.whl").exists()
+    download = index.calls[0]
+    assert "--only-binary" in download and "--platform" in download and "3.10" in download  # the target's wheel
+    (tmp_path / "flash_attn-2.8.3-cp312-cp312-linux_x86_64.whl").unlink()
+
+    monkeypatch.setattr(gpukit, "_pip", FakeIndex(wheel_bytes=3 * 2**20))
+    too_big = gpukit.flash_attn_wheel(tmp_path, "3.10", platforms, room_bytes=2**20)
+    assert too_big["absent"].endswith(f"is 3 MiB, more than the 1 MiB left under the kit's {gpukit.MAX_KIT_MIB} MiB cap")
+    assert not list(tmp_path.glob("*.whl"))
+
+    monkeypatch.setattr(gpukit, "_pip", FakeIndex(wheel_bytes=None))
+    source_only = gpukit.flash_attn_wheel(tmp_path, "3.10", platforms, room_bytes=2**30)["absent"]
+    assert source_only.startswith("the package index lists flash-attn (2.8.3.post2) but no wheel of it for CPython 3.10")
+    assert "offline machine cannot reach" in source_only
+    monkeypatch.setattr(gpukit, "_pip", FakeIndex(wheel_bytes=None, listed=False))
+    assert gpukit.flash_attn_wheel(tmp_path, "3.10", platforms, 2**30) == {"absent": "the package index has no flash-attn"}
+
+
+def test_bench_names_the_kits_reason_when_flash_attn_is_absent(tmp_path, monkeypatch):
+    from caretune.training import bench
+
+    manifest = tmp_path / gpukit.KIT_MANIFEST
+    manifest.write_text(json.dumps({"flash_attn": {"absent": "no wheel for CPython 3.12"}}), encoding="utf-8")
+    monkeypatch.setenv(bench.FLASH_ATTN_NOTE, str(manifest))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    reason = bench.unavailable(bench.variant_by_name("neat-packing-fa2-long-pack"), cuda=True)
+    assert reason == "flash attention 2 needs flash-attn, which is not installed here (no wheel for CPython 3.12)"
+    monkeypatch.delenv(bench.FLASH_ATTN_NOTE)
+    assert "pip install flash-attn" in bench.unavailable(bench.variant_by_name("neat-packing-fa2"), cuda=True)
+
+
 @pytest.mark.slow
 @pytest.mark.network
 def test_make_gpu_kit_builds_wheels_for_the_target_within_the_cap(tmp_path):
     manifest = gpukit.build(tmp_path / "kit", log=lambda _: None)
     kit = tmp_path / "kit"
     wheels = sorted(p.name for p in kit.glob("*.whl"))
-    assert wheels == manifest["wheels"] and len(wheels) == len(manifest["packages"])
-    assert gpukit.wheel_versions(kit) == manifest["packages"]  # exactly this environment's versions
+    flash_attn = manifest["flash_attn"]
+    assert ("wheel" in flash_attn) != ("absent" in flash_attn)  # a wheel, or the reason there is none
+    assert wheels == manifest["wheels"] and len(wheels) == len(manifest["packages"]) + ("wheel" in flash_attn)
+    versions = gpukit.wheel_versions(kit)
+    versions.pop("flash-attn", None)
+    assert versions == manifest["packages"]  # exactly this environment's versions
     assert sum(p.stat().st_size for p in kit.glob("*.whl")) <= gpukit.MAX_KIT_MIB * 2**20
     for wheel in wheels:  # CPython 3.12 (or any Python 3) on manylinux x86_64, or pure Python
         python_tag, abi_tag, platform_tag = wheel[: -len(".whl")].split("-")[-3:]
@@ -86,11 +147,17 @@ def test_make_gpu_check_dry_runs_the_whole_script_on_cpu(tmp_path):
     assert (tmp_path / "env" / "pyvenv.cfg").exists()  # the kit ran in a venv holding only torch, the base and pip
     bench = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     by_name = {v["name"]: v for v in bench["variants"]}
-    assert by_name["padding-sdpa"]["timed_steps"] == 2 and by_name["neat-packing-sdpa"]["finite"]
-    assert "Liger" in by_name["neat-packing-sdpa-liger"]["skipped"]
-    assert "flash attention 2" in by_name["neat-packing-fa2-liger"]["skipped"]
+    baseline = by_name["neat-packing-sdpa"]  # the default recipe's variant, at its packs per device
+    assert baseline["timed_steps"] == 2 and baseline["finite"] and baseline["batch"] == 4 and bench["baseline"] == baseline["name"]
+    no_gc = by_name["neat-packing-sdpa-no-gc"]
+    assert no_gc["timed_steps"] == 2 and no_gc["loss_check"]["matches"] and no_gc["activations"] == "kept"
+    assert "CUDA" in by_name["neat-packing-sdpa-unsloth-gc"]["skipped"]
+    assert "flash attention 2" in by_name["neat-packing-fa2-long-pack"]["skipped"]
+    [compiled] = [v for v in bench["variants"] if v.get("compiled")]  # torch_compile on the faster of the two
+    assert compiled["name"] in ("neat-packing-sdpa-compile", "neat-packing-sdpa-no-gc-compile") and compiled["finite"]
+    assert bench["fastest_matching"] in by_name
+    assert "| neat-packing-sdpa-no-gc | 4 x 512 |" in (out / "bench.md").read_text(encoding="utf-8")
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
     assert {d["name"]: d["rows"] for d in plan["datasets"]} == {"multi-med": 500_000, "huatuo2-sft": 142_248}
     assert plan["gpus"] == 4 and str(out / "bench.json") in plan["throughput"]["source"]
-    assert json.loads((out / "bench-pack2.json").read_text(encoding="utf-8"))["pack_batch"] == 2
     assert "gpu-check" in done.stdout and "done in" in done.stdout

@@ -152,6 +152,44 @@ def test_plan_extrapolates_rows_and_reads_bench_figures(workspace, monkeypatch, 
         make_plan(WALKTHROUGH, gpus=4, gpu_name="h800", bench=str(tiny))
 
 
+def test_plan_takes_the_bench_variant_that_trains_as_the_recipe_does(workspace, monkeypatch, tmp_path):
+    """A faster variant without checkpointing, compiled, or on FlashAttention-2 is not the rate of an sdpa recipe
+    with checkpointing; a recipe edited to drop checkpointing takes the -no-gc figure."""
+    from dataclasses import replace
+
+    from caretune.training.plan import load_bench, resolve_arch
+
+    monkeypatch.chdir(workspace)
+    settings = read_recipe(FAST)
+    arch = resolve_arch(settings.model)[0]
+
+    def measured(name, rate, **changes):
+        fields = {"packing": True, "liger": True, "attention": "sdpa", "activations": "checkpointed", "compiled": False}
+        return {"name": name, **fields, **changes, "processed_tokens_per_s": rate}
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(
+        json.dumps(
+            {
+                "device": "test",
+                "params": arch.params(),
+                "variants": [
+                    measured("neat-packing-sdpa-liger", 7000.0),
+                    measured("neat-packing-sdpa-liger-no-gc", 9000.0, activations="kept"),
+                    measured("neat-packing-sdpa-liger-compile", 9500.0, compiled=True),
+                    measured("neat-packing-fa2-liger-long-pack", 9900.0, attention="fa2", long_pack=True),
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert load_bench(str(bench), settings, arch)["name"] == "neat-packing-sdpa-liger"
+    no_gc = replace(settings, gradient_checkpointing=False)
+    assert load_bench(str(bench), no_gc, arch)["name"] == "neat-packing-sdpa-liger-no-gc"
+    with pytest.raises(PlanError, match="no measured variant with packing=True, liger=True, activations=offloaded"):
+        load_bench(str(bench), replace(settings, unsloth_gc=True), arch)
+
+
 def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(workspace)
     bad = tmp_path / "full.yaml"

@@ -152,9 +152,7 @@ def test_a_stop_while_a_prompt_is_read_exits_in_time_without_a_traceback(tmp_pat
     port = free_port()
     log = tmp_path / "server.log"
     with log.open("w", encoding="utf-8") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-c", BUSY_SERVER, str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+        server = subprocess.Popen([sys.executable, "-c", BUSY_SERVER, str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     wait_until_up(f"{base}/models", server, timeout=60)
     seen = {}

@@ -189,8 +189,11 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, hfu, mfu, attention, as_js
     "--variant",
     "variants",
     multiple=True,
-    metavar="NAME",
-    help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: all; unavailable ones are skipped).",
+    metavar="NAME[=SECONDS]",
+    help="Run only these, e.g. padding-sdpa, neat-packing-fa2-liger (default: the 8 base variants; unavailable ones "
+    "are skipped). Suffixes: -no-gc (no gradient checkpointing, as many packs as the memory model fits on the GPU), "
+    "-unsloth-gc, -long-pack (one 8192-token pack), -compile (torch_compile); compile-best compiles the fastest of "
+    "the others. =SECONDS: this variant's own --time-budget.",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per variant.")
 @click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps first.")
@@ -233,10 +236,12 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, hfu, mfu, attention, as_js
     type=click.FloatRange(min=1),
     default=None,
     metavar="SECONDS",
-    help="Stop each variant's training after this long and report the steps done (default: no limit).",
+    help="Stop each variant's training after this long and report the steps done (default: no limit; "
+    "--variant NAME=SECONDS sets one variant's).",
 )
 def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record, time_budget):
-    """LoRA training tokens/s, MFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's trainer."""
+    """LoRA training tokens/s, MFU, HFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's
+    trainer; each variant's mean loss is compared with the first variant's."""
     from caretune.training.bench import append_table, format_report, run_bench, write_results
 
     report = run_bench(

@@ -7,7 +7,8 @@ environment (`.venv`), each pinned to the version found there. Left out, each fo
   installing; `--with-base` adds it for a bare machine, past the size cap);
 - SERVING (WebUI, API, media, hub clients) and EVAL_ROOTS (BLEU/ROUGE), unless `--full`.
 Wheels are fetched for the target's Python and platform; a package with only a source release is built
-here and must come out pure Python (`py3-none-any`). `kit.json` lists every wheel with its version.
+here and must come out pure Python (`py3-none-any`). A binary flash-attn wheel joins when the index has one for the
+target within the cap; otherwise `kit.json` says why it is absent. `kit.json` lists every wheel with its version.
 
     python -m caretune.devtools.gpukit build DIR [--python 3.12] [--platform manylinux_2_28_x86_64] [--full]
     python -m caretune.devtools.gpukit verify DIR      # on the target: is the base present and new enough?
@@ -41,6 +42,7 @@ SERVING = {
     "modelscope": "downloads from ModelScope (an offline machine has none)",
     "hf-transfer": "fast hub downloads (an offline machine has none)",
 }
+FLASH_ATTN = "flash-attn"  # for the FlashAttention-2 bench variant: a binary wheel when the index has one
 EVAL_ROOTS = ("jieba", "nltk", "rouge-chinese")  # BLEU/ROUGE of `caretune eval`: in the FULL kit
 DEFAULT_PYTHON = "3.12"
 # pip matches manylinux tags exactly: offer every glibc baseline a current wheel may name
@@ -157,37 +159,24 @@ def _pip(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pip", *args], check=False, capture_output=True, text=True)
 
 
+def _same_interpreter(python: str) -> bool:
+    return python == f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _target_args(python: str, platforms: tuple[str, ...]) -> list[str]:
+    """`pip download` options that select wheels for the target (none when it is this interpreter)."""
+    if _same_interpreter(python):
+        return []
+    abi = f"cp{python.replace('.', '')}"
+    platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
+    return ["--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none", *platform_args]
+
+
 def fetch(packages: dict[str, str], target: Path, python: str, platforms: tuple[str, ...]) -> None:
     """Wheels of every package for the target; a source-only release is built here and must be pure Python."""
     pins = [f"{name}=={version}" for name, version in packages.items()]
-    platform_args = [arg for platform in platforms for arg in ("--platform", platform)]
-    same_interpreter = python == f"{sys.version_info.major}.{sys.version_info.minor}"
-    abi = f"cp{python.replace('.', '')}"
-    result = _pip(
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--dest",
-        str(target),
-        *(
-            []
-            if same_interpreter
-            else [
-                "--python-version",
-                python,
-                "--implementation",
-                "cp",
-                "--abi",
-                abi,
-                "--abi",
-                "abi3",
-                "--abi",
-                "none",
-                *platform_args,
-            ]
-        ),
-        *pins,
-    )
+    same_interpreter = _same_interpreter(python)
+    result = _pip("download", "--quiet", "--no-deps", "--dest", str(target), *_target_args(python, platforms), *pins)
     if result.returncode != 0:
         raise KitError("pip could not download the kit: " + (result.stderr.strip().splitlines() or ["?"])[-1])
     for sdist in [p for p in target.iterdir() if p.name.endswith((".tar.gz", ".zip"))]:
@@ -200,6 +189,43 @@ def fetch(packages: dict[str, str], target: Path, python: str, platforms: tuple[
                 raise KitError(f"{sdist.name} has no wheel for Python {python} and is not pure Python")
             shutil.move(str(wheels[0]), target / wheels[0].name)
         sdist.unlink()
+
+
+def flash_attn_wheel(target: Path, python: str, platforms: tuple[str, ...], room_bytes: int) -> dict:
+    """A binary flash-attn wheel for the target from the package index, when one exists and fits in `room_bytes`:
+    {"wheel": its file name}, or {"absent": why not}. Whether it matches the target's torch and CUDA shows only
+    there: `caretune bench` skips FlashAttention-2 with the import error when it does not."""
+    with tempfile.TemporaryDirectory() as scratch:
+        result = _pip(
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            scratch,
+            *_target_args(python, platforms),
+            FLASH_ATTN,
+        )
+        wheels = list(Path(scratch).glob("*.whl"))
+        if result.returncode == 0 and wheels:
+            size = wheels[0].stat().st_size
+            if size > room_bytes:
+                return {
+                    "absent": f"{wheels[0].name} is {size / 2**20:.0f} MiB, more than the {room_bytes / 2**20:.0f} MiB "
+                    f"left under the kit's {MAX_KIT_MIB} MiB cap"
+                }
+            shutil.move(str(wheels[0]), target / wheels[0].name)
+            return {"wheel": wheels[0].name}
+    listed = _pip("index", "versions", FLASH_ATTN)
+    found = [line for line in listed.stdout.splitlines() if line.lower().startswith(FLASH_ATTN)]
+    if listed.returncode != 0 or not found:
+        return {"absent": f"the package index has no {FLASH_ATTN}"}
+    return {
+        "absent": f"the package index lists {found[0].strip()} but no wheel of it for CPython {python} on "
+        f"{platforms[0] if platforms else 'this platform'}: building one needs the CUDA compiler and the target's "
+        "torch, and flash-attn's setup downloads prebuilt wheels from GitHub, which an offline machine cannot reach"
+    }
 
 
 def wheel_versions(directory: Path) -> dict[str, str]:
@@ -235,6 +261,9 @@ def build(
         cap = not (full or with_base)
         if cap and size > MAX_KIT_MIB * 2**20:
             raise KitError(f"the kit is {size / 2**20:.1f} MiB, over its {MAX_KIT_MIB} MiB cap")
+        flash_attn = flash_attn_wheel(staging, python, platforms, MAX_KIT_MIB * 2**20 - size if cap else 2**40)
+        log(f"gpu-kit: flash-attn: {flash_attn.get('wheel') or 'absent: ' + flash_attn['absent']}")
+        size = sum(p.stat().st_size for p in staging.glob("*.whl"))
         manifest = {
             "python": python,
             "platforms": list(platforms),
@@ -242,6 +271,7 @@ def build(
             "with_base": with_base,
             "size_bytes": size,
             **kit,
+            "flash_attn": flash_attn,
             "wheels": sorted(p.name for p in staging.glob("*.whl")),
         }
         (staging / KIT_MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

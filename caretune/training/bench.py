@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from converters.errors import UserError
 PROFILES = Path(str(files("caretune") / "data" / "length_profiles.json"))  # package data, any install
 TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
 SEED = 20261125
+FLASH_ATTN_NOTE = "CARETUNE_GPU_KIT_MANIFEST"  # set by gpu_check.sh: the kit.json that says why flash-attn is absent
 STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
 
 
@@ -38,39 +39,96 @@ class BenchError(UserError):
     """The bench cannot run as asked; the message says why."""
 
 
+ACTIVATION_SUFFIXES = {"checkpointed": "", "kept": "-no-gc", "offloaded": "-unsloth-gc"}  # estimate.ACTIVATION_MODES
+LONG_PACK_SUFFIX = "-long-pack"
+COMPILE_SUFFIX = "-compile"
+COMPILE_BEST = "compile-best"  # torch_compile on the fastest variant of the same bench
+
+
 @dataclass(frozen=True)
 class Variant:
     packing: bool
     liger: bool
     attention: str  # "sdpa" or "fa2"
+    activations: str = "checkpointed"  # gradient checkpointing; "kept": none; "offloaded": use_unsloth_gc
+    long_pack: bool = False  # one plan.FA2_LONG_PACK-token pack per step instead of --pack-batch packs
+    compiled: bool = False  # torch_compile
 
     @property
     def name(self) -> str:
-        return "-".join(["neat-packing" if self.packing else "padding", self.attention] + (["liger"] if self.liger else []))
+        base = "-".join(["neat-packing" if self.packing else "padding", self.attention] + (["liger"] if self.liger else []))
+        return (
+            base
+            + ACTIVATION_SUFFIXES[self.activations]
+            + (LONG_PACK_SUFFIX if self.long_pack else "")
+            + (COMPILE_SUFFIX if self.compiled else "")
+        )
 
 
 ALL_VARIANTS = [
     Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2") for liger in (False, True)
 ]
+# the GPU check's speed variants, after the default recipe's own (neat-packing-sdpa-liger) as the baseline
+SPEED_VARIANTS = (
+    "neat-packing-sdpa-liger-no-gc",  # at the most packs the memory model fits without checkpointing
+    "neat-packing-sdpa-liger-unsloth-gc",
+    "neat-packing-fa2-liger-long-pack",
+    COMPILE_BEST,
+)
 
 
 def variant_by_name(name: str) -> Variant:
-    """The variant called `name` (one of ALL_VARIANTS)."""
+    """The variant called `name`: one of ALL_VARIANTS, then optionally -no-gc or -unsloth-gc, -long-pack
+    (neat packing only) and -compile, in that order."""
+    rest, changes = name, {}
+    if rest.endswith(COMPILE_SUFFIX):
+        rest, changes["compiled"] = rest[: -len(COMPILE_SUFFIX)], True
+    if rest.endswith(LONG_PACK_SUFFIX):
+        rest, changes["long_pack"] = rest[: -len(LONG_PACK_SUFFIX)], True
+    for mode, suffix in ACTIVATION_SUFFIXES.items():
+        if suffix and rest.endswith(suffix):
+            rest, changes["activations"] = rest[: -len(suffix)], mode
     for variant in ALL_VARIANTS:
-        if variant.name == name:
-            return variant
-    raise BenchError(f"unknown variant {name!r}; one of {', '.join(v.name for v in ALL_VARIANTS)}")
+        if variant.name == rest:
+            if changes.get("long_pack") and not variant.packing:
+                raise BenchError(f"variant {name!r}: one long pack needs neat packing")
+            return replace(variant, **changes)
+    raise BenchError(
+        f"unknown variant {name!r}; one of {', '.join(v.name for v in ALL_VARIANTS)}, optionally followed by "
+        f"{' or '.join(s for s in ACTIVATION_SUFFIXES.values() if s)}, {LONG_PACK_SUFFIX} and {COMPILE_SUFFIX}; "
+        f"or {COMPILE_BEST}"
+    )
 
 
 def unavailable(variant: Variant, cuda: bool) -> str | None:
     """Why a variant cannot run here, or None."""
     import importlib.util
 
-    if variant.attention == "fa2" and not (cuda and importlib.util.find_spec("flash_attn")):
-        return "flash attention 2 needs a CUDA GPU and `pip install flash-attn`"
+    if variant.attention == "fa2":
+        if not cuda:
+            return "flash attention 2 needs a CUDA GPU"
+        if importlib.util.find_spec("flash_attn") is None:
+            return f"flash attention 2 needs flash-attn, which is not installed here ({flash_attn_absence()})"
+        try:
+            import flash_attn  # noqa: F401  (a wheel built for another torch or CUDA fails here)
+        except Exception as err:  # ImportError or an undefined-symbol OSError
+            return f"flash-attn does not import here: {type(err).__name__}: {str(err).splitlines()[0]}"
+    if variant.activations == "offloaded" and not cuda:
+        return "use_unsloth_gc moves activations between a CUDA GPU and host memory"
     if variant.liger and not (cuda and importlib.util.find_spec("liger_kernel")):
         return "the Liger kernel needs a CUDA GPU and `pip install liger-kernel`"
     return None
+
+
+def flash_attn_absence() -> str:
+    """Why flash-attn is missing: what the offline kit recorded (FLASH_ATTN_NOTE names its kit.json), or the install hint."""
+    note = os.environ.get(FLASH_ATTN_NOTE)
+    if note and Path(note).is_file():
+        try:
+            return json.loads(Path(note).read_text(encoding="utf-8"))["flash_attn"]["absent"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    return "`pip install flash-attn` against this machine's torch and CUDA"
 
 
 def load_profile(name_or_plan: str) -> list[int]:
@@ -206,7 +264,7 @@ def train_args(
         "gradient_accumulation_steps": 1,
         "learning_rate": 1.0e-4,
         "lr_scheduler_type": "constant",
-        "gradient_checkpointing": True,
+        "gradient_checkpointing": variant.activations != "kept",
         "bf16": bf16,
         "seed": 42,
         "dataloader_num_workers": 0,
@@ -215,6 +273,12 @@ def train_args(
     }
     if variant.packing:
         args["neat_packing"] = True
+    if variant.activations == "kept":
+        args["disable_gradient_checkpointing"] = True
+    if variant.activations == "offloaded":
+        args["use_unsloth_gc"] = True
+    if variant.compiled:
+        args["torch_compile"] = True
     return args
 
 
@@ -332,6 +396,59 @@ def device_description() -> tuple[bool, str]:
     return False, f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
+def device_memory_limit() -> int:
+    """Bytes of the GPU the memory model may plan for: its memory times estimate.MEMORY_HEADROOM."""
+    import torch
+
+    return int(torch.cuda.get_device_properties(0).total_memory * estimate.MEMORY_HEADROOM)
+
+
+def requested_variants(variants: list[str] | None) -> list[tuple[str, float | None]]:
+    """(name, its own time budget or None) of each `--variant NAME[=SECONDS]`; ALL_VARIANTS when none, and
+    COMPILE_BEST last wherever it was named (it compiles the fastest of the others)."""
+    if not variants:
+        return [(v.name, None) for v in ALL_VARIANTS]
+    parsed = []
+    for text in variants:
+        name, _, seconds = text.partition("=")
+        budget = None
+        if seconds:
+            try:
+                budget = float(seconds)
+                if not budget > 0:
+                    raise ValueError
+            except ValueError:
+                raise BenchError(f"--variant {text!r}: the time budget after '=' must be a positive number of seconds") from None
+        if name != COMPILE_BEST:
+            variant_by_name(name)
+        parsed.append((name, budget))
+    return sorted(parsed, key=lambda item: item[0] == COMPILE_BEST)
+
+
+def step_shape(
+    variant: Variant, arch: estimate.Arch, micro_batch: int, pack_batch: int, cutoff_len: int, memory_limit: int | None
+) -> tuple[int, int, str]:
+    """(rows or packs per step, cutoff_len, how that size was chosen) of one variant."""
+    from caretune.training.plan import FA2_LONG_PACK, largest_micro_batch
+
+    if not variant.packing:
+        return micro_batch, cutoff_len, "--micro-batch"
+    if variant.long_pack:
+        return 1, FA2_LONG_PACK, f"one {FA2_LONG_PACK}-token pack (FlashAttention-2 neat packing takes one per device)"
+    if variant.activations == "kept" and memory_limit:
+        memory = {
+            "gpus": 1,
+            "lora_rank": 8,
+            "zero_stage": 0,
+            "offload": False,
+            "fused_cross_entropy": variant.liger,
+            "activations": "kept",
+        }
+        fits = largest_micro_batch(arch, cutoff_len, memory_limit, memory)
+        return fits, cutoff_len, f"the most packs the memory model fits in {memory_limit / estimate.GIB:.1f} GiB"
+    return pack_batch, cutoff_len, "--pack-batch"
+
+
 def run_bench(
     *,
     model: str | None,
@@ -347,29 +464,41 @@ def run_bench(
     log=print,
     on_update=None,
 ) -> dict:
-    """Every requested variant in its own process; returns the report (device, settings, per-variant results).
+    """Every requested variant in its own process; returns the report (device, settings, per-variant results,
+    and each variant's mean loss over the timed steps against the first variant's).
 
-    With a time budget, a variant's training loop stops after that many seconds with the steps done so far
-    (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and
-    training together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each
-    variant, so a caller can keep the results so far."""
+    `variants` are names, each optionally with its own time budget (`NAME=SECONDS`, else `time_budget`). With a
+    budget, a variant's training loop stops after that many seconds with the steps done so far (fewer timed
+    steps than asked, reported as `timed_steps`), and its process is ended if start-up and training together
+    pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each variant, so a caller can
+    keep the results so far."""
     from caretune.prep.tokenizer import load_qwen3_tokenizer
 
     if steps < 1 or warmup < 1:
         raise BenchError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
+    chosen = requested_variants(variants)
     cuda, device = device_description()
     model = model or ("Qwen/Qwen3-8B" if cuda else TINY)
     arch = resolve_bench_arch(model)
     cutoff_len = cutoff_len or (2048 if cuda else 512)
     micro_batch = micro_batch or (24 if cuda else 4)
-    chosen = [variant_by_name(name) for name in variants] if variants else ALL_VARIANTS
+    memory_limit = device_memory_limit() if cuda else None
+    shapes = {
+        name: step_shape(variant_by_name(name), arch, micro_batch, pack_batch, cutoff_len, memory_limit)
+        for name, _ in chosen
+        if name != COMPILE_BEST
+    }
     quantiles = load_profile(profile)
     work_dir.mkdir(parents=True, exist_ok=True)
     model_dir = bench_model_dir(arch, work_dir)
     tokenizer, _ = load_qwen3_tokenizer(str(model_dir))
     overhead = template_overhead(tokenizer)
     mean_length = sum(quantiles) / len(quantiles)
-    rows_needed = (steps + warmup + 2) * max(micro_batch, math.ceil(pack_batch * cutoff_len / mean_length))
+    rows_per_step = max(
+        [micro_batch, math.ceil(pack_batch * cutoff_len / mean_length)]
+        + [math.ceil(batch * cutoff / mean_length) for batch, cutoff, _ in shapes.values()]
+    )
+    rows_needed = (steps + warmup + 2) * rows_per_step
     lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5))]
     dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
     report = {
@@ -382,6 +511,7 @@ def run_bench(
         "cutoff_len": cutoff_len,
         "micro_batch": micro_batch,
         "pack_batch": pack_batch,
+        "memory_limit_bytes": memory_limit,
         "profile": profile,
         "rows": len(lengths),
         "date": time.strftime("%Y-%m-%d"),
@@ -393,27 +523,80 @@ def run_bench(
         dataset_dir=dataset_dir,
         arch=arch,
         lengths=lengths,
-        cutoff_len=cutoff_len,
-        micro_batch=micro_batch,
-        pack_batch=pack_batch,
         steps=steps,
         warmup=warmup,
         cuda=cuda,
-        time_budget=time_budget,
         log=log,
     )
-    for variant in chosen:
-        entry = {"name": variant.name, **asdict(variant)}
+    for name, budget in chosen:
+        if name == COMPILE_BEST:
+            ran = [v for v in report["variants"] if "real_tokens_per_s" in v]
+            if not ran:
+                report["variants"].append({"name": name, "skipped": "no other variant ran, so none to compile"})
+                log(f"bench: {name}: skipped (no other variant ran)")
+                continue
+            best = max(ran, key=lambda v: v["real_tokens_per_s"])
+            variant = replace(variant_by_name(best["name"]), compiled=True)
+            shape = (best["batch"], best["cutoff_len"], f"as {best['name']}, the fastest before it")
+        else:
+            variant, shape = variant_by_name(name), shapes[name]
+        batch, variant_cutoff, sized_by = shape
+        entry = {
+            "name": variant.name,
+            **asdict(variant),
+            "batch": batch,
+            "cutoff_len": variant_cutoff,
+            "sized_by": sized_by,
+            "time_budget_s": budget or time_budget,
+        }
         report["variants"].append(entry)
-        reason = unavailable(variant, cuda)
+        reason = unavailable(variant, cuda) or (None if batch else f"not one pack fits by {sized_by}")
         if reason:
             entry["skipped"] = reason
             log(f"bench: {variant.name}: skipped ({reason})")
         else:
-            runner.run(variant, entry)
+            runner.run(variant, entry, batch, variant_cutoff, budget or time_budget)
+        compare_losses(report)
         if on_update:
             on_update(report)
     return report
+
+
+LOSS_TOLERANCE_SHARE = 0.02  # the least difference in mean loss called a mismatch: 2% of the baseline's
+LOSS_NOISE_SIGMAS = 3.0  # or this many standard errors of the difference, when larger
+
+
+def compare_losses(report: dict) -> None:
+    """Each measured variant's mean loss over its timed steps against the first measured variant's (the
+    baseline), within noise: max(LOSS_NOISE_SIGMAS standard errors of the difference, LOSS_TOLERANCE_SHARE of
+    the baseline's mean). Sets `loss_check` on each, `baseline` and `fastest_matching` on the report."""
+    warmup = report["warmup"]
+    ran = [v for v in report["variants"] if "real_tokens_per_s" in v and len(v["losses"]) > warmup]
+    if not ran:
+        return
+    baseline = ran[0]
+
+    def mean_and_variance(losses: list[float]) -> tuple[float, float]:
+        timed = losses[warmup:]
+        mean = sum(timed) / len(timed)
+        variance = sum((x - mean) ** 2 for x in timed) / max(1, len(timed) - 1) / len(timed)
+        return mean, variance  # the variance of the mean
+
+    base_mean, base_variance = mean_and_variance(baseline["losses"])
+    for variant in ran:
+        mean, variance = mean_and_variance(variant["losses"])
+        tolerance = max(LOSS_NOISE_SIGMAS * math.sqrt(base_variance + variance), LOSS_TOLERANCE_SHARE * abs(base_mean))
+        variant["loss_check"] = {
+            "baseline": baseline["name"],
+            "mean_loss": round(mean, 4),
+            "baseline_mean_loss": round(base_mean, 4),
+            "difference": round(mean - base_mean, 4),
+            "tolerance": round(tolerance, 4),
+            "matches": bool(variant["finite"]) and abs(mean - base_mean) <= tolerance,
+        }
+    report["baseline"] = baseline["name"]
+    matching = [v for v in ran if v["loss_check"]["matches"]]
+    report["fastest_matching"] = max(matching, key=lambda v: v["real_tokens_per_s"])["name"] if matching else None
 
 
 def write_dataset(dataset_dir: Path, lengths: list[int], overhead: int) -> Path:
@@ -433,13 +616,9 @@ class VariantRun:
     dataset_dir: Path
     arch: estimate.Arch
     lengths: list[int]
-    cutoff_len: int
-    micro_batch: int
-    pack_batch: int
     steps: int
     warmup: int
     cuda: bool
-    time_budget: float | None
     log: Callable[[str], None]
 
     def env(self) -> dict[str, str]:
@@ -457,8 +636,9 @@ class VariantRun:
             env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
         return env
 
-    def run(self, variant: Variant, entry: dict) -> None:
-        """Train `variant`; its figures (or its error) go into `entry`."""
+    def run(self, variant: Variant, entry: dict, batch: int, cutoff_len: int, time_budget: float | None) -> None:
+        """Train `variant` with `batch` rows (padding) or packs (packing) of `cutoff_len` tokens per step; its
+        figures (or its error) go into `entry`."""
         run_dir = self.work_dir / variant.name
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
@@ -468,22 +648,25 @@ class VariantRun:
                 model_dir=self.model_dir,
                 dataset_dir=self.dataset_dir,
                 output_dir=run_dir / "out",
-                cutoff_len=self.cutoff_len,
-                micro_batch=self.micro_batch,
-                pack_batch=self.pack_batch,
+                cutoff_len=cutoff_len,
+                micro_batch=batch,
+                pack_batch=batch,
                 steps=self.steps + self.warmup,
                 bf16=self.cuda,
             ),
             "warmup": self.warmup,
-            "time_budget": self.time_budget,
+            "time_budget": time_budget,
             "arch": asdict(self.arch),
             "mean_context": estimate.causal_context(self.lengths),
             "result": str(run_dir / "result.json"),
         }
         (run_dir / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-        self.log(f"bench: {variant.name}: {self.warmup} warm-up + {self.steps} timed steps (log: {run_dir / 'train.log'})")
+        self.log(
+            f"bench: {variant.name}: {batch} x {cutoff_len} tokens, {self.warmup} warm-up + {self.steps} timed steps"
+            f"{f', {time_budget:g} s at most' if time_budget else ''} (log: {run_dir / 'train.log'})"
+        )
         started = time.perf_counter()
-        limit = self.time_budget + STARTUP_ALLOWANCE_S if self.time_budget else None
+        limit = time_budget + STARTUP_ALLOWANCE_S if time_budget else None
         with open(run_dir / "train.log", "w", encoding="utf-8") as out:
             try:
                 code = subprocess.call(
@@ -495,6 +678,7 @@ class VariantRun:
                 )
             except subprocess.TimeoutExpired:
                 code = None
+        entry["wall_s"] = round(time.perf_counter() - started, 1)
         if code != 0 or not (run_dir / "result.json").exists():
             tail = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
             entry["error"] = (
@@ -505,10 +689,7 @@ class VariantRun:
             self.log(f"bench: {variant.name}: FAILED {entry['error']}")
             return
         entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
-        self.log(
-            f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s "
-            f"({time.perf_counter() - started:.0f} s with start-up)"
-        )
+        self.log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s ({entry['wall_s']:.0f} s with start-up)")
 
 
 def write_results(report: dict, path: Path) -> None:
@@ -531,30 +712,41 @@ def append_table(table: str, path: Path) -> None:
 
 
 def format_report(report: dict) -> str:
-    """A Markdown table of the variants."""
+    """A Markdown table of the variants, and which is the fastest whose loss matches the baseline's."""
     lines = [
         f"{report['date']} · {report['device']} · {report['model']} ({report['params'] / 1e9:.2f}B, random "
         f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
         f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
         f"lengths: {report['profile']}",
         "",
-        "| variant | timed steps | real tokens/s | processed tokens/s | non-padding | MFU / HFU | peak memory | losses |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| variant | per step | timed steps | real tokens/s | processed tokens/s | non-padding | MFU / HFU | peak memory "
+        "| losses | mean loss vs baseline |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for v in report["variants"]:
+        shape = f"{v['batch']} x {v['cutoff_len']}" if "batch" in v else ""
         if "skipped" in v or "error" in v:
-            lines.append(
-                f"| {v['name']} | {'skipped: ' + v['skipped'] if 'skipped' in v else 'failed: ' + v['error']} | | | | | | |"
-            )
+            outcome = "skipped: " + v["skipped"] if "skipped" in v else "failed: " + v["error"]
+            lines.append(f"| {v['name']} | {shape} | {outcome} | | | | | | | |")
             continue
         memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
         where = "GPU" if v["peak_memory_bytes"] else "RSS"
         mfu = f"{v['mfu']:.1%} / {v['hfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
         losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
-        lines.append(
-            f"| {v['name']} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | {v['processed_tokens_per_s']:,.0f} | "
-            f"{v['non_padding_share']:.1%} | {mfu} | {memory / estimate.GIB:.1f} GiB {where} | {losses} |"
+        check = v.get("loss_check")
+        versus = (
+            f"{check['mean_loss']:.3f} ({check['difference']:+.3f}, within ±{check['tolerance']:.3f}: "
+            f"{'yes' if check['matches'] else 'NO'})"
+            if check
+            else ""
         )
+        lines.append(
+            f"| {v['name']} | {shape} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | "
+            f"{v['processed_tokens_per_s']:,.0f} | {v['non_padding_share']:.1%} | {mfu} | "
+            f"{memory / estimate.GIB:.1f} GiB {where} | {losses} | {versus} |"
+        )
+    if report.get("baseline"):
+        lines += ["", f"Baseline: {report['baseline']}; fastest whose mean loss matches it: {report['fastest_matching']}."]
     return "\n".join(lines)
 
 

@@ -33,10 +33,12 @@ tokens (padding included):
   input instead: L·(2h + the recomputed layer's bytes) per token, nothing recomputed;
 - with LLaMA-Factory's `use_unsloth_gc` the checkpointed hidden states wait in host memory, so the GPU holds only
   the recomputed layer (the host bytes are reported apart, as `host_activations`);
-- logits: bf16 logits, their fp32 copy for the loss and its fp32 gradient, 10 bytes per token and
-  vocabulary entry; a fused linear cross-entropy (Liger) instead holds the fp32 gradient of the
-  hidden states (4·h bytes per token) and one chunk of fp32 logits and gradient, the chunk being
-  the tokens per `vocab / hidden` rounded up to a power of two, as Liger sizes it;
+- logits: at the peak, in the loss's backward pass, three fp32 tensors per token and vocabulary entry, 12 bytes:
+  the log-probabilities kept for backward, their gradient, and the gradient of the logits (the bf16 logits and
+  their fp32 upcast are freed by then; measured on CPU by benchmarks/activation_memory.py); a fused linear
+  cross-entropy (Liger) instead holds the fp32 gradient of the hidden states (4·h bytes per token) and one
+  chunk of fp32 logits and gradient, the chunk being the tokens per `vocab / hidden` rounded up to a power of
+  two, as Liger sizes it;
 - a fixed allowance for the CUDA context, allocator slack and communication buffers.
 """
 
@@ -48,7 +50,7 @@ from dataclasses import dataclass
 GIB = 1 << 30
 BF16 = 2
 FP32 = 4
-LOGIT_BYTES = BF16 + FP32 + FP32  # logits, their fp32 upcast for the loss, the fp32 gradient
+LOGIT_BYTES = 3 * FP32  # log-probabilities kept for backward, their gradient, the logits' gradient (docstring)
 LORA_STATE_BYTES = 16  # fp32 parameter, gradient, Adam first and second moments
 LORA_GRAD_OPTIM_BYTES = 12  # the part ZeRO-2 partitions
 FIXED_OVERHEAD = 3 * GIB  # CUDA context, allocator fragmentation, NCCL/DeepSpeed buffers

@@ -55,6 +55,7 @@ class TrainSettings:
     seed: int
     gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
     unsloth_gc: bool = False  # `use_unsloth_gc`: checkpoints wait in host memory
+    torch_compile: bool = False
 
     @property
     def activations(self) -> str:
@@ -123,6 +124,7 @@ def read_recipe(path: str) -> TrainSettings:
         seed=int(recipe.get("seed", 42)),
         gradient_checkpointing=not recipe.get("disable_gradient_checkpointing", False),
         unsloth_gc=bool(recipe.get("use_unsloth_gc")),
+        torch_compile=bool(recipe.get("torch_compile")),
     )
 
 
@@ -221,7 +223,8 @@ def quantiles(lengths: list[int]) -> list[int]:
 
 
 def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
-    """The bench variant of `path` that matches the recipe's packing and Liger settings, run on the recipe's shape."""
+    """The fastest bench variant of `path` that trains as the recipe does (packing, Liger, how activations are
+    kept, torch_compile, and the attention when the recipe names one), run on the recipe's shape."""
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -232,10 +235,19 @@ def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
             f"trains {settings.model} ({arch.params()}); run `caretune bench --model {settings.model}` on a GPU"
         )
     measured = [v for v in report.get("variants", []) if v.get("processed_tokens_per_s")]
-    matching = [v for v in measured if v["packing"] == settings.packing and v["liger"] == settings.liger]
+    wanted = {
+        "packing": settings.packing,
+        "liger": settings.liger,
+        "activations": settings.activations,
+        "compiled": settings.torch_compile,
+        **({"attention": settings.flash_attn} if settings.flash_attn in ("sdpa", "fa2") else {}),
+    }
+    defaults = {"activations": "checkpointed", "compiled": False}  # bench results from before these variants
+    matching = [v for v in measured if all(v.get(key, defaults.get(key)) == value for key, value in wanted.items())]
     if not matching:
         names = ", ".join(v["name"] for v in measured) or "none measured"
-        raise PlanError(f"{path}: no measured variant with packing={settings.packing}, liger={settings.liger} ({names})")
+        asked = ", ".join(f"{key}={value}" for key, value in wanted.items())
+        raise PlanError(f"{path}: no measured variant with {asked} ({names})")
     best = max(matching, key=lambda v: v["processed_tokens_per_s"])
     return {**best, "device": report.get("device", "?")}
 

@@ -656,9 +656,7 @@ def target_effective_batch() -> int:
     return QWEN3_8B.per_device_train_batch_size * QWEN3_8B.world_size * QWEN3_8B.gradient_accumulation_steps
 
 
-def sized_recipe(
-    folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE, nodes: int = 1
-) -> ModelRecipe:
+def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE, nodes: int = 1) -> ModelRecipe:
     """The Qwen3-8B default recipe resized for another model and `nodes` x `gpus` GPUs by `caretune plan`'s memory
     model, by one rule at every GPU count (all GPUs counted, at most MAX_GPUS): the cheapest ZeRO stage that fits
     one pack; per device, the most packs that fit, at most the measured best (4) and at most the default's packs
