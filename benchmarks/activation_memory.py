@@ -4,8 +4,9 @@
 
 For each shape (the tiny Qwen3 as shipped, and a wider one with a small vocabulary, where the layers rather than the
 logits dominate) and each way of keeping activations (gradient checkpointing on, off), it builds the model in bf16
-with random weights, puts LoRA (rank 8) on every linear layer, and runs one forward and backward pass of one
-packed row of `--tokens` tokens under PyTorch's profiler with memory recording. The measured figure is the peak
+with random weights, puts LoRA (rank 8, fp32) on every linear layer, and runs one forward pass under bf16 autocast
+and one backward pass, as LLaMA-Factory's trainer does with `bf16: true`, over one packed row of `--tokens` tokens,
+under PyTorch's profiler with memory recording. The measured figure is the peak
 of the bytes allocated during that step (the weights were allocated before it). The model's figure is
 caretune.training.estimate.memory_breakdown's activations and logits for the same tokens (no weights, no GPU
 allowance, no LoRA optimizer state: the step has no optimizer). Prints a table and writes JSON to `--out`.
@@ -54,10 +55,16 @@ def measured_step_peak(config: dict, tokens: int, checkpointing: bool) -> int:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, lora_dropout=0.0))
+    for parameter in model.parameters():
+        if parameter.requires_grad:  # LLaMA-Factory keeps trainable parameters in fp32
+            parameter.data = parameter.data.float()
     model.train()
     ids = torch.randint(0, config["vocab_size"], (1, tokens))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)  # as the Trainer's bf16 mixed precision
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model(input_ids=ids, labels=ids).loss.backward()
+        with autocast:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
     changes = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for _, change in changes:

@@ -83,6 +83,10 @@ def test_each_variant_sizes_its_step():
     one_more = estimate.memory_breakdown(arch, micro_batch_tokens=(packs + 1) * 2048, **kept)["total"]
     assert packs >= 1 and fits <= h200 < one_more and "the most packs the memory model fits in 126.9 GiB" in why
     assert shape("neat-packing-sdpa-liger-no-gc", limit=None)[:2] == (4, 2048)  # CPU: no GPU memory to size by
+    no_gc = bench.modelled_peak(bench.variant_by_name("neat-packing-sdpa-liger-no-gc"), arch, packs, 2048)
+    assert no_gc == fits - estimate.FIXED_OVERHEAD  # what max_memory_allocated can see: no CUDA context
+    checkpointed = bench.modelled_peak(bench.variant_by_name("neat-packing-sdpa-liger"), arch, packs, 2048)
+    assert checkpointed < no_gc / 2
     assert shape("neat-packing-sdpa-liger-no-gc", limit=10 * estimate.GIB)[0] == 0  # not one pack: skipped
 
 

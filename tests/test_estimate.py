@@ -166,9 +166,9 @@ def test_activation_memory_with_checkpointing_off_and_offloaded_by_hand():
 
 @pytest.mark.slow
 def test_the_memory_model_is_within_a_quarter_of_the_measured_step_peak_on_cpu(tmp_path):
-    """benchmarks/activation_memory.py: one LoRA forward and backward pass on CPU in bf16, peak bytes measured by
+    """benchmarks/activation_memory.py: one LoRA step on CPU as the trainer runs it in bf16, peak bytes measured by
     PyTorch's profiler, against the memory model's activations and logits. The tiny Qwen3 (logits dominate) with
-    gradient checkpointing on and off must be within 25%; the wider shape (layers dominate) is reported."""
+    gradient checkpointing on and off, and the wider shape (layers dominate) without it, must be within 25%."""
     out = tmp_path / "memory.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "activation_memory.py"), "--out", str(out)],
@@ -180,7 +180,9 @@ def test_the_memory_model_is_within_a_quarter_of_the_measured_step_peak_on_cpu(t
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["shape"], r["activations"]): r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
     assert set(rows) == {(s, a) for s in ("tiny", "wide") for a in ("checkpointed", "kept")}
-    for activations in ("kept", "checkpointed"):
-        ratio = rows[("tiny", activations)]["modelled_over_measured"]
-        assert 0.75 <= ratio <= 1.25, (activations, ratio, done.stdout)
+    for shape, activations in (("tiny", "kept"), ("tiny", "checkpointed"), ("wide", "kept")):
+        ratio = rows[(shape, activations)]["modelled_over_measured"]
+        assert 0.75 <= ratio <= 1.25, (shape, activations, ratio, done.stdout)
+    # checkpointing: the model adds the logits and the recomputed layer, whose peaks do not coincide (on the safe side)
+    assert rows[("wide", "checkpointed")]["modelled_over_measured"] >= 1.0
     assert rows[("wide", "kept")]["measured_bytes"] > 2 * rows[("wide", "checkpointed")]["measured_bytes"]

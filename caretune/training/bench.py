@@ -425,6 +425,25 @@ def requested_variants(variants: list[str] | None) -> list[tuple[str, float | No
     return sorted(parsed, key=lambda item: item[0] == COMPILE_BEST)
 
 
+def memory_settings(variant: Variant) -> dict:
+    """estimate.memory_breakdown's settings for one variant on the bench's single GPU (no DeepSpeed)."""
+    return {
+        "gpus": 1,
+        "lora_rank": 8,
+        "zero_stage": 0,
+        "offload": False,
+        "fused_cross_entropy": variant.liger,
+        "activations": variant.activations,
+    }
+
+
+def modelled_peak(variant: Variant, arch: estimate.Arch, batch: int, cutoff_len: int) -> int:
+    """The memory model's bytes for one step of `batch` full rows or packs, less its allowance for the CUDA context
+    (which a measured `max_memory_allocated` does not see)."""
+    total = estimate.memory_breakdown(arch, micro_batch_tokens=batch * cutoff_len, **memory_settings(variant))["total"]
+    return total - estimate.FIXED_OVERHEAD
+
+
 def step_shape(
     variant: Variant, arch: estimate.Arch, micro_batch: int, pack_batch: int, cutoff_len: int, memory_limit: int | None
 ) -> tuple[int, int, str]:
@@ -436,15 +455,7 @@ def step_shape(
     if variant.long_pack:
         return 1, FA2_LONG_PACK, f"one {FA2_LONG_PACK}-token pack (FlashAttention-2 neat packing takes one per device)"
     if variant.activations == "kept" and memory_limit:
-        memory = {
-            "gpus": 1,
-            "lora_rank": 8,
-            "zero_stage": 0,
-            "offload": False,
-            "fused_cross_entropy": variant.liger,
-            "activations": "kept",
-        }
-        fits = largest_micro_batch(arch, cutoff_len, memory_limit, memory)
+        fits = largest_micro_batch(arch, cutoff_len, memory_limit, memory_settings(variant))
         return fits, cutoff_len, f"the most packs the memory model fits in {memory_limit / estimate.GIB:.1f} GiB"
     return pack_batch, cutoff_len, "--pack-batch"
 
@@ -548,6 +559,7 @@ def run_bench(
             "cutoff_len": variant_cutoff,
             "sized_by": sized_by,
             "time_budget_s": budget or time_budget,
+            "modelled_peak_bytes": modelled_peak(variant, arch, batch, variant_cutoff) if batch else None,
         }
         report["variants"].append(entry)
         reason = unavailable(variant, cuda) or (None if batch else f"not one pack fits by {sized_by}")
@@ -731,6 +743,8 @@ def format_report(report: dict) -> str:
             continue
         memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
         where = "GPU" if v["peak_memory_bytes"] else "RSS"
+        if v["peak_memory_bytes"] and v.get("modelled_peak_bytes"):
+            where += f" (model: {v['modelled_peak_bytes'] / estimate.GIB:.1f})"
         mfu = f"{v['mfu']:.1%} / {v['hfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
         losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
         check = v.get("loss_check")
