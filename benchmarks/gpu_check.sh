@@ -16,8 +16,9 @@
 #      flash-attn is absent or does not import);
 #    - compile-best: torch_compile on the fastest of those (COMPILE_S).
 #    Each variant's mean loss is compared with the baseline's (OUT_DIR/bench.json, bench.md, logs);
-# 4. `caretune plan --bench` of the full data (multi-med 500,000 + huatuo2-sft 142,248 rows) on 4 GPUs,
-#    token lengths from the shipped sample (OUT_DIR/plan.json, plan.txt).
+# 4. `caretune plan --bench` of the full data (multi-med 500,000 + huatuo2-sft 142,248 rows) on 4 GPUs at the
+#    default recipe's measured rate: multi-med's token lengths from the real ChatMed shard's profile, huatuo2-sft's
+#    resampled from the shipped sample to the full count, so packs fill as on the full data (OUT_DIR/plan.json, plan.txt).
 # The whole check stops within TOTAL_S (570) seconds: the bench gets what is left after PLAN_RESERVE_S (60).
 #
 # DRY_RUN=1 runs the same path on CPU with the tiny Qwen3 and the variants without Liger (`make gpu-check-dry`,
@@ -141,7 +142,8 @@ if dry_run:  # the default recipe on the tiny Qwen3, without Liger, as the dry r
     args["enable_liger_kernel"] = False
 (work / "recipe.yaml").write_text(yaml.safe_dump(args, sort_keys=False), encoding="utf-8")
 EOF
-plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}")
+# multi-med's lengths from the real ChatMed shard's profile; huatuo2-sft's resampled from the shipped sample
+plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}" --lengths multi-med=chatmed)
 [ -f "$OUT_DIR/bench.json" ] && plan_args+=(--bench "$OUT_DIR/bench.json")
 "${CARETUNE[@]}" plan "${plan_args[@]}" --json > "$OUT_DIR/plan.json"
 plan_status=$?

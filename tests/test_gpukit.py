@@ -159,5 +159,7 @@ def test_make_gpu_check_dry_runs_the_whole_script_on_cpu(tmp_path):
     assert "| neat-packing-sdpa-no-gc | 4 x 512 |" in (out / "bench.md").read_text(encoding="utf-8")
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
     assert {d["name"]: d["rows"] for d in plan["datasets"]} == {"multi-med": 500_000, "huatuo2-sft": 142_248}
+    sources = {d["name"]: d["lengths_from"] for d in plan["datasets"]}
+    assert sources["multi-med"] == "profile chatmed" and sources["huatuo2-sft"].startswith("resampled from")
     assert plan["gpus"] == 4 and str(out / "bench.json") in plan["throughput"]["source"]
     assert "gpu-check" in done.stdout and "done in" in done.stdout

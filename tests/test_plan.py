@@ -190,6 +190,45 @@ def test_plan_takes_the_bench_variant_that_trains_as_the_recipe_does(workspace, 
         load_bench(str(bench), replace(settings, unsloth_gc=True), arch)
 
 
+def test_an_extrapolated_plan_packs_as_many_rows_as_it_plans_for(workspace, monkeypatch):
+    """With --rows past the rows tokenized, the lengths are resampled to the planned count (at most
+    PLANNED_LENGTHS_CAP a dataset) before packing: a few converted rows no longer pack into half-empty packs."""
+    from caretune.training.plan import PLANNED_LENGTHS_CAP
+
+    monkeypatch.chdir(workspace)
+    shard = make_plan(FAST, gpus=4, gpu_name="h800")
+    full = make_plan(FAST, gpus=4, gpu_name="h800", rows_override={"multi-med": 500_000, "huatuo2-sft": 142_248})
+    assert shard.pack_fill < 0.7  # 116 rows in 16 preprocessing shards
+    assert full.pack_fill > 0.95
+    assert [d.lengths for d in full.datasets] == [PLANNED_LENGTHS_CAP, PLANNED_LENGTHS_CAP]
+    assert all(d.lengths_from.startswith(f"resampled from {d.tokenized} tokenized rows") for d in full.datasets)
+    assert [d.lengths_from for d in shard.datasets] == ["tokenized", "tokenized"]
+    # the real tokens per row are the shard's: only the packing changed
+    per_row_shard = shard.real_tokens_per_epoch / shard.rows
+    assert full.real_tokens_per_epoch / full.rows == pytest.approx(per_row_shard, rel=0.05)
+    assert full.wall_seconds < 0.75 * full.rows / shard.rows * shard.wall_seconds
+
+
+def test_a_length_profile_stands_in_for_a_datasets_rows(workspace, monkeypatch, tmp_path):
+    from caretune.training.bench import load_profile
+
+    monkeypatch.chdir(workspace)
+    profiled = make_plan(
+        FAST, gpus=4, gpu_name="h800", rows_override={"multi-med": 500_000}, length_profiles={"multi-med": "chatmed"}
+    )
+    multi_med = profiled.datasets[0]
+    assert multi_med.rows == multi_med.rows_kept == 500_000 and multi_med.lengths_from == "profile chatmed"
+    chatmed = load_profile("chatmed")
+    assert profiled.length_quantiles[50] == pytest.approx(chatmed[50], rel=0.35)  # mixed with huatuo2-sft's rows
+    with pytest.raises(PlanError, match="--lengths names nope, not a dataset of"):
+        make_plan(FAST, gpus=4, gpu_name="h800", length_profiles={"nope": "chatmed"})
+    with pytest.raises(PlanError, match="no length profile 'elsewhere'"):
+        make_plan(FAST, gpus=4, gpu_name="h800", length_profiles={"multi-med": "elsewhere"})
+    done = CliRunner().invoke(main, ["plan", FAST, "--rows", "multi-med=500000", "--lengths", "multi-med=chatmed", "--no-cache"])
+    assert done.exit_code == 0, done.output
+    assert "lengths: profile chatmed" in done.output
+
+
 def test_plan_errors_name_the_file(workspace, monkeypatch, tmp_path):
     monkeypatch.chdir(workspace)
     bad = tmp_path / "full.yaml"
@@ -248,7 +287,8 @@ def test_greedy_packs_are_llamafactorys_greedy_knapsack():
 def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     """`caretune plan --json` of both Qwen3-8B recipes on the shipped sample, byte for byte as stored in
     tests/data (written before the plan became a dataclass; since 2026-12-01 the throughput holds MFU and HFU
-    apart, the old `mfu` being the HFU)."""
+    apart, the old `mfu` being the HFU; since 2026-12-02 each dataset says where its lengths come from, and the
+    unfused logits take 12 bytes)."""
     monkeypatch.chdir(workspace)
     plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
     stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")

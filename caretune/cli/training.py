@@ -105,6 +105,16 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
     return rows
 
 
+def _profiles_option(values: tuple[str, ...]) -> dict[str, str]:
+    profiles = {}
+    for value in values:
+        name, _, profile = value.partition("=")
+        if not name or not profile:
+            raise click.BadParameter(f"{value!r}: expected DATASET=PROFILE, e.g. multi-med=chatmed", param_hint="--lengths")
+        profiles[name] = profile
+    return profiles
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -123,6 +133,14 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
     multiple=True,
     metavar="DATASET=N",
     help="Plan for N rows of DATASET (e.g. the full set when only a shard is converted).",
+)
+@click.option(
+    "--lengths",
+    "lengths",
+    multiple=True,
+    metavar="DATASET=PROFILE",
+    help="Draw DATASET's row lengths from a length profile (a shipped one such as chatmed, measured on the real "
+    "ChatMed shard, or a `caretune plan --json` file) instead of tokenizing its rows; with --rows for its size.",
 )
 @click.option(
     "--bench",
@@ -157,10 +175,12 @@ def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
     show_default=True,
     help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
 )
-def plan(recipe, gpus, gpu_name, sample, rows, bench, hfu, mfu, attention, as_json, use_cache):
+def plan(recipe, gpus, gpu_name, sample, rows, lengths, bench, hfu, mfu, attention, as_json, use_cache):
     """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching.
 
-    Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass)."""
+    Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass). Planned
+    past the rows tokenized (--rows, --sample), a dataset's lengths are resampled to the planned count (at most
+    100,000) before packing, so packs fill as the full data's would."""
     from caretune.training.plan import format_plan, make_plan
     from caretune.training.recipe_writer import sized_gpus
 
@@ -170,6 +190,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, bench, hfu, mfu, attention, as_js
         gpu_name=gpu_name,
         sample=sample,
         rows_override=_rows_option(rows),
+        length_profiles=_profiles_option(lengths),
         bench=bench,
         mfu=mfu,
         hfu=hfu,

@@ -256,8 +256,10 @@ def load_bench(path: str, settings: TrainSettings, arch: estimate.Arch) -> dict:
 class DatasetRows:
     name: str
     rows: int  # counted, or given with --rows
-    tokenized: int  # rows tokenized (fewer with --sample)
+    tokenized: int  # rows tokenized (fewer with --sample; none with a length profile)
     rows_kept: int  # rows LLaMA-Factory's preprocessing keeps, scaled to `rows`
+    lengths: int  # row lengths the plan packs and pads for this dataset
+    lengths_from: str  # "tokenized", "resampled from N tokenized rows ...", or "profile NAME"
 
 
 @dataclass(frozen=True)
@@ -318,18 +320,33 @@ class Tokenized:
     scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
 
 
+PLANNED_LENGTHS_CAP = 100_000  # row lengths packed per dataset when extrapolating; the rest is scaled
+
+
 def tokenize(
-    settings: TrainSettings, recipe_path: str, sample: int | None, rows_override: dict[str, int], use_cache: bool = True
+    settings: TrainSettings,
+    recipe_path: str,
+    sample: int | None,
+    rows_override: dict[str, int],
+    use_cache: bool = True,
+    length_profiles: dict[str, str] | None = None,
 ) -> Tokenized:
-    """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it."""
+    """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it. A dataset
+    planned for more rows than were tokenized has its kept lengths resampled (seeded, with replacement) to the
+    planned count, at most PLANNED_LENGTHS_CAP, so its packs fill as the full data's would. A dataset named in
+    `length_profiles` takes its lengths from that profile (caretune.training.bench.load_profile) instead."""
     from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
     from caretune.prep.tokenizer import TokenizerError
+    from caretune.training.bench import BenchError, load_profile, sample_lengths
 
+    length_profiles = length_profiles or {}
     tokenizer = TokenizerSource(settings.model)
     cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
-    datasets, lengths = [], []
+    datasets, lengths, represented = [], [], 0.0
+    rng = random.Random(settings.seed)
     with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
+            profile = length_profiles.get(name)
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
                 data = turn_lengths(
@@ -338,26 +355,39 @@ def tokenize(
                     tokenizer,
                     scratch,
                     template=settings.template,
-                    sample=sample,
+                    sample=1 if profile else sample,  # a profile needs only the row count
                     seed=settings.seed,
                     num_proc=processes,
                     use_cache=use_cache,
                 )
                 kept = data.lengths(cutoff)
+                quantiles = load_profile(profile) if profile else None
             except TokenizerError as err:
                 raise PlanError(str(err)) from None
+            except BenchError as err:
+                raise PlanError(f"--lengths {name}={profile}: {err}") from None
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
                 raise PlanError(
                     f"{settings.dataset_dir}/{DATASET_INFO}: {name}: {type(err).__name__}: {str(err).splitlines()[0]}"
                 ) from None
             rows = rows_override.get(name, data.rows)
-            datasets.append(
-                DatasetRows(name, rows, data.tokenized, round(len(kept) * rows / data.tokenized) if data.tokenized else 0)
-            )
-            lengths.extend(kept)
+            if quantiles:
+                drawn = min(rows, PLANNED_LENGTHS_CAP)
+                planned = [min(n, cutoff) for n in sample_lengths(quantiles, drawn, settings.seed)]
+                datasets.append(DatasetRows(name, rows, 0, rows, drawn, f"profile {profile}"))
+                represented += drawn
+            else:
+                rows_kept = round(len(kept) * rows / data.tokenized) if data.tokenized else 0
+                planned, source = kept, "tokenized"
+                if rows_kept > len(kept) and kept:
+                    planned = rng.choices(kept, k=min(rows_kept, PLANNED_LENGTHS_CAP))
+                    source = f"resampled from {data.tokenized} tokenized rows ({len(kept)} kept)"
+                datasets.append(DatasetRows(name, rows, data.tokenized, rows_kept, len(planned), source))
+                represented += data.tokenized * len(planned) / len(kept) if kept else data.tokenized
+            lengths.extend(planned)
     if not lengths:
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
-    return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / sum(d.tokenized for d in datasets))
+    return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / represented)
 
 
 @dataclass(frozen=True)
@@ -433,8 +463,10 @@ def make_plan(
     hfu: float | None = None,
     attention: str | None = None,
     use_cache: bool = True,
+    length_profiles: dict[str, str] | None = None,
 ) -> Plan:
-    """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time."""
+    """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time.
+    `length_profiles`: dataset -> a length profile its rows are drawn from instead of tokenizing (tokenize)."""
     settings = read_recipe(recipe_path)
     if gpu_name not in estimate.GPUS:
         raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
@@ -444,8 +476,12 @@ def make_plan(
     unknown = sorted(set(rows_override) - set(settings.datasets))
     if unknown:
         raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
+    length_profiles = length_profiles or {}
+    unknown = sorted(set(length_profiles) - set(settings.datasets))
+    if unknown:
+        raise PlanError(f"--lengths names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
 
-    data = tokenize(settings, recipe_path, sample, rows_override, use_cache)
+    data = tokenize(settings, recipe_path, sample, rows_override, use_cache, length_profiles)
     attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")
     epoch = replay(settings, data.lengths, attention)
     real = sum(data.lengths)
@@ -598,7 +634,8 @@ def format_plan(plan: Plan) -> str:
     for d in plan.datasets:
         lines.append(
             f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
-            + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows else "")
+            + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows and d.lengths_from == "tokenized" else "")
+            + (f" (lengths: {d.lengths_from}, {d.lengths:,} drawn)" if d.lengths_from != "tokenized" else "")
         )
     q = plan.length_quantiles
     lines += [
