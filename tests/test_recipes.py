@@ -4,6 +4,7 @@ DeepSpeed's own parsers on every file, and the generator's numbers checked on wh
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,29 @@ def test_recipes_new_refuses_a_world_past_the_ceiling(tmp_path):
     assert f"--nodes 16 x --gpus 8 = 128 GPUs, more than {recipes.MAX_GPUS}" in done.output
     with pytest.raises(recipes.RecipeError, match="128 GPUs"):
         recipes.sized_recipe("x", "Qwen/Qwen3-8B", 8, "h100", nodes=16)
+
+
+@pytest.mark.parametrize(
+    "activations, compiled, keys",
+    [
+        ("kept", False, {"disable_gradient_checkpointing": True, "gradient_checkpointing": False}),
+        ("offloaded", False, {"use_unsloth_gc": True, "gradient_checkpointing": True}),
+        ("checkpointed", True, {"torch_compile": True, "gradient_checkpointing": True}),
+    ],
+)
+def test_a_speed_variant_is_one_field_of_the_generator_and_plan_reads_it_back(tmp_path, monkeypatch, activations, compiled, keys):
+    """The GPU check's variants map onto the default recipe through ModelRecipe fields; `caretune plan` reads the
+    written keys back as the same variant."""
+
+    from caretune.training.plan import read_recipe
+    from tests.helpers import converted_workspace
+
+    recipe = replace(recipes.QWEN3_8B, activations=activations, torch_compile=compiled)
+    text = recipes.folder_files(recipe)["lora_sft.yaml"]
+    args = yaml.safe_load(text)
+    assert {key: args.get(key) for key in keys} == keys
+    workspace = converted_workspace(tmp_path)
+    monkeypatch.chdir(workspace)
+    (workspace / "variant.yaml").write_text(text, encoding="utf-8")
+    settings = read_recipe("variant.yaml")
+    assert settings.activations == activations and settings.torch_compile == compiled

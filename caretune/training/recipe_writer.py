@@ -76,6 +76,8 @@ class ModelRecipe:
     flash_attn: str | None = None  # LLaMA-Factory's `flash_attn`; None leaves its default (auto)
     template: str = TEMPLATE
     nodes: int = 1
+    activations: str = "checkpointed"  # estimate.ACTIVATION_MODES: gradient checkpointing, none, use_unsloth_gc
+    torch_compile: bool = False
 
     @property
     def world_size(self) -> int:
@@ -203,9 +205,14 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
         speed.append(
             ("enable_liger_kernel", True, "fused linear cross-entropy: no full logits in memory (pip install liger-kernel)")
         )
+    if recipe.activations == "kept":
+        speed.append(("disable_gradient_checkpointing", True, "every layer's activations kept: faster, more memory"))
+    if recipe.activations == "offloaded":
+        speed.append(("use_unsloth_gc", True, "checkpointed activations wait in host memory"))
     packing = (
         [("neat_packing", True, "rows packed without padding; attention stays within each row")] if recipe.neat_packing else []
     )
+    compiled = [("torch_compile", True, "")] if recipe.torch_compile else []
     schedule = (
         [("num_train_epochs", recipe.num_train_epochs, "")]
         if recipe.num_train_epochs is not None
@@ -256,7 +263,8 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
                 ("lr_scheduler_type", "cosine", ""),
                 ("warmup_ratio", 0.1, ""),
                 ("bf16", recipe.bf16, ""),
-                ("gradient_checkpointing", recipe.gpus > 1, ""),
+                ("gradient_checkpointing", recipe.gpus > 1 and recipe.activations != "kept", ""),
+                *compiled,
                 ("ddp_timeout", 180000000, ""),
                 ("seed", 42, ""),
             ],
