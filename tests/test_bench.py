@@ -7,25 +7,26 @@ import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
+from caretune.prep import profiles
 from caretune.training import bench
 
 
 def test_sampled_lengths_follow_the_profile():
-    quantiles = bench.load_profile("chatmed")
-    lengths = sorted(bench.sample_lengths(quantiles, 20_000))
+    quantiles = profiles.load_profile("chatmed")
+    lengths = sorted(profiles.sample_lengths(quantiles, 20_000, bench.SEED))
     for q in (10, 50, 90):
         assert abs(lengths[len(lengths) * q // 100] - quantiles[q]) <= 3, q
     assert quantiles[0] <= lengths[0] and lengths[-1] <= quantiles[100]
-    assert bench.sample_lengths(quantiles, 50) == bench.sample_lengths(quantiles, 50)  # seeded
+    assert profiles.sample_lengths(quantiles, 50, 7) == profiles.sample_lengths(quantiles, 50, 7)  # seeded
 
 
 def test_profile_errors(tmp_path):
-    with pytest.raises(bench.BenchError, match="no length profile 'nope'"):
-        bench.load_profile("nope")
+    with pytest.raises(profiles.ProfileError, match="no length profile 'nope'"):
+        profiles.load_profile("nope")
     not_a_plan = tmp_path / "plan.json"
     not_a_plan.write_text("{}", encoding="utf-8")
-    with pytest.raises(bench.BenchError, match="not a `caretune plan --json` output"):
-        bench.load_profile(str(not_a_plan))
+    with pytest.raises(profiles.ProfileError, match="not a `caretune plan --json` output"):
+        profiles.load_profile(str(not_a_plan))
     with pytest.raises(bench.BenchError, match="unknown variant"):
         bench.variant_by_name("padding-eager")
     assert len({v.name for v in bench.ALL_VARIANTS}) == 8
@@ -172,7 +173,7 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
 
     tokenizer, _ = load_qwen3_tokenizer(None)
     overhead = bench.template_overhead(tokenizer)
-    targets = bench.sample_lengths(bench.load_profile("chatmed"), 40)
+    targets = profiles.sample_lengths(profiles.load_profile("chatmed"), 40, bench.SEED)
     (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
     data = turn_lengths(

@@ -162,7 +162,7 @@ def test_package_data_is_found_from_a_non_editable_install(tmp_path):
         "import caretune, json; from pathlib import Path\n"
         "assert Path(caretune.__file__).is_relative_to(Path(__import__('sys').argv[1])), caretune.__file__\n"
         "from caretune.evaluation.evaluate import EMERGENCY_FILE, register_emergency_set\n"
-        "from caretune.training.bench import load_profile\n"
+        "from caretune.prep.profiles import load_profile\n"
         "assert len(json.loads(EMERGENCY_FILE.read_text(encoding='utf-8'))) == 22 and len(load_profile('chatmed')) == 101\n"
         "register_emergency_set(Path('.'))\n"
         "entry = json.loads(Path('dataset_info.json').read_text(encoding='utf-8'))['medical-emergency']\n"

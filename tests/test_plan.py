@@ -210,7 +210,7 @@ def test_an_extrapolated_plan_packs_as_many_rows_as_it_plans_for(workspace, monk
 
 
 def test_a_length_profile_stands_in_for_a_datasets_rows(workspace, monkeypatch, tmp_path):
-    from caretune.training.bench import load_profile
+    from caretune.prep.profiles import load_profile
 
     monkeypatch.chdir(workspace)
     profiled = make_plan(

@@ -21,14 +21,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from importlib.resources import files
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.prep.profiles import load_profile, sample_lengths
 from caretune.training import estimate
 from converters.errors import UserError
 
-PROFILES = Path(str(files("caretune") / "data" / "length_profiles.json"))  # package data, any install
 TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
 SEED = 20261125
 FLASH_ATTN_NOTE = "CARETUNE_GPU_KIT_MANIFEST"  # set by gpu_check.sh: the kit.json that says why flash-attn is absent
@@ -129,35 +128,6 @@ def flash_attn_absence() -> str:
         except (json.JSONDecodeError, KeyError, TypeError):
             pass
     return "`pip install flash-attn` against this machine's torch and CUDA"
-
-
-def load_profile(name_or_plan: str) -> list[int]:
-    """Length quantiles p0..p100: a shipped profile by name, or `length_quantiles` of a `caretune plan --json` file."""
-    if Path(name_or_plan).is_file():
-        try:
-            quantiles = json.loads(Path(name_or_plan).read_text(encoding="utf-8"))["length_quantiles"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise BenchError(f"{name_or_plan}: not a `caretune plan --json` output ({err})") from None
-    else:
-        profiles = json.loads(PROFILES.read_text(encoding="utf-8"))
-        if name_or_plan not in profiles:
-            raise BenchError(f"no length profile {name_or_plan!r}; one of {', '.join(profiles)}, or a plan JSON file")
-        quantiles = profiles[name_or_plan]["quantiles"]
-    if len(quantiles) != 101 or quantiles != sorted(quantiles) or quantiles[0] < 1:
-        raise BenchError(f"{name_or_plan}: length quantiles must be 101 ascending positive integers")
-    return quantiles
-
-
-def sample_lengths(quantiles: list[int], count: int, seed: int = SEED) -> list[int]:
-    """Row lengths drawn from the quantile function (linear between percentiles)."""
-    rng = random.Random(seed)
-    lengths = []
-    for _ in range(count):
-        position = rng.random() * 100
-        low = int(position)
-        high = min(low + 1, 100)
-        lengths.append(round(quantiles[low] + (quantiles[high] - quantiles[low]) * (position - low)))
-    return lengths
 
 
 def synthetic_rows(lengths: list[int], overhead: int, seed: int = SEED) -> list[dict]:
@@ -510,7 +480,7 @@ def run_bench(
         + [math.ceil(batch * cutoff / mean_length) for batch, cutoff, _ in shapes.values()]
     )
     rows_needed = (steps + warmup + 2) * rows_per_step
-    lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5))]
+    lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5), SEED)]
     dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
     report = {
         "device": device,

@@ -334,10 +334,10 @@ def tokenize(
     """Every dataset of the recipe tokenized (or sampled) as LLaMA-Factory's preprocessing keeps it. A dataset
     planned for more rows than were tokenized has its kept lengths resampled (seeded, with replacement) to the
     planned count, at most PLANNED_LENGTHS_CAP, so its packs fill as the full data's would. A dataset named in
-    `length_profiles` takes its lengths from that profile (caretune.training.bench.load_profile) instead."""
+    `length_profiles` takes its lengths from that profile (caretune.prep.profiles) instead."""
     from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
+    from caretune.prep.profiles import ProfileError, load_profile, sample_lengths
     from caretune.prep.tokenizer import TokenizerError
-    from caretune.training.bench import BenchError, load_profile, sample_lengths
 
     length_profiles = length_profiles or {}
     tokenizer = TokenizerSource(settings.model)
@@ -364,7 +364,7 @@ def tokenize(
                 quantiles = load_profile(profile) if profile else None
             except TokenizerError as err:
                 raise PlanError(str(err)) from None
-            except BenchError as err:
+            except ProfileError as err:
                 raise PlanError(f"--lengths {name}={profile}: {err}") from None
             except Exception as err:  # LLaMA-Factory's own error, with the dataset named
                 raise PlanError(
