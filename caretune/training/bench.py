@@ -532,7 +532,9 @@ def run_bench(
             "modelled_peak_bytes": modelled_peak(variant, arch, batch, variant_cutoff) if batch else None,
         }
         report["variants"].append(entry)
-        reason = unavailable(variant, cuda) or (None if batch else f"not one pack fits by {sized_by}")
+        reason = unavailable(variant, cuda) or (
+            None if batch else f"the memory model fits not one {variant_cutoff}-token pack in this GPU's memory"
+        )
         if reason:
             entry["skipped"] = reason
             log(f"bench: {variant.name}: skipped ({reason})")
