@@ -33,7 +33,8 @@ def test_profile_errors(tmp_path):
 
 
 def test_speed_variants_are_named_by_suffixes_and_train_as_named(tmp_path):
-    for name in (*bench.SPEED_VARIANTS[:-1], "padding-sdpa-unsloth-gc-compile", "neat-packing-sdpa-no-gc-long-pack"):
+    speed = ("neat-packing-sdpa-liger-no-gc", "neat-packing-sdpa-liger-unsloth-gc", "neat-packing-fa2-liger-long-pack")
+    for name in (*speed, "padding-sdpa-unsloth-gc-compile", "neat-packing-sdpa-no-gc-long-pack"):
         assert bench.variant_by_name(name).name == name
     with pytest.raises(bench.BenchError, match="one long pack needs neat packing"):
         bench.variant_by_name("padding-sdpa-long-pack")

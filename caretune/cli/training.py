@@ -77,7 +77,7 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
     recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
     written = write_new_folder(recipe, folder, overwrite)
     world = recipe.world_size
-    effective = recipe.per_device_train_batch_size * world * recipe.gradient_accumulation_steps
+    effective = recipe.packs_per_step
     click.echo(f"wrote {', '.join(written)}")
     click.echo(
         f"sized for {f'{nodes} nodes x ' if nodes > 1 else ''}{gpus} x {gpu_name}: "
@@ -95,24 +95,24 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
         click.echo(f"train on each node: {multi_node_env(recipe)}caretune train {folder / 'lora_sft.yaml'}")
 
 
-def _rows_option(values: tuple[str, ...]) -> dict[str, int]:
-    rows = {}
+def _per_dataset(values: tuple[str, ...], option: str, expected: str, convert=str) -> dict:
+    """`DATASET=VALUE` options as {dataset: convert(VALUE)}; `convert` raises ValueError on a bad value."""
+    parsed = {}
     for value in values:
-        name, _, count = value.partition("=")
-        if not name or not count.isdigit() or int(count) < 1:
-            raise click.BadParameter(f"{value!r}: expected DATASET=ROWS, e.g. multi-med=500000", param_hint="--rows")
-        rows[name] = int(count)
-    return rows
+        name, _, given = value.partition("=")
+        try:
+            if not name or not given:
+                raise ValueError
+            parsed[name] = convert(given)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected {expected}", param_hint=option) from None
+    return parsed
 
 
-def _profiles_option(values: tuple[str, ...]) -> dict[str, str]:
-    profiles = {}
-    for value in values:
-        name, _, profile = value.partition("=")
-        if not name or not profile:
-            raise click.BadParameter(f"{value!r}: expected DATASET=PROFILE, e.g. multi-med=chatmed", param_hint="--lengths")
-        profiles[name] = profile
-    return profiles
+def _row_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(text)
+    return int(text)
 
 
 @main.command()
@@ -189,8 +189,8 @@ def plan(recipe, gpus, gpu_name, sample, rows, lengths, bench, hfu, mfu, attenti
         gpus=gpus or sized_gpus(recipe) or 1,
         gpu_name=gpu_name,
         sample=sample,
-        rows_override=_rows_option(rows),
-        length_profiles=_profiles_option(lengths),
+        rows_override=_per_dataset(rows, "--rows", "DATASET=ROWS, e.g. multi-med=500000", _row_count),
+        length_profiles=_per_dataset(lengths, "--lengths", "DATASET=PROFILE, e.g. multi-med=chatmed"),
         bench=bench,
         mfu=mfu,
         hfu=hfu,

@@ -67,13 +67,6 @@ class Variant:
 ALL_VARIANTS = [
     Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2") for liger in (False, True)
 ]
-# the GPU check's speed variants, after the default recipe's own (neat-packing-sdpa-liger) as the baseline
-SPEED_VARIANTS = (
-    "neat-packing-sdpa-liger-no-gc",  # at the most packs the memory model fits without checkpointing
-    "neat-packing-sdpa-liger-unsloth-gc",
-    "neat-packing-fa2-liger-long-pack",
-    COMPILE_BEST,
-)
 
 
 def variant_by_name(name: str) -> Variant:
@@ -522,13 +515,14 @@ def run_bench(
         else:
             variant, shape = variant_by_name(name), shapes[name]
         batch, variant_cutoff, sized_by = shape
+        budget = budget or time_budget
         entry = {
             "name": variant.name,
             **asdict(variant),
             "batch": batch,
             "cutoff_len": variant_cutoff,
             "sized_by": sized_by,
-            "time_budget_s": budget or time_budget,
+            "time_budget_s": budget,
             "modelled_peak_bytes": modelled_peak(variant, arch, batch, variant_cutoff) if batch else None,
         }
         report["variants"].append(entry)
@@ -539,7 +533,7 @@ def run_bench(
             entry["skipped"] = reason
             log(f"bench: {variant.name}: skipped ({reason})")
         else:
-            runner.run(variant, entry, batch, variant_cutoff, budget or time_budget)
+            runner.run(variant, entry, batch, variant_cutoff, budget)
         compare_losses(report)
         if on_update:
             on_update(report)

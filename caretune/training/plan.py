@@ -472,14 +472,11 @@ def make_plan(
         raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
     gpu = estimate.GPUS[gpu_name]
     arch, arch_source = resolve_arch(settings.model)
-    rows_override = rows_override or {}
-    unknown = sorted(set(rows_override) - set(settings.datasets))
-    if unknown:
-        raise PlanError(f"--rows names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
-    length_profiles = length_profiles or {}
-    unknown = sorted(set(length_profiles) - set(settings.datasets))
-    if unknown:
-        raise PlanError(f"--lengths names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
+    rows_override, length_profiles = rows_override or {}, length_profiles or {}
+    for option, given in (("--rows", rows_override), ("--lengths", length_profiles)):
+        unknown = sorted(set(given) - set(settings.datasets))
+        if unknown:
+            raise PlanError(f"{option} names {', '.join(unknown)}, not a dataset of {recipe_path} ({','.join(settings.datasets)})")
 
     data = tokenize(settings, recipe_path, sample, rows_override, use_cache, length_profiles)
     attention = attention or ("fa2" if settings.flash_attn == "fa2" else "sdpa")

@@ -84,6 +84,11 @@ class ModelRecipe:
         """GPUs (processes) in all: nodes x GPUs per node."""
         return self.nodes * self.gpus
 
+    @property
+    def packs_per_step(self) -> int:
+        """Rows or packs per optimizer step: per device x GPUs in all x accumulation."""
+        return self.per_device_train_batch_size * self.world_size * self.gradient_accumulation_steps
+
     def path(self, task: str) -> str:
         """Repository-relative path of this folder's recipe for `task`."""
         return f"{RECIPES_DIR}/{self.folder}/{task}.yaml"
@@ -167,7 +172,7 @@ def _template_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
 def effective_batch(recipe: ModelRecipe) -> str:
     """The derived-numbers comment of `gradient_accumulation_steps`."""
     where = "GPUs" if recipe.world_size > 1 else "process"
-    total = recipe.per_device_train_batch_size * recipe.world_size * recipe.gradient_accumulation_steps
+    total = recipe.packs_per_step
     text = (
         f"effective batch = {recipe.per_device_train_batch_size} x {recipe.world_size} {where} x "
         f"{recipe.gradient_accumulation_steps} = {total}"
@@ -477,7 +482,7 @@ def recipes_readme() -> str:
     rows = [
         f"| `{recipe.path(recipe.train_task)}` | {recipe.model} | {recipe.world_size} | "
         f"{recipe.per_device_train_batch_size} {'packs' if recipe.neat_packing else 'rows'} | "
-        f"{recipe.per_device_train_batch_size * recipe.world_size * recipe.gradient_accumulation_steps} | "
+        f"{recipe.packs_per_step} | "
         f"{Path(recipe.deepspeed).name if recipe.deepspeed else 'off'} | {attention[recipe.flash_attn]} | "
         f"{'Liger' if recipe.liger else 'none'} |"
         for recipe in (*MODELS, *EXTRA_TRAININGS)
@@ -661,7 +666,7 @@ DEEPSPEED_BY_MEMORY = ((2, False, "ds_z2.json"), (3, False, "ds_z3.json"), (3, T
 
 def target_effective_batch() -> int:
     """Packs per optimizer step that `recipes new` keeps: the shipped Qwen3-8B recipe's."""
-    return QWEN3_8B.per_device_train_batch_size * QWEN3_8B.world_size * QWEN3_8B.gradient_accumulation_steps
+    return QWEN3_8B.packs_per_step
 
 
 def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE, nodes: int = 1) -> ModelRecipe:
