@@ -1,5 +1,6 @@
 """Shared constants: the one definition of every name, prompt and number used in more than one place."""
 
+from caretune.thinking import REASONING_TEMPLATE
 from converters.names import (  # noqa: F401  (re-exported: the converters own these names)
     CHATMED_DATASET,
     CHATMED_EVAL_DATASET,
@@ -15,8 +16,9 @@ DATASET_INFO = "dataset_info.json"
 DEFAULT_EVAL_SIZE = 500
 MAX_EVAL_FRACTION = 0.1
 
-# LLaMA-Factory template and sequence budget shared by check, recipes and chat.
-TEMPLATE = "qwen3_nothink"
+# LLaMA-Factory template (Qwen3's reasoning template, non-thinking: caretune/thinking.py) and sequence budget
+# shared by check, recipes and chat.
+TEMPLATE = REASONING_TEMPLATE
 CUTOFF_LEN = 2048
 
 BASE_MODEL = "Qwen/Qwen3-8B"

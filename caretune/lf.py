@@ -73,16 +73,36 @@ def quiet() -> Iterator[None]:
             del os.environ["LLAMAFACTORY_VERBOSITY"]
 
 
+def settle_logging() -> None:
+    """LLaMA-Factory's log handler writes to whatever stdout was when it was set up: set it up on the real stdout
+    (so a later redirected or closed stdout cannot break its warnings), and drop its suggestion to add the
+    `_nothink` suffix, which does not apply to a hybrid Qwen3 (caretune.thinking)."""
+    import logging
+
+    from caretune.thinking import REASONING_TEMPLATE_WARNING
+
+    with quiet():
+        from llamafactory.extras.logging import get_logger
+
+    get_logger("llamafactory")  # configures the library's handler now
+    for handler in logging.getLogger("llamafactory").handlers:
+        if not any(getattr(f, "caretune", False) for f in handler.filters):
+            drop = logging.Filter()
+            drop.filter = lambda record: REASONING_TEMPLATE_WARNING not in str(record.msg)
+            drop.caretune = True
+            handler.addFilter(drop)
+
+
 # ---------------------------------------------------------------- data
 
 
-def chat_template(tokenizer, template):
-    """LLaMA-Factory's chat template object for a template name or a DataArguments (it also fixes the
-    tokenizer's special tokens, as training does)."""
+def chat_template(tokenizer, template, **data_kwargs):
+    """LLaMA-Factory's chat template object for a template name (with DataArguments keys such as
+    enable_thinking) or a DataArguments (it also fixes the tokenizer's special tokens, as training does)."""
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
-    data_args = DataArguments(template=template) if isinstance(template, str) else template
+    data_args = DataArguments(template=template, **data_kwargs) if isinstance(template, str) else template
     return get_template_and_fix_tokenizer(tokenizer, data_args)
 
 

@@ -1,5 +1,5 @@
 """One prompt layout: a ChatMed training row, a held-out row as `predict` feeds it, and a chat/API request
-render the same system and user parts through LLaMA-Factory's own qwen3_nothink template."""
+render the same system and user parts through LLaMA-Factory's own qwen3 template (non-thinking)."""
 
 import copy
 import tempfile
@@ -50,14 +50,19 @@ def _templates():
     train = _recipe("lora_sft")
     predict = _recipe("predict")
     chat = _recipe("chat")
-    assert train["template"] == predict["template"] == chat["template"] == "qwen3_nothink"
+    assert train["template"] == predict["template"] == chat["template"] == "qwen3"
+    assert train["enable_thinking"] is predict["enable_thinking"] is chat["enable_thinking"] is False
     # LLaMA-Factory hands out one shared Template object per name and sets default_system on it: copy each
-    train_template = copy.deepcopy(get_template_and_fix_tokenizer(tokenizer, DataArguments(template=train["template"])))
+    train_template = copy.deepcopy(
+        get_template_and_fix_tokenizer(tokenizer, DataArguments(template=train["template"], enable_thinking=False))
+    )
     train_template.name = train["template"]
-    train_template.default_system = ""  # as in a fresh training process: qwen3_nothink registers none
+    train_template.default_system = ""  # as in a fresh training process: qwen3 registers none
     # chat and the API: no system message in the request, so the recipe's default_system applies
     chat_template = copy.deepcopy(
-        get_template_and_fix_tokenizer(tokenizer, DataArguments(template=chat["template"], default_system=chat["default_system"]))
+        get_template_and_fix_tokenizer(
+            tokenizer, DataArguments(template=chat["template"], enable_thinking=False, default_system=chat["default_system"])
+        )
     )
     assert chat["default_system"] == MEDICAL_SYSTEM_PROMPT
     return tokenizer, train_template, chat_template

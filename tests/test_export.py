@@ -4,13 +4,13 @@ import pytest
 import yaml
 
 from caretune.serving.export import (
-    EMPTY_THINK,
     NON_THINKING_BY_DEFAULT,
     THINKS_BY_DEFAULT,
     ExportError,
     non_thinking_modelfile,
     non_thinking_template,
 )
+from caretune.thinking import EMPTY_THINK
 from tests.helpers import ROOT, run_caretune
 
 
@@ -28,9 +28,12 @@ def test_modelfile_gets_the_empty_think_block_and_a_medical_system():
         '<|im_start|>assistant\n{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}"""\n'
     )
     fixed = non_thinking_modelfile(modelfile)
-    assert "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if" in fixed
+    assert "<|im_start|>assistant\n{{ if $last }}" + EMPTY_THINK + "{{ end }}{{ else if" in fixed  # the last turn only
+    assert "{{ range $i, $m := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}" in fixed
     assert 'SYSTEM """' in fixed and "医生" in fixed
     assert non_thinking_modelfile(fixed) == fixed
+    with pytest.raises(ExportError, match="not LLaMA-Factory's Qwen3 one"):
+        non_thinking_modelfile('TEMPLATE """{{ .Prompt }}"""\n')
 
 
 @pytest.mark.lf

@@ -100,8 +100,11 @@ def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     seen.clear()
     run(use_cache=False)  # --no-cache computes and does not read
     assert seen == []
-    run(template="qwen3")  # another template is another key; the entry under the old key is removed
+    run(template="qwen3_nothink")  # another template is another key; the entry under the old key is removed
+    assert seen == []
     assert len([p for p in cache_files(workspace) if p.name.startswith("multi-med-") and "eval" not in p.name]) == 1
+    run(mask_history=True)  # so are the options that move the empty think block
+    assert seen == []
     data_file = workspace / "data" / "multi-med.json"
     rows = json.loads(data_file.read_text(encoding="utf-8"))
     data_file.write_text(json.dumps(rows[:-1], ensure_ascii=False), encoding="utf-8")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.training.plan import PlanError, _duration, make_plan, read_recipe
-from tests.helpers import ROOT, convert_into, converted_workspace, tiny_recipe
+from tests.helpers import ROOT, convert_into, converted_workspace, run_caretune, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -293,3 +293,13 @@ def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
     stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")
     assert json.dumps(plan.to_json(), ensure_ascii=False, indent=2) + "\n" == stored
+
+
+@pytest.mark.slow
+def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
+    """LLaMA-Factory's log handler was first set up while plan redirected stdout to a file it then closed, so its
+    next warning (the reasoning template's `_nothink` advice) raised "--- Logging error ---" with a traceback."""
+    done = run_caretune(workspace, "plan", "recipes/qwen3-8b/lora_sft.yaml", "--json", "--no-cache")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Logging error" not in done.stderr and "_nothink" not in done.stderr, done.stderr[-2000:]
+    assert json.loads(done.stdout)["rows"] > 0

@@ -103,9 +103,30 @@ def test_dataset_file_missing_or_empty(workspace):
 
 
 def test_template_mismatch_across_the_folder(workspace):
-    edit("recipes/tiny-qwen3/chat.yaml", template="qwen3")
-    with pytest.raises(PreflightError, match=r"template is 'qwen3_nothink' but recipes/tiny-qwen3/chat\.yaml has 'qwen3'.*<think>"):
+    edit("recipes/tiny-qwen3/chat.yaml", template="chatml")
+    with pytest.raises(PreflightError, match=r"template is 'qwen3' but recipes/tiny-qwen3/chat\.yaml has 'chatml'.*<think>"):
         preflight(SFT)
+
+
+def test_a_hybrid_qwen3_is_never_put_into_thinking_mode_unasked(workspace):
+    """The old `qwen3_nothink` setup (no empty think block: the base model thinks at inference) is refused in one
+    line, in every recipe of the folder alike; --allow-thinking accepts it."""
+    for task in ("lora_sft", "predict", "chat", "export"):
+        edit(f"recipes/tiny-qwen3/{task}.yaml", template="qwen3_nothink")
+    refused = r"^[^\n]*lora_sft\.yaml: template qwen3_nothink never adds the empty think block.*--allow-thinking [^\n]*$"
+    with pytest.raises(PreflightError, match=refused):
+        preflight(SFT)
+    assert preflight(SFT, allow_thinking=True).processes == 1
+    for task in ("lora_sft", "predict", "chat", "export"):
+        edit(f"recipes/tiny-qwen3/{task}.yaml", template="qwen3", enable_thinking=True)
+    with pytest.raises(PreflightError, match=r"without enable_thinking: false puts hybrid .* into thinking mode"):
+        preflight(SFT)
+
+
+def test_history_rendered_unlike_serving_is_a_warning(workspace):
+    edit(SFT, mask_history=False)
+    notes = preflight(SFT).notes
+    assert any("mask_history is not true" in note and "set mask_history: true" in note for note in notes), notes
 
 
 def test_enable_thinking_mismatch(workspace):

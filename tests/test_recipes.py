@@ -61,7 +61,7 @@ def test_broken_rules_are_named_with_their_file(tmp_path, generated):
     root = edited_copy(
         tmp_path,
         {
-            "recipes/qwen3-8b/chat.yaml": [(r"^template: qwen3_nothink", "template: qwen3")],
+            "recipes/qwen3-8b/chat.yaml": [(r"^template: qwen3 ", "template: chatml ")],
             "recipes/qwen3-8b/lora_sft.yaml": [(r"^per_device_train_batch_size: 4", "per_device_train_batch_size: 8")],
             "recipes/qwen3-8b/predict.yaml": [
                 (r"^eval_dataset: multi-med-eval,huatuo2-eval", "eval_dataset: multi-med-eval,nope"),
@@ -88,6 +88,23 @@ def test_broken_rules_are_named_with_their_file(tmp_path, generated):
     assert len(problems) == len(expected), problems
 
 
+def test_thinking_rules_are_named_with_their_file(tmp_path, generated):
+    nothink = [(r"^template: qwen3 ", "template: qwen3_nothink ")]
+    root = edited_copy(
+        tmp_path,
+        {
+            **{f"recipes/tiny-qwen3/{task}.yaml": nothink for task in ("lora_sft", "predict", "chat", "export")},
+            "recipes/qwen3-8b/lora_sft.yaml": [(r"^mask_history: true", "mask_history: false")],
+        },
+        source=generated,
+    )
+    problems = recipes.invariant_problems(root)
+    assert len([p for p in problems if "qwen3_nothink never adds the empty think block" in p]) == 4, problems
+    assert [p for p in problems if "mask_history" in p] == [
+        next(p for p in problems if p.startswith("recipes/qwen3-8b/lora_sft.yaml: mask_history is not true"))
+    ]
+
+
 def test_recipes_keeps_your_edits_unless_told_to_overwrite(tmp_path):
     recipes.write_recipes(tmp_path)
     edited = tmp_path / "recipes" / "qwen3-8b" / "lora_sft.yaml"
@@ -104,7 +121,7 @@ def test_walkthrough_numbers_in_the_generated_qwen3_8b_recipes(generated):
     sft = yaml.safe_load((generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8"))
     assert sft["model_name_or_path"] == "Qwen/Qwen3-8B" and sft["dataset"] == "multi-med,huatuo2-sft"
     assert (sft["num_train_epochs"], sft["per_device_train_batch_size"], sft["cutoff_len"]) == (2.0, 24, 2048)
-    assert sft["lora_target"] == "all" and sft["bf16"] is True and sft["template"] == "qwen3_nothink"
+    assert sft["lora_target"] == "all" and sft["bf16"] is True and sft["template"] == "qwen3"
     assert sft["deepspeed"] == "recipes/deepspeed/ds_z2.json"
     assert not any(key in sft for key in ("neat_packing", "packing", "enable_liger_kernel", "flash_attn"))
     text = (generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml").read_text(encoding="utf-8")

@@ -70,7 +70,7 @@ def test_the_form_holds_the_recipe(relative):
     args = recipe_args(relative)
     values = form_values(args, ROOT / relative, ship_deepspeed(args))
     assert values["top.model_name"] == model_label(ROOT / relative)
-    assert values["top.model_path"] == args["model_name_or_path"] and values["top.template"] == "qwen3_nothink"
+    assert values["top.model_path"] == args["model_name_or_path"] and values["top.template"] == "qwen3"
     assert values["train.dataset"] == args["dataset"].split(",") and values["train.dataset_dir"] == "."
     assert values["train.learning_rate"] == str(args["learning_rate"])
     assert (values["train.batch_size"], values["train.gradient_accumulation_steps"]) == (

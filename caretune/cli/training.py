@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from caretune.cli.base import main
-from caretune.constants import DEFAULT_LENGTH_PROFILE, STOP_TIMEOUT_S, TEMPLATE, TINY_MODEL_DIR
+from caretune.constants import DEFAULT_LENGTH_PROFILE, STOP_TIMEOUT_S, TINY_MODEL_DIR
 from caretune.training.estimate import DEFAULT_GPU, GPUS
 from caretune.training.recipe_writer import MAX_GPUS
 
@@ -63,7 +63,11 @@ def recipes(ctx, check_only, overwrite):
 @click.option("--nodes", type=click.IntRange(1, MAX_GPUS), default=1, show_default=True, help="Nodes of --gpus GPUs each.")
 @click.option("--gpu", "gpu_name", type=click.Choice(sorted(GPUS)), default=DEFAULT_GPU, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="The new folder, e.g. recipes/qwen3-14b/.")
-@click.option("--template", default=TEMPLATE, show_default=True, help="LLaMA-Factory chat template (Qwen3: no thinking).")
+@click.option(
+    "--template",
+    default=None,
+    help="LLaMA-Factory chat template [default: qwen3 (non-thinking) for hybrid Qwen3, qwen3_nothink for Instruct-2507].",
+)
 @click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
 def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
     """Write train, predict, chat and export recipes for MODEL on NODES x GPUS x GPU, sized by `caretune plan`'s
@@ -71,8 +75,6 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
     best) and at most 16 / all GPUs; then the accumulation that reaches the default's 16 packs per step."""
     from caretune.training.recipe_writer import multi_node_env, sized_recipe, target_effective_batch, write_new_folder
 
-    if template == TEMPLATE and "qwen3" not in model.lower():
-        raise click.ClickException(f"{model} does not look like a Qwen3 model: pass --template (LLaMA-Factory's name)")
     folder = Path(out)
     recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
     written = write_new_folder(recipe, folder, overwrite)
@@ -287,25 +289,29 @@ def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, p
         raise click.ClickException("no variant ran")
 
 
-def _preflight(recipe, processes, overwrite, fresh):
+def _preflight(recipe, processes, overwrite, fresh, allow_thinking):
     from caretune.training.preflight import preflight
 
-    plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh)
+    plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh, allow_thinking=allow_thinking)
     for note in plan.notes:
         click.echo(f"preflight: {note}")
     return plan
 
 
 _GPUS_HELP = "Processes (GPUs) per node; default: every visible GPU, or 1 on CPU."
+_ALLOW_THINKING = click.option(
+    "--allow-thinking", is_flag=True, help="Accept a recipe that puts a hybrid Qwen3 into thinking mode (refused by default)."
+)
 
 
 @main.command("preflight")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
-def preflight_command(recipe, processes):
+@_ALLOW_THINKING
+def preflight_command(recipe, processes, allow_thinking):
     """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
     output_dir), exactly as `caretune train RECIPE` does before launching."""
-    plan = _preflight(recipe, processes, overwrite=False, fresh=False)
+    plan = _preflight(recipe, processes, overwrite=False, fresh=False, allow_thinking=allow_thinking)
     from caretune.training.preflight import visible_gpu_count
 
     where = "GPU" if visible_gpu_count() else "CPU"
@@ -335,14 +341,15 @@ def preflight_command(recipe, processes):
     help="Train on a Ray cluster with Ray Train (ADDRESS: host:port of its head; alone: the local cluster). Workers: "
     "--gpus, else one per device of the cluster.",
 )
-def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address):
+@_ALLOW_THINKING
+def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address, allow_thinking):
     """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
 
     Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
     """
     from caretune.training.train import command, launch_env, run
 
-    plan = _preflight(recipe, processes, overwrite, fresh)
+    plan = _preflight(recipe, processes, overwrite, fresh, allow_thinking)
     if ray_address:
         from caretune.training.train import plan_ray
 

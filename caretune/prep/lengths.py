@@ -236,6 +236,8 @@ def turn_lengths(
     scratch: str,
     *,
     template: str,
+    enable_thinking: bool = False,
+    mask_history: bool = False,
     max_samples: int | None = None,
     sample: int | None = None,
     seed: int = 0,
@@ -246,10 +248,12 @@ def turn_lengths(
     warn=_warn,
 ) -> TurnLengths:
     """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached,
-    when the whole dataset was tokenized). `max_samples` reads only the first rows (as LLaMA-Factory does);
-    `sample` tokenizes a seeded random sample of them while still counting every row."""
+    when the whole dataset was tokenized). `enable_thinking` and `mask_history` are the recipe's (where the
+    reasoning template puts the empty think block); `max_samples` reads only the first rows (as LLaMA-Factory
+    does); `sample` tokenizes a seeded random sample of them while still counting every row."""
     whole = max_samples is None and sample is None
-    key = cache_key(name, dataset_dir, tokenizer.identity(), {"template": template}) if whole and use_cache else None
+    options = {"template": template, "enable_thinking": enable_thinking, "mask_history": mask_history}
+    key = cache_key(name, dataset_dir, tokenizer.identity(), options) if whole and use_cache else None
     if key:
         cached = _load(_cache_path(dataset_dir, name, key), warn)
         if cached is not None and (cached.care is not None or not with_care):
@@ -264,7 +268,7 @@ def turn_lengths(
         tokenizer.load(),
         tokenizer.model_name_or_path or BASE_MODEL,
         scratch,
-        template=template,
+        template_options=options,
         max_samples=max_samples,
         sample=sample,
         seed=seed,
@@ -319,7 +323,7 @@ def _compute(
     model_name_or_path: str,
     scratch: str,
     *,
-    template: str,
+    template_options: dict,
     max_samples: int | None,
     sample: int | None,
     seed: int,
@@ -328,13 +332,14 @@ def _compute(
 ) -> TurnLengths:
     from caretune import lf
 
+    lf.settle_logging()
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _unfingerprinted():
         aligned, data_args, _ = lf.load_aligned(
             name,
             dataset_dir,
             model_name_or_path,
             scratch,
-            template=template,
+            **template_options,
             max_samples=max_samples,
             overwrite_cache=True,
             preprocessing_num_workers=num_proc,

@@ -4,7 +4,8 @@ default to non-thinking, as training did.
 A merged Qwen3 keeps Qwen's chat template, which thinks unless `enable_thinking=False` is passed, so
 vLLM/Ollama deployments emit `<think>` blocks. The exported template is changed so that the
 generation prompt carries the empty think block unless thinking is asked for explicitly, and the
-Ollama Modelfile gets the same block and the medical system prompt as its default.
+Ollama Modelfile gets the same block after the last user turn (earlier answers are rendered without it, as
+Qwen3's template and training render history: caretune.thinking) and the medical system prompt as its default.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from pathlib import Path
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from caretune.lf import cli_command
+from caretune.thinking import EMPTY_THINK
 from converters.errors import UserError
 
-EMPTY_THINK = "<think>\n\n</think>\n\n"
 THINKS_BY_DEFAULT = "{%- if enable_thinking is defined and enable_thinking is false %}"
 NON_THINKING_BY_DEFAULT = "{%- if enable_thinking is not defined or enable_thinking is false %}"
+# LLaMA-Factory's Ollama template for qwen3: a user turn ends with the assistant header.
+OLLAMA_MESSAGES = "{{ range .Messages }}"
 OLLAMA_ASSISTANT_HEADER = "<|im_start|>assistant\n{{ else if"
+OLLAMA_MESSAGES_WITH_LAST = "{{ range $i, $m := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}"
+OLLAMA_HEADER_WITH_EMPTY_THINK = "<|im_start|>assistant\n{{ if $last }}" + EMPTY_THINK + "{{ end }}{{ else if"
 
 
 class ExportError(UserError):
@@ -38,9 +43,15 @@ def non_thinking_template(template: str) -> str:
 
 
 def non_thinking_modelfile(modelfile: str) -> str:
-    """The Ollama Modelfile with the empty think block after the assistant header and a medical default system."""
-    if EMPTY_THINK.strip() not in modelfile and OLLAMA_ASSISTANT_HEADER in modelfile:
-        modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER, "<|im_start|>assistant\n" + EMPTY_THINK + "{{ else if", 1)
+    """The Ollama Modelfile with the empty think block after the assistant header of the last user turn only,
+    and a medical default system."""
+    if OLLAMA_MESSAGES_WITH_LAST not in modelfile:
+        if OLLAMA_MESSAGES not in modelfile or OLLAMA_ASSISTANT_HEADER not in modelfile:
+            raise ExportError(
+                "the exported Ollama Modelfile is not LLaMA-Factory's Qwen3 one; check `template` in the export recipe"
+            )
+        modelfile = modelfile.replace(OLLAMA_MESSAGES, OLLAMA_MESSAGES_WITH_LAST, 1)
+        modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER, OLLAMA_HEADER_WITH_EMPTY_THINK, 1)
     if "\nSYSTEM " not in modelfile:
         modelfile = modelfile.rstrip("\n") + f'\nSYSTEM """{MEDICAL_SYSTEM_PROMPT}"""\n'
     return modelfile
@@ -68,9 +79,14 @@ def fix_export(export_dir: str | Path) -> None:
         modelfile.write_text(non_thinking_modelfile(modelfile.read_text(encoding="utf-8")), encoding="utf-8")
 
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True, tokenize=False)
-    if not prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK):
-        raise ExportError(f"{export_dir}: the chat template still thinks by default: {prompt[-80:]!r}")
+    conversation = [
+        {"role": "user", "content": "你好"},
+        {"role": "assistant", "content": "您好"},
+        {"role": "user", "content": "头疼"},
+    ]
+    prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    if not prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK) or prompt.count(EMPTY_THINK) != 1:
+        raise ExportError(f"{export_dir}: the chat template does not render caretune's non-thinking prompt: {prompt[-120:]!r}")
 
 
 def export(recipe: str) -> Path:

@@ -29,6 +29,7 @@ _FIELDS = {
     "save_steps": "train.save_steps",
     "neat_packing": "train.neat_packing",
     "enable_thinking": "train.enable_thinking",
+    "mask_history": "train.mask_history",
     "report_to": "train.report_to",
     "output_dir": "train.output_dir",
     "lora_rank": "train.lora_rank",

@@ -144,7 +144,7 @@ def template_overhead(tokenizer) -> int:
     """Tokens the chat template adds around a one-digit question and answer."""
     from caretune.lf import chat_template
 
-    template = chat_template(tokenizer, TEMPLATE)
+    template = chat_template(tokenizer, TEMPLATE, enable_thinking=False)
     prompt, answer = template.encode_oneturn(tokenizer, [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}])
     return len(prompt) + len(answer) - 2
 
@@ -214,6 +214,7 @@ def train_args(
         "dataset": "bench",
         "dataset_dir": str(dataset_dir),
         "template": TEMPLATE,
+        "enable_thinking": False,
         "cutoff_len": cutoff_len,
         "overwrite_cache": True,
         "output_dir": str(output_dir),

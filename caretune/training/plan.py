@@ -38,6 +38,8 @@ class TrainSettings:
     datasets: list[str]
     dataset_dir: str
     template: str
+    enable_thinking: bool
+    mask_history: bool
     cutoff_len: int
     packing: bool
     neat_packing: bool
@@ -107,6 +109,8 @@ def read_recipe(path: str) -> TrainSettings:
         datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
         dataset_dir=dataset_dir,
         template=recipe.get("template", TEMPLATE),
+        enable_thinking=recipe.get("enable_thinking", True) is not False,  # LLaMA-Factory's default: thinking
+        mask_history=bool(recipe.get("mask_history")),
         cutoff_len=number("cutoff_len", 2048, minimum=2),
         packing=bool(recipe.get("packing") or recipe.get("neat_packing")),
         neat_packing=bool(recipe.get("neat_packing")),
@@ -355,12 +359,14 @@ def tokenize(
                     tokenizer,
                     scratch,
                     template=settings.template,
+                    enable_thinking=settings.enable_thinking,
+                    mask_history=settings.mask_history,
                     sample=1 if profile else sample,  # a profile needs only the row count
                     seed=settings.seed,
                     num_proc=processes,
                     use_cache=use_cache,
                 )
-                kept = data.lengths(cutoff)
+                kept = data.lengths(cutoff, settings.mask_history)
                 quantiles = load_profile(profile) if profile else None
             except TokenizerError as err:
                 raise PlanError(str(err)) from None

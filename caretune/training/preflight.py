@@ -14,6 +14,7 @@ import yaml
 
 from caretune import lf
 from caretune.constants import DATASET_INFO
+from caretune.thinking import history_problem, thinking_problems
 from converters.errors import UserError
 from converters.registry import load_registry
 
@@ -372,8 +373,23 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_thinking(path: Path, args: dict, allow_thinking: bool) -> list[str]:
+    """A hybrid Qwen3 is trained and served in non-thinking mode (caretune.thinking) unless `allow_thinking`;
+    returns warnings (multi-turn history rendered unlike served prompts)."""
+    problems = thinking_problems(args)
+    if problems and not allow_thinking:
+        raise PreflightError(f"{path}: {problems[0]}; or pass --allow-thinking to train it in thinking mode")
+    history = history_problem(args)
+    return [f"warning: {path}: {history}; set mask_history: true"] if history else []
+
+
 def preflight(
-    recipe: str | os.PathLike, *, processes: int | None = None, overwrite: bool = False, fresh: bool = False
+    recipe: str | os.PathLike,
+    *,
+    processes: int | None = None,
+    overwrite: bool = False,
+    fresh: bool = False,
+    allow_thinking: bool = False,
 ) -> LaunchPlan:
     """Check a recipe; return the launch plan. Every check runs; a PreflightError lists all the problems found
     (numbered when there are several)."""
@@ -392,6 +408,7 @@ def preflight(
     attempt(check_values, path, args, lf.field_types())
     attempt(check_registered_datasets, path, args)
     sibling_warnings = attempt(check_siblings, path, args) or []
+    sibling_warnings += attempt(check_thinking, path, args, allow_thinking) or []
     attempt(check_model_paths, path, args, adapter=not args.get("do_train"))
     attempt(check_deepspeed, path, args)
     fast_path_notes = attempt(check_fast_paths, path, args) or []

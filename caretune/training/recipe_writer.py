@@ -25,6 +25,7 @@ from caretune.constants import (
     TEMPLATE,
     TINY_MODEL_DIR,
 )
+from caretune.thinking import REASONING_TEMPLATE, history_problem, template_for, thinking_problems
 from converters.errors import UserError
 
 DEEPSPEED_COMMENTS = {
@@ -165,8 +166,23 @@ def _model_section(recipe: ModelRecipe, adapter: bool) -> Section:
 
 
 def _template_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
-    why = "no <think> blocks; " if recipe.template == TEMPLATE else ""
-    return [("template", recipe.template, f"{why}the same in every recipe of this folder"), ("enable_thinking", False, "")]
+    if recipe.template == REASONING_TEMPLATE:
+        return [
+            (
+                "template",
+                recipe.template,
+                "Qwen3 reasons, so LLaMA-Factory's `_nothink` warning does not apply; same in every recipe",
+            ),
+            ("enable_thinking", False, "non-thinking: every prompt ends in the empty think block; no <think> in answers"),
+        ]
+    return [("template", recipe.template, "the same in every recipe of this folder"), ("enable_thinking", False, "")]
+
+
+def _history_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
+    """Training only: a multi-turn row learns its last answer, with earlier ones rendered as served prompts render them."""
+    if recipe.template != REASONING_TEMPLATE:
+        return []
+    return [("mask_history", True, "multi-turn rows: loss on the last answer; history as chat and the API render it")]
 
 
 def effective_batch(recipe: ModelRecipe) -> str:
@@ -233,6 +249,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
                 ("dataset", TRAIN_DATASETS, ""),
                 ("dataset_dir", ".", "dataset_info.json at the repository root"),
                 *_template_keys(recipe),
+                *_history_keys(recipe),
                 ("cutoff_len", recipe.cutoff_len, ""),
                 *packing,
                 ("overwrite_cache", True, ""),
@@ -603,6 +620,10 @@ def _folder_problems(folder: Path, root: Path, registered: set[str] | None) -> l
         if args.get("deepspeed") and not (root / str(args["deepspeed"])).exists():
             problems.append(f"{where}: deepspeed config {args['deepspeed']} does not exist")
         problems += _arithmetic_problems(where, path.read_text(encoding="utf-8"), args)
+    for where, args in loaded.items():
+        problems += [f"{where}: {problem}" for problem in thinking_problems(args)]
+        if (problem := history_problem(args)) is not None:
+            problems.append(f"{where}: {problem}")
     for key in ("template", "enable_thinking"):
         values = {where: args[key] for where, args in loaded.items() if key in args}
         if len(set(map(str, values.values()))) > 1:
@@ -669,12 +690,15 @@ def target_effective_batch() -> int:
     return QWEN3_8B.packs_per_step
 
 
-def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str = TEMPLATE, nodes: int = 1) -> ModelRecipe:
+def sized_recipe(folder: str, model: str, gpus: int, gpu_name: str, template: str | None = None, nodes: int = 1) -> ModelRecipe:
     """The Qwen3-8B default recipe resized for another model and `nodes` x `gpus` GPUs by `caretune plan`'s memory
     model, by one rule at every GPU count (all GPUs counted, at most MAX_GPUS): the cheapest ZeRO stage that fits
     one pack; per device, the most packs that fit, at most the measured best (4) and at most the default's packs
     per step / GPUs (at least 1); then the accumulation that reaches the default's packs per step (rounded up).
-    Past 16 GPUs a step holds one pack per GPU."""
+    Past 16 GPUs a step holds one pack per GPU. `template` None chooses by model (caretune.thinking.template_for)."""
+    template = template or template_for(model)
+    if template is None:
+        raise RecipeError(f"{model} does not look like a Qwen3 model: pass --template (LLaMA-Factory's name)")
     from caretune.training import estimate
     from caretune.training.plan import largest_micro_batch, resolve_arch
 
