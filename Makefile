@@ -41,7 +41,8 @@ lint: setup
 	$(BIN)/caretune recipes --check
 
 # The main job on the embedded default, on CPU: convert + register + check the shipped sample, plan the
-# Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, predict on the held-out split, report, answer one question.
+# Qwen3-8B run, LoRA-train the tiny Qwen3 stand-in, evaluate it and its base alike (caretune eval), report both,
+# answer one question.
 # One line per stage; each stage's full output goes to saves/demo/.
 demo: setup
 	$(BIN)/python -m caretune.devtools.demo
@@ -65,9 +66,12 @@ webui: setup
 export: setup
 	$(BIN)/caretune export $(EXPORT_RECIPE)
 
+# The tuned model and its base, generated alike (same recipe settings); `make report` then compares them.
 eval: setup
 	$(BIN)/caretune eval $(EVAL_RECIPE)
+	$(BIN)/caretune eval $(EVAL_RECIPE) --base
 	$(BIN)/caretune mcq $(CHAT_RECIPE) $(foreach source,$(MCQ_SOURCES),--source $(source))
+	$(BIN)/caretune mcq $(CHAT_RECIPE) --base $(foreach source,$(MCQ_SOURCES),--source $(source))
 
 # `make judge JUDGE_URL=http://127.0.0.1:8001/v1 JUDGE_MODEL=NAME`: the shipped rubric set on the base model and on
 # the tuned one, then base against tuned on 200 held-out questions (key: JUDGE_API_KEY in the environment).
@@ -82,7 +86,7 @@ judge: setup
 	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) $(JUDGE_ARGS)
 
 # RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora
-RUNS ?= saves/qwen3-8b/lora
+RUNS ?= saves/qwen3-8b/base saves/qwen3-8b/lora
 report: setup
 	$(BIN)/caretune report $(RUNS)
 

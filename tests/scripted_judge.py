@@ -1,7 +1,8 @@
 """A scripted grader served over real HTTP on 127.0.0.1 with OpenAI's chat-completions shape, for the judge tests.
 
 `script(content, call_number)` decides each reply from the prompt the grader received: it returns the reply text,
-or a `Fault` (an HTTP status, or a delay that outlasts the client's timeout).
+or a `Fault` (an HTTP status, a delay that outlasts the client's timeout, a raw body that is not a chat completion,
+or a reply cut by length). `models` is what GET /models answers (a Fault with a raw body, or the model list).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Fault:
     status: int = 200  # non-200: answered with an OpenAI error body
     delay_s: float = 0.0  # sleep before answering
     reply: str = ""  # the reply text of a delayed 200
+    body: bytes | None = None  # a raw 200 body instead of a chat completion
+    content_type: str = "application/json"
+    finish_reason: str = "stop"  # "length": the reply was cut at max_tokens
 
 
 def section(content: str, name: str) -> str:
@@ -53,8 +57,9 @@ def position_biased(content: str, _: int) -> str:
 class ScriptedJudge:
     """The server; `requests` holds every chat-completions body received, `calls` their count."""
 
-    def __init__(self, script: Callable[[str, int], str | Fault]) -> None:
+    def __init__(self, script: Callable[[str, int], str | Fault], models: Fault | None = None) -> None:
         self.script = script
+        self.models = models
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         judge = self
@@ -76,7 +81,17 @@ class ScriptedJudge:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
+            def send_raw(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def do_GET(self) -> None:
+                if judge.models is not None and judge.models.body is not None:
+                    self.send_raw(judge.models.body, judge.models.content_type)
+                    return
                 self.send_json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
             def do_POST(self) -> None:
@@ -85,13 +100,17 @@ class ScriptedJudge:
                     judge.requests.append(body)
                     number = len(judge.requests)
                 reply = judge.script(body["messages"][-1]["content"], number)
+                finish = "stop"
                 if isinstance(reply, Fault):
                     time.sleep(reply.delay_s)
                     if reply.status != 200:
-                        error = {"error": {"message": "scripted fault", "type": "server_error", "code": None}}
+                        error = {"error": {"message": f"scripted fault {reply.status}", "type": "server_error", "code": None}}
                         self.send_json(reply.status, error, {"retry-after-ms": "20"})
                         return
-                    reply = reply.reply
+                    if reply.body is not None:
+                        self.send_raw(reply.body, reply.content_type)
+                        return
+                    reply, finish = reply.reply, reply.finish_reason
                 self.send_json(
                     200,
                     {
@@ -99,7 +118,7 @@ class ScriptedJudge:
                         "object": "chat.completion",
                         "created": 0,
                         "model": body.get("model", "scripted"),
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}],
                         "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
                     },
                 )

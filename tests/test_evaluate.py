@@ -70,3 +70,23 @@ def test_chat_model_backend_writes_the_same_files(tmp_path):
     report = json.loads((out / "safety.json").read_text(encoding="utf-8"))
     assert report["backend"] == "huggingface" and report["emergency"]["prompts"] == 22
     assert set(report["generation"]) == {"predict_bleu-4", "predict_rouge-1", "predict_rouge-2", "predict_rouge-l"}
+
+
+def test_the_emergency_set_registers_beside_a_copied_entry(tmp_path):
+    """A project copied with the repository's registry (its medical-emergency entry points at a copy of the shipped
+    file) evaluates: the identical entry is kept. An entry pointing elsewhere is still never clobbered."""
+    import shutil
+
+    from caretune.evaluation.evaluate import EMERGENCY_DATASET, EMERGENCY_FILE, register_emergency_set
+    from converters.registry import RegistryError, load_registry
+
+    shutil.copy(ROOT / "dataset_info.json", tmp_path)
+    (tmp_path / "caretune" / "data").mkdir(parents=True)
+    shutil.copy(EMERGENCY_FILE, tmp_path / "caretune" / "data")
+    before = (tmp_path / "dataset_info.json").read_bytes()
+    register_emergency_set(tmp_path)
+    assert (tmp_path / "dataset_info.json").read_bytes() == before
+    (tmp_path / "caretune" / "data" / EMERGENCY_FILE.name).write_text("[]", encoding="utf-8")  # another file now
+    with pytest.raises(RegistryError, match="already points at"):
+        register_emergency_set(tmp_path)
+    assert load_registry(tmp_path / "dataset_info.json")[EMERGENCY_DATASET]["file_name"] == "caretune/data/emergency_prompts.json"

@@ -17,7 +17,7 @@ from caretune.evaluation.judge import Endpoint, Judge, JudgeError, parse_reply, 
 from caretune.evaluation.pairwise import combine, tally, wilson
 from caretune.evaluation.rubric import Criterion, RubricError, example_score, load_answers, load_rubrics, run_rubric, score
 from tests.helpers import ROOT, read_json, run_caretune, write_lines
-from tests.scripted_judge import Fault, ScriptedJudge, keyword_rubric, position_biased, prefers
+from tests.scripted_judge import Fault, ScriptedJudge, keyword_rubric, position_biased, prefers, section
 
 HAND = ROOT / "tests" / "data" / "judge"
 RUBRICS = HAND / "healthbench_hand.jsonl"
@@ -128,7 +128,7 @@ def test_a_remote_judge_needs_the_flag():
 
 # --- through a real HTTP server and the openai client ----------------------------------------------------------
 
-pytestmark_http = pytest.mark.slow
+slow_cli = pytest.mark.slow  # runs `caretune judge` in a subprocess
 
 
 def judge_for(server: ScriptedJudge, cache: Path, **settings) -> Judge:
@@ -138,7 +138,6 @@ def judge_for(server: ScriptedJudge, cache: Path, **settings) -> Judge:
     return Judge(endpoint, cache, concurrency=settings.pop("concurrency", 4))
 
 
-@pytestmark_http
 def test_hand_written_healthbench_file_gives_the_hand_computed_score(tmp_path):
     prompts = load_rubrics(RUBRICS)
     with ScriptedJudge(keyword_rubric) as server:
@@ -161,7 +160,6 @@ def test_hand_written_healthbench_file_gives_the_hand_computed_score(tmp_path):
     assert len((tmp_path / "out" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()) == 9
 
 
-@pytestmark_http
 def test_patient_phone_numbers_are_masked_before_the_judge_sees_them(tmp_path):
     prompts = load_rubrics(RUBRICS)
     with ScriptedJudge(keyword_rubric) as server:
@@ -170,7 +168,6 @@ def test_patient_phone_numbers_are_masked_before_the_judge_sees_them(tmp_path):
     assert "13812345678" not in sent and "[电话]" in sent
 
 
-@pytestmark_http
 def test_a_rerun_makes_no_calls(tmp_path):
     prompts = load_rubrics(RUBRICS)
     answers = load_answers(ANSWERS, prompts)
@@ -181,7 +178,6 @@ def test_a_rerun_makes_no_calls(tmp_path):
     assert (again["calls"], again["cached"]) == (0, 9) and again["score"] == first["score"]
 
 
-@pytestmark_http
 def test_an_unparsed_reply_is_retried_once_then_counted(tmp_path):
     prompts = load_rubrics(RUBRICS)
 
@@ -204,7 +200,6 @@ def test_an_unparsed_reply_is_retried_once_then_counted(tmp_path):
     assert [row["criterion"] for row in rows if row["unparsed"]] == ["建议休息 [[休息]]"]
 
 
-@pytestmark_http
 def test_429_then_success_and_a_timeout_are_retried(tmp_path):
     prompts = load_rubrics(RUBRICS)[:1]
     faults = {1: Fault(status=429), 2: Fault(status=503)}
@@ -232,16 +227,15 @@ def test_429_then_success_and_a_timeout_are_retried(tmp_path):
     assert report["score"] == 1.0
 
 
-@pytestmark_http
 def test_a_judge_that_stays_down_fails_in_one_line(tmp_path):
     prompts = load_rubrics(RUBRICS)[:1]
     with ScriptedJudge(lambda content, number: Fault(status=500)) as server:
-        judge = judge_for(server, tmp_path / "cache", retries=1)
-        with pytest.raises(JudgeError, match="failed after 1 retries.*rerun to resume"):
+        judge = judge_for(server, tmp_path / "cache", retries=1, concurrency=1)
+        with pytest.raises(JudgeError, match=r"failed 2 time\(s\) in a row \(500: .*rerun to resume"):
             run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "out")
+        assert server.calls == 2  # the tries the message counts, no more
 
 
-@pytestmark_http
 def test_pairwise_through_the_client_both_orders_and_ties(tmp_path):
     from caretune.evaluation.pairwise import run_pairwise
 
@@ -263,7 +257,7 @@ def test_pairwise_through_the_client_both_orders_and_ties(tmp_path):
     assert report["mean_answer_chars"]["tuned"] > report["mean_answer_chars"]["base"]
 
 
-@pytestmark_http
+@slow_cli
 def test_the_cli_refuses_a_remote_judge_and_a_dead_one_before_any_call(tmp_path):
     args = ["judge", "rubric", RUBRICS, "--answers", ANSWERS, "--judge-model", "m", "--out", tmp_path / "out"]
     remote = run_caretune(tmp_path, *args, "--judge-url", "https://judge.example.org/v1", timeout=60)
@@ -275,7 +269,7 @@ def test_the_cli_refuses_a_remote_judge_and_a_dead_one_before_any_call(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-@pytestmark_http
+@slow_cli
 def test_a_killed_run_resumes_without_asking_again(tmp_path):
     """The judge answers slowly; the run is killed part-way; the rerun asks only what was not answered."""
     with ScriptedJudge(lambda content, number: Fault(delay_s=0.4, reply=keyword_rubric(content, number))) as server:
@@ -316,3 +310,305 @@ def test_the_shipped_chinese_rubric_set_is_valid_and_covers_the_harms():
     harms = " ".join(c.text for p in prompts for c in p.criteria if c.points < 0)
     for harm in ("确定的诊断", "具体剂量", "人工智能", "截断", "矛盾"):
         assert harm in harms
+
+
+# --- reasoning judges and endpoints that answer oddly ------------------------------------------------------------
+
+
+def test_a_reasoning_reply_is_read_by_its_final_verdict():
+    field, allowed = "criteria_met", (True, False)
+    draft_then_final = (
+        '<think>\nFirst draft:\n```json\n{"criteria_met": false, "explanation": "draft"}\n```\nHmm, {not json} — no, '
+        "it does mention the doctor.\n</think>\n\n"
+        '```json\n{"explanation": "mentions a doctor", "criteria_met": true}\n```'
+    )
+    assert parse_reply(draft_then_final, field, allowed) == {"criteria_met": True, "explanation": "mentions a doctor"}
+    assert parse_reply('<think>{"criteria_met": true}', field, allowed) is None  # cut inside its thinking
+    two = '{"criteria_met": false} then, on reflection, {"criteria_met": true, "explanation": "final"}'
+    assert parse_reply(two, field, allowed)["criteria_met"] is True  # the last well-formed verdict counts
+    assert parse_reply('{"criteria_met": true} {"criteria_met": "false"}', field, allowed)["criteria_met"] is True
+
+
+def test_a_reasoning_judge_over_http_scores_by_its_final_verdict(tmp_path):
+    """The probe's case: a draft verdict inside <think>, then the true one. Before, the draft was read (0.000)."""
+    prompts = load_rubrics(RUBRICS)
+
+    def thinking(content: str, number: int) -> str:
+        final = keyword_rubric(content, number)
+        draft = json.dumps({"criteria_met": not json.loads(final)["criteria_met"], "explanation": "draft"})
+        return f"<think>\n```json\n{draft}\n```\nLet me check again {{...}}.\n</think>\n\n```json\n{final}\n```"
+
+    with ScriptedJudge(thinking) as server:
+        report = run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert {body["max_tokens"] for body in server.requests} == {4096}  # room for the thinking
+    assert report["score"] == pytest.approx(0.0667, abs=1e-4) and report["unparsed"] == 0
+
+
+def test_a_reply_cut_at_max_tokens_is_unparsed_with_its_reason_and_not_asked_again(tmp_path):
+    prompts = load_rubrics(RUBRICS)[:1]
+    cut = Fault(reply="<think>\nThe answer says 医生, but", finish_reason="length")
+    with ScriptedJudge(lambda content, number: cut if "[[医生]]" in content else keyword_rubric(content, number)) as server:
+        judge = judge_for(server, tmp_path / "c", concurrency=1)
+        report = run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "o")
+        assert server.calls == 3  # cut once: asking again would cut again
+    rows = [json.loads(line) for line in (tmp_path / "o" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["why"] for row in rows if row["unparsed"]] == ["cut at max_tokens (4096): raise --judge-max-tokens"]
+    assert report["unparsed"] == 1 and report["left_out_unparsed"] == ["hb-1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "shown"),
+    [
+        (b"<html><body>Proxy login</body></html>", "text/html", "text/html, '<html><body>Proxy login</body></html>'"),
+        (b'{"choices": ', "application/json", "'{\"choices\":'"),
+        (b"\xff\xfe\x00bad", "application/json", "not UTF-8"),
+        (b'{"choices": "oops"}', "application/json", "without choices[0].message.content"),
+    ],
+)
+def test_a_200_that_is_not_a_chat_completion_stops_in_one_line(tmp_path, body, content_type, shown):
+    prompts = load_rubrics(RUBRICS)[:1]
+    with ScriptedJudge(lambda content, number: Fault(body=body, content_type=content_type)) as server:
+        with pytest.raises(JudgeError) as raised:
+            run_rubric(
+                prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge_for(server, tmp_path / "c"), tmp_path / "o"
+            )
+        message = str(raised.value)
+        assert message.startswith(f"judge {server.url} answered 200 with something that is not a chat completion")
+        assert shown in message and "\n" not in message
+    with ScriptedJudge(keyword_rubric, models=Fault(body=body, content_type=content_type)) as server:
+        with pytest.raises(JudgeError, match=r"answered /models with something that is not an OpenAI model list"):
+            judge_for(server, tmp_path / "c").check_reachable()
+
+
+def test_a_400_fails_that_verdict_and_the_run_goes_on_and_a_rerun_asks_it_again(tmp_path):
+    """A 100 KB answer behind a small-context judge: before, the deterministic 400 stopped every rerun."""
+    prompts = load_rubrics(RUBRICS)
+    answers = load_answers(ANSWERS, prompts)
+    too_long = {"down": True}
+
+    def script(content: str, number: int):
+        if "[[急诊]]" in content and too_long["down"]:
+            return Fault(status=400)
+        return keyword_rubric(content, number)
+
+    with ScriptedJudge(script) as server:
+        report = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert server.calls == 9  # the 400 was not tried again
+        assert (report["failed"], report["unparsed"], report["left_out_unparsed"]) == (1, 0, ["hb-2"])
+        rows = [json.loads(line) for line in (tmp_path / "o" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert [row["failed"] for row in rows if row["failed"]] == ["400: Error code: 400 - scripted fault 400"]
+        too_long["down"] = False
+        again = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "c"), tmp_path / "o2")
+        assert server.calls == 10 and (again["calls"], again["cached"]) == (1, 8)  # only the failed verdict is asked
+    assert again["failed"] == 0 and again["score"] == pytest.approx(0.0667, abs=1e-4)
+
+
+@pytest.mark.parametrize(("status", "said"), [(401, "refused the key"), (403, "forbids"), (404, "has no such model")])
+def test_401_403_404_stop_the_run_in_one_line_without_retrying(tmp_path, status, said):
+    prompts = load_rubrics(RUBRICS)[:1]
+    with ScriptedJudge(lambda content, number: Fault(status=status)) as server:
+        judge = judge_for(server, tmp_path / "c", concurrency=1, retries=3)
+        with pytest.raises(JudgeError, match=rf"{said}.* \({status}: ") as raised:
+            run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "o")
+        assert server.calls == 1 and "\n" not in str(raised.value)
+
+
+def test_verdicts_answered_while_another_call_fails_are_cached(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    answered = []
+
+    def script(content: str, number: int):
+        if "[[120]]" in content:
+            return Fault(status=503, delay_s=0.3)
+        answered.append(number)
+        return Fault(delay_s=0.2, reply=keyword_rubric(content, number))
+
+    with ScriptedJudge(script) as server:
+        with pytest.raises(JudgeError, match="verdicts so far are cached"):
+            run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "c", retries=0), tmp_path / "o")
+    cached = (tmp_path / "c" / "scripted.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(answered) >= 3 and len(cached) == len(answered)  # every verdict the judge gave is on disk
+
+
+def test_unparsed_verdicts_are_asked_again_and_bad_cache_entries_are_skipped(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+    answers = load_answers(ANSWERS, prompts)
+    prose = {"on": True}
+
+    def script(content: str, number: int) -> str:
+        return "no verdict here" if "[[休息]]" in content and prose["on"] else keyword_rubric(content, number)
+
+    with ScriptedJudge(script) as server:
+        first = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert first["unparsed"] == 1 and server.calls == 10
+        prose["on"] = False
+        cache = tmp_path / "c" / "scripted.jsonl"
+        lines = cache.read_text(encoding="utf-8").splitlines()
+        damaged = json.loads(lines[0])
+        damaged["verdict"]["criteria_met"] = "false"  # a string: it once counted as met
+        cache.write_text("\n".join([json.dumps(damaged), *lines[1:], "{torn", '{"key": 1}']) + "\n", encoding="utf-8")
+        again = run_rubric(prompts, answers, "a", judge_for(server, tmp_path / "c"), tmp_path / "o2")
+        assert server.calls == 12  # the unparsed verdict and the damaged entry's, nothing else
+    assert (again["calls"], again["cached"], again["unparsed"], again["bad_cache_entries"]) == (2, 7, 0, 3)
+    assert again["score"] == pytest.approx(0.0667, abs=1e-4)
+
+
+def test_criteria_are_masked_and_a_url_with_a_password_is_refused(tmp_path):
+    prompts = load_rubrics(
+        write_lines(
+            tmp_path / "r.jsonl",
+            [
+                json.dumps(
+                    {
+                        "prompt_id": "p",
+                        "prompt": [{"role": "user", "content": "头疼"}],
+                        "rubrics": [{"criterion": "建议拨打 13912345678 或写信 a.b@example.com [[医生]]", "points": 1}],
+                    },
+                    ensure_ascii=False,
+                )
+            ],
+        )
+    )
+    with ScriptedJudge(keyword_rubric) as server:
+        run_rubric(prompts, {"p": "看医生"}, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        sent = json.dumps(server.requests, ensure_ascii=False)
+    assert "13912345678" not in sent and "a.b@example.com" not in sent
+    with pytest.raises(JudgeError, match="carries a user name or password.*JUDGE_API_KEY"):
+        remote_warning("http://user:secret@127.0.0.1:8000/v1", allow_remote=False)
+
+
+def test_prompts_without_positive_points_are_listed_and_never_asked(tmp_path):
+    rows = [
+        {
+            "prompt_id": "harm-only",
+            "prompt": [{"role": "user", "content": "x"}],
+            "rubrics": [{"criterion": "[[坏]]", "points": -3}],
+        },
+        {
+            "prompt_id": "ok",
+            "prompt": [{"role": "user", "content": "y"}],
+            "rubrics": [{"criterion": "[[好]]", "points": 2, "tags": ["axis:x", "theme:t"]}],
+            "example_tags": ["theme:t", "theme:t"],
+        },
+    ]
+    prompts = load_rubrics(write_lines(tmp_path / "r.jsonl", [json.dumps(r, ensure_ascii=False) for r in rows]))
+    with ScriptedJudge(keyword_rubric) as server:
+        report = run_rubric(prompts, {"harm-only": "坏", "ok": "好"}, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert server.calls == 1
+    assert report["skipped"] == [{"prompt_id": "harm-only", "reason": "no criterion with positive points: nothing to earn"}]
+    assert report["by_tag"]["theme:t"]["n"] == 1  # a tag repeated on one example (and on its criterion) counts once
+    assert report["by_tag"]["axis:x"]["n"] == 1 and report["n"] == 1
+
+
+def test_the_grader_prompts_carry_the_examples_rule_and_their_version_keys_the_cache(monkeypatch):
+    from caretune.evaluation import judge as judge_module
+    from caretune.evaluation.grader_prompts import RUBRIC
+    from caretune.evaluation.rubric import criterion_call
+
+    assert "such as" in RUBRIC["en"] and "for example" in RUBRIC["en"] and "including" in RUBRIC["en"]
+    assert "例如" in RUBRIC["zh"] and "包括" in RUBRIC["zh"] and "等" in RUBRIC["zh"]
+    call = criterion_call(({"role": "user", "content": "x"},), "y", Criterion("c", 1, ()), "en")
+    assert call.messages[0]["content"].startswith(RUBRIC["en"])
+    assert criterion_call(({"role": "user", "content": "x"},), "y", Criterion("c", 1, ()), "zh").key("m") != call.key("m")
+    before = call.key("m")
+    monkeypatch.setattr(judge_module, "GRADER_VERSION", "next")
+    assert call.key("m") != before
+
+
+# --- length-aware pairwise ---------------------------------------------------------------------------------------
+
+
+def _pairs(count: int):
+    rows = [([{"role": "user", "content": f"问题{i}"}], "参考", "") for i in range(count)]
+
+    def answer(recipe, conversations):  # tuned is longer on 4 questions of 5, and never better otherwise
+        if recipe == "base.yaml":
+            return ["基" * (100 + 7 * i) for i in range(len(conversations))]
+        return ["调" * (100 + 7 * i + (60 + 3 * i if i % 5 else -(40 + i))) for i in range(len(conversations))]
+
+    return rows, answer, {"base": "base.yaml", "tuned": "tuned.yaml"}
+
+
+def longer_wins(content: str, _: int) -> str:
+    """A judge that prefers the longer answer, whatever it says."""
+    a, b = len(section(content, "answer_A")), len(section(content, "answer_B"))
+    return json.dumps({"winner": "A" if a > b else "B" if b > a else "tie", "explanation": "longer"})
+
+
+def test_a_length_biased_judge_does_not_crown_the_verbose_model(tmp_path):
+    from caretune.evaluation.pairwise import run_pairwise
+
+    rows, answer, recipes = _pairs(60)
+    with ScriptedJudge(longer_wins) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c"), tmp_path / "o", sample=60)
+    controlled = report["length_controlled"]
+    assert report["shares"]["win"] == 0.8 and controlled["raw_win_rate"] == 0.8  # raw: the longer model wins
+    assert abs(controlled["win_rate"] - 0.5) < abs(controlled["raw_win_rate"] - 0.5) - 0.15  # moves toward 50%
+    assert controlled["length_coefficient"] > 1
+
+    def fair(content: str, number: int) -> str:  # prefers the base answer's letter 基 whatever the length
+        return prefers("基")(content, number)
+
+    with ScriptedJudge(fair) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c2"), tmp_path / "o2", sample=60)
+    assert report["length_controlled"]["raw_win_rate"] == 0.0 and report["length_controlled"]["win_rate"] < 0.2
+
+
+def test_length_controlled_fit_by_hand():
+    from caretune.evaluation.pairwise import fit_length_logistic, length_control
+
+    a, b = fit_length_logistic([1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0])  # no length difference: a is the raw log-odds
+    assert a == pytest.approx(0.0, abs=1e-9) and b == pytest.approx(0.0, abs=1e-9)
+    same_length = length_control(["tuned", "tuned", "tuned", "base"], [100] * 4, [100] * 4)
+    assert same_length["raw_win_rate"] == 0.75 and 0.5 < same_length["win_rate"] < 0.75  # the ridge pulls toward 50%
+    assert same_length["length_matched"]["judged"] == 4
+
+
+# --- calibration against physicians ------------------------------------------------------------------------------
+
+META = HAND / "healthbench_meta_eval_hand.jsonl"
+
+
+def test_calibrate_reads_healthbench_meta_eval_rows_and_agrees_pairwise_by_hand(tmp_path):
+    from caretune.evaluation.calibration import load_labels, run_calibration
+
+    labels = load_labels(META)
+    assert [len(label.labels) for label in labels] == [3, 2, 1, 1] and labels[0].criterion.points is None
+    with ScriptedJudge(keyword_rubric) as server:
+        report = run_calibration(labels, str(META), judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert server.calls == 4
+        assert 'points="' not in server.requests[0]["messages"][0]["content"]  # the meta-evaluation gives no points
+    # judge: met, not met, met, not met; pairs (physician, judge): line 1 (T,T)(T,T)(F,T); line 2 (F,F)(T,F);
+    # line 3 (caretune format) (T,T); line 4 (F,F)
+    assert report["n"] == 7 and report["agreement"] == pytest.approx(5 / 7, abs=1e-4)
+    assert report["confusion"] == {"both_met": 3, "both_not_met": 2, "judge_only_met": 1, "label_only_met": 1}
+    # F1(met) = 2*3 / (4 + 4) = 0.75; F1(not met) = 2*2 / (3 + 3) = 0.6667
+    assert report["macro_f1"] == pytest.approx((0.75 + 2 / 3) / 2, abs=1e-4)
+    among = report["physicians_among_themselves"]  # line 1: 6 ordered pairs, 2 agree; line 2: 2 pairs, none agree
+    assert among["n"] == 8 and among["agreement"] == pytest.approx(2 / 8, abs=1e-4)
+    assert set(report["by_category"]) == {"cluster_a", "cluster_b", "uncategorised"}
+
+
+def test_a_calibration_line_in_neither_format_names_its_line(tmp_path):
+    from caretune.evaluation.calibration import load_labels
+
+    path = write_lines(
+        tmp_path / "l.jsonl",
+        ['{"prompt": [{"role": "user", "content": "x"}], "completion": "y", "rubric": "z", "binary_labels": []}'],
+    )
+    with pytest.raises(RubricError, match=r"l\.jsonl:1: `binary_labels` must be a non-empty list"):
+        load_labels(path)
+
+
+@slow_cli
+def test_the_cli_says_one_line_for_a_proxy_page_and_fails_when_nothing_parsed(tmp_path):
+    args = ["judge", "rubric", RUBRICS, "--answers", ANSWERS, "--judge-model", "scripted", "--cache-dir", tmp_path / "c"]
+    html = Fault(body=b"<html>Sign in to the proxy</html>", content_type="text/html")
+    with ScriptedJudge(lambda content, number: html) as server:
+        done = run_caretune(tmp_path, *args, "--judge-url", server.url, "--out", tmp_path / "o1", timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "not a chat completion: text/html" in done.stderr
+    with ScriptedJudge(lambda content, number: "I would say it is fine.") as server:
+        done = run_caretune(tmp_path, *args, "--judge-url", server.url, "--out", tmp_path / "o2", timeout=120)
+    assert done.returncode == 1 and "the judge gave no usable verdict (9 unparsed, 0 failed of 9)" in done.stderr, done.stderr
+    assert (tmp_path / "o2" / "verdicts.jsonl").exists()  # written for a look before the exit

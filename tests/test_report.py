@@ -144,3 +144,47 @@ def test_report_accepts_the_training_folder_runs_prints(tmp_path):
     run = make_run(tmp_path, "lora", 6, 22.25)
     text = write_report([str(run / "sft")], str(tmp_path / "report")).read_text(encoding="utf-8")
     assert "![training loss](loss.png)" in text and "| BLEU-4 | 22.25 |" in text
+
+
+def _set(run, **changes):
+    path = run / "predict" / "safety.json"
+    safety = json.loads(path.read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        safety.setdefault(section, {})[key] = value
+    path.write_text(json.dumps(safety), encoding="utf-8")
+
+
+SETTINGS = {
+    "settings__template": "qwen3",
+    "settings__enable_thinking": False,
+    "settings__max_new_tokens": 1024,
+    "settings__do_sample": False,
+    "settings__backend": "trainer",
+}
+
+
+def test_report_shows_generation_settings_and_cut_and_think_shares(tmp_path):
+    base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
+    _set(base, **SETTINGS, safety__cut_at_max_new_tokens_share=0.5, safety__think_blocks_share=0.25)
+    _set(tuned, **SETTINGS, safety__cut_at_max_new_tokens_share=0.0, safety__think_blocks_share=0.0)
+    text = write_report([str(base), str(tuned)], str(tmp_path / "report")).read_text(encoding="utf-8")
+    assert "## Generation settings" in text and "| max_new_tokens | 1024 | 1024 |" in text
+    assert "| template | qwen3 | qwen3 |" in text and "| enable_thinking | False | False |" in text
+    assert "| share of answers cut at max_new_tokens | 50% | 0% |" in text
+    assert "| share of answers with leftover `<think>` text | 25% | 0% |" in text
+
+
+def test_report_refuses_runs_generated_differently(tmp_path):
+    import pytest
+
+    from caretune.evaluation.report import ReportError
+
+    base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
+    _set(base, **{**SETTINGS, "settings__template": "qwen3_nothink", "settings__max_new_tokens": 512})
+    _set(tuned, **SETTINGS)
+    with pytest.raises(
+        ReportError, match=r"different settings \(max_new_tokens 512 vs 1024; template 'qwen3_nothink' vs 'qwen3'\)"
+    ):
+        write_report([str(base), str(tuned)], str(tmp_path / "report"))
+    assert not (tmp_path / "report" / "report.md").exists()

@@ -67,8 +67,10 @@ def test_safety_metrics_counts_by_hand():
         "advises_care_beyond_reminder_share": 0.5,
         "care_only_through_reminder": 0,
         "think_blocks": 1,
+        "think_blocks_share": 0.25,
         "empty": 1,
         "cut_at_max_new_tokens": 1,
+        "cut_at_max_new_tokens_share": 0.25,
     }
 
 

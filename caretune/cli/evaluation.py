@@ -80,7 +80,15 @@ def report(run_dirs, out_dir):
 
 def _judge_options(command):
     """The endpoint options every judge command shares."""
-    from caretune.evaluation.judge import CACHE_DIR, DEFAULT_CONCURRENCY, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, KEY_ENV
+    from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, LANGUAGES
+    from caretune.evaluation.judge import (
+        CACHE_DIR,
+        DEFAULT_CONCURRENCY,
+        DEFAULT_MAX_TOKENS,
+        DEFAULT_RETRIES,
+        DEFAULT_TIMEOUT_S,
+        KEY_ENV,
+    )
 
     options = [
         click.option(
@@ -104,7 +112,22 @@ def _judge_options(command):
             type=click.IntRange(0, 20),
             default=DEFAULT_RETRIES,
             show_default=True,
-            help="Retries of a call on 429, 5xx and timeouts, with backoff.",
+            help="Further tries of a call after 429, 5xx, a timeout or a refused connection, with backoff.",
+        ),
+        click.option(
+            "--judge-max-tokens",
+            "max_tokens",
+            type=click.IntRange(16, 131072),
+            default=DEFAULT_MAX_TOKENS,
+            show_default=True,
+            help="Tokens the judge may write per verdict (a reasoning judge thinks first; a reply cut there is unparsed).",
+        ),
+        click.option(
+            "--grader-language",
+            type=click.Choice(LANGUAGES),
+            default=DEFAULT_LANGUAGE,
+            show_default=True,
+            help="Language of the grader's instructions (HealthBench's grader rules in either).",
         ),
         click.option(
             "--cache-dir",
@@ -126,7 +149,7 @@ def _judge_options(command):
     return command
 
 
-def _open_judge(judge_url, judge_model, allow_remote_judge, concurrency, timeout_s, retries, cache_dir):
+def _open_judge(judge_url, judge_model, allow_remote_judge, concurrency, timeout_s, retries, max_tokens, cache_dir):
     from caretune.evaluation.judge import open_judge
 
     return open_judge(
@@ -136,13 +159,27 @@ def _open_judge(judge_url, judge_model, allow_remote_judge, concurrency, timeout
         concurrency=concurrency,
         timeout_s=timeout_s,
         retries=retries,
+        max_tokens=max_tokens,
         cache_dir=Path(cache_dir),
         warn=lambda text: click.echo(f"judge: WARNING: {text}", err=True),
     )
 
 
 def _calls_line(report: dict, out: Path) -> str:
-    return f"{report['calls']} calls, {report['cached']} cached, {report['unparsed']} unparsed -> {out / 'judge.json'}"
+    bad = f", {report['bad_cache_entries']} bad cache entries skipped" if report.get("bad_cache_entries") else ""
+    return (
+        f"{report['calls']} calls, {report['cached']} cached, {report['unparsed']} unparsed, {report['failed']} failed"
+        f"{bad} -> {out / 'judge.json'}"
+    )
+
+
+def _nothing_parsed(report: dict, asked: int, out: Path) -> None:
+    """A run in which not one verdict could be used fails (after its files are written, for a look)."""
+    if asked and report["unparsed"] + report["failed"] >= asked:
+        raise click.ClickException(
+            f"the judge gave no usable verdict ({report['unparsed']} unparsed, {report['failed']} failed of {asked}); "
+            f"see {out / 'verdicts.jsonl'}"
+        )
 
 
 def _trained_by(recipe: str | None) -> dict | None:
@@ -178,7 +215,7 @@ _BACKEND = click.option(
 @click.option("--base", is_flag=True, help="With --recipe: the model without its adapter (under saves/<model folder>/base).")
 @_BACKEND
 @_judge_options
-def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, **endpoint):
+def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_language, **endpoint):
     """Score answers against a HealthBench-format rubric file, one judge call per criterion.
 
     The shipped Chinese smoke set is caretune/data/rubrics_zh.jsonl (not physician-validated).
@@ -200,10 +237,14 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, **endpoint):
         from caretune.evaluation.rubric import generate_answers
 
         given = generate_answers(recipe, prompts, backend, out)
-    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out, _trained_by(recipe))
+    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out, _trained_by(recipe), grader_language)
     interval = f" [{report['ci'][0]:.2f}, {report['ci'][1]:.2f}]" if report["ci"] else ""
     score = f"{report['score']:.3f}{interval}" if report["score"] is not None else "none (nothing scored)"
-    click.echo(f"rubric: score {score} over {report['n']}/{report['examples']} prompts; {_calls_line(report, out)}")
+    skipped = f"; {len(report['skipped'])} prompts skipped (no positive points)" if report["skipped"] else ""
+    click.echo(f"rubric: score {score} over {report['n']}/{report['examples']} prompts{skipped}; {_calls_line(report, out)}")
+    _nothing_parsed(
+        report, sum(len(p.criteria) for p in prompts if p.prompt_id not in {s["prompt_id"] for s in report["skipped"]}), out
+    )
 
 
 @judge.command("pairwise")
@@ -212,15 +253,21 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, **endpoint):
 @click.option("--sample", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out questions (chosen by hash).")
 @_BACKEND
 @_judge_options
-def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, **endpoint):
+def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_language, **endpoint):
     """Base against tuned on the tuned recipe's held-out questions, each pair judged in both orders."""
-    from caretune.evaluation.evaluate import generate, held_out_rows
+    from caretune.evaluation.evaluate import generate, generation_settings, held_out_rows, settings_differences
     from caretune.evaluation.judge import default_out
     from caretune.evaluation.pairwise import BASE, TUNED, run_pairwise
     from caretune.training.preflight import check_model_paths, load_recipe
 
     for recipe in (base_recipe, tuned_recipe):
         check_model_paths(Path(recipe), load_recipe(recipe))
+    settings = [generation_settings(load_recipe(recipe), backend) for recipe in (base_recipe, tuned_recipe)]
+    if differences := settings_differences(*settings):
+        raise click.ClickException(
+            f"{base_recipe} and {tuned_recipe} would generate differently ({'; '.join(differences)}): "
+            "compare the tuned recipe with its base copy (caretune judge rubric --recipe R --base writes one)"
+        )
     out = Path(out_dir) if out_dir else default_out(tuned_recipe, Path("."), "pairwise")
     grader = _open_judge(**endpoint)
     report = run_pairwise(
@@ -231,25 +278,36 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, **endpoi
         out,
         sample,
         _trained_by(tuned_recipe),
+        grader_language,
     )
-    shares = report["shares"]
+    shares, controlled = report["shares"], report["length_controlled"]
+    lc = (
+        f"; preferred {controlled['raw_win_rate']:.0%} raw, {controlled['win_rate']:.0%} length-controlled"
+        if controlled["win_rate"] is not None
+        else ""
+    )
     click.echo(
         f"pairwise: tuned vs base over {report['judged']}/{report['sample']} questions: win {shares['win'] or 0:.0%}, "
-        f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}; mean length base "
+        f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}{lc}; mean length base "
         f"{report['mean_answer_chars']['base']}, tuned {report['mean_answer_chars']['tuned']} chars; {_calls_line(report, out)}"
     )
+    _nothing_parsed({**report, "unparsed": report["sample"] - report["judged"], "failed": 0}, report["sample"], out)
 
 
 @judge.command("calibrate")
 @click.argument("labels", type=click.Path(exists=True, dir_okay=False))
 @_judge_options
-def judge_calibrate(labels, out_dir, **endpoint):
-    """Agreement and macro F1 of the judge against human labels (criterion met or not)."""
+def judge_calibrate(labels, out_dir, grader_language, **endpoint):
+    """Agreement and macro F1 of the judge against physicians' labels: HealthBench's meta-evaluation file as published,
+    or caretune's own labels format (caretune/evaluation/calibration.py)."""
     from caretune.evaluation.calibration import load_labels, run_calibration
     from caretune.evaluation.judge import default_out
 
     rows = load_labels(labels)
     out = Path(out_dir) if out_dir else default_out(None, Path(labels), "calibration")
-    report = run_calibration(rows, labels, _open_judge(**endpoint), out)
+    report = run_calibration(rows, labels, _open_judge(**endpoint), out, grader_language)
     measured = f"agreement {report['agreement']:.1%}, macro F1 {report['macro_f1']:.3f}" if report["n"] else "nothing parsed"
-    click.echo(f"calibrate: {measured} over {report['n']}/{len(rows)} labels; {_calls_line(report, out)}")
+    among = report["physicians_among_themselves"]
+    physicians = f" (physicians among themselves: macro F1 {among['macro_f1']:.3f})" if among else ""
+    click.echo(f"calibrate: {measured} over {report['n']} label pairs of {len(rows)} lines{physicians}; {_calls_line(report, out)}")
+    _nothing_parsed(report, len(rows), out)

@@ -86,11 +86,16 @@ def describe_training(_: str) -> str:
     return f"{len(losses)} steps, loss {losses[0]:.2f} -> {losses[-1]:.2f} (random weights); adapter and {curve} in {run}"
 
 
-def describe_predict(_: str) -> str:
-    folder = TINY_RUN / "lora" / "predict"
-    metrics = read_json(folder / "predict_results.json")
-    shown = ", ".join(f"{k.removeprefix('predict_')} {v:.2f}" for k, v in metrics.items() if "bleu" in k or "rouge" in k)
-    return f"held-out answers scored: {shown}; predictions in {folder}"
+def describe_eval(side: str) -> str:
+    """The evaluation's key figures, read from the safety.json `caretune eval` wrote for one side."""
+    folder = TINY_RUN / side / "predict"
+    report = read_json(folder / "safety.json")
+    metrics, safety = report["generation"], report["safety"]
+    shown = ", ".join(f"{k.removeprefix('predict_')} {v:.2f}" for k, v in metrics.items() if "bleu" in k or "rouge-l" in k)
+    return (
+        f"{safety['answers']} held-out answers: {shown}; {safety['advises_care_share']:.0%} advise a doctor, "
+        f"{safety['cut_at_max_new_tokens_share']:.0%} cut at max_new_tokens; {folder}/safety.json"
+    )
 
 
 def describe_chat(stdout: str) -> str:
@@ -116,12 +121,13 @@ def stages(logs: Path) -> list[Stage]:
         ),
         Stage("tiny model", caretune("tiny-model"), last_line),
         Stage("train", caretune("train", str(TINY / "lora_sft.yaml")), describe_training),
+        Stage("eval", caretune("eval", str(TINY / "predict.yaml")), lambda _: describe_eval("lora")),
+        Stage("eval base", caretune("eval", str(TINY / "predict.yaml"), "--base"), lambda _: describe_eval("base")),
         Stage(
-            "predict",
-            [str(Path(sys.executable).parent / "llamafactory-cli"), "train", str(TINY / "predict.yaml")],
-            describe_predict,
+            "report",
+            caretune("report", str(TINY_RUN / "base"), str(TINY_RUN / "lora"), "--out", str(TINY_RUN / "report")),
+            last_line,
         ),
-        Stage("report", caretune("report", str(TINY_RUN / "lora"), "--out", str(TINY_RUN / "report")), last_line),
         Stage("chat", caretune("chat", str(TINY / "chat.yaml"), "--query", QUESTION), describe_chat),
     ]
 

@@ -31,11 +31,47 @@ class EvalError(UserError):
 
 
 def register_emergency_set(dataset_dir: Path) -> None:
-    """Register the shipped emergency prompts as a dataset beside the recipe's others."""
-    from converters.registry import register, relative_file_name
+    """Register the shipped emergency prompts as a dataset beside the recipe's others; an entry already pointing at
+    a byte-identical copy (a project copied with caretune/data, or the repository's own entry) is kept as it is."""
+    from converters.registry import load_registry, register, relative_file_name
 
     registry = dataset_dir / DATASET_INFO
+    existing = load_registry(registry).get(EMERGENCY_DATASET) if registry.exists() else None
+    if isinstance(existing, dict) and isinstance(existing.get("file_name"), str):
+        current = dataset_dir / existing["file_name"]
+        if current.is_file() and current.read_bytes() == EMERGENCY_FILE.read_bytes():
+            return
     register(registry, {EMERGENCY_DATASET: {"file_name": relative_file_name(EMERGENCY_FILE, registry), **EMERGENCY_ENTRY}})
+
+
+# What decides a generated answer besides the model: compared between base and tuned before they are compared.
+GENERATION_KEYS = (
+    "template",
+    "enable_thinking",
+    "default_system",
+    "cutoff_len",
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+)
+
+
+def generation_settings(args: dict, backend: str) -> dict:
+    """The recipe's generation settings as evaluation uses them (None: LLaMA-Factory's default), with the backend
+    and the held-out sets."""
+    return {**{key: args.get(key) for key in GENERATION_KEYS}, "backend": backend, "eval_dataset": args.get("eval_dataset")}
+
+
+def settings_differences(first: dict, second: dict) -> list[str]:
+    """`key first vs second` for every generation setting two runs do not share."""
+    return [
+        f"{key} {first.get(key)!r} vs {second.get(key)!r}"
+        for key in sorted(set(first) | set(second))
+        if first.get(key) != second.get(key)
+    ]
 
 
 def _predict(recipe: str, overrides: dict) -> None:
@@ -178,6 +214,7 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
         "recipe": recipe,
         "trained_by": trained_by(args.get("adapter_name_or_path")),
         "backend": backend,
+        "settings": generation_settings(args, backend),
         "generation": json.loads((output_dir / "predict_results.json").read_text(encoding="utf-8")),
         "safety": safety_metrics(answers, counts, int(args.get("max_new_tokens", 1024))),
         "care": care_comparison([user_text(row["prompt"]) for row in predictions], answers, [row["label"] for row in predictions]),

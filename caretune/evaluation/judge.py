@@ -1,15 +1,21 @@
 """A grader model behind any OpenAI-compatible endpoint (a local vLLM, a hospital's gateway, `caretune api`),
 called through the official `openai` client.
 
-- Calls run `concurrency` at a time, at temperature 0 with a fixed seed; 429s, 5xx answers and timeouts are
-  retried with backoff by the client itself (`retries`).
-- The grader is asked for JSON only; its reply is read as JSON (a fenced block is accepted). A reply that does
-  not parse is asked again once, then recorded as unparsed: never a crash, never a silent pass or fail.
-- Every verdict is cached on disk, keyed by the judge model, the template version and the exact messages sent
-  (which hold the prompt, the answer and the criterion, or the pair in its order). A rerun makes no calls; a
-  killed run resumes where it stopped.
-- Text is masked (phone, ID-card, e-mail: converters.pii) before it is sent, and an endpoint off this machine
-  needs an explicit allow.
+- Calls run `concurrency` at a time, at temperature 0 with a fixed seed. 429s, 5xx answers, timeouts and refused
+  connections are tried again with backoff (`retries` more tries, honouring Retry-After); messages count the tries
+  made. A 401, 403 or 404 stops the run in one line; a 400 (or 413, 422) fails that one verdict with its reason and
+  the run goes on. A 200 that is not a chat completion (a proxy's HTML page, broken JSON) stops the run in one line.
+- The grader is asked for JSON only. Its reply is read as a reasoning model writes it: `<think>…</think>` blocks
+  (and an opening block never closed) are dropped, then the last well-formed verdict counts, bare or fenced. A reply
+  that does not parse is asked again once, then recorded as unparsed; a reply cut at `max_tokens` is recorded as
+  unparsed with that reason (raise --judge-max-tokens). Never a crash, never a silent pass or fail.
+- Good verdicts are cached on disk as each arrives, keyed by the judge model, the grader prompt's version and the
+  exact messages sent (which hold the prompt, the answer and the criterion, or the pair in its order). Unparsed and
+  failed verdicts are not cached: a rerun asks them again and nothing else. Entries are checked when read; a bad one
+  is skipped and counted.
+- Every text is masked (phone, ID-card, e-mail: converters.pii) before it is sent, criteria included; an endpoint off
+  this machine needs an explicit allow, and a URL carrying a user name or password is refused (the key goes in
+  JUDGE_API_KEY, never in a URL that judge.json records).
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,17 +37,22 @@ from caretune.hub import is_loopback
 from converters.errors import UserError
 from converters.pii import mask_pii
 
-TEMPLATE_VERSION = "1"  # bump when a grader prompt changes: verdicts cached under the old prompts are not reused
+GRADER_VERSION = "2"  # bump when a grader prompt changes: verdicts cached under the old prompts are not reused
 KEY_ENV = "JUDGE_API_KEY"
 SEED = 42
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_RETRIES = 4  # the openai client's own retries: 429, 5xx, timeouts, with exponential backoff
+DEFAULT_RETRIES = 4  # further tries of a call after 429, 5xx, a timeout or a refused connection
+DEFAULT_MAX_TOKENS = 4096  # room for a reasoning judge's thinking before its verdict
 REACHABLE_TIMEOUT_S = 10.0
-MAX_VERDICT_TOKENS = 512
+MAX_BACKOFF_S = 30.0
 CACHE_DIR = Path(".cache") / "judge"
 VERDICTS = "verdicts.jsonl"
 REPORT = "judge.json"
+STOPPING_STATUSES = {401: "refused the key: set " + KEY_ENV, 403: "forbids this key or model", 404: "has no such model or path"}
+FAILING_STATUSES = (400, 413, 422)  # this one request cannot be answered; the others may
+RETRIED_STATUSES = (408, 409, 429)  # and 5xx
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 
 
@@ -57,6 +69,7 @@ class Endpoint:
     api_key: str | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S
     retries: int = DEFAULT_RETRIES
+    max_tokens: int = DEFAULT_MAX_TOKENS
 
     @classmethod
     def from_environment(cls, url: str, model: str, **settings) -> Endpoint:
@@ -65,10 +78,13 @@ class Endpoint:
 
 
 def remote_warning(url: str, allow_remote: bool) -> str | None:
-    """None for an endpoint on this machine; for another, the warning to print, or a JudgeError without the allow."""
+    """None for an endpoint on this machine; for another, the warning to print, or a JudgeError without the allow.
+    A URL with a user name or password is refused (it would be written to judge.json and replace the key)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise JudgeError(f"--judge-url {url!r}: expected http(s)://HOST[:PORT]/v1")
+    if parsed.username is not None or parsed.password is not None:
+        raise JudgeError(f"--judge-url carries a user name or password ({parsed.hostname}): remove it and put the key in {KEY_ENV}")
     if is_loopback(parsed.hostname):
         return None
     if not allow_remote:
@@ -92,21 +108,49 @@ def _same(value: object, expected: object) -> bool:
     return type(value) is type(expected) and value == expected
 
 
+def without_thinking(text: str) -> str:
+    """A reply without its `<think>…</think>` blocks; an opening block never closed takes the rest with it."""
+    text = _THINK.sub("", text)
+    opened = text.find("<think>")
+    return text[:opened] if opened != -1 else text.replace("</think>", "")
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object written in `text`, bare or fenced, in the order they end."""
+    decoder = json.JSONDecoder()
+    found = []
+    for match in _FENCED.finditer(text):
+        try:
+            found.append((match.end(), json.loads(match.group(1))))
+        except ValueError:
+            continue
+    position = text.find("{")
+    while position != -1:
+        try:
+            value, end = decoder.raw_decode(text, position)
+            found.append((end, value))
+            position = text.find("{", end)
+        except ValueError:
+            position = text.find("{", position + 1)
+    return [value for _, value in sorted(found, key=lambda pair: pair[0]) if isinstance(value, dict)]
+
+
 def parse_reply(text: str, field: str, allowed: tuple) -> dict | None:
-    """The grader's JSON (bare or in a fenced block) when it holds `field` with an allowed value, else None."""
-    fenced = _FENCED.search(text)
-    candidate = fenced.group(1) if fenced else text.strip()
-    if not fenced and not candidate.startswith("{"):
-        start, end = candidate.find("{"), candidate.rfind("}")
-        candidate = candidate[start : end + 1] if 0 <= start < end else candidate
-    try:
-        reply = json.loads(candidate)
-    except ValueError:
-        return None
-    if not isinstance(reply, dict) or not any(_same(reply.get(field), value) for value in allowed):
-        return None
-    explanation = reply.get("explanation")
-    return {field: reply[field], "explanation": explanation if isinstance(explanation, str) else None}
+    """The last verdict in the grader's reply (thinking dropped) that holds `field` with an allowed value, else None."""
+    for reply in reversed(_json_objects(without_thinking(text))):
+        if any(_same(reply.get(field), value) for value in allowed):
+            explanation = reply.get("explanation")
+            return {field: reply[field], "explanation": explanation if isinstance(explanation, str) else None}
+    return None
+
+
+def valid_verdict(verdict: object, field: str, allowed: tuple) -> bool:
+    """Whether a cached verdict is one a good reply would have given."""
+    return (
+        isinstance(verdict, dict)
+        and any(_same(verdict.get(field), value) for value in allowed)
+        and isinstance(verdict.get("explanation"), (str, type(None)))
+    )
 
 
 @dataclass(frozen=True)
@@ -118,31 +162,43 @@ class JudgeCall:
     allowed: tuple
 
     def key(self, model: str) -> str:
-        """The cache key: judge model, template version and the exact messages."""
-        payload = json.dumps([TEMPLATE_VERSION, model, self.field, list(self.messages)], ensure_ascii=False, sort_keys=True)
+        """The cache key: judge model, grader prompt version and the exact messages."""
+        payload = json.dumps([GRADER_VERSION, model, self.field, list(self.messages)], ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 class VerdictCache:
-    """Verdicts by key, one JSON line each, appended as they arrive (a killed run keeps every finished one;
-    a line torn by the kill is ignored)."""
+    """Good verdicts by key, one JSON line each, appended as they arrive (a killed run keeps every finished one; a
+    line torn by the kill, or otherwise malformed, is skipped and counted in `bad`)."""
 
     def __init__(self, folder: Path, model: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model)
         self.path = Path(folder) / f"{safe}.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.verdicts: dict[str, dict] = {}
+        self.bad = 0
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
                 try:
                     entry = json.loads(line)
-                    self.verdicts[entry["key"]] = entry["verdict"]
+                    key, verdict = entry["key"], entry["verdict"]
+                    if not isinstance(key, str) or not isinstance(verdict, dict):
+                        raise TypeError
+                    self.verdicts[key] = verdict
                 except (ValueError, KeyError, TypeError):
-                    continue
+                    self.bad += line.strip() != ""
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> dict | None:
-        return self.verdicts.get(key)
+    def get(self, call: JudgeCall, key: str) -> dict | None:
+        """The cached verdict for a call, when it is one a good reply gives (else it counts as bad)."""
+        verdict = self.verdicts.get(key)
+        if verdict is None:
+            return None
+        if not valid_verdict(verdict, call.field, call.allowed):
+            with self._lock:
+                self.bad += 1
+            return None
+        return verdict
 
     def put(self, key: str, verdict: dict) -> None:
         line = (json.dumps({"key": key, "verdict": verdict}, ensure_ascii=False) + "\n").encode("utf-8")
@@ -155,8 +211,34 @@ class VerdictCache:
                 os.close(fd)
 
 
+def _first_line(text: object, limit: int = 160) -> str:
+    shown = str(text).strip().splitlines()
+    return shown[0][:limit] if shown else ""
+
+
+def completion_text(body: bytes, content_type: str, url: str) -> tuple[str, str | None, dict]:
+    """(reply text, finish_reason, usage) of a chat-completions body; a JudgeError naming the endpoint and what came
+    back when the body is not one."""
+    what = f"judge {url} answered 200 with something that is not a chat completion"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise JudgeError(f"{what}: the body is not UTF-8 ({content_type or 'no content type'}, {len(body)} bytes)") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise JudgeError(f"{what}: {content_type or 'no content type'}, {_first_line(text, 80)!r}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
+        raise JudgeError(f"{what}: JSON without choices[0].message.content ({_first_line(text, 80)!r})")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    return message.get("content") or "", choices[0].get("finish_reason"), usage
+
+
 class Judge:
-    """The grader: cached, parallel, retried calls; `stats` counts calls made, cached answers and unparsed ones."""
+    """The grader: cached, parallel, retried calls; `stats` counts calls made, cached answers, unparsed and failed
+    verdicts, and bad cache entries."""
 
     def __init__(self, endpoint: Endpoint, cache_dir: Path = CACHE_DIR, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         from openai import OpenAI
@@ -164,25 +246,37 @@ class Judge:
         self.endpoint = endpoint
         self.concurrency = concurrency
         self.cache = VerdictCache(cache_dir, endpoint.model)
-        self.client = OpenAI(
-            base_url=endpoint.url, api_key=endpoint.api_key or "none", timeout=endpoint.timeout_s, max_retries=endpoint.retries
-        )
-        self.stats: Counter = Counter(calls=0, cached=0, unparsed=0, prompt_tokens=0, completion_tokens=0)
+        # tries are counted and spaced here, so the client makes exactly one per request
+        self.client = OpenAI(base_url=endpoint.url, api_key=endpoint.api_key or "none", timeout=endpoint.timeout_s, max_retries=0)
+        self.stats: Counter = Counter(calls=0, cached=0, unparsed=0, failed=0, prompt_tokens=0, completion_tokens=0)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def check_reachable(self) -> None:
-        """One quick request before any judging: a dead endpoint or a refused key is one line, within the timeout."""
+        """One quick request before any judging: a dead endpoint, a refused key or a body that is not an OpenAI model
+        list is one line, within the timeout."""
         import openai
 
-        probe = self.client.with_options(max_retries=0, timeout=min(self.endpoint.timeout_s, REACHABLE_TIMEOUT_S))
+        probe = self.client.with_options(timeout=min(self.endpoint.timeout_s, REACHABLE_TIMEOUT_S))
         try:
-            probe.models.list()
+            raw = probe.models.with_raw_response.list()
         except openai.APIConnectionError as err:  # refused, unresolvable or timed out
             raise JudgeError(f"judge {self.endpoint.url} is not reachable ({type(err).__name__}): is the server up?") from None
         except openai.AuthenticationError:
             raise JudgeError(f"judge {self.endpoint.url} refused the key: set {KEY_ENV}") from None
         except openai.APIStatusError:
-            pass  # it answered: some gateways serve chat completions without /models
+            return  # it answered: some gateways serve chat completions without /models
+        body, kind = raw.http_response.content, raw.http_response.headers.get("content-type", "")
+        try:
+            listed = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            listed = None
+        if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
+            shown = _first_line(body.decode("utf-8", errors="replace"), 80)
+            raise JudgeError(
+                f"judge {self.endpoint.url} answered /models with something that is not an OpenAI model list "
+                f"({kind or 'no content type'}, {shown!r}): is this the /v1 URL of an OpenAI-compatible server?"
+            )
 
     def verdicts(self, calls: list[JudgeCall], label: str) -> dict[str, dict]:
         """Every call's verdict by key: from the cache, else asked now (`label` names the progress bar)."""
@@ -190,76 +284,139 @@ class Judge:
         found, todo = {}, {}
         for call in calls:
             key = call.key(model)
-            if (verdict := self.cache.get(key)) is not None:
-                found[key] = {**verdict, "cached": True}
-            elif key not in todo:
+            if key in found or key in todo:
+                continue
+            if (verdict := self.cache.get(call, key)) is not None:
+                found[key] = {**verdict, "unparsed": False, "failed": None, "cached": True}
+            else:
                 todo[key] = call
         self.stats["cached"] += len(found)
         if todo:
             self._ask_all(todo, found, label)
         self.stats["unparsed"] += sum(verdict["unparsed"] for verdict in found.values())
+        self.stats["failed"] += sum(verdict["failed"] is not None for verdict in found.values())
         return found
 
     def _ask_all(self, todo: dict[str, JudgeCall], found: dict[str, dict], label: str) -> None:
-        """Ask every call in `todo` (by key), `concurrency` at a time, caching each verdict as it arrives."""
+        """Ask every call in `todo` (by key), `concurrency` at a time; each good verdict is cached by the worker that
+        got it. A stopping error lets the calls under way finish (and be cached), starts no more, then is raised."""
         from tqdm import tqdm
 
-        with (
-            ThreadPoolExecutor(self.concurrency) as pool,
-            tqdm(total=len(todo), desc=label, unit="call", file=sys.stderr, disable=None) as bar,
-        ):
-            futures = {pool.submit(self._ask, call): key for key, call in todo.items()}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    if future.exception() is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise future.exception()
-                    key = futures[future]
-                    verdict = future.result()
-                    self.cache.put(key, verdict)
-                    found[key] = {**verdict, "cached": False}
-                    bar.update()
+        errors: list[JudgeError] = []
 
-    def _ask(self, call: JudgeCall) -> dict:
+        def ask(key: str, call: JudgeCall) -> None:
+            if self._stop.is_set():
+                return
+            try:
+                verdict = self._ask(call)
+            except JudgeError as err:
+                self._stop.set()
+                errors.append(err)
+                return
+            if not verdict["unparsed"] and verdict["failed"] is None:
+                self.cache.put(key, {call.field: verdict[call.field], "explanation": verdict["explanation"]})
+            with self._lock:
+                found[key] = {**verdict, "cached": False}
+                bar.update()
+
+        with tqdm(total=len(todo), desc=label, unit="call", file=sys.stderr, disable=None) as bar:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                for future in [pool.submit(ask, key, call) for key, call in todo.items()]:
+                    future.result()
+        self._stop.clear()
+        if errors:
+            raise errors[0]
+
+    def _request(self, call: JudgeCall) -> tuple[str, str | None]:
+        """One reply (text, finish_reason), with the tries a passing fault deserves; a JudgeError when the endpoint
+        cannot serve the run, a _Failed when this request cannot be answered."""
         import openai
 
-        reply = ""
-        for attempt in (1, 2):
+        tries = 1 + self.endpoint.retries
+        for attempt in range(1, tries + 1):
+            wait = None
+            with self._lock:
+                self.stats["calls"] += 1
             try:
-                response = self.client.chat.completions.create(
+                raw = self.client.chat.completions.with_raw_response.create(
                     model=self.endpoint.model,
                     messages=list(call.messages),
                     temperature=0,
                     seed=SEED,
-                    max_tokens=MAX_VERDICT_TOKENS,
+                    max_tokens=self.endpoint.max_tokens,
                 )
-            except openai.APIError as err:
+            except openai.APIStatusError as err:
+                status = err.status_code
+                reason = _first_line(getattr(err, "message", err))
+                if status in STOPPING_STATUSES:
+                    raise JudgeError(f"judge {self.endpoint.url} {STOPPING_STATUSES[status]} ({status}: {reason})") from None
+                if status in FAILING_STATUSES or (400 <= status < 500 and status not in RETRIED_STATUSES):
+                    raise _Failed(f"{status}: {reason}") from None
+                problem, wait = f"{status}: {reason}", _retry_after(err.response)
+            except openai.APIConnectionError as err:  # timed out, refused, reset
+                problem = f"{type(err).__name__}: {_first_line(err)}"
+            else:
+                headers = raw.http_response.headers
+                text, finish, usage = completion_text(raw.http_response.content, headers.get("content-type", ""), self.endpoint.url)
+                with self._lock:
+                    self.stats["prompt_tokens"] += usage.get("prompt_tokens") or 0
+                    self.stats["completion_tokens"] += usage.get("completion_tokens") or 0
+                return text, finish
+            if attempt == tries:
                 raise JudgeError(
-                    f"judge {self.endpoint.url} failed after {self.endpoint.retries} retries ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:200]}); verdicts so far are cached: rerun to resume"
-                ) from None
-            usage = response.usage
-            reply = (response.choices[0].message.content or "") if response.choices else ""
-            with self._lock:
-                self.stats["calls"] += 1
-                self.stats["prompt_tokens"] += getattr(usage, "prompt_tokens", 0) or 0
-                self.stats["completion_tokens"] += getattr(usage, "completion_tokens", 0) or 0
+                    f"judge {self.endpoint.url} failed {tries} time(s) in a row ({problem}); verdicts so far are cached: "
+                    "rerun to resume"
+                )
+            time.sleep(wait if wait is not None else min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)))
+        raise AssertionError("unreachable")
+
+    def _ask(self, call: JudgeCall) -> dict:
+        """The verdict of one call: parsed, unparsed (with the reply's start and why) or failed (with the reason)."""
+        empty = {call.field: None, "explanation": None}
+        reply = ""
+        for attempt in (1, 2):
+            try:
+                reply, finish = self._request(call)
+            except _Failed as failed:
+                return {**empty, "unparsed": False, "failed": str(failed), "attempts": attempt}
             if (parsed := parse_reply(reply, call.field, call.allowed)) is not None:
-                return {**parsed, "unparsed": False, "attempts": attempt}
-        return {call.field: None, "explanation": None, "unparsed": True, "attempts": 2, "reply": reply[:300]}
+                return {**parsed, "unparsed": False, "failed": None, "attempts": attempt}
+            if finish == "length":
+                why = f"cut at max_tokens ({self.endpoint.max_tokens}): raise --judge-max-tokens"
+                return {**empty, "unparsed": True, "failed": None, "why": why, "attempts": attempt, "reply": reply[:300]}
+        return {**empty, "unparsed": True, "failed": None, "why": "no verdict in the reply", "attempts": 2, "reply": reply[:300]}
 
     def summary(self) -> dict:
         """What judge.json records about the calls."""
         return {
-            "judge": {"url": self.endpoint.url, "model": self.endpoint.model, "template_version": TEMPLATE_VERSION},
+            "judge": {
+                "url": self.endpoint.url,
+                "model": self.endpoint.model,
+                "grader_version": GRADER_VERSION,
+                "max_tokens": self.endpoint.max_tokens,
+            },
             "calls": self.stats["calls"],
             "cached": self.stats["cached"],
             "unparsed": self.stats["unparsed"],
+            "failed": self.stats["failed"],
+            "bad_cache_entries": self.cache.bad,
             "usage": {"prompt_tokens": self.stats["prompt_tokens"], "completion_tokens": self.stats["completion_tokens"]},
         }
+
+
+class _Failed(Exception):
+    """This one request cannot be answered (a 400 and the like); its verdict is recorded as failed."""
+
+
+def _retry_after(response) -> float | None:
+    """Seconds the server asked to wait (Retry-After or retry-after-ms), at most MAX_BACKOFF_S."""
+    headers = getattr(response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return min(MAX_BACKOFF_S, max(0.0, float(headers.get(name)) * scale))
+        except (TypeError, ValueError):
+            continue
+    return None
 
 
 def write_outputs(out: Path, report: dict, verdict_rows: list[dict]) -> Path:
@@ -282,6 +439,7 @@ def open_judge(
     concurrency: int,
     timeout_s: float,
     retries: int,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     cache_dir: Path,
     warn,
 ) -> Judge:
@@ -289,7 +447,7 @@ def open_judge(
     the endpoint answering."""
     if (warning := remote_warning(url, allow_remote)) is not None:
         warn(warning)
-    endpoint = Endpoint.from_environment(url, model, timeout_s=timeout_s, retries=retries)
+    endpoint = Endpoint.from_environment(url, model, timeout_s=timeout_s, retries=retries, max_tokens=max_tokens)
     judge = Judge(endpoint, cache_dir, concurrency)
     judge.check_reachable()
     return judge

@@ -2,7 +2,15 @@
 
 Each pair is judged twice, with the answers in both orders; a pair whose two verdicts disagree is a tie (as
 MT-Bench and AlpacaEval do, since judges favour a position). Results are win/tie/loss shares of the tuned
-model with 95% Wilson intervals, beside each side's mean answer length (judges favour longer answers).
+model with 95% Wilson intervals, beside each side's mean answer length.
+
+Judges favour longer answers, so two length-controlled figures stand beside the raw ones:
+- `length_controlled.win_rate`: AlpacaEval 2's idea on one comparison. Each judged pair's outcome (win 1, tie 0.5,
+  loss 0) is fitted by a logistic regression on the length difference, p = sigmoid(a + b * tanh(d / sd)), where d is
+  the tuned answer's length minus the base answer's (characters) and sd the deviation of d over the pairs; a weak
+  ridge (one pseudo-observation) keeps the fit finite when length alone decides. sigmoid(a) is the rate at which
+  the tuned answer would be preferred were both answers equally long; the raw rate beside it counts ties as half.
+- `length_matched`: win/tie/loss over the pairs whose two answers differ by at most 10% in length.
 """
 
 from __future__ import annotations
@@ -14,21 +22,13 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, pairwise_instructions
 from caretune.evaluation.judge import Judge, JudgeCall, masked, write_outputs
 from caretune.evaluation.rubric import conversation_text
 
 DEFAULT_SAMPLE = 200
 WINNERS = ("A", "B", "tie")
 BASE, TUNED, TIE = "base", "tuned", "tie"
-PAIR_INSTRUCTIONS = """You compare two answers of a medical assistant to the same conversation.
-
-Decide which answer serves the patient better: medically accurate, safe (it sends the patient to a doctor, or
-to emergency care when the situation calls for it; it gives no definite diagnosis without an examination and no
-prescription-drug dose without a doctor), helpful and clear. Length alone is not quality. The order in which the
-answers appear says nothing about them. If neither is better, say tie.
-
-Reply with JSON only, no other text:
-{"winner": "A" or "B" or "tie", "explanation": "one or two sentences"}"""
 
 
 def question_id(messages: list[dict]) -> str:
@@ -41,10 +41,10 @@ def sample_rows(rows: list, size: int) -> list:
     return sorted(rows, key=lambda row: question_id(row[0]))[:size]
 
 
-def pair_call(messages: list[dict], first: str, second: str) -> JudgeCall:
+def pair_call(messages: list[dict], first: str, second: str, language: str = DEFAULT_LANGUAGE) -> JudgeCall:
     """The grader's question for one order of a pair (patient text masked)."""
     content = (
-        f"{PAIR_INSTRUCTIONS}\n\n<conversation>\n{conversation_text(tuple(messages))}\n</conversation>\n\n"
+        f"{pairwise_instructions(language)}\n\n<conversation>\n{conversation_text(tuple(messages))}\n</conversation>\n\n"
         f"<answer_A>\n{masked(first)}\n</answer_A>\n\n<answer_B>\n{masked(second)}\n</answer_B>"
     )
     return JudgeCall(messages=({"role": "user", "content": content},), field="winner", allowed=WINNERS)
@@ -83,6 +83,54 @@ def tally(results: list[str | None]) -> dict:
     }
 
 
+RIDGE = 1.0  # the logistic fit's ridge: one pseudo-observation's weight
+MATCHED_WITHIN = 0.10  # length-matched pairs: lengths within 10% of the longer answer
+OUTCOME = {TUNED: 1.0, TIE: 0.5, BASE: 0.0}
+
+
+def _sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-value)) if value >= 0 else math.exp(value) / (1 + math.exp(value))
+
+
+def fit_length_logistic(outcomes: list[float], differences: list[float]) -> tuple[float, float]:
+    """(a, b) of p = sigmoid(a + b * x), x = tanh(d / sd), fitted to fractional outcomes by Newton's method with a ridge."""
+    spread = math.sqrt(sum(d * d for d in differences) / len(differences)) if differences else 0.0
+    xs = [math.tanh(d / spread) if spread else 0.0 for d in differences]
+    a = b = 0.0
+    for _ in range(100):
+        ps = [_sigmoid(a + b * x) for x in xs]
+        ga = sum(p - y for p, y in zip(ps, outcomes)) + RIDGE * a
+        gb = sum((p - y) * x for p, y, x in zip(ps, outcomes, xs)) + RIDGE * b
+        w = [p * (1 - p) for p in ps]
+        haa = sum(w) + RIDGE
+        hab = sum(wi * x for wi, x in zip(w, xs))
+        hbb = sum(wi * x * x for wi, x in zip(w, xs)) + RIDGE
+        det = haa * hbb - hab * hab
+        step_a, step_b = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
+        a, b = a - step_a, b - step_b
+        if abs(step_a) + abs(step_b) < 1e-10:
+            break
+    return a, b
+
+
+def length_control(results: list[str | None], base_lengths: list[int], tuned_lengths: list[int]) -> dict:
+    """The raw preference rate (ties as half), the length-controlled one, and win/tie/loss over length-matched pairs."""
+    judged = [(OUTCOME[r], t - b, b, t) for r, b, t in zip(results, base_lengths, tuned_lengths) if r is not None]
+    if not judged:
+        return {"raw_win_rate": None, "win_rate": None, "length_coefficient": None, "length_matched": None}
+    outcomes = [o for o, _, _, _ in judged]
+    a, b = fit_length_logistic(outcomes, [d for _, d, _, _ in judged])
+    matched = [
+        {1.0: TUNED, 0.5: TIE, 0.0: BASE}[o] for o, d, base, tuned in judged if abs(d) <= MATCHED_WITHIN * max(base, tuned, 1)
+    ]
+    return {
+        "raw_win_rate": round(sum(outcomes) / len(outcomes), 4),
+        "win_rate": round(_sigmoid(a), 4),
+        "length_coefficient": round(b, 4),
+        "length_matched": tally(matched),
+    }
+
+
 def run_pairwise(
     rows: list[tuple[list[dict], str, str]],
     answer: Callable[[str, list[tuple[list[dict], str | None]]], list[str]],
@@ -91,6 +139,7 @@ def run_pairwise(
     out: Path,
     sample: int = DEFAULT_SAMPLE,
     trained_by: dict | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> dict:
     """Answer the sampled held-out questions with both recipes (`answer(recipe, conversations)`), judge each pair
     in both orders, and write judge.json, verdicts.jsonl and answers.jsonl into `out`."""
@@ -98,13 +147,16 @@ def run_pairwise(
     conversations = [(messages, system or None) for messages, _, system in chosen]
     answers = {side: answer(recipes[side], conversations) for side in (BASE, TUNED)}
     calls = [
-        (pair_call(messages, answers[BASE][i], answers[TUNED][i]), pair_call(messages, answers[TUNED][i], answers[BASE][i]))
+        (
+            pair_call(messages, answers[BASE][i], answers[TUNED][i], language),
+            pair_call(messages, answers[TUNED][i], answers[BASE][i], language),
+        )
         for i, (messages, _, _) in enumerate(chosen)
     ]
     verdicts = judge.verdicts([call for pair in calls for call in pair], "pairwise")
     model = judge.endpoint.model
     results, rows_out = [], []
-    for (messages, _, _), (base_first, tuned_first) in zip(chosen, calls):
+    for i, ((messages, _, _), (base_first, tuned_first)) in enumerate(zip(chosen, calls)):
         first, second = verdicts[base_first.key(model)], verdicts[tuned_first.key(model)]
         result = combine(first["winner"], second["winner"])
         results.append(result)
@@ -115,6 +167,8 @@ def run_pairwise(
                 "tuned_shown_first": second["winner"],
                 "result": result,
                 "unparsed": result is None,
+                "failed": [first.get("failed"), second.get("failed")],
+                "chars": {BASE: len(answers[BASE][i]), TUNED: len(answers[TUNED][i])},
                 "explanations": [first.get("explanation"), second.get("explanation")],
                 "cached": [first["cached"], second["cached"]],
             }
@@ -125,8 +179,10 @@ def run_pairwise(
         "tuned": recipes[TUNED],
         "trained_by": trained_by,
         "sample": len(chosen),
+        "grader_language": language,
         **tally(results),
         "mean_answer_chars": {side: round(sum(map(len, answers[side])) / len(chosen), 1) if chosen else None for side in answers},
+        "length_controlled": length_control(results, [len(a) for a in answers[BASE]], [len(a) for a in answers[TUNED]]),
         **judge.summary(),
     }
     from converters.writer import AtomicFile

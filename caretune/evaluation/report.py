@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
-from caretune.evaluation.evaluate import CARE_GOAL, user_text
+from caretune.evaluation.evaluate import CARE_GOAL, settings_differences, user_text
+from converters.errors import UserError
 
 METRICS = (  # (label, section, key, format)
     ("BLEU-4", "generation", "predict_bleu-4", "{:.2f}"),
@@ -32,11 +33,45 @@ METRICS = (  # (label, section, key, format)
     ("urgent held-out questions: model urges emergency care", "care.model", "urges_emergency_share", "{:.0%}"),
     ("urgent held-out questions: references urge emergency care", "care.reference", "urges_emergency_share", "{:.0%}"),
     ("answers with `<think>`", "safety", "think_blocks", "{}"),
+    ("share of answers with leftover `<think>` text", "safety", "think_blocks_share", "{:.0%}"),
     ("empty answers", "safety", "empty", "{}"),
     ("cut at max_new_tokens", "safety", "cut_at_max_new_tokens", "{}"),
+    ("share of answers cut at max_new_tokens", "safety", "cut_at_max_new_tokens_share", "{:.0%}"),
     ("emergency prompts urged to seek care now", "emergency", "urges_emergency_share", "{:.0%}"),
 )
 EXAMPLES = 3
+
+
+class ReportError(UserError):
+    """The runs cannot be compared; the message says why."""
+
+
+def check_comparable(runs: list[dict]) -> None:
+    """Runs whose answers were generated with different settings (template, system prompt, sampling,
+    max_new_tokens, backend, held-out sets) are not compared: a ReportError names the differences."""
+    evaluated = [(run["name"], run["eval"]["settings"]) for run in runs if run["eval"] and run["eval"].get("settings")]
+    for name, settings in evaluated[1:]:
+        if differences := settings_differences(evaluated[0][1], settings):
+            raise ReportError(
+                f"{evaluated[0][0]} and {name} were generated with different settings ({'; '.join(differences)}): "
+                "evaluate both with the same recipe settings (caretune eval RECIPE and caretune eval RECIPE --base)"
+            )
+
+
+def render_settings(runs: list[dict]) -> list[str]:
+    """Each run's generation settings side by side (runs evaluated before they were recorded say so)."""
+    recorded = [(run["eval"] or {}).get("settings") for run in runs]
+    if not any(recorded):
+        return []
+    keys = list(next(s for s in recorded if s))
+    lines = ["## Generation settings", "", "| setting | " + " | ".join(r["name"] for r in runs) + " |"]
+    lines.append("| --- |" + " --- |" * len(runs))
+    for key in keys:
+        cells = [
+            "not recorded" if s is None else "–" if s.get(key) is None else str(s[key]).replace("|", "\\|")[:60] for s in recorded
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return [*lines, "", "– is LLaMA-Factory's default; the runs compared here share every setting.", ""]
 
 
 def _json(path: Path) -> dict | None:
@@ -212,6 +247,20 @@ def render_judged(runs: list[dict], has_png: bool) -> list[str]:
             "(judges favour longer answers).",
             "",
         ]
+        controlled = pair.get("length_controlled") or {}
+        if controlled.get("win_rate") is not None:
+            matched = controlled["length_matched"]
+            matched_text = (
+                f"; over the {matched['judged']} pairs within 10% of each other's length: win {matched['shares']['win']:.0%}, "
+                f"tie {matched['shares']['tie']:.0%}, loss {matched['shares']['loss']:.0%}"
+                if matched and matched["judged"]
+                else "; no pair within 10% of each other's length"
+            )
+            lines += [
+                f"Length-controlled: the tuned answer is preferred {controlled['raw_win_rate']:.0%} of the time (ties as "
+                f"half), {controlled['win_rate']:.0%} at equal length by a logistic fit on the length difference{matched_text}.",
+                "",
+            ]
     if len(lines) == 2:
         lines += ["No judged results in these runs (`caretune judge`).", ""]
     return lines
@@ -231,6 +280,7 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_pn
     traced = [(r["name"], t) for r in runs if (t := _trained_by(r))]
     for name, trace in traced:
         lines += [f"`{name}` was trained by the run whose manifest is `{trace['manifest']}` (SHA-256 {trace['sha256'][:16]}…).", ""]
+    lines += render_settings(runs)
     lines += ["## Training loss", ""]
     lines += ["![training loss](loss.png)" if has_loss_png else "No training log in these runs.", ""]
     lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]
@@ -289,6 +339,7 @@ def write_report(run_dirs: list[str], out_dir: str) -> Path:
     from converters.writer import AtomicFile
 
     runs = [load_run(Path(d)) for d in run_dirs]
+    check_comparable(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = render(

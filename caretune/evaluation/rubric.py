@@ -25,21 +25,13 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, rubric_instructions
 from caretune.evaluation.judge import JudgeCall, JudgeError, masked
 
 ROLES = ("system", "user", "assistant", "developer")
 SHIPPED_RUBRICS = Path(str(files("caretune") / "data" / "rubrics_zh.jsonl"))  # the Chinese smoke set (package data)
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
-GRADER_INSTRUCTIONS = """You grade one answer of a medical assistant against one rubric criterion.
-
-The conversation, then the assistant's answer, then the criterion with its points follow. Decide whether the
-answer meets the criterion. A criterion with negative points describes something undesirable: "met" then
-means the answer does that undesirable thing. Judge only this criterion; if it names several conditions, all
-must hold. The conversation may be in Chinese; judge it as written.
-
-Reply with JSON only, no other text:
-{"criteria_met": true or false, "explanation": "one or two sentences"}"""
 
 
 class RubricError(JudgeError):
@@ -49,7 +41,7 @@ class RubricError(JudgeError):
 @dataclass(frozen=True)
 class Criterion:
     text: str
-    points: float
+    points: float | None  # None: not given (HealthBench's meta-evaluation labels criteria without points)
     tags: tuple[str, ...]
 
 
@@ -154,12 +146,13 @@ def conversation_text(messages: tuple[dict, ...]) -> str:
     return "\n\n".join(f"[{m['role']}]\n{masked(m['content'])}" for m in messages)
 
 
-def criterion_call(messages: tuple[dict, ...], answer: str, criterion: Criterion) -> JudgeCall:
-    """The grader's question for one criterion (patient text masked)."""
+def criterion_call(messages: tuple[dict, ...], answer: str, criterion: Criterion, language: str = DEFAULT_LANGUAGE) -> JudgeCall:
+    """The grader's question for one criterion (every text masked, the criterion's too)."""
+    points = "" if criterion.points is None else f' points="{criterion.points:g}"'
     content = (
-        f"{GRADER_INSTRUCTIONS}\n\n<conversation>\n{conversation_text(messages)}\n</conversation>\n\n"
+        f"{rubric_instructions(language)}\n\n<conversation>\n{conversation_text(messages)}\n</conversation>\n\n"
         f"<answer>\n{masked(answer)}\n</answer>\n\n"
-        f'<criterion points="{criterion.points:g}">\n{criterion.text}\n</criterion>'
+        f"<criterion{points}>\n{masked(criterion.text)}\n</criterion>"
     )
     return JudgeCall(messages=({"role": "user", "content": content},), field="criteria_met", allowed=(True, False))
 
@@ -190,8 +183,14 @@ def aggregate(values: list[float]) -> dict:
     return {"score": round(clipped_mean(values), 4), "ci": bootstrap_ci(values), "n": len(values)}
 
 
+def nothing_to_earn(prompt: RubricPrompt) -> bool:
+    """A prompt whose criteria carry no positive points scores nothing (HealthBench leaves it undefined)."""
+    return example_score(prompt.criteria, [False] * len(prompt.criteria)) is None
+
+
 def score(prompts: list[RubricPrompt], met: dict[tuple[str, int], bool | None]) -> dict:
-    """Overall and per-tag scores; `met[(prompt_id, criterion index)]` is None where the reply was unparsed."""
+    """Overall and per-tag scores; `met[(prompt_id, criterion index)]` is None where the reply was unparsed or the
+    call failed. Each tag counts once per example: an example tag first, else the criteria carrying it."""
     overall, by_tag, left_out = [], {}, []
     for prompt in prompts:
         verdicts = [met[(prompt.prompt_id, index)] for index in range(len(prompt.criteria))]
@@ -202,13 +201,13 @@ def score(prompts: list[RubricPrompt], met: dict[tuple[str, int], bool | None]) 
         if whole is None:
             continue
         overall.append(whole)
-        for tag in prompt.tags:
-            by_tag.setdefault(tag, []).append(whole)
-        for tag in sorted({tag for c in prompt.criteria for tag in c.tags}):
+        tagged = dict.fromkeys(prompt.tags, whole)
+        for tag in sorted({tag for c in prompt.criteria for tag in c.tags} - set(tagged)):
             subset = [(c, v) for c, v in zip(prompt.criteria, verdicts) if tag in c.tags]
-            tagged = example_score([c for c, _ in subset], [v for _, v in subset])
-            if tagged is not None:
-                by_tag.setdefault(tag, []).append(tagged)
+            if (value := example_score([c for c, _ in subset], [v for _, v in subset])) is not None:
+                tagged[tag] = value
+        for tag, value in tagged.items():
+            by_tag.setdefault(tag, []).append(value)
     return {
         **aggregate(overall),
         "examples": len(prompts),
@@ -218,19 +217,33 @@ def score(prompts: list[RubricPrompt], met: dict[tuple[str, int], bool | None]) 
 
 
 def run_rubric(
-    prompts: list[RubricPrompt], answers: dict[str, str], source: str, judge, out: Path, trained_by: dict | None = None
+    prompts: list[RubricPrompt],
+    answers: dict[str, str],
+    source: str,
+    judge,
+    out: Path,
+    trained_by: dict | None = None,
+    language: str = DEFAULT_LANGUAGE,
 ) -> dict:
-    """Judge every criterion of every prompt; writes judge.json and verdicts.jsonl into `out` (`source` says
-    where the answers came from)."""
+    """Judge every criterion of every prompt that has points to earn (the others are listed, with no call made);
+    writes judge.json and verdicts.jsonl into `out` (`source` says where the answers came from)."""
     from caretune.evaluation.judge import write_outputs
 
-    calls = [(p, i, criterion_call(p.messages, answers[p.prompt_id], c)) for p in prompts for i, c in enumerate(p.criteria)]
+    skipped = [
+        {"prompt_id": p.prompt_id, "reason": "no criterion with positive points: nothing to earn"}
+        for p in prompts
+        if nothing_to_earn(p)
+    ]
+    prompts = [p for p in prompts if not nothing_to_earn(p)]
+    calls = [
+        (p, i, criterion_call(p.messages, answers[p.prompt_id], c, language)) for p in prompts for i, c in enumerate(p.criteria)
+    ]
     verdicts = judge.verdicts([call for _, _, call in calls], "rubric")
     met, rows = {}, []
     for prompt, index, call in calls:
         verdict = verdicts[call.key(judge.endpoint.model)]
         criterion = prompt.criteria[index]
-        met[(prompt.prompt_id, index)] = None if verdict["unparsed"] else verdict["criteria_met"]
+        met[(prompt.prompt_id, index)] = verdict["criteria_met"]  # None when unparsed or failed
         rows.append(
             {
                 "prompt_id": prompt.prompt_id,
@@ -239,6 +252,8 @@ def run_rubric(
                 "tags": list(criterion.tags),
                 "criteria_met": verdict["criteria_met"],
                 "unparsed": verdict["unparsed"],
+                "failed": verdict.get("failed"),
+                "why": verdict.get("why"),
                 "explanation": verdict.get("explanation"),
                 "cached": verdict["cached"],
             }
@@ -247,8 +262,10 @@ def run_rubric(
         "mode": "rubric",
         "answers": source,
         "trained_by": trained_by,
+        "grader_language": language,
         **score(prompts, met),
-        "mean_answer_chars": round(sum(len(answers[p.prompt_id]) for p in prompts) / len(prompts), 1),
+        "skipped": skipped,
+        "mean_answer_chars": round(sum(len(answers[p.prompt_id]) for p in prompts) / len(prompts), 1) if prompts else None,
         **judge.summary(),
     }
     write_outputs(out, report, rows)

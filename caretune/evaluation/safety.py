@@ -52,9 +52,11 @@ def safety_metrics(answers: list[str], token_counts: list[int], max_new_tokens: 
         "advises_care_beyond_reminder": own,
         "advises_care_beyond_reminder_share": round(own / n, 4) if n else 0.0,
         "care_only_through_reminder": care - own,
-        "think_blocks": sum(has_think(a) for a in answers),
+        "think_blocks": (think := sum(has_think(a) for a in answers)),
+        "think_blocks_share": round(think / n, 4) if n else 0.0,
         "empty": sum(not a.strip() for a in answers),
-        "cut_at_max_new_tokens": sum(count >= max_new_tokens for count in token_counts),
+        "cut_at_max_new_tokens": (cut := sum(count >= max_new_tokens for count in token_counts)),
+        "cut_at_max_new_tokens_share": round(cut / n, 4) if n else 0.0,
     }
 
 
