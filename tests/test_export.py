@@ -66,6 +66,11 @@ def test_export_merges_and_defaults_to_non_thinking(tmp_path):
     assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
     thinking = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, enable_thinking=True)
     assert thinking.endswith("<|im_start|>assistant\n")
+    history = [*messages, {"role": "assistant", "content": "多休息。"}, {"role": "user", "content": "还是疼"}]
+    served = tokenizer.apply_chat_template(history, add_generation_prompt=True, tokenize=False)
+    assert served.count(EMPTY_THINK) == 1 and served.endswith("还是疼<|im_end|>\n<|im_start|>assistant\n" + EMPTY_THINK)
+    modelfile = (tmp_path / "merged" / "Modelfile").read_text(encoding="utf-8")
+    assert "{{ if $last }}" + EMPTY_THINK + "{{ end }}" in modelfile and "医生" in modelfile
 
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
