@@ -24,7 +24,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from caretune.evaluation.judge import MAX_VERDICT_TOKENS
+    from caretune.evaluation.judge import DEFAULT_MAX_TOKENS
     from caretune.evaluation.pairwise import DEFAULT_SAMPLE, pair_call
     from caretune.evaluation.rubric import SHIPPED_RUBRICS, criterion_call, load_rubrics
     from caretune.prep.tokenizer import offline_tokenizer
@@ -68,14 +68,14 @@ def main() -> None:
         "answer_chars_mean": round(sum(map(len, answers)) / len(answers), 1),
         "rubric_one_model": {"prompts": len(prompts), "calls": len(rubric_calls), "prompt_tokens": sum(map(tokens, rubric_calls))},
         "pairwise": {"pairs": args.pairs, "calls": len(pair_calls), "prompt_tokens": sum(map(tokens, pair_calls))},
-        "completion_tokens_cap_per_call": MAX_VERDICT_TOKENS,
+        "completion_tokens_cap_per_call": DEFAULT_MAX_TOKENS,
     }
     total_calls = 2 * result["rubric_one_model"]["calls"] + result["pairwise"]["calls"]
     total_prompt = 2 * result["rubric_one_model"]["prompt_tokens"] + result["pairwise"]["prompt_tokens"]
     result["make_judge"] = {
         "calls": total_calls,
         "prompt_tokens": total_prompt,
-        "completion_tokens_at_most": total_calls * MAX_VERDICT_TOKENS,
+        "completion_tokens_at_most": total_calls * DEFAULT_MAX_TOKENS,
     }
     if args.json:
         print(json.dumps(result, indent=2))

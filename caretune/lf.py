@@ -81,10 +81,10 @@ def settle_logging() -> None:
 
     from caretune.thinking import REASONING_TEMPLATE_WARNING
 
-    with quiet():
+    with quiet():  # the handler takes its level when it is set up: warnings only, as on any first import here
         from llamafactory.extras.logging import get_logger
 
-    get_logger("llamafactory")  # configures the library's handler now
+        get_logger("llamafactory")  # sets the library's handler up now, on the real stdout
     for handler in logging.getLogger("llamafactory").handlers:
         if not any(getattr(f, "caretune", False) for f in handler.filters):
             drop = logging.Filter()

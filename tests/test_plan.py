@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.training.plan import PlanError, _duration, make_plan, read_recipe
-from tests.helpers import ROOT, convert_into, converted_workspace, run_caretune, tiny_recipe
+from tests.helpers import ROOT, caretune_env, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
 
@@ -298,8 +298,15 @@ def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
 @pytest.mark.slow
 def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
     """LLaMA-Factory's log handler was first set up while plan redirected stdout to a file it then closed, so its
-    next warning (the reasoning template's `_nothink` advice) raised "--- Logging error ---" with a traceback."""
-    done = run_caretune(workspace, "plan", "recipes/qwen3-8b/lora_sft.yaml", "--json", "--no-cache")
+    next warning (the reasoning template's `_nothink` advice) raised "--- Logging error ---" with a traceback; set up
+    on the real stdout, it must still log warnings only (its info lines once broke --json)."""
+    import subprocess
+    import sys
+
+    env = caretune_env()
+    env.pop("LLAMAFACTORY_VERBOSITY")  # as a user runs it: LLaMA-Factory's info lines must not reach --json's stdout
+    command = [sys.executable, "-m", "caretune.cli", "plan", "recipes/qwen3-8b/lora_sft.yaml", "--json", "--no-cache"]
+    done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Logging error" not in done.stderr and "_nothink" not in done.stderr, done.stderr[-2000:]
     assert json.loads(done.stdout)["rows"] > 0
