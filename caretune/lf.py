@@ -61,6 +61,15 @@ def field_types() -> dict[str, object]:
     return types
 
 
+def generating_defaults() -> dict:
+    """LLaMA-Factory's default for every generation key (what a recipe that leaves a key out gets)."""
+    from dataclasses import MISSING, fields
+
+    from llamafactory.hparams import GeneratingArguments
+
+    return {f.name: f.default for f in fields(GeneratingArguments) if f.default is not MISSING}
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """LLaMA-Factory reads its log level when first imported: warnings only, without leaking the setting."""

@@ -612,3 +612,87 @@ def test_the_cli_says_one_line_for_a_proxy_page_and_fails_when_nothing_parsed(tm
         done = run_caretune(tmp_path, *args, "--judge-url", server.url, "--out", tmp_path / "o2", timeout=120)
     assert done.returncode == 1 and "the judge gave no usable verdict (9 unparsed, 0 failed of 9)" in done.stderr, done.stderr
     assert (tmp_path / "o2" / "verdicts.jsonl").exists()  # written for a look before the exit
+
+
+# --- found by review: cut drafts, odd usage, crashes mid-run, odd URLs, pairwise failures -------------------------
+
+
+def test_a_cut_reply_without_think_tags_is_never_read_for_a_draft(tmp_path):
+    """Templates that open the think block in the prompt give replies with only the closing tag; one cut while still
+    thinking holds a draft verdict that must not count."""
+    assert (
+        parse_reply('draft {"criteria_met": true} no...</think>\nThe answer does not meet it.', "criteria_met", (True, False))
+        is None
+    )
+    prompts = load_rubrics(RUBRICS)[:1]
+    cut = Fault(reply='Okay. Draft: {"criteria_met": false}. Hmm, wait, actually the answer', finish_reason="length")
+    with ScriptedJudge(lambda content, number: cut if "[[医生]]" in content else keyword_rubric(content, number)) as server:
+        report = run_rubric(
+            prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge_for(server, tmp_path / "c"), tmp_path / "o"
+        )
+    assert report["unparsed"] == 1 and len((tmp_path / "c" / "scripted.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_odd_usage_counts_are_ignored_not_a_crash(tmp_path):
+    prompts = load_rubrics(RUBRICS)[:1]
+
+    with ScriptedJudge(keyword_rubric) as server:
+        judge = judge_for(server, tmp_path / "c")
+        import caretune.evaluation.judge as judge_module
+
+        original = judge_module.completion_text
+
+        def odd(body, content_type, url):
+            text, finish, _ = original(body, content_type, url)
+            return text, finish, {"prompt_tokens": "12", "completion_tokens": True}
+
+        judge_module.completion_text = odd
+        try:
+            report = run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "o")
+        finally:
+            judge_module.completion_text = original
+    assert report["usage"] == {"prompt_tokens": 0, "completion_tokens": 0} and report["unparsed"] == 0
+
+
+def test_an_unexpected_error_in_one_call_starts_no_more_calls(tmp_path, monkeypatch):
+    prompts = load_rubrics(RUBRICS)
+    with ScriptedJudge(lambda content, number: Fault(delay_s=0.1, reply=keyword_rubric(content, number))) as server:
+        judge = judge_for(server, tmp_path / "c", concurrency=1)
+
+        def disk_full(key, verdict):
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(judge.cache, "put", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge, tmp_path / "o")
+        assert server.calls == 1  # before, every queued call still ran
+
+
+def test_a_stopped_run_does_not_keep_retrying_elsewhere(tmp_path):
+    prompts = load_rubrics(RUBRICS)
+
+    def script(content: str, number: int):
+        return Fault(status=401, delay_s=0.2) if "[[医生]]" in content else Fault(status=503)
+
+    with ScriptedJudge(script) as server:
+        judge = judge_for(server, tmp_path / "c", retries=20, concurrency=4)
+        with pytest.raises(JudgeError, match="refused the key"):
+            run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge, tmp_path / "o")
+        assert server.calls < 40  # 503s with 20 retries each would have gone on past the 401
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "http://127.0.0.1:abc/v1"])
+def test_a_url_that_does_not_parse_is_one_line(url):
+    with pytest.raises(JudgeError, match="not a URL"):
+        remote_warning(url, allow_remote=False)
+
+
+def test_pairwise_counts_failed_pairs_apart_from_unparsed_ones(tmp_path):
+    from caretune.evaluation.pairwise import run_pairwise
+
+    rows, answer, recipes = _pairs(3)
+    with ScriptedJudge(lambda content, number: Fault(status=400)) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c"), tmp_path / "o", sample=3)
+    assert (report["failed_pairs"], report["failed"], report["unparsed"], report["judged"]) == (3, 6, 0, 0)
+    rows_out = [json.loads(line) for line in (tmp_path / "o" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(not row["unparsed"] and row["failed"][0].startswith("400:") for row in rows_out)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from caretune.evaluation.report import write_report
 
 
@@ -176,8 +178,6 @@ def test_report_shows_generation_settings_and_cut_and_think_shares(tmp_path):
 
 
 def test_report_refuses_runs_generated_differently(tmp_path):
-    import pytest
-
     from caretune.evaluation.report import ReportError
 
     base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
@@ -188,3 +188,26 @@ def test_report_refuses_runs_generated_differently(tmp_path):
     ):
         write_report([str(base), str(tuned)], str(tmp_path / "report"))
     assert not (tmp_path / "report" / "report.md").exists()
+
+
+def test_report_refuses_a_run_without_recorded_settings_beside_one_with_them(tmp_path):
+    from caretune.evaluation.report import ReportError
+
+    base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
+    text = write_report([str(base), str(tuned)], str(tmp_path / "r1")).read_text(encoding="utf-8")
+    assert "Generation settings were not recorded for these runs: the comparison below is unchecked." in text
+    _set(tuned, **SETTINGS)
+    with pytest.raises(ReportError, match=r"base recorded no generation settings .* run caretune eval on it again"):
+        write_report([str(base), str(tuned)], str(tmp_path / "r2"))
+
+
+@pytest.mark.lf
+def test_generation_settings_fill_llamafactorys_defaults_and_ignore_sampling_when_greedy():
+    from caretune.evaluation.evaluate import generation_settings, settings_differences
+
+    explicit = {"template": "qwen3", "max_new_tokens": 1024, "do_sample": False, "temperature": 0.3}
+    implicit = {"template": "qwen3", "do_sample": False}
+    assert settings_differences(generation_settings(explicit, "trainer"), generation_settings(implicit, "trainer")) == []
+    sampled = generation_settings({"template": "qwen3"}, "trainer")  # LLaMA-Factory samples unless told not to
+    assert sampled["do_sample"] is True and sampled["temperature"] is not None
+    assert generation_settings({"template": "qwen3"}, "huggingface")["do_sample"] is False  # the chat path is greedy

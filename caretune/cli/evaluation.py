@@ -173,12 +173,12 @@ def _calls_line(report: dict, out: Path) -> str:
     )
 
 
-def _nothing_parsed(report: dict, asked: int, out: Path) -> None:
+def _nothing_parsed(report: dict, out: Path) -> None:
     """A run in which not one verdict could be used fails (after its files are written, for a look)."""
-    if asked and report["unparsed"] + report["failed"] >= asked:
+    if report["verdicts"] and report["unparsed"] + report["failed"] >= report["verdicts"]:
         raise click.ClickException(
-            f"the judge gave no usable verdict ({report['unparsed']} unparsed, {report['failed']} failed of {asked}); "
-            f"see {out / 'verdicts.jsonl'}"
+            f"the judge gave no usable verdict ({report['unparsed']} unparsed, {report['failed']} failed of "
+            f"{report['verdicts']}); see {out / 'verdicts.jsonl'}"
         )
 
 
@@ -242,9 +242,7 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
     score = f"{report['score']:.3f}{interval}" if report["score"] is not None else "none (nothing scored)"
     skipped = f"; {len(report['skipped'])} prompts skipped (no positive points)" if report["skipped"] else ""
     click.echo(f"rubric: score {score} over {report['n']}/{report['examples']} prompts{skipped}; {_calls_line(report, out)}")
-    _nothing_parsed(
-        report, sum(len(p.criteria) for p in prompts if p.prompt_id not in {s["prompt_id"] for s in report["skipped"]}), out
-    )
+    _nothing_parsed(report, out)
 
 
 @judge.command("pairwise")
@@ -291,7 +289,7 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_l
         f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}{lc}; mean length base "
         f"{report['mean_answer_chars']['base']}, tuned {report['mean_answer_chars']['tuned']} chars; {_calls_line(report, out)}"
     )
-    _nothing_parsed({**report, "unparsed": report["sample"] - report["judged"], "failed": 0}, report["sample"], out)
+    _nothing_parsed(report, out)
 
 
 @judge.command("calibrate")
@@ -310,4 +308,4 @@ def judge_calibrate(labels, out_dir, grader_language, **endpoint):
     among = report["physicians_among_themselves"]
     physicians = f" (physicians among themselves: macro F1 {among['macro_f1']:.3f})" if among else ""
     click.echo(f"calibrate: {measured} over {report['n']} label pairs of {len(rows)} lines{physicians}; {_calls_line(report, out)}")
-    _nothing_parsed(report, len(rows), out)
+    _nothing_parsed(report, out)

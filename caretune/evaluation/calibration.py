@@ -151,6 +151,7 @@ def run_calibration(labels: list[Label], source: str, judge: Judge, out: Path, l
             "criteria_met": row["criteria_met"],
             "unparsed": row["unparsed"],
             "failed": row.get("failed"),
+            "why": row.get("why"),
             "explanation": row.get("explanation"),
             "cached": row["cached"],
         }

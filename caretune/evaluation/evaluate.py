@@ -59,10 +59,21 @@ GENERATION_KEYS = (
 )
 
 
+SAMPLING_KEYS = ("temperature", "top_p", "top_k")  # unused when decoding is greedy
+
+
 def generation_settings(args: dict, backend: str) -> dict:
-    """The recipe's generation settings as evaluation uses them (None: LLaMA-Factory's default), with the backend
-    and the held-out sets."""
-    return {**{key: args.get(key) for key in GENERATION_KEYS}, "backend": backend, "eval_dataset": args.get("eval_dataset")}
+    """The generation settings evaluation uses for a recipe: its keys, else LLaMA-Factory's defaults; greedy on the
+    chat backends (which force it); sampling keys dropped when greedy; with the backend and the held-out sets."""
+    from caretune.lf import generating_defaults
+
+    defaults = generating_defaults()
+    settings = {key: args.get(key, defaults.get(key)) for key in GENERATION_KEYS}
+    if backend != "trainer":
+        settings["do_sample"] = False
+    if settings["do_sample"] is False:
+        settings.update(dict.fromkeys(SAMPLING_KEYS))
+    return {**settings, "backend": backend, "eval_dataset": args.get("eval_dataset")}
 
 
 def settings_differences(first: dict, second: dict) -> list[str]:

@@ -26,7 +26,6 @@ import os
 import re
 import sys
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +48,14 @@ MAX_BACKOFF_S = 30.0
 CACHE_DIR = Path(".cache") / "judge"
 VERDICTS = "verdicts.jsonl"
 REPORT = "judge.json"
-STOPPING_STATUSES = {401: "refused the key: set " + KEY_ENV, 403: "forbids this key or model", 404: "has no such model or path"}
+STOPPING_STATUSES = {
+    401: "refused the key: set " + KEY_ENV,
+    402: "asks for payment",
+    403: "forbids this key or model",
+    404: "has no such model or path",
+    405: "does not serve chat completions there",
+    407: "is behind a proxy that wants credentials",
+}
 FAILING_STATUSES = (400, 413, 422)  # this one request cannot be answered; the others may
 RETRIED_STATUSES = (408, 409, 429)  # and 5xx
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -80,7 +86,11 @@ class Endpoint:
 def remote_warning(url: str, allow_remote: bool) -> str | None:
     """None for an endpoint on this machine; for another, the warning to print, or a JudgeError without the allow.
     A URL with a user name or password is refused (it would be written to judge.json and replace the key)."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        _ = parsed.port  # a port that is not a number raises here
+    except ValueError:
+        raise JudgeError(f"--judge-url {url!r}: not a URL; expected http(s)://HOST[:PORT]/v1") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise JudgeError(f"--judge-url {url!r}: expected http(s)://HOST[:PORT]/v1")
     if parsed.username is not None or parsed.password is not None:
@@ -109,10 +119,14 @@ def _same(value: object, expected: object) -> bool:
 
 
 def without_thinking(text: str) -> str:
-    """A reply without its `<think>…</think>` blocks; an opening block never closed takes the rest with it."""
+    """A reply without its thinking: `<think>…</think>` blocks dropped; an opening block never closed takes the rest
+    with it; a closing tag without its opening one (templates that open the block in the prompt) takes everything
+    before it."""
     text = _THINK.sub("", text)
     opened = text.find("<think>")
-    return text[:opened] if opened != -1 else text.replace("</think>", "")
+    if opened != -1:
+        text = text[:opened]
+    return text.rsplit("</think>", 1)[-1]
 
 
 def _json_objects(text: str) -> list[dict]:
@@ -248,7 +262,7 @@ class Judge:
         self.cache = VerdictCache(cache_dir, endpoint.model)
         # tries are counted and spaced here, so the client makes exactly one per request
         self.client = OpenAI(base_url=endpoint.url, api_key=endpoint.api_key or "none", timeout=endpoint.timeout_s, max_retries=0)
-        self.stats: Counter = Counter(calls=0, cached=0, unparsed=0, failed=0, prompt_tokens=0, completion_tokens=0)
+        self.stats: Counter = Counter(verdicts=0, calls=0, cached=0, unparsed=0, failed=0, prompt_tokens=0, completion_tokens=0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -293,6 +307,7 @@ class Judge:
         self.stats["cached"] += len(found)
         if todo:
             self._ask_all(todo, found, label)
+        self.stats["verdicts"] += len(found)
         self.stats["unparsed"] += sum(verdict["unparsed"] for verdict in found.values())
         self.stats["failed"] += sum(verdict["failed"] is not None for verdict in found.values())
         return found
@@ -302,28 +317,36 @@ class Judge:
         got it. A stopping error lets the calls under way finish (and be cached), starts no more, then is raised."""
         from tqdm import tqdm
 
-        errors: list[JudgeError] = []
+        errors: list[BaseException] = []
 
         def ask(key: str, call: JudgeCall) -> None:
             if self._stop.is_set():
                 return
             try:
                 verdict = self._ask(call)
-            except JudgeError as err:
+                if not verdict["unparsed"] and verdict["failed"] is None:
+                    self.cache.put(key, {call.field: verdict[call.field], "explanation": verdict["explanation"]})
+            except _Stopped:
+                return
+            except BaseException as err:  # a JudgeError, a full disk or a bug: either way no further call starts
                 self._stop.set()
                 errors.append(err)
                 return
-            if not verdict["unparsed"] and verdict["failed"] is None:
-                self.cache.put(key, {call.field: verdict[call.field], "explanation": verdict["explanation"]})
             with self._lock:
                 found[key] = {**verdict, "cached": False}
                 bar.update()
 
         with tqdm(total=len(todo), desc=label, unit="call", file=sys.stderr, disable=None) as bar:
-            with ThreadPoolExecutor(self.concurrency) as pool:
+            pool = ThreadPoolExecutor(self.concurrency)
+            try:
                 for future in [pool.submit(ask, key, call) for key, call in todo.items()]:
                     future.result()
-        self._stop.clear()
+            except BaseException:  # Ctrl-C: start nothing more; the calls under way end within their timeout
+                self._stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                self._stop.clear()
         if errors:
             raise errors[0]
 
@@ -359,15 +382,17 @@ class Judge:
                 headers = raw.http_response.headers
                 text, finish, usage = completion_text(raw.http_response.content, headers.get("content-type", ""), self.endpoint.url)
                 with self._lock:
-                    self.stats["prompt_tokens"] += usage.get("prompt_tokens") or 0
-                    self.stats["completion_tokens"] += usage.get("completion_tokens") or 0
+                    for name in ("prompt_tokens", "completion_tokens"):
+                        count = usage.get(name)
+                        self.stats[name] += count if isinstance(count, int) and not isinstance(count, bool) else 0
                 return text, finish
             if attempt == tries:
                 raise JudgeError(
                     f"judge {self.endpoint.url} failed {tries} time(s) in a row ({problem}); verdicts so far are cached: "
                     "rerun to resume"
                 )
-            time.sleep(wait if wait is not None else min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1)))
+            if self._stop.wait(wait if wait is not None else min(MAX_BACKOFF_S, 0.5 * 2 ** (attempt - 1))):
+                raise _Stopped  # another call stopped the run: no more tries
         raise AssertionError("unreachable")
 
     def _ask(self, call: JudgeCall) -> dict:
@@ -379,11 +404,11 @@ class Judge:
                 reply, finish = self._request(call)
             except _Failed as failed:
                 return {**empty, "unparsed": False, "failed": str(failed), "attempts": attempt}
-            if (parsed := parse_reply(reply, call.field, call.allowed)) is not None:
-                return {**parsed, "unparsed": False, "failed": None, "attempts": attempt}
-            if finish == "length":
+            if finish == "length":  # a draft verdict in a cut reply is not the judge's verdict
                 why = f"cut at max_tokens ({self.endpoint.max_tokens}): raise --judge-max-tokens"
                 return {**empty, "unparsed": True, "failed": None, "why": why, "attempts": attempt, "reply": reply[:300]}
+            if (parsed := parse_reply(reply, call.field, call.allowed)) is not None:
+                return {**parsed, "unparsed": False, "failed": None, "attempts": attempt}
         return {**empty, "unparsed": True, "failed": None, "why": "no verdict in the reply", "attempts": 2, "reply": reply[:300]}
 
     def summary(self) -> dict:
@@ -395,6 +420,7 @@ class Judge:
                 "grader_version": GRADER_VERSION,
                 "max_tokens": self.endpoint.max_tokens,
             },
+            "verdicts": self.stats["verdicts"],
             "calls": self.stats["calls"],
             "cached": self.stats["cached"],
             "unparsed": self.stats["unparsed"],
@@ -406,6 +432,10 @@ class Judge:
 
 class _Failed(Exception):
     """This one request cannot be answered (a 400 and the like); its verdict is recorded as failed."""
+
+
+class _Stopped(Exception):
+    """The run stopped while this call waited to try again."""
 
 
 def _retry_after(response) -> float | None:

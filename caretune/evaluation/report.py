@@ -49,7 +49,13 @@ class ReportError(UserError):
 def check_comparable(runs: list[dict]) -> None:
     """Runs whose answers were generated with different settings (template, system prompt, sampling,
     max_new_tokens, backend, held-out sets) are not compared: a ReportError names the differences."""
+    unrecorded = [run["name"] for run in runs if run["eval"] and not run["eval"].get("settings")]
     evaluated = [(run["name"], run["eval"]["settings"]) for run in runs if run["eval"] and run["eval"].get("settings")]
+    if unrecorded and evaluated:
+        raise ReportError(
+            f"{', '.join(unrecorded)} recorded no generation settings (evaluated before caretune recorded them), so "
+            f"it cannot be checked against {evaluated[0][0]}: run caretune eval on it again"
+        )
     for name, settings in evaluated[1:]:
         if differences := settings_differences(evaluated[0][1], settings):
             raise ReportError(
@@ -62,7 +68,8 @@ def render_settings(runs: list[dict]) -> list[str]:
     """Each run's generation settings side by side (runs evaluated before they were recorded say so)."""
     recorded = [(run["eval"] or {}).get("settings") for run in runs]
     if not any(recorded):
-        return []
+        evaluated = any(run["eval"] for run in runs)
+        return ["Generation settings were not recorded for these runs: the comparison below is unchecked.", ""] if evaluated else []
     keys = list(next(s for s in recorded if s))
     lines = ["## Generation settings", "", "| setting | " + " | ".join(r["name"] for r in runs) + " |"]
     lines.append("| --- |" + " --- |" * len(runs))
@@ -71,7 +78,7 @@ def render_settings(runs: list[dict]) -> list[str]:
             "not recorded" if s is None else "–" if s.get(key) is None else str(s[key]).replace("|", "\\|")[:60] for s in recorded
         ]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    return [*lines, "", "– is LLaMA-Factory's default; the runs compared here share every setting.", ""]
+    return [*lines, "", "– means unused (sampling keys under greedy decoding); the runs compared here share every setting.", ""]
 
 
 def _json(path: Path) -> dict | None:
