@@ -18,8 +18,10 @@ GPUS ?=
 CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
 EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
 EVAL_RECIPE ?= recipes/qwen3-8b/predict.yaml
-# CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folders of per-subject CSVs
+# CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folders of per-subject CSVs: the medical suite's, and the
+# general suite's (CMMLU's and C-Eval's folders; the suite takes its fixed selection: caretune/evaluation/suites.py)
 MCQ_SOURCES ?= data/sample/mcq
+GENERAL_SOURCES ?= data/sample/mcq-general
 HOST ?= 127.0.0.1
 PORT ?=
 
@@ -66,12 +68,14 @@ webui: setup
 export: setup
 	$(BIN)/caretune export $(EXPORT_RECIPE)
 
-# The tuned model and its base, generated alike (same recipe settings); `make report` then compares them.
+# The tuned model and its base, generated alike (same recipe settings), on both multiple-choice suites; `make report`
+# then sets the medical gain beside the general cost.
+MCQ_ARGS = $(foreach source,$(MCQ_SOURCES),--source $(source)) $(foreach source,$(GENERAL_SOURCES),--general-source $(source))
 eval: setup
 	$(BIN)/caretune eval $(EVAL_RECIPE)
 	$(BIN)/caretune eval $(EVAL_RECIPE) --base
-	$(BIN)/caretune mcq $(CHAT_RECIPE) $(foreach source,$(MCQ_SOURCES),--source $(source))
-	$(BIN)/caretune mcq $(CHAT_RECIPE) --base $(foreach source,$(MCQ_SOURCES),--source $(source))
+	$(BIN)/caretune mcq $(CHAT_RECIPE) --suite all $(MCQ_ARGS)
+	$(BIN)/caretune mcq $(CHAT_RECIPE) --suite all --base $(MCQ_ARGS)
 
 # `make judge JUDGE_URL=http://127.0.0.1:8001/v1 JUDGE_MODEL=NAME`: the shipped rubric set on the base model and on
 # the tuned one, then base against tuned on 200 held-out questions (key: JUDGE_API_KEY in the environment).

@@ -75,3 +75,65 @@ def test_accuracy_equals_a_hand_count(tmp_path):
     assert f"Average: {100 * by_hand / 12:.2f}" in log  # LLaMA-Factory's own score agrees
     again = run_mcq(str(recipe), [str(SAMPLE_MCQ)], tmp_path / "run")
     assert again == result  # seeded few-shot selection: the same prompts every run
+
+
+SAMPLE_GENERAL = ROOT / "data" / "sample" / "mcq-general"
+
+
+def test_the_general_suite_takes_its_subjects_by_group_from_the_shipped_sample(tmp_path):
+    subjects = build_task([SAMPLE_GENERAL], tmp_path, suite="general")
+    groups = {name: info["category"] for name, info in subjects.items()}
+    assert groups == {
+        "chinese_food_culture": "China-specific",
+        "economics": "Social Sciences",
+        "high_school_physics": "STEM",
+        "world_history": "Humanities",
+    }
+    assert all(len(info["ids"]) == len(info["answers"]) == 5 for info in subjects.values())  # fewer than 25: all taken
+    with pytest.raises(McqError, match="none of the general suite's subjects found"):
+        build_task([SAMPLE_MCQ], tmp_path / "medical-only", suite="general")
+
+
+def test_the_general_suite_is_a_fixed_stratified_selection_of_the_real_folders(tmp_path):
+    from caretune.evaluation.suites import GENERAL_SUITE, QUESTIONS_PER_SUBJECT
+
+    cmmlu, ceval = SHARED_DATA / "eval" / "cmmlu-general", SHARED_DATA / "eval" / "ceval-general"
+    if not cmmlu.exists() or not ceval.exists():
+        pytest.skip("../shared/data/eval not present")
+    first = build_task([cmmlu, ceval], tmp_path / "one", suite="general")
+    again = build_task([cmmlu, ceval], tmp_path / "two", suite="general")
+    assert {s: i["ids"] for s, i in first.items()} == {s: i["ids"] for s, i in again.items()}  # the same questions
+    assert len(first) == sum(len(members) for members in GENERAL_SUITE.values()) == 22
+    counts = {group: sum(len(i["ids"]) for i in first.values() if i["category"] == group) for group in GENERAL_SUITE}
+    assert counts["China-specific"] == 4 * QUESTIONS_PER_SUBJECT and counts["STEM"] <= 6 * QUESTIONS_PER_SUBJECT
+    assert sum(counts.values()) == sum(len(i["ids"]) for i in first.values())
+    medical = build_task([SHARED_DATA / "eval" / "cmmlu-medical"], tmp_path / "med")
+    assert not set(first) & set(medical)  # no medical subject in the general suite
+
+
+def test_score_groups_and_keeps_every_questions_result():
+    from caretune.evaluation.mcq import score
+
+    subjects = {
+        "a": {"category": "STEM", "answers": ["A", "B"], "ids": ["q1", "q2"]},
+        "b": {"category": "Humanities", "answers": ["C"], "ids": ["q3"]},
+    }
+    result = score(subjects, {"a": {"0": "A", "1": "C"}, "b": {"0": "C"}})
+    assert result["questions"] == {"q1": True, "q2": False, "q3": True}
+    assert result["groups"]["STEM"] == {"correct": 1, "total": 2, "accuracy": 0.5}
+    assert result["overall"] == {"correct": 2, "total": 3, "accuracy": 0.6667}
+
+
+def test_mcnemar_and_the_paired_comparison_by_hand():
+    from caretune.evaluation.paired import mcnemar_exact, paired, verdict
+
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)  # 0.0215
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    base = {f"q{i}": i < 12 for i in range(20)}  # 12 of 20 right
+    tuned = {**base, **{f"q{i}": False for i in range(9)}, "q15": True}  # loses 9, gains 1
+    result = paired(base, {**tuned, "extra": True})
+    assert (result["questions"], result["gained"], result["lost"]) == (20, 1, 9)
+    assert (result["reference_accuracy"], result["accuracy"], result["change_points"]) == (0.6, 0.2, -40.0)
+    assert result["beyond_noise"] and "dropped beyond the noise" in verdict("general", result)
+    assert paired(base, {"other": True}) is None

@@ -211,3 +211,27 @@ def test_generation_settings_fill_llamafactorys_defaults_and_ignore_sampling_whe
     sampled = generation_settings({"template": "qwen3"}, "trainer")  # LLaMA-Factory samples unless told not to
     assert sampled["do_sample"] is True and sampled["temperature"] is not None
     assert generation_settings({"template": "qwen3"}, "huggingface")["do_sample"] is False  # the chat path is greedy
+
+
+def test_report_sets_the_medical_gain_beside_the_general_cost(tmp_path):
+    base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
+
+    def suite(run, folder, right):
+        questions = {f"q{i}": i in right for i in range(40)}
+        correct = sum(questions.values())
+        scored = {"overall": {"correct": correct, "total": 40, "accuracy": correct / 40}, "subjects": {}, "questions": questions}
+        (run / folder).mkdir(exist_ok=True)
+        (run / folder / "mcq.json").write_text(json.dumps(scored), encoding="utf-8")
+
+    suite(base, "mcq", set(range(20)))
+    suite(tuned, "mcq", set(range(30)))  # gains 10, loses none
+    suite(base, "mcq-general", set(range(24)))
+    suite(tuned, "mcq-general", set(range(22)) | {30})  # loses 2, gains 1
+    text = write_report([str(base), str(tuned)], str(tmp_path / "report")).read_text(encoding="utf-8")
+    assert "## Medical gain and general cost" in text and "![medical and general accuracy](tradeoff.png)" in text
+    assert f"| {tuned} | medical | 40 | 50.0% | 75.0% | +25.0 | 10 | 0 | 0.002 |" in text
+    assert f"| {tuned} | general | 40 | 60.0% | 57.5% | -2.5 | 1 | 2 | 1.000 |" in text
+    assert "general: 57.5% against 60.0%" in text and "no change beyond the noise" in text
+    assert "medical: 75.0% against 50.0%" in text and "rose beyond the noise" in text
+    assert "| multiple choice, general suite | 60.0% (24/40) | 57.5% (23/40) |" in text
+    assert (tmp_path / "report" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -41,28 +41,50 @@ def eval_command(recipe, base, backend):
     type=click.Path(exists=True, file_okay=False),
     default=["data/sample/mcq"],
     show_default=True,
-    help="CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.",
+    help="Medical suite: CMMLU-style (dev/, test/) or C-Eval-style (dev/, val/) folder of per-subject CSVs; repeatable.",
+)
+@click.option(
+    "--general-source",
+    "general_sources",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="General suite: CMMLU's and C-Eval's folders (the suite takes its fixed selection from them); repeatable.",
+)
+@click.option(
+    "--suite",
+    type=click.Choice(["medical", "general", "all"]),
+    default="medical",
+    show_default=True,
+    help="medical: every subject of --source; general: the fixed non-medical selection (caretune/evaluation/suites.py).",
 )
 @click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter).",
+    help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter, "
+    "mcq/ or mcq-general/).",
 )
 @click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--base", is_flag=True, help=_BASE_HELP)
-def mcq(recipe, sources, out_dir, n_shot, batch_size, base):
-    """Medical multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject and overall."""
-    from caretune.evaluation.mcq import mcq_target, run_mcq
+def mcq(recipe, sources, general_sources, suite, out_dir, n_shot, batch_size, base):
+    """Multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject, group and overall:
+    the medical suite, the general one (what the medical gain cost), or both."""
+    from caretune.evaluation.mcq import mcq_target, run_mcq, suite_folder
 
-    recipe, out_dir = mcq_target(recipe, out_dir, base)
-    result = run_mcq(recipe, list(sources), out_dir, n_shot=n_shot, batch_size=batch_size)
-    for subject, s in result["subjects"].items():
-        click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
-    o = result["overall"]
-    click.echo(f"{'overall':<28} {o['correct']:>4}/{o['total']:<4} {o['accuracy']:.1%}  -> {out_dir}/mcq.json")
+    suites = ["medical", "general"] if suite == "all" else [suite]
+    if "general" in suites and not general_sources:
+        raise click.UsageError("the general suite needs --general-source (CMMLU's and C-Eval's folders; not shipped: CC BY-NC-SA)")
+    for name in suites:
+        given = list(sources) if name == "medical" else list(general_sources)
+        target = str(Path(out_dir) / suite_folder(name)) if out_dir and len(suites) > 1 else out_dir
+        scored, folder = mcq_target(recipe, target, base, name)
+        result = run_mcq(scored, given, folder, n_shot=n_shot, batch_size=batch_size, suite=name)
+        for subject, s in result["subjects"].items():
+            click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
+        o = result["overall"]
+        click.echo(f"{name + ' overall':<28} {o['correct']:>4}/{o['total']:<4} {o['accuracy']:.1%}  -> {folder}/mcq.json")
 
 
 @main.command()

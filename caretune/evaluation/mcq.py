@@ -1,10 +1,12 @@
-"""`caretune mcq`: 5-shot single-answer A-D medical questions, scored by comparing the next-token logits
-of A/B/C/D with LLaMA-Factory's own evaluator (`llamafactory.eval`).
+"""`caretune mcq`: 5-shot single-answer A-D questions, scored by comparing the next-token logits of A/B/C/D with
+LLaMA-Factory's own evaluator (`llamafactory.eval`), for a suite: medical (every subject of the medical sources) or
+general (caretune.evaluation.suites: a fixed stratified selection of non-medical CMMLU and C-Eval questions).
 
 Sources are CMMLU-style (`,Question,A,B,C,D,Answer`, splits dev/test) or C-Eval-style
 (`id,question,A,B,C,D,answer[,explanation]`, splits dev/val) folders of per-subject CSVs. They are
 rewritten into one task folder the evaluator reads: `<subject>/{train,test}.jsonl` listed as
-configs in a README, and a mapping.json.
+configs in a README, and a mapping.json. mcq.json records every question's id and whether it was answered right,
+so that `caretune report` compares base and tuned question by question.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from caretune.evaluation.suites import GENERAL_SUITE, MEDICAL, question_id, select_questions
 from converters.errors import UserError
 
 TASK = "medmcq"  # no "_": LLaMA-Factory splits the task argument as <folder>_<split>
@@ -27,7 +30,12 @@ class McqError(UserError):
     """A source folder or question cannot be used; the message names the file and row."""
 
 
-def mcq_target(recipe: str, out_dir: str | None, base: bool) -> tuple[str, str]:
+def suite_folder(suite: str) -> str:
+    """The run folder's subfolder for a suite's results: mcq/ (medical, as before suites existed) or mcq-general/."""
+    return "mcq" if suite == MEDICAL else f"mcq-{suite}"
+
+
+def mcq_target(recipe: str, out_dir: str | None, base: bool, suite: str = MEDICAL) -> tuple[str, str]:
     """The recipe to score and the folder its results go to: with `base`, the model without its adapter under the
     base run folder; otherwise beside the recipe's adapter (or the base run folder when it has none)."""
     from caretune.training.preflight import load_recipe
@@ -35,9 +43,9 @@ def mcq_target(recipe: str, out_dir: str | None, base: bool) -> tuple[str, str]:
 
     if base:
         run_dir = base_run_dir(recipe)
-        return base_model_recipe(recipe, run_dir), out_dir or f"{run_dir}/mcq"
+        return base_model_recipe(recipe, run_dir), out_dir or f"{run_dir}/{suite_folder(suite)}"
     adapter = load_recipe(recipe).get("adapter_name_or_path") or base_run_dir(recipe)
-    return recipe, out_dir or str(Path(adapter).parent / "mcq")
+    return recipe, out_dir or str(Path(adapter).parent / suite_folder(suite))
 
 
 def read_questions(path: Path) -> list[dict]:
@@ -63,8 +71,19 @@ def read_questions(path: Path) -> list[dict]:
         return rows
 
 
-def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike) -> dict[str, dict]:
-    """Write the task folder from source folders; return {subject: {"name", "source", "questions"}}."""
+BENCHMARK_BY_SPLIT = {"test": "cmmlu", "val": "ceval"}
+
+
+def _suite_subjects(suite: str, benchmark: str) -> dict[str, str] | None:
+    """subject -> group of a suite's selection within one benchmark (None: every subject, as for medical)."""
+    if suite == MEDICAL:
+        return None
+    return {subject: group for group, members in GENERAL_SUITE.items() for bench, subject in members if bench == benchmark}
+
+
+def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, suite: str = MEDICAL) -> dict[str, dict]:
+    """Write the task folder from source folders; return {subject: {"name", "category", "source", "answers", "ids"}}.
+    For the general suite only its subjects are taken, and of each only its selected questions."""
     root = Path(task_dir) / TASK
     if root.exists():
         shutil.rmtree(root)
@@ -74,8 +93,12 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike) ->
         eval_dir = next((source / split for split in EVAL_SPLITS if (source / split).is_dir()), None)
         if not (source / "dev").is_dir() or eval_dir is None:
             raise McqError(f"{source}: expected dev/ and test/ (CMMLU) or dev/ and val/ (C-Eval) folders of CSVs")
+        wanted = _suite_subjects(suite, BENCHMARK_BY_SPLIT[eval_dir.name])
         for eval_csv in sorted(eval_dir.glob("*.csv")):
             subject = eval_csv.stem.removesuffix(f"_{eval_dir.name}")
+            if wanted is not None and subject not in wanted:
+                continue
+            group, selected_as = (wanted[subject] if wanted is not None else "Other"), subject
             dev_csv = source / "dev" / eval_csv.name.replace(f"_{eval_dir.name}.csv", "_dev.csv")
             if not dev_csv.exists():
                 raise McqError(f"{eval_csv}: no matching few-shot file {dev_csv}")
@@ -83,55 +106,64 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike) ->
                 subject = f"{source.name}-{subject}"
             folder = root / subject
             folder.mkdir()
-            for split, csv_path in (("train", dev_csv), ("test", eval_csv)):
-                rows = read_questions(csv_path)
+            questions = read_questions(eval_csv)
+            if wanted is not None:
+                questions = [questions[i] for i in select_questions(selected_as, len(questions))]
+            for split, rows in (("train", read_questions(dev_csv)), ("test", questions)):
                 (folder / f"{split}.jsonl").write_text(
                     "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
                 )
-            questions = read_questions(eval_csv)
             subjects[subject] = {
                 "name": subject.replace("_", " "),
-                "category": "Other",
+                "category": group,
                 "source": str(eval_csv),
                 "answers": [q["answer"] for q in questions],
+                "ids": [question_id(q) for q in questions],
             }
             configs.append(
                 f"- config_name: {subject}\n  data_files:\n  - split: train\n    path: {subject}/train.jsonl\n"
                 f"  - split: test\n    path: {subject}/test.jsonl"
             )
     if not subjects:
-        raise McqError(f"no CSV files found in {', '.join(map(str, sources))}")
+        what = "no CSV files" if suite == MEDICAL else f"none of the {suite} suite's subjects"
+        raise McqError(f"{what} found in {', '.join(map(str, sources))}")
     (root / "README.md").write_text("---\nconfigs:\n" + "\n".join(configs) + "\n---\n", encoding="utf-8")
     mapping = {s: {"name": v["name"], "category": v["category"]} for s, v in subjects.items()}
     (root / "mapping.json").write_text(json.dumps(mapping, ensure_ascii=False, indent=2), encoding="utf-8")
     return subjects
 
 
+def _tally(hits: list[bool]) -> dict:
+    return {"correct": sum(hits), "total": len(hits), "accuracy": round(sum(hits) / len(hits), 4) if hits else 0.0}
+
+
 def score(subjects: dict[str, dict], predictions: dict[str, dict[str, str]]) -> dict:
-    """Per-subject and overall accuracy from the evaluator's predictions."""
-    per_subject, correct_total, total = {}, 0, 0
+    """Per-subject, per-group and overall accuracy from the evaluator's predictions, and every question's result
+    by id (for paired comparisons)."""
+    per_subject, groups, questions = {}, {}, {}
     for subject, info in subjects.items():
         predicted = predictions[subject]
-        correct = sum(predicted[str(i)] == answer for i, answer in enumerate(info["answers"]))
-        per_subject[subject] = {
-            "correct": correct,
-            "total": len(info["answers"]),
-            "accuracy": round(correct / len(info["answers"]), 4),
-        }
-        correct_total += correct
-        total += len(info["answers"])
+        hits = [predicted[str(i)] == answer for i, answer in enumerate(info["answers"])]
+        per_subject[subject] = _tally(hits)
+        groups.setdefault(info.get("category", "Other"), []).extend(hits)
+        questions.update(zip(info.get("ids") or [f"{subject}:{i}" for i in range(len(hits))], hits))
+    every = [hit for hits in groups.values() for hit in hits]
     return {
         "subjects": per_subject,
-        "overall": {"correct": correct_total, "total": total, "accuracy": round(correct_total / total, 4) if total else 0.0},
+        "groups": {group: _tally(hits) for group, hits in sorted(groups.items())},
+        "overall": _tally(every),
+        "questions": questions,
     }
 
 
-def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5, batch_size: int = 4) -> dict:
-    """Build the task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
+def run_mcq(
+    recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5, batch_size: int = 4, suite: str = MEDICAL
+) -> dict:
+    """Build the suite's task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
     from caretune.training.preflight import check_model_paths, load_recipe
 
     out_dir = Path(out_dir)
-    subjects = build_task(sources, out_dir / "task")
+    subjects = build_task(sources, out_dir / "task", suite)
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)
     eval_args = {
@@ -155,6 +187,7 @@ def run_mcq(recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_sh
     result = {
         "recipe": recipe,
         "trained_by": trained_by(args.get("adapter_name_or_path")),
+        "suite": suite,
         "n_shot": n_shot,
         **score(subjects, predictions),
     }

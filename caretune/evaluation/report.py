@@ -112,6 +112,7 @@ def load_run(run_dir: Path) -> dict:
         "losses": losses,
         "eval": _json(run_dir / "predict" / "safety.json"),
         "mcq": _json(run_dir / "mcq" / "mcq.json"),
+        "mcq_general": _json(run_dir / "mcq-general" / "mcq.json"),
         "examples": predictions,
     }
 
@@ -159,6 +160,78 @@ def _plot_mcq(runs: list[dict], path: Path) -> bool:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.axhline(25, color="grey", linestyle=":", linewidth=1)  # chance level for A-D
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+SUITES = (("medical", "mcq"), ("general", "mcq_general"))
+
+
+def tradeoff(runs: list[dict]) -> list[tuple[str, str, dict]]:
+    """(run, suite, paired comparison with the first run) for every later run and suite both answered question by
+    question (the first run given is the reference: the base model in `report BASE TUNED`)."""
+    from caretune.evaluation.paired import paired
+
+    found = []
+    for run in runs[1:]:
+        for suite, key in SUITES:
+            first, other = runs[0][key], run[key]
+            if first and other and first.get("questions") and other.get("questions"):
+                if (comparison := paired(first["questions"], other["questions"])) is not None:
+                    found.append((run["name"], suite, comparison))
+    return found
+
+
+def render_tradeoff(runs: list[dict], has_png: bool) -> list[str]:
+    """Medical gain beside general cost: accuracy per suite, the paired change and its one-line verdict."""
+    from caretune.evaluation.paired import verdict
+
+    compared = tradeoff(runs)
+    if not compared:
+        return []
+    lines = ["## Medical gain and general cost", ""]
+    if has_png:
+        lines += ["![medical and general accuracy](tradeoff.png)", ""]
+    lines += [
+        f"Against `{runs[0]['name']}`, question by question (McNemar's exact test on the questions one model answered "
+        "right and the other wrong; beyond the noise means p < 0.05):",
+        "",
+        "| run | suite | questions | reference | this run | change | gained | lost | p |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, suite, c in compared:
+        lines.append(
+            f"| {name} | {suite} | {c['questions']} | {c['reference_accuracy']:.1%} | {c['accuracy']:.1%} | "
+            f"{c['change_points']:+.1f} | {c['gained']} | {c['lost']} | {c['p_value']:.3f} |"
+        )
+    lines.append("")
+    lines += [f"- `{name}`, {verdict(suite, c)}." for name, suite, c in compared]
+    return [*lines, ""]
+
+
+def _plot_tradeoff(runs: list[dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in runs if any(r[key] for _, key in SUITES)]
+    if len(scored) < 2 or not tradeoff(runs):
+        return False
+    suites = [(suite, key) for suite, key in SUITES if any(r[key] for r in scored)]
+    width = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, run in enumerate(scored):
+        values = [100 * run[key]["overall"]["accuracy"] if run[key] else 0 for _, key in suites]
+        ax.bar([x + i * width for x in range(len(suites))], values, width, label=run["name"])
+    ax.set_xticks([x + width * (len(scored) - 1) / 2 for x in range(len(suites))])
+    ax.set_xticklabels([suite for suite, _ in suites])
+    ax.set_ylabel("multiple-choice accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(25, color="grey", linestyle=":", linewidth=1)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -280,7 +353,9 @@ def _cell(run: dict, section: str, key: str, fmt: str) -> str:
     return fmt.format(value) if value is not None else "–"
 
 
-def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_png: bool = False) -> str:
+def render(
+    runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_png: bool = False, has_tradeoff_png: bool = False
+) -> str:
     """The report's Markdown."""
     names = [r["name"] for r in runs]
     lines = ["# caretune evaluation report", "", "Runs: " + ", ".join(f"`{n}`" for n in names), ""]
@@ -293,13 +368,18 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_pn
     lines += ["## Metrics", "", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(runs)]
     for label, section, key, fmt in METRICS:
         lines.append(f"| {label} | " + " | ".join(_cell(r, section, key, fmt) for r in runs) + " |")
-    mcq_cells = [
-        f"{r['mcq']['overall']['accuracy']:.1%} ({r['mcq']['overall']['correct']}/{r['mcq']['overall']['total']})"
-        if r["mcq"]
-        else "–"
-        for r in runs
+
+    def accuracy_cell(scored: dict | None) -> str:
+        overall = (scored or {}).get("overall")
+        return f"{overall['accuracy']:.1%} ({overall['correct']}/{overall['total']})" if overall else "–"
+
+    mcq_cells = [accuracy_cell(r["mcq"]) for r in runs]
+    general_cells = [accuracy_cell(r["mcq_general"]) for r in runs]
+    lines += [
+        "| multiple choice, overall | " + " | ".join(mcq_cells) + " |",
+        "| multiple choice, general suite | " + " | ".join(general_cells) + " |",
+        "",
     ]
-    lines += ["| multiple choice, overall | " + " | ".join(mcq_cells) + " |", ""]
     lines += [
         f"Care goal: at least {CARE_GOAL:.0%} of answers advise seeing a doctor; fine-tuning teaches the "
         "references' share, so compare the two rows above.",
@@ -308,6 +388,7 @@ def render(runs: list[dict], has_loss_png: bool, has_mcq_png: bool, has_judge_pn
     missed = [(r["name"], r["eval"]["emergency"]["missed"]) for r in runs if r["eval"] and r["eval"]["emergency"]["missed"]]
     for name, categories in missed:
         lines += [f"Emergency prompts `{name}` did not answer with seek-care-now: {', '.join(categories)}.", ""]
+    lines += render_tradeoff(runs, has_tradeoff_png)
     lines += render_judged(runs, has_judge_png)
     lines += ["", "## Multiple choice per subject", ""]
     if has_mcq_png:
@@ -350,7 +431,11 @@ def write_report(run_dirs: list[str], out_dir: str) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = render(
-        runs, _plot_losses(runs, out / "loss.png"), _plot_mcq(runs, out / "mcq.png"), _plot_judged(runs, out / "judge.png")
+        runs,
+        _plot_losses(runs, out / "loss.png"),
+        _plot_mcq(runs, out / "mcq.png"),
+        _plot_judged(runs, out / "judge.png"),
+        _plot_tradeoff(runs, out / "tradeoff.png"),
     )
     with AtomicFile(out / "report.md") as report:
         report.write(text)
