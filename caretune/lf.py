@@ -108,6 +108,7 @@ def settle_logging() -> None:
 def chat_template(tokenizer, template, **data_kwargs):
     """LLaMA-Factory's chat template object for a template name (with DataArguments keys such as
     enable_thinking) or a DataArguments (it also fixes the tokenizer's special tokens, as training does)."""
+    settle_logging()
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
 
@@ -138,6 +139,7 @@ def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: 
 
 def chat_model_class():
     """LLaMA-Factory's ChatModel (subclassed by caretune.serving.chat)."""
+    settle_logging()
     from llamafactory.chat import ChatModel
 
     return ChatModel
@@ -145,6 +147,7 @@ def chat_model_class():
 
 def chat_engine(args: dict):
     """LLaMA-Factory's Hugging Face inference engine for a chat recipe: model, adapter, tokenizer and template."""
+    settle_logging()
     from llamafactory.chat.hf_engine import HuggingfaceEngine
     from llamafactory.hparams import get_infer_args
 
@@ -173,6 +176,7 @@ def similarity_scorer(tokenizer):
 def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
     """LLaMA-Factory's multiple-choice evaluator, with its few-shot examples drawn with `shot_seed` (it shuffles
     them without a seed), so two runs score the same prompts."""
+    settle_logging()
     import functools
 
     import datasets

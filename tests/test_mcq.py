@@ -137,3 +137,26 @@ def test_mcnemar_and_the_paired_comparison_by_hand():
     assert (result["reference_accuracy"], result["accuracy"], result["change_points"]) == (0.6, 0.2, -40.0)
     assert result["beyond_noise"] and "dropped beyond the noise" in verdict("general", result)
     assert paired(base, {"other": True}) is None
+
+
+@pytest.mark.lf
+@pytest.mark.slow
+def test_both_suites_on_two_runs_then_the_report_sets_gain_beside_cost(tmp_path):
+    """`make eval`'s multiple-choice half on the tiny model (two identical runs stand in for base and tuned), then
+    `caretune report`: every figure is there, and identical runs change by nothing."""
+    from tests.helpers import run_caretune
+
+    recipe = tiny_recipe(tmp_path, "chat")
+    sources = ["--source", SAMPLE_MCQ, "--general-source", SAMPLE_GENERAL]
+    for side in ("base", "tuned"):
+        done = run_caretune(tmp_path, "mcq", recipe, "--suite", "all", *sources, "--out", tmp_path / side, timeout=900)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "medical overall" in done.stdout and "general overall" in done.stdout
+        general = json.loads((tmp_path / side / "mcq-general" / "mcq.json").read_text(encoding="utf-8"))
+        assert general["suite"] == "general" and general["overall"]["total"] == 20 and len(general["questions"]) == 20
+        assert set(general["groups"]) == {"STEM", "Humanities", "Social Sciences", "China-specific"}
+    reported = run_caretune(tmp_path, "report", tmp_path / "base", tmp_path / "tuned", "--out", tmp_path / "report")
+    assert reported.returncode == 0, reported.stderr
+    text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Medical gain and general cost" in text and "| general | 20 |" in text and "| medical | 12 |" in text
+    assert text.count("no change beyond the noise") == 2  # the same model twice: nothing gained, nothing lost

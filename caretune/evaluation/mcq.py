@@ -72,6 +72,7 @@ def read_questions(path: Path) -> list[dict]:
 
 
 BENCHMARK_BY_SPLIT = {"test": "cmmlu", "val": "ceval"}
+LF_CATEGORIES = ("STEM", "Social Sciences", "Humanities", "Other")
 
 
 def _suite_subjects(suite: str, benchmark: str) -> dict[str, str] | None:
@@ -128,7 +129,11 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, su
         what = "no CSV files" if suite == MEDICAL else f"none of the {suite} suite's subjects"
         raise McqError(f"{what} found in {', '.join(map(str, sources))}")
     (root / "README.md").write_text("---\nconfigs:\n" + "\n".join(configs) + "\n---\n", encoding="utf-8")
-    mapping = {s: {"name": v["name"], "category": v["category"]} for s, v in subjects.items()}
+    # LLaMA-Factory's evaluator totals its own categories only; a group it does not know (China-specific) is "Other" there
+    mapping = {
+        s: {"name": v["name"], "category": v["category"] if v["category"] in LF_CATEGORIES else "Other"}
+        for s, v in subjects.items()
+    }
     (root / "mapping.json").write_text(json.dumps(mapping, ensure_ascii=False, indent=2), encoding="utf-8")
     return subjects
 
