@@ -56,7 +56,7 @@ def convert(row: object, layout: str | None = None) -> dict | Skip:
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
     if "conversations" in row:
-        turns = _sharegpt_turns(row["conversations"])
+        turns = sharegpt_turns(row["conversations"])
     elif "data" in row:
         turns = _v1_turns(row["data"])
     else:
@@ -76,7 +76,7 @@ def convert(row: object, layout: str | None = None) -> dict | Skip:
     return record
 
 
-def _sharegpt_turns(conversations: object) -> list[dict] | Skip:
+def sharegpt_turns(conversations: object) -> list[dict] | Skip:
     if not isinstance(conversations, list):
         return Skip(UNKNOWN_SHAPE, f"conversations is {type(conversations).__name__}")
     if not conversations:

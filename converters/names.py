@@ -14,3 +14,5 @@ CHATMED_DATASET = "multi-med"
 CHATMED_EVAL_DATASET = "multi-med-eval"
 HUATUO_DATASET = "huatuo2-sft"
 HUATUO_EVAL_DATASET = "huatuo2-eval"
+GENERAL_DATASET = "general-zh"  # general (non-medical) Chinese instructions, mixed in against forgetting
+GENERAL_EVAL_DATASET = "general-zh-eval"

@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 from types import ModuleType
 
-from converters import chatmed, huatuo
+from converters import chatmed, general, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import (
     APPEND,
@@ -29,7 +29,7 @@ from converters.care import (
     CareTally,
     apply_care_policy,
 )
-from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
 from converters.errors import UserError
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
@@ -41,7 +41,7 @@ from converters.registry import RegistryError, load_registry, merge_entries, reg
 from converters.split import HeldOutSplit
 from converters.writer import JsonArrayWriter, JsonLinesWriter, exclusive, sweep_temporaries, write_json_atomic
 
-SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo}
+SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo, general.NAME: general}
 REPORT_SUFFIX = ".report.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
 CHANGES_SUFFIX = ".changes.jsonl"
@@ -242,7 +242,7 @@ def _clean(
         rejection = first_rejection(turns, options.filters)
         if rejection is not None:
             return Skip(*rejection)
-    verdict = apply_care_policy(turns, options.care_reminder)
+    verdict = apply_care_policy(turns, options.care_reminder if getattr(source, "MEDICAL", True) else OFF)
     if type(verdict) is Skip:
         return verdict
     turns, added, flags = verdict

@@ -11,7 +11,22 @@ from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_
 
 
 def _convert_command(source_name: str, help_text: str):
-    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, SYSTEM_LAYOUT
+    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
+    from converters.pipeline import SOURCES
+
+    medical = getattr(SOURCES[source_name], "MEDICAL", True)
+
+    def care_option(command):
+        if not medical:  # general rows get no care reminders (a request for one is refused in one line)
+            return click.option("--care-reminder", hidden=True, default=OFF, type=click.Choice(CARE_POLICIES))(command)
+        return click.option(
+            "--care-reminder",
+            type=click.Choice(CARE_POLICIES),
+            default=APPEND,
+            show_default=True,
+            help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
+            "append a fixed reminder, drop the row, or keep it as it is (off).",
+        )(command)
 
     def layout_option(command):
         if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system` (another is refused)
@@ -68,14 +83,7 @@ def _convert_command(source_name: str, help_text: str):
         metavar="REASON",
         help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.",
     )
-    @click.option(
-        "--care-reminder",
-        type=click.Choice(CARE_POLICIES),
-        default=APPEND,
-        show_default=True,
-        help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
-        "append a fixed reminder, drop the row, or keep it as it is (off).",
-    )
+    @care_option
     @layout_option
     @click.option(
         "--dataset-info",
@@ -160,7 +168,7 @@ def _convert_command(source_name: str, help_text: str):
 
 @main.group()
 def convert() -> None:
-    """Convert raw medical dialogue files into registered LLaMA-Factory datasets."""
+    """Convert raw medical dialogue files (and general instructions to mix in) into registered LLaMA-Factory datasets."""
 
 
 convert.command("chatmed")(
@@ -177,6 +185,16 @@ convert.command("huatuo")(
         """HuatuoGPT2 {"conversations":[...]} or {"data":["问：…","答：…"]} rows -> sharegpt records (huatuo2-sft).
 
     RAW may be one JSON array (read incrementally) or JSON Lines, UTF-8 with or without BOM.""",
+    )
+)
+convert.command("general")(
+    _convert_command(
+        "general",
+        """General Chinese instructions, ShareGPT {"conversations":[...]} or alpaca {"instruction","input","output"}
+    rows -> sharegpt records (general-zh): filtered, masked, deduped and split like the medical sets, with no care
+    reminders and no medical system prompt (converters/general.py says why).
+
+    RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
     )
 )
 
@@ -237,7 +255,7 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["chatmed", "huatuo"]))
+@click.argument("dataset", type=click.Choice(["chatmed", "huatuo", "general"]))
 @click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True, help="Hub to download from.")
 @click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
 def fetch(dataset, source, dest):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from converters import chatmed
 from converters.card import CardCollector
-from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
 from converters.errors import UserError
 from converters.pipeline import SOURCES, Options, Outputs, convert_file
 
@@ -23,9 +23,9 @@ def conversion_options(
     if keep and filter_set == "none":
         raise OptionError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
     if layout != SYSTEM_LAYOUT and source_name != chatmed.NAME:
-        raise OptionError(
-            f"--layout {layout} is for ChatMed rows; {source_name} rows always carry the medical prompt as their system prompt"
-        )
+        raise OptionError(f"--layout {layout} is for ChatMed rows; {source_name} rows always keep the layout they have")
+    if not getattr(SOURCES[source_name], "MEDICAL", True) and care_reminder != OFF:
+        raise OptionError(f"--care-reminder {care_reminder}: {source_name} rows are not medical and get no care reminders")
     filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
     return Options(
         scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout

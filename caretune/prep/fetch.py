@@ -31,6 +31,12 @@ RAW_DATASETS = {
         "HuatuoGPT2-GPT4-SFT-140K.json",
         "https://huggingface.co/datasets/FreedomIntelligence/HuatuoGPT2-SFT-GPT4-140K",
     ),
+    # general Chinese multi-turn conversations (38,535 rows, CC BY 4.0 per its card): mixed in against forgetting
+    "general": RawDataset(
+        "shibing624/sharegpt_gpt4",
+        "sharegpt_zh_38K_format.jsonl",
+        "https://huggingface.co/datasets/shibing624/sharegpt_gpt4",
+    ),
 }
 
 

@@ -1,0 +1,55 @@
+"""General (non-medical) instructions: ShareGPT and alpaca rows converted with the medical sets' accounting, filters,
+masking, dedupe and split, but no care reminders and no medical system prompt."""
+
+import json
+
+import pytest
+
+from converters import general
+from converters.choices import OFF
+from converters.names import MEDICAL_SYSTEM_PROMPT
+from converters.pipeline import Options
+from tests.helpers import SAMPLE, accounted, convert_into, shared_file
+
+GENERAL_SAMPLE = SAMPLE / "general_zh_sample.jsonl"
+
+
+def test_both_layouts_become_sharegpt_records_with_their_own_system_prompt_or_none():
+    sharegpt = general.convert({"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答。"}]})
+    assert sharegpt == {"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答。"}], "system": ""}
+    alpaca = general.convert(
+        {"instruction": "总结", "input": "一段话", "output": "总结。", "history": [["前问", "前答。"]], "system": "简洁"}
+    )
+    assert [turn["value"] for turn in alpaca["conversations"]] == ["前问", "前答。", "总结\n一段话", "总结。"]
+    assert alpaca["system"] == "简洁"
+    assert general.convert({"instruction": "", "input": "", "output": "x"}).reason == "empty_after_strip"
+    assert general.convert({"instruction": "x", "output": "y", "history": "no"}).reason == "non_string_field"
+    assert general.convert({"text": "?"}).reason == "missing_field"
+    assert general.registry_entry()["columns"] == {"messages": "conversations", "system": "system"}
+
+
+def test_the_shipped_sample_is_accounted_for_row_by_row(tmp_path):
+    report, outputs = convert_into(tmp_path, general, GENERAL_SAMPLE, eval_size=2, options=Options())  # default: append
+    assert accounted(report)
+    assert (report["read"], report["written"], report["eval"], report["duplicates"]) == (24, 18, 1, 1)
+    assert report["skipped"] == {"ai_self_reference": 1, "empty_after_strip": 1, "missing_field": 1, "truncated_answer": 1}
+    assert report["changes"]["care_reminder_added"] == report["changes"]["emergency_reminder_added"] == 0  # not medical
+    rows = json.loads(outputs.train.read_text(encoding="utf-8"))
+    assert not any(MEDICAL_SYSTEM_PROMPT in json.dumps(row, ensure_ascii=False) for row in rows)
+    assert not any("医生" in turn["value"] for row in rows for turn in row["conversations"])  # nothing appended
+    registry = json.loads((tmp_path / "dataset_info.json").read_text(encoding="utf-8"))
+    assert set(registry) == {"general-zh", "general-zh-eval"}
+
+
+def test_care_reminders_are_refused_for_general_rows():
+    from caretune.prep.conversion import OptionError, conversion_options
+
+    with pytest.raises(OptionError, match="general rows are not medical and get no care reminders"):
+        conversion_options("general", True, "all", (), "append", "system")
+    assert conversion_options("general", True, "all", (), OFF, "system").care_reminder == OFF
+
+
+def test_the_real_general_sharegpt_rows_lose_their_ai_self_references(tmp_path):
+    report, _ = convert_into(tmp_path, general, shared_file("sharegpt/sharegpt_zh_1K_format.jsonl"), eval_size=50)
+    assert accounted(report) and report["read"] == 1000
+    assert report["skipped"]["ai_self_reference"] >= 50  # real "作为一个AI" answers, caught by the same filter
