@@ -4,6 +4,8 @@ from caretune.thinking import REASONING_TEMPLATE
 from converters.names import (  # noqa: F401  (re-exported: the converters own these names)
     CHATMED_DATASET,
     CHATMED_EVAL_DATASET,
+    GENERAL_DATASET,
+    GENERAL_EVAL_DATASET,
     HUATUO_DATASET,
     HUATUO_EVAL_DATASET,
     MEDICAL_SYSTEM_PROMPT,

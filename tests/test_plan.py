@@ -310,3 +310,75 @@ def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Logging error" not in done.stderr and "_nothink" not in done.stderr, done.stderr[-2000:]
     assert json.loads(done.stdout)["rows"] > 0
+
+
+def test_interleave_over_rows_by_hand():
+    from caretune.training.plan import interleave_over_rows
+
+    # 900 and 100 medical rows at 0.72 / 0.18, 50 general rows at 0.1: the medical sets run out together after
+    # 1,250 draws; the general set (125 draws) repeats 2.5 times
+    assert interleave_over_rows([900, 100, 50], (0.72, 0.08, 0.2)) == [900, 100, 250]
+    assert interleave_over_rows([900, 100, 500], (0.72, 0.18, 0.1)) == [3600, 900, 500]  # a large general set rules
+
+
+def _mixed_project(tmp_path):
+    from converters import general
+    from tests.helpers import SAMPLE
+
+    project = converted_workspace(tmp_path)
+    convert_into(project, general, SAMPLE / "general_zh_sample.jsonl", eval_size=2)
+    return project
+
+
+def test_general_share_writes_interleave_probs_and_plan_counts_each_set(tmp_path, monkeypatch):
+    from caretune.training.recipe_writer import RecipeError
+
+    project = _mixed_project(tmp_path)
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "4", "--general-share", "0.1", "--out", "recipes/mix"]
+    )
+    assert result.exit_code == 0, result.output
+    recipe = yaml.safe_load((project / "recipes/mix/lora_sft.yaml").read_text(encoding="utf-8"))
+    probs = [float(p) for p in str(recipe["interleave_probs"]).split(",")]
+    assert recipe["dataset"] == "multi-med,huatuo2-sft,general-zh" and recipe["mix_strategy"] == "interleave_over"
+    written = [
+        json.loads((project / f"data/{n}.report.json").read_text(encoding="utf-8"))["written"] for n in ("multi-med", "huatuo2-sft")
+    ]
+    assert probs[2] == 0.1 and probs[0] / probs[1] == pytest.approx(written[0] / written[1], rel=1e-3)
+    plan = make_plan("recipes/mix/lora_sft.yaml", gpus=4, gpu_name="h800")
+    mixed = {d.name: d.mixed_rows for d in plan.datasets}
+    kept = {d.name: d.rows_kept for d in plan.datasets}  # 18 general rows: at 10% they run out last (T = 180 draws)
+    assert mixed["general-zh"] == kept["general-zh"] and sum(mixed.values()) == pytest.approx(kept["general-zh"] / 0.1, abs=2)
+    assert mixed["multi-med"] / mixed["huatuo2-sft"] == pytest.approx(written[0] / written[1], rel=0.02)  # repeated alike
+    assert plan.rows == sum(mixed.values())
+    with pytest.raises(RecipeError, match="more than 0 and at most 0.5"):
+        from caretune.training.recipe_writer import QWEN3_8B, mixed_in
+
+        mixed_in(QWEN3_8B, 0.7, "dataset_info.json")
+
+
+@pytest.mark.slow
+def test_llamafactory_mixes_the_general_set_at_about_the_share(tmp_path, monkeypatch):
+    """LLaMA-Factory's own interleave_over on the recipe `recipes new --general-share 0.3` writes: the share of general
+    rows in the training set it builds is near 30% (its draws are random: a wide band on these small samples)."""
+    project = _mixed_project(tmp_path)
+    monkeypatch.chdir(project)
+    result = CliRunner().invoke(
+        main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--gpus", "4", "--general-share", "0.3", "--out", "recipes/mix"]
+    )
+    assert result.exit_code == 0, result.output
+    recipe = tiny_recipe(project, "lora_sft", project / "mix.yaml")
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    mix = yaml.safe_load((project / "recipes/mix/lora_sft.yaml").read_text(encoding="utf-8"))
+    args.update({k: mix[k] for k in ("dataset", "mix_strategy", "interleave_probs")}, neat_packing=False, packing=False)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    dataset = lf_train_dataset(recipe)
+    general_rows = json.loads((project / "data/general-zh.json").read_text(encoding="utf-8"))
+    general_prompts = {row["conversations"][0]["value"] for row in general_rows}
+    from caretune.prep.tokenizer import offline_tokenizer
+
+    tokenizer = offline_tokenizer()
+    texts = [tokenizer.decode(ids) for ids in dataset["input_ids"]]
+    share = sum(any(prompt in text for prompt in general_prompts) for text in texts) / len(texts)
+    assert 0.15 < share < 0.45, share

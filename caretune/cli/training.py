@@ -68,8 +68,14 @@ def recipes(ctx, check_only, overwrite):
     default=None,
     help="LLaMA-Factory chat template [default: qwen3 (non-thinking) for hybrid Qwen3, qwen3_nothink for Instruct-2507].",
 )
+@click.option(
+    "--general-share",
+    type=click.FloatRange(0, 0.5, min_open=True),
+    default=None,
+    help="Mix the general set (caretune convert general) into training at this share of an epoch's rows, e.g. 0.1.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace recipes already in --out.")
-def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
+def recipes_new(model, gpus, nodes, gpu_name, out, template, general_share, overwrite):
     """Write train, predict, chat and export recipes for MODEL on NODES x GPUS x GPU, sized by `caretune plan`'s
     memory model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured
     best) and at most 16 / all GPUs; then the accumulation that reaches the default's 16 packs per step."""
@@ -77,6 +83,11 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, overwrite):
 
     folder = Path(out)
     recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
+    if general_share:
+        from caretune.constants import DATASET_INFO
+        from caretune.training.recipe_writer import mixed_in
+
+        recipe = mixed_in(recipe, general_share, DATASET_INFO)
     written = write_new_folder(recipe, folder, overwrite)
     world = recipe.world_size
     effective = recipe.packs_per_step

@@ -14,7 +14,7 @@ import json
 import math
 import random
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO, TEMPLATE
@@ -22,7 +22,8 @@ from caretune.training import estimate
 from converters.errors import UserError
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
-SUPPORTED_MIX = (None, "concat")
+SUPPORTED_MIX = (None, "concat", "interleave_over")
+INTERLEAVE_OVER = "interleave_over"
 LOW_PACK_FILL = 0.9  # below this, a plan says why packs are part-empty
 
 
@@ -55,6 +56,7 @@ class TrainSettings:
     preprocessing_batch_size: int
     preprocessing_num_workers: int | None
     seed: int
+    mix: tuple[float, ...] | None = None  # interleave_over's probabilities per dataset; None: the datasets concatenated
     gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
     unsloth_gc: bool = False  # `use_unsloth_gc`: checkpoints wait in host memory
     torch_compile: bool = False
@@ -84,7 +86,8 @@ def read_recipe(path: str) -> TrainSettings:
     if not recipe.get("dataset"):
         raise PlanError(f"{path}: no `dataset` to plan for")
     if recipe.get("mix_strategy") not in SUPPORTED_MIX:
-        raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat")
+        raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat and interleave_over")
+    mix = mix_probabilities(path, recipe)
     zero_stage, offload = zero_settings(deepspeed)
     dataset_dir = recipe.get("dataset_dir", "data")
     if not (Path(dataset_dir) / DATASET_INFO).exists():
@@ -127,6 +130,7 @@ def read_recipe(path: str) -> TrainSettings:
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
         seed=int(recipe.get("seed", 42)),
         gradient_checkpointing=not recipe.get("disable_gradient_checkpointing", False),
+        mix=mix,
         unsloth_gc=bool(recipe.get("use_unsloth_gc")),
         torch_compile=bool(recipe.get("torch_compile")),
     )
@@ -264,6 +268,7 @@ class DatasetRows:
     rows_kept: int  # rows LLaMA-Factory's preprocessing keeps, scaled to `rows`
     lengths: int  # row lengths the plan packs and pads for this dataset
     lengths_from: str  # "tokenized", "resampled from N tokenized rows ...", or "profile NAME"
+    mixed_rows: int | None = None  # rows an epoch draws from it under interleave_over (None: concatenated)
 
 
 @dataclass(frozen=True)
@@ -346,7 +351,7 @@ def tokenize(
     length_profiles = length_profiles or {}
     tokenizer = TokenizerSource(settings.model)
     cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
-    datasets, lengths, represented = [], [], 0.0
+    datasets, lengths, represented, per_dataset = [], [], 0.0, []
     rng = random.Random(settings.seed)
     with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
@@ -391,9 +396,50 @@ def tokenize(
                 datasets.append(DatasetRows(name, rows, data.tokenized, rows_kept, len(planned), source))
                 represented += data.tokenized * len(planned) / len(kept) if kept else data.tokenized
             lengths.extend(planned)
+            per_dataset.append(planned)
     if not lengths:
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
+    if settings.mix:
+        return mixed(datasets, per_dataset, settings.mix, rng)
     return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / represented)
+
+
+def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
+    """interleave_probs of an interleave_over recipe, checked (one per dataset, positive, summing to 1)."""
+    if recipe.get("mix_strategy") != INTERLEAVE_OVER:
+        return None
+    names = [d for d in str(recipe["dataset"]).split(",") if d.strip()]
+    try:
+        probs = tuple(float(p) for p in str(recipe.get("interleave_probs") or "").split(","))
+    except ValueError:
+        probs = ()
+    if len(probs) != len(names) or any(p <= 0 for p in probs) or abs(sum(probs) - 1) > 1e-3:
+        raise PlanError(
+            f"{path}: interleave_probs {recipe.get('interleave_probs')!r} must give one positive share per dataset "
+            f"({len(names)}), summing to 1"
+        )
+    return probs
+
+
+def interleave_over_rows(rows: list[int], probs: tuple[float, ...]) -> list[int]:
+    """Rows one epoch draws from each dataset under LLaMA-Factory's interleave_over (`datasets.interleave_datasets`
+    with all_exhausted): draws go on until every dataset has been used up once, so T = max(rows_i / p_i) rows in all,
+    p_i x T of them from dataset i (a small one repeats)."""
+    total = max(n / p for n, p in zip(rows, probs) if n)
+    return [round(p * total) for p in probs]
+
+
+def mixed(datasets: list[DatasetRows], per_dataset: list[list[int]], probs: tuple[float, ...], rng: random.Random) -> Tokenized:
+    """The epoch interleave_over makes of the datasets: each one's kept lengths drawn (with replacement) in proportion
+    to the rows it contributes, at most PLANNED_LENGTHS_CAP per dataset on average, the rest scaled."""
+    draws = interleave_over_rows([d.rows_kept for d in datasets], probs)
+    share = min(1.0, PLANNED_LENGTHS_CAP * len(datasets) / max(sum(draws), 1))
+    lengths, planned = [], []
+    for dataset, kept, rows in zip(datasets, per_dataset, draws):
+        picked = rng.choices(kept, k=max(1, round(rows * share))) if kept and rows else []
+        lengths.extend(picked)
+        planned.append(replace(dataset, lengths=len(picked), mixed_rows=rows))
+    return Tokenized(planned, lengths, sum(draws) / len(lengths))
 
 
 @dataclass(frozen=True)
@@ -522,7 +568,7 @@ def make_plan(
         gpu=gpu.name,
         gpus=gpus,
         datasets=data.datasets,
-        rows=sum(d.rows_kept for d in data.datasets),
+        rows=sum(d.rows_kept if d.mixed_rows is None else d.mixed_rows for d in data.datasets),
         real_tokens_per_epoch=round(real * data.scale),
         processed_tokens_per_epoch=round(epoch.processed * data.scale),
         non_padding_share=round(share, 4),
@@ -639,6 +685,7 @@ def format_plan(plan: Plan) -> str:
             f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
             + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows and d.lengths_from == "tokenized" else "")
             + (f" (lengths: {d.lengths_from}, {d.lengths:,} drawn)" if d.lengths_from != "tokenized" else "")
+            + (f"; {d.mixed_rows:,} rows an epoch under interleave_over" if d.mixed_rows is not None else "")
         )
     q = plan.length_quantiles
     lines += [

@@ -19,6 +19,7 @@ from caretune.constants import (
     CHATMED_DATASET,
     CHATMED_EVAL_DATASET,
     CUTOFF_LEN,
+    GENERAL_DATASET,
     HUATUO_DATASET,
     HUATUO_EVAL_DATASET,
     MEDICAL_SYSTEM_PROMPT,
@@ -79,6 +80,8 @@ class ModelRecipe:
     nodes: int = 1
     activations: str = "checkpointed"  # estimate.ACTIVATION_MODES: gradient checkpointing, none, use_unsloth_gc
     torch_compile: bool = False
+    general_share: float = 0.0  # share of an epoch's rows drawn from the general set (0: medical data only)
+    mix: tuple[float, ...] = ()  # interleave_over's probability per training dataset when general_share > 0
 
     @property
     def world_size(self) -> int:
@@ -234,6 +237,17 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
         [("neat_packing", True, "rows packed without padding; attention stays within each row")] if recipe.neat_packing else []
     )
     compiled = [("torch_compile", True, "")] if recipe.torch_compile else []
+    datasets = [("dataset", TRAIN_DATASETS, "")]
+    if recipe.general_share:
+        datasets = [
+            ("dataset", f"{TRAIN_DATASETS},{GENERAL_DATASET}", "general Chinese instructions mixed in against forgetting"),
+            ("mix_strategy", "interleave_over", "rows drawn by these shares until every set is used once; a small set repeats"),
+            (
+                "interleave_probs",
+                ",".join(f"{p:.4g}" for p in recipe.mix),
+                f"{recipe.general_share:.0%} of rows general; the medical sets in proportion to their rows",
+            ),
+        ]
     schedule = (
         [("num_train_epochs", recipe.num_train_epochs, "")]
         if recipe.num_train_epochs is not None
@@ -246,7 +260,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
         (
             "dataset",
             [
-                ("dataset", TRAIN_DATASETS, ""),
+                *datasets,
                 ("dataset_dir", ".", "dataset_info.json at the repository root"),
                 *_template_keys(recipe),
                 *_history_keys(recipe),
@@ -758,6 +772,39 @@ def write_new_folder(recipe: ModelRecipe, out: Path, overwrite: bool = False) ->
             handle.write(content)
             handle.commit()
     return [str(out / name) for name in files]
+
+
+MAX_GENERAL_SHARE = 0.5
+
+
+def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) -> ModelRecipe:
+    """`recipe` with the general set mixed in at `general_share` of an epoch's rows: interleave_over's probabilities,
+    the medical sets' in proportion to the rows their conversions wrote (read from their reports)."""
+    import json
+
+    from converters.pipeline import REPORT_SUFFIX
+    from converters.registry import load_registry
+
+    if not 0 < general_share <= MAX_GENERAL_SHARE:
+        raise RecipeError(f"--general-share {general_share:g}: expected more than 0 and at most {MAX_GENERAL_SHARE:g}")
+    entries = load_registry(registry) if Path(registry).exists() else {}
+    rows = []
+    for name in TRAIN_DATASETS.split(","):
+        file_name = entries.get(name, {}).get("file_name") if isinstance(entries.get(name), dict) else None
+        report = (Path(registry).parent / file_name).with_name(Path(file_name).stem + REPORT_SUFFIX) if file_name else None
+        if report is None or not report.is_file():
+            raise RecipeError(
+                f"--general-share needs the medical sets' row counts: convert {name} first (its report is missing), "
+                f"and {GENERAL_DATASET} with `caretune convert general`"
+            )
+        rows.append(json.loads(report.read_text(encoding="utf-8"))["written"])
+    if GENERAL_DATASET not in entries:
+        raise RecipeError(
+            f"--general-share: {GENERAL_DATASET} is not registered in {registry}: run `caretune convert general` first"
+        )
+    total = sum(rows)
+    mix = tuple((1 - general_share) * n / total for n in rows) + (general_share,)
+    return replace(recipe, general_share=general_share, mix=mix)
 
 
 def base_run_dir(recipe: str) -> str:
