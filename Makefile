@@ -78,7 +78,8 @@ eval: setup
 	$(BIN)/caretune mcq $(CHAT_RECIPE) --suite all --base $(MCQ_ARGS)
 
 # `make judge JUDGE_URL=http://127.0.0.1:8001/v1 JUDGE_MODEL=NAME`: the shipped rubric set on the base model and on
-# the tuned one, then base against tuned on 200 held-out questions (key: JUDGE_API_KEY in the environment).
+# the tuned one, then base against tuned on 200 held-out questions and on the 30 general prompts (forgetting in free
+# answers) (key: JUDGE_API_KEY in the environment).
 JUDGE_URL ?= http://127.0.0.1:8001/v1
 JUDGE_MODEL ?=
 RUBRICS ?= caretune/data/rubrics_zh.jsonl
@@ -88,6 +89,7 @@ judge: setup
 	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) --base $(JUDGE_ARGS)
 	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) $(JUDGE_ARGS)
 	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) $(JUDGE_ARGS)
+	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) --general $(JUDGE_ARGS)
 
 # RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora
 RUNS ?= saves/qwen3-8b/base saves/qwen3-8b/lora

@@ -696,3 +696,30 @@ def test_pairwise_counts_failed_pairs_apart_from_unparsed_ones(tmp_path):
     assert (report["failed_pairs"], report["failed"], report["unparsed"], report["judged"]) == (3, 6, 0, 0)
     rows_out = [json.loads(line) for line in (tmp_path / "o" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(not row["unparsed"] and row["failed"][0].startswith("400:") for row in rows_out)
+
+
+# --- general prompts: forgetting in free answers ---------------------------------------------------------------
+
+
+def test_the_general_prompts_are_judged_pairwise_with_the_general_grader(tmp_path):
+    from caretune.evaluation.grader_prompts import PAIRWISE_GENERAL
+    from caretune.evaluation.pairwise import GENERAL_PROMPTS, general_rows, run_pairwise
+
+    lines = [json.loads(line) for line in GENERAL_PROMPTS.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 30 and {line["kind"] for line in lines} == {"writing", "reasoning", "knowledge", "everyday"}
+    assert not any(mark in line["prompt"] for line in lines for mark in ("医", "病", "药", "症", "健康"))  # no medical content
+    rows = general_rows()
+    recipes = {"base": "base.yaml", "tuned": "tuned.yaml"}
+    seen_systems = []
+
+    def answer(recipe, conversations):
+        seen_systems.extend(system for _, system in conversations)
+        return [("好" if recipe == "tuned.yaml" else "一般") + str(i) for i in range(len(conversations))]
+
+    with ScriptedJudge(prefers("好")) as server:
+        report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c"), tmp_path / "o", sample=30, general=True)
+        assert all(body["messages"][0]["content"].startswith(PAIRWISE_GENERAL["zh"]) for body in server.requests)
+    assert report["questions"] == "general prompts" and (report["win"], report["judged"]) == (30, 30)
+    from caretune.constants import MEDICAL_SYSTEM_PROMPT
+
+    assert set(seen_systems) == {MEDICAL_SYSTEM_PROMPT}  # answered under the served prompt, base and tuned alike

@@ -271,13 +271,19 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
 @click.argument("base_recipe", type=click.Path(exists=True, dir_okay=False))
 @click.argument("tuned_recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option("--sample", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out questions (chosen by hash).")
+@click.option(
+    "--general",
+    is_flag=True,
+    help="Judge the shipped general prompts (writing, reasoning, everyday knowledge) instead: forgetting in free answers.",
+)
 @_BACKEND
 @_judge_options
-def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_language, **endpoint):
-    """Base against tuned on the tuned recipe's held-out questions, each pair judged in both orders."""
+def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir, grader_language, **endpoint):
+    """Base against tuned on the tuned recipe's held-out questions (or, with --general, the shipped general prompts),
+    each pair judged in both orders."""
     from caretune.evaluation.evaluate import generate, generation_settings, held_out_rows, settings_differences
     from caretune.evaluation.judge import default_out
-    from caretune.evaluation.pairwise import BASE, TUNED, run_pairwise
+    from caretune.evaluation.pairwise import BASE, TUNED, general_rows, run_pairwise
     from caretune.training.preflight import check_model_paths, load_recipe
 
     for recipe in (base_recipe, tuned_recipe):
@@ -288,10 +294,10 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_l
             f"{base_recipe} and {tuned_recipe} would generate differently ({'; '.join(differences)}): "
             "compare the tuned recipe with its base copy (caretune judge rubric --recipe R --base writes one)"
         )
-    out = Path(out_dir) if out_dir else default_out(tuned_recipe, Path("."), "pairwise")
+    out = Path(out_dir) if out_dir else default_out(tuned_recipe, Path("."), "pairwise-general" if general else "pairwise")
     grader = _open_judge(**endpoint)
     report = run_pairwise(
-        held_out_rows(tuned_recipe),
+        general_rows() if general else held_out_rows(tuned_recipe),
         lambda recipe, conversations: generate(recipe, conversations, backend),
         {BASE: base_recipe, TUNED: tuned_recipe},
         grader,
@@ -299,6 +305,7 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_l
         sample,
         _trained_by(tuned_recipe),
         grader_language,
+        general,
     )
     shares, controlled = report["shares"], report["length_controlled"]
     lc = (
@@ -307,7 +314,7 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, backend, out_dir, grader_l
         else ""
     )
     click.echo(
-        f"pairwise: tuned vs base over {report['judged']}/{report['sample']} questions: win {shares['win'] or 0:.0%}, "
+        f"pairwise: tuned vs base over {report['judged']}/{report['sample']} {report['questions']}: win {shares['win'] or 0:.0%}, "
         f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}{lc}; mean length base "
         f"{report['mean_answer_chars']['base']}, tuned {report['mean_answer_chars']['tuned']} chars; {_calls_line(report, out)}"
     )

@@ -65,9 +65,28 @@ Reply with one JSON object and nothing after it:
 }
 
 
+PAIRWISE_GENERAL = {
+    "en": """You compare two answers of an assistant to the same everyday request (writing, reasoning, general knowledge).
+
+Decide which answer serves the user better: correct, complete where it matters, following the request, and clear.
+Length alone is not quality: a longer answer is better only when what it adds helps the user. The order in which the
+answers appear says nothing about them. If neither is better, say tie.
+
+Reply with one JSON object and nothing after it:
+{"explanation": "one or two sentences", "winner": "A" or "B" or "tie"}""",
+    "zh": """你要比较助手对同一个日常请求（写作、推理、常识）给出的两个回答。
+
+判断哪个回答对用户更好：正确；在需要的地方完整；按要求作答；表达清楚。篇幅本身不代表质量：只有多出的内容确实
+对用户有帮助时，更长的回答才更好。回答出现的先后顺序不说明任何问题。若两者不分高下，请判为平局。
+
+只回复一个 JSON 对象，其后不要有任何文字：
+{"explanation": "一两句话", "winner": "A" 或 "B" 或 "tie"}""",
+}
+
+
 def rubric_instructions(language: str) -> str:
     return RUBRIC[language]
 
 
-def pairwise_instructions(language: str) -> str:
-    return PAIRWISE[language]
+def pairwise_instructions(language: str, general: bool = False) -> str:
+    return (PAIRWISE_GENERAL if general else PAIRWISE)[language]

@@ -20,6 +20,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, pairwise_instructions
@@ -41,10 +42,10 @@ def sample_rows(rows: list, size: int) -> list:
     return sorted(rows, key=lambda row: question_id(row[0]))[:size]
 
 
-def pair_call(messages: list[dict], first: str, second: str, language: str = DEFAULT_LANGUAGE) -> JudgeCall:
-    """The grader's question for one order of a pair (patient text masked)."""
+def pair_call(messages: list[dict], first: str, second: str, language: str = DEFAULT_LANGUAGE, general: bool = False) -> JudgeCall:
+    """The grader's question for one order of a pair (patient text masked); `general`: the everyday-request grader."""
     content = (
-        f"{pairwise_instructions(language)}\n\n<conversation>\n{conversation_text(tuple(messages))}\n</conversation>\n\n"
+        f"{pairwise_instructions(language, general)}\n\n<conversation>\n{conversation_text(tuple(messages))}\n</conversation>\n\n"
         f"<answer_A>\n{masked(first)}\n</answer_A>\n\n<answer_B>\n{masked(second)}\n</answer_B>"
     )
     return JudgeCall(messages=({"role": "user", "content": content},), field="winner", allowed=WINNERS)
@@ -131,6 +132,22 @@ def length_control(results: list[str | None], base_lengths: list[int], tuned_len
     }
 
 
+GENERAL_PROMPTS = Path(str(files("caretune") / "data" / "general_prompts_zh.jsonl"))  # package data
+
+
+def general_rows(path: str | Path = GENERAL_PROMPTS) -> list[tuple[list[dict], str, str]]:
+    """The general prompt set as pairwise rows (messages, no reference, the medical system prompt: the served one)."""
+    from caretune.constants import MEDICAL_SYSTEM_PROMPT
+    from caretune.evaluation.rubric import RubricError, json_lines
+
+    rows = []
+    for number, row in json_lines(Path(path)):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise RubricError(f"{path}:{number}: `prompt` must be text")
+        rows.append(([{"role": "user", "content": row["prompt"]}], "", MEDICAL_SYSTEM_PROMPT))
+    return rows
+
+
 def run_pairwise(
     rows: list[tuple[list[dict], str, str]],
     answer: Callable[[str, list[tuple[list[dict], str | None]]], list[str]],
@@ -140,6 +157,7 @@ def run_pairwise(
     sample: int = DEFAULT_SAMPLE,
     trained_by: dict | None = None,
     language: str = DEFAULT_LANGUAGE,
+    general: bool = False,
 ) -> dict:
     """Answer the sampled held-out questions with both recipes (`answer(recipe, conversations)`), judge each pair
     in both orders, and write judge.json, verdicts.jsonl and answers.jsonl into `out`."""
@@ -148,8 +166,8 @@ def run_pairwise(
     answers = {side: answer(recipes[side], conversations) for side in (BASE, TUNED)}
     calls = [
         (
-            pair_call(messages, answers[BASE][i], answers[TUNED][i], language),
-            pair_call(messages, answers[TUNED][i], answers[BASE][i], language),
+            pair_call(messages, answers[BASE][i], answers[TUNED][i], language, general),
+            pair_call(messages, answers[TUNED][i], answers[BASE][i], language, general),
         )
         for i, (messages, _, _) in enumerate(chosen)
     ]
@@ -181,6 +199,7 @@ def run_pairwise(
         "trained_by": trained_by,
         "sample": len(chosen),
         "grader_language": language,
+        "questions": "general prompts" if general else "held-out medical questions",
         **tally(results),
         "failed_pairs": sum(bool(row["failed"][0] or row["failed"][1]) for row in rows_out),
         "mean_answer_chars": {side: round(sum(map(len, answers[side])) / len(chosen), 1) if chosen else None for side in answers},

@@ -308,9 +308,9 @@ def render_judged(runs: list[dict], has_png: bool) -> list[str]:
             lines.append(f"| {tag} | " + " | ".join(_score_cell(j["by_tag"].get(tag) if j else None) for j in judged) + " |")
         unparsed = [f"`{n}` {j['unparsed']}" for n, j in zip(names, judged) if j and j["unparsed"]]
         lines += ["", f"Unparsed verdicts (their prompts left out): {', '.join(unparsed)}." if unparsed else "", ""]
-    for run in runs:
-        pair = run["judged"].get("pairwise")
-        if not pair or pair.get("mode") != "pairwise":
+    pairs = [pair for run in runs for name in ("pairwise", "pairwise-general") if (pair := run["judged"].get(name))]
+    for pair in pairs:
+        if pair.get("mode") != "pairwise":
             continue
         shares, ci = pair["shares"], pair["ci"]
 
@@ -320,8 +320,9 @@ def render_judged(runs: list[dict], has_png: bool) -> list[str]:
             return f"{shares[name]:.0%} [{ci[name][0]:.0%}, {ci[name][1]:.0%}]"
 
         lines += [
-            f"Pairwise, `{pair['tuned']}` against `{pair['base']}` on {pair['judged']} of {pair['sample']} held-out "
-            f"questions, each judged in both orders by {pair['judge']['model']} (disagreement = tie): "
+            f"Pairwise, `{pair['tuned']}` against `{pair['base']}` on {pair['judged']} of {pair['sample']} "
+            f"{pair.get('questions', 'held-out medical questions')}, each judged in both orders by {pair['judge']['model']} "
+            "(disagreement = tie): "
             f"win {share('win')}, tie {share('tie')}, loss {share('loss')}; mean answer length base "
             f"{pair['mean_answer_chars']['base']}, tuned {pair['mean_answer_chars']['tuned']} characters "
             "(judges favour longer answers).",
