@@ -23,6 +23,7 @@ SAMPLE = Path("data/sample")
 TINY = Path("recipes/tiny-qwen3")
 TINY_RUN = Path("saves/tiny-qwen3")
 QUESTION = "最近三天低烧，嗓子疼，需要吃抗生素吗？"
+MCQ_SOURCES = ("--source", str(SAMPLE / "mcq"), "--general-source", str(SAMPLE / "mcq-general"))
 QUIET = {"LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "warning", "TOKENIZERS_PARALLELISM": "false"}
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -98,6 +99,12 @@ def describe_eval(side: str) -> str:
     )
 
 
+def describe_mcq(stdout: str) -> str:
+    """The two suites' overall lines of `caretune mcq --suite all`."""
+    overall = [" ".join(line.split()[:4]) for line in stdout.splitlines() if " overall " in f" {line} "]
+    return "; ".join(overall) + " (medical and general multiple choice; random weights: near chance)"
+
+
 def describe_chat(stdout: str) -> str:
     answer = " ".join(stdout.split())
     think = "a <think> block leaked" if "<think>" in answer else "no <think> block"
@@ -123,6 +130,8 @@ def stages(logs: Path) -> list[Stage]:
         Stage("train", caretune("train", str(TINY / "lora_sft.yaml")), describe_training),
         Stage("eval", caretune("eval", str(TINY / "predict.yaml")), lambda _: describe_eval("lora")),
         Stage("eval base", caretune("eval", str(TINY / "predict.yaml"), "--base"), lambda _: describe_eval("base")),
+        Stage("mcq", caretune("mcq", str(TINY / "chat.yaml"), "--suite", "all", *MCQ_SOURCES), describe_mcq),
+        Stage("mcq base", caretune("mcq", str(TINY / "chat.yaml"), "--suite", "all", "--base", *MCQ_SOURCES), describe_mcq),
         Stage(
             "report",
             caretune("report", str(TINY_RUN / "base"), str(TINY_RUN / "lora"), "--out", str(TINY_RUN / "report")),
