@@ -249,11 +249,32 @@ def webui_remember(model_name: str, model_path: str, template: str, saved_name: 
     common.save_args(os.path.join(common.DEFAULT_CONFIG_DIR, saved_name), form)
 
 
+def webui_chat_without_thinking() -> None:
+    """The WebUI's chat box starts with "Enable thinking" off (LLaMA-Factory's own default is on), as every caretune
+    recipe serves a hybrid Qwen3 (caretune.thinking)."""
+    import llamafactory.webui.components.infer as infer
+
+    if getattr(infer.create_chat_box, "caretune", False):
+        return
+    original = infer.create_chat_box
+
+    def create_chat_box(*args, **kwargs):
+        chatbot, messages, elems = original(*args, **kwargs)
+        elems["enable_thinking"].value = False
+        return chatbot, messages, elems
+
+    create_chat_box.caretune = True
+    infer.create_chat_box = create_chat_box
+
+
 def webui_launch(saved_name: str, host: str, port: int, auth) -> None:
-    """The WebUI, whose every page load ends by loading `saved_name` into the form as "Load arguments" does."""
+    """The WebUI, whose every page load ends by loading `saved_name` into the form as "Load arguments" does, and
+    whose chat box starts in non-thinking mode."""
     import llamafactory.webui.common as common
     from llamafactory.webui.engine import Engine
     from llamafactory.webui.interface import create_ui
+
+    webui_chat_without_thinking()
 
     resume = Engine.resume
 

@@ -103,3 +103,27 @@ def test_what_the_patching_seams_rely_on_is_there():
     assert inspect.isgeneratorfunction(Engine.resume) and callable(Runner.load_args)
     register_model_group({"caretune-seam-test": {DownloadSource.DEFAULT: "x/y"}})
     assert "caretune-seam-test" in SUPPORTED_MODELS and isinstance(DEFAULT_TEMPLATE, dict)
+
+
+def test_the_webui_chat_box_starts_without_thinking():
+    """LLaMA-Factory's chat box has "Enable thinking" on; caretune webui turns it off for the hybrid Qwen3 it serves."""
+    import gradio as gr
+    import llamafactory.webui.components.infer as infer
+    from llamafactory.webui.components import create_top
+    from llamafactory.webui.engine import Engine
+
+    from caretune.lf import webui_chat_without_thinking
+
+    def chat_box(create):
+        engine = Engine()
+        with gr.Blocks():
+            engine.manager.add_elems("top", create_top())
+            return create(engine, visible=False)[2]
+
+    original = infer.create_chat_box
+    try:
+        assert chat_box(original)["enable_thinking"].value is True  # LLaMA-Factory's default
+        webui_chat_without_thinking()
+        assert chat_box(infer.create_chat_box)["enable_thinking"].value is False
+    finally:
+        infer.create_chat_box = original
