@@ -14,15 +14,24 @@ filters, PII masking, dedupe and the held-out split do.
 
 from __future__ import annotations
 
-from converters.huatuo import GPT, HUMAN, encode, first_query, pairs, scrub, sharegpt_turns, with_pairs  # noqa: F401
+from converters.huatuo import (  # noqa: F401  (the pipeline calls encode, first_query, pairs, scrub, with_pairs here)
+    GPT,
+    HUMAN,
+    answered_record,
+    encode,
+    first_query,
+    pairs,
+    scrub,
+    sharegpt_turns,
+    with_pairs,
+)
 from converters.names import GENERAL_DATASET, GENERAL_EVAL_DATASET
-from converters.records import BAD_ROLE_ORDER, EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, NOT_AN_OBJECT, Skip
+from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, NOT_AN_OBJECT, Skip
 
 NAME = "general"
 DATASET = GENERAL_DATASET
 EVAL_DATASET = GENERAL_EVAL_DATASET
 MEDICAL = False  # no care reminders, no medical system prompt
-TRAILING_HUMAN_TURN = "trailing_human_turn_dropped"
 
 
 def registry_entry(layout: str | None = None) -> dict:
@@ -63,7 +72,7 @@ def _alpaca_turns(row: dict) -> list[dict] | Skip:
 
 def convert(row: object, layout: str | None = None) -> dict | Skip:
     """One general row -> `{"conversations": [...], "system": its own system prompt or ""}`; a trailing unanswered
-    human turn is dropped (the record then carries `_trimmed`, counted in the report)."""
+    human turn is dropped (counted in the report)."""
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
     if "conversations" in row:
@@ -75,13 +84,4 @@ def convert(row: object, layout: str | None = None) -> dict | Skip:
     if isinstance(turns, Skip):
         return turns
     system = _text(row, "system")
-    if isinstance(system, Skip):
-        return system
-    trimmed = bool(turns) and turns[-1]["from"] == HUMAN
-    turns = turns[:-1] if trimmed else turns
-    if not turns:
-        return Skip(BAD_ROLE_ORDER, "no answered human turn")
-    record = {"conversations": turns, "system": system}
-    if trimmed:
-        record["_trimmed"] = TRAILING_HUMAN_TURN
-    return record
+    return system if isinstance(system, Skip) else answered_record(turns, system)

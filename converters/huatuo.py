@@ -63,14 +63,16 @@ def convert(row: object, layout: str | None = None) -> dict | Skip:
         return Skip(MISSING_FIELD, "conversations")
     if isinstance(turns, Skip):
         return turns
+    return answered_record(turns, MEDICAL_SYSTEM_PROMPT)
 
-    trimmed = False
-    if turns and turns[-1]["from"] == HUMAN:
-        turns = turns[:-1]
-        trimmed = True
+
+def answered_record(turns: list[dict], system: str) -> dict | Skip:
+    """The sharegpt record of alternating turns, a trailing unanswered human turn dropped (then `_trimmed` says so)."""
+    trimmed = bool(turns) and turns[-1]["from"] == HUMAN
+    turns = turns[:-1] if trimmed else turns
     if not turns:
         return Skip(BAD_ROLE_ORDER, "no answered human turn")
-    record = {"conversations": turns, "system": MEDICAL_SYSTEM_PROMPT}
+    record = {"conversations": turns, "system": system}
     if trimmed:
         record["_trimmed"] = TRAILING_HUMAN_TURN
     return record
