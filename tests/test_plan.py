@@ -288,7 +288,8 @@ def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     """`caretune plan --json` of both Qwen3-8B recipes on the shipped sample, byte for byte as stored in
     tests/data (written before the plan became a dataclass; since 2026-12-01 the throughput holds MFU and HFU
     apart, the old `mfu` being the HFU; since 2026-12-02 each dataset says where its lengths come from, and the
-    unfused logits take 12 bytes)."""
+    unfused logits take 12 bytes; since 2026-12-03 prompts end in the empty think block, and each dataset counts
+    its rows under a mix and its tokens)."""
     monkeypatch.chdir(workspace)
     plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
     stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")
@@ -352,6 +353,8 @@ def test_general_share_writes_interleave_probs_and_plan_counts_each_set(tmp_path
     assert mixed["general-zh"] == kept["general-zh"] and sum(mixed.values()) == pytest.approx(kept["general-zh"] / 0.1, abs=2)
     assert mixed["multi-med"] / mixed["huatuo2-sft"] == pytest.approx(written[0] / written[1], rel=0.02)  # repeated alike
     assert plan.rows == sum(mixed.values())
+    tokens = {d.name: d.tokens_per_epoch for d in plan.datasets}  # each set's share of the epoch's tokens
+    assert sum(tokens.values()) == pytest.approx(plan.real_tokens_per_epoch, rel=0.01) and tokens["general-zh"] > 0
     with pytest.raises(RecipeError, match="more than 0 and at most 0.5"):
         from caretune.training.recipe_writer import QWEN3_8B, mixed_in
 

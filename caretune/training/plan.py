@@ -269,6 +269,7 @@ class DatasetRows:
     lengths: int  # row lengths the plan packs and pads for this dataset
     lengths_from: str  # "tokenized", "resampled from N tokenized rows ...", or "profile NAME"
     mixed_rows: int | None = None  # rows an epoch draws from it under interleave_over (None: concatenated)
+    tokens_per_epoch: int = 0  # real tokens an epoch takes from it (cut at cutoff_len, scaled as the whole plan)
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,12 @@ class Tokenized:
     datasets: list[DatasetRows]
     lengths: list[int]  # token length of every tokenized row kept, in LLaMA-Factory's merge order
     scale: float  # rows planned for / rows tokenized (1.0 unless sampled or extrapolated)
+
+    @classmethod
+    def of(cls, datasets: list[DatasetRows], per_dataset: list[list[int]], scale: float) -> Tokenized:
+        """The datasets with their planned lengths, each dataset's tokens per epoch counted."""
+        counted = [replace(d, tokens_per_epoch=round(sum(planned) * scale)) for d, planned in zip(datasets, per_dataset)]
+        return cls(counted, [n for planned in per_dataset for n in planned], scale)
 
 
 PLANNED_LENGTHS_CAP = 100_000  # row lengths packed per dataset when extrapolating; the rest is scaled
@@ -401,7 +408,7 @@ def tokenize(
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
     if settings.mix:
         return mixed(datasets, per_dataset, settings.mix, rng)
-    return Tokenized(datasets, lengths, sum(d.rows for d in datasets) / represented)
+    return Tokenized.of(datasets, per_dataset, sum(d.rows for d in datasets) / represented)
 
 
 def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
@@ -434,12 +441,11 @@ def mixed(datasets: list[DatasetRows], per_dataset: list[list[int]], probs: tupl
     to the rows it contributes, at most PLANNED_LENGTHS_CAP per dataset on average, the rest scaled."""
     draws = interleave_over_rows([d.rows_kept for d in datasets], probs)
     share = min(1.0, PLANNED_LENGTHS_CAP * len(datasets) / max(sum(draws), 1))
-    lengths, planned = [], []
+    picks, planned = [], []
     for dataset, kept, rows in zip(datasets, per_dataset, draws):
-        picked = rng.choices(kept, k=max(1, round(rows * share))) if kept and rows else []
-        lengths.extend(picked)
-        planned.append(replace(dataset, lengths=len(picked), mixed_rows=rows))
-    return Tokenized(planned, lengths, sum(draws) / len(lengths))
+        picks.append(rng.choices(kept, k=max(1, round(rows * share))) if kept and rows else [])
+        planned.append(replace(dataset, lengths=len(picks[-1]), mixed_rows=rows))
+    return Tokenized.of(planned, picks, sum(draws) / sum(map(len, picks)))
 
 
 @dataclass(frozen=True)
@@ -686,6 +692,7 @@ def format_plan(plan: Plan) -> str:
             + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows and d.lengths_from == "tokenized" else "")
             + (f" (lengths: {d.lengths_from}, {d.lengths:,} drawn)" if d.lengths_from != "tokenized" else "")
             + (f"; {d.mixed_rows:,} rows an epoch under interleave_over" if d.mixed_rows is not None else "")
+            + f"; {d.tokens_per_epoch:,} tokens an epoch"
         )
     q = plan.length_quantiles
     lines += [
