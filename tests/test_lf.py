@@ -105,12 +105,17 @@ def test_what_the_patching_seams_rely_on_is_there():
     assert "caretune-seam-test" in SUPPORTED_MODELS and isinstance(DEFAULT_TEMPLATE, dict)
 
 
-def test_the_webui_chat_box_starts_without_thinking():
+def test_the_webui_chat_box_starts_without_thinking(tmp_path, monkeypatch):
     """LLaMA-Factory's chat box has "Enable thinking" on; caretune webui turns it off for the hybrid Qwen3 it serves."""
     import gradio as gr
+    import llamafactory.webui.common as common
     import llamafactory.webui.components.infer as infer
     from llamafactory.webui.components import create_top
     from llamafactory.webui.engine import Engine
+
+    monkeypatch.chdir(tmp_path)  # the WebUI's engine keeps state in folders of the current directory
+    for name in ("DEFAULT_CACHE_DIR", "DEFAULT_CONFIG_DIR"):
+        monkeypatch.setattr(common, name, str(tmp_path / name.lower()))
 
     from caretune.lf import webui_chat_without_thinking
 
