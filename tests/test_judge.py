@@ -200,6 +200,7 @@ def test_an_unparsed_reply_is_retried_once_then_counted(tmp_path):
     assert [row["criterion"] for row in rows if row["unparsed"]] == ["建议休息 [[休息]]"]
 
 
+@pytest.mark.slow  # waits out a client timeout
 def test_429_then_success_and_a_timeout_are_retried(tmp_path):
     prompts = load_rubrics(RUBRICS)[:1]
     faults = {1: Fault(status=429), 2: Fault(status=503)}

@@ -105,6 +105,7 @@ def test_what_the_patching_seams_rely_on_is_there():
     assert "caretune-seam-test" in SUPPORTED_MODELS and isinstance(DEFAULT_TEMPLATE, dict)
 
 
+@pytest.mark.slow  # builds the WebUI's components (gradio): seconds
 def test_the_webui_chat_box_starts_without_thinking(tmp_path, monkeypatch):
     """LLaMA-Factory's chat box has "Enable thinking" on; caretune webui turns it off for the hybrid Qwen3 it serves."""
     import gradio as gr
