@@ -654,7 +654,7 @@ def _report(
             "layout": options.layout,
             "filters": sorted(options.filters),
             "strip_wrappers": options.strip_wrappers,
-            "care_reminder": options.care_reminder,
+            "care_reminder": options.care_reminder if getattr(source, "MEDICAL", True) else OFF,
         },
         "prior_queries": {"datasets": prior_datasets, "count": prior_count},
         "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},

@@ -111,6 +111,15 @@ def test_the_general_suite_is_a_fixed_stratified_selection_of_the_real_folders(t
     assert not set(first) & set(medical)  # no medical subject in the general suite
 
 
+def test_question_ids_are_unique_within_and_across_subjects():
+    from caretune.evaluation.suites import question_ids
+
+    same = {"question": "q", "A": "a", "B": "b", "C": "c", "D": "d"}
+    ids = question_ids("x", [same, same, {**same, "question": "r"}])
+    assert len(set(ids)) == 3 and ids[1] == ids[0] + "#2"
+    assert question_ids("y", [same])[0] != ids[0]  # the same text in another subject is another question
+
+
 def test_score_groups_and_keeps_every_questions_result():
     from caretune.evaluation.mcq import score
 
@@ -160,3 +169,16 @@ def test_both_suites_on_two_runs_then_the_report_sets_gain_beside_cost(tmp_path)
     text = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Medical gain and general cost" in text and "| general | 20 |" in text and "| medical | 12 |" in text
     assert text.count("no change beyond the noise") == 2  # the same model twice: nothing gained, nothing lost
+
+
+def test_a_ceval_folder_with_its_answerless_test_split_is_read_by_val(tmp_path):
+    """C-Eval's archive holds dev/, val/ and test/ (answers withheld): val/ is the one scored."""
+    source = tmp_path / "ceval"
+    for split, answer in (("dev", "A"), ("val", "B"), ("test", "")):
+        (source / split).mkdir(parents=True)
+        with open(source / split / f"law_{split}.csv", "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "question", "A", "B", "C", "D", "answer"])
+            writer.writerow([0, "问题", "甲", "乙", "丙", "丁", answer])
+    subjects = build_task([source], tmp_path / "task", suite="general")
+    assert subjects["law"]["answers"] == ["B"] and subjects["law"]["category"] == "Humanities"

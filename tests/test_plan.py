@@ -200,7 +200,10 @@ def test_an_extrapolated_plan_packs_as_many_rows_as_it_plans_for(workspace, monk
     full = make_plan(FAST, gpus=4, gpu_name="h800", rows_override={"multi-med": 500_000, "huatuo2-sft": 142_248})
     assert shard.pack_fill < 0.7  # 116 rows in 16 preprocessing shards
     assert full.pack_fill > 0.95
-    assert [d.lengths for d in full.datasets] == [PLANNED_LENGTHS_CAP, PLANNED_LENGTHS_CAP]
+    drawn = [d.lengths for d in full.datasets]  # at one rate, so each set weighs by its rows
+    assert sum(drawn) == pytest.approx(2 * PLANNED_LENGTHS_CAP, abs=2) and drawn[0] / drawn[1] == pytest.approx(
+        full.datasets[0].rows_kept / full.datasets[1].rows_kept, rel=1e-3
+    )
     assert all(d.lengths_from.startswith(f"resampled from {d.tokenized} tokenized rows") for d in full.datasets)
     assert [d.lengths_from for d in shard.datasets] == ["tokenized", "tokenized"]
     # the real tokens per row are the shard's: only the packing changed
@@ -385,3 +388,16 @@ def test_llamafactory_mixes_the_general_set_at_about_the_share(tmp_path, monkeyp
     texts = [tokenizer.decode(ids) for ids in dataset["input_ids"]]
     share = sum(any(prompt in text for prompt in general_prompts) for text in texts) / len(texts)
     assert 0.15 < share < 0.45, share
+
+
+def test_each_dataset_weighs_by_its_rows_whatever_its_extrapolation():
+    """A 2,000-row shard planned for 500,000 rows beside 140,000 rows tokenized whole: before, one overall scale gave
+    the shard 80M tokens and the other 224M; each set's true share is rows x mean length (150M and 84M)."""
+    from caretune.training.plan import DatasetRows, epoch
+
+    shard = DatasetRows("a", 500_000, 2_000, 500_000, 0, "tokenized")
+    whole = DatasetRows("b", 140_000, 140_000, 140_000, 0, "tokenized")
+    planned = epoch([shard, whole], [[300] * 2_000, [600] * 140_000], [500_000, 140_000], __import__("random").Random(0))
+    assert [d.tokens_per_epoch for d in planned.datasets] == [150_000_000, 84_000_000]
+    assert round(sum(planned.lengths) * planned.scale) == 234_000_000
+    assert planned.datasets[0].lengths_from == "resampled from 2000 tokenized rows (2000 kept)"

@@ -346,3 +346,15 @@ def test_a_speed_variant_is_one_field_of_the_generator_and_plan_reads_it_back(tm
     (workspace / "variant.yaml").write_text(text, encoding="utf-8")
     settings = read_recipe("variant.yaml")
     assert settings.activations == activations and settings.torch_compile == compiled
+
+
+def test_mix_shares_sum_to_one_as_numpy_checks_it():
+    """Written with `:.4g`, 0.8491,0.05094,0.1 summed to 1.00004 and LLaMA-Factory's interleaving refused it."""
+    import numpy as np
+
+    from caretune.training.recipe_writer import mix_shares
+
+    for rows in ([900_000, 50_000], [500_000, 142_248], [3, 1]):
+        written = [float(f"{p:.6f}".rstrip("0")) for p in mix_shares(rows, 0.1)]
+        assert abs(sum(written) - 1) < 1e-8 and written[-1] == 0.1
+        np.random.default_rng(0).choice(len(written), p=written)  # raises when they do not sum to 1

@@ -229,9 +229,10 @@ def test_report_sets_the_medical_gain_beside_the_general_cost(tmp_path):
     suite(tuned, "mcq-general", set(range(22)) | {30})  # loses 2, gains 1
     text = write_report([str(base), str(tuned)], str(tmp_path / "report")).read_text(encoding="utf-8")
     assert "## Medical gain and general cost" in text and "![medical and general accuracy](tradeoff.png)" in text
-    assert f"| {tuned} | medical | 40 | 50.0% | 75.0% | +25.0 | 10 | 0 | 0.002 |" in text
-    assert f"| {tuned} | general | 40 | 60.0% | 57.5% | -2.5 | 1 | 2 | 1.000 |" in text
-    assert "general: 57.5% against 60.0%" in text and "no change beyond the noise" in text
+    assert f"| {tuned} | medical | 40 | 50.0% | 75.0% | +25.0 | 10 | 0 | 0.00195 |" in text
+    assert f"| {tuned} | general | 40 | 60.0% | 57.5% | -2.5 | 1 | 2 | 1 |" in text
+    assert "general: 57.5% against 60.0% (-2.5 points; 1 gained, 2 lost of 40 questions; McNemar p = 1)" in text
+    assert "no change beyond the noise" in text
     assert "medical: 75.0% against 50.0%" in text and "rose beyond the noise" in text
     assert "| multiple choice, general suite | 60.0% (24/40) | 57.5% (23/40) |" in text
     assert (tmp_path / "report" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

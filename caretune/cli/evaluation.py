@@ -81,6 +81,12 @@ def mcq(recipe, sources, general_sources, suite, out_dir, n_shot, batch_size, ba
         target = str(Path(out_dir) / suite_folder(name)) if out_dir and len(suites) > 1 else out_dir
         scored, folder = mcq_target(recipe, target, base, name)
         result = run_mcq(scored, given, folder, n_shot=n_shot, batch_size=batch_size, suite=name)
+        if missing := result["missing_subjects"]:
+            click.echo(
+                f"mcq: WARNING: {len(missing)} of the {name} suite's subjects are not in --general-source "
+                f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''}): give CMMLU's and C-Eval's folders",
+                err=True,
+            )
         for subject, s in result["subjects"].items():
             click.echo(f"{subject:<28} {s['correct']:>4}/{s['total']:<4} {s['accuracy']:.1%}")
         o = result["overall"]

@@ -17,11 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
-from caretune.evaluation.suites import GENERAL_SUITE, MEDICAL, question_id, select_questions
+from caretune.evaluation.suites import GENERAL_SUITE, MEDICAL, general_subjects, question_ids, select_questions
 from converters.errors import UserError
 
 TASK = "medmcq"  # no "_": LLaMA-Factory splits the task argument as <folder>_<split>
-EVAL_SPLITS = ("test", "val")
+EVAL_SPLITS = ("val", "test")  # C-Eval's archive has a test/ too, without answers: val/ first
 CHOICES = ("A", "B", "C", "D")
 SHOT_SEED = 42
 
@@ -119,7 +119,7 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, su
                 "category": group,
                 "source": str(eval_csv),
                 "answers": [q["answer"] for q in questions],
-                "ids": [question_id(q) for q in questions],
+                "ids": question_ids(subject, questions),
             }
             configs.append(
                 f"- config_name: {subject}\n  data_files:\n  - split: train\n    path: {subject}/train.jsonl\n"
@@ -193,6 +193,7 @@ def run_mcq(
         "recipe": recipe,
         "trained_by": trained_by(args.get("adapter_name_or_path")),
         "suite": suite,
+        "missing_subjects": sorted(set(general_subjects()) - set(subjects)) if suite != MEDICAL else [],
         "n_shot": n_shot,
         **score(subjects, predictions),
     }

@@ -34,7 +34,7 @@ def paired(reference: dict[str, bool], other: dict[str, bool]) -> dict | None:
         "change_points": round(100 * (after - before), 2),
         "gained": gained,
         "lost": lost,
-        "p_value": round(p_value, 4),
+        "p_value": float(f"{p_value:.4g}"),
         "beyond_noise": p_value < SIGNIFICANCE,
     }
 
@@ -43,8 +43,8 @@ def verdict(suite: str, comparison: dict) -> str:
     """One line: did the suite's accuracy move beyond the noise, and which way."""
     figures = (
         f"{comparison['accuracy']:.1%} against {comparison['reference_accuracy']:.1%} "
-        f"({comparison['change_points']:+.1f} points; {comparison['gained']} questions gained, {comparison['lost']} lost "
-        f"of {comparison['questions']}; McNemar p = {comparison['p_value']:.3f})"
+        f"({comparison['change_points']:+.1f} points; {comparison['gained']} gained, {comparison['lost']} lost "
+        f"of {comparison['questions']} questions; McNemar p = {comparison['p_value']:.3g})"
     )
     if not comparison["beyond_noise"]:
         return f"{suite}: {figures}: no change beyond the noise"

@@ -205,7 +205,7 @@ def render_tradeoff(runs: list[dict], has_png: bool) -> list[str]:
     for name, suite, c in compared:
         lines.append(
             f"| {name} | {suite} | {c['questions']} | {c['reference_accuracy']:.1%} | {c['accuracy']:.1%} | "
-            f"{c['change_points']:+.1f} | {c['gained']} | {c['lost']} | {c['p_value']:.3f} |"
+            f"{c['change_points']:+.1f} | {c['gained']} | {c['lost']} | {c['p_value']:.3g} |"
         )
     lines.append("")
     lines += [f"- `{name}`, {verdict(suite, c)}." for name, suite, c in compared]
@@ -225,7 +225,7 @@ def _plot_tradeoff(runs: list[dict], path: Path) -> bool:
     width = 0.8 / len(scored)
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, run in enumerate(scored):
-        values = [100 * run[key]["overall"]["accuracy"] if run[key] else 0 for _, key in suites]
+        values = [100 * run[key]["overall"]["accuracy"] if run[key] else float("nan") for _, key in suites]  # no bar
         ax.bar([x + i * width for x in range(len(suites))], values, width, label=run["name"])
     ax.set_xticks([x + width * (len(scored) - 1) / 2 for x in range(len(suites))])
     ax.set_xticklabels([suite for suite, _ in suites])

@@ -6,7 +6,7 @@ Sciences and China-specific, and from C-Eval's val split 2 subjects in each of S
 from each subject QUESTIONS_PER_SUBJECT questions drawn with a fixed seed from the question numbers (all of them
 when a subject has fewer). That is 16 x 25 + 6 x 25 = at most 550 questions (C-Eval's val subjects hold 19 to 60).
 CMMLU and C-Eval are CC BY-NC-SA 4.0 and are not shipped: give their folders with --general-source. A question's id
-is the hash of its text, so a paired comparison matches the same questions across runs.
+is the hash of its subject and text, so a paired comparison matches the same questions across runs.
 """
 
 from __future__ import annotations
@@ -67,7 +67,13 @@ def select_questions(subject: str, count: int) -> list[int]:
     return sorted(rng.sample(range(count), QUESTIONS_PER_SUBJECT))
 
 
-def question_id(question: dict) -> str:
-    """A stable id of a question: the hash of its text and choices."""
-    text = "\n".join([question["question"], *(question[choice] for choice in "ABCD")])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+def question_ids(subject: str, questions: list[dict]) -> list[str]:
+    """Stable ids of a subject's questions: the hash of the subject, the text and the choices; a question repeated in
+    the subject gets its occurrence number, so no two questions share an id."""
+    ids, seen = [], {}
+    for question in questions:
+        text = "\n".join([subject, question["question"], *(question[choice] for choice in "ABCD")])
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        seen[digest] = seen.get(digest, 0) + 1
+        ids.append(digest if seen[digest] == 1 else f"{digest}#{seen[digest]}")
+    return ids

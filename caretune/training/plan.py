@@ -358,7 +358,7 @@ def tokenize(
     length_profiles = length_profiles or {}
     tokenizer = TokenizerSource(settings.model)
     cutoff = settings.packed_cutoff if settings.packing else settings.cutoff_len
-    datasets, lengths, represented, per_dataset = [], [], 0.0, []
+    datasets, pools = [], []
     rng = random.Random(settings.seed)
     with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
@@ -390,25 +390,38 @@ def tokenize(
                 ) from None
             rows = rows_override.get(name, data.rows)
             if quantiles:
-                drawn = min(rows, PLANNED_LENGTHS_CAP)
-                planned = [min(n, cutoff) for n in sample_lengths(quantiles, drawn, settings.seed)]
-                datasets.append(DatasetRows(name, rows, 0, rows, drawn, f"profile {profile}"))
-                represented += drawn
+                pool = [min(n, cutoff) for n in sample_lengths(quantiles, min(rows, PLANNED_LENGTHS_CAP), settings.seed)]
+                datasets.append(DatasetRows(name, rows, 0, rows, 0, f"profile {profile}"))
             else:
+                pool = kept
                 rows_kept = round(len(kept) * rows / data.tokenized) if data.tokenized else 0
-                planned, source = kept, "tokenized"
-                if rows_kept > len(kept) and kept:
-                    planned = rng.choices(kept, k=min(rows_kept, PLANNED_LENGTHS_CAP))
-                    source = f"resampled from {data.tokenized} tokenized rows ({len(kept)} kept)"
-                datasets.append(DatasetRows(name, rows, data.tokenized, rows_kept, len(planned), source))
-                represented += data.tokenized * len(planned) / len(kept) if kept else data.tokenized
-            lengths.extend(planned)
-            per_dataset.append(planned)
-    if not lengths:
+                datasets.append(DatasetRows(name, rows, data.tokenized, rows_kept, 0, "tokenized"))
+            pools.append(pool)
+    if not any(pools):
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
     if settings.mix:
-        return mixed(datasets, per_dataset, settings.mix, rng)
-    return Tokenized.of(datasets, per_dataset, sum(d.rows for d in datasets) / represented)
+        return mixed(datasets, pools, settings.mix, rng)
+    return epoch(datasets, pools, [d.rows_kept for d in datasets], rng)
+
+
+def epoch(datasets: list[DatasetRows], pools: list[list[int]], rows: list[int], rng: random.Random, **fields) -> Tokenized:
+    """An epoch's row lengths, each dataset drawn at one common rate from its pool (its kept lengths, or a profile's),
+    so that every dataset weighs by the `rows` it contributes: all of them when they fit in PLANNED_LENGTHS_CAP per
+    dataset on average, else a seeded sample with replacement, the plan scaled back up. A pool already of its size
+    is taken as it is."""
+    rate = min(1.0, PLANNED_LENGTHS_CAP * len(datasets) / max(sum(rows), 1))
+    picks, planned = [], []
+    for dataset, pool, count in zip(datasets, pools, rows):
+        wanted = round(count * rate)
+        pick = pool if wanted == len(pool) else (rng.choices(pool, k=max(1, wanted)) if pool and count else [])
+        source = dataset.lengths_from
+        if source == "tokenized" and pick is not pool:
+            source = f"resampled from {dataset.tokenized} tokenized rows ({len(pool)} kept)"
+        picks.append(pick)
+        planned.append(
+            replace(dataset, lengths=len(pick), lengths_from=source, **{k: v[len(picks) - 1] for k, v in fields.items()})
+        )
+    return Tokenized.of(planned, picks, sum(rows) / sum(map(len, picks)))
 
 
 def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
@@ -420,7 +433,7 @@ def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
         probs = tuple(float(p) for p in str(recipe.get("interleave_probs") or "").split(","))
     except ValueError:
         probs = ()
-    if len(probs) != len(names) or any(p <= 0 for p in probs) or abs(sum(probs) - 1) > 1e-3:
+    if len(probs) != len(names) or any(p <= 0 for p in probs) or abs(sum(probs) - 1) > 1e-8:  # numpy's own check
         raise PlanError(
             f"{path}: interleave_probs {recipe.get('interleave_probs')!r} must give one positive share per dataset "
             f"({len(names)}), summing to 1"
@@ -436,16 +449,12 @@ def interleave_over_rows(rows: list[int], probs: tuple[float, ...]) -> list[int]
     return [round(p * total) for p in probs]
 
 
-def mixed(datasets: list[DatasetRows], per_dataset: list[list[int]], probs: tuple[float, ...], rng: random.Random) -> Tokenized:
-    """The epoch interleave_over makes of the datasets: each one's kept lengths drawn (with replacement) in proportion
-    to the rows it contributes, at most PLANNED_LENGTHS_CAP per dataset on average, the rest scaled."""
-    draws = interleave_over_rows([d.rows_kept for d in datasets], probs)
-    share = min(1.0, PLANNED_LENGTHS_CAP * len(datasets) / max(sum(draws), 1))
-    picks, planned = [], []
-    for dataset, kept, rows in zip(datasets, per_dataset, draws):
-        picks.append(rng.choices(kept, k=max(1, round(rows * share))) if kept and rows else [])
-        planned.append(replace(dataset, lengths=len(picks[-1]), mixed_rows=rows))
-    return Tokenized.of(planned, picks, sum(draws) / sum(map(len, picks)))
+def mixed(datasets: list[DatasetRows], pools: list[list[int]], probs: tuple[float, ...], rng: random.Random) -> Tokenized:
+    """The epoch interleave_over makes of the datasets: each one's rows in proportion to what it contributes."""
+    # LLaMA-Factory interleaves the rows as loaded; preprocessing then drops the invalid ones of each set
+    loaded = interleave_over_rows([d.rows for d in datasets], probs)
+    draws = [round(n * d.rows_kept / d.rows) if d.rows else 0 for n, d in zip(loaded, datasets)]
+    return epoch(datasets, pools, draws, rng, mixed_rows=draws)
 
 
 @dataclass(frozen=True)

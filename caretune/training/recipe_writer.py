@@ -244,7 +244,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
             ("mix_strategy", "interleave_over", "rows drawn by these shares until every set is used once; a small set repeats"),
             (
                 "interleave_probs",
-                ",".join(f"{p:.4g}" for p in recipe.mix),
+                ",".join(f"{p:.6f}".rstrip("0") for p in recipe.mix),
                 f"{recipe.general_share:.0%} of rows general; the medical sets in proportion to their rows",
             ),
         ]
@@ -802,9 +802,18 @@ def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) ->
         raise RecipeError(
             f"--general-share: {GENERAL_DATASET} is not registered in {registry}: run `caretune convert general` first"
         )
-    total = sum(rows)
-    mix = tuple((1 - general_share) * n / total for n in rows) + (general_share,)
-    return replace(recipe, general_share=general_share, mix=mix)
+    return replace(recipe, general_share=general_share, mix=mix_shares(rows, general_share))
+
+
+def mix_shares(rows: list[int], general_share: float) -> tuple[float, ...]:
+    """interleave_probs: the medical sets' shares in proportion to their rows (6 decimals, the last one taking the
+    rounding), then the general share; they sum to 1 to the last bit numpy checks (LLaMA-Factory refuses otherwise)."""
+    from decimal import Decimal
+
+    general = Decimal(str(general_share))
+    medical = [Decimal(str(round(float(1 - general) * n / sum(rows), 6))) for n in rows[:-1]]
+    medical.append(1 - general - sum(medical))
+    return tuple(float(share) for share in (*medical, general))
 
 
 def base_run_dir(recipe: str) -> str:
