@@ -16,29 +16,30 @@ def _convert_command(source_name: str, help_text: str):
 
     medical = getattr(SOURCES[source_name], "MEDICAL", True)
 
-    def care_option(command):
-        if not medical:  # general rows get no care reminders (a request for one is refused in one line)
-            return click.option("--care-reminder", hidden=True, default=OFF, type=click.Choice(CARE_POLICIES))(command)
-        return click.option(
-            "--care-reminder",
-            type=click.Choice(CARE_POLICIES),
-            default=APPEND,
-            show_default=True,
-            help="Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
-            "append a fixed reminder, drop the row, or keep it as it is (off).",
-        )(command)
+    def source_option(shown: bool, name: str, choices: tuple, default: str, fixed: str, help_text: str):
+        """An option this source offers, or a hidden one held at `fixed` (another value is refused in one line)."""
+        if not shown:
+            return click.option(name, hidden=True, default=fixed, type=click.Choice(choices))
+        return click.option(name, type=click.Choice(choices), default=default, show_default=True, help=help_text)
 
-    def layout_option(command):
-        if source_name != "chatmed":  # HuatuoGPT2 rows always carry the prompt as `system` (another is refused)
-            return click.option("--layout", hidden=True, default=SYSTEM_LAYOUT, type=click.Choice(LAYOUTS))(command)
-        return click.option(
-            "--layout",
-            type=click.Choice(LAYOUTS),
-            default=SYSTEM_LAYOUT,
-            show_default=True,
-            help="system: the medical prompt as the rows' system prompt, as chat and the API send it; "
-            "walkthrough: as the alpaca instruction, the question as input.",
-        )(command)
+    care_option = source_option(  # general rows get no care reminders
+        medical,
+        "--care-reminder",
+        CARE_POLICIES,
+        APPEND,
+        OFF,
+        "Answers that do not advise seeing a doctor (or, to an urgent question, emergency care): "
+        "append a fixed reminder, drop the row, or keep it as it is (off).",
+    )
+    layout_option = source_option(  # HuatuoGPT2 and general rows keep the layout they have
+        source_name == "chatmed",
+        "--layout",
+        LAYOUTS,
+        SYSTEM_LAYOUT,
+        SYSTEM_LAYOUT,
+        "system: the medical prompt as the rows' system prompt, as chat and the API send it; "
+        "walkthrough: as the alpaca instruction, the question as input.",
+    )
 
     @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
     @click.option(
