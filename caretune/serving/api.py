@@ -12,6 +12,9 @@
   prompt whose tokens plus the capped max_tokens exceed the context gets 400 `context_length_exceeded`; a
   prompt the model would take longer to read than the request has left (at the prefill rate measured on earlier
   requests) gets 504 `prompt_too_slow`; text that cannot be encoded gets 400.
+- Message text is text: one holding a chat-control token (`<|im_start|>`, `<|im_end|>`, `<|endoftext|>`, any
+  `<|…|>`) gets 400 naming the token and the message, since the tokenizer would read it as a turn boundary: a user
+  message could otherwise open a second system turn after the medical one and undo `enforce`.
 - The system prompt policy: `enforce` (default) always uses the recipe's medical prompt and drops a client's
   system messages (counted in the log line, never their text); `prepend` puts the medical prompt before the
   client's; `allow` lets a client's replace it. `model` must be the served name (404 `model_not_found`).
@@ -24,6 +27,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import threading
 import time
 import traceback
@@ -56,6 +60,7 @@ from converters.pii import mask_pii
 log = logging.getLogger("caretune.serving.api")
 
 MAX_CHOICES = 4  # `n`, non-streaming only
+CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")  # Qwen's chat-control tokens: <|im_start|>, <|im_end|>, <|endoftext|>, …
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
 
@@ -198,6 +203,13 @@ def conversation_of(request: ChatRequest, settings: ApiSettings) -> Conversation
             raise ApiError(
                 400, "the text holds characters that cannot be encoded (a lone surrogate)", f"messages[{index}].content"
             ) from None
+        if control := CONTROL_TOKEN.search(message.content):
+            raise ApiError(
+                400,
+                f"the text holds the chat-control token {control.group(0)}, which the model would read as a turn "
+                "boundary; send it without it",
+                f"messages[{index}].content",
+            )
     messages = list(request.messages)
     system = []
     while messages and messages[0].role in ("system", "developer"):
