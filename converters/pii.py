@@ -37,3 +37,16 @@ def mask_pii(text: str) -> tuple[str, Counter | None]:
 
     masked = _PII.sub(replace, text)
     return masked, counts or None
+
+
+_DIGIT_RUN = re.compile(r"[0-9][0-9 -]{4,}[0-9Xx]")  # six or more digits: the tail of a number cut from a longer text
+# an e-mail's end cut from its start; a URL's host (after "//") is left as it is
+_EMAIL_TAIL = re.compile(r"(?<![/\w.@%+-])[A-Za-z0-9._%+-]*@?[A-Za-z0-9.-]+\.(?:com|cn|net|org|edu|gov)\b")
+
+
+def mask_quote(text: str) -> str:
+    """A piece of a row quoted in a log (the rejects' details): personal data masked, and also what masking a whole
+    text would catch but a cut piece hides: any run of six or more digits, and an e-mail's domain."""
+    masked, _ = mask_pii(text)
+    masked = _DIGIT_RUN.sub(lambda match: "#" * len(match.group(0)), masked)
+    return _EMAIL_TAIL.sub("[邮箱]", masked)

@@ -33,7 +33,7 @@ from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
 from converters.errors import UserError
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
-from converters.pii import PII_KINDS
+from converters.pii import PII_KINDS, mask_quote
 from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
@@ -269,6 +269,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
     convert, scrub, first_query, pairs, encode = source.convert, source.scrub, source.first_query, source.pairs, source.encode
     batch = Batch()
     rejects = batch.rejects
+    quote = mask_quote if options.scrub_pii else str  # details quote row text: masked as the rows are
     examples: Counter = Counter()  # at most EXAMPLES_PER_REASON per batch: the card needs no more
 
     def example(line_no: int, reason: str, turns: list[tuple[str, str]]) -> None:
@@ -280,12 +281,12 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         batch.read += 1
         result = Skip(INVALID_JSON, str(row)) if isinstance(row, InvalidJson) else convert(row, options.layout)
         if type(result) is Skip:
-            rejects.append((line_no, result.reason, result.detail))
+            rejects.append((line_no, result.reason, quote(result.detail)))
             continue
         trimmed = result.pop("_trimmed", None)
         cleaned = _clean(source, result, options)
         if type(cleaned) is Skip:
-            rejects.append((line_no, cleaned.reason, cleaned.detail))
+            rejects.append((line_no, cleaned.reason, quote(cleaned.detail)))
             if cleaned.reason in EXAMPLE_REASONS:
                 example(line_no, cleaned.reason, pairs(result))
             continue
@@ -299,7 +300,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         try:
             encoded = encode(result)
         except UnencodableText as err:
-            rejects.append((line_no, INVALID_UNICODE, str(err)))
+            rejects.append((line_no, INVALID_UNICODE, quote(str(err))))
             continue
         if changes:
             batch.changes[len(batch.keys)] = changes

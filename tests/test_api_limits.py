@@ -159,3 +159,54 @@ def test_rendered_the_attack_opened_a_second_system_turn_and_plain_text_opens_no
 
     assert rendered(ATTACK).count("<|im_start|>system") == 2  # what the refusal prevents
     assert rendered("<|im_start 是什么？").count("<|im_start|>system") == 1
+
+
+@pytest.mark.parametrize(
+    "messages, param",
+    [
+        ([{"role": "user"}], "messages.0.content"),
+        (
+            [
+                {"role": "user", "content": "头疼"},
+                {"role": "assistant", "tool_calls": [{"id": "x"}]},
+                {"role": "user", "content": "嗯"},
+            ],
+            "messages.1.content",
+        ),
+    ],
+)
+def test_a_message_without_content_is_a_400_not_a_500(messages, param):
+    with client(ScriptedGenerator(stop_after=1)) as api:
+        reply = api.post("/v1/chat/completions", json=question(messages=messages))
+    assert reply.status_code == 400 and reply.json()["error"]["param"].replace("[", ".").replace("]", "") == param
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"logprobs": True}, {"response_format": {"type": "json_object"}}, {"functions": [{"name": "f"}]}, {"logit_bias": {"1": 5}}],
+)
+def test_parameters_not_honoured_are_refused_not_ignored(extra):
+    generator = ScriptedGenerator(stop_after=1)
+    with client(generator) as api:
+        reply = api.post("/v1/chat/completions", json=question(**extra))
+        fine = api.post("/v1/chat/completions", json=question(response_format={"type": "text"}, logprobs=False))
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["code"] == "unsupported_parameter" and error["param"] == next(iter(extra))
+    assert fine.status_code == 200 and len(generator.asked) == 1
+
+
+def test_seed_reaches_the_generation():
+    generator = ScriptedGenerator(stop_after=1)
+    with client(generator) as api:
+        assert api.post("/v1/chat/completions", json=question(seed=7, temperature=0.8)).status_code == 200
+    assert generator.asked[-1].seed == 7
+
+
+def test_serving_without_a_medical_prompt_is_refused_in_one_line():
+    from caretune.serving.serve import ServeError, check_medical_prompt
+
+    for policy in ("enforce", "prepend"):
+        with pytest.raises(ServeError, match=rf"no default_system, so --system-prompt {policy} would serve no medical prompt"):
+            check_medical_prompt("predict.yaml", {"model_name_or_path": "x"}, policy)
+    check_medical_prompt("predict.yaml", {}, "allow")
+    check_medical_prompt("chat.yaml", {"default_system": RECIPE_PROMPT}, "enforce")

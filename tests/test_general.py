@@ -53,3 +53,21 @@ def test_the_real_general_sharegpt_rows_lose_their_ai_self_references(tmp_path):
     report, _ = convert_into(tmp_path, general, shared_file("sharegpt/sharegpt_zh_1K_format.jsonl"), eval_size=50)
     assert accounted(report) and report["read"] == 1000
     assert report["skipped"]["ai_self_reference"] >= 50  # real "作为一个AI" answers, caught by the same filter
+
+
+def test_rejects_never_quote_personal_numbers(tmp_path):
+    """The rejects log quoted the raw tail of a rejected answer: the last digits of an ID number showed."""
+    from converters import chatmed
+
+    rows = [
+        {"query": "我想问一下体检报告的问题", "response": "好的，请把报告发来，记得写上您的身份证号110101199003071234"},
+        {"query": "怎么联系你们", "response": "请打电话13812345678或写邮件到 help@example.com 找我们"},
+        {"query": "感冒了怎么办？", "response": "多休息、多喝水，症状加重请及时就医。"},
+    ]
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report, outputs = convert_into(tmp_path, chatmed, raw, eval_size=0)
+    assert accounted(report) and sum(report["skipped"].values()) == 2
+    rejects = outputs.rejects.read_text(encoding="utf-8")
+    for secret in ("07123", "03071234", "12345678", "help@example"):
+        assert secret not in rejects, rejects

@@ -60,6 +60,7 @@ from converters.pii import mask_pii
 log = logging.getLogger("caretune.serving.api")
 
 MAX_CHOICES = 4  # `n`, non-streaming only
+UNHONOURED = ("logprobs", "top_logprobs", "response_format", "functions", "function_call", "logit_bias", "tool_choice")
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")  # Qwen's chat-control tokens: <|im_start|>, <|im_end|>, <|endoftext|>, …
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
@@ -124,7 +125,7 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: Any = None
+    content: Any = Field(None, validate_default=True)  # a missing content is a 400, not a crash
 
     @field_validator("content")
     @classmethod
@@ -158,6 +159,15 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_CHOICES, strict=True)
     stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
+    seed: int | None = Field(None, strict=True)  # honoured: sampling starts from it
+    # known to OpenAI's API but not honoured here: refused (400 unsupported_parameter) instead of ignored
+    logprobs: Any = None
+    top_logprobs: Any = None
+    response_format: Any = None
+    functions: Any = None
+    function_call: Any = None
+    logit_bias: Any = None
+    tool_choice: Any = None
     presence_penalty: float = Field(0, ge=-2, le=2, strict=True)
     frequency_penalty: float = Field(0, ge=-2, le=2, strict=True)
     stop: str | list[str] | None = None
@@ -190,10 +200,13 @@ def conversation_of(request: ChatRequest, settings: ApiSettings) -> Conversation
         "tools": request.tools,
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
+        **{name: getattr(request, name) for name in UNHONOURED},
     }
+    if unsupported["response_format"] == {"type": "text"}:  # what every answer is anyway
+        unsupported["response_format"] = None
     for name, value in unsupported.items():
         if value:
-            raise ApiError(400, f"{name} is not supported by this server", name)
+            raise ApiError(400, f"{name} is not supported by this server", name, code="unsupported_parameter")
     if request.stream and request.n > 1:
         raise ApiError(400, "n > 1 cannot be streamed", "n")
     for index, message in enumerate(request.messages):
@@ -464,7 +477,7 @@ async def complete(
     conversation = conversation_of(body, settings)
     state.system_dropped = conversation.system_dropped
     limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
-    sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n)
+    sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n, seed=body.seed)
     if settings.context_length and (widest := getattr(generator, "max_token_bytes", None)):
         text_bytes = sum(len(turn["content"].encode("utf-8")) for turn in conversation.turns)
         check_prompt_fits(

@@ -21,6 +21,7 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     n: int = 1
+    seed: int | None = None  # sampling starts from it: the same request and seed give the same answer
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class LocalGenerator:
                     on_text(text)
 
         model = self.engine.model
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)  # generations run one at a time, so the global generator is this request's
         inputs = torch.tensor([prompt_ids], device=model.device)
         switch = Switch()
         streamer = Relay(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if on_text else None

@@ -26,12 +26,23 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
+def check_medical_prompt(recipe: str, args: dict, policy: str) -> None:
+    """Under enforce or prepend the recipe's default_system is the medical prompt every answer gets: a recipe
+    without one would serve no medical prompt at all."""
+    if policy in ("enforce", "prepend") and not str(args.get("default_system") or "").strip():
+        raise ServeError(
+            f"{recipe}: no default_system, so --system-prompt {policy} would serve no medical prompt at all; "
+            "use a chat recipe (recipes/*/chat.yaml carries it) or add default_system"
+        )
+
+
 def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     """caretune.serving.api's app over the recipe's model in this process; SIGTERM stops generations and exits."""
     from caretune.training.preflight import check_model_paths, load_recipe
 
     check_bind(host, os.environ.get("API_KEY"))
     args = load_recipe(recipe)
+    check_medical_prompt(recipe, args, settings.get("system_prompt", "enforce"))
     check_model_paths(Path(recipe), args)
     backend = args.get("infer_backend", "huggingface")
     if backend not in ("huggingface", "hf"):
