@@ -11,10 +11,11 @@ from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_
 
 
 def _convert_command(source_name: str, help_text: str):
-    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
-    from converters.pipeline import SOURCES
+    from importlib import import_module
 
-    medical = getattr(SOURCES[source_name], "MEDICAL", True)
+    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
+
+    medical = getattr(import_module(f"converters.{source_name}"), "MEDICAL", True)  # not the pipeline: start-up time
 
     def source_option(shown: bool, name: str, choices: tuple, default: str, fixed: str, help_text: str):
         """An option this source offers, or a hidden one held at `fixed` (another value is refused in one line)."""
