@@ -152,6 +152,14 @@ def test_throughput_summary_by_hand():
     assert bench.summarise(records, [4.0, 6.0], 1, QWEN3_FAMILY["Qwen/Qwen3-8B"], None, 0.0)["mfu"] is None
 
 
+def test_a_time_budget_never_stops_a_variant_before_its_first_timed_step():
+    # a slow machine spent a 4 s budget on the warm-up step; the variant then reported an error and no figures
+    assert not bench.budget_spent(elapsed_s=9.0, budget_s=4.0, steps_done=1, warmup=1)
+    assert bench.budget_spent(elapsed_s=9.0, budget_s=4.0, steps_done=2, warmup=1)
+    assert not bench.budget_spent(elapsed_s=3.0, budget_s=4.0, steps_done=5, warmup=1)
+    assert not bench.budget_spent(elapsed_s=1e6, budget_s=None, steps_done=5, warmup=1)
+
+
 def test_model_is_built_on_the_device_in_the_training_dtype():
     import torch
     from transformers import Qwen3Config

@@ -270,7 +270,7 @@ def plan(recipe, gpus, gpu_name, sample, rows, lengths, bench, hfu, mfu, attenti
     type=click.FloatRange(min=1),
     default=None,
     metavar="SECONDS",
-    help="Stop each variant's training after this long and report the steps done (default: no limit; "
+    help="Stop each variant's training after this long and report the steps done, at least one timed (default: no limit; "
     "--variant NAME=SECONDS sets one variant's).",
 )
 def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record, time_budget):
