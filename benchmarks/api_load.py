@@ -140,6 +140,27 @@ def raw_post(server: Server, body, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{server.base}/chat/completions", json=body, timeout=timeout)
 
 
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked request body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def memory(pid: int, field: str) -> int:
+    """A process's VmRSS (resident now) or VmHWM (its peak), in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def whole_answer(sock: socket.socket) -> str:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data.decode("latin-1")
+
+
 def question(**fields) -> dict:
     return {"model": "caretune", "messages": [{"role": "user", "content": QUESTION}], **fields}
 
@@ -202,6 +223,68 @@ def abuse(server: Server, cap: int, context: int, answer_within: float, refuse_w
             "" if ok else " (FAILED)"
         )
 
+    def flood_alongside(count: int, content: str) -> str:
+        """`count` large prompts at once while a normal request is answered: every one refused, the normal one in time."""
+        normal: dict = {}
+        outcomes: list[str] = []
+
+        def ask_normal() -> None:
+            started = time.monotonic()
+            ask(server, max_tokens=16)
+            normal["s"] = time.monotonic() - started
+
+        threads = [threading.Thread(target=lambda: outcomes.append(refused(body(content), 400))) for _ in range(count)]
+        threads.append(threading.Thread(target=ask_normal))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        ok = normal.get("s") is not None and normal["s"] <= answer_within and len(outcomes) == count
+        slowest = max((o for o in outcomes), key=lambda o: float(o.split(" in ")[1].split(" ")[0]), default="none")
+        return (
+            f"{len(outcomes)} refused, the slowest {slowest}; the normal request answered in {normal.get('s', float('nan')):.2f} s"
+            + ("" if ok and not any("FAILED" in o for o in outcomes) else " (FAILED)")
+        )
+
+    def chunked_flood(total: int) -> str:
+        """A chunked body of whitespace-padded JSON, far past the limit: 413 early, the server's memory flat."""
+        pid = server.process.pid
+        before = {field: memory(pid, field) for field in ("VmRSS", "VmHWM")}
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            sock.sendall(head.encode() + chunk(b'{"model": "caretune", "messages": ['))
+            sent, started = 0, time.monotonic()
+            sock.settimeout(0.05)
+            while sent < total:
+                try:
+                    sock.sendall(chunk(b" " * 65536))
+                    sent += 65536
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            sock.settimeout(10)
+            answer = whole_answer(sock)
+        code = int(answer.split(" ")[1]) if answer.startswith("HTTP/") else 0
+        grown = {field: (memory(pid, field) - before[field]) / 2**20 for field in before}
+        took = time.monotonic() - started
+        return (
+            f"{code} after {sent / 2**20:.1f} MiB sent in {took:.2f} s; the server's RSS {grown['VmRSS']:+.1f} MiB, "
+            f"its peak {grown['VmHWM']:+.1f} MiB"
+        ) + ("" if code == 413 and sent < total else " (FAILED)")
+
+    def framing() -> str:
+        payload = json.dumps(question()).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n"
+            sock.sendall(head.encode() + chunk(payload) + b"0\r\n\r\n")
+            answer = whole_answer(sock)
+        code = int(answer.split(" ")[1]) if answer.startswith("HTTP/") else 0
+        return f"{code}" + ("" if code == 400 and "bad_framing" in answer else " (FAILED)")
+
+    many_turns = json.dumps({"model": "caretune", "messages": [{"role": "user", "content": "头"}] * 60_000}).encode()
     cases = [
         ("max_tokens 1000000000", huge_max_tokens),
         ("max_tokens -1", lambda: status(question(max_tokens=-1))),
@@ -218,6 +301,14 @@ def abuse(server: Server, cap: int, context: int, answer_within: float, refuse_w
         ("prompt past the context", lambda: refused(body("头" * context), 400)),
         ("5 MB body", lambda: refused(body("头" * 1_800_000), 413)),
         ("1 MB prompt alongside a normal request", alongside),
+        ("8 parallel 3.9 MB prompts alongside a normal request", lambda: flood_alongside(8, "头" * 1_300_000)),
+        ("60,000 one-character turns", lambda: refused(many_turns, 400)),
+        ("40 MiB chunked body", lambda: chunked_flood(40 << 20)),
+        ("Transfer-Encoding beside Content-Length", framing),
+        (
+            "patient text in the path",
+            lambda: f"{httpx.get(f'{server.base}/{QUESTION}', params={'q': QUESTION}, timeout=10).status_code}",
+        ),
     ]
     outcomes = []
     for name, send in cases:

@@ -360,6 +360,11 @@ def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
         ("prompt past the context", "400 context_length_exceeded"),
         ("5 MB body", "413 request_too_large"),
         ("1 MB prompt alongside a normal request", "400 context_length_exceeded"),
+        ("8 parallel 3.9 MB prompts alongside a normal request", "8 refused, the slowest 400 context_length_exceeded"),
+        ("60,000 one-character turns", "400 None"),  # the message cap: pydantic's too_long, param messages
+        ("40 MiB chunked body", "413 after"),
+        ("Transfer-Encoding beside Content-Length", "400"),
+        ("patient text in the path", "404"),
     ):
         assert outcomes[case].startswith(expected) and "FAILED" not in outcomes[case], outcomes[case]
     assert report["sigterm"]["exit_s"] <= 5 and "shutting down" in report["sigterm"]["client"]

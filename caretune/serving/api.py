@@ -8,7 +8,9 @@
 - The log has one line per request: id, method, path, status, prompt and completion tokens, latency.
   Message text is logged only with `log_bodies`, through the converters' PII masker.
 - No CORS unless origins are named; with an API key, every route needs it (docs and schema too).
-- Prompt limits, as OpenAI's API behaves, all before any prefill: a body over `max_body_bytes` gets 413; a
+- Admission before any route reads a request (`Admission`): the key, the framing, the body's size counted as it
+  arrives, and the deadline over the body; at most MAX_MESSAGES messages.
+- Prompt limits, as OpenAI's API behaves, all before any prefill (a bound from bytes before tokenizing): a
   prompt whose tokens plus the capped max_tokens exceed the context gets 400 `context_length_exceeded`; a
   prompt the model would take longer to read than the request has left (at the prefill rate measured on earlier
   requests) gets 504 `prompt_too_slow`; text that cannot be encoded gets 400.
@@ -37,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -60,8 +62,10 @@ from converters.pii import mask_pii
 log = logging.getLogger("caretune.serving.api")
 
 MAX_CHOICES = 4  # `n`, non-streaming only
+MAX_MESSAGES = 256  # per request, system ones included; more get 400 before any is read or tokenized
 UNHONOURED = ("logprobs", "top_logprobs", "response_format", "functions", "function_call", "logit_bias", "tool_choice")
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")  # Qwen's chat-control tokens: <|im_start|>, <|im_end|>, <|endoftext|>, …
+ROUTES = ("/v1/chat/completions", "/v1/models", "/docs", "/openapi.json")  # the paths the log names
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
 
@@ -92,6 +96,7 @@ class ApiError(Exception):
         401: "authentication_error",
         404: "not_found_error",
         405: "invalid_request_error",
+        408: "timeout_error",
         413: "invalid_request_error",
         503: "overloaded_error",
         504: "timeout_error",
@@ -151,7 +156,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(strict=True)
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)  # the cap is checked before any item
     max_tokens: int | None = Field(None, ge=1, strict=True)
     max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     temperature: float | None = Field(None, ge=0, le=2, strict=True)
@@ -346,7 +351,7 @@ class RequestLog:
                 "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s%s %.0f ms",
                 state["rid"],
                 scope["method"],
-                scope["path"],
+                scope["path"] if scope["path"] in ROUTES else "(other path)",  # a client can write anything there
                 status["code"],
                 outcome,
                 state.get("prompt_tokens", "-"),
@@ -356,32 +361,40 @@ class RequestLog:
             )
 
 
-class BodyLimit:
-    """413 for a request body over `max_bytes`: refused from its Content-Length before it is read; a body sent
-    without one is read here up to the limit (never further) and handed on whole."""
+class Admission:
+    """What a request must pass before any route reads it, in order: the key (401, the body unread), its framing
+    (400 for Transfer-Encoding beside Content-Length, which parsers read differently), its size (413 from
+    Content-Length, or as soon as the bytes counted as they arrive would pass the limit) and the deadline (408 when
+    the body is still arriving at the request's time limit). The body is then handed on whole."""
 
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, settings: ApiSettings) -> None:
+        self.app, self.settings = app, settings
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                return await self.refuse(send)
-            return await self.app(scope, receive, send)
-        chunks, size = [], 0
-        while True:
-            message = await receive()
+        headers: dict[bytes, list[bytes]] = {}
+        for name, value in scope.get("headers", []):
+            headers.setdefault(name.lower(), []).append(value)
+        if error := self.refusal(headers):
+            return await self.refuse(send, error)
+        deadline = scope["state"]["arrived"] + self.settings.request_timeout_s
+        chunks, size, more = [], 0, True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                limit = self.settings.request_timeout_s
+                return await self.refuse(
+                    send, ApiError(408, f"the request body was still arriving after {limit:g} s", code="timeout")
+                )
             if message["type"] != "http.request":
                 return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self.refuse(send)
-            if not message.get("more_body", False):
-                break
+            piece, more = message.get("body", b""), message.get("more_body", False)
+            size += len(piece)
+            if size > self.settings.max_body_bytes:
+                return await self.refuse(send, self.too_large())
+            chunks.append(piece)
         replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replayed():
@@ -389,9 +402,31 @@ class BodyLimit:
 
         await self.app(scope, replayed, send)
 
-    async def refuse(self, send) -> None:
-        error = ApiError(413, f"the request body is over {self.max_bytes:,} bytes", code="request_too_large")
-        await error.response()({"type": "http"}, None, send)
+    def refusal(self, headers: dict[bytes, list[bytes]]) -> ApiError | None:
+        """The error a request's headers alone earn, if any."""
+        key = self.settings.api_key
+        if key:
+            scheme, _, given = b"".join(headers.get(b"authorization", [])[:1]).decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
+                return ApiError(401, "invalid API key: send 'Authorization: Bearer <API_KEY>'", code="invalid_api_key")
+        declared = headers.get(b"content-length", [])
+        if declared and b"transfer-encoding" in headers:
+            return ApiError(400, "the request has both Transfer-Encoding and Content-Length; send one", code="bad_framing")
+        if len(declared) > 1 or (declared and not declared[0].isdigit()):
+            return ApiError(400, "the request's Content-Length is not one number", code="bad_framing")
+        if declared and int(declared[0]) > self.settings.max_body_bytes:
+            return self.too_large()
+        return None
+
+    def too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is over {self.settings.max_body_bytes:,} bytes", code="request_too_large")
+
+    @staticmethod
+    async def refuse(send, error: ApiError) -> None:
+        """Answer `error` and close: the rest of the body is never read."""
+        response = error.response()
+        response.headers["connection"] = "close"
+        await response({"type": "http"}, None, send)
 
 
 def create_app(generator, settings: ApiSettings) -> FastAPI:
@@ -401,7 +436,8 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     # the app's own threads: asyncio waits for its default executor at exit, and a prompt being read cannot stop
     workers = ThreadPoolExecutor(thread_name_prefix="caretune-api")
     gate = Gate(settings.max_queue)
-    if settings.cors_origins:
+    app.add_middleware(Admission, settings=settings)
+    if settings.cors_origins:  # outside admission: a browser's preflight carries no key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -409,17 +445,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLog)
-
-    def authorized(request: Request) -> None:
-        if not settings.api_key:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise ApiError(401, "invalid API key: send 'Authorization: Bearer <API_KEY>'", code="invalid_api_key")
-
-    guarded = [Depends(authorized)]
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
@@ -440,19 +466,19 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
         log.error("%s failed: %s\n%s", rid, type(err).__name__, "".join(traceback.format_tb(err.__traceback__)).rstrip())
         return ApiError(500, f"internal error ({type(err).__name__}); the server log has request {rid}").response()
 
-    @app.get("/openapi.json", dependencies=guarded, include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False)
     async def openapi():
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", dependencies=guarded, include_in_schema=False)
+    @app.get("/docs", include_in_schema=False)
     async def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title="caretune API")
 
-    @app.get("/v1/models", dependencies=guarded)
+    @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "caretune"}]}
 
-    @app.post("/v1/chat/completions", dependencies=guarded)
+    @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         return await complete(body, request, generator, settings, gate, app.state.shutdown, workers)
 
@@ -478,11 +504,8 @@ async def complete(
     state.system_dropped = conversation.system_dropped
     limit = min(body.max_completion_tokens or body.max_tokens or settings.max_new_tokens, settings.max_new_tokens)
     sampling = Sampling(max_new_tokens=limit, temperature=body.temperature, top_p=body.top_p, n=body.n, seed=body.seed)
-    if settings.context_length and (widest := getattr(generator, "max_token_bytes", None)):
-        text_bytes = sum(len(turn["content"].encode("utf-8")) for turn in conversation.turns)
-        check_prompt_fits(
-            text_bytes // widest, limit, settings, None, state.arrived + settings.request_timeout_s, at_least=True
-        )  # before tokenizing
+    if settings.context_length and (least := fewest_prompt_tokens(conversation, settings, generator)):
+        check_prompt_fits(least, limit, settings, None, state.arrived + settings.request_timeout_s, at_least=True)
     loop = asyncio.get_running_loop()
     prompt = await loop.run_in_executor(workers, generator.prompt_ids, conversation.turns, conversation.system)
     state.prompt_tokens = len(prompt)
@@ -540,6 +563,19 @@ async def complete(
     if settings.log_bodies:
         log.info("%s answer: %s", state.rid, mask_pii(" | ".join(c.text for c in completions))[0])
     return reply.whole(completions, len(prompt))
+
+
+def fewest_prompt_tokens(conversation: Conversation, settings: ApiSettings, generator) -> int | None:
+    """A lower bound on the prompt's tokens, from bytes alone: every part (the system text that will be used
+    included) is at least its bytes over the widest token, and every turn adds the template's own tokens.
+    None when the generator does not say how wide its tokens are."""
+    widest = getattr(generator, "max_token_bytes", None)
+    if not widest:
+        return None
+    system = conversation.system if conversation.system is not None else settings.default_system
+    parts = [system or "", *(turn["content"] for turn in conversation.turns)]
+    text = sum(math.ceil(len(part.encode("utf-8")) / widest) for part in parts)
+    return text + getattr(generator, "turn_tokens", 0) * len(conversation.turns)
 
 
 def check_prompt_fits(

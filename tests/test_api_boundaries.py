@@ -1,0 +1,211 @@
+"""caretune.serving.api's boundaries on real sockets: framing, byte counting as bytes arrive, the key before the body,
+the deadline over the body, admission before any tokenizing, and logs without patient text (uvicorn's included)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+
+from caretune.serving.api import MAX_MESSAGES
+from tests.test_api import QUESTION, ScriptedGenerator, question, serving
+
+PATIENT = "患者张三头疼13812345678"
+
+
+def open_socket(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def head(path: str = "/v1/chat/completions", method: str = "POST", **headers: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def status_of(sock: socket.socket, timeout: float = 10) -> tuple[int, str]:
+    """The response's status and body (read until the server closes or the body is complete)."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    header, _, rest = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(header.split(b" ")[1]), rest.decode("utf-8", "replace")
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_transfer_encoding_beside_content_length_is_refused_unread():
+    """A declared Content-Length of 10 with a chunked body was read to the end and parsed: 40 MiB answered 200."""
+    generator = ScriptedGenerator(stop_after=1)
+    body = json.dumps(question()).encode()
+    with serving(generator) as (url, _):
+        with open_socket(url) as sock:
+            sock.sendall(head(Content_Length="10", Transfer_Encoding="chunked") + chunk(body) + b"0\r\n\r\n")
+            code, text = status_of(sock)
+    assert code == 400 and "Transfer-Encoding" in text and generator.asked == []
+
+
+def test_a_chunked_body_is_counted_as_it_arrives_and_refused_at_the_limit():
+    """Whitespace-padded JSON, chunked, far past the limit: 413 once the count passes it, the rest never read."""
+    generator = ScriptedGenerator(stop_after=1)
+    limit = 64 << 10
+    with serving(generator, max_body_bytes=limit) as (url, _):
+        with open_socket(url) as sock:
+            sock.sendall(head(Transfer_Encoding="chunked") + chunk(b'{"model": "caretune", "messages": ['))
+            sent, code = 0, None
+            sock.settimeout(0.05)
+            while sent < 40 << 20:  # 40 MiB, unless the answer comes first
+                try:
+                    sock.sendall(chunk(b" " * 16384))
+                    sent += 16384
+                except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                    break
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except TimeoutError:
+                    continue
+            code, text = status_of(sock)
+    assert code == 413 and "request_too_large" in text and generator.asked == []
+    assert sent < 8 << 20  # answered long before the 40 MiB were sent (socket buffers hold a few MiB)
+
+
+def test_without_the_key_a_request_is_refused_before_its_body_is_read():
+    """With API_KEY set and no key sent, a 30 MiB body was read and parsed in full before the 401."""
+    generator = ScriptedGenerator(stop_after=1)
+    with serving(generator, api_key="s3cret", max_body_bytes=64 << 20) as (url, _):
+        with open_socket(url) as sock:
+            started = time.monotonic()
+            sock.sendall(head(Content_Length=str(30 << 20)))  # the body is never sent
+            code, text = status_of(sock, timeout=5)
+            took = time.monotonic() - started
+    assert code == 401 and "invalid_api_key" in text and took < 2
+
+
+def test_the_request_deadline_covers_reading_the_body():
+    """Slow-loris clients trickling a body were held for 45 s under a 30 s request limit."""
+    generator = ScriptedGenerator(stop_after=1)
+    with serving(generator, request_timeout_s=1.0) as (url, _):
+        with open_socket(url) as sock:
+            started = time.monotonic()
+            sock.sendall(head(Content_Length="1000") + b'{"model"')
+            code = None
+            sock.settimeout(0.2)
+            while time.monotonic() - started < 10:
+                try:
+                    sock.sendall(b" ")
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+            code, text = status_of(sock)
+            took = time.monotonic() - started
+    assert code == 408 and "timeout" in text and took < 3 and generator.asked == []
+
+
+class MeasuredTokenizer(ScriptedGenerator):
+    """A generator whose tokens cover at most 4 bytes and whose every turn costs 3 tokens besides its text, as
+    LocalGenerator measures them; tokenizing a prompt is recorded."""
+
+    max_token_bytes = 4
+    turn_tokens = 3
+
+    def prompt_ids(self, messages, system):
+        self.systems.append(system)
+        return list(range(sum(len(m["content"]) for m in messages) + self.turn_tokens * len(messages)))
+
+
+def flood(turns: int) -> dict:
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": "a"} for i in range(turns)]
+    return question(messages=messages + ([{"role": "user", "content": "a"}] if turns % 2 == 0 else []))
+
+
+def test_a_flood_of_messages_is_refused_before_tokenizing_within_100_ms():
+    """60,000 one-character turns took 2.4 s to refuse, all of it tokenizing."""
+    import httpx
+
+    generator = MeasuredTokenizer(stop_after=1)
+    with serving(generator, context_length=512) as (url, _):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            client.post("/v1/chat/completions", json=question())  # warm
+            seen = len(generator.systems)
+            for turns, param in ((60_000, "messages"), (MAX_MESSAGES - 1, "messages")):
+                body = json.dumps(flood(turns)).encode()
+                took = 1e9
+                for _ in range(3):  # the best of three: this machine is noisy
+                    started = time.monotonic()
+                    reply = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+                    took = min(took, time.monotonic() - started)
+                error = reply.json()["error"]
+                assert reply.status_code == 400 and error["param"] == param and took < 0.1, (turns, error, took)
+                print(f"{turns} turns refused in {1000 * took:.0f} ms")
+            # 60,000 turns: over the message cap; MAX_MESSAGES - 1 turns: 4 tokens each at least, past the context
+            assert len(generator.systems) == seen
+
+
+def test_the_admission_bound_counts_the_system_prompt():
+    """Large system messages under prepend were tokenized in full before any check: 8 in parallel held up a normal
+    request for 21 s."""
+    generator = MeasuredTokenizer(stop_after=1)
+    system = [{"role": "system", "content": "规" * 2000}, {"role": "user", "content": QUESTION}]
+    with serving(generator, context_length=1000, system_prompt="prepend", default_system="医" * 10) as (url, _):
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=10) as client:
+            reply = client.post("/v1/chat/completions", json=question(messages=system))
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "context_length_exceeded"
+    assert generator.systems == []  # 6,000 bytes of system text / 4 is past the context before tokenizing
+
+
+def test_no_log_line_carries_patient_text(caplog, capfd):
+    """The request line named the path, which a client can fill; uvicorn's own lines are checked too."""
+    generator = ScriptedGenerator(stop_after=1)
+    caplog.set_level(logging.DEBUG)
+    with serving(generator) as (url, _):
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=10) as client:
+            client.get(f"/v1/{PATIENT}", params={"q": PATIENT})
+            client.post(f"/v1/chat/completions?{PATIENT}", json=question())
+            client.post("/v1/chat/completions", content=f'{{"model": "{PATIENT}"'.encode())
+            client.post("/v1/chat/completions", json={"model": PATIENT, "messages": [{"role": "user", "content": PATIENT}]})
+        with open_socket(url) as sock:
+            sock.sendall(f"GET /{PATIENT} HTTP/1.1\r\nHost: {PATIENT}\r\nBad header\r\n\r\n".encode())
+            try:
+                status_of(sock, timeout=2)
+            except (TimeoutError, ValueError, IndexError):
+                pass
+    printed = capfd.readouterr()
+    server = [r.getMessage() for r in caplog.records if r.name.startswith(("caretune", "uvicorn"))]
+    lines = server + printed.out.splitlines() + printed.err.splitlines()
+    assert any("/v1/chat/completions" in line for line in lines)  # the log is there
+    for needle in (PATIENT, "13812345678", "张三", "%E6%82%A3"):
+        assert not [line for line in lines if needle in line], needle
+
+
+def test_a_plain_chunked_request_under_the_limit_is_answered():
+    generator = ScriptedGenerator(stop_after=1)
+    body = json.dumps(question()).encode()
+    with serving(generator) as (url, _):
+        with open_socket(url) as sock:
+            sock.sendall(head(Transfer_Encoding="chunked") + chunk(body[:10]) + chunk(body[10:]) + b"0\r\n\r\n")
+            code, _ = status_of(sock)
+    assert code == 200 and len(generator.asked) == 1
