@@ -59,10 +59,52 @@ def test_states_progress_loss_metrics_and_eta(tmp_path):
 
 def test_a_recorded_process_decides_running_or_interrupted(tmp_path):
     folder = make_run(tmp_path / "saves" / "r", 2, 10, age_s=runs.STALE_AFTER_S + 60)
-    runs.write_status(folder, state=runs.RUNNING, pid=os.getpid())
+    runs.write_status(folder, state=runs.RUNNING, pid=os.getpid(), pid_start=runs.process_start(os.getpid()))
     assert runs.read_run(folder)["state"] == "running"  # a live process, even with a quiet log
     runs.write_status(folder, pid=2**22 + 12345)  # no such process
     assert runs.read_run(folder)["state"] == "interrupted"
+
+
+def test_a_reused_pid_is_not_the_run_s_process(tmp_path):
+    """Liveness was judged by a bare PID, so a PID the system gave to another process looked alive forever."""
+    folder = make_run(tmp_path / "saves" / "r", 2, 10, age_s=runs.STALE_AFTER_S + 60)
+    runs.write_status(folder, state=runs.RUNNING, pid=os.getpid(), pid_start=runs.process_start(os.getpid()) - 1)
+    assert runs.read_run(folder)["state"] == "interrupted"
+    runs.write_status(folder, pid_start=None)  # a PID without its start time names no process for sure
+    assert runs.read_run(folder)["state"] == "interrupted"
+
+
+def test_the_log_is_read_from_its_tail_in_bounded_memory(tmp_path):
+    """A 69 MB log was read and parsed whole: 4.3 s and 551 MB."""
+    import tracemalloc
+
+    folder = tmp_path / "saves" / "big"
+    folder.mkdir(parents=True)
+    line = {"current_steps": 0, "total_steps": 200_000, "loss": 1.5, "elapsed_time": "1:00:00", "pad": "x" * 100}
+    with open(folder / "trainer_log.jsonl", "w", encoding="utf-8") as log:
+        for step in range(1, 60_001):
+            log.write(json.dumps({**line, "current_steps": step, "loss": 1.0 + step / 1e6}) + "\n")
+        log.write(json.dumps({"current_steps": 60_001, "total_steps": 200_000, "eval_loss": 0.9}) + "\n")  # no loss
+    assert (folder / "trainer_log.jsonl").stat().st_size > 8e6
+    tracemalloc.start()
+    run = runs.read_run(folder)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert run["step"] == 60_001 and run["last_loss"] == 1.06 and peak < 2 << 20, peak
+
+
+def test_the_table_survives_any_value(tmp_path):
+    """The table crashed on list or dict fields, although --json did not."""
+    folder = tmp_path / "saves" / "odd"
+    folder.mkdir(parents=True)
+    odd = {"current_steps": [1], "total_steps": {"a": 2}, "loss": [0.5], "elapsed_time": ["1s"], "remaining_time": {"x": 1}}
+    (folder / "trainer_log.jsonl").write_text(json.dumps(odd) + "\n", encoding="utf-8")
+    runs.write_status(folder, state=runs.FAILED, exit_code={"code": 1}, model=["m"], recipe=[1, 2])
+    (folder / "all_results.json").write_text(json.dumps({"eval_loss": [1], "eval_acc": {"a": 1}}), encoding="utf-8")
+    table = runs.format_runs(runs.list_runs(tmp_path / "saves"))
+    assert "saves/odd" in table and "failed" in table
+    result = CliRunner().invoke(main, ["runs", "--saves", str(tmp_path / "saves")])
+    assert result.exit_code == 0 and "saves/odd" in result.output
 
 
 def test_cli_table_and_json(tmp_path, monkeypatch):
@@ -97,7 +139,9 @@ def test_runs_recorded_by_caretune_train_are_listed_in_every_state(tmp_path):
     runs.write_status(failed, state=runs.FAILED, exit_code=1, recipe="r.yaml", pid=1)
     starting = saves / "m2" / "lora" / "sft"  # started, no log yet
     starting.mkdir(parents=True)
-    runs.write_status(starting, state=runs.RUNNING, exit_code=None, recipe="r.yaml", pid=os.getpid())
+    runs.write_status(
+        starting, state=runs.RUNNING, exit_code=None, recipe="r.yaml", pid=os.getpid(), pid_start=runs.process_start(os.getpid())
+    )
     found = {run["run"]: run for run in runs.list_runs(saves)}
     assert found[str(failed)]["state"] == "failed" and found[str(failed)]["exit_code"] == 1
     assert found[str(starting)]["state"] == "running"

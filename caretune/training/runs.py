@@ -20,6 +20,7 @@ from pathlib import Path
 from converters.errors import UserError
 
 RUN_STATUS_SUFFIX = ".run.json"
+LOG_TAIL_BYTES = 256 << 10  # how much of a trainer log `runs` reads, from its end
 STALE_AFTER_S = 600  # a log untouched this long, with no process known to run it: interrupted
 RUN_FILES = ("trainer_log.jsonl", "trainer_state.json", "all_results.json")
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
@@ -78,32 +79,51 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _log_entries(path: Path) -> list[dict]:
-    entries = []
+def _log_tail(path: Path) -> list[dict]:
+    """The entries in the last LOG_TAIL_BYTES of a trainer log, oldest first (memory bounded whatever its size);
+    a damaged line, or one being written, is skipped."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()  # a damaged line is skipped below
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - LOG_TAIL_BYTES))
+            lines = log.read().splitlines()
     except OSError:
-        return entries
+        return []
+    if size > LOG_TAIL_BYTES:
+        lines = lines[1:]  # the first is cut
+    entries = []
     for line in lines:
         try:
-            entry = json.loads(line)
+            entry = json.loads(line.decode("utf-8", errors="replace"))
         except ValueError:
-            continue  # a line being written
+            continue
         if isinstance(entry, dict):
             entries.append(entry)
     return entries
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the process name (the state first), or None when there is no such process."""
     try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): with its PID, it names one process, where a PID alone may
+    be given to another once the first ends. None when there is no such process."""
+    fields = _proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of /proc/PID/stat
+
+
+def process_alive(pid: object, started: object) -> bool:
+    """Whether the process recorded as (`pid`, `started`) still runs; without its start time, no PID is trusted."""
+    if not _number(pid) or pid <= 0 or not _number(started):
         return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
+    fields = _proc_stat(int(pid))
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == started  # a zombie has ended
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -144,9 +164,9 @@ def _read_run(folder: Path, now: float | None) -> dict:
     now = time.time() if now is None else now
     status = _read_json(status_path(folder)) or {}
     log_path = folder / "trainer_log.jsonl"
-    log = _log_entries(log_path)
+    log = _log_tail(log_path)
     last = log[-1] if log else {}
-    losses = [entry["loss"] for entry in log if isinstance(entry.get("loss"), (int, float))]
+    losses = [entry["loss"] for entry in log if _number(entry.get("loss"))]
     results = _read_json(folder / "all_results.json") or {}
     metrics = {
         key: value for key, value in results.items() if key.startswith(("eval_", "predict_")) and not key.endswith(NOT_METRICS)
@@ -167,7 +187,7 @@ def _read_run(folder: Path, now: float | None) -> dict:
     elif status.get("state") in (FINISHED, FAILED, INTERRUPTED):
         state = status["state"]
     elif status.get("state") == RUNNING:
-        state = RUNNING if _alive(status.get("pid")) else (FINISHED if results else INTERRUPTED)
+        state = RUNNING if process_alive(status.get("pid"), status.get("pid_start")) else (FINISHED if results else INTERRUPTED)
     elif results:
         state = FINISHED
     elif log_age is not None and log_age < STALE_AFTER_S:
@@ -185,7 +205,7 @@ def _read_run(folder: Path, now: float | None) -> dict:
         "exit_code": status.get("exit_code"),
         "step": None if evaluation else step,
         "total_steps": None if evaluation else total,
-        "last_loss": losses[-1] if losses else results.get("train_loss"),
+        "last_loss": losses[-1] if losses else results.get("train_loss") if _number(results.get("train_loss")) else None,
         "metrics": metrics,
         "elapsed": last.get("elapsed_time"),
         "eta": last.get("remaining_time") if state == RUNNING else None,
@@ -211,20 +231,30 @@ def strict(value):
     return value
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str:
+    """A table cell for any value a run's files may hold: '-' for none, one line, at most 60 characters."""
+    if value is None or value == "":
+        return "-"
+    text = " ".join(str(value).split())
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def format_runs(runs: list[dict]) -> str:
-    """The task center as a table."""
+    """The task center as a table (whatever the values in a run's files)."""
     header = f"{'run':<40} {'kind':<10} {'state':<12} {'step':>11} {'loss':>8} {'elapsed':>9} {'eta':>9}  model / metrics"
     lines = [header, "-" * len(header)]
     for run in runs:
-        step = f"{run['step']}/{run['total_steps']}" if run["step"] is not None else "-"
-        loss = f"{run['last_loss']:.4f}" if isinstance(run["last_loss"], (int, float)) else "-"
-        state = run["state"] + (f" ({run['exit_code']})" if run["state"] == FAILED and run["exit_code"] else "")
-        metrics = ", ".join(
-            f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items()) if isinstance(value, (int, float))
-        )
-        detail = run.get("error") or (run["model"] or "?") + ("; " + metrics if metrics else "")
+        step = f"{_text(run['step'])}/{_text(run['total_steps'])}" if run["step"] is not None else "-"
+        loss = f"{run['last_loss']:.4f}" if _number(run["last_loss"]) else "-"
+        state = _text(run["state"]) + (f" ({_text(run['exit_code'])})" if run["state"] == FAILED and run["exit_code"] else "")
+        metrics = ", ".join(f"{key} {value:.4g}" for key, value in sorted(run["metrics"].items()) if _number(value))
+        detail = _text(run.get("error")) if run.get("error") else _text(run["model"] or "?") + ("; " + metrics if metrics else "")
         lines.append(
-            f"{run['run']:<40} {run['kind'] or '-':<10} {state:<12} {step:>11} {loss:>8} {run['elapsed'] or '-':>9} "
-            f"{run['eta'] or '-':>9}  {detail}"
+            f"{run['run']:<40} {_text(run['kind']):<10} {state:<12} {step:>11} {loss:>8} {_text(run['elapsed']):>9} "
+            f"{_text(run['eta']):>9}  {detail}"
         )
     return "\n".join(lines)
