@@ -17,6 +17,9 @@ def test_the_demo_prints_one_line_per_stage_and_keeps_the_logs(tmp_path):
     shutil.copy(ROOT / "dataset_info.json", tmp_path)
     (tmp_path / "caretune" / "data").mkdir(parents=True)  # the registry's medical-emergency entry points there
     shutil.copy(ROOT / "caretune" / "data" / "emergency_prompts.json", tmp_path / "caretune" / "data")
+    shutil.copy(ROOT / ".gitignore", tmp_path)
+    for git in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"]):
+        subprocess.run(["git", *git], cwd=tmp_path, check=True, capture_output=True)  # a checkout, as the README's
     done = subprocess.run(
         [sys.executable, "-m", "caretune.devtools.demo"],
         cwd=tmp_path,

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -20,64 +23,183 @@ def test_secrets_are_listed_by_name_only():
     assert "s3cret-value" not in json.dumps(recorded) and "hf_abc" not in json.dumps(recorded)
 
 
-def hand_made_run(tmp_path):
-    """A finished run: recipe, data with its conversion report, an adapter, and the manifest recorded for them."""
-    (tmp_path / "data").mkdir()
-    data = tmp_path / "data" / "multi-med.json"
+def git(project, *args):
+    subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+
+def hand_made_run(tmp_path, monkeypatch):
+    """A finished run in a git project: recipe, data with its conversion report, a local base model, an adapter and
+    a checkpoint, and the manifest `caretune train` records for them (relative paths, as recipes hold them)."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    data = project / "data" / "multi-med.json"
     data.write_text('[{"instruction": "q", "output": "a"}]\n', encoding="utf-8")
     report = {"outputs": {"train": "data/multi-med.json", "eval": "data/multi-med-eval.json"}, "read": 3, "written": 1}
-    (tmp_path / "data" / "multi-med.report.json").write_text(json.dumps(report), encoding="utf-8")
-    (tmp_path / "dataset_info.json").write_text(json.dumps({"multi-med": {"file_name": "data/multi-med.json"}}), encoding="utf-8")
-    recipe = tmp_path / "lora_sft.yaml"
-    recipe.write_text(f"dataset: multi-med\ndataset_dir: {tmp_path}\nseed: 7\n", encoding="utf-8")
-    output_dir = tmp_path / "saves" / "sft"
-    output_dir.mkdir(parents=True)
+    (project / "data" / "multi-med.report.json").write_text(json.dumps(report), encoding="utf-8")
+    (project / "dataset_info.json").write_text(json.dumps({"multi-med": {"file_name": "data/multi-med.json"}}), encoding="utf-8")
+    model = tmp_path / "base"
+    model.mkdir()
+    for name, text in (("config.json", '{"hidden_size": 8}'), ("tokenizer.json", "{}"), ("model.safetensors", "weights")):
+        (model / name).write_text(text, encoding="utf-8")
+    recipe = project / "lora_sft.yaml"
+    recipe.write_text(
+        "dataset: multi-med\ndataset_dir: .\nseed: 7\nhub_token: hf_SECRETabc\nmax_new_tokens: 512\n", encoding="utf-8"
+    )
+    (project / ".gitignore").write_text("saves/\n", encoding="utf-8")
+    (project / "train.py").write_text("# the project's own code\n", encoding="utf-8")
+    git(project, "init", "-q")
+    git(project, "add", ".")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project")
+    output_dir = Path("saves") / "sft"
+    (output_dir / "checkpoint-2").mkdir(parents=True)
     (output_dir / "adapter_model.safetensors").write_bytes(b"weights")
-    args = {"dataset": "multi-med", "dataset_dir": str(tmp_path), "seed": 7}
-    record = {
-        "recipe": manifest._file(recipe),
-        "deepspeed": None,
-        "datasets": manifest.datasets(args),
-        "packages": manifest.package_versions(),
-        "state": "finished",
-        "exit_code": 0,
-        **manifest.end_manifest(output_dir),
-    }
-    runs.write_status(output_dir, **record)
-    return output_dir, data, recipe
+    (output_dir / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"step 2")
+    args = {"dataset": "multi-med", "dataset_dir": ".", "seed": 7, "model_name_or_path": str(model)}
+    record = manifest.start_manifest(Path("lora_sft.yaml"), args, 1, ["llamafactory-cli", "train"], {})
+    record.update(state="finished", exit_code=0, attempts=[manifest.attempt_start(record, None)])
+    runs.write_status(output_dir, **record, **manifest.end_manifest(output_dir, str(model)))
+    return project / output_dir, data, recipe, model
 
 
-def test_the_manifest_records_data_report_and_outputs(tmp_path):
-    output_dir, data, _ = hand_made_run(tmp_path)
+def test_the_manifest_records_data_report_and_outputs(tmp_path, monkeypatch):
+    output_dir, data, _, _ = hand_made_run(tmp_path, monkeypatch)
     recorded, _ = runs.load_manifest(output_dir)
     (dataset,) = recorded["datasets"]
     assert dataset["sha256"] == manifest.sha256(data) and dataset["conversion"]["read"] == 3
     assert recorded["outputs"] == {"adapter_model.safetensors": manifest.sha256(output_dir / "adapter_model.safetensors")}
-    assert manifest.verify(recorded, output_dir) == []
+    assert recorded["project_root"] == str(tmp_path / "project") and dataset["abs_file"] == str(data)
+    assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
 
 
-def test_verify_names_what_changed(tmp_path):
-    output_dir, data, recipe = hand_made_run(tmp_path)
+VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "outputs", "checkpoints", "packages")
+
+
+def test_verify_names_what_changed(tmp_path, monkeypatch):
+    output_dir, data, recipe, _ = hand_made_run(tmp_path, monkeypatch)
     recorded, _ = runs.load_manifest(output_dir)
     data.write_bytes(data.read_bytes().replace(b"q", b"Q"))  # one byte
     recipe.write_text(recipe.read_text(encoding="utf-8") + "learning_rate: 1.0e-3\n", encoding="utf-8")
     (output_dir / "adapter_model.safetensors").unlink()
     recorded["packages"]["torch"] = "0.0.1"
-    changes = manifest.verify(recorded, output_dir)
+    changes, _ = manifest.verify(recorded, output_dir)
     assert any(c.startswith(f"dataset multi-med {data}: changed") for c in changes)
     assert any(c.startswith("recipe ") and "changed" in c for c in changes)
     assert any("adapter_model.safetensors: missing now" in c for c in changes)
     assert any(c.startswith("package torch: 0.0.1 then") for c in changes)
 
 
-def test_runs_verify_and_show_commands(tmp_path):
-    output_dir, data, _ = hand_made_run(tmp_path)
+def test_verify_resolves_paths_from_the_manifest_not_the_current_folder(tmp_path, monkeypatch):
+    """Run from another checkout holding the old files, verify said `verified` while the run's own data had changed;
+    run from saves/, it reported 5 files missing."""
+    output_dir, data, _, _ = hand_made_run(tmp_path, monkeypatch)
+    copy = tmp_path / "other-checkout"
+    shutil.copytree(tmp_path / "project", copy)
+    monkeypatch.chdir(tmp_path / "project" / "saves")
+    assert manifest.verify(runs.load_manifest(output_dir)[0], output_dir)[0] == []
+    data.write_text("[]\n", encoding="utf-8")  # the run's own data changes; the copy keeps the old file
+    monkeypatch.chdir(copy)
+    changes, _ = manifest.verify(runs.load_manifest(output_dir)[0], output_dir)
+    assert any(c.startswith(f"dataset multi-med {data}: changed") for c in changes), changes
+
+
+def test_verify_checks_the_code_the_base_model_and_the_checkpoints(tmp_path, monkeypatch):
+    """A new commit, a base config.json change and a flipped byte in a checkpoint all passed."""
+    output_dir, _, _, model = hand_made_run(tmp_path, monkeypatch)
+    project = tmp_path / "project"
+    recorded, _ = runs.load_manifest(output_dir)
+    (project / "notes.txt").write_text("an untracked file (outputs often are)\n", encoding="utf-8")
+    assert manifest.verify(recorded, output_dir)[0] == []
+    (project / "train.py").write_text("# changed, not committed\n", encoding="utf-8")
+    assert manifest.verify(recorded, output_dir)[0] == ["code: a clean tree then, other uncommitted changes now"]
+    git(project, "add", ".")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "more")
+    (model / "config.json").write_text('{"hidden_size": 16}', encoding="utf-8")
+    (output_dir / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"step 3")
+    (model / "model.safetensors").write_text("weightz", encoding="utf-8")  # same size: only --deep sees it
+    changes, verified = manifest.verify(recorded, output_dir)
+    assert len(changes) == 3 and "base model" not in verified and "checkpoints" not in verified, changes
+    assert changes[0].startswith("code: commit ") and changes[1].startswith(f"base model {model / 'config.json'}: changed")
+    assert "checkpoint-2/adapter_model.safetensors: changed" in changes[2]
+    deep, _ = manifest.verify(recorded, output_dir, deep=True)
+    assert any(c.startswith(f"base model weights {model / 'model.safetensors'}: changed") for c in deep)
+
+
+def test_secret_looking_recipe_values_are_redacted(tmp_path, monkeypatch):
+    output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
+    text = runs.status_path(output_dir).read_text(encoding="utf-8")
+    assert "hf_SECRETabc" not in text and "hub_token: <redacted>" in text and "max_new_tokens: 512" in text
+    shown = CliRunner().invoke(main, ["runs", "show", str(output_dir), "--json"])
+    assert shown.exit_code == 0 and "hf_SECRETabc" not in shown.output
+    assert manifest.redact("api_key: sk-1\nwandb_api_key: x\ntokenized_path: t\nkey_file:\n") == (
+        "api_key: <redacted>\nwandb_api_key: <redacted>\ntokenized_path: t\nkey_file:\n"
+    )
+
+
+def test_sections_never_recorded_fail_and_malformed_manifests_give_one_line(tmp_path, monkeypatch):
+    output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
+    recorded, _ = runs.load_manifest(output_dir)
+    for section in ("outputs", "checkpoints", "base_model"):
+        del recorded[section]  # a run killed before it ended records none of them
+    recorded["datasets"] = {"multi-med": "x"}
+    runs.write_status(output_dir, **recorded)
+    full = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
+    for section in ("outputs", "checkpoints", "base_model"):
+        full.pop(section)
+    runs.status_path(output_dir).write_text(json.dumps(full), encoding="utf-8")
+    result = CliRunner().invoke(main, ["runs", "verify", str(output_dir)])
+    assert result.exit_code == 1 and "verified:" not in result.output
+    for line in (
+        "outputs: never recorded",
+        "checkpoints: never recorded",
+        "base model: never recorded",
+        "datasets: not verifiable",
+    ):
+        assert line in result.output, result.output
+    assert "Traceback" not in result.output
     shown = CliRunner().invoke(main, ["runs", "show", str(output_dir)])
-    assert shown.exit_code == 0 and "dataset     multi-med (train)" in shown.output
+    assert shown.exit_code == 1 and len(shown.output.strip().splitlines()) == 1 and "malformed" in shown.output
+    runs.status_path(output_dir).write_text("[1, 2]", encoding="utf-8")
+    broken = CliRunner().invoke(main, ["runs", "verify", str(output_dir)])
+    assert broken.exit_code == 1 and len(broken.output.strip().splitlines()) == 1 and "no readable run manifest" in broken.output
+
+
+def test_runs_verify_and_show_commands(tmp_path, monkeypatch):
+    output_dir, data, _, _ = hand_made_run(tmp_path, monkeypatch)
+    shown = CliRunner().invoke(main, ["runs", "show", str(output_dir)])
+    assert shown.exit_code == 0 and "dataset     multi-med (train)" in shown.output and "attempt 1" in shown.output
     ok = CliRunner().invoke(main, ["runs", "verify", str(output_dir)])
-    assert ok.exit_code == 0 and "matches its manifest" in ok.output
+    assert ok.exit_code == 0 and f"matches its manifest ({', '.join(VERIFIED)})" in ok.output
     data.write_text(data.read_text(encoding="utf-8") + " ", encoding="utf-8")
     changed = CliRunner().invoke(main, ["runs", "verify", str(output_dir) + ".run.json"])
     assert changed.exit_code == 1 and str(data) in changed.output
     missing = CliRunner().invoke(main, ["runs", "verify", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "no readable run manifest" in missing.output
+
+
+def test_a_resume_is_an_attempt_of_its_own(tmp_path, monkeypatch):
+    """A resume overwrote the first attempt's record: data edited between the attempts left only the second hash,
+    and last_step and outputs carried over stale."""
+    import sys
+
+    from caretune.training import train
+    from caretune.training.preflight import LaunchPlan
+
+    output_dir, data, recipe, model = hand_made_run(tmp_path, monkeypatch)
+    runs.status_path(output_dir).unlink()
+    args = {"output_dir": str(output_dir), "model_name_or_path": str(model), "dataset": "multi-med", "dataset_dir": "."}
+    monkeypatch.setattr(train, "command", lambda plan: [sys.executable, "-c", "raise SystemExit(130)"])
+    assert train.run(LaunchPlan(recipe=recipe, args=args, processes=1)) == 130
+    first = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
+    data.write_text('[{"instruction": "q2", "output": "a2"}]\n', encoding="utf-8")
+    (output_dir / "adapter_model.safetensors").unlink()
+    monkeypatch.setattr(train, "command", lambda plan: [sys.executable, "-c", "import time; time.sleep(0.2)"])
+    plan = LaunchPlan(recipe=recipe, args=args, processes=1, overrides={"resume_from_checkpoint": str(output_dir / "checkpoint-2")})
+    assert train.run(plan) == 0
+    second = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
+    attempts = second["attempts"]
+    assert [a["state"] for a in attempts] == ["interrupted", "finished"] and attempts[1]["resumed_from"].endswith("checkpoint-2")
+    assert attempts[0]["data_sha256"] != attempts[1]["data_sha256"]
+    assert first["outputs"] and "adapter_model.safetensors" not in second["outputs"]  # this attempt's, not the first's
+    changes, _ = manifest.verify(second, output_dir)
+    assert "dataset multi-med: attempt 1 trained on other data" in " ".join(changes)

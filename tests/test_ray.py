@@ -22,14 +22,18 @@ pytestmark = pytest.mark.slow
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'caretune[ray]')")
 RAY = str(Path(sys.executable).parent / "ray")
+RAY_WORKER_PORTS = (10002, 19999)
 RECIPE = "recipes/tiny-qwen3/lora_sft.yaml"
 OUTPUT = Path("saves/tiny-qwen3/lora/sft")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Ray head on loopback with 2 CPUs, its own temp folder; stopped (and checked stopped) afterwards."""
+    """A Ray head on loopback with 2 CPUs, its own temp folder; stopped (and checked stopped) afterwards. Its GCS port
+    lies outside Ray's worker-port range (10002-19999), which `ray start` refuses."""
     port = free_port()
+    while RAY_WORKER_PORTS[0] <= port <= RAY_WORKER_PORTS[1]:
+        port = free_port()
     temp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2"]
@@ -81,6 +85,43 @@ def test_two_workers_on_ray_train_then_resume_after_a_kill(cluster, workspace):
     assert state["global_step"] == 6 and all(math.isfinite(v) for v in losses(workspace))
     manifest = json.loads((workspace / "saves/tiny-qwen3/lora/sft.run.json").read_text(encoding="utf-8"))
     assert manifest["state"] == "finished" and manifest["world_size"] == 2
+
+
+def ray_train_workers() -> list[int]:
+    """The processes of Ray Train's workers (Ray titles them after their actor class)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"RayTrainWorker" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_resumes(cluster, workspace):
+    """--max-failures: Ray Train restarts the workers, which resume from the last checkpoint in output_dir; the
+    manifest records the restart."""
+    out = workspace / OUTPUT
+    run = start_caretune(workspace, "train", RECIPE, "--ray", cluster, "--gpus", "2", "--max-failures", "1")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and run.poll() is None and not (out / "checkpoint-2" / "trainer_state.json").exists():
+        time.sleep(0.3)
+    workers = ray_train_workers()
+    assert run.poll() is None and len(workers) == 2, (workers, run.stdout.read()[-3000:] if run.poll() is not None else "")
+    time.sleep(1.0)
+    os.kill(workers[-1], signal.SIGKILL)
+    output, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, output[-4000:]
+    assert (out / "adapter_model.safetensors").exists()
+    state = json.loads((out / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == 6 and all(math.isfinite(v) for v in losses(workspace))
+    manifest = json.loads((workspace / "saves/tiny-qwen3/lora/sft.run.json").read_text(encoding="utf-8"))
+    assert manifest["state"] == "finished" and manifest["ray_restarts"] == 1, manifest.get("ray_worker_starts")
+    assert manifest["ray_worker_starts"][1]["resumed_from"].endswith("checkpoint-2") or manifest["ray_worker_starts"][1][
+        "resumed_from"
+    ].endswith("checkpoint-4")
 
 
 def test_refusals_in_one_line(cluster, workspace):

@@ -132,14 +132,16 @@ def test_two_nodes_on_loopback(workspace):
 
 
 def trainers(workspace: Path, besides: int) -> list[int]:
-    """Live processes other than `besides` that run LLaMA-Factory training in `workspace` (torchrun's ranks too)."""
+    """Live processes other than `besides` working in `workspace`: llamafactory-cli, torchrun and its ranks (whose
+    command lines name LLaMA-Factory's launcher and the recipe, not `train`)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != besides:
             try:
-                if (entry / "cwd").resolve() == workspace.resolve() and b"train" in (entry / "cmdline").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if (entry / "cwd").resolve() == workspace.resolve() and state != "Z":
                     found.append(int(entry.name))
-            except OSError:
+            except (OSError, IndexError):
                 continue
     return found
 
@@ -162,6 +164,37 @@ def test_sigterm_to_caretune_train_stops_the_training_and_records_it(workspace):
     assert trainers(workspace, parent.pid) == [], output[-2000:]  # nothing trains on
     status = json.loads(status_file.read_text(encoding="utf-8"))
     assert status["state"] == "interrupted" and status["exit_code"] is not None
+
+
+@pytest.mark.parametrize("gpus, kill", [("1", "caretune alone"), ("2", "its process group")])
+def test_sigkill_to_caretune_train_leaves_no_trainer_within_30_s(workspace, gpus, kill):
+    """SIGKILL to caretune train left llamafactory-cli training to the end (re-parented to PID 1); under torchrun,
+    killing caretune's process group left a rank (in a session of its own) training while `runs` said interrupted."""
+    from caretune.training.runs import read_run
+
+    recipe = workspace / RECIPE
+    args = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    args.update(max_steps=400, save_steps=1000)
+    recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
+    parent = caretune(workspace, "train", RECIPE, "--gpus", gpus, env={"MASTER_PORT": str(free_port())})
+    log = workspace / OUTPUT / "trainer_log.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and parent.poll() is None and not log.exists():
+        time.sleep(0.2)
+    running = trainers(workspace, parent.pid)
+    assert parent.poll() is None and len(running) >= (1 if gpus == "1" else 4), running  # cli (+ torchrun and 2 ranks)
+    assert read_run(workspace / OUTPUT)["state"] == "running"
+    if kill == "caretune alone":
+        os.kill(parent.pid, signal.SIGKILL)
+    else:
+        os.killpg(parent.pid, signal.SIGKILL)
+    parent.communicate(timeout=60)
+    killed = time.monotonic()
+    while trainers(workspace, parent.pid) and time.monotonic() - killed < 30:
+        time.sleep(0.1)
+    assert trainers(workspace, parent.pid) == [], "a trainer outlived caretune train"
+    print(f"orphan window ({kill}, {gpus} process(es)): {time.monotonic() - killed:.2f} s")
+    assert read_run(workspace / OUTPUT)["state"] == "interrupted"
 
 
 def test_the_manifest_holds_no_secret_and_no_patient_text(workspace):

@@ -50,3 +50,111 @@ def test_command_passes_overrides_after_the_recipe():
     p.overrides["resume_from_checkpoint"] = "saves/x/checkpoint-20"
     cmd = command(p)
     assert cmd[-3:] == ["train", "recipes/tiny-qwen3/lora_sft.yaml", "resume_from_checkpoint=saves/x/checkpoint-20"]
+
+
+# A stand-in for `caretune train` -> llamafactory-cli -> torchrun -> rank: each level starts the next with the
+# environment it was given; the rank in a session of its own, as torchrun starts ranks. Each prints its PID.
+CHAIN = r"""
+import os, subprocess, sys, time
+depth = int(sys.argv[1])
+print(os.getpid(), flush=True)
+if depth:
+    subprocess.Popen([sys.executable, __file__, str(depth - 1)], start_new_session=depth == 1)
+time.sleep(120)
+"""
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    from caretune.training.runs import _proc_stat
+
+    return [pid for pid in pids if (fields := _proc_stat(pid)) and fields[0] != "Z"]
+
+
+def test_the_orphan_guard_ends_every_process_under_a_killed_owner(tmp_path):
+    """SIGKILL to caretune train left llamafactory-cli training, re-parented to PID 1, and under torchrun a rank in
+    its own session outlived even a process-group kill. With the guard, every level dies with its parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "chain.py"
+    script.write_text(CHAIN, encoding="utf-8")
+    owner_code = (
+        "import os, subprocess, sys, time\n"
+        "from caretune.training.train import launch_env\n"
+        "from tests.test_train_launch import plan\n"
+        f"subprocess.Popen([sys.executable, {str(script)!r}, '2'], env=launch_env(plan()))\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    pids = [int(owner.stdout.readline()) for _ in range(3)]  # llamafactory-cli, torchrun, the rank
+    assert len(_pids_alive(pids)) == 3
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    started = time.monotonic()
+    while _pids_alive(pids) and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    assert _pids_alive(pids) == [], "a process outlived caretune"
+    print(f"orphan window: {time.monotonic() - started:.2f} s")
+
+
+def test_a_process_started_after_its_owner_died_ends_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from caretune.training.train import ORPHAN_GUARD, OWNER_ENV
+
+    env = {"PYTHONPATH": str(ORPHAN_GUARD), OWNER_ENV: "999999999:1", "PATH": "/usr/bin"}
+    done = subprocess.run([sys.executable, "-c", "print('trained')"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 137 and "trained" not in done.stdout
+    other = tmp_path / "other"  # a user's own sitecustomize still runs after the guard
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n", encoding="utf-8")
+    env = {"PYTHONPATH": f"{ORPHAN_GUARD}:{other}", "PATH": "/usr/bin"}
+    done = subprocess.run([sys.executable, "-c", "print(CHAINED)"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr
+
+
+def test_the_guard_reads_the_variable_train_sets():
+    from caretune.training.train import ORPHAN_GUARD, OWNER_ENV
+
+    assert f'OWNER = "{OWNER_ENV}"' in (ORPHAN_GUARD / "sitecustomize.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.lf  # preflight
+def test_a_second_train_on_a_live_output_dir_is_refused_in_one_line(tmp_path, monkeypatch):
+    import json
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+    from caretune.training import runs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text("do_train: true\noutput_dir: saves/x\n", encoding="utf-8")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom caretune.training.runs import claim_output_dir\n"
+         "lock = claim_output_dir('saves/x')\nprint('held', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin"},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        runs.write_status(tmp_path / "saves/x", state=runs.RUNNING, pid=holder.pid, started="2026-12-03T10:00:00")
+        result = CliRunner().invoke(main, ["train", "r.yaml"])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert f"saves/x is being trained now by another caretune train (process {holder.pid}" in result.output
+        # the lock gone, a manifest whose process still runs is refused by preflight
+        holder.kill()
+        holder.wait()
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        runs.write_status(tmp_path / "saves/x", pid=sleeper.pid, pid_start=runs.process_start(sleeper.pid))
+        result = CliRunner().invoke(main, ["preflight", "r.yaml"])
+        sleeper.kill()
+        assert result.exit_code == 1 and f"output_dir saves/x is being trained now (process {sleeper.pid}" in result.output
+        assert json.loads(runs.status_path(tmp_path / "saves/x").read_text())["state"] == runs.RUNNING  # untouched
+    finally:
+        holder.kill()

@@ -352,24 +352,40 @@ def preflight_command(recipe, processes, allow_thinking):
     help="Train on a Ray cluster with Ray Train (ADDRESS: host:port of its head; alone: the local cluster). Workers: "
     "--gpus, else one per device of the cluster.",
 )
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --ray: when a worker dies, restart the workers up to this many times, resuming from the last checkpoint.",
+)
 @_ALLOW_THINKING
-def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address, allow_thinking):
+def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address, max_failures, allow_thinking):
     """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
 
     Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
     """
+    from contextlib import nullcontext
+
+    if max_failures and not ray_address:
+        raise click.UsageError("--max-failures restarts Ray Train workers: use it with --ray")
+
+    from caretune.training.preflight import load_recipe
+    from caretune.training.runs import claim_output_dir
     from caretune.training.train import command, launch_env, run
 
-    plan = _preflight(recipe, processes, overwrite, fresh, allow_thinking)
-    if ray_address:
-        from caretune.training.train import plan_ray
+    output_dir = load_recipe(recipe).get("output_dir")
+    with claim_output_dir(output_dir) if output_dir else nullcontext():  # one caretune train per output_dir
+        plan = _preflight(recipe, processes, overwrite, fresh, allow_thinking)
+        if ray_address:
+            from caretune.training.train import plan_ray
 
-        plan_ray(plan, ray_address, processes)
-        click.echo(f"ray: {plan.processes} worker(s) on the cluster {ray_address} (spec {plan.ray_spec})")
-    env = launch_env(plan)
-    shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
-    click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
-    code = run(plan, stop_timeout)
+            plan_ray(plan, ray_address, processes, max_failures)
+            click.echo(f"ray: {plan.processes} worker(s) on the cluster {ray_address} (spec {plan.ray_spec})")
+        env = launch_env(plan)
+        shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
+        click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
+        code = run(plan, stop_timeout)
     if code != 0:
         raise click.ClickException(f"llamafactory-cli train exited with code {code}")
 
@@ -405,24 +421,30 @@ def runs(ctx, saves, as_json):
 @click.argument("run", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def runs_show(run, as_json):
-    """The manifest of RUN (its output_dir, or the .run.json beside it): code, recipe, data, packages, hardware."""
+    """The manifest of RUN (its output_dir, or the .run.json beside it): code, recipe, data, packages, hardware,
+    base model, checkpoints and every attempt."""
     from caretune.training.manifest import describe
-    from caretune.training.runs import load_manifest
+    from caretune.training.runs import RunError, load_manifest
 
     manifest, _ = load_manifest(run)
-    click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
+    try:
+        click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise RunError(f"{run}: the manifest is malformed ({type(err).__name__}: {err}); --json prints it as it is") from None
 
 
 @runs.command("verify")
 @click.argument("run", type=click.Path())
-def runs_verify(run):
-    """Recompute every hash RUN's manifest recorded (recipe, DeepSpeed config, data, conversion reports, outputs)
-    and compare package versions; exit 1 naming each difference."""
+@click.option("--deep", is_flag=True, help="Also hash the base model's weights (else their sizes are compared).")
+def runs_verify(run, deep):
+    """Check RUN against its manifest, section by section: code (commit and uncommitted changes), recipe, DeepSpeed
+    config, data and conversion reports, base model, outputs, checkpoints, packages. Paths resolve from the
+    manifest. Exit 1 naming each difference and each section never recorded."""
     from caretune.training.manifest import verify
     from caretune.training.runs import load_manifest
 
     manifest, output_dir = load_manifest(run)
-    changes = verify(manifest, output_dir)
-    if changes:
-        raise click.ClickException(f"{len(changes)} difference(s) since the run:\n" + "\n".join(f"  {c}" for c in changes))
-    click.echo(f"verified: {output_dir} matches its manifest (recipe, data, outputs, packages)")
+    problems, verified = verify(manifest, output_dir, deep=deep)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    click.echo(f"verified: {output_dir} matches its manifest ({', '.join(verified)}{', weights hashed' if deep else ''})")

@@ -1,14 +1,18 @@
 """The run manifest: what a model was trained on, written beside each run (`<output_dir>.run.json`).
 
-`caretune train` writes it atomically when a run starts and completes it when the run ends. It holds the code
-(git commit, dirty tree), the recipe's and DeepSpeed config's full text and SHA-256, every dataset's registry
-entry, file SHA-256 and conversion report (settings, counts, filters, care policy), the package versions that
-shape the result, the hardware, world size, seed, command line and environment switches, and at the end the
-exit, last step, last loss and the output files with their SHA-256. Secrets are listed by name only (never their
-values), and no row of data is copied into it: patient text never goes in.
+`caretune train` writes it atomically when a run starts and completes it when the run ends. It holds the project
+root (every path is recorded as given and absolute), the code (git commit, and a SHA-256 of any uncommitted
+change to a tracked file), the recipe's and DeepSpeed config's text and SHA-256, every dataset's registry entry, file SHA-256 and
+conversion report (settings, counts, filters, care policy), the package versions that shape the result, the
+hardware, world size, seed, command line and environment switches; at the end the exit, last step, last loss,
+the output files and every checkpoint's files with their SHA-256, and the base model's config, tokenizer files,
+weight index and weights (sizes and SHA-256). Each start or resume is an attempt of its own (its data hashes,
+step range, end state and exit). Secrets are listed by name only; recipe values under secret-looking keys are
+redacted; no row of data is copied into it: patient text never goes in.
 
-`caretune runs show RUN` prints it; `caretune runs verify RUN` recomputes every hash and compares the package
-versions, naming what changed since the run.
+`caretune runs show RUN` prints it; `caretune runs verify RUN` checks every recorded section against the files
+now, resolving paths from the manifest (never from the current folder), and names each difference and each
+section that was never recorded.
 """
 
 from __future__ import annotations
@@ -53,6 +57,22 @@ SWITCHES = (
     "CUDA_VISIBLE_DEVICES",
 )
 SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)  # HF_TOKEN, not TOKENIZERS_*
+SECRET_KEY_PART = re.compile(r"^(token|key|apikey|secret|password|passwd|credentials?)$", re.IGNORECASE)
+REDACTED = "<redacted>"
+BASE_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 OUTPUT_FILES = ("adapter_model.safetensors", "adapter_config.json", "all_results.json", "train_results.json", "trainer_state.json")
 REPORT_SUMMARY = (
     "source",
@@ -81,16 +101,33 @@ def sha256(path: str | os.PathLike) -> str | None:
     return digest.hexdigest()
 
 
+def secret_key(name: str) -> bool:
+    """A recipe key whose value may be a secret: hub_token, api_key, wandb_api_key, db_password (not
+    max_new_tokens or tokenized_path: a part of the name must be the word itself)."""
+    return any(SECRET_KEY_PART.match(part) for part in re.split(r"[_.\-]", name))
+
+
+def redact(text: str) -> str:
+    """A recipe's text with the values of secret-looking keys replaced (one `key: value` per line, as YAML)."""
+
+    def line(match: re.Match) -> str:
+        return f"{match[1]}{match[2]}: {REDACTED}" if secret_key(match[2]) and match[3].strip() else match[0]
+
+    return re.sub(r"^(\s*)([\w.\-]+)\s*:(.*)$", line, text, flags=re.MULTILINE)
+
+
 def _file(path: str | os.PathLike | None) -> dict | None:
-    """A file's path, full text and SHA-256 (for the small config files a run is defined by)."""
+    """A file's path (as given and absolute), text (secret values redacted) and SHA-256 of its real text (for the
+    small config files a run is defined by)."""
     if not path:
         return None
     path = Path(path)
+    where = {"path": str(path), "abs_path": str(path.resolve())}
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return {"path": str(path), "text": None, "sha256": None}
-    return {"path": str(path), "text": text, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        return {**where, "text": None, "sha256": None}
+    return {**where, "text": redact(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
 def git_state(folder: Path) -> dict:
@@ -105,7 +142,12 @@ def git_state(folder: Path) -> dict:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    diff = git("diff", "HEAD", "--binary") if commit else None  # tracked files: untracked ones are often outputs
+    return {
+        "commit": commit,
+        "dirty": bool(status) if status is not None else None,
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
 
 
 def package_versions() -> dict[str, str | None]:
@@ -155,7 +197,8 @@ def _conversion_report(data_file: Path) -> dict | None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if data_file.name in (Path(outputs.get("train", "")).name, Path(outputs.get("eval", "")).name):
-            return {"path": str(report_path), "sha256": sha256(report_path), **{k: report.get(k) for k in REPORT_SUMMARY}}
+            where = {"path": str(report_path), "abs_path": str(report_path.resolve()), "sha256": sha256(report_path)}
+            return {**where, **{k: report.get(k) for k in REPORT_SUMMARY}}
     return None
 
 
@@ -180,6 +223,7 @@ def datasets(args: dict) -> list[dict]:
                     "role": "train" if key == "dataset" else "eval",
                     "entry": entry,
                     "file": str(data_file) if data_file else None,
+                    "abs_file": str(data_file.resolve()) if data_file else None,
                     "sha256": sha256(data_file) if data_file else None,
                     "bytes": data_file.stat().st_size if data_file and data_file.is_file() else None,
                     "conversion": _conversion_report(data_file) if data_file else None,
@@ -193,6 +237,7 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
     nodes = int(env.get("NNODES", "1") or 1)
     return {
         "manifest_format": MANIFEST_FORMAT,
+        "project_root": str(Path.cwd().resolve()),
         "code": git_state(Path.cwd()),
         "recipe": _file(recipe),
         "deepspeed": _file(args.get("deepspeed")),
@@ -207,47 +252,195 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
     }
 
 
-def end_manifest(output_dir: Path) -> dict:
-    """The manifest's fields known when a run ends: last step and loss, the output files and their SHA-256."""
+def end_manifest(output_dir: Path, model: str | None) -> dict:
+    """The manifest's fields known when a run ends: last step and loss, the output files and every checkpoint's
+    files with their SHA-256, and the base model's files (LLaMA-Factory has fetched it by then)."""
     from caretune.training.runs import read_run
 
     run = read_run(output_dir)
     outputs = {name: sha256(output_dir / name) for name in OUTPUT_FILES if (output_dir / name).is_file()}
-    return {"last_step": run.get("step"), "last_loss": run.get("last_loss"), "outputs": outputs}
+    checkpoints = {folder.name: folder_hashes(folder) for folder in sorted(output_dir.glob("checkpoint-*")) if folder.is_dir()}
+    return {
+        "last_step": run.get("step"),
+        "last_loss": run.get("last_loss"),
+        "outputs": outputs,
+        "checkpoints": checkpoints,
+        "base_model": base_model(model),
+    }
+
+
+def folder_hashes(folder: Path) -> dict[str, str | None]:
+    """Every file under `folder` (relative path: SHA-256)."""
+    return {str(path.relative_to(folder)): sha256(path) for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def model_folder(model: str | None) -> Path | None:
+    """The folder holding a base model: a local path, or the Hugging Face cache's copy of a hub model (looked up
+    offline); None when it is on neither."""
+    if not model:
+        return None
+    if Path(model).is_dir():
+        return Path(model).resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not cached here, or not a hub name
+        return None
+
+
+def base_model(model: str | None) -> dict:
+    """The base model's config, tokenizer files and weight index (SHA-256), and its weights (size and SHA-256)."""
+    folder = model_folder(model)
+    if folder is None:
+        return {"name": model, "folder": None}
+    files = {name: sha256(folder / name) for name in BASE_MODEL_FILES if (folder / name).is_file()}
+    weights = {
+        path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)}
+        for path in sorted(folder.iterdir())
+        if path.suffix in WEIGHT_SUFFIXES and path.is_file()
+    }
+    return {"name": model, "folder": str(folder), "files": files, "weights": weights}
+
+
+def attempt_start(manifest: dict, resumed_from: str | None) -> dict:
+    """One start or resume of a run: when, from which checkpoint, and the recipe and data it saw."""
+    return {
+        "started": now(),
+        "resumed_from": resumed_from,
+        "recipe_sha256": (manifest.get("recipe") or {}).get("sha256"),
+        "data_sha256": {d["name"]: d.get("sha256") for d in manifest.get("datasets") or []},
+    }
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def verify(manifest: dict, output_dir: Path) -> list[str]:
-    """What differs now from what the manifest recorded: files (recipe, DeepSpeed config, data, conversion
-    reports, outputs) and package versions; empty when nothing did."""
-    changes = []
+class Unrecorded(Exception):
+    """A manifest section that was never recorded, or is malformed: it cannot be verified."""
 
-    def compare(label: str, path: str | None, recorded: str | None, text: bool = False) -> None:
-        if not path or recorded is None:
-            return
-        current = _file(path)["sha256"] if text else sha256(path)
+
+def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[str], list[str]]:
+    """(problems, sections verified): each difference between what the manifest recorded and the files now, and
+    each section never recorded or malformed; paths resolve from the manifest, never from the current folder.
+    `deep` also hashes the base model's weights (else their sizes are compared)."""
+    root = manifest.get("project_root")
+    problems: list[str] = []
+    verified: list[str] = []
+
+    def resolve(path: object, absolute: object) -> Path:
+        if isinstance(absolute, str) and absolute:
+            return Path(absolute)
+        if isinstance(path, str) and path and (Path(path).is_absolute() or root):
+            return Path(root or "/") / path
+        raise Unrecorded(f"{path}: no absolute path or project root recorded")
+
+    def compare(label: str, path: Path, recorded: object, current: str | None) -> None:
+        if not isinstance(recorded, str):
+            raise Unrecorded(f"{label}: no SHA-256 recorded")
         if current is None:
-            changes.append(f"{label} {path}: missing now")
+            problems.append(f"{label} {path}: missing now")
         elif current != recorded:
-            changes.append(f"{label} {path}: changed (SHA-256 {recorded[:12]}… then, {current[:12]}… now)")
+            problems.append(f"{label} {path}: changed (SHA-256 {recorded[:12]}… then, {current[:12]}… now)")
 
-    for label in ("recipe", "deepspeed"):
-        recorded = manifest.get(label) or {}
-        compare(label, recorded.get("path"), recorded.get("sha256"), text=True)
-    for dataset in manifest.get("datasets", []):
-        compare(f"dataset {dataset['name']}", dataset.get("file"), dataset.get("sha256"))
-        report = dataset.get("conversion") or {}
-        compare(f"conversion report of {dataset['name']}", report.get("path"), report.get("sha256"))
-    for name, recorded in (manifest.get("outputs") or {}).items():
-        compare("output", str(output_dir / name), recorded)
-    for package, recorded in (manifest.get("packages") or {}).items():
-        current = package_versions().get(package) if package in PACKAGES else recorded
-        if current != recorded:
-            changes.append(f"package {package}: {recorded} then, {current} now")
-    return changes
+    def code() -> None:
+        recorded = manifest["code"]
+        if not recorded.get("commit"):
+            raise Unrecorded("not a git checkout when the run started")
+        now_state = git_state(Path(root)) if root else None
+        if now_state is None:
+            raise Unrecorded("no project root recorded")
+        if now_state["commit"] != recorded["commit"]:
+            problems.append(f"code: commit {recorded['commit'][:12]} then, {str(now_state['commit'])[:12]} now")
+        if "diff_sha256" not in recorded:
+            raise Unrecorded("no hash of the uncommitted changes recorded")
+        if now_state["diff_sha256"] != recorded["diff_sha256"]:
+            then = "uncommitted changes" if recorded["diff_sha256"] else "a clean tree"
+            current = "other uncommitted changes" if now_state["diff_sha256"] else "a clean tree"
+            problems.append(f"code: {then} then, {current} now")
+
+    def config_file(label: str) -> None:
+        recorded = manifest[label]
+        if recorded is None and label == "deepspeed":
+            return  # not used
+        path = resolve(recorded["path"], recorded.get("abs_path"))
+        compare(label, path, recorded["sha256"], _file(path)["sha256"] if path.is_file() else None)
+
+    def data() -> None:
+        recorded = manifest["datasets"]
+        if not isinstance(recorded, list) or not recorded:
+            raise Unrecorded("expected a list of datasets")
+        for dataset in recorded:
+            path = resolve(dataset["file"], dataset.get("abs_file"))
+            compare(f"dataset {dataset['name']}", path, dataset["sha256"], sha256(path))
+            report = dataset.get("conversion")
+            if report:
+                report_path = resolve(report["path"], report.get("abs_path"))
+                compare(f"conversion report of {dataset['name']}", report_path, report["sha256"], sha256(report_path))
+        for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
+            for dataset in recorded:
+                seen = (attempt.get("data_sha256") or {}).get(dataset["name"])
+                if seen and seen != dataset["sha256"]:
+                    problems.append(f"dataset {dataset['name']}: attempt {number} trained on other data (SHA-256 {seen[:12]}…)")
+
+    def model() -> None:
+        recorded = manifest["base_model"]
+        if not recorded.get("folder"):
+            raise Unrecorded(f"{recorded.get('name')} was not on this machine when the run ended")
+        folder = Path(recorded["folder"])
+        for name, digest in recorded["files"].items():
+            compare("base model", folder / name, digest, sha256(folder / name))
+        if not recorded["weights"]:
+            raise Unrecorded("no weight files recorded")
+        for name, weight in recorded["weights"].items():
+            path = folder / name
+            size = path.stat().st_size if path.is_file() else None
+            if size != weight["bytes"]:
+                problems.append(f"base model weights {path}: {weight['bytes']} bytes then, {size} now")
+            elif deep:
+                compare("base model weights", path, weight["sha256"], sha256(path))
+
+    def outputs() -> None:
+        for name, digest in manifest["outputs"].items():
+            compare("output", output_dir / name, digest, sha256(output_dir / name))
+
+    def checkpoints() -> None:
+        for checkpoint, files in manifest["checkpoints"].items():
+            for name, digest in files.items():
+                compare("checkpoint", output_dir / checkpoint / name, digest, sha256(output_dir / checkpoint / name))
+
+    def packages() -> None:
+        for package, recorded in manifest["packages"].items():
+            current = package_versions().get(package) if package in PACKAGES else recorded
+            if current != recorded:
+                problems.append(f"package {package}: {recorded} then, {current} now")
+
+    sections = {
+        "code": code,
+        "recipe": lambda: config_file("recipe"),
+        "deepspeed": lambda: config_file("deepspeed"),
+        "datasets": data,
+        "base_model": model,
+        "outputs": outputs,
+        "checkpoints": checkpoints,
+        "packages": packages,
+    }
+    for name, check in sections.items():
+        label = name.replace("_", " ")
+        if name not in manifest:
+            problems.append(f"{label}: never recorded, so not verified")
+            continue
+        before = len(problems)
+        try:
+            check()
+        except Unrecorded as why:
+            problems.append(f"{label}: not verifiable ({why})")
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            problems.append(f"{label}: malformed in the manifest ({type(err).__name__}: {err})")
+        if len(problems) == before:
+            verified.append(label)
+    return problems, verified
 
 
 def describe(manifest: dict) -> str:
@@ -275,12 +468,22 @@ def describe(manifest: dict) -> str:
     hw = manifest.get("hardware") or {}
     gpus = ", ".join(g["name"] for g in hw.get("gpus", [])) or f"CPU ({hw.get('cpu_count')} cores)"
     env = manifest.get("environment") or {}
+    base = manifest.get("base_model") or {}
     lines += [
         f"packages    {packages}",
         f"hardware    {gpus}; CUDA {hw.get('cuda')}; world size {manifest.get('world_size')}; seed {manifest.get('seed')}",
         f"command     {' '.join(map(str, (manifest.get('command') or {}).get('llamafactory') or []))}",
         f"switches    {env.get('switches') or {}}; secrets set (names only): {', '.join(env.get('secrets_set') or []) or 'none'}",
         f"result      step {manifest.get('last_step')}, loss {manifest.get('last_loss')}",
+        f"base model  {base.get('name')}  {base.get('folder') or 'not on this machine'}; {len(base.get('files') or {})} "
+        f"config and tokenizer files, {len(base.get('weights') or {})} weight files",
+        f"checkpoints {', '.join(manifest.get('checkpoints') or {}) or 'none'}",
     ]
     lines += [f"output      {name}  sha256 {(digest or '')[:16]}" for name, digest in (manifest.get("outputs") or {}).items()]
+    for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
+        resumed = f"resumed from {attempt.get('resumed_from')}" if attempt.get("resumed_from") else "from the start"
+        lines.append(
+            f"attempt {number}   {attempt.get('started')} -> {attempt.get('ended') or 'not ended'}: {resumed}, steps up to "
+            f"{attempt.get('last_step')}, {attempt.get('state') or 'running'} (exit {attempt.get('exit_code')})"
+        )
     return "\n".join(lines)

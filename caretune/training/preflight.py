@@ -6,7 +6,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,10 +14,10 @@ import yaml
 from caretune import lf
 from caretune.constants import DATASET_INFO
 from caretune.thinking import history_problem, thinking_problems
+from caretune.training.runs import last_checkpoint, live_run
 from converters.errors import UserError
 from converters.registry import load_registry
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
 CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
 
@@ -243,21 +242,16 @@ def finished(output_dir: Path) -> bool:
     return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
 
 
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run folder, to resume from."""
-    steps = [
-        (int(m.group(1)), p)
-        for p in output_dir.glob("checkpoint-*")
-        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
-    ]
-    return max(steps)[1] if steps else None
-
-
 def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fresh: bool) -> None:
     """Refuse a finished run, resume an unfinished one; moving an old run aside, never deleting it."""
     if not args.get("do_train"):
         return
     output_dir = Path(args.get("output_dir", ""))
+    if manifest := live_run(output_dir):
+        raise PreflightError(
+            f"{path}: output_dir {output_dir} is being trained now (process {manifest['pid']}, started "
+            f"{manifest.get('started')}); wait for it to end, or stop it, then run again"
+        )
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         return
     if finished(output_dir) and not overwrite:

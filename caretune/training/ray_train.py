@@ -89,11 +89,13 @@ def check_llamafactory_ray(ray_args: dict, use_gpu: bool) -> None:
         )
 
 
-def spec(args: dict, workers: int, use_gpu: bool, address: str | None, storage: Path) -> dict:
-    """What the driver needs: the recipe's keys (preflight's overrides applied), the workers and where to run."""
+def spec(args: dict, workers: int, use_gpu: bool, address: str | None, storage: Path, max_failures: int = 0) -> dict:
+    """What the driver needs: the recipe's keys (preflight's overrides applied), the workers, how often they may be
+    restarted, and where to run."""
     return {
         "args": args,
         "workers": workers,
+        "max_failures": max_failures,
         "use_gpu": use_gpu,
         "address": address,
         "cwd": str(Path.cwd()),
@@ -103,17 +105,32 @@ def spec(args: dict, workers: int, use_gpu: bool, address: str | None, storage: 
 
 
 def _worker(config: dict) -> None:
-    """One Ray Train worker: LLaMA-Factory's training entry on the recipe, from the driver's directory."""
+    """One Ray Train worker: LLaMA-Factory's training entry on the recipe, from the driver's directory. After a
+    restart (a worker died), every worker resumes from the newest complete checkpoint in output_dir, and the first
+    records the attempt in the run's manifest."""
     os.chdir(config["cwd"])
-    from caretune.lf import train_in_process
+    from ray import train
 
-    train_in_process(config["args"])
+    from caretune.lf import train_in_process
+    from caretune.training.manifest import now
+    from caretune.training.runs import last_checkpoint, read_manifest, write_status
+
+    args = dict(config["args"])
+    output_dir = args.get("output_dir")
+    checkpoint = last_checkpoint(Path(output_dir)) if output_dir else None
+    if checkpoint is not None:
+        args["resume_from_checkpoint"] = str(checkpoint)
+    if output_dir and train.get_context().get_world_rank() == 0:
+        starts = read_manifest(output_dir).get("ray_worker_starts") or []
+        starts = [*starts, {"at": now(), "resumed_from": str(checkpoint) if checkpoint else None}]
+        write_status(output_dir, ray_worker_starts=starts, ray_restarts=len(starts) - 1)
+    train_in_process(args)
 
 
 def drive(run: dict) -> None:
     """Run the recipe on the cluster with Ray Train's TorchTrainer (the driver's body)."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     code_root = str(Path(__file__).resolve().parents[2])  # workers import this checkout's caretune
@@ -128,7 +145,9 @@ def drive(run: dict) -> None:
             use_gpu=run["use_gpu"],
             resources_per_worker={"GPU": 1} if run["use_gpu"] else {"CPU": 1},
         ),
-        run_config=RunConfig(name=name, storage_path=run["storage"]),
+        run_config=RunConfig(
+            name=name, storage_path=run["storage"], failure_config=FailureConfig(max_failures=run.get("max_failures", 0))
+        ),
     )
     trainer.fit()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,12 +21,19 @@ from pathlib import Path
 from converters.errors import UserError
 
 RUN_STATUS_SUFFIX = ".run.json"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 LOG_TAIL_BYTES = 256 << 10  # how much of a trainer log `runs` reads, from its end
 STALE_AFTER_S = 600  # a log untouched this long, with no process known to run it: interrupted
 RUN_FILES = ("trainer_log.jsonl", "trainer_state.json", "all_results.json")
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
 # result keys that are throughput, not quality
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "total_flos", "epoch")
+
+
+def lock_path(output_dir: str | os.PathLike) -> Path:
+    """The lock `caretune train` holds on an output_dir while it trains there (beside it, as the manifest)."""
+    output_dir = Path(output_dir)
+    return output_dir.with_name(output_dir.name + ".run.lock")
 
 
 def status_path(output_dir: str | os.PathLike) -> Path:
@@ -46,6 +54,48 @@ def load_manifest(run: str | os.PathLike) -> tuple[dict, Path]:
     if manifest is None:
         raise RunError(f"{status_path(output_dir)}: no readable run manifest (caretune train writes one beside each run)")
     return manifest, output_dir
+
+
+def read_manifest(output_dir: str | os.PathLike) -> dict:
+    """The manifest beside `output_dir`, or {} when there is none readable."""
+    return _read_json(status_path(output_dir)) or {}
+
+
+def live_run(output_dir: str | os.PathLike) -> dict | None:
+    """The manifest of the run in `output_dir` while the process it records as training there still runs."""
+    manifest = read_manifest(output_dir)
+    alive = manifest.get("state") == RUNNING and process_alive(manifest.get("pid"), manifest.get("pid_start"))
+    return manifest if alive else None
+
+
+def claim_output_dir(output_dir: str | os.PathLike):
+    """Hold `output_dir` for one `caretune train`: the returned file keeps an exclusive lock until it is closed or
+    this process ends; refused in one line while another caretune train holds it."""
+    import fcntl
+
+    lock = lock_path(output_dir)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock, "a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        manifest = read_manifest(output_dir)
+        raise RunError(
+            f"{output_dir} is being trained now by another caretune train (process {manifest.get('pid', '?')}, started "
+            f"{manifest.get('started', '?')}); wait for it to end, or stop it, then run again"
+        ) from None
+    return handle
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, to resume from."""
+    steps = [
+        (int(m.group(1)), p)
+        for p in output_dir.glob("checkpoint-*")
+        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
+    ]
+    return max(steps)[1] if steps else None
 
 
 def trained_by(adapter_dir: str | os.PathLike | None) -> dict | None:

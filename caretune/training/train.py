@@ -13,17 +13,22 @@ from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
 from caretune.training.preflight import LaunchPlan, ray_requested, visible_gpu_count
 
-# Passed through to LLaMA-Factory's torchrun launcher for multi-node runs (and Ray).
-LAUNCH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "USE_RAY", "RAY_NUM_WORKERS")
 POLL_S = 0.5
+ORPHAN_GUARD = Path(__file__).with_name("orphan_guard")  # its sitecustomize makes every process die with its parent
+OWNER_ENV = "CARETUNE_TRAIN_OWNER"  # "PID:START" of this process, read by orphan_guard/sitecustomize.py
 
 
 def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
-    unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher)."""
+    unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher); the orphan
+    guard on PYTHONPATH, so no process of the run outlives this one."""
+    from caretune.training.runs import process_start
+
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)  # torchrun lives beside this interpreter
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ORPHAN_GUARD), env.get("PYTHONPATH")]))
+    env[OWNER_ENV] = f"{os.getpid()}:{process_start(os.getpid())}"
     multi_node = int(env.get("NNODES", "1")) > 1
     if plan.ray_spec is not None:
         env.pop("USE_RAY", None)
@@ -44,9 +49,10 @@ def command(plan: LaunchPlan) -> list[str]:
     return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
 
 
-def plan_ray(plan: LaunchPlan, address: str, gpus: int | None) -> None:
+def plan_ray(plan: LaunchPlan, address: str, gpus: int | None, max_failures: int = 0) -> None:
     """Make `plan` a Ray Train launch on the cluster at `address`: workers from `gpus` or the cluster's devices
-    (checked against it), the recipe's keys with preflight's overrides in a spec file beside the run."""
+    (checked against it), restarted up to `max_failures` times, the recipe's keys with preflight's overrides in a
+    spec file beside the run."""
     import json
 
     from caretune.training.ray_train import check_cluster, spec
@@ -58,7 +64,9 @@ def plan_ray(plan: LaunchPlan, address: str, gpus: int | None) -> None:
     plan.ray_spec.parent.mkdir(parents=True, exist_ok=True)
     args = {**plan.args, **plan.overrides}
     storage = Path(".cache") / "ray"
-    plan.ray_spec.write_text(json.dumps(spec(args, plan.processes, use_gpu, address, storage), indent=2), encoding="utf-8")
+    plan.ray_spec.write_text(
+        json.dumps(spec(args, plan.processes, use_gpu, address, storage, max_failures), indent=2), encoding="utf-8"
+    )
 
 
 def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
@@ -66,10 +74,20 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     output_dir (caretune.training.manifest; running, then finished, failed or interrupted).
 
     SIGTERM or SIGINT to caretune is passed to every process under it (llamafactory-cli, torchrun, every rank);
-    caretune waits `stop_timeout` seconds for them to end, then kills what is left, so nothing trains on once
-    caretune is gone. Training stays in caretune's process group, so killing that group ends it too."""
-    from caretune.training.manifest import end_manifest, now, start_manifest
-    from caretune.training.runs import FAILED, FINISHED, INTERRUPTED, RUNNING, status_path, write_status
+    caretune waits `stop_timeout` seconds for them to end, then kills what is left. If caretune is killed outright
+    (SIGKILL, alone or with its process group), the orphan guard (launch_env) ends every process under it, torchrun's
+    ranks included, so nothing trains on once caretune is gone."""
+    from caretune.training.manifest import attempt_start, end_manifest, now, start_manifest
+    from caretune.training.runs import (
+        FAILED,
+        FINISHED,
+        INTERRUPTED,
+        RUNNING,
+        process_start,
+        read_manifest,
+        status_path,
+        write_status,
+    )
 
     if plan.move_aside is not None:
         old, aside = plan.move_aside
@@ -79,6 +97,9 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     output_dir = plan.args.get("output_dir")
     env = launch_env(plan)
     manifest = start_manifest(plan.recipe, plan.args, plan.processes, command(plan), env) if output_dir else {}
+    resumed_from = plan.overrides.get("resume_from_checkpoint")
+    earlier = (read_manifest(output_dir).get("attempts") or []) if output_dir and resumed_from else []
+    attempts = [*earlier, attempt_start(manifest, resumed_from)]
     process = subprocess.Popen(command(plan), env=env)
     if output_dir:
         write_status(
@@ -86,11 +107,14 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
             **manifest,
             state=RUNNING,
             pid=process.pid,
+            pid_start=process_start(process.pid),
             model=plan.args.get("model_name_or_path"),
             processes=plan.processes,
             exit_code=None,
             started=now(),
             ended=None,
+            attempts=attempts,
+            **dict.fromkeys(("last_step", "last_loss", "outputs", "checkpoints", "base_model")),  # this attempt's, at its end
         )
     stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
@@ -115,7 +139,10 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         code = code if code else -stopping[0][0]
     if output_dir:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
-        write_status(output_dir, state=state, exit_code=code, ended=now(), **end_manifest(Path(output_dir)))
+        ended = {"state": state, "exit_code": code, "ended": now()}
+        end = end_manifest(Path(output_dir), plan.args.get("model_name_or_path"))
+        attempts[-1].update(ended, last_step=end["last_step"])
+        write_status(output_dir, **ended, **end, attempts=attempts)
     return code
 
 
