@@ -129,6 +129,10 @@ def test_a_damaged_or_unwritable_cache_is_only_a_cache(workspace, tokenizer):
     again = run()
     assert again.lengths(2047) == first.lengths(2047)
     assert len(warned) == 1 and "unreadable token-length cache (BadZipFile)" in warned[0] and "--no-cache" in warned[0]
+    import numpy as np
+
+    np.savez(open(entry, "wb"), turns=np.zeros(1), pairs=np.zeros(1), meta=np.array("[1, 2]"))  # well-formed, wrong shape
+    assert run().lengths(2047) == first.lengths(2047) and "unreadable token-length cache (TypeError)" in warned[-1]
     folder = workspace / lengths.CACHE_DIR
     saved = folder.with_name("saved")
     folder.rename(saved)

@@ -205,7 +205,7 @@ def _load(path: Path, warn) -> TurnLengths | None:
                 efficient_eos=meta["efficient_eos"],
                 care=meta["care"],
             )
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         warn(f"{path}: unreadable token-length cache ({type(err).__name__}); computing anew (--no-cache skips the cache)")
         return None
 
