@@ -106,8 +106,8 @@ def spec(args: dict, workers: int, use_gpu: bool, address: str | None, storage: 
 
 def _worker(config: dict) -> None:
     """One Ray Train worker: LLaMA-Factory's training entry on the recipe, from the driver's directory. After a
-    restart (a worker died), every worker resumes from the newest complete checkpoint in output_dir, and the first
-    records the attempt in the run's manifest."""
+    restart (a worker died), every worker resumes from the newest complete checkpoint in output_dir; the first
+    records each start in the current attempt of the run's manifest."""
     os.chdir(config["cwd"])
     from ray import train
 
@@ -120,10 +120,14 @@ def _worker(config: dict) -> None:
     checkpoint = last_checkpoint(Path(output_dir)) if output_dir else None
     if checkpoint is not None:
         args["resume_from_checkpoint"] = str(checkpoint)
-    if output_dir and train.get_context().get_world_rank() == 0:
-        starts = read_manifest(output_dir).get("ray_worker_starts") or []
-        starts = [*starts, {"at": now(), "resumed_from": str(checkpoint) if checkpoint else None}]
-        write_status(output_dir, ray_worker_starts=starts, ray_restarts=len(starts) - 1)
+    if output_dir and train.get_context().get_world_rank() == 0:  # in this attempt's record (caretune.training.train)
+        attempts = read_manifest(output_dir).get("attempts") or [{}]
+        starts = [
+            *attempts[-1].get("ray_worker_starts", []),
+            {"at": now(), "resumed_from": str(checkpoint) if checkpoint else None},
+        ]
+        attempts[-1].update(ray_worker_starts=starts, ray_restarts=len(starts) - 1)
+        write_status(output_dir, attempts=attempts)
     train_in_process(args)
 
 

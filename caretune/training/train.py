@@ -99,6 +99,8 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     manifest = start_manifest(plan.recipe, plan.args, plan.processes, command(plan), env) if output_dir else {}
     resumed_from = plan.overrides.get("resume_from_checkpoint")
     earlier = (read_manifest(output_dir).get("attempts") or []) if output_dir and resumed_from else []
+    for attempt in earlier:
+        attempt.setdefault("state", INTERRUPTED)  # killed before it could record its end
     attempts = [*earlier, attempt_start(manifest, resumed_from)]
     process = subprocess.Popen(command(plan), env=env)
     if output_dir:
@@ -141,6 +143,7 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
         ended = {"state": state, "exit_code": code, "ended": now()}
         end = end_manifest(Path(output_dir), plan.args.get("model_name_or_path"))
+        attempts = read_manifest(output_dir).get("attempts") or attempts  # Ray Train's workers add to the last
         attempts[-1].update(ended, last_step=end["last_step"])
         write_status(output_dir, **ended, **end, attempts=attempts)
     return code
