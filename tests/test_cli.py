@@ -135,3 +135,12 @@ def test_options_that_contradict_each_other_are_refused_in_one_line(project, mon
     layout = CliRunner().invoke(main, ["convert", "huatuo", str(HUATUO_SAMPLE), "--layout", "walkthrough"])
     assert layout.exit_code == 1 and "ChatMed" in layout.output and "is not 'system'" not in layout.output
     assert not (project / "data" / "multi-med.json").exists() and not (project / "data" / "huatuo2-sft.json").exists()
+
+
+def test_help_lists_the_commands_in_pipeline_order():
+    from caretune.cli.base import PIPELINE_ORDER
+
+    listed = [
+        line.split()[0] for line in CliRunner().invoke(main, ["--help"]).output.split("Commands:")[1].splitlines() if line.strip()
+    ]
+    assert listed == list(PIPELINE_ORDER)

@@ -14,9 +14,35 @@ class _UsageError(click.ClickException):
     exit_code = 2
 
 
+PIPELINE_ORDER = (
+    "fetch",
+    "convert",
+    "check",
+    "recipes",
+    "plan",
+    "preflight",
+    "train",
+    "runs",
+    "eval",
+    "mcq",
+    "judge",
+    "report",
+    "chat",
+    "api",
+    "webui",
+    "export",
+    "bench",
+    "tiny-model",
+)  # how `caretune --help` lists the commands: the pipeline's stages, then the tools
+
+
 class _OneLineErrors(click.Group):
     """Every user-caused error (converters.errors.UserError, a path that cannot be used) ends as one line, exit 1;
-    a command line that does not parse is one line too, exit 2."""
+    a command line that does not parse is one line too, exit 2. Commands are listed in pipeline order."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: (PIPELINE_ORDER.index(name) if name in PIPELINE_ORDER else len(PIPELINE_ORDER), name))
 
     def invoke(self, ctx: click.Context):
         try:

@@ -20,7 +20,6 @@ from caretune.hub import hf_endpoint, hf_offline, reachable
 from converters.errors import UserError
 
 OFFICIAL_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
-OFFICIAL_TOKENIZER_JSON_BYTES = 11_422_654
 # Known Qwen3 ids: text -> ids, special token -> id.
 KNOWN_IDS = {"你好": [108386]}
 KNOWN_SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<think>": 151667, "</think>": 151668}

@@ -132,8 +132,3 @@ def converse(session: ChatSession, lines: Iterable[str], write: Callable[[str], 
             for piece in session.stream(question):
                 write(piece)
             write("\n")
-
-
-def answer(recipe: str, query: str, system: str | None = None) -> str:
-    """The model's answer to `query` under the recipe's (or the given) system prompt."""
-    return "".join(ChatSession(recipe, system).stream(query)).strip()

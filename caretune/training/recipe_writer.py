@@ -493,7 +493,7 @@ def folder_readme(recipe: ModelRecipe, extras: tuple[ModelRecipe, ...] = ()) -> 
         *[f"make train RECIPE={extra.path(extra.train_task)}" for extra in extras],
         f"llamafactory-cli train {recipe.path('predict')}  # held-out generation, BLEU-4 / ROUGE",
         f"llamafactory-cli chat {recipe.path('chat')}      # medical system prompt, no thinking",
-        f"llamafactory-cli export {recipe.path('export')}  # merge the adapter into the base model",
+        f"caretune export {recipe.path('export')}          # merge the adapter; the template defaults to non-thinking",
         "```",
         "",
     ]
