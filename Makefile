@@ -25,7 +25,7 @@ GENERAL_SOURCES ?= data/sample/mcq-general
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup lint demo test test-all bench train-bench plan clean clean-data train preflight chat api webui export eval judge report \
+.PHONY: setup lint demo test test-all convert-bench train-bench plan clean clean-data train preflight chat api webui export eval judge report \
 	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
@@ -104,7 +104,8 @@ test: setup
 test-all: setup
 	$(OFFLINE) $(BIN)/python -m pytest -m ""
 
-bench: setup
+# Conversion time and memory against the walkthrough's approach (benchmarks/convert_bench.py; `caretune bench` measures training).
+convert-bench: setup
 	$(BIN)/python benchmarks/convert_bench.py
 
 # Training throughput: Qwen3-8B's shape on a GPU, the tiny Qwen3 on CPU; results and a Markdown table go to the ignored

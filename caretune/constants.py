@@ -23,6 +23,13 @@ MAX_EVAL_FRACTION = 0.1
 TEMPLATE = REASONING_TEMPLATE
 CUTOFF_LEN = 2048
 
+# What LLaMA-Factory writes into a training run's output_dir (and each checkpoint-N/ holds the first two, with
+# trainer_state.json): the adapter, the log of every logging step, the state, and the results once it ends.
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+TRAINER_LOG, TRAINER_STATE = "trainer_log.jsonl", "trainer_state.json"
+RESULT_FILES = ("train_results.json", "all_results.json")  # written after the last step
+LF_OUTPUT_FILES = (*ADAPTER_FILES, "all_results.json", "train_results.json", TRAINER_STATE)  # what a manifest hashes
+
 BASE_MODEL = "Qwen/Qwen3-8B"
 TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny-model`
 

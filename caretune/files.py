@@ -1,7 +1,9 @@
-"""Folders published whole: built in a staging folder beside the target, then renamed into place."""
+"""Files: the one file hasher, and folders published whole (built in a staging folder beside the target, then
+renamed into place)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -9,6 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from converters.writer import new_file_mode
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def publish_dir(target: str | os.PathLike, fill: Callable[[Path], None], *, replace: bool) -> Path:

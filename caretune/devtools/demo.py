@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from caretune.constants import TRAINER_LOG
+
 SAMPLE = Path("data/sample")
 TINY = Path("recipes/tiny-qwen3")
 TINY_RUN = Path("saves/tiny-qwen3")
@@ -82,7 +84,7 @@ def describe_plan(stdout: str, path: Path) -> str:
 
 def describe_training(_: str) -> str:
     run = TINY_RUN / "lora" / "sft"
-    losses = [row["loss"] for row in map(json.loads, (run / "trainer_log.jsonl").read_text().splitlines()) if "loss" in row]
+    losses = [row["loss"] for row in map(json.loads, (run / TRAINER_LOG).read_text().splitlines()) if "loss" in row]
     curve = run / "training_loss.png"
     return f"{len(losses)} steps, loss {losses[0]:.2f} -> {losses[-1]:.2f} (random weights); adapter and {curve} in {run}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from caretune.constants import MEDICAL_SYSTEM_PROMPT
+from caretune.constants import MEDICAL_SYSTEM_PROMPT, TRAINER_LOG
 from caretune.evaluation.evaluate import CARE_GOAL, settings_differences, user_text
 from converters.errors import UserError
 
@@ -88,9 +88,9 @@ def _json(path: Path) -> dict | None:
 def load_run(run_dir: Path) -> dict:
     """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers. The training
     folder itself (`.../lora/sft`, as `caretune runs` lists it) stands for its parent."""
-    if (run_dir / "trainer_log.jsonl").exists() and not (run_dir / "sft").exists():
+    if (run_dir / TRAINER_LOG).exists() and not (run_dir / "sft").exists():
         run_dir = run_dir.parent
-    log = run_dir / "sft" / "trainer_log.jsonl"
+    log = run_dir / "sft" / TRAINER_LOG
     losses = []
     if log.exists():
         for line in log.read_text(encoding="utf-8").splitlines():

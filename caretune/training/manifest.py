@@ -28,7 +28,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from caretune.constants import DATASET_INFO
+from caretune.constants import DATASET_INFO, LF_OUTPUT_FILES
+from caretune.files import sha256_file
 
 MANIFEST_FORMAT = 1
 PACKAGES = (
@@ -73,7 +74,6 @@ BASE_MODEL_FILES = (
     "pytorch_model.bin.index.json",
 )
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-OUTPUT_FILES = ("adapter_model.safetensors", "adapter_config.json", "all_results.json", "train_results.json", "trainer_state.json")
 REPORT_SUMMARY = (
     "source",
     "read",
@@ -91,14 +91,10 @@ REPORT_SUMMARY = (
 
 def sha256(path: str | os.PathLike) -> str | None:
     """A file's SHA-256, or None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def secret_key(name: str) -> bool:
@@ -258,7 +254,7 @@ def end_manifest(output_dir: Path, model: str | None) -> dict:
     from caretune.training.runs import read_run
 
     run = read_run(output_dir)
-    outputs = {name: sha256(output_dir / name) for name in OUTPUT_FILES if (output_dir / name).is_file()}
+    outputs = {name: sha256(output_dir / name) for name in LF_OUTPUT_FILES if (output_dir / name).is_file()}
     checkpoints = {folder.name: folder_hashes(folder) for folder in sorted(output_dir.glob("checkpoint-*")) if folder.is_dir()}
     return {
         "last_step": run.get("step"),

@@ -12,13 +12,13 @@ from pathlib import Path
 import yaml
 
 from caretune import lf
-from caretune.constants import DATASET_INFO
+from caretune.constants import DATASET_INFO, RESULT_FILES
 from caretune.thinking import history_problem, thinking_problems
 from caretune.training.runs import last_checkpoint, live_run
 from converters.errors import UserError
 from converters.registry import load_registry
 
-FINISHED_MARKERS = ("train_results.json", "all_results.json")  # written by LLaMA-Factory after the last step
+FINISHED_MARKERS = RESULT_FILES
 CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
 
 

@@ -18,13 +18,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from caretune.constants import TRAINER_LOG, TRAINER_STATE
 from converters.errors import UserError
 
 RUN_STATUS_SUFFIX = ".run.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 LOG_TAIL_BYTES = 256 << 10  # how much of a trainer log `runs` reads, from its end
 STALE_AFTER_S = 600  # a log untouched this long, with no process known to run it: interrupted
-RUN_FILES = ("trainer_log.jsonl", "trainer_state.json", "all_results.json")
+RUN_FILES = (TRAINER_LOG, TRAINER_STATE, "all_results.json")
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
 # result keys that are throughput, not quality
 NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "total_flos", "epoch")
@@ -93,7 +94,7 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     steps = [
         (int(m.group(1)), p)
         for p in output_dir.glob("checkpoint-*")
-        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()
+        if p.is_dir() and (m := CHECKPOINT.match(p.name)) and (p / TRAINER_STATE).exists()
     ]
     return max(steps)[1] if steps else None
 
@@ -213,7 +214,7 @@ def read_run(folder: Path, now: float | None = None) -> dict:
 def _read_run(folder: Path, now: float | None) -> dict:
     now = time.time() if now is None else now
     status = _read_json(status_path(folder)) or {}
-    log_path = folder / "trainer_log.jsonl"
+    log_path = folder / TRAINER_LOG
     log = _log_tail(log_path)
     last = log[-1] if log else {}
     losses = [entry["loss"] for entry in log if _number(entry.get("loss"))]
@@ -221,7 +222,7 @@ def _read_run(folder: Path, now: float | None) -> dict:
     metrics = {
         key: value for key, value in results.items() if key.startswith(("eval_", "predict_")) and not key.endswith(NOT_METRICS)
     }
-    state_file = _read_json(folder / "trainer_state.json") or {}
+    state_file = _read_json(folder / TRAINER_STATE) or {}
     adapter = _read_json(folder / "adapter_config.json") or {}
     log_age = now - log_path.stat().st_mtime if log_path.exists() else None
 
