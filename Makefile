@@ -11,9 +11,11 @@ TORCH_INDEX ?=
 # Tests and the demo use local files only; nothing waits on a model hub.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-# `make train [RECIPE=...] [GPUS=N]`; multi-node: add NNODES=2 NODE_RANK=0 MASTER_ADDR=... MASTER_PORT=...
+# `make train [RECIPE=...] [GPUS=N per node] [NODES=M]`; multi-node: also NODE_RANK=0 MASTER_ADDR=... MASTER_PORT=...
+# on each node. plan, preflight and train read GPUS and NODES alike.
 RECIPE ?= recipes/qwen3-8b/lora_sft.yaml
 GPUS ?=
+NODES ?=
 
 CHAT_RECIPE ?= recipes/qwen3-8b/chat.yaml
 EXPORT_RECIPE ?= recipes/qwen3-8b/export.yaml
@@ -50,10 +52,10 @@ demo: setup
 	$(BIN)/python -m caretune.devtools.demo
 
 preflight: setup
-	$(BIN)/caretune preflight $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
+	$(BIN)/caretune preflight $(RECIPE) $(if $(GPUS),--gpus $(GPUS)) $(if $(NODES),--nodes $(NODES))
 
 train: setup
-	$(BIN)/caretune train $(RECIPE) $(if $(GPUS),--gpus $(GPUS))
+	$(BIN)/caretune train $(RECIPE) $(if $(GPUS),--gpus $(GPUS)) $(if $(NODES),--nodes $(NODES))
 
 chat: setup
 	$(BIN)/caretune chat $(CHAT_RECIPE)
@@ -132,12 +134,12 @@ gpu-check-dry: setup
 	  TOTAL_S=1200 \
 	  bash benchmarks/gpu_check.sh $(DRY)/out
 
-# `make plan [RECIPE=...] [GPUS=4] [GPU=h800] [BENCH=benchmarks/out/train-bench.json]`: rows, tokens, memory,
+# `make plan [RECIPE=...] [GPUS=4] [NODES=1] [GPU=h800] [BENCH=benchmarks/out/train-bench.json]`: rows, tokens, memory,
 # time and GPU-hours before launching; BENCH uses a GPU run of `make train-bench` for the throughput.
 GPU ?= h800
 BENCH ?=
 plan: setup
-	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) --gpu $(GPU) $(if $(GPUS),--gpus $(GPUS)) $(if $(BENCH),--bench $(BENCH))
+	$(OFFLINE) $(BIN)/caretune plan $(RECIPE) --gpu $(GPU) $(if $(GPUS),--gpus $(GPUS)) $(if $(NODES),--nodes $(NODES)) $(if $(BENCH),--bench $(BENCH))
 
 # Conversion outputs only (the shipped data/sample/ stays).
 clean-data:

@@ -144,3 +144,19 @@ def test_help_lists_the_commands_in_pipeline_order():
         line.split()[0] for line in CliRunner().invoke(main, ["--help"]).output.split("Commands:")[1].splitlines() if line.strip()
     ]
     assert listed == list(PIPELINE_ORDER)
+
+
+def test_plan_takes_gpus_per_node_and_nodes(tmp_path, monkeypatch):
+    from caretune.training import plan as planning
+
+    seen = {}
+
+    def fake_plan(recipe, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(planning, "make_plan", fake_plan)
+    recipe = ROOT / "recipes/qwen3-8b/lora_sft.yaml"
+    for args, world in (([], 4), (["--gpus", "8"], 8), (["--gpus", "8", "--nodes", "2"], 16), (["--nodes", "2"], 8)):
+        CliRunner().invoke(main, ["plan", str(recipe), *args])
+        assert seen["gpus"] == world, args

@@ -143,10 +143,10 @@ def test_fast_default_differs_from_the_walkthrough_only_in_speed_keys(generated)
     assert fast["output_dir"] != walkthrough["output_dir"]  # the two runs never share a folder
     predict = yaml.safe_load((generated / "recipes/qwen3-8b/predict.yaml").read_text(encoding="utf-8"))
     assert predict["adapter_name_or_path"] == fast["output_dir"]
-    assert recipes.sized_gpus(str(generated / "recipes/qwen3-8b/lora_sft.yaml")) == 4
-    assert recipes.sized_gpus(str(generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml")) == 4
-    assert recipes.sized_gpus(str(generated / "recipes/tiny-qwen3/predict.yaml")) == 1
-    assert recipes.sized_gpus(str(ROOT / "pyproject.toml")) is None
+    assert recipes.sized_layout(str(generated / "recipes/qwen3-8b/lora_sft.yaml")) == (4, 1)
+    assert recipes.sized_layout(str(generated / "recipes/qwen3-8b/lora_sft_walkthrough.yaml")) == (4, 1)
+    assert recipes.sized_layout(str(generated / "recipes/tiny-qwen3/predict.yaml")) == (1, 1)
+    assert recipes.sized_layout(str(ROOT / "pyproject.toml")) is None
 
 
 @pytest.mark.lf
@@ -303,7 +303,7 @@ def test_recipes_new_sizes_several_nodes_by_their_world_size(tmp_path):
         main, ["recipes", "new", "--model", "Qwen/Qwen3-8B", "--nodes", "2", "--gpus", "8", "--gpu", "h100", "--out", str(out)]
     )
     assert done.exit_code == 0, done.output
-    assert f"caretune plan {out / 'lora_sft.yaml'} --gpus 16 --gpu h100" in done.output
+    assert f"caretune plan {out / 'lora_sft.yaml'} --gpus 8 --nodes 2 --gpu h100" in done.output  # GPUs per node
     assert "NNODES=2" in done.output and "sized for 2 nodes x 8 x h100" in done.output
 
 

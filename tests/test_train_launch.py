@@ -33,6 +33,17 @@ def test_torchrun_for_deepspeed_several_gpus_or_nodes(processes, args, base):
         assert env[key] == value  # multi-node settings reach LLaMA-Factory's launcher unchanged
 
 
+def test_gpus_are_per_node_and_nodes_come_from_one_place():
+    """--gpus meant every GPU in plan but GPUs per node in train; --nodes now stands beside it everywhere."""
+    from caretune.training.preflight import node_count
+
+    assert node_count(None, {}) == 1 and node_count(2, {}) == 2 and node_count(None, {"NNODES": "3"}) == 3
+    with pytest.raises(PreflightError, match="--nodes 2 but NNODES=3"):
+        node_count(2, {"NNODES": "3"})
+    env = launch_env(LaunchPlan(recipe=Path("r.yaml"), args={}, processes=4, nodes=2), base={"PATH": ""})
+    assert env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "4" and env["FORCE_TORCHRUN"] == "1"
+
+
 def test_ray_takes_over_the_launch():
     env = launch_env(plan(4, deepspeed="x.json"), base={"PATH": "", "USE_RAY": "1"})
     assert env["USE_RAY"] == "1" and "FORCE_TORCHRUN" not in env

@@ -102,7 +102,7 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, general_share, over
             else ""
         )
         + f", DeepSpeed {Path(recipe.deepspeed).name if recipe.deepspeed else 'off (one GPU)'}; "
-        f"check with: caretune plan {folder / 'lora_sft.yaml'} --gpus {world} --gpu {gpu_name}"
+        f"check with: caretune plan {folder / 'lora_sft.yaml'} --gpus {gpus}{f' --nodes {nodes}' * (nodes > 1)} --gpu {gpu_name}"
     )
     if nodes > 1:
         click.echo(f"train on each node: {multi_node_env(recipe)}caretune train {folder / 'lora_sft.yaml'}")
@@ -131,7 +131,10 @@ def _row_count(text: str) -> int:
 @main.command()
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "--gpus", type=click.IntRange(min=1), default=None, help="GPUs in the run; default: what a shipped recipe is sized for, else 1."
+    "--gpus", type=click.IntRange(min=1), default=None, help="GPUs per node; default: what a shipped recipe is sized for, else 1."
+)
+@click.option(
+    "--nodes", type=click.IntRange(min=1), default=None, help="Nodes of --gpus GPUs each; default: a shipped recipe's, else 1."
 )
 @click.option("--gpu", "gpu_name", type=click.Choice(list(GPUS)), default=DEFAULT_GPU, show_default=True)
 @click.option(
@@ -188,18 +191,19 @@ def _row_count(text: str) -> int:
     show_default=True,
     help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
 )
-def plan(recipe, gpus, gpu_name, sample, rows, lengths, bench, hfu, mfu, attention, as_json, use_cache):
+def plan(recipe, gpus, nodes, gpu_name, sample, rows, lengths, bench, hfu, mfu, attention, as_json, use_cache):
     """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching.
 
     Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass). Planned
     past the rows tokenized (--rows, --sample), a dataset's lengths are resampled to the planned count (at most
     100,000) before packing, so packs fill as the full data's would."""
     from caretune.training.plan import format_plan, make_plan
-    from caretune.training.recipe_writer import sized_gpus
+    from caretune.training.recipe_writer import sized_layout
 
+    sized_gpus, sized_nodes = sized_layout(recipe) or (1, 1)
     result = make_plan(
         recipe,
-        gpus=gpus or sized_gpus(recipe) or 1,
+        gpus=(gpus or sized_gpus) * (nodes or sized_nodes),
         gpu_name=gpu_name,
         sample=sample,
         rows_override=_per_dataset(rows, "--rows", "DATASET=ROWS, e.g. multi-med=500000", _row_count),
@@ -300,16 +304,28 @@ def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, p
         raise click.ClickException("no variant ran")
 
 
-def _preflight(recipe, processes, overwrite, fresh, allow_thinking):
+def _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking):
     from caretune.training.preflight import preflight
 
-    plan = preflight(recipe, processes=processes, overwrite=overwrite, fresh=fresh, allow_thinking=allow_thinking)
+    plan = preflight(recipe, processes=processes, nodes=nodes, overwrite=overwrite, fresh=fresh, allow_thinking=allow_thinking)
     for note in plan.notes:
         click.echo(f"preflight: {note}")
     return plan
 
 
-_GPUS_HELP = "Processes (GPUs) per node; default: every visible GPU, or 1 on CPU."
+_GPUS = click.option(
+    "--gpus",
+    "processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GPUs (processes) per node; default: every visible GPU, or 1 on CPU.",
+)
+_NODES = click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Nodes of --gpus GPUs each (default: NNODES, else 1); each node also needs NODE_RANK, MASTER_ADDR, MASTER_PORT.",
+)
 _ALLOW_THINKING = click.option(
     "--allow-thinking", is_flag=True, help="Accept a recipe that puts a hybrid Qwen3 into thinking mode (refused by default)."
 )
@@ -317,21 +333,24 @@ _ALLOW_THINKING = click.option(
 
 @main.command("preflight")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+@_GPUS
+@_NODES
 @_ALLOW_THINKING
-def preflight_command(recipe, processes, allow_thinking):
+def preflight_command(recipe, processes, nodes, allow_thinking):
     """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
     output_dir), exactly as `caretune train RECIPE` does before launching."""
-    plan = _preflight(recipe, processes, overwrite=False, fresh=False, allow_thinking=allow_thinking)
+    plan = _preflight(recipe, processes, nodes, overwrite=False, fresh=False, allow_thinking=allow_thinking)
     from caretune.training.preflight import visible_gpu_count
 
     where = "GPU" if visible_gpu_count() else "CPU"
-    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node)")
+    nodes_text = f" on each of {plan.nodes} nodes" if plan.nodes > 1 else ""
+    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node{nodes_text})")
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--gpus", "processes", type=click.IntRange(min=1), default=None, help=_GPUS_HELP)
+@_GPUS
+@_NODES
 @click.option("--overwrite", is_flag=True, help="Train again over a finished run (moved aside, not deleted).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an unfinished run (moved aside).")
 @click.option(
@@ -350,7 +369,7 @@ def preflight_command(recipe, processes, allow_thinking):
     default=None,
     metavar="[ADDRESS]",
     help="Train on a Ray cluster with Ray Train (ADDRESS: host:port of its head; alone: the local cluster). Workers: "
-    "--gpus, else one per device of the cluster.",
+    "--gpus x --nodes, else one per device of the cluster.",
 )
 @click.option(
     "--max-failures",
@@ -360,10 +379,10 @@ def preflight_command(recipe, processes, allow_thinking):
     help="With --ray: when a worker dies, restart the workers up to this many times, resuming from the last checkpoint.",
 )
 @_ALLOW_THINKING
-def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address, max_failures, allow_thinking):
+def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address, max_failures, allow_thinking):
     """Preflight RECIPE, then `llamafactory-cli train` it (torchrun for DeepSpeed, several GPUs or nodes).
 
-    Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
+    Multi-node: --nodes (or NNODES), and NODE_RANK, MASTER_ADDR, MASTER_PORT on each node (passed to LLaMA-Factory).
     """
     from contextlib import nullcontext
 
@@ -376,11 +395,13 @@ def train(recipe, processes, overwrite, fresh, stop_timeout, ray_address, max_fa
 
     output_dir = load_recipe(recipe).get("output_dir")
     with claim_output_dir(output_dir) if output_dir else nullcontext():  # one caretune train per output_dir
-        plan = _preflight(recipe, processes, overwrite, fresh, allow_thinking)
+        plan = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)
         if ray_address:
             from caretune.training.train import plan_ray
 
-            plan_ray(plan, ray_address, processes, max_failures)
+            workers = processes * plan.nodes if processes else None
+            plan.nodes = 1  # Ray Train places the workers on the cluster's nodes
+            plan_ray(plan, ray_address, workers, max_failures)
             click.echo(f"ray: {plan.processes} worker(s) on the cluster {ray_address} (spec {plan.ray_spec})")
         env = launch_env(plan)
         shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)

@@ -32,7 +32,8 @@ class LaunchPlan:
 
     recipe: Path
     args: dict
-    processes: int
+    processes: int  # per node
+    nodes: int = 1
     overrides: dict = field(default_factory=dict)  # key=value passed to llamafactory-cli after the YAML
     ray_spec: Path | None = None  # set for `caretune train --ray`: the Ray Train driver's spec file
     move_aside: tuple[Path, Path] | None = None  # (old output_dir, where it goes) before training
@@ -377,10 +378,21 @@ def check_thinking(path: Path, args: dict, allow_thinking: bool) -> list[str]:
     return [f"warning: {path}: {history}; set mask_history: true"] if history else []
 
 
+def node_count(nodes: int | None, env: dict | None = None) -> int:
+    """The nodes of a run: --nodes, else NNODES, else 1; refused when the two disagree."""
+    declared = (os.environ if env is None else env).get("NNODES")
+    if declared is not None and not declared.isdigit():
+        raise PreflightError(f"NNODES={declared!r} is not a number of nodes")
+    if nodes and declared and int(declared) != nodes:
+        raise PreflightError(f"--nodes {nodes} but NNODES={declared}: say one, or the same")
+    return nodes or int(declared or 1)
+
+
 def preflight(
     recipe: str | os.PathLike,
     *,
     processes: int | None = None,
+    nodes: int | None = None,
     overwrite: bool = False,
     fresh: bool = False,
     allow_thinking: bool = False,
@@ -411,7 +423,7 @@ def preflight(
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     attempt(check_processes, path, processes, visible)
-    plan = LaunchPlan(recipe=path, args=args, processes=processes)
+    plan = LaunchPlan(recipe=path, args=args, processes=processes, nodes=attempt(node_count, nodes) or 1)
     attempt(plan_output, path, args, plan, overwrite=overwrite, fresh=fresh)
     if len(problems) == 1:
         raise PreflightError(problems[0])

@@ -401,13 +401,13 @@ def render_yaml(title: str, sections: list[Section]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def sized_gpus(recipe_path: str) -> int | None:
-    """GPUs a shipped recipe (any copy of the recipes/ tree) is sized for; None for any other file."""
+def sized_layout(recipe_path: str) -> tuple[int, int] | None:
+    """(GPUs per node, nodes) a shipped recipe (any copy of the recipes/ tree) is sized for; None for any other file."""
     parts = Path(recipe_path).resolve().parts
     for recipe in MODELS + EXTRA_TRAININGS:
         for task in (*TASKS, recipe.train_task):
             if parts[-3:] == Path(recipe.path(task)).parts:
-                return recipe.world_size
+                return recipe.gpus, recipe.nodes
     return None
 
 

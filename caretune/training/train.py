@@ -29,6 +29,8 @@ def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ORPHAN_GUARD), env.get("PYTHONPATH")]))
     env[OWNER_ENV] = f"{os.getpid()}:{process_start(os.getpid())}"
+    if plan.nodes > 1:
+        env["NNODES"] = str(plan.nodes)
     multi_node = int(env.get("NNODES", "1")) > 1
     if plan.ray_spec is not None:
         env.pop("USE_RAY", None)
