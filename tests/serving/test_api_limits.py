@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from caretune.serving.api import ApiSettings, create_app
-from tests.test_api import QUESTION, ScriptedGenerator, question
+from tests.serving.test_api import QUESTION, ScriptedGenerator, question
 
 RECIPE_PROMPT = "你是医疗助手，请提醒用户就医。"
 

@@ -9,7 +9,7 @@ import socket
 import time
 
 from caretune.serving.api import MAX_MESSAGES
-from tests.test_api import QUESTION, ScriptedGenerator, question, serving
+from tests.serving.test_api import QUESTION, ScriptedGenerator, question, serving
 
 PATIENT = "患者张三头疼13812345678"
 

@@ -6,6 +6,7 @@ import pytest
 
 from caretune.training.preflight import LaunchPlan, PreflightError, check_ray
 from caretune.training.train import command, launch_env
+from tests.helpers import ROOT
 
 
 def plan(processes=1, **args):
@@ -95,11 +96,11 @@ def test_the_orphan_guard_ends_every_process_under_a_killed_owner(tmp_path):
     owner_code = (
         "import os, subprocess, sys, time\n"
         "from caretune.training.train import launch_env\n"
-        "from tests.test_train_launch import plan\n"
+        "from tests.training.test_train_launch import plan\n"
         f"subprocess.Popen([sys.executable, {str(script)!r}, '2'], env=launch_env(plan()))\n"
         "time.sleep(120)\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     pids = [int(owner.stdout.readline()) for _ in range(3)]  # llamafactory-cli, torchrun, the rank
     assert len(_pids_alive(pids)) == 3
     os.kill(owner.pid, signal.SIGKILL)
@@ -150,7 +151,7 @@ def test_a_second_train_on_a_live_output_dir_is_refused_in_one_line(tmp_path, mo
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom caretune.training.runs import claim_output_dir\n"
          "lock = claim_output_dir('saves/x')\nprint('held', flush=True)\ntime.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin"},
+        stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
