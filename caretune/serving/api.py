@@ -66,6 +66,7 @@ MAX_MESSAGES = 256  # per request, system ones included; more get 400 before any
 UNHONOURED = ("logprobs", "top_logprobs", "response_format", "functions", "function_call", "logit_bias", "tool_choice")
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")  # Qwen's chat-control tokens: <|im_start|>, <|im_end|>, <|endoftext|>, …
 ROUTES = ("/v1/chat/completions", "/v1/models", "/docs", "/openapi.json")  # the paths the log names
+METHODS = ("GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE")  # the methods it names
 DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
 
 
@@ -350,8 +351,8 @@ class RequestLog:
             log.info(
                 "%s %s %s %s%s prompt_tokens=%s completion_tokens=%s%s %.0f ms",
                 state["rid"],
-                scope["method"],
-                scope["path"] if scope["path"] in ROUTES else "(other path)",  # a client can write anything there
+                scope["method"] if scope["method"] in METHODS else "(other method)",  # a client can write anything
+                scope["path"] if scope["path"] in ROUTES else "(other path)",  # in either
                 status["code"],
                 outcome,
                 state.get("prompt_tokens", "-"),
@@ -566,16 +567,17 @@ async def complete(
 
 
 def fewest_prompt_tokens(conversation: Conversation, settings: ApiSettings, generator) -> int | None:
-    """A lower bound on the prompt's tokens, from bytes alone: every part (the system text that will be used
-    included) is at least its bytes over the widest token, and every turn adds the template's own tokens.
-    None when the generator does not say how wide its tokens are."""
+    """A lower bound on the prompt's tokens, from bytes alone: the system text that will be used and every question
+    are at least their bytes over the widest token, and each earlier answer with the question after it adds the
+    template's own tokens. An answer's text is not counted: the template strips its think block and leading
+    newlines. None when the generator does not say how wide its tokens are."""
     widest = getattr(generator, "max_token_bytes", None)
     if not widest:
         return None
     system = conversation.system if conversation.system is not None else settings.default_system
-    parts = [system or "", *(turn["content"] for turn in conversation.turns)]
-    text = sum(math.ceil(len(part.encode("utf-8")) / widest) for part in parts)
-    return text + getattr(generator, "turn_tokens", 0) * len(conversation.turns)
+    questions = [turn["content"] for turn in conversation.turns if turn["role"] == "user"]
+    text = sum(math.ceil(len(part.encode("utf-8")) / widest) for part in [system or "", *questions])
+    return text + getattr(generator, "exchange_tokens", 0) * (len(questions) - 1)
 
 
 def check_prompt_fits(

@@ -43,14 +43,14 @@ class LocalGenerator:
         self.prefill_tokens_per_s: float | None = None  # measured: prompt tokens / time to the first new token
         # the most bytes one token covers: a text of B bytes is at least B / max_token_bytes tokens
         self.max_token_bytes = max(len(self.tokenizer.convert_tokens_to_string([t]).encode()) for t in self.tokenizer.get_vocab())
-        self.turn_tokens = self.fewest_turn_tokens()
+        self.exchange_tokens = self.fewest_exchange_tokens()
 
-    def fewest_turn_tokens(self) -> int:
-        """The tokens the chat template adds to a turn besides its text (at least): two more one-letter turns
-        against one, less their letters."""
+    def fewest_exchange_tokens(self) -> int:
+        """The tokens an earlier answer and the question after it add besides the question's text (at least): the
+        answer left empty, since the template strips a history answer's think block and leading newlines."""
         one = [{"role": "user", "content": "a"}]
-        three = [*one, {"role": "assistant", "content": "a"}, *one]
-        return max(0, (len(self.prompt_ids(three, None)) - len(self.prompt_ids(one, None)) - 2) // 2)
+        three = [*one, {"role": "assistant", "content": ""}, *one]
+        return max(0, len(self.prompt_ids(three, None)) - len(self.prompt_ids(one, None)) - 1)
 
     def record_prefill(self, prompt_tokens: int, seconds: float) -> None:
         """Update the prefill rate from one request (long prompts only: short ones measure overhead)."""

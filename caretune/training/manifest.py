@@ -98,18 +98,34 @@ def sha256(path: str | os.PathLike) -> str | None:
 
 
 def secret_key(name: str) -> bool:
-    """A recipe key whose value may be a secret: hub_token, api_key, wandb_api_key, db_password (not
+    """A recipe key whose value may be a secret: hub_token, api_key, wandb_api_key, hubToken, db_password (not
     max_new_tokens or tokenized_path: a part of the name must be the word itself)."""
-    return any(SECRET_KEY_PART.match(part) for part in re.split(r"[_.\-]", name))
+    return any(SECRET_KEY_PART.match(part) for part in re.split(r"[_.\-\s]|(?<=[a-z])(?=[A-Z])", name))
 
 
-def redact(text: str) -> str:
-    """A recipe's text with the values of secret-looking keys replaced (one `key: value` per line, as YAML)."""
+def redact(text: str) -> str | None:
+    """A recipe's text as written when no secret-looking key holds a value; else the YAML written anew from its
+    parsed keys with those values replaced, at any depth (comments are dropped then: one may quote the secret).
+    None for text that is not YAML."""
+    import yaml
 
-    def line(match: re.Match) -> str:
-        return f"{match[1]}{match[2]}: {REDACTED}" if secret_key(match[2]) and match[3].strip() else match[0]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
 
-    return re.sub(r"^(\s*)([\w.\-]+)\s*:(.*)$", line, text, flags=re.MULTILINE)
+    def clean(value):
+        if isinstance(value, dict):
+            return {
+                key: REDACTED if secret_key(str(key)) and item not in (None, "") and not isinstance(item, bool) else clean(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    cleaned = clean(data)
+    return text if cleaned == data else yaml.safe_dump(cleaned, allow_unicode=True, sort_keys=False)
 
 
 def _file(path: str | os.PathLike | None) -> dict | None:
@@ -400,11 +416,17 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
     def outputs() -> None:
         for name, digest in manifest["outputs"].items():
             compare("output", output_dir / name, digest, sha256(output_dir / name))
+        for name in LF_OUTPUT_FILES:
+            if name not in manifest["outputs"] and (output_dir / name).is_file():
+                problems.append(f"output {output_dir / name}: present now, not recorded")
 
     def checkpoints() -> None:
         for checkpoint, files in manifest["checkpoints"].items():
             for name, digest in files.items():
                 compare("checkpoint", output_dir / checkpoint / name, digest, sha256(output_dir / checkpoint / name))
+        for folder in sorted(output_dir.glob("checkpoint-*")):
+            if folder.is_dir() and folder.name not in manifest["checkpoints"]:
+                problems.append(f"checkpoint {folder}: present now, not recorded")
 
     def packages() -> None:
         for package, recorded in manifest["packages"].items():
@@ -424,7 +446,7 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
     }
     for name, check in sections.items():
         label = name.replace("_", " ")
-        if name not in manifest:
+        if name not in manifest or (manifest[name] is None and name != "deepspeed"):  # deepspeed None: not used
             problems.append(f"{label}: never recorded, so not verified")
             continue
         before = len(problems)

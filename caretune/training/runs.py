@@ -32,8 +32,9 @@ NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_prepa
 
 
 def lock_path(output_dir: str | os.PathLike) -> Path:
-    """The lock `caretune train` holds on an output_dir while it trains there (beside it, as the manifest)."""
-    output_dir = Path(output_dir)
+    """The lock `caretune train` holds on an output_dir while it trains there (beside the folder a symlink or
+    relative path leads to, as the manifest)."""
+    output_dir = Path(output_dir).resolve()
     return output_dir.with_name(output_dir.name + ".run.lock")
 
 
@@ -125,7 +126,7 @@ def write_status(output_dir: str | os.PathLike, **fields) -> None:
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return None
     return data if isinstance(data, dict) else None
 
@@ -171,9 +172,9 @@ def process_start(pid: int) -> int | None:
 
 def process_alive(pid: object, started: object) -> bool:
     """Whether the process recorded as (`pid`, `started`) still runs; without its start time, no PID is trusted."""
-    if not _number(pid) or pid <= 0 or not _number(started):
+    if type(pid) is not int or pid <= 0 or type(started) is not int:
         return False
-    fields = _proc_stat(int(pid))
+    fields = _proc_stat(pid)
     return fields is not None and fields[0] != "Z" and int(fields[19]) == started  # a zombie has ended
 
 

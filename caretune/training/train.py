@@ -122,9 +122,13 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         )
     stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
+    # under torchrun, llamafactory-cli only launches it and would die at once on SIGTERM, taking torchrun and the
+    # ranks with it (the orphan guard) before their own stop: it is spared, and ends when torchrun does
+    launcher = process.pid if env.get("FORCE_TORCHRUN") == "1" else None
+
     def forward(signum, frame) -> None:
         stopping.append((signum, time.monotonic()))
-        _signal_tree(signum)
+        _signal_tree(signum, spare=launcher)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -170,9 +174,11 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _signal_tree(signum: int) -> None:
-    """Send `signum` to every process under caretune."""
+def _signal_tree(signum: int, spare: int | None = None) -> None:
+    """Send `signum` to every process under caretune (but `spare`)."""
     for pid in _descendants(os.getpid()):
+        if pid == spare:
+            continue
         try:
             os.kill(pid, signum)
         except ProcessLookupError:

@@ -122,15 +122,15 @@ def test_the_request_deadline_covers_reading_the_body():
 
 
 class MeasuredTokenizer(ScriptedGenerator):
-    """A generator whose tokens cover at most 4 bytes and whose every turn costs 3 tokens besides its text, as
-    LocalGenerator measures them; tokenizing a prompt is recorded."""
+    """A generator whose tokens cover at most 4 bytes and whose every turn costs 3 tokens besides its text (an
+    exchange 6), as LocalGenerator measures them; tokenizing a prompt is recorded."""
 
     max_token_bytes = 4
-    turn_tokens = 3
+    exchange_tokens = 6  # an answer and the question after it, besides the question's text
 
     def prompt_ids(self, messages, system):
         self.systems.append(system)
-        return list(range(sum(len(m["content"]) for m in messages) + self.turn_tokens * len(messages)))
+        return list(range(sum(len(m["content"]) for m in messages) + 3 * len(messages)))
 
 
 def flood(turns: int) -> dict:
@@ -157,7 +157,7 @@ def test_a_flood_of_messages_is_refused_before_tokenizing_within_100_ms():
                 error = reply.json()["error"]
                 assert reply.status_code == 400 and error["param"] == param and took < 0.1, (turns, error, took)
                 print(f"{turns} turns refused in {1000 * took:.0f} ms")
-            # 60,000 turns: over the message cap; MAX_MESSAGES - 1 turns: 4 tokens each at least, past the context
+            # 60,000 turns: over the message cap; MAX_MESSAGES - 1 turns: 127 exchanges of 6 tokens at least, past the context
             assert len(generator.systems) == seen
 
 
@@ -187,6 +187,9 @@ def test_no_log_line_carries_patient_text(caplog, capfd):
             client.post(f"/v1/chat/completions?{PATIENT}", json=question())
             client.post("/v1/chat/completions", content=f'{{"model": "{PATIENT}"'.encode())
             client.post("/v1/chat/completions", json={"model": PATIENT, "messages": [{"role": "user", "content": PATIENT}]})
+        with open_socket(url) as sock:  # the method is the client's to write too (PATIENT's ASCII form here)
+            sock.sendall(b"Zhang_San_13812345678 /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            status_of(sock)
         with open_socket(url) as sock:
             sock.sendall(f"GET /{PATIENT} HTTP/1.1\r\nHost: {PATIENT}\r\nBad header\r\n\r\n".encode())
             try:
@@ -197,7 +200,7 @@ def test_no_log_line_carries_patient_text(caplog, capfd):
     server = [r.getMessage() for r in caplog.records if r.name.startswith(("caretune", "uvicorn"))]
     lines = server + printed.out.splitlines() + printed.err.splitlines()
     assert any("/v1/chat/completions" in line for line in lines)  # the log is there
-    for needle in (PATIENT, "13812345678", "张三", "%E6%82%A3"):
+    for needle in (PATIENT, "13812345678", "张三", "%E6%82%A3", "Zhang_San"):
         assert not [line for line in lines if needle in line], needle
 
 

@@ -231,14 +231,20 @@ def test_the_byte_bound_never_exceeds_the_real_prompt_on_the_qwen3_template():
     template.default_system = MEDICAL_SYSTEM_PROMPT
     model = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=40960))
     generator = LocalGenerator(SimpleNamespace(tokenizer=tokenizer, template=template, model=model, generating_args={}))
-    assert generator.turn_tokens >= 3  # <|im_start|>, the role, <|im_end|>
+    assert generator.exchange_tokens >= 6  # <|im_start|>, the role, <|im_end|>, for each of two turns
     settings = ApiSettings(max_new_tokens=16, default_system=MEDICAL_SYSTEM_PROMPT)
+    thought = "<think>\n" + "想" * 300 + "\n</think>\n\n好"  # earlier answers lose their think block, as trained
     for turns, system in (
         ([{"role": "user", "content": QUESTION}], None),
         ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 40 + [{"role": "user", "content": "c"}], None),
         ([{"role": "user", "content": "头" * 500 + " " * 300 + "the quick brown fox " * 20}], "你是药剂师。" * 30),
+        ([{"role": "user", "content": "头疼"}, {"role": "assistant", "content": thought}, {"role": "user", "content": "嗯"}], None),
+        (
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n"}] * 127 + [{"role": "user", "content": "q"}],
+            None,
+        ),
     ):
         real = len(generator.prompt_ids(turns, system))
         least = fewest_prompt_tokens(Conversation(system, turns), settings, generator)
-        assert least <= real, (least, real)
-        assert least >= generator.turn_tokens * len(turns) + 1
+        assert least <= real, (least, real)  # the think block and a lone newline counted as text refused prompts that fit
+        assert least >= generator.exchange_tokens * (len(turns) // 2) + 1

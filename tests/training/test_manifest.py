@@ -132,7 +132,7 @@ def test_secret_looking_recipe_values_are_redacted(tmp_path, monkeypatch):
     shown = CliRunner().invoke(main, ["runs", "show", str(output_dir), "--json"])
     assert shown.exit_code == 0 and "hf_SECRETabc" not in shown.output
     assert manifest.redact("api_key: sk-1\nwandb_api_key: x\ntokenized_path: t\nkey_file:\n") == (
-        "api_key: <redacted>\nwandb_api_key: <redacted>\ntokenized_path: t\nkey_file:\n"
+        "api_key: <redacted>\nwandb_api_key: <redacted>\ntokenized_path: t\nkey_file: null\n"
     )
 
 
@@ -203,3 +203,41 @@ def test_a_resume_is_an_attempt_of_its_own(tmp_path, monkeypatch):
     assert first["outputs"] and "adapter_model.safetensors" not in second["outputs"]  # this attempt's, not the first's
     changes, _ = manifest.verify(second, output_dir)
     assert "dataset multi-med: attempt 1 trained on other data" in " ".join(changes)
+
+
+def test_verify_notices_outputs_and_checkpoints_that_appeared_and_sections_left_empty(tmp_path, monkeypatch):
+    output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
+    recorded, _ = runs.load_manifest(output_dir)
+    (output_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (output_dir / "checkpoint-10").mkdir()
+    (output_dir / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"later")
+    changes, verified = manifest.verify(recorded, output_dir)
+    assert f"output {output_dir / 'adapter_config.json'}: present now, not recorded" in changes
+    assert f"checkpoint {output_dir / 'checkpoint-10'}: present now, not recorded" in changes
+    assert "outputs" not in verified and "checkpoints" not in verified
+    recorded.update(outputs=None, checkpoints=None, base_model=None)  # a run killed before its end
+    changes, _ = manifest.verify(recorded, output_dir)
+    for section in ("outputs", "checkpoints", "base model"):
+        assert f"{section}: never recorded, so not verified" in changes, changes
+
+
+def test_redaction_reads_the_yaml_not_its_lines():
+    """Quoted keys, flow mappings, list items, a value on the next line, camelCase and folded values kept the secret."""
+    text = (
+        '"hf_hub_token": hf_QUOTED\n'
+        "'hub_token': hf_SQ\n"
+        "report: {api_key: FLOWSECRET, project: care}\n"
+        "callbacks:\n  - api_key: LISTSECRET\n"
+        "ms_hub_token:\n  hf_NEXTLINE\n"
+        "hubToken: CAMELSECRET\n"
+        "om_hub_token: >-\n  hf_FOLDED\n  more\n"
+        "ignore_pad_token_for_loss: true\n"
+        "max_new_tokens: 512\n"
+        "# a comment naming hf_COMMENT stays out too\n"
+    )
+    redacted = manifest.redact(text)
+    for secret in ("hf_QUOTED", "hf_SQ", "FLOWSECRET", "LISTSECRET", "hf_NEXTLINE", "CAMELSECRET", "hf_FOLDED"):
+        assert secret not in redacted, secret
+    for kept in ("ignore_pad_token_for_loss: true", "max_new_tokens: 512", "project: care"):
+        assert kept in redacted, kept
+    assert manifest.redact("lr: 1.0e-4  # no secret: the text as written\n") == "lr: 1.0e-4  # no secret: the text as written\n"

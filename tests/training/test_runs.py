@@ -179,3 +179,31 @@ def test_predict_folders_are_evaluations_not_training_runs(tmp_path):
     assert found["emergency"]["state"] == "finished"
     table = runs.format_runs(list(found.values()))
     assert "evaluation" in table and "5/6" not in table
+
+
+def test_manifests_with_odd_numbers_or_deep_nesting_never_traceback(tmp_path, monkeypatch):
+    """A pid of 1e400 (valid JSON: infinity) made `runs` and preflight raise OverflowError; JSON nested 200,000 deep
+    raised RecursionError."""
+    folder = make_run(tmp_path / "saves" / "inf", 2, 10, age_s=runs.STALE_AFTER_S + 60)
+    runs.status_path(folder).write_text('{"state": "running", "pid": 1e400, "pid_start": 1e400}', encoding="utf-8")
+    assert runs.read_run(folder)["state"] == "interrupted" and runs.live_run(folder) is None
+    deep = make_run(tmp_path / "saves" / "deep", 2, 10)
+    runs.status_path(deep).write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+    assert runs.read_run(deep)["state"] in ("running", "interrupted")
+    result = CliRunner().invoke(main, ["runs", "show", str(deep)])
+    assert result.exit_code == 1 and "no readable run manifest" in result.output
+
+
+def test_the_lock_follows_the_folder_not_the_name(tmp_path):
+    """A symlinked path to the same output_dir got a lock of its own."""
+    import pytest
+
+    real = tmp_path / "saves" / "real"
+    real.mkdir(parents=True)
+    (tmp_path / "saves" / "alias").symlink_to(real)
+    held = runs.claim_output_dir(real)
+    try:
+        with pytest.raises(runs.RunError, match="is being trained now"):
+            runs.claim_output_dir(tmp_path / "saves" / "alias")
+    finally:
+        held.close()

@@ -170,3 +170,42 @@ def test_a_second_train_on_a_live_output_dir_is_refused_in_one_line(tmp_path, mo
         assert json.loads(runs.status_path(tmp_path / "saves/x").read_text())["state"] == runs.RUNNING  # untouched
     finally:
         holder.kill()
+
+
+RANK = r"""
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    time.sleep(1.0)  # a rank's own clean-up on SIGTERM
+    (out / "cleaned").write_text("yes")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+(out / "started").write_text("yes")
+time.sleep(120)
+"""
+
+
+def test_sigterm_leaves_the_ranks_their_grace_under_the_guard(tmp_path):
+    """llamafactory-cli dies at once on SIGTERM; with the guard its torchrun and ranks then got SIGKILL before their
+    own SIGTERM handling ended, so --stop-timeout never applied to them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "rank.py").write_text(RANK, encoding="utf-8")
+    cli = f"import subprocess, sys; sys.exit(subprocess.run([sys.executable, {str(tmp_path / 'rank.py')!r}, {str(tmp_path)!r}]).returncode)"
+    owner_code = (
+        "import sys\n"
+        "from caretune.training import train\n"
+        "from tests.training.test_train_launch import plan\n"
+        f"train.command = lambda plan: [sys.executable, '-c', {cli!r}]\n"
+        "sys.exit(-train.run(plan(2), stop_timeout=20))\n"  # two processes: torchrun launches them
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    owner.send_signal(signal.SIGTERM)
+    owner.wait(timeout=60)
+    assert (tmp_path / "cleaned").exists(), "the rank was killed before its SIGTERM handling ended"

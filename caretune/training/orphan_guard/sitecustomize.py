@@ -3,7 +3,12 @@ training run imports it at start-up: llamafactory-cli, torchrun and each of its 
 their own sessions, out of reach of a process-group kill), the Ray Train driver. Each asks the kernel for SIGKILL
 when its parent dies, so killing `caretune train` ends the whole chain within moments, however it is killed. A
 process whose owner is already gone when it starts ends at once. Any other sitecustomize on the path then runs as
-it would have."""
+it would have.
+
+Limits: the signal follows the thread that started a process, so a child started by a thread that then ends is
+killed with that thread (llamafactory-cli, torchrun and the Ray driver start theirs from the main thread); a child
+forked without exec (data-loader and preprocessing workers) or an interpreter run with -S or -I loads no
+sitecustomize and ends with its parent by its own means."""
 
 import os
 import sys
