@@ -194,7 +194,8 @@ def test_sigterm_leaves_the_ranks_their_grace_under_the_guard(tmp_path):
     import time
 
     (tmp_path / "rank.py").write_text(RANK, encoding="utf-8")
-    cli = f"import subprocess, sys; sys.exit(subprocess.run([sys.executable, {str(tmp_path / 'rank.py')!r}, {str(tmp_path)!r}]).returncode)"
+    rank = [str(tmp_path / "rank.py"), str(tmp_path)]
+    cli = f"import subprocess, sys; sys.exit(subprocess.run([sys.executable, *{rank!r}]).returncode)"  # a launcher
     owner_code = (
         "import sys\n"
         "from caretune.training import train\n"
