@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -394,7 +395,8 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
     from caretune.training.train import command, launch_env, run
 
     output_dir = load_recipe(recipe).get("output_dir")
-    with claim_output_dir(output_dir) if output_dir else nullcontext():  # one caretune train per output_dir
+    first_node = os.environ.get("NODE_RANK", "0") == "0"  # every node of a multi-node run trains into one output_dir
+    with claim_output_dir(output_dir) if output_dir and first_node else nullcontext():  # one caretune train per output_dir
         plan = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)
         if ray_address:
             from caretune.training.train import plan_ray

@@ -248,7 +248,7 @@ def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fr
     if not args.get("do_train"):
         return
     output_dir = Path(args.get("output_dir", ""))
-    if manifest := live_run(output_dir):
+    if os.environ.get("NODE_RANK", "0") == "0" and (manifest := live_run(output_dir)):  # other nodes share the run
         raise PreflightError(
             f"{path}: output_dir {output_dir} is being trained now (process {manifest['pid']}, started "
             f"{manifest.get('started')}); wait for it to end, or stop it, then run again"
