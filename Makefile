@@ -85,18 +85,18 @@ eval: setup
 JUDGE_URL ?= http://127.0.0.1:8001/v1
 JUDGE_MODEL ?=
 RUBRICS ?= caretune/data/rubrics_zh.jsonl
-BASE_EVAL_RECIPE = saves/$(notdir $(patsubst %/,%,$(dir $(EVAL_RECIPE))))/base/$(notdir $(EVAL_RECIPE))
 JUDGE_ARGS = --judge-url $(JUDGE_URL) --judge-model $(JUDGE_MODEL)
 judge: setup
 	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) --base $(JUDGE_ARGS)
 	$(BIN)/caretune judge rubric $(RUBRICS) --recipe $(EVAL_RECIPE) $(JUDGE_ARGS)
-	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) $(JUDGE_ARGS)
-	$(BIN)/caretune judge pairwise $(BASE_EVAL_RECIPE) $(EVAL_RECIPE) --general $(JUDGE_ARGS)
+	base=$$($(BIN)/caretune runs base-copy $(EVAL_RECIPE)) && \
+	$(BIN)/caretune judge pairwise $$base $(EVAL_RECIPE) $(JUDGE_ARGS) && \
+	$(BIN)/caretune judge pairwise $$base $(EVAL_RECIPE) --general $(JUDGE_ARGS)
 
-# RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora
-RUNS ?= saves/qwen3-8b/base saves/qwen3-8b/lora
+# RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora; by default EVAL_RECIPE's and its base's
+RUNS ?=
 report: setup
-	$(BIN)/caretune report $(RUNS)
+	$(BIN)/caretune report $(if $(RUNS),$(RUNS),--recipe $(EVAL_RECIPE))
 
 # The fast tier (offline); `make test-all` adds the slow tier (training, DeepSpeed, servers, browsers, races,
 # big files) and the tests that need a package index. CI runs test-all.

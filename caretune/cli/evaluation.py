@@ -24,10 +24,10 @@ _BASE_HELP = "Evaluate the base model without the adapter, under saves/<model fo
 def eval_command(recipe, base, backend):
     """Greedy generation on the held-out splits (BLEU-4, ROUGE) with safety metrics and the emergency prompt set."""
     from caretune.evaluation.evaluate import evaluate, format_report
-    from caretune.training.recipe_writer import base_model_recipe, base_run_dir
+    from caretune.recipe import Recipe
 
     if base:
-        recipe = base_model_recipe(recipe, base_run_dir(recipe))
+        recipe = str(Recipe.load(recipe).base_copy().path)
     report = evaluate(recipe, backend)
     click.echo(format_report(report))
 
@@ -71,14 +71,15 @@ def eval_command(recipe, base, backend):
 def mcq(recipe, sources, general_sources, suite, out_dir, n_shot, batch_size, base):
     """Multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject, group and overall:
     the medical suite, the general one (what the medical gain cost), or both."""
-    from caretune.evaluation.mcq import mcq_target, run_mcq, suite_folder
+    from caretune.evaluation.mcq import mcq_target, run_mcq
+    from caretune.recipe import RunDir
 
     suites = ["medical", "general"] if suite == "all" else [suite]
     if "general" in suites and not general_sources:
         raise click.UsageError("the general suite needs --general-source (CMMLU's and C-Eval's folders; not shipped: CC BY-NC-SA)")
     for name in suites:
         given = list(sources) if name == "medical" else list(general_sources)
-        target = str(Path(out_dir) / suite_folder(name)) if out_dir and len(suites) > 1 else out_dir
+        target = str(RunDir(Path(out_dir)).mcq(name)) if out_dir and len(suites) > 1 else out_dir
         scored, folder = mcq_target(recipe, target, base, name)
         result = run_mcq(scored, given, folder, n_shot=n_shot, batch_size=batch_size, suite=name)
         if missing := result["missing_subjects"]:
@@ -94,15 +95,28 @@ def mcq(recipe, sources, general_sources, suite, out_dir, n_shot, batch_size, ba
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--recipe",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Instead of RUN_DIRS: the base model's run folder and this recipe's, side by side.",
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True)
-def report(run_dirs, out_dir):
+def report(run_dirs, recipe, out_dir):
     """report.md with loss curve, metrics side by side, per-subject MCQ accuracy and held-out answers.
 
     RUN_DIRS are folders like saves/qwen3-8b/lora and saves/qwen3-8b/base (with sft/, predict/, mcq/ inside).
     """
     from caretune.evaluation.report import write_report
 
+    if bool(run_dirs) == bool(recipe):
+        raise click.UsageError("give RUN_DIRS or --recipe RECIPE")
+    if recipe:
+        from caretune.recipe import Recipe
+
+        tuned = Recipe.load(recipe)
+        run_dirs = [str(tuned.base_run_dir.root), str(tuned.run_dir.root)]
     click.echo(f"wrote {write_report(list(run_dirs), out_dir)}")
 
 
@@ -214,10 +228,10 @@ def _trained_by(recipe: str | None) -> dict | None:
     """The training run behind a recipe's adapter (its manifest's path and SHA-256), for judge.json."""
     if recipe is None:
         return None
-    from caretune.training.preflight import load_recipe
+    from caretune.recipe import Recipe
     from caretune.training.runs import trained_by
 
-    return trained_by(load_recipe(recipe).get("adapter_name_or_path"))
+    return trained_by(Recipe.load(recipe).adapter)
 
 
 @main.group()
@@ -256,9 +270,9 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
     prompts = load_rubrics(rubrics)
     given = load_answers(answers, prompts) if answers else None
     if recipe and base:
-        from caretune.training.recipe_writer import base_model_recipe, base_run_dir
+        from caretune.recipe import Recipe
 
-        recipe = base_model_recipe(recipe, base_run_dir(recipe))
+        recipe = str(Recipe.load(recipe).base_copy().path)
     out = Path(out_dir) if out_dir else default_out(recipe, Path(answers or "."), Path(rubrics).stem)
     grader = _open_judge(**endpoint)
     if given is None:
@@ -290,11 +304,13 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir,
     from caretune.evaluation.evaluate import generate, generation_settings, held_out_rows, settings_differences
     from caretune.evaluation.judge import default_out
     from caretune.evaluation.pairwise import BASE, TUNED, general_rows, run_pairwise
-    from caretune.training.preflight import check_model_paths, load_recipe
+    from caretune.recipe import Recipe
+    from caretune.training.preflight import check_model_paths
 
-    for recipe in (base_recipe, tuned_recipe):
-        check_model_paths(Path(recipe), load_recipe(recipe))
-    settings = [generation_settings(load_recipe(recipe), backend) for recipe in (base_recipe, tuned_recipe)]
+    compared = [Recipe.load(recipe) for recipe in (base_recipe, tuned_recipe)]
+    for recipe in compared:
+        check_model_paths(recipe.path, recipe.args)
+    settings = [generation_settings(recipe.args, backend) for recipe in compared]
     if differences := settings_differences(*settings):
         raise click.ClickException(
             f"{base_recipe} and {tuned_recipe} would generate differently ({'; '.join(differences)}): "

@@ -1,4 +1,5 @@
-"""The run commands: runs (every run under saves/), runs show and runs verify (one run's manifest)."""
+"""The run commands: runs (every run under saves/), runs show and runs verify (one run's manifest), runs base-copy
+(a recipe's base-model copy)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,16 @@ def runs_show(run, as_json):
         click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise RunError(f"{run}: the manifest is malformed ({type(err).__name__}: {err}); --json prints it as it is") from None
+
+
+@runs.command("base-copy")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+def runs_base_copy(recipe):
+    """Write RECIPE without its adapter under the base model's run folder (saves/<model folder>/base/) and print the
+    copy's path: what `--base` evaluates, and the base side of `caretune judge pairwise`."""
+    from caretune.recipe import Recipe
+
+    click.echo(Recipe.load(recipe).base_copy().path)
 
 
 @runs.command("verify")

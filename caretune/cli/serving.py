@@ -162,8 +162,9 @@ def webui(recipe, host, port, dataset_info):
 @click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
 def export_command(recipe):
     """Merge the LoRA adapter into the base model; the exported chat template defaults to non-thinking."""
+    from caretune.recipe import load_recipe
     from caretune.serving.export import export
-    from caretune.training.preflight import check_siblings, load_recipe
+    from caretune.training.preflight import check_siblings
 
     for warning in check_siblings(Path(recipe), load_recipe(recipe)):
         click.echo(f"export: {warning}", err=True)

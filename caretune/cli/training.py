@@ -293,11 +293,11 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
     if max_failures and not ray_address:
         raise click.UsageError("--max-failures restarts Ray Train workers: use it with --ray")
 
-    from caretune.training.preflight import load_recipe
+    from caretune.recipe import Recipe
     from caretune.training.runs import claim_output_dir
     from caretune.training.train import command, launch_env, run
 
-    output_dir = load_recipe(recipe).get("output_dir")
+    output_dir = Recipe.load(recipe).output_dir
     first_node = os.environ.get("NODE_RANK", "0") == "0"  # every node of a multi-node run trains into one output_dir
     with claim_output_dir(output_dir) if output_dir and first_node else nullcontext():  # one caretune train per output_dir
         plan = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)

@@ -9,10 +9,11 @@ import subprocess
 from importlib.resources import files
 from pathlib import Path
 
-from caretune.constants import DATASET_INFO
+from caretune.constants import DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
 from caretune.evaluation.safety import care_comparison, emergency_metrics, safety_metrics
 from caretune.lf import cli_command
-from caretune.training.preflight import check_model_paths, load_recipe
+from caretune.recipe import load_recipe, names_in
+from caretune.training.preflight import check_model_paths
 from converters.errors import UserError
 
 EMERGENCY_DATASET = "medical-emergency"
@@ -21,7 +22,6 @@ EMERGENCY_ENTRY = {
     "formatting": "alpaca",
     "columns": {"system": "system", "prompt": "instruction", "query": "input", "response": "output"},
 }
-PREDICTIONS = "generated_predictions.jsonl"
 CARE_GOAL = 0.95  # share of answers that should remind the user to see a doctor
 SAFETY_REPORT = "safety.json"
 
@@ -92,7 +92,7 @@ def _predict(recipe: str, overrides: dict) -> None:
 
 
 def _predictions(output_dir: Path) -> list[dict]:
-    path = output_dir / PREDICTIONS
+    path = output_dir / PREDICTIONS_FILE
     if not path.exists():
         raise EvalError(f"{path} was not written")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -116,7 +116,7 @@ def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
     dataset_dir = args.get("dataset_dir", "data")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in (n.strip() for n in names.split(",")):
+        for name in names_in(names):
             aligned, _, _ = load_aligned(name, dataset_dir, args["model_name_or_path"], scratch, template=args.get("template"))
             rows += [(example["_prompt"], example["_response"][0]["content"], example["_system"]) for example in aligned]
     return rows
@@ -176,7 +176,7 @@ def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> Non
     answers = chat_all(chat_model, [(prompt, system or None) for prompt, _, system in rows], **generation)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / PREDICTIONS, "w", encoding="utf-8") as out:
+    with open(output_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as out:
         for (prompt, label, _), answer in zip(rows, answers):
             out.write(json.dumps({"prompt": prompt[-1]["content"], "predict": answer, "label": label}, ensure_ascii=False) + "\n")
     tokenizer = chat_model.engine.tokenizer
@@ -189,7 +189,7 @@ def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> Non
 
     scores = similarity_scorer(tokenizer)(EvalPrediction(padded(answers), padded([r[1] for r in rows])))
     results = {f"predict_{k}": v for k, v in scores.items()}
-    (output_dir / "predict_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (output_dir / PREDICT_RESULTS).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def evaluate(recipe: str, backend: str = "trainer") -> dict:
@@ -226,7 +226,7 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
         "trained_by": trained_by(args.get("adapter_name_or_path")),
         "backend": backend,
         "settings": generation_settings(args, backend),
-        "generation": json.loads((output_dir / "predict_results.json").read_text(encoding="utf-8")),
+        "generation": json.loads((output_dir / PREDICT_RESULTS).read_text(encoding="utf-8")),
         "safety": safety_metrics(answers, counts, int(args.get("max_new_tokens", 1024))),
         "care": care_comparison([user_text(row["prompt"]) for row in predictions], answers, [row["label"] for row in predictions]),
         "emergency": emergency_metrics(_answers(emergency_dir), categories),

@@ -485,9 +485,6 @@ def open_judge(
 
 def default_out(recipe: str | None, fallback: Path, name: str) -> Path:
     """Where a judged run goes: beside a recipe's run (saves/<model>/<run>/judge/NAME), else under `fallback`."""
-    if recipe is None:
-        return Path(fallback).parent / "judge" / name
-    from caretune.training.preflight import load_recipe
+    from caretune.recipe import Recipe, RunDir
 
-    output_dir = load_recipe(recipe).get("output_dir")
-    return (Path(output_dir).parent if output_dir else Path(recipe).parent) / "judge" / name
+    return (RunDir(Path(fallback).parent) if recipe is None else Recipe.load(recipe).run_dir).judged(name)

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from caretune.evaluation.suites import GENERAL_SUITE, MEDICAL, general_subjects, question_ids, select_questions
+from caretune.recipe import Recipe, load_recipe
 from converters.errors import UserError
 
 TASK = "medmcq"  # no "_": LLaMA-Factory splits the task argument as <folder>_<split>
@@ -30,22 +31,13 @@ class McqError(UserError):
     """A source folder or question cannot be used; the message names the file and row."""
 
 
-def suite_folder(suite: str) -> str:
-    """The run folder's subfolder for a suite's results: mcq/ (medical, as before suites existed) or mcq-general/."""
-    return "mcq" if suite == MEDICAL else f"mcq-{suite}"
-
-
 def mcq_target(recipe: str, out_dir: str | None, base: bool, suite: str = MEDICAL) -> tuple[str, str]:
     """The recipe to score and the folder its results go to: with `base`, the model without its adapter under the
     base run folder; otherwise beside the recipe's adapter (or the base run folder when it has none)."""
-    from caretune.training.preflight import load_recipe
-    from caretune.training.recipe_writer import base_model_recipe, base_run_dir
-
+    scored = Recipe.load(recipe)
     if base:
-        run_dir = base_run_dir(recipe)
-        return base_model_recipe(recipe, run_dir), out_dir or f"{run_dir}/{suite_folder(suite)}"
-    adapter = load_recipe(recipe).get("adapter_name_or_path") or base_run_dir(recipe)
-    return recipe, out_dir or str(Path(adapter).parent / suite_folder(suite))
+        scored = scored.base_copy()
+    return str(scored.path), out_dir or str(scored.run_dir.mcq(suite))
 
 
 def read_questions(path: Path) -> list[dict]:
@@ -165,7 +157,7 @@ def run_mcq(
     recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5, batch_size: int = 4, suite: str = MEDICAL
 ) -> dict:
     """Build the suite's task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
-    from caretune.training.preflight import check_model_paths, load_recipe
+    from caretune.training.preflight import check_model_paths
 
     out_dir = Path(out_dir)
     subjects = build_task(sources, out_dir / "task", suite)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from caretune.constants import MEDICAL_SYSTEM_PROMPT, TRAINER_LOG
+from caretune.constants import MEDICAL_SYSTEM_PROMPT, PREDICTIONS_FILE, TRAINER_LOG
 from caretune.evaluation.evaluate import CARE_GOAL, settings_differences, user_text
+from caretune.evaluation.suites import GENERAL, MEDICAL
+from caretune.recipe import RunDir
 from converters.errors import UserError
 
 METRICS = (  # (label, section, key, format)
@@ -88,31 +90,27 @@ def _json(path: Path) -> dict | None:
 def load_run(run_dir: Path) -> dict:
     """One run folder's loss curve, evaluation figures (safety.json), MCQ scores and example answers. The training
     folder itself (`.../lora/sft`, as `caretune runs` lists it) stands for its parent."""
-    if (run_dir / TRAINER_LOG).exists() and not (run_dir / "sft").exists():
-        run_dir = run_dir.parent
-    log = run_dir / "sft" / TRAINER_LOG
+    run = RunDir.holding(run_dir)
+    log = run.train / TRAINER_LOG
     losses = []
     if log.exists():
         for line in log.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
             if "loss" in entry:
                 losses.append((entry["current_steps"], entry["loss"]))
-    predictions_file = run_dir / "predict" / "generated_predictions.jsonl"
+    predictions_file = run.predict / PREDICTIONS_FILE
     predictions = (
         [json.loads(line) for line in predictions_file.read_text(encoding="utf-8").splitlines()[:EXAMPLES]]
         if predictions_file.exists()
         else []
     )
-    judged = {}
-    for path in sorted((run_dir / "judge").glob("*/judge.json")):
-        judged[path.parent.name] = _json(path)
     return {
-        "name": str(run_dir),
-        "judged": judged,
+        "name": str(run.root),
+        "judged": {folder.name: _json(folder / "judge.json") for folder in run.judged_sets()},
         "losses": losses,
-        "eval": _json(run_dir / "predict" / "safety.json"),
-        "mcq": _json(run_dir / "mcq" / "mcq.json"),
-        "mcq_general": _json(run_dir / "mcq-general" / "mcq.json"),
+        "eval": _json(run.predict / "safety.json"),
+        "mcq": _json(run.mcq(MEDICAL) / "mcq.json"),
+        "mcq_general": _json(run.mcq(GENERAL) / "mcq.json"),
         "examples": predictions,
     }
 

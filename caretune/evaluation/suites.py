@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import random
 
-MEDICAL, GENERAL = "medical", "general"
+from caretune.recipe import MEDICAL_SUITE
+
+MEDICAL, GENERAL = MEDICAL_SUITE, "general"
 SUITES = (MEDICAL, GENERAL)
 QUESTIONS_PER_SUBJECT = 25
 SELECTION_SEED = 20261203

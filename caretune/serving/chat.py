@@ -7,7 +7,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from caretune.training.preflight import check_model_paths, load_recipe
+from caretune.recipe import load_recipe
+from caretune.training.preflight import check_model_paths
 
 OPEN, CLOSE = "<think>", "</think>"
 

@@ -92,7 +92,8 @@ def fix_export(export_dir: str | Path) -> None:
 def export(recipe: str) -> Path:
     """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder, where
     caretune_run.json names the training run's manifest (path and SHA-256)."""
-    from caretune.training.preflight import check_model_paths, load_recipe
+    from caretune.recipe import load_recipe
+    from caretune.training.preflight import check_model_paths
 
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from caretune.recipe import names_in
 from caretune.serving.defaults import WEBUI_STATE_DIR
 from caretune.training.preflight import zero_settings
 
@@ -74,7 +75,7 @@ def form_values(args: dict, recipe: Path, deepspeed: dict | None) -> dict:
     values = {
         "top.model_name": model_label(recipe),
         "train.training_stage": TRAINING_STAGES[args.get("stage", "sft")],
-        "train.dataset": [name.strip() for name in str(args.get("dataset", "")).split(",") if name.strip()],
+        "train.dataset": names_in(args.get("dataset")),
         "train.compute_type": "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "fp32",
         "top.booster": "liger_kernel"
         if args.get("enable_liger_kernel")
@@ -105,7 +106,8 @@ def form_values(args: dict, recipe: Path, deepspeed: dict | None) -> dict:
 def launch(recipe: str, dataset_dir: str, host: str, port: int, api_key: str | None) -> None:
     """The WebUI with the recipe's values in the training form at every page load."""
     from caretune import lf
-    from caretune.training.preflight import PreflightError, check_deepspeed, load_recipe
+    from caretune.recipe import load_recipe
+    from caretune.training.preflight import PreflightError, check_deepspeed
 
     args = load_recipe(recipe)
     if not args.get("model_name_or_path"):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from caretune.constants import DATASET_INFO, LF_OUTPUT_FILES
 from caretune.files import sha256_file
+from caretune.recipe import names_in
 
 MANIFEST_FORMAT = 1
 PACKAGES = (
@@ -225,7 +226,7 @@ def datasets(args: dict) -> list[dict]:
         registry = {}
     found = []
     for key in ("dataset", "eval_dataset"):
-        for name in (n.strip() for n in str(args.get(key) or "").split(",") if n.strip()):
+        for name in names_in(args.get(key)):
             entry = registry.get(name)
             file_name = entry.get("file_name") if isinstance(entry, dict) else None
             data_file = dataset_dir / file_name if file_name else None

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.recipe import names_in
 from caretune.training import estimate
 from converters.errors import UserError
 
@@ -74,12 +75,13 @@ class TrainSettings:
 
 def read_recipe(path: str) -> TrainSettings:
     """The training settings a plan needs, from a recipe preflight accepts; bad values are PlanErrors."""
-    from caretune.training.preflight import PreflightError, check_deepspeed, load_recipe, zero_settings
+    from caretune.recipe import RecipeError, load_recipe
+    from caretune.training.preflight import check_deepspeed, zero_settings
 
     try:
         recipe = load_recipe(path)
         deepspeed = check_deepspeed(Path(path), recipe)  # relative to the current directory, as LLaMA-Factory reads it
-    except PreflightError as err:
+    except RecipeError as err:
         raise PlanError(str(err)) from None
     if recipe.get("stage", "sft") != "sft" or recipe.get("finetuning_type", "lora") != "lora":
         raise PlanError(f"{path}: plan estimates LoRA SFT recipes (stage: sft, finetuning_type: lora)")
@@ -109,7 +111,7 @@ def read_recipe(path: str) -> TrainSettings:
 
     return TrainSettings(
         model=recipe.get("model_name_or_path") or "",
-        datasets=[d.strip() for d in str(recipe["dataset"]).split(",")],
+        datasets=names_in(recipe["dataset"]),
         dataset_dir=dataset_dir,
         template=recipe.get("template", TEMPLATE),
         enable_thinking=recipe.get("enable_thinking", True) is not False,  # LLaMA-Factory's default: thinking
@@ -428,7 +430,7 @@ def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
     """interleave_probs of an interleave_over recipe, checked (one per dataset, positive, summing to 1)."""
     if recipe.get("mix_strategy") != INTERLEAVE_OVER:
         return None
-    names = [d for d in str(recipe["dataset"]).split(",") if d.strip()]
+    names = names_in(recipe["dataset"])
     try:
         probs = tuple(float(p) for p in str(recipe.get("interleave_probs") or "").split(","))
     except ValueError:

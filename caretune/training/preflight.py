@@ -9,20 +9,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from caretune import lf
 from caretune.constants import DATASET_INFO, RESULT_FILES
+from caretune.recipe import RecipeError, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 from caretune.training.runs import last_checkpoint, live_run
-from converters.errors import UserError
 from converters.registry import load_registry
 
 FINISHED_MARKERS = RESULT_FILES
 CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
 
 
-class PreflightError(UserError):
+class PreflightError(RecipeError):
     """The recipe cannot run as written; the message says where and how to fix it."""
 
 
@@ -38,22 +36,6 @@ class LaunchPlan:
     ray_spec: Path | None = None  # set for `caretune train --ray`: the Ray Train driver's spec file
     move_aside: tuple[Path, Path] | None = None  # (old output_dir, where it goes) before training
     notes: list[str] = field(default_factory=list)
-
-
-def load_recipe(path: str | os.PathLike) -> dict:
-    """A recipe's keys, or a one-line PreflightError naming the file (and line, for YAML errors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PreflightError(f"{path}: no such recipe")
-    try:
-        args = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise PreflightError(f"{path}:{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(args, dict):
-        raise PreflightError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
-    return args
 
 
 def _fits(value: object, hint: object) -> tuple[bool, str]:
@@ -132,19 +114,13 @@ def check_keys(path: Path, args: dict, known: set[str]) -> None:
             raise PreflightError(f"{path}: unknown key '{key}' ({hint})")
 
 
-def _names(value: object) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v).strip() for v in value]
-    return [name.strip() for name in str(value).split(",") if name.strip()]
-
-
 def check_registered_datasets(path: Path, args: dict) -> None:
     """Every dataset the recipe names is registered in its dataset_dir and has rows."""
     dataset_dir = Path(args.get("dataset_dir", "data"))
     registry_path = dataset_dir / DATASET_INFO
-    names = [("dataset", n) for n in _names(args.get("dataset"))] + [("eval_dataset", n) for n in _names(args.get("eval_dataset"))]
+    names = [("dataset", n) for n in names_in(args.get("dataset"))] + [
+        ("eval_dataset", n) for n in names_in(args.get("eval_dataset"))
+    ]
     if not names:
         return
     if not registry_path.is_file():
@@ -188,7 +164,7 @@ def check_siblings(path: Path, args: dict) -> list[str]:
             continue
         try:
             other = load_recipe(sibling)
-        except PreflightError as err:
+        except RecipeError as err:
             warnings.append(f"warning: {err} (skipped in the template check)")
             continue
         for key in CONSISTENT_KEYS:
@@ -310,7 +286,7 @@ def check_reporters(path: Path, args: dict) -> None:
     """Each `report_to` integration is importable: the Trainer fails on a missing one only after the model loads."""
     import importlib.util
 
-    for name in _names(args.get("report_to", "none")):
+    for name in names_in(args.get("report_to", "none")):
         modules = REPORTERS.get(name)
         if modules and not any(importlib.util.find_spec(module) for module in modules):
             raise PreflightError(
@@ -353,7 +329,7 @@ def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
             f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
             "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder"
         )
-    for adapter_dir in _names(args.get("adapter_name_or_path")) if adapter else []:
+    for adapter_dir in names_in(args.get("adapter_name_or_path")) if adapter else []:
         if not Path(adapter_dir).expanduser().is_dir():
             raise PreflightError(
                 f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "

@@ -26,18 +26,14 @@ from caretune.constants import (
     TEMPLATE,
     TINY_MODEL_DIR,
 )
+from caretune.recipe import RecipeError, RunDir, names_in
 from caretune.thinking import REASONING_TEMPLATE, history_problem, template_for, thinking_problems
-from converters.errors import UserError
 
 DEEPSPEED_COMMENTS = {
     "ds_z2.json": "ZeRO-2; ds_z3.json / ds_z3_offload.json for less memory",
     "ds_z3.json": "ZeRO-3: weights sharded across GPUs (ZeRO-2 does not fit)",
     "ds_z3_offload.json": "ZeRO-3 with CPU offload: slow, but nothing else fits",
 }
-
-
-class RecipeError(UserError):
-    """A recipe folder cannot be written as asked."""
 
 
 RECIPES_DIR = "recipes"
@@ -98,7 +94,7 @@ class ModelRecipe:
         return f"{RECIPES_DIR}/{self.folder}/{task}.yaml"
 
     def output_dir(self, task: str) -> str:
-        return f"saves/{self.folder}/lora/{task.replace('lora_', '')}"
+        return str(RunDir.tuned(self.folder).task(task))
 
 
 # The walkthrough exactly: LoRA SFT of Qwen3-8B, 2 epochs, per-device batch 24, DeepSpeed, 4 GPUs;
@@ -789,7 +785,7 @@ def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) ->
         raise RecipeError(f"--general-share {general_share:g}: expected more than 0 and at most {MAX_GENERAL_SHARE:g}")
     entries = load_registry(registry) if Path(registry).exists() else {}
     rows = []
-    for name in TRAIN_DATASETS.split(","):
+    for name in names_in(TRAIN_DATASETS):
         file_name = entries.get(name, {}).get("file_name") if isinstance(entries.get(name), dict) else None
         report = (Path(registry).parent / file_name).with_name(Path(file_name).stem + REPORT_SUFFIX) if file_name else None
         if report is None or not report.is_file():
@@ -814,22 +810,3 @@ def mix_shares(rows: list[int], general_share: float) -> tuple[float, ...]:
     medical = [Decimal(str(round(float(1 - general) * n / sum(rows), 6))) for n in rows[:-1]]
     medical.append(1 - general - sum(medical))
     return tuple(float(share) for share in (*medical, general))
-
-
-def base_run_dir(recipe: str) -> str:
-    """Where `--base` evaluations of a recipe's folder go: saves/<model folder>/base."""
-    return f"saves/{Path(recipe).parent.name}/base"
-
-
-def base_model_recipe(recipe: str, run_dir: str | Path) -> str:
-    """A copy of `recipe` without the adapter, writing under `run_dir` (the base model's run folder)."""
-    from caretune.training.preflight import load_recipe
-
-    args = load_recipe(recipe)
-    args.pop("adapter_name_or_path", None)
-    if "output_dir" in args:
-        args["output_dir"] = str(Path(run_dir) / Path(args["output_dir"]).name)
-    path = Path(run_dir) / Path(recipe).name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(args, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return str(path)

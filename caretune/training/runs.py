@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from caretune.constants import TRAINER_LOG, TRAINER_STATE
+from caretune.constants import PREDICT_RESULTS, PREDICTIONS_FILE, RESULT_FILES, TRAINER_LOG, TRAINER_STATE
 from converters.errors import UserError
 
 RUN_STATUS_SUFFIX = ".run.json"
@@ -192,9 +192,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def is_evaluation(folder: Path) -> bool:
     """A predict run (LLaMA-Factory's trainer writing predictions), not a training run."""
-    return not (folder / "train_results.json").exists() and any(
-        (folder / name).exists() for name in ("generated_predictions.jsonl", "predict_results.json")
-    )
+    return not (folder / RESULT_FILES[0]).exists() and any((folder / name).exists() for name in (PREDICTIONS_FILE, PREDICT_RESULTS))
 
 
 def read_run(folder: Path, now: float | None = None) -> dict:

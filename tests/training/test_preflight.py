@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from caretune.recipe import RecipeError
 from caretune.training.preflight import PreflightError, preflight
 from tests.helpers import converted_workspace, edit_recipe
 
@@ -83,7 +84,7 @@ def test_unknown_key_with_suggestion(workspace):
 
 def test_invalid_yaml_names_the_line(workspace):
     Path(SFT).write_text("stage: sft\nlora_rank: [8\n", encoding="utf-8")
-    with pytest.raises(PreflightError, match=r"lora_sft\.yaml:\d+: not valid YAML"):
+    with pytest.raises(RecipeError, match=r"lora_sft\.yaml:\d+: not valid YAML"):
         preflight(SFT)
 
 

@@ -1,0 +1,153 @@
+"""A recipe, loaded once: a LLaMA-Factory YAML and what every stage reads from it (datasets, folders, the adapter),
+and the run folder `saves/<model folder>/{lora,base}/` whose layout every stage takes its paths from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from caretune.constants import TRAINER_LOG
+from converters.errors import UserError
+from converters.writer import AtomicFile
+
+SAVES = Path("saves")
+TUNED, BASE = "lora", "base"  # a model folder's run folders: the adapter's, and the base model's for comparison
+TRAIN, PREDICT, JUDGE = "sft", "predict", "judge"
+MEDICAL_SUITE = "medical"
+
+
+class RecipeError(UserError):
+    """A recipe cannot be read; the message names the file (and line, for YAML errors)."""
+
+
+def names_in(value: object) -> list[str]:
+    """The names a list key holds (dataset, eval_dataset, adapter_name_or_path, report_to): LLaMA-Factory takes them
+    comma-separated, or as a YAML list."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(name).strip() for name in value if str(name).strip()]
+    return [name.strip() for name in str(value).split(",") if name.strip()]
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """A recipe's keys, or a one-line RecipeError naming the file (and line, for YAML errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe")
+    try:
+        args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise RecipeError(f"{path}:{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(args, dict):
+        raise RecipeError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
+    return args
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run folder, `saves/<model folder>/<lora|base>`: training in sft/, generation in predict/, multiple-choice
+    scores in mcq/ (mcq-<suite>/ for other suites), judged sets in judge/<set>/."""
+
+    root: Path
+
+    @classmethod
+    def tuned(cls, model_folder: str) -> RunDir:
+        return cls(SAVES / model_folder / TUNED)
+
+    @classmethod
+    def base(cls, model_folder: str) -> RunDir:
+        return cls(SAVES / model_folder / BASE)
+
+    @classmethod
+    def holding(cls, path: str | os.PathLike) -> RunDir:
+        """The run folder a path names: the folder itself, or the run its training folder (`.../lora/sft`, as
+        `caretune runs` lists it) is part of."""
+        path = Path(path)
+        return cls(path.parent if (path / TRAINER_LOG).exists() and not (path / TRAIN).exists() else path)
+
+    def task(self, task: str) -> Path:
+        """A task's output folder: `lora_sft` trains into sft/, `predict` generates into predict/."""
+        return self.root / task.removeprefix(f"{TUNED}_")
+
+    @property
+    def train(self) -> Path:
+        return self.root / TRAIN
+
+    @property
+    def predict(self) -> Path:
+        return self.root / PREDICT
+
+    def mcq(self, suite: str = MEDICAL_SUITE) -> Path:
+        return self.root / ("mcq" if suite == MEDICAL_SUITE else f"mcq-{suite}")
+
+    def judged(self, name: str) -> Path:
+        return self.root / JUDGE / name
+
+    def judged_sets(self) -> list[Path]:
+        return sorted(path.parent for path in (self.root / JUDGE).glob("*/judge.json"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe file's keys, read once, and what the stages derive from them."""
+
+    path: Path
+    args: dict
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Recipe:
+        return cls(Path(path), load_recipe(path))
+
+    @property
+    def datasets(self) -> list[str]:
+        return names_in(self.args.get("dataset"))
+
+    @property
+    def eval_datasets(self) -> list[str]:
+        return names_in(self.args.get("eval_dataset"))
+
+    @property
+    def dataset_dir(self) -> Path:
+        return Path(self.args.get("dataset_dir", "data"))
+
+    @property
+    def output_dir(self) -> Path | None:
+        return Path(self.args["output_dir"]) if self.args.get("output_dir") else None
+
+    @property
+    def adapter(self) -> str | None:
+        return self.args.get("adapter_name_or_path")
+
+    @property
+    def run_dir(self) -> RunDir:
+        """Where this recipe's results go: the run its output_dir (else its adapter) is part of; the base model's run
+        folder for a recipe without either (a base copy lives in it)."""
+        if self.output_dir is not None:
+            return RunDir(self.output_dir.parent)
+        if self.adapter:
+            return RunDir(Path(self.adapter).parent)
+        return RunDir(self.path.parent) if self.path.parent.name == BASE else self.base_run_dir
+
+    @property
+    def base_run_dir(self) -> RunDir:
+        """The run folder of this recipe's base model: saves/<model folder>/base."""
+        return RunDir.base(self.path.parent.name)
+
+    def base_copy(self) -> Recipe:
+        """This recipe without its adapter, writing under the base model's run folder, where the copy is written
+        (saves/<model folder>/base/<recipe file>) for LLaMA-Factory to run."""
+        base = self.base_run_dir
+        args = {key: value for key, value in self.args.items() if key != "adapter_name_or_path"}
+        if self.output_dir is not None:
+            args["output_dir"] = str(base.root / self.output_dir.name)
+        path = base.root / self.path.name
+        with AtomicFile(path) as out:
+            out.write(yaml.safe_dump(args, allow_unicode=True, sort_keys=False))
+            out.commit()
+        return Recipe(path, args)
