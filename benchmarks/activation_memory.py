@@ -8,7 +8,7 @@ with random weights, puts LoRA (rank 8, fp32) on every linear layer, and runs on
 and one backward pass, as LLaMA-Factory's trainer does with `bf16: true`, over one packed row of `--tokens` tokens,
 under PyTorch's profiler with memory recording. The measured figure is the peak
 of the bytes allocated during that step (the weights were allocated before it). The model's figure is
-caretune.training.estimate.memory_breakdown's activations and logits for the same tokens (no weights, no GPU
+caretune.planning.estimate.memory_breakdown's activations and logits for the same tokens (no weights, no GPU
 allowance, no LoRA optimizer state: the step has no optimizer). Prints a table and writes JSON to `--out`.
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from caretune.training import estimate
+from caretune.planning import estimate
 from caretune.training.tiny_model import TINY_CONFIG
 
 WIDE_CONFIG = {  # the tiny Qwen3's layers eight times wider, twice as many, and a small vocabulary

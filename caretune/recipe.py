@@ -13,7 +13,8 @@ from caretune.constants import TRAINER_LOG
 from converters.errors import UserError
 from converters.writer import AtomicFile
 
-SAVES = Path("saves")
+RECIPES_DIR, SAVES = "recipes", Path("saves")
+CONSISTENT_KEYS = ("template", "enable_thinking")  # a folder's recipes train, evaluate and serve one prompt
 TUNED, BASE = "lora", "base"  # a model folder's run folders: the adapter's, and the base model's for comparison
 TRAIN, PREDICT, JUDGE = "sft", "predict", "judge"
 MEDICAL_SUITE = "medical"
@@ -47,6 +48,17 @@ def load_recipe(path: str | os.PathLike) -> dict:
     if not isinstance(args, dict):
         raise RecipeError(f"{path}:1: a recipe is a mapping of LLaMA-Factory keys")
     return args
+
+
+def disagreements(recipes: dict) -> list[tuple[str, dict]]:
+    """The consistent keys whose value differs between recipes of one folder (an absent key counts as null, which
+    LLaMA-Factory reads as its default): (key, {recipe: value})."""
+    found = []
+    for key in CONSISTENT_KEYS:
+        values = {where: args.get(key) for where, args in recipes.items()}
+        if len({repr(value) for value in values.values()}) > 1:
+            found.append((key, values))
+    return found
 
 
 @dataclass(frozen=True)

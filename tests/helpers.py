@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,3 +137,18 @@ def edit_recipe(path, target=None, **changes) -> Path:
     target = Path(target or path)
     target.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     return target
+
+
+def edited_copy(tmp_path, edits: dict[str, list[tuple[str, str]]], source: Path | None = None):
+    """The recipes of `source` (default: the shipped ones) and this repository's registry copied to tmp_path, with
+    regular-expression replacements (pattern, replacement) applied per file, each of which must match."""
+    shutil.copytree((source or ROOT) / "recipes", tmp_path / "recipes")
+    shutil.copy(ROOT / "dataset_info.json", tmp_path / "dataset_info.json")
+    for relative, replacements in edits.items():
+        path = tmp_path / relative
+        text = path.read_text(encoding="utf-8")
+        for pattern, replacement in replacements:
+            text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
+            assert count, (relative, pattern)
+        path.write_text(text, encoding="utf-8")
+    return tmp_path

@@ -48,7 +48,7 @@ def test_the_tree_keeps_every_contract(tmp_path):
     [
         ("caretune/prep/lengths.py", "import caretune.prep.check", "no import cycles"),  # check imports lengths
         ("caretune/serving/chat.py", "import caretune.evaluation.safety", "caretune's layers"),  # siblings kept apart
-        ("caretune/training/plan.py", "import caretune.cli", "caretune's layers"),  # a lower layer importing a higher
+        ("caretune/planning/plan.py", "import caretune.cli", "caretune's layers"),  # a lower layer importing a higher
         ("caretune/prep/check.py", "import llamafactory.data", "one seam"),  # LLaMA-Factory outside caretune.lf
         ("converters/records.py", "import caretune.constants", "converters stand alone"),
     ],

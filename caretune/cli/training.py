@@ -10,31 +10,40 @@ import click
 
 from caretune.cli.base import main
 from caretune.constants import STOP_TIMEOUT_S
-from caretune.training.estimate import DEFAULT_GPU, GPUS
-from caretune.training.recipe_writer import MAX_GPUS
+from caretune.planning.estimate import DEFAULT_GPU, GPUS
+from caretune.recipe_folders.generator import MAX_GPUS
 
 
 @main.group(invoke_without_command=True)
-@click.option("--check", "check_only", is_flag=True, help="Write nothing; exit 1 if a recipe differs from the generator.")
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 if a recipe differs from the generator or breaks a folder rule (recipe_folders/rules.py).",
+)
 @click.option("--overwrite", is_flag=True, help="Also replace recipes you edited (default: they are left as they are).")
 @click.pass_context
 def recipes(ctx, check_only, overwrite):
-    """Write the recipes under recipes/ from caretune/training/recipe_writer.py (LLaMA-Factory YAML, DeepSpeed JSON).
+    """Write the recipes under recipes/ from caretune/recipe_folders/generator.py (LLaMA-Factory YAML, DeepSpeed JSON).
 
     Missing files are written; files you edited are kept unless --overwrite. `recipes new` sizes a new folder.
     """
     if ctx.invoked_subcommand:
         return
-    from caretune.training.recipe_writer import drift, write_recipes
+    from caretune.recipe_folders.generator import drift, write_recipes
 
     if check_only:
+        from caretune.recipe_folders.rules import invariant_problems
+
+        if problems := invariant_problems():
+            raise click.ClickException(f"{len(problems)} recipe rule(s) broken:\n" + "\n".join(f"  {p}" for p in problems))
         stale = drift()
         if stale:
             raise click.ClickException(
-                f"recipes differ from caretune/training/recipe_writer.py: {', '.join(stale)} "
+                f"recipes differ from caretune/recipe_folders/generator.py: {', '.join(stale)} "
                 "(`caretune recipes --overwrite` regenerates them, or move your edit into the generator)"
             )
-        click.echo("recipes match the generator")
+        click.echo("recipes keep every folder rule and match the generator")
         return
     written, kept = write_recipes(overwrite=overwrite)
     click.echo(f"wrote {len(written)} file(s)" + (": " + ", ".join(written) if written else " (all up to date)"))
@@ -70,13 +79,13 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, general_share, over
     """Write train, predict, chat and export recipes for MODEL on NODES x GPUS x GPU, sized by `caretune plan`'s
     memory model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured
     best) and at most 16 / all GPUs; then the accumulation that reaches the default's 16 packs per step."""
-    from caretune.training.recipe_writer import multi_node_env, sized_recipe, target_effective_batch, write_new_folder
+    from caretune.recipe_folders.generator import multi_node_env, sized_recipe, target_effective_batch, write_new_folder
 
     folder = Path(out)
     recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
     if general_share:
         from caretune.constants import DATASET_INFO
-        from caretune.training.recipe_writer import mixed_in
+        from caretune.recipe_folders.generator import mixed_in
 
         recipe = mixed_in(recipe, general_share, DATASET_INFO)
     written = write_new_folder(recipe, folder, overwrite)
@@ -188,8 +197,8 @@ def plan(recipe, gpus, nodes, gpu_name, sample, rows, lengths, bench, hfu, mfu, 
     Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass). Planned
     past the rows tokenized (--rows, --sample), a dataset's lengths are resampled to the planned count (at most
     100,000) before packing, so packs fill as the full data's would."""
-    from caretune.training.plan import format_plan, make_plan
-    from caretune.training.recipe_writer import sized_layout
+    from caretune.planning.plan import format_plan, make_plan
+    from caretune.recipe_folders.generator import sized_layout
 
     sized_gpus, sized_nodes = sized_layout(recipe) or (1, 1)
     result = make_plan(

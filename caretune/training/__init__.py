@@ -1,2 +1,1 @@
-"""Training: recipes and their generator, preflight, plan and its memory model, the throughput bench,
-launching and tracking runs."""
+"""Training: preflight, launching (torchrun, DeepSpeed, Ray), the tiny stand-in model, manifests and runs."""

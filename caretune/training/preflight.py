@@ -11,13 +11,12 @@ from pathlib import Path
 
 from caretune import lf
 from caretune.constants import DATASET_INFO, RESULT_FILES
-from caretune.recipe import RecipeError, load_recipe, names_in
+from caretune.recipe import RecipeError, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 from caretune.training.runs import last_checkpoint, live_run
 from converters.registry import load_registry
 
 FINISHED_MARKERS = RESULT_FILES
-CONSISTENT_KEYS = ("template", "enable_thinking")  # must agree across a model folder's recipes
 
 
 class PreflightError(RecipeError):
@@ -167,13 +166,13 @@ def check_siblings(path: Path, args: dict) -> list[str]:
         except RecipeError as err:
             warnings.append(f"warning: {err} (skipped in the template check)")
             continue
-        for key in CONSISTENT_KEYS:
-            mine, theirs = args.get(key), other.get(key)
-            if mine != theirs:
-                raise PreflightError(
-                    f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
-                    "recipe of the folder (a template mismatch leaks <think> blocks after deployment)"
-                )
+        if found := disagreements({path: args, sibling: other}):
+            key, values = found[0]
+            mine, theirs = values[path], values[sibling]
+            raise PreflightError(
+                f"{path}: {key} is {mine!r} but {sibling} has {theirs!r}; use the same in every "
+                "recipe of the folder (a template mismatch leaks <think> blocks after deployment)"
+            )
     return warnings
 
 

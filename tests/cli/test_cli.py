@@ -147,7 +147,7 @@ def test_help_lists_the_commands_in_pipeline_order():
 
 
 def test_plan_takes_gpus_per_node_and_nodes(tmp_path, monkeypatch):
-    from caretune.training import plan as planning
+    from caretune.planning import plan as planning
 
     seen = {}
 

@@ -95,7 +95,7 @@ def test_the_kit_takes_a_flash_attn_wheel_that_fits_or_says_why_there_is_none(tm
 
 
 def test_bench_names_the_kits_reason_when_flash_attn_is_absent(tmp_path, monkeypatch):
-    from caretune.training import bench
+    from caretune.planning import bench
 
     manifest = tmp_path / gpukit.KIT_MANIFEST
     manifest.write_text(json.dumps({"flash_attn": {"absent": "no wheel for CPython 3.12"}}), encoding="utf-8")

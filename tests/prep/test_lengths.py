@@ -147,8 +147,8 @@ def test_a_damaged_or_unwritable_cache_is_only_a_cache(workspace, tokenizer):
 
 @pytest.mark.slow
 def test_check_and_plan_give_identical_figures_with_and_without_the_cache(workspace, monkeypatch):
+    from caretune.planning.plan import make_plan
     from caretune.prep.check import check_datasets
-    from caretune.training.plan import make_plan
 
     monkeypatch.chdir(workspace)
     for path in cache_files(workspace):

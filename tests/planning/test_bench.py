@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
+from caretune.planning import bench
 from caretune.prep import profiles
-from caretune.training import bench
 
 
 def test_sampled_lengths_follow_the_profile():
@@ -67,8 +67,8 @@ def test_variants_take_their_own_time_budgets_and_compile_best_runs_last():
 
 
 def test_each_variant_sizes_its_step():
-    from caretune.training import estimate
-    from caretune.training.plan import FA2_LONG_PACK
+    from caretune.planning import estimate
+    from caretune.planning.plan import FA2_LONG_PACK
 
     arch = estimate.QWEN3_FAMILY["Qwen/Qwen3-8B"]
     h200 = int(141 * estimate.GIB * estimate.MEMORY_HEADROOM)
@@ -139,7 +139,7 @@ def test_unavailable_variants_on_cpu():
 
 
 def test_throughput_summary_by_hand():
-    from caretune.training.estimate import GPUS, QWEN3_FAMILY
+    from caretune.planning.estimate import GPUS, QWEN3_FAMILY
 
     # 4 steps; the first is warm-up. Steps 2-4: 3 x 1000 real, 3 x 1200 processed tokens in 10.0 - 4.0 = 6 s
     records = [(999, 9999), (1000, 1200), (1000, 1200), (1000, 1200), (5, 5)]  # the last batch was prefetched
@@ -239,7 +239,7 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
     assert table.startswith("# Benchmarks\n\n") and "| padding-sdpa |" in table and "skipped: flash attention 2" in table
 
     # plan takes the measured rate of the variant that trains as the recipe does
-    from caretune.training.plan import make_plan
+    from caretune.planning.plan import make_plan
     from tests.helpers import converted_workspace, tiny_recipe
 
     workspace = converted_workspace(tmp_path / "project")

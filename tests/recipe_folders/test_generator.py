@@ -2,107 +2,17 @@
 DeepSpeed's own parsers on every file, and the generator's numbers checked on what it writes."""
 
 import json
-import re
-import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import yaml
 
-from caretune.training import recipe_writer as recipes
-from tests.helpers import ROOT
+from caretune.recipe_folders import generator as recipes
+from caretune.recipe_folders.rules import invariant_problems
+from tests.helpers import ROOT, edited_copy
 
 YAML_FILES = sorted((ROOT / "recipes").glob("*/*.yaml"))
 DEEPSPEED_FILES = sorted((ROOT / "recipes" / "deepspeed").glob("*.json"))
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    """What `caretune recipes` writes, in a scratch project with this repository's dataset_info.json."""
-    root = tmp_path_factory.mktemp("generated")
-    written, kept = recipes.write_recipes(root)
-    assert kept == [] and len(written) == len(recipes.generated_files())
-    shutil.copy(ROOT / "dataset_info.json", root / "dataset_info.json")
-    return root
-
-
-def edited_copy(tmp_path, edits: dict[str, list[tuple[str, str]]], source: Path | None = None):
-    """The recipes of `source` (default: the shipped ones) and this repository's registry copied to tmp_path, with
-    regular-expression replacements (pattern, replacement) applied per file, each of which must match."""
-    shutil.copytree((source or ROOT) / "recipes", tmp_path / "recipes")
-    shutil.copy(ROOT / "dataset_info.json", tmp_path / "dataset_info.json")
-    for relative, replacements in edits.items():
-        path = tmp_path / relative
-        text = path.read_text(encoding="utf-8")
-        for pattern, replacement in replacements:
-            text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-            assert count, (relative, pattern)
-        path.write_text(text, encoding="utf-8")
-    return tmp_path
-
-
-def test_shipped_recipes_keep_the_rules():
-    """Whatever the shipped YAML says now (edits included), the rules hold."""
-    assert recipes.invariant_problems(ROOT) == []
-
-
-def test_generated_recipes_keep_the_rules(generated):
-    assert recipes.invariant_problems(generated) == []
-
-
-def test_an_edited_learning_rate_keeps_the_rules(tmp_path):
-    root = edited_copy(tmp_path, {"recipes/qwen3-8b/lora_sft.yaml": [(r"^learning_rate: .*$", "learning_rate: 3.0e-05")]})
-    assert recipes.invariant_problems(root) == []
-    assert "recipes/qwen3-8b/lora_sft.yaml" in recipes.drift(root)  # `caretune recipes --check` reports the edit
-
-
-def test_broken_rules_are_named_with_their_file(tmp_path, generated):
-    root = edited_copy(
-        tmp_path,
-        {
-            "recipes/qwen3-8b/chat.yaml": [(r"^template: qwen3 ", "template: chatml ")],
-            "recipes/qwen3-8b/lora_sft.yaml": [(r"^per_device_train_batch_size: 4", "per_device_train_batch_size: 8")],
-            "recipes/qwen3-8b/predict.yaml": [
-                (r"^eval_dataset: multi-med-eval,huatuo2-eval", "eval_dataset: multi-med-eval,nope"),
-                (r"^adapter_name_or_path: saves/qwen3-8b/lora/sft", "adapter_name_or_path: saves/x"),
-            ],
-            "recipes/qwen3-8b/lora_sft_walkthrough.yaml": [
-                (r"^deepspeed: recipes/deepspeed/ds_z2.json", "deepspeed: recipes/deepspeed/gone.json")
-            ],
-            "recipes/tiny-qwen3/export.yaml": [(r"^### model", "### model\n- not: a mapping")],
-        },
-        source=generated,
-    )  # the generator's recipes, whatever edits the shipped ones carry
-    problems = recipes.invariant_problems(root)
-    expected = [
-        "recipes/qwen3-8b: template differs between recipes",
-        "recipes/qwen3-8b/lora_sft.yaml: the comment says effective batch = 4 x 4 x 1 but per_device_train_batch_size is 8",
-        "recipes/qwen3-8b/predict.yaml: eval_dataset names nope, not registered in dataset_info.json",
-        "recipes/qwen3-8b/predict.yaml: adapter_name_or_path saves/x is not what lora_sft.yaml trains",
-        "recipes/qwen3-8b/lora_sft_walkthrough.yaml: deepspeed config recipes/deepspeed/gone.json does not exist",
-        "recipes/tiny-qwen3/export.yaml: not valid YAML",
-    ]
-    for start in expected:
-        assert sum(problem.startswith(start) for problem in problems) == 1, (start, problems)
-    assert len(problems) == len(expected), problems
-
-
-def test_thinking_rules_are_named_with_their_file(tmp_path, generated):
-    nothink = [(r"^template: qwen3 ", "template: qwen3_nothink ")]
-    root = edited_copy(
-        tmp_path,
-        {
-            **{f"recipes/tiny-qwen3/{task}.yaml": nothink for task in ("lora_sft", "predict", "chat", "export")},
-            "recipes/qwen3-8b/lora_sft.yaml": [(r"^mask_history: true", "mask_history: false")],
-        },
-        source=generated,
-    )
-    problems = recipes.invariant_problems(root)
-    assert len([p for p in problems if "qwen3_nothink never adds the empty think block" in p]) == 4, problems
-    assert [p for p in problems if "mask_history" in p] == [
-        next(p for p in problems if p.startswith("recipes/qwen3-8b/lora_sft.yaml: mask_history is not true"))
-    ]
 
 
 def test_recipes_keeps_your_edits_unless_told_to_overwrite(tmp_path):
@@ -224,8 +134,8 @@ def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
     ],
 )
 def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu, micro, accumulation, deepspeed):
-    from caretune.training import estimate
-    from caretune.training.plan import resolve_arch
+    from caretune.planning import estimate
+    from caretune.planning.plan import resolve_arch
 
     recipe = recipes.sized_recipe("new-model", model, gpus, gpu)
     assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps, recipe.deepspeed) == (
@@ -246,7 +156,7 @@ def test_recipes_new_sizes_by_the_plans_memory_model(tmp_path, model, gpus, gpu,
     assert memory["total"] <= estimate.GPUS[gpu].memory_gib * estimate.GIB * estimate.MEMORY_HEADROOM
     root = edited_copy(tmp_path, {})
     recipes.write_new_folder(recipe, root / "recipes" / "new-model")
-    assert recipes.invariant_problems(root) == []
+    assert invariant_problems(root) == []
 
 
 def test_recipes_new_refuses_what_it_cannot_do_well(tmp_path):
@@ -296,7 +206,7 @@ def test_recipes_new_sizes_several_nodes_by_their_world_size(tmp_path):
     assert "2 nodes x 8 GPUs" in recipes.folder_files(two_nodes)["README.md"]
     root = edited_copy(tmp_path, {})
     recipes.write_new_folder(two_nodes, root / "recipes" / "qwen3-8b-16")
-    assert recipes.invariant_problems(root) == []
+    assert invariant_problems(root) == []
 
     out = tmp_path / "two-nodes"
     done = CliRunner().invoke(
@@ -334,7 +244,7 @@ def test_a_speed_variant_is_one_field_of_the_generator_and_plan_reads_it_back(tm
     """The GPU check's variants map onto the default recipe through ModelRecipe fields; `caretune plan` reads the
     written keys back as the same variant."""
 
-    from caretune.training.plan import read_recipe
+    from caretune.planning.plan import read_recipe
     from tests.helpers import converted_workspace
 
     recipe = replace(recipes.QWEN3_8B, activations=activations, torch_compile=compiled)
@@ -352,7 +262,7 @@ def test_mix_shares_sum_to_one_as_numpy_checks_it():
     """Written with `:.4g`, 0.8491,0.05094,0.1 summed to 1.00004 and LLaMA-Factory's interleaving refused it."""
     import numpy as np
 
-    from caretune.training.recipe_writer import mix_shares
+    from caretune.recipe_folders.generator import mix_shares
 
     for rows in ([900_000, 50_000], [500_000, 142_248], [3, 1]):
         written = [float(f"{p:.6f}".rstrip("0")) for p in mix_shares(rows, 0.1)]

@@ -2,7 +2,7 @@
 
 The recipe's datasets are tokenized with the model's tokenizer and template through LLaMA-Factory's
 loading (once, then cached: `caretune.prep.lengths`); truncation, batching and packing are then replayed as
-LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.training.estimate`.
+LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.planning.estimate`.
 
 `--json` is the `Plan` dataclass below, field by field (its comments say what each figure is).
 """
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.planning import estimate
 from caretune.recipe import names_in
-from caretune.training import estimate
 from converters.errors import UserError
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
@@ -64,7 +64,7 @@ class TrainSettings:
 
     @property
     def activations(self) -> str:
-        """How activations are kept (caretune.training.estimate.ACTIVATION_MODES)."""
+        """How activations are kept (caretune.planning.estimate.ACTIVATION_MODES)."""
         return "kept" if not self.gradient_checkpointing else "offloaded" if self.unsloth_gc else "checkpointed"
 
     @property
@@ -279,7 +279,7 @@ class Throughput:
     source: str  # a `caretune bench` file, or the assumed HFU
     processed_tokens_per_s_per_gpu: float
     real_tokens_per_s_per_gpu: float
-    mfu: float  # model FLOPs utilisation: 4·N + attention per real token (caretune.training.estimate)
+    mfu: float  # model FLOPs utilisation: 4·N + attention per real token (caretune.planning.estimate)
     hfu: float  # hardware FLOPs utilisation: the recomputed forward pass included under gradient checkpointing
 
 
@@ -306,7 +306,7 @@ class Plan:
     length_quantiles: list[int]  # p0..p100 of row tokens
     params: int
     lora_params: int
-    memory_bytes: dict[str, int]  # per component, total, and the logits fused and unfused (caretune.training.estimate)
+    memory_bytes: dict[str, int]  # per component, total, and the logits fused and unfused (caretune.planning.estimate)
     memory_limit_bytes: int
     fits: bool
     max_micro_batch: int
@@ -715,7 +715,7 @@ def format_plan(plan: Plan) -> str:
         f"  {plan.rows_per_micro_batch:g} rows per micro-batch, {plan.micro_batches_per_gpu_epoch:,} "
         f"micro-batches per GPU per epoch, {plan.optimizer_steps:,} optimizer steps",
         "",
-        "memory per GPU (estimate; formulas in caretune/training/estimate.py):",
+        "memory per GPU (estimate; formulas in caretune/planning/estimate.py):",
     ]
     for key in ("weights", "lora_states", "checkpointed_activations", "recomputed_layer", "kept_activations", "logits", "overhead"):
         lines.append(f"  {key:<26} {memory[key] / gib:8.2f} GiB")

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from caretune.training import estimate
-from caretune.training.estimate import GIB, GPUS, QWEN3_FAMILY
-from caretune.training.plan import contiguous_shards, micro_batch_tokens, pack
+from caretune.planning import estimate
+from caretune.planning.estimate import GIB, GPUS, QWEN3_FAMILY
+from caretune.planning.plan import contiguous_shards, micro_batch_tokens, pack
 from tests.helpers import ROOT
 
 QWEN3_8B = QWEN3_FAMILY["Qwen/Qwen3-8B"]

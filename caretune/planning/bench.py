@@ -5,7 +5,7 @@ device, in bf16 on a GPU. Rows are synthetic: digit strings (one Qwen3 token per
 token lengths follow a measured length profile. Each variant (padding or neat packing, Liger
 kernel, attention implementation) runs `llamafactory-cli train`'s code in a fresh process; after
 `warmup` steps, the next `steps` are timed. Reported per variant: real (non-padding) and processed
-tokens/s per GPU, MFU and HFU on real tokens (caretune.training.estimate), peak memory, and the losses to show the run was sound.
+tokens/s per GPU, MFU and HFU on real tokens (caretune.planning.estimate), peak memory, and the losses to show the run was sound.
 On a machine without a GPU the same code runs the tiny Qwen3 on CPU.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO, TEMPLATE
+from caretune.planning import estimate
 from caretune.prep.profiles import load_profile, sample_lengths
-from caretune.training import estimate
 from converters.errors import UserError
 
 TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
@@ -176,12 +176,12 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
 
 
 def resolve_bench_arch(model: str) -> estimate.Arch:
-    """The architecture to bench: the tiny Qwen3's own config, or the model's (caretune.training.plan.resolve_arch)."""
+    """The architecture to bench: the tiny Qwen3's own config, or the model's (caretune.planning.plan.resolve_arch)."""
     if model == TINY:
         from caretune.training.tiny_model import TINY_CONFIG
 
         return estimate.Arch.from_config(TINY, TINY_CONFIG)
-    from caretune.training.plan import PlanError, resolve_arch
+    from caretune.planning.plan import PlanError, resolve_arch
 
     try:
         return resolve_arch(model)[0]
@@ -256,7 +256,7 @@ def summarise(
     checkpointing: bool = True,
 ) -> dict:
     """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end; MFU and
-    HFU as caretune.training.estimate defines them (HFU counts the recomputed forward under checkpointing)."""
+    HFU as caretune.planning.estimate defines them (HFU counts the recomputed forward under checkpointing)."""
     timed = records[warmup : len(times)]
     elapsed = times[-1] - times[warmup - 1]
     real = sum(r for r, _ in timed)
@@ -415,7 +415,7 @@ def step_shape(
     variant: Variant, arch: estimate.Arch, micro_batch: int, pack_batch: int, cutoff_len: int, memory_limit: int | None
 ) -> tuple[int, int, str]:
     """(rows or packs per step, cutoff_len, how that size was chosen) of one variant."""
-    from caretune.training.plan import FA2_LONG_PACK, largest_micro_batch
+    from caretune.planning.plan import FA2_LONG_PACK, largest_micro_batch
 
     if not variant.packing:
         return micro_batch, cutoff_len, "--micro-batch"
@@ -652,7 +652,7 @@ class VariantRun:
         with open(run_dir / "train.log", "w", encoding="utf-8") as out:
             try:
                 code = subprocess.call(
-                    [sys.executable, "-m", "caretune.training.bench", str(run_dir / "spec.json")],
+                    [sys.executable, "-m", "caretune.planning.bench", str(run_dir / "spec.json")],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=self.env(),

@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from caretune.cli import main
-from caretune.training.plan import PlanError, _duration, make_plan, read_recipe
+from caretune.planning.plan import PlanError, _duration, make_plan, read_recipe
 from tests.helpers import ROOT, caretune_env, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
@@ -157,7 +157,7 @@ def test_plan_takes_the_bench_variant_that_trains_as_the_recipe_does(workspace, 
     with checkpointing; a recipe edited to drop checkpointing takes the -no-gc figure."""
     from dataclasses import replace
 
-    from caretune.training.plan import load_bench, resolve_arch
+    from caretune.planning.plan import load_bench, resolve_arch
 
     monkeypatch.chdir(workspace)
     settings = read_recipe(FAST)
@@ -193,7 +193,7 @@ def test_plan_takes_the_bench_variant_that_trains_as_the_recipe_does(workspace, 
 def test_an_extrapolated_plan_packs_as_many_rows_as_it_plans_for(workspace, monkeypatch):
     """With --rows past the rows tokenized, the lengths are resampled to the planned count (at most
     PLANNED_LENGTHS_CAP a dataset) before packing: a few converted rows no longer pack into half-empty packs."""
-    from caretune.training.plan import PLANNED_LENGTHS_CAP
+    from caretune.planning.plan import PLANNED_LENGTHS_CAP
 
     monkeypatch.chdir(workspace)
     shard = make_plan(FAST, gpus=4, gpu_name="h800")
@@ -277,7 +277,7 @@ def test_greedy_packs_are_llamafactorys_greedy_knapsack():
 
     from llamafactory.data.processor.processor_utils import greedy_knapsack
 
-    from caretune.training.plan import greedy_packs
+    from caretune.planning.plan import greedy_packs
 
     rng = random.Random(7)
     for capacity in (64, 511, 2047):
@@ -317,7 +317,7 @@ def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
 
 
 def test_interleave_over_rows_by_hand():
-    from caretune.training.plan import interleave_over_rows
+    from caretune.planning.plan import interleave_over_rows
 
     # 900 and 100 medical rows at 0.72 / 0.18, 50 general rows at 0.1: the medical sets run out together after
     # 1,250 draws; the general set (125 draws) repeats 2.5 times
@@ -335,7 +335,7 @@ def _mixed_project(tmp_path):
 
 
 def test_general_share_writes_interleave_probs_and_plan_counts_each_set(tmp_path, monkeypatch):
-    from caretune.training.recipe_writer import RecipeError
+    from caretune.recipe_folders.generator import RecipeError
 
     project = _mixed_project(tmp_path)
     monkeypatch.chdir(project)
@@ -359,7 +359,7 @@ def test_general_share_writes_interleave_probs_and_plan_counts_each_set(tmp_path
     tokens = {d.name: d.tokens_per_epoch for d in plan.datasets}  # each set's share of the epoch's tokens
     assert sum(tokens.values()) == pytest.approx(plan.real_tokens_per_epoch, rel=0.01) and tokens["general-zh"] > 0
     with pytest.raises(RecipeError, match="more than 0 and at most 0.5"):
-        from caretune.training.recipe_writer import QWEN3_8B, mixed_in
+        from caretune.recipe_folders.generator import QWEN3_8B, mixed_in
 
         mixed_in(QWEN3_8B, 0.7, "dataset_info.json")
 
@@ -393,7 +393,7 @@ def test_llamafactory_mixes_the_general_set_at_about_the_share(tmp_path, monkeyp
 def test_each_dataset_weighs_by_its_rows_whatever_its_extrapolation():
     """A 2,000-row shard planned for 500,000 rows beside 140,000 rows tokenized whole: before, one overall scale gave
     the shard 80M tokens and the other 224M; each set's true share is rows x mean length (150M and 84M)."""
-    from caretune.training.plan import DatasetRows, epoch
+    from caretune.planning.plan import DatasetRows, epoch
 
     shard = DatasetRows("a", 500_000, 2_000, 500_000, 0, "tokenized")
     whole = DatasetRows("b", 140_000, 140_000, 140_000, 0, "tokenized")

@@ -1,0 +1,1 @@
+"""The recipe folders under recipes/: their generator and the rules every folder keeps."""
