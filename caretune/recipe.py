@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from caretune.basics.errors import UserError
+from caretune.basics.files import AtomicFile
 from caretune.constants import TRAINER_LOG
-from converters.errors import UserError
-from converters.writer import AtomicFile
 
 RECIPES_DIR, SAVES = "recipes", Path("saves")
 CONSISTENT_KEYS = ("template", "enable_thinking")  # a folder's recipes train, evaluate and serve one prompt

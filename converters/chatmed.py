@@ -11,10 +11,10 @@ from collections import Counter
 
 import orjson
 
+from caretune.basics.pii import mask_pii
 from converters.choices import SYSTEM_LAYOUT
 from converters.jsoncodec import dumps_bytes
 from converters.names import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
-from converters.pii import mask_pii
 from converters.records import NOT_AN_OBJECT, Skip, string_field
 
 NAME = "chatmed"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from caretune.basics.pii import mask_pii
 from converters.jsoncodec import dumps_bytes
 from converters.names import HUATUO_DATASET, HUATUO_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
-from converters.pii import mask_pii
 from converters.records import (
     BAD_ROLE_ORDER,
     EMPTY_AFTER_STRIP,

@@ -18,6 +18,10 @@ from itertools import islice
 from pathlib import Path
 from types import ModuleType
 
+from caretune.basics.errors import UserError
+from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
+from caretune.basics.pii import PII_KINDS, mask_quote
+from caretune.basics.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
 from converters import chatmed, general, huatuo
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import (
@@ -30,16 +34,13 @@ from converters.care import (
     apply_care_policy,
 )
 from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
-from converters.errors import UserError
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
-from converters.pii import PII_KINDS, mask_quote
 from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
-from converters.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
 from converters.split import HeldOutSplit
-from converters.writer import JsonArrayWriter, JsonLinesWriter, exclusive, sweep_temporaries, write_json_atomic
+from converters.writer import JsonArrayWriter, JsonLinesWriter
 
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo, general.NAME: general}
 REPORT_SUFFIX = ".report.json"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import jsonlines
 import orjson
 
-from converters.errors import UserError
+from caretune.basics.errors import UserError
 from converters.jsoncodec import loads_rejected
 
 JSONL = "jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from caretune import __version__
-from converters.errors import UserError
+from caretune.basics.errors import UserError
 
 
 class _UsageError(click.ClickException):
@@ -37,7 +37,7 @@ PIPELINE_ORDER = (
 
 
 class _OneLineErrors(click.Group):
-    """Every user-caused error (converters.errors.UserError, a path that cannot be used) ends as one line, exit 1;
+    """Every user-caused error (caretune.basics.errors.UserError, a path that cannot be used) ends as one line, exit 1;
     a command line that does not parse is one line too, exit 2. Commands are listed in pipeline order."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

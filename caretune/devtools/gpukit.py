@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from converters.errors import UserError
+from caretune.basics.errors import UserError
 
 KIT_MANIFEST = "kit.json"
 MAX_KIT_MIB = 60  # the core kit's size cap (FULL and --with-base may exceed it)

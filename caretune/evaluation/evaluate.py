@@ -9,12 +9,12 @@ import subprocess
 from importlib.resources import files
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
 from caretune.evaluation.safety import care_comparison, emergency_metrics, safety_metrics
 from caretune.lf import cli_command
 from caretune.recipe import load_recipe, names_in
 from caretune.training.preflight import check_model_paths
-from converters.errors import UserError
 
 EMERGENCY_DATASET = "medical-emergency"
 EMERGENCY_FILE = Path(str(files("caretune") / "data" / "emergency_prompts.json"))  # package data, any install
@@ -33,7 +33,7 @@ class EvalError(UserError):
 def register_emergency_set(dataset_dir: Path) -> None:
     """Register the shipped emergency prompts as a dataset beside the recipe's others; an entry already pointing at
     a byte-identical copy (a project copied with caretune/data, or the repository's own entry) is kept as it is."""
-    from converters.registry import load_registry, register, relative_file_name
+    from caretune.basics.registry import load_registry, register, relative_file_name
 
     registry = dataset_dir / DATASET_INFO
     existing = load_registry(registry).get(EMERGENCY_DATASET) if registry.exists() else None

@@ -13,7 +13,7 @@ called through the official `openai` client.
   exact messages sent (which hold the prompt, the answer and the criterion, or the pair in its order). Unparsed and
   failed verdicts are not cached: a rerun asks them again and nothing else. Entries are checked when read; a bad one
   is skipped and counted.
-- Every text is masked (phone, ID-card, e-mail: converters.pii) before it is sent, criteria included; an endpoint off
+- Every text is masked (phone, ID-card, e-mail: caretune.basics.pii) before it is sent, criteria included; an endpoint off
   this machine needs an explicit allow, and a URL carrying a user name or password is refused (the key goes in
   JUDGE_API_KEY, never in a URL that judge.json records).
 """
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from caretune.basics.errors import UserError
+from caretune.basics.pii import mask_pii
 from caretune.hub import is_loopback
-from converters.errors import UserError
-from converters.pii import mask_pii
 
 GRADER_VERSION = "2"  # bump when a grader prompt changes: verdicts cached under the old prompts are not reused
 KEY_ENV = "JUDGE_API_KEY"
@@ -451,7 +451,7 @@ def _retry_after(response) -> float | None:
 
 def write_outputs(out: Path, report: dict, verdict_rows: list[dict]) -> Path:
     """judge.json and verdicts.jsonl in `out`, each written to a temporary file and renamed."""
-    from converters.writer import AtomicFile, write_json_atomic
+    from caretune.basics.files import AtomicFile, write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     with AtomicFile(out / VERDICTS) as handle:

@@ -17,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.evaluation.suites import GENERAL_SUITE, MEDICAL, general_subjects, question_ids, select_questions
 from caretune.recipe import Recipe, load_recipe
-from converters.errors import UserError
 
 TASK = "medmcq"  # no "_": LLaMA-Factory splits the task argument as <folder>_<split>
 EVAL_SPLITS = ("val", "test")  # C-Eval's archive has a test/ too, without answers: val/ first

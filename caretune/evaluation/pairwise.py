@@ -206,7 +206,7 @@ def run_pairwise(
         "length_controlled": length_control(results, [len(a) for a in answers[BASE]], [len(a) for a in answers[TUNED]]),
         **judge.summary(),
     }
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     out.mkdir(parents=True, exist_ok=True)
     with AtomicFile(out / "answers.jsonl") as handle:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import MEDICAL_SYSTEM_PROMPT, PREDICTIONS_FILE, TRAINER_LOG
 from caretune.evaluation.evaluate import CARE_GOAL, settings_differences, user_text
 from caretune.evaluation.suites import GENERAL, MEDICAL
 from caretune.recipe import RunDir
-from converters.errors import UserError
 
 METRICS = (  # (label, section, key, format)
     ("BLEU-4", "generation", "predict_bleu-4", "{:.2f}"),
@@ -423,7 +423,7 @@ def render(
 
 def write_report(run_dirs: list[str], out_dir: str) -> Path:
     """Write report.md (and loss.png, mcq.png, judge.png when there is data for them) into out_dir."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     runs = [load_run(Path(d)) for d in run_dirs]
     check_comparable(runs)

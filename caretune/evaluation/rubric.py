@@ -275,8 +275,8 @@ def run_rubric(
 def generate_answers(recipe: str, prompts: list[RubricPrompt], backend: str, out: Path) -> dict[str, str]:
     """The recipe's model's answers to every prompt (a leading system message replaces the recipe's prompt),
     also written to `out`/answers.jsonl for reuse with --answers."""
+    from caretune.basics.files import AtomicFile
     from caretune.evaluation.evaluate import generate
-    from converters.writer import AtomicFile
 
     conversations = []
     for prompt in prompts:

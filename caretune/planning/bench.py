@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, TEMPLATE
 from caretune.planning import estimate
 from caretune.prep.profiles import load_profile, sample_lengths
-from converters.errors import UserError
 
 TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
 SEED = 20261125
@@ -153,7 +153,7 @@ def bench_model_dir(arch: estimate.Arch, root: Path) -> Path:
     """A folder with the shape's config.json and the verified Qwen3 tokenizer, and no weights."""
     from transformers import Qwen3Config
 
-    from caretune.files import publish_dir
+    from caretune.basics.files import publish_dir
     from caretune.prep.tokenizer import KNOWN_SPECIAL_IDS, offline_tokenizer
 
     target = root / arch.name.replace("/", "--")
@@ -676,7 +676,7 @@ class VariantRun:
 
 def write_results(report: dict, path: Path) -> None:
     """The results so far as JSON (rewritten after every variant, so they survive an interruption)."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     with AtomicFile(path) as handle:
         handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
@@ -685,7 +685,7 @@ def write_results(report: dict, path: Path) -> None:
 
 def append_table(table: str, path: Path) -> None:
     """Append a results table to a Markdown file."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     previous = path.read_text(encoding="utf-8") if path.exists() else ""
     with AtomicFile(path) as handle:

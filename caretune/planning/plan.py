@@ -17,10 +17,10 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, TEMPLATE
 from caretune.planning import estimate
 from caretune.recipe import names_in
-from converters.errors import UserError
 
 DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
 SUPPORTED_MIX = (None, "concat", "interleave_over")

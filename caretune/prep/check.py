@@ -8,9 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import TEMPLATE
 from caretune.prep.lengths import percentile
-from converters.errors import UserError
 
 UNBOUNDED_CUTOFF = 1 << 30  # lengths untruncated, then compared with the real cutoff
 
@@ -49,7 +49,7 @@ def check_datasets(
 ) -> list[dict]:
     """One result dict per dataset; a dataset that fails carries its error instead of stopping the rest.
     Token lengths come from `caretune.prep.lengths` (cached unless `use_cache` is off or only a sample is read)."""
-    from converters.registry import RegistryError, load_registry
+    from caretune.basics.registry import RegistryError, load_registry
 
     try:
         registry = load_registry(dataset_info)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from converters import chatmed
 from converters.card import CardCollector
 from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
-from converters.errors import UserError
 from converters.pipeline import SOURCES, Options, Outputs, convert_file
 
 
@@ -78,7 +78,7 @@ def convert(
 def registry_note(outputs: Outputs, registry_path: str) -> str:
     """What the summary line adds when the outputs lie outside the registry's folder (LLaMA-Factory's
     dataset_dir): their entries then hold an absolute path, valid on this machine only."""
-    from converters.registry import relative_file_name
+    from caretune.basics.registry import relative_file_name
 
     file_name = relative_file_name(outputs.train, registry_path)
     if not Path(file_name).is_absolute():

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+from caretune.basics.files import AtomicFile
+from caretune.basics.pii import mask_pii
 from caretune.prep.lengths import percentile
 from converters.card import CARD_SUFFIX, HISTOGRAM_SUFFIX, CardCollector
-from converters.pii import mask_pii
 from converters.quality import mask_contacts
-from converters.writer import AtomicFile
 
 SHOWN_CHARS = 160
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.hub import MODELSCOPE_ENDPOINT, hf_endpoint, hf_offline, reachable
-from converters.errors import UserError
 
 
 class FetchError(UserError):

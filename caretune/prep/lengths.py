@@ -51,7 +51,7 @@ def tokenizer_processes(recipe_workers: int | None, data_bytes: int) -> int | No
 
 def dataset_bytes(dataset_dir: str, name: str) -> int:
     """Size of a registered dataset's local file (0 when it is not one; LLaMA-Factory reports the problem later)."""
-    from converters.registry import RegistryError, load_registry
+    from caretune.basics.registry import RegistryError, load_registry
 
     try:
         entry = load_registry(Path(dataset_dir) / DATASET_INFO).get(name, {})
@@ -143,7 +143,7 @@ class TokenizerSource:
     def identity(self) -> str:
         """A hash of the tokenizer's files: cached lengths are reused only for the same tokenizer."""
         if self._identity is None:
-            from caretune.files import sha256_file
+            from caretune.basics.files import sha256_file
             from caretune.prep.tokenizer import tokenizer_files
 
             folder = tokenizer_files(self.model_name_or_path)
@@ -162,8 +162,8 @@ def cache_key(name: str, dataset_dir: str, tokenizer_id: str, data_kwargs: dict)
     """The cache key of a registered dataset, or None when it is not one local file."""
     from importlib.metadata import version
 
-    from caretune.files import sha256_file
-    from converters.registry import RegistryError, load_registry
+    from caretune.basics.files import sha256_file
+    from caretune.basics.registry import RegistryError, load_registry
 
     try:
         entry = load_registry(Path(dataset_dir) / DATASET_INFO)[name]
@@ -214,7 +214,7 @@ def _load(path: Path, warn) -> TurnLengths | None:
 def _save(path: Path, name: str, data: TurnLengths, warn) -> None:
     """Write a cache entry and remove the dataset's entries under other keys; a cache that cannot be written is
     said through `warn`, never an error (the figures are computed either way)."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     meta = json.dumps({"rows": data.rows, "prefix": data.prefix, "efficient_eos": data.efficient_eos, "care": data.care})
     try:

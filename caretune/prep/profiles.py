@@ -9,7 +9,7 @@ import random
 from importlib.resources import files
 from pathlib import Path
 
-from converters.errors import UserError
+from caretune.basics.errors import UserError
 
 PROFILES = Path(str(files("caretune") / "data" / "length_profiles.json"))  # package data, any install
 

@@ -14,10 +14,10 @@ import re
 import shutil
 from pathlib import Path
 
+from caretune.basics.errors import UserError
+from caretune.basics.files import sha256_file
 from caretune.constants import BASE_MODEL
-from caretune.files import sha256_file
 from caretune.hub import hf_endpoint, hf_offline, reachable
-from converters.errors import UserError
 
 OFFICIAL_TOKENIZER_JSON_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 # Known Qwen3 ids: text -> ids, special token -> id.
@@ -62,7 +62,7 @@ def offline_tokenizer_dir() -> Path:
         config = (source / "tokenizer_config.json").read_bytes().replace(b"\r\n", b"\n")
         (staging / "tokenizer_config.json").write_bytes(config)
 
-    from caretune.files import publish_dir
+    from caretune.basics.files import publish_dir
 
     return publish_dir(target, fill, replace=False)
 

@@ -568,7 +568,7 @@ def generated_files() -> dict[str, str]:
 def write_recipes(root: str | Path = ".", overwrite: bool = False) -> tuple[list[str], list[str]]:
     """Write the generated files under `root`: missing ones always, edited ones only with `overwrite`.
     Returns (paths written, edited paths left as they are)."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     written, kept = [], []
     for relative, content in generated_files().items():
@@ -661,7 +661,7 @@ def folder_files(recipe: ModelRecipe) -> dict[str, str]:
 
 def write_new_folder(recipe: ModelRecipe, out: Path, overwrite: bool = False) -> list[str]:
     """Write a model folder; an existing recipe there is replaced only with `overwrite`."""
-    from converters.writer import AtomicFile
+    from caretune.basics.files import AtomicFile
 
     files = folder_files(recipe)
     existing = [name for name in files if (out / name).exists()]
@@ -682,8 +682,8 @@ def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) ->
     the medical sets' in proportion to the rows their conversions wrote (read from their reports)."""
     import json
 
+    from caretune.basics.registry import load_registry
     from converters.pipeline import REPORT_SUFFIX
-    from converters.registry import load_registry
 
     if not 0 < general_share <= MAX_GENERAL_SHARE:
         raise RecipeError(f"--general-share {general_share:g}: expected more than 0 and at most {MAX_GENERAL_SHARE:g}")

@@ -91,7 +91,7 @@ def _arithmetic_problems(where: str, text: str, args: dict) -> list[str]:
 
 def invariant_problems(root: str | Path = ".") -> list[str]:
     """The rules every recipe folder under `root`/recipes keeps, whatever was edited. Empty when all hold."""
-    from converters.registry import load_registry
+    from caretune.basics.registry import load_registry
 
     root = Path(root)
     registry_path = root / DATASET_INFO

@@ -47,6 +47,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from caretune.basics.pii import mask_pii
 from caretune.serving.chat import ThinkFilter
 from caretune.serving.defaults import (
     DEFAULT_MAX_BODY_BYTES,
@@ -57,7 +58,6 @@ from caretune.serving.defaults import (
     SYSTEM_POLICIES,
 )
 from caretune.serving.generation import CANCELLED, Sampling
-from converters.pii import mask_pii
 
 log = logging.getLogger("caretune.serving.api")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from caretune.lf import cli_command
 from caretune.thinking import EMPTY_THINK
-from converters.errors import UserError
 
 THINKS_BY_DEFAULT = "{%- if enable_thinking is defined and enable_thinking is false %}"
 NON_THINKING_BY_DEFAULT = "{%- if enable_thinking is not defined or enable_thinking is false %}"
@@ -104,8 +104,8 @@ def export(recipe: str) -> Path:
     if code != 0:
         raise ExportError(f"llamafactory-cli export exited with code {code}")
     fix_export(export_dir)
+    from caretune.basics.files import write_json_atomic
     from caretune.training.runs import trained_by
-    from converters.writer import write_json_atomic
 
     write_json_atomic(
         Path(export_dir) / "caretune_run.json", {"recipe": recipe, "trained_by": trained_by(args.get("adapter_name_or_path"))}

@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.hub import is_loopback
 from caretune.serving.defaults import SHUTDOWN_GRACE_S
-from converters.errors import UserError
 
 
 class ServeError(UserError):

@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from caretune.basics.files import sha256_file
 from caretune.constants import DATASET_INFO, LF_OUTPUT_FILES
-from caretune.files import sha256_file
 from caretune.recipe import names_in
 
 MANIFEST_FORMAT = 1
@@ -217,7 +217,7 @@ def _conversion_report(data_file: Path) -> dict | None:
 
 def datasets(args: dict) -> list[dict]:
     """Every dataset the recipe names (train and eval): registry entry, file SHA-256, conversion report."""
-    from converters.registry import RegistryError, load_registry
+    from caretune.basics.registry import RegistryError, load_registry
 
     dataset_dir = Path(args.get("dataset_dir", "data"))
     try:

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caretune import lf
+from caretune.basics.registry import load_registry
 from caretune.constants import DATASET_INFO, RESULT_FILES
 from caretune.recipe import RecipeError, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 from caretune.training.runs import last_checkpoint, live_run
-from converters.registry import load_registry
 
 FINISHED_MARKERS = RESULT_FILES
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from converters.errors import UserError
+from caretune.basics.errors import UserError
 
 PASSED_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "LLAMAFACTORY_VERBOSITY", "PYTHONPATH")
 CONNECT_TIMEOUT_S = 5.0

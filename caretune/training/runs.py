@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.constants import PREDICT_RESULTS, PREDICTIONS_FILE, RESULT_FILES, TRAINER_LOG, TRAINER_STATE
-from converters.errors import UserError
 
 RUN_STATUS_SUFFIX = ".run.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -115,7 +115,7 @@ def trained_by(adapter_dir: str | os.PathLike | None) -> dict | None:
 
 def write_status(output_dir: str | os.PathLike, **fields) -> None:
     """Merge `fields` into a run's status file, atomically."""
-    from converters.writer import write_json_atomic
+    from caretune.basics.files import write_json_atomic
 
     path = status_path(output_dir)
     current = _read_json(path) or {}

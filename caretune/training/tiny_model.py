@@ -34,7 +34,7 @@ def build_tiny_model(target: str | os.PathLike) -> Path:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from caretune.files import publish_dir
+    from caretune.basics.files import publish_dir
     from caretune.prep.tokenizer import offline_tokenizer
 
     tokenizer = offline_tokenizer()

@@ -116,7 +116,7 @@ def test_a_killed_runs_temporary_files_are_swept_by_the_next_run(tmp_path):
 
 
 def test_a_second_conversion_waits_for_the_lock_or_times_out_clearly(tmp_path):
-    from converters.writer import exclusive, lock_path
+    from caretune.basics.files import exclusive, lock_path
 
     data = tmp_path / "data"
     command = convert_command(CHATMED_SAMPLE, data / "w.json")

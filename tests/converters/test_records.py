@@ -5,7 +5,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converters.pii import _PII, MASKS, mask_pii
+from caretune.basics.pii import _PII, MASKS, mask_pii
 from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, Skip, normalise_query, query_key, string_field
 
 

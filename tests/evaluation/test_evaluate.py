@@ -77,8 +77,8 @@ def test_the_emergency_set_registers_beside_a_copied_entry(tmp_path):
     file) evaluates: the identical entry is kept. An entry pointing elsewhere is still never clobbered."""
     import shutil
 
+    from caretune.basics.registry import RegistryError, load_registry
     from caretune.evaluation.evaluate import EMERGENCY_DATASET, EMERGENCY_FILE, register_emergency_set
-    from converters.registry import RegistryError, load_registry
 
     shutil.copy(ROOT / "dataset_info.json", tmp_path)
     (tmp_path / "caretune" / "data").mkdir(parents=True)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from converters.registry import RegistryError, load_registry, register, relative_file_name
+from caretune.basics.registry import RegistryError, load_registry, register, relative_file_name
 
 ENTRY = {"file_name": "data/multi-med.json", "formatting": "alpaca", "columns": {"query": "input"}}
 

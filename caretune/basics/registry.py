@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from converters.errors import UserError
-from converters.writer import exclusive, sweep_temporaries, write_json_atomic
+from caretune.basics.errors import UserError
+from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
 
 
 class RegistryError(UserError):
