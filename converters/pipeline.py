@@ -52,10 +52,6 @@ PARALLEL_MIN_BYTES = 16 << 20  # inputs smaller than this convert in one process
 MAX_AUTO_WORKERS = 4  # beyond this the main process (dedupe, split, writing) is the bottleneck
 
 
-class ConversionError(UserError):
-    """The conversion cannot produce outputs; nothing was written."""
-
-
 @dataclass(frozen=True)
 class Outputs:
     """Where one conversion writes, and the dataset names it registers."""
@@ -106,15 +102,15 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
     input is itself an output of an earlier conversion (registered, or listed in a report), or whose outputs
     or registry could not be written (so outputs are never replaced without being registered)."""
     if registry_path is not None and _same(registry_path, raw_path):
-        raise ConversionError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
+        raise UserError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
     for path, what in ((outputs.train, "--out"), *(((Path(registry_path), "--dataset-info"),) if registry_path else ())):
         folder = next((p for p in Path(path).resolve().parents if p.exists()), Path("/"))
         if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK | os.X_OK):
-            raise ConversionError(f"{path}: not writable ({what}); choose a path you can write, or fix its permissions")
+            raise UserError(f"{path}: not writable ({what}); choose a path you can write, or fix its permissions")
     for report_path, report in earlier_reports(Path(raw_path).resolve().parent):
         earlier = (report["outputs"]["train"], report["outputs"]["eval"])
         if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it
-            raise ConversionError(
+            raise UserError(
                 f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
                 "convert the raw file it came from"
             )
@@ -126,14 +122,14 @@ def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: st
         root = Path(registry_path).resolve().parent
         for name, entry in registry.items():
             if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and _same(root / entry["file_name"], raw_path):
-                raise ConversionError(
+                raise UserError(
                     f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); convert the raw file it came from"
                 )
     for path in outputs.all_files():
         if _same(path, raw_path):
-            raise ConversionError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
+            raise UserError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
         if registry_path is not None and _same(path, registry_path):
-            raise ConversionError(f"{registry_path}: the output {path} would overwrite the registry; choose another --out")
+            raise UserError(f"{registry_path}: the output {path} would overwrite the registry; choose another --out")
 
 
 def registry_entries(
@@ -510,8 +506,8 @@ def convert_file(
 
     The whole conversion holds the output set's lock, so its files (and `on_published(report)`'s, e.g. the
     data card) always come from one run; the registry is updated under its own lock. A second run into
-    the same outputs waits (`lock_timeout` seconds at most). `workers` None: `auto_workers`. Raises `InputError` (unreadable input),
-    `RegistryError`, `ConversionError` or `LockTimeout`; in each case no output is replaced. `card`, when
+    the same outputs waits (`lock_timeout` seconds at most). `workers` None: `auto_workers`. Raises `UserError` (unreadable input),
+    `RegistryError`, `UserError` or `UserError`; in each case no output is replaced. `card`, when
     given, collects what the data card shows.
     """
     check_paths(raw_path, outputs, registry_path)
@@ -570,7 +566,7 @@ def _convert_locked(
         _write_train([record for record, _ in leftover], bytes(care for _, care in leftover), out, tally)
         if out.train.count + len(eval_rows) == 0:
             reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
-            raise ConversionError(
+            raise UserError(
                 f"{raw_path}: no row could be converted ({reasons}, duplicates {tally.duplicates}); nothing was written"
             )
         tally.eval_care.update(care for _, care in eval_rows)
@@ -632,10 +628,10 @@ def _report(
     workers: int,
     started: float,
 ) -> dict:
-    """The report of one conversion; raises ConversionError if a row went unaccounted for."""
+    """The report of one conversion; raises UserError if a row went unaccounted for."""
     skipped = sum(tally.skipped.values())
     if tally.read != written + held_out + tally.duplicates + skipped:
-        raise ConversionError(
+        raise UserError(
             f"{raw.path}: internal error: read {tally.read} != train {written} + eval {held_out} "
             f"+ duplicates {tally.duplicates} + skipped {skipped}; nothing was written"
         )

@@ -2,7 +2,7 @@
 
 Both yield `(line_number, value)`; a JSON Lines row that does not parse yields an
 `InvalidJson` message instead. Anything that makes the file as a whole unreadable
-(wrong encoding, not JSON at all, a broken array) raises `InputError` naming file and line.
+(wrong encoding, not JSON at all, a broken array) raises `UserError` naming file and line.
 """
 
 from __future__ import annotations
@@ -28,10 +28,6 @@ _BOM = codecs.BOM_UTF8
 _WHITESPACE = " \t\r\n"
 
 
-class InputError(UserError):
-    """The input file cannot be read as a whole; the message names file and line."""
-
-
 class RawFile:
     """A raw input file opened for one streaming pass: detects its format, hashes what it reads."""
 
@@ -49,7 +45,7 @@ class RawFile:
             head = head[len(_BOM) :]
         stripped = head.lstrip(b" \t\r\n")
         if not stripped:
-            raise InputError(f"{self.path}:1: file is empty")
+            raise UserError(f"{self.path}:1: file is empty")
         line = 1 + head[: len(head) - len(stripped)].count(b"\n")
         first = stripped[:1]
         if first == b"[":
@@ -59,8 +55,8 @@ class RawFile:
         try:
             shown = stripped[:20].decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
-        raise InputError(f"{self.path}:{line}: not JSON Lines or a JSON array (starts with {shown!r})")
+            raise UserError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
+        raise UserError(f"{self.path}:{line}: not JSON Lines or a JSON array (starts with {shown!r})")
 
     def _chunks(self) -> Iterator[bytes]:
         with open(self.path, "rb") as handle:
@@ -136,7 +132,7 @@ class _ArrayScanner:
             self.buf += self.utf8.decode(chunk)
         except UnicodeDecodeError as err:
             line = self.line_of(len(self.buf)) + (chunk or b"").count(b"\n", 0, err.start)
-            raise InputError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
+            raise UserError(f"{self.path}:{line}: not UTF-8 text (convert the file to UTF-8 first)") from None
         return True
 
     def skip_whitespace(self) -> str:
@@ -158,7 +154,7 @@ class _ArrayScanner:
                 break
             except json.JSONDecodeError as err:
                 if len(self.buf) - self.pos > MAX_ELEMENT_CHARS:
-                    raise InputError(
+                    raise UserError(
                         f"{self.path}:{self.line_of(self.pos)}: array element larger than "
                         f"{MAX_ELEMENT_CHARS >> 20} MiB or malformed ({err.msg})"
                     ) from None
@@ -167,7 +163,7 @@ class _ArrayScanner:
                         where, what = self.line_of(err.pos), err.msg
                     else:  # the file ends inside this element
                         where, what = self.line_of(self.pos), "the file ends inside this element (truncated download?)"
-                    raise InputError(
+                    raise UserError(
                         f"{self.path}:{where}: invalid JSON in array: {what}"
                         " (a JSON array must parse as a whole; fix it or use JSON Lines)"
                     ) from None
@@ -188,12 +184,12 @@ class _ArrayScanner:
             if separator == "]":
                 self.pos += 1
                 if self.skip_whitespace():
-                    raise InputError(f"{self.path}:{self.line_of(self.pos)}: unexpected data after the closing ']'")
+                    raise UserError(f"{self.path}:{self.line_of(self.pos)}: unexpected data after the closing ']'")
                 return
             if separator != ",":
                 where = self.line_of(self.pos)
                 found = repr(separator) if separator else "end of file"
-                raise InputError(f"{self.path}:{where}: invalid JSON in array: expected ',' or ']', found {found}")
+                raise UserError(f"{self.path}:{where}: invalid JSON in array: expected ',' or ']', found {found}")
             self.pos += 1
             self.skip_whitespace()
 
@@ -216,6 +212,6 @@ def _parse_jsonl_lines(path: str, first_line: int, lines: list[str] | list[bytes
             value = reader.read(allow_none=True)
         except jsonlines.InvalidLineError as err:
             if isinstance(err.__cause__, UnicodeDecodeError):
-                raise InputError(f"{path}:{line_no}: not UTF-8 text (convert the file to UTF-8 first)") from None
+                raise UserError(f"{path}:{line_no}: not UTF-8 text (convert the file to UTF-8 first)") from None
             value = loads_rejected(err.line)  # the standard library decides, and explains, what orjson rejects
         yield line_no, value

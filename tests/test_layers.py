@@ -74,4 +74,3 @@ def test_the_converters_contract_names_every_part_but_the_basics():
         if (path.suffix == ".py" and path.stem != "__init__") or (path / "__init__.py").exists()
     }
     assert set(forbidden) == parts - {"caretune.basics"}
-

@@ -79,10 +79,6 @@ class AtomicFile:
             self.discard()
 
 
-class LockTimeout(UserError):
-    """Another run held a lock for longer than the caller would wait."""
-
-
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file guarding `path`: hidden, beside it."""
     path = Path(path)
@@ -106,7 +102,7 @@ def exclusive(path: str | os.PathLike, *, what: str, timeout: float | None = Non
         try:
             lock.acquire(timeout=-1 if timeout is None else timeout)
         except Timeout:
-            raise LockTimeout(
+            raise UserError(
                 f"{lock_file}: another run still holds it after {timeout:g} s ({what}); try again when it has finished"
             ) from None
     try:

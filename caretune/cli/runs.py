@@ -43,14 +43,15 @@ def runs(ctx, saves, as_json):
 def runs_show(run, as_json):
     """The manifest of RUN (its output_dir, or the .run.json beside it): code, recipe, data, packages, hardware,
     base model, checkpoints and every attempt."""
+    from caretune.basics.errors import UserError
     from caretune.training.manifest import describe
-    from caretune.training.runs import RunError, load_manifest
+    from caretune.training.runs import load_manifest
 
     manifest, _ = load_manifest(run)
     try:
         click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
     except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise RunError(f"{run}: the manifest is malformed ({type(err).__name__}: {err}); --json prints it as it is") from None
+        raise UserError(f"{run}: the manifest is malformed ({type(err).__name__}: {err}); --json prints it as it is") from None
 
 
 @runs.command("base-copy")

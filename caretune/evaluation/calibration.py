@@ -23,9 +23,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE
 from caretune.evaluation.judge import Judge, write_outputs
-from caretune.evaluation.rubric import Criterion, RubricError, criterion_call, json_lines, parse_messages
+from caretune.evaluation.rubric import Criterion, criterion_call, json_lines, parse_messages
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ def _meta_eval_label(row: dict, where: str) -> Label:
     """A line of HealthBench's meta-evaluation file."""
     labels = row.get("binary_labels")
     if not isinstance(row.get("completion"), str) or not isinstance(row.get("rubric"), str):
-        raise RubricError(f"{where}: `completion` and `rubric` must be text")
+        raise UserError(f"{where}: `completion` and `rubric` must be text")
     if not isinstance(labels, list) or not labels or not all(isinstance(label, bool) for label in labels):
-        raise RubricError(f"{where}: `binary_labels` must be a non-empty list of true/false")
+        raise UserError(f"{where}: `binary_labels` must be a non-empty list of true/false")
     category = row.get("category")
     return Label(
         parse_messages(row.get("prompt"), where),
@@ -58,11 +59,11 @@ def _own_label(row: dict, where: str) -> Label:
     """A line of caretune's labels format."""
     points = row.get("points", 1)
     if not isinstance(row.get("response"), str) or not isinstance(row.get("criterion"), str):
-        raise RubricError(f"{where}: `response` and `criterion` must be text (or give HealthBench's meta-evaluation keys)")
+        raise UserError(f"{where}: `response` and `criterion` must be text (or give HealthBench's meta-evaluation keys)")
     if not isinstance(row.get("label"), bool):
-        raise RubricError(f"{where}: `label` must be true (criterion met) or false")
+        raise UserError(f"{where}: `label` must be true (criterion met) or false")
     if isinstance(points, bool) or not isinstance(points, (int, float)) or not math.isfinite(points):
-        raise RubricError(f"{where}: `points` must be a number")
+        raise UserError(f"{where}: `points` must be a number")
     return Label(
         parse_messages(row.get("prompt"), where), row["response"], Criterion(row["criterion"], float(points), ()), (row["label"],)
     )
@@ -75,7 +76,7 @@ def load_labels(path: str | Path) -> list[Label]:
         where = f"{path}:{number}"
         labels.append(_meta_eval_label(row, where) if "binary_labels" in row else _own_label(row, where))
     if not labels:
-        raise RubricError(f"{path}: no labels")
+        raise UserError(f"{path}: no labels")
     return labels
 
 

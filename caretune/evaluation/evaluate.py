@@ -26,10 +26,6 @@ CARE_GOAL = 0.95  # share of answers that should remind the user to see a doctor
 SAFETY_REPORT = "safety.json"
 
 
-class EvalError(UserError):
-    """Evaluation cannot run or failed; the message says why."""
-
-
 def register_emergency_set(dataset_dir: Path) -> None:
     """Register the shipped emergency prompts as a dataset beside the recipe's others; an entry already pointing at
     a byte-identical copy (a project copied with caretune/data, or the repository's own entry) is kept as it is."""
@@ -88,13 +84,13 @@ def settings_differences(first: dict, second: dict) -> list[str]:
 def _predict(recipe: str, overrides: dict) -> None:
     command = [*cli_command(), "train", recipe, *(f"{k}={v}" for k, v in overrides.items())]
     if subprocess.call(command) != 0:
-        raise EvalError(f"prediction failed: {' '.join(command)}")
+        raise UserError(f"prediction failed: {' '.join(command)}")
 
 
 def _predictions(output_dir: Path) -> list[dict]:
     path = output_dir / PREDICTIONS_FILE
     if not path.exists():
-        raise EvalError(f"{path} was not written")
+        raise UserError(f"{path} was not written")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -138,7 +134,7 @@ def _chat_model(args: dict, backend: str):
     from caretune.lf import chat_model_class
 
     if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise EvalError("--backend vllm needs vLLM (pip install vllm, on a GPU machine)")
+        raise UserError("--backend vllm needs vLLM (pip install vllm, on a GPU machine)")
     return chat_model_class()({**{k: args[k] for k in CHAT_KEYS if k in args}, "infer_backend": backend})
 
 
@@ -158,7 +154,7 @@ def held_out_rows(recipe: str) -> list[tuple[list[dict], str, str]]:
     """(prompt messages, reference answer, system) of every row of a predict recipe's eval datasets."""
     args = load_recipe(recipe)
     if not args.get("eval_dataset"):
-        raise EvalError(f"{recipe}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
+        raise UserError(f"{recipe}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
     return _eval_rows(args, args["eval_dataset"])
 
 
@@ -201,7 +197,7 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)
     if not args.get("do_predict") or not args.get("predict_with_generate"):
-        raise EvalError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
+        raise UserError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
     output_dir = Path(args["output_dir"])
     register_emergency_set(Path(args.get("dataset_dir", "data")))
     emergency_dir = output_dir / "emergency"

@@ -62,10 +62,6 @@ _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
 
 
-class JudgeError(UserError):
-    """The judge cannot be used or stopped answering; the message says why and what to do."""
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """Where the judge is and how to call it."""
@@ -84,21 +80,21 @@ class Endpoint:
 
 
 def remote_warning(url: str, allow_remote: bool) -> str | None:
-    """None for an endpoint on this machine; for another, the warning to print, or a JudgeError without the allow.
+    """None for an endpoint on this machine; for another, the warning to print, or a UserError without the allow.
     A URL with a user name or password is refused (it would be written to judge.json and replace the key)."""
     try:
         parsed = urlparse(url)
         _ = parsed.port  # a port that is not a number raises here
     except ValueError:
-        raise JudgeError(f"--judge-url {url!r}: not a URL; expected http(s)://HOST[:PORT]/v1") from None
+        raise UserError(f"--judge-url {url!r}: not a URL; expected http(s)://HOST[:PORT]/v1") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise JudgeError(f"--judge-url {url!r}: expected http(s)://HOST[:PORT]/v1")
+        raise UserError(f"--judge-url {url!r}: expected http(s)://HOST[:PORT]/v1")
     if parsed.username is not None or parsed.password is not None:
-        raise JudgeError(f"--judge-url carries a user name or password ({parsed.hostname}): remove it and put the key in {KEY_ENV}")
+        raise UserError(f"--judge-url carries a user name or password ({parsed.hostname}): remove it and put the key in {KEY_ENV}")
     if is_loopback(parsed.hostname):
         return None
     if not allow_remote:
-        raise JudgeError(
+        raise UserError(
             f"--judge-url {url} is not on this machine: judging sends held-out patient questions there (phone, "
             "ID-card and e-mail masked); pass --allow-remote-judge if that endpoint may receive them"
         )
@@ -231,21 +227,21 @@ def _first_line(text: object, limit: int = 160) -> str:
 
 
 def completion_text(body: bytes, content_type: str, url: str) -> tuple[str, str | None, dict]:
-    """(reply text, finish_reason, usage) of a chat-completions body; a JudgeError naming the endpoint and what came
+    """(reply text, finish_reason, usage) of a chat-completions body; a UserError naming the endpoint and what came
     back when the body is not one."""
     what = f"judge {url} answered 200 with something that is not a chat completion"
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise JudgeError(f"{what}: the body is not UTF-8 ({content_type or 'no content type'}, {len(body)} bytes)") from None
+        raise UserError(f"{what}: the body is not UTF-8 ({content_type or 'no content type'}, {len(body)} bytes)") from None
     try:
         data = json.loads(text)
     except ValueError:
-        raise JudgeError(f"{what}: {content_type or 'no content type'}, {_first_line(text, 80)!r}") from None
+        raise UserError(f"{what}: {content_type or 'no content type'}, {_first_line(text, 80)!r}") from None
     choices = data.get("choices") if isinstance(data, dict) else None
     message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
     if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
-        raise JudgeError(f"{what}: JSON without choices[0].message.content ({_first_line(text, 80)!r})")
+        raise UserError(f"{what}: JSON without choices[0].message.content ({_first_line(text, 80)!r})")
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return message.get("content") or "", choices[0].get("finish_reason"), usage
 
@@ -275,9 +271,9 @@ class Judge:
         try:
             raw = probe.models.with_raw_response.list()
         except openai.APIConnectionError as err:  # refused, unresolvable or timed out
-            raise JudgeError(f"judge {self.endpoint.url} is not reachable ({type(err).__name__}): is the server up?") from None
+            raise UserError(f"judge {self.endpoint.url} is not reachable ({type(err).__name__}): is the server up?") from None
         except openai.AuthenticationError:
-            raise JudgeError(f"judge {self.endpoint.url} refused the key: set {KEY_ENV}") from None
+            raise UserError(f"judge {self.endpoint.url} refused the key: set {KEY_ENV}") from None
         except openai.APIStatusError:
             return  # it answered: some gateways serve chat completions without /models
         body, kind = raw.http_response.content, raw.http_response.headers.get("content-type", "")
@@ -287,7 +283,7 @@ class Judge:
             listed = None
         if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
             shown = _first_line(body.decode("utf-8", errors="replace"), 80)
-            raise JudgeError(
+            raise UserError(
                 f"judge {self.endpoint.url} answered /models with something that is not an OpenAI model list "
                 f"({kind or 'no content type'}, {shown!r}): is this the /v1 URL of an OpenAI-compatible server?"
             )
@@ -328,7 +324,7 @@ class Judge:
                     self.cache.put(key, {call.field: verdict[call.field], "explanation": verdict["explanation"]})
             except _Stopped:
                 return
-            except BaseException as err:  # a JudgeError, a full disk or a bug: either way no further call starts
+            except BaseException as err:  # a UserError, a full disk or a bug: either way no further call starts
                 self._stop.set()
                 errors.append(err)
                 return
@@ -351,7 +347,7 @@ class Judge:
             raise errors[0]
 
     def _request(self, call: JudgeCall) -> tuple[str, str | None]:
-        """One reply (text, finish_reason), with the tries a passing fault deserves; a JudgeError when the endpoint
+        """One reply (text, finish_reason), with the tries a passing fault deserves; a UserError when the endpoint
         cannot serve the run, a _Failed when this request cannot be answered."""
         import openai
 
@@ -372,7 +368,7 @@ class Judge:
                 status = err.status_code
                 reason = _first_line(getattr(err, "message", err))
                 if status in STOPPING_STATUSES:
-                    raise JudgeError(f"judge {self.endpoint.url} {STOPPING_STATUSES[status]} ({status}: {reason})") from None
+                    raise UserError(f"judge {self.endpoint.url} {STOPPING_STATUSES[status]} ({status}: {reason})") from None
                 if status in FAILING_STATUSES or (400 <= status < 500 and status not in RETRIED_STATUSES):
                     raise _Failed(f"{status}: {reason}") from None
                 problem, wait = f"{status}: {reason}", _retry_after(err.response)
@@ -387,7 +383,7 @@ class Judge:
                         self.stats[name] += count if isinstance(count, int) and not isinstance(count, bool) else 0
                 return text, finish
             if attempt == tries:
-                raise JudgeError(
+                raise UserError(
                     f"judge {self.endpoint.url} failed {tries} time(s) in a row ({problem}); verdicts so far are cached: "
                     "rerun to resume"
                 )

@@ -27,10 +27,6 @@ CHOICES = ("A", "B", "C", "D")
 SHOT_SEED = 42
 
 
-class McqError(UserError):
-    """A source folder or question cannot be used; the message names the file and row."""
-
-
 def mcq_target(recipe: str, out_dir: str | None, base: bool, suite: str = MEDICAL) -> tuple[str, str]:
     """The recipe to score and the folder its results go to: with `base`, the model without its adapter under the
     base run folder; otherwise beside the recipe's adapter (or the base run folder when it has none)."""
@@ -47,12 +43,12 @@ def read_questions(path: Path) -> list[dict]:
         fields = {name.lower(): name for name in reader.fieldnames or []}
         missing = [f for f in ("question", "a", "b", "c", "d", "answer") if f not in fields]
         if missing:
-            raise McqError(f"{path}:1: missing column(s) {', '.join(missing)}")
+            raise UserError(f"{path}:1: missing column(s) {', '.join(missing)}")
         rows = []
         for number, row in enumerate(reader, start=2):
             answer = row[fields["answer"]].strip().upper()
             if answer not in CHOICES:
-                raise McqError(f"{path}:{number}: answer {answer!r} is not one of A-D")
+                raise UserError(f"{path}:{number}: answer {answer!r} is not one of A-D")
             rows.append(
                 {
                     "question": row[fields["question"]].strip(),
@@ -85,7 +81,7 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, su
     for source in map(Path, sources):
         eval_dir = next((source / split for split in EVAL_SPLITS if (source / split).is_dir()), None)
         if not (source / "dev").is_dir() or eval_dir is None:
-            raise McqError(f"{source}: expected dev/ and test/ (CMMLU) or dev/ and val/ (C-Eval) folders of CSVs")
+            raise UserError(f"{source}: expected dev/ and test/ (CMMLU) or dev/ and val/ (C-Eval) folders of CSVs")
         wanted = _suite_subjects(suite, BENCHMARK_BY_SPLIT[eval_dir.name])
         for eval_csv in sorted(eval_dir.glob("*.csv")):
             subject = eval_csv.stem.removesuffix(f"_{eval_dir.name}")
@@ -94,7 +90,7 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, su
             group, selected_as = (wanted[subject] if wanted is not None else "Other"), subject
             dev_csv = source / "dev" / eval_csv.name.replace(f"_{eval_dir.name}.csv", "_dev.csv")
             if not dev_csv.exists():
-                raise McqError(f"{eval_csv}: no matching few-shot file {dev_csv}")
+                raise UserError(f"{eval_csv}: no matching few-shot file {dev_csv}")
             if subject in subjects:
                 subject = f"{source.name}-{subject}"
             folder = root / subject
@@ -119,7 +115,7 @@ def build_task(sources: list[str | os.PathLike], task_dir: str | os.PathLike, su
             )
     if not subjects:
         what = "no CSV files" if suite == MEDICAL else f"none of the {suite} suite's subjects"
-        raise McqError(f"{what} found in {', '.join(map(str, sources))}")
+        raise UserError(f"{what} found in {', '.join(map(str, sources))}")
     (root / "README.md").write_text("---\nconfigs:\n" + "\n".join(configs) + "\n---\n", encoding="utf-8")
     # LLaMA-Factory's evaluator totals its own categories only; a group it does not know (China-specific) is "Other" there
     mapping = {

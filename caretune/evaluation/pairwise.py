@@ -137,13 +137,14 @@ GENERAL_PROMPTS = Path(str(files("caretune") / "data" / "general_prompts_zh.json
 
 def general_rows(path: str | Path = GENERAL_PROMPTS) -> list[tuple[list[dict], str, str]]:
     """The general prompt set as pairwise rows (messages, no reference, the medical system prompt: the served one)."""
+    from caretune.basics.errors import UserError
     from caretune.constants import MEDICAL_SYSTEM_PROMPT
-    from caretune.evaluation.rubric import RubricError, json_lines
+    from caretune.evaluation.rubric import json_lines
 
     rows = []
     for number, row in json_lines(Path(path)):
         if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise RubricError(f"{path}:{number}: `prompt` must be text")
+            raise UserError(f"{path}:{number}: `prompt` must be text")
         rows.append(([{"role": "user", "content": row["prompt"]}], "", MEDICAL_SYSTEM_PROMPT))
     return rows
 

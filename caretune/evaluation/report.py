@@ -44,23 +44,19 @@ METRICS = (  # (label, section, key, format)
 EXAMPLES = 3
 
 
-class ReportError(UserError):
-    """The runs cannot be compared; the message says why."""
-
-
 def check_comparable(runs: list[dict]) -> None:
     """Runs whose answers were generated with different settings (template, system prompt, sampling,
-    max_new_tokens, backend, held-out sets) are not compared: a ReportError names the differences."""
+    max_new_tokens, backend, held-out sets) are not compared: a UserError names the differences."""
     unrecorded = [run["name"] for run in runs if run["eval"] and not run["eval"].get("settings")]
     evaluated = [(run["name"], run["eval"]["settings"]) for run in runs if run["eval"] and run["eval"].get("settings")]
     if unrecorded and evaluated:
-        raise ReportError(
+        raise UserError(
             f"{', '.join(unrecorded)} recorded no generation settings (evaluated before caretune recorded them), so "
             f"it cannot be checked against {evaluated[0][0]}: run caretune eval on it again"
         )
     for name, settings in evaluated[1:]:
         if differences := settings_differences(evaluated[0][1], settings):
-            raise ReportError(
+            raise UserError(
                 f"{evaluated[0][0]} and {name} were generated with different settings ({'; '.join(differences)}): "
                 "evaluate both with the same recipe settings (caretune eval RECIPE and caretune eval RECIPE --base)"
             )

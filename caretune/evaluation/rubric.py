@@ -25,17 +25,14 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from caretune.basics.errors import UserError
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, rubric_instructions
-from caretune.evaluation.judge import JudgeCall, JudgeError, masked
+from caretune.evaluation.judge import JudgeCall, masked
 
 ROLES = ("system", "user", "assistant", "developer")
 SHIPPED_RUBRICS = Path(str(files("caretune") / "data" / "rubrics_zh.jsonl"))  # the Chinese smoke set (package data)
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
-
-
-class RubricError(JudgeError):
-    """A rubric, answers or labels file cannot be used; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -54,34 +51,34 @@ class RubricPrompt:
 
 
 def json_lines(path: Path):
-    """(line number, object) for every non-blank line; RubricError naming the line otherwise."""
+    """(line number, object) for every non-blank line; UserError naming the line otherwise."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise RubricError(f"{path}: no such file") from None
+        raise UserError(f"{path}: no such file") from None
     except UnicodeDecodeError as err:
-        raise RubricError(f"{path}: not UTF-8 ({err.reason})") from None
+        raise UserError(f"{path}: not UTF-8 ({err.reason})") from None
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as err:
-            raise RubricError(f"{path}:{number}: not valid JSON ({err})") from None
+            raise UserError(f"{path}:{number}: not valid JSON ({err})") from None
         if not isinstance(row, dict):
-            raise RubricError(f"{path}:{number}: expected a JSON object")
+            raise UserError(f"{path}:{number}: expected a JSON object")
         yield number, row
 
 
 def parse_messages(value: object, where: str) -> tuple[dict, ...]:
-    """Chat messages ending with the user's turn; RubricError naming `where` otherwise."""
+    """Chat messages ending with the user's turn; UserError naming `where` otherwise."""
     if not isinstance(value, list) or not value:
-        raise RubricError(f"{where}: `prompt` must be a non-empty list of chat messages")
+        raise UserError(f"{where}: `prompt` must be a non-empty list of chat messages")
     for message in value:
         if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-            raise RubricError(f"{where}: each message needs a role ({', '.join(ROLES)}) and text content")
+            raise UserError(f"{where}: each message needs a role ({', '.join(ROLES)}) and text content")
     if value[-1]["role"] != "user":
-        raise RubricError(f"{where}: the last message must be the user's")
+        raise UserError(f"{where}: the last message must be the user's")
     return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
@@ -89,7 +86,7 @@ def _tags(value: object, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        raise RubricError(f"{where}: tags must be a list of strings")
+        raise UserError(f"{where}: tags must be a list of strings")
     return tuple(value)
 
 
@@ -100,20 +97,20 @@ def load_rubrics(path: str | Path) -> list[RubricPrompt]:
         where = f"{path}:{number}"
         prompt_id = row.get("prompt_id")
         if not isinstance(prompt_id, str) or not prompt_id:
-            raise RubricError(f"{where}: `prompt_id` is missing (answers are matched to prompts by it)")
+            raise UserError(f"{where}: `prompt_id` is missing (answers are matched to prompts by it)")
         if prompt_id in seen:
-            raise RubricError(f"{where}: prompt_id {prompt_id!r} already on line {seen[prompt_id]}")
+            raise UserError(f"{where}: prompt_id {prompt_id!r} already on line {seen[prompt_id]}")
         seen[prompt_id] = number
         rubrics = row.get("rubrics")
         if not isinstance(rubrics, list) or not rubrics:
-            raise RubricError(f"{where}: `rubrics` must be a non-empty list of criteria")
+            raise UserError(f"{where}: `rubrics` must be a non-empty list of criteria")
         criteria = []
         for item in rubrics:
             points = item.get("points") if isinstance(item, dict) else None
             if not isinstance(item, dict) or not isinstance(item.get("criterion"), str) or not item["criterion"].strip():
-                raise RubricError(f"{where}: every rubric item needs a `criterion` text")
+                raise UserError(f"{where}: every rubric item needs a `criterion` text")
             if isinstance(points, bool) or not isinstance(points, (int, float)) or not math.isfinite(points):
-                raise RubricError(f"{where}: criterion {item['criterion'][:40]!r}: `points` must be a number")
+                raise UserError(f"{where}: criterion {item['criterion'][:40]!r}: `points` must be a number")
             criteria.append(Criterion(item["criterion"], float(points), _tags(item.get("tags"), where)))
         prompts.append(
             RubricPrompt(
@@ -121,7 +118,7 @@ def load_rubrics(path: str | Path) -> list[RubricPrompt]:
             )
         )
     if not prompts:
-        raise RubricError(f"{path}: no prompts")
+        raise UserError(f"{path}: no prompts")
     return prompts
 
 
@@ -131,14 +128,14 @@ def load_answers(path: str | Path, prompts: list[RubricPrompt]) -> dict[str, str
     for number, row in json_lines(Path(path)):
         prompt_id, response = row.get("prompt_id"), row.get("response")
         if not isinstance(prompt_id, str) or not isinstance(response, str):
-            raise RubricError(f'{path}:{number}: expected {{"prompt_id": ..., "response": ...}} with text values')
+            raise UserError(f'{path}:{number}: expected {{"prompt_id": ..., "response": ...}} with text values')
         if prompt_id in answers:
-            raise RubricError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {lines[prompt_id]})")
+            raise UserError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {lines[prompt_id]})")
         answers[prompt_id], lines[prompt_id] = response, number
     missing = [p.prompt_id for p in prompts if p.prompt_id not in answers]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise RubricError(f"{path}: no answer for prompt_id {', '.join(map(repr, missing[:3]))}{more}")
+        raise UserError(f"{path}: no answer for prompt_id {', '.join(map(repr, missing[:3]))}{more}")
     return answers
 
 

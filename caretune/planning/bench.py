@@ -34,10 +34,6 @@ FLASH_ATTN_NOTE = "CARETUNE_GPU_KIT_MANIFEST"  # set by gpu_check.sh: the kit.js
 STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
 
 
-class BenchError(UserError):
-    """The bench cannot run as asked; the message says why."""
-
-
 ACTIVATION_SUFFIXES = {"checkpointed": "", "kept": "-no-gc", "offloaded": "-unsloth-gc"}  # estimate.ACTIVATION_MODES
 LONG_PACK_SUFFIX = "-long-pack"
 COMPILE_SUFFIX = "-compile"
@@ -83,9 +79,9 @@ def variant_by_name(name: str) -> Variant:
     for variant in ALL_VARIANTS:
         if variant.name == rest:
             if changes.get("long_pack") and not variant.packing:
-                raise BenchError(f"variant {name!r}: one long pack needs neat packing")
+                raise UserError(f"variant {name!r}: one long pack needs neat packing")
             return replace(variant, **changes)
-    raise BenchError(
+    raise UserError(
         f"unknown variant {name!r}; one of {', '.join(v.name for v in ALL_VARIANTS)}, optionally followed by "
         f"{' or '.join(s for s in ACTIVATION_SUFFIXES.values() if s)}, {LONG_PACK_SUFFIX} and {COMPILE_SUFFIX}; "
         f"or {COMPILE_BEST}"
@@ -186,7 +182,7 @@ def resolve_bench_arch(model: str) -> estimate.Arch:
     try:
         return resolve_arch(model)[0]
     except PlanError as err:
-        raise BenchError(str(err)) from None
+        raise UserError(str(err)) from None
 
 
 def train_args(
@@ -385,7 +381,7 @@ def requested_variants(variants: list[str] | None) -> list[tuple[str, float | No
                 if not budget > 0:
                     raise ValueError
             except ValueError:
-                raise BenchError(f"--variant {text!r}: the time budget after '=' must be a positive number of seconds") from None
+                raise UserError(f"--variant {text!r}: the time budget after '=' must be a positive number of seconds") from None
         if name != COMPILE_BEST:
             variant_by_name(name)
         parsed.append((name, budget))
@@ -453,7 +449,7 @@ def run_bench(
     from caretune.prep.tokenizer import load_qwen3_tokenizer
 
     if steps < 1 or warmup < 1:
-        raise BenchError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
+        raise UserError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
     chosen = requested_variants(variants)
     cuda, device = device_description()
     model = model or ("Qwen/Qwen3-8B" if cuda else TINY)

@@ -15,10 +15,6 @@ from caretune.prep.lengths import percentile
 UNBOUNDED_CUTOFF = 1 << 30  # lengths untruncated, then compared with the real cutoff
 
 
-class CheckError(UserError):
-    """The check cannot start (registry unreadable, tokenizer unavailable)."""
-
-
 def length_stats(lengths: list[int], cutoff_len: int) -> dict:
     """Token-length summary of one dataset."""
     ordered = sorted(lengths)
@@ -54,12 +50,12 @@ def check_datasets(
     try:
         registry = load_registry(dataset_info)
     except RegistryError as err:
-        raise CheckError(str(err)) from None
+        raise UserError(str(err)) from None
     if not Path(dataset_info).exists():
-        raise CheckError(f"{dataset_info}: no registry; convert a dataset first (caretune convert ...)")
+        raise UserError(f"{dataset_info}: no registry; convert a dataset first (caretune convert ...)")
     names = names or local_dataset_names(registry)
     if not names:
-        raise CheckError(f"{dataset_info}: no local datasets registered; convert a dataset first")
+        raise UserError(f"{dataset_info}: no local datasets registered; convert a dataset first")
 
     from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
     from caretune.prep.tokenizer import TokenizerError
@@ -91,7 +87,7 @@ def check_datasets(
                     log=log,
                 )
             except TokenizerError as err:
-                raise CheckError(str(err)) from None
+                raise UserError(str(err)) from None
             except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail
                 result["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
                 continue

@@ -12,20 +12,16 @@ from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
 from converters.pipeline import SOURCES, Options, Outputs, convert_file
 
 
-class OptionError(UserError):
-    """Command-line options that contradict each other."""
-
-
 def conversion_options(
     source_name: str, scrub_pii: bool, filter_set: str, keep: tuple[str, ...], care_reminder: str, layout: str
 ) -> Options:
     """The converters' options from the command line: `--filters all|none` less the filters `--keep` switches off."""
     if keep and filter_set == "none":
-        raise OptionError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
+        raise UserError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
     if layout != SYSTEM_LAYOUT and source_name != chatmed.NAME:
-        raise OptionError(f"--layout {layout} is for ChatMed rows; {source_name} rows always keep the layout they have")
+        raise UserError(f"--layout {layout} is for ChatMed rows; {source_name} rows always keep the layout they have")
     if not getattr(SOURCES[source_name], "MEDICAL", True) and care_reminder != OFF:
-        raise OptionError(f"--care-reminder {care_reminder}: {source_name} rows are not medical and get no care reminders")
+        raise UserError(f"--care-reminder {care_reminder}: {source_name} rows are not medical and get no care reminders")
     filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
     return Options(
         scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout

@@ -9,10 +9,6 @@ from caretune.basics.errors import UserError
 from caretune.hub import MODELSCOPE_ENDPOINT, hf_endpoint, hf_offline, reachable
 
 
-class FetchError(UserError):
-    """The download cannot happen; the message says where to put the file by hand."""
-
-
 @dataclass(frozen=True)
 class RawDataset:
     repo_id: str
@@ -55,24 +51,24 @@ def fetch_raw(dataset: str, source: str, dest: str | Path) -> Path:
     raw = RAW_DATASETS[dataset]
     if source == "hf":
         if hf_offline():
-            raise FetchError(f"HF_HUB_OFFLINE is set; {manual_instructions(dataset, dest)}")
+            raise UserError(f"HF_HUB_OFFLINE is set; {manual_instructions(dataset, dest)}")
         if not reachable(hf_endpoint()):
-            raise FetchError(f"{hf_endpoint()} is unreachable; {manual_instructions(dataset, dest)}")
+            raise UserError(f"{hf_endpoint()} is unreachable; {manual_instructions(dataset, dest)}")
         from huggingface_hub import hf_hub_download
 
         Path(dest).mkdir(parents=True, exist_ok=True)
         try:
             return Path(hf_hub_download(raw.repo_id, raw.file_name, repo_type="dataset", local_dir=dest))
         except Exception as err:  # the hub client raises many kinds; all end the same way for the user
-            raise FetchError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None
+            raise UserError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None
     if not reachable(MODELSCOPE_ENDPOINT):
-        raise FetchError(f"{MODELSCOPE_ENDPOINT} is unreachable; {manual_instructions(dataset, dest)}")
+        raise UserError(f"{MODELSCOPE_ENDPOINT} is unreachable; {manual_instructions(dataset, dest)}")
     try:
         from modelscope.hub.file_download import dataset_file_download
     except ImportError:
-        raise FetchError("ModelScope downloads need `pip install modelscope`") from None
+        raise UserError("ModelScope downloads need `pip install modelscope`") from None
     Path(dest).mkdir(parents=True, exist_ok=True)
     try:
         return Path(dataset_file_download(raw.repo_id, raw.file_name, local_dir=str(dest)))
     except Exception as err:
-        raise FetchError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None
+        raise UserError(f"download failed ({type(err).__name__}: {err}); {manual_instructions(dataset, dest)}") from None

@@ -27,16 +27,12 @@ OLLAMA_MESSAGES_WITH_LAST = "{{ range $i, $m := .Messages }}{{ $last := eq (len 
 OLLAMA_HEADER_WITH_EMPTY_THINK = "<|im_start|>assistant\n{{ if $last }}" + EMPTY_THINK + "{{ end }}{{ else if"
 
 
-class ExportError(UserError):
-    """The export cannot be made safe; the message says why."""
-
-
 def non_thinking_template(template: str) -> str:
     """Qwen3's chat template with the empty think block emitted unless enable_thinking is true."""
     if NON_THINKING_BY_DEFAULT in template:
         return template
     if THINKS_BY_DEFAULT not in template:
-        raise ExportError(
+        raise UserError(
             "the exported chat template is not Qwen3's (no enable_thinking switch found); check `template` in the export recipe"
         )
     return template.replace(THINKS_BY_DEFAULT, NON_THINKING_BY_DEFAULT)
@@ -47,9 +43,7 @@ def non_thinking_modelfile(modelfile: str) -> str:
     and a medical default system."""
     if OLLAMA_MESSAGES_WITH_LAST not in modelfile:
         if OLLAMA_MESSAGES not in modelfile or OLLAMA_ASSISTANT_HEADER not in modelfile:
-            raise ExportError(
-                "the exported Ollama Modelfile is not LLaMA-Factory's Qwen3 one; check `template` in the export recipe"
-            )
+            raise UserError("the exported Ollama Modelfile is not LLaMA-Factory's Qwen3 one; check `template` in the export recipe")
         modelfile = modelfile.replace(OLLAMA_MESSAGES, OLLAMA_MESSAGES_WITH_LAST, 1)
         modelfile = modelfile.replace(OLLAMA_ASSISTANT_HEADER, OLLAMA_HEADER_WITH_EMPTY_THINK, 1)
     if "\nSYSTEM " not in modelfile:
@@ -73,7 +67,7 @@ def fix_export(export_dir: str | Path) -> None:
         config["chat_template"] = non_thinking_template(config["chat_template"])
         config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     if not jinja.exists() and "chat_template" not in config:
-        raise ExportError(f"{export_dir}: no chat template was exported")
+        raise UserError(f"{export_dir}: no chat template was exported")
     modelfile = export_dir / "Modelfile"
     if modelfile.exists():
         modelfile.write_text(non_thinking_modelfile(modelfile.read_text(encoding="utf-8")), encoding="utf-8")
@@ -86,7 +80,7 @@ def fix_export(export_dir: str | Path) -> None:
     ]
     prompt = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     if not prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK) or prompt.count(EMPTY_THINK) != 1:
-        raise ExportError(f"{export_dir}: the chat template does not render caretune's non-thinking prompt: {prompt[-120:]!r}")
+        raise UserError(f"{export_dir}: the chat template does not render caretune's non-thinking prompt: {prompt[-120:]!r}")
 
 
 def export(recipe: str) -> Path:
@@ -99,10 +93,10 @@ def export(recipe: str) -> Path:
     check_model_paths(Path(recipe), args)
     export_dir = args.get("export_dir")
     if not export_dir:
-        raise ExportError(f"{recipe}: no export_dir")
+        raise UserError(f"{recipe}: no export_dir")
     code = subprocess.call([*cli_command(), "export", recipe])
     if code != 0:
-        raise ExportError(f"llamafactory-cli export exited with code {code}")
+        raise UserError(f"llamafactory-cli export exited with code {code}")
     fix_export(export_dir)
     from caretune.basics.files import write_json_atomic
     from caretune.training.runs import trained_by

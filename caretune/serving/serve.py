@@ -13,14 +13,10 @@ from caretune.hub import is_loopback
 from caretune.serving.defaults import SHUTDOWN_GRACE_S
 
 
-class ServeError(UserError):
-    """The server would be unsafe or cannot start; the message says what to do."""
-
-
 def check_bind(host: str, api_key: str | None) -> None:
     """Anything but loopback needs API_KEY: an open medical model on a network is not a default."""
     if not is_loopback(host) and not api_key:
-        raise ServeError(
+        raise UserError(
             f"refusing to bind {host} without API_KEY: set API_KEY=<secret> (clients then send "
             "'Authorization: Bearer <secret>') or bind 127.0.0.1"
         )
@@ -30,7 +26,7 @@ def check_medical_prompt(recipe: str, args: dict, policy: str) -> None:
     """Under enforce or prepend the recipe's default_system is the medical prompt every answer gets: a recipe
     without one would serve no medical prompt at all."""
     if policy in ("enforce", "prepend") and not str(args.get("default_system") or "").strip():
-        raise ServeError(
+        raise UserError(
             f"{recipe}: no default_system, so --system-prompt {policy} would serve no medical prompt at all; "
             "use a chat recipe (recipes/*/chat.yaml carries it) or add default_system"
         )
@@ -47,7 +43,7 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     check_model_paths(Path(recipe), args)
     backend = args.get("infer_backend", "huggingface")
     if backend not in ("huggingface", "hf"):
-        raise ServeError(
+        raise UserError(
             f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
             f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe"
         )

@@ -44,17 +44,13 @@ def status_path(output_dir: str | os.PathLike) -> Path:
     return output_dir.with_name(output_dir.name + RUN_STATUS_SUFFIX)
 
 
-class RunError(UserError):
-    """A run or its manifest cannot be found or read."""
-
-
 def load_manifest(run: str | os.PathLike) -> tuple[dict, Path]:
     """(manifest, output_dir) of a run given as its output_dir or its .run.json."""
     path = Path(run)
     output_dir = path.with_name(path.name.removesuffix(RUN_STATUS_SUFFIX)) if path.name.endswith(RUN_STATUS_SUFFIX) else path
     manifest = _read_json(status_path(output_dir))
     if manifest is None:
-        raise RunError(f"{status_path(output_dir)}: no readable run manifest (caretune train writes one beside each run)")
+        raise UserError(f"{status_path(output_dir)}: no readable run manifest (caretune train writes one beside each run)")
     return manifest, output_dir
 
 
@@ -83,7 +79,7 @@ def claim_output_dir(output_dir: str | os.PathLike):
     except BlockingIOError:
         handle.close()
         manifest = read_manifest(output_dir)
-        raise RunError(
+        raise UserError(
             f"{output_dir} is being trained now by another caretune train (process {manifest.get('pid', '?')}, started "
             f"{manifest.get('started', '?')}); wait for it to end, or stop it, then run again"
         ) from None

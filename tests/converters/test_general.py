@@ -42,9 +42,10 @@ def test_the_shipped_sample_is_accounted_for_row_by_row(tmp_path):
 
 
 def test_care_reminders_are_refused_for_general_rows():
-    from caretune.prep.conversion import OptionError, conversion_options
+    from caretune.basics.errors import UserError
+    from caretune.prep.conversion import conversion_options
 
-    with pytest.raises(OptionError, match="general rows are not medical and get no care reminders"):
+    with pytest.raises(UserError, match="general rows are not medical and get no care reminders"):
         conversion_options("general", True, "all", (), "append", "system")
     assert conversion_options("general", True, "all", (), OFF, "system").care_reminder == OFF
 

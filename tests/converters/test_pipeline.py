@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
+from caretune.basics.errors import UserError
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
 from converters.keyset import KeySet
-from converters.pipeline import Batch, ConversionError, Options, Tally, _drop_duplicates
-from converters.reader import InputError
+from converters.pipeline import Batch, Options, Tally, _drop_duplicates
 from converters.records import query_key
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
 
@@ -153,7 +153,7 @@ def test_registers_all_four_datasets(project):
 
 def test_all_rows_bad_is_an_error_and_writes_nothing(project):
     raw = write_lines(project / "bad.jsonl", ['{"query": 1}', "{nope", '{"response": "x"}'])
-    with pytest.raises(ConversionError, match="no row could be converted"):
+    with pytest.raises(UserError, match="no row could be converted"):
         convert(chatmed, raw, project)
     assert [p.name for p in (project / "data").iterdir() if not p.name.endswith(".lock")] == []  # locks stay
     assert not (project / "dataset_info.json").exists()
@@ -166,7 +166,7 @@ def test_fatal_input_error_leaves_previous_outputs_untouched(project):
     lines = CHATMED_SAMPLE.read_bytes().split(b"\n")
     broken = project / "broken.jsonl"
     broken.write_bytes(b"\n".join(lines[:30] + ['{"query": "头疼"}'.encode("gbk")] + lines[30:]))
-    with pytest.raises(InputError, match=r"broken\.jsonl:31: not UTF-8"):
+    with pytest.raises(UserError, match=r"broken\.jsonl:31: not UTF-8"):
         convert(chatmed, broken, project)
     assert {p.name: p.read_bytes() for p in (project / "data").iterdir()} == before  # no temp files left either
     assert (project / "dataset_info.json").read_bytes() == registry_before
@@ -342,7 +342,7 @@ def test_accounting_mismatch_is_a_real_error(project, monkeypatch):
         return batch
 
     monkeypatch.setattr(pipeline, "convert_rows", miscounting)  # a row lost track of: no report is written
-    with pytest.raises(ConversionError, match="internal error: read"):
+    with pytest.raises(UserError, match="internal error: read"):
         convert(chatmed, CHATMED_SAMPLE, project)
     assert not (project / "data/multi-med.report.json").exists()
 

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from caretune.basics.errors import UserError
 from converters import reader
 from converters.jsoncodec import InvalidJson
-from converters.reader import JSON_ARRAY, JSONL, InputError, RawFile
+from converters.reader import JSON_ARRAY, JSONL, RawFile
 
 
 def rows_of(path):
@@ -60,7 +61,7 @@ def test_sha256_covers_the_whole_file(tmp_path):
 def test_other_encodings_are_a_clear_error_naming_the_line(tmp_path, encoding):
     path = tmp_path / f"{encoding}.jsonl"
     path.write_bytes('{"query": "ok"}\n'.encode() + '{"query": "头疼怎么办"}\n'.encode(encoding))
-    with pytest.raises(InputError, match=rf"{encoding}\.jsonl:(1|2): not (UTF-8 text|JSON)"):
+    with pytest.raises(UserError, match=rf"{encoding}\.jsonl:(1|2): not (UTF-8 text|JSON)"):
         rows_of(path)
 
 
@@ -68,7 +69,7 @@ def test_gbk_line_in_the_middle_names_that_line(tmp_path):
     path = tmp_path / "mixed.jsonl"
     lines = ['{"query": "好"}'.encode()] * 5 + ['{"query": "头疼"}'.encode("gbk")] + [b'{"query": "x"}']
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(InputError, match=r"mixed\.jsonl:6: not UTF-8"):
+    with pytest.raises(UserError, match=r"mixed\.jsonl:6: not UTF-8"):
         rows_of(path)
 
 
@@ -76,7 +77,7 @@ def test_gbk_line_in_the_middle_names_that_line(tmp_path):
 def test_not_json_at_all(tmp_path, content, line):
     path = tmp_path / "data.csv"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(InputError, match=rf"data\.csv:{line}: "):
+    with pytest.raises(UserError, match=rf"data\.csv:{line}: "):
         RawFile(path)
 
 
@@ -116,12 +117,12 @@ def test_broken_array_is_an_error_naming_the_line(tmp_path, monkeypatch, content
     monkeypatch.setattr(reader, "CHUNK_BYTES", 5)
     path = tmp_path / "broken.json"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(InputError, match=rf"broken\.json:{line}: .*{message}"):
+    with pytest.raises(UserError, match=rf"broken\.json:{line}: .*{message}"):
         rows_of(path)
 
 
 def test_array_in_gbk_is_an_error(tmp_path):
     path = tmp_path / "gbk.json"
     path.write_bytes('[\n{"q": "ok"},\n{"q": "头疼"}\n]'.encode("gbk"))
-    with pytest.raises(InputError, match=r"gbk\.json:3: not UTF-8"):
+    with pytest.raises(UserError, match=r"gbk\.json:3: not UTF-8"):
         rows_of(path)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from caretune.basics.errors import UserError
 from caretune.evaluation.calibration import agreement
-from caretune.evaluation.judge import Endpoint, Judge, JudgeError, parse_reply, remote_warning
+from caretune.evaluation.judge import Endpoint, Judge, parse_reply, remote_warning
 from caretune.evaluation.pairwise import combine, tally, wilson
-from caretune.evaluation.rubric import Criterion, RubricError, example_score, load_answers, load_rubrics, run_rubric, score
+from caretune.evaluation.rubric import Criterion, example_score, load_answers, load_rubrics, run_rubric, score
 from tests.helpers import ROOT, read_json, run_caretune, write_lines
 from tests.scripted_judge import Fault, ScriptedJudge, keyword_rubric, position_biased, prefers, section
 
@@ -108,20 +109,20 @@ def test_replies_are_read_as_json_or_fenced_json_and_nothing_else():
 )
 def test_a_malformed_rubric_file_is_one_line_naming_the_line(tmp_path, line, message):
     path = write_lines(tmp_path / "rubrics.jsonl", [line])
-    with pytest.raises(RubricError, match=message):
+    with pytest.raises(UserError, match=message):
         load_rubrics(path)
 
 
 def test_a_prompt_without_an_answer_is_refused(tmp_path):
     prompts = load_rubrics(RUBRICS)
     answers = write_lines(tmp_path / "answers.jsonl", [json.dumps({"prompt_id": "hb-1", "response": "x"})])
-    with pytest.raises(RubricError, match=r"no answer for prompt_id 'hb-2', 'hb-3'"):
+    with pytest.raises(UserError, match=r"no answer for prompt_id 'hb-2', 'hb-3'"):
         load_answers(answers, prompts)
 
 
 def test_a_remote_judge_needs_the_flag():
     assert remote_warning("http://127.0.0.1:8000/v1", allow_remote=False) is None
-    with pytest.raises(JudgeError, match="--allow-remote-judge"):
+    with pytest.raises(UserError, match="--allow-remote-judge"):
         remote_warning("https://judge.example.org/v1", allow_remote=False)
     assert "leave this machine" in remote_warning("https://judge.example.org/v1", allow_remote=True)
 
@@ -232,7 +233,7 @@ def test_a_judge_that_stays_down_fails_in_one_line(tmp_path):
     prompts = load_rubrics(RUBRICS)[:1]
     with ScriptedJudge(lambda content, number: Fault(status=500)) as server:
         judge = judge_for(server, tmp_path / "cache", retries=1, concurrency=1)
-        with pytest.raises(JudgeError, match=r"failed 2 time\(s\) in a row \(500: .*rerun to resume"):
+        with pytest.raises(UserError, match=r"failed 2 time\(s\) in a row \(500: .*rerun to resume"):
             run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "out")
         assert server.calls == 2  # the tries the message counts, no more
 
@@ -369,7 +370,7 @@ def test_a_reply_cut_at_max_tokens_is_unparsed_with_its_reason_and_not_asked_aga
 def test_a_200_that_is_not_a_chat_completion_stops_in_one_line(tmp_path, body, content_type, shown):
     prompts = load_rubrics(RUBRICS)[:1]
     with ScriptedJudge(lambda content, number: Fault(body=body, content_type=content_type)) as server:
-        with pytest.raises(JudgeError) as raised:
+        with pytest.raises(UserError) as raised:
             run_rubric(
                 prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge_for(server, tmp_path / "c"), tmp_path / "o"
             )
@@ -377,7 +378,7 @@ def test_a_200_that_is_not_a_chat_completion_stops_in_one_line(tmp_path, body, c
         assert message.startswith(f"judge {server.url} answered 200 with something that is not a chat completion")
         assert shown in message and "\n" not in message
     with ScriptedJudge(keyword_rubric, models=Fault(body=body, content_type=content_type)) as server:
-        with pytest.raises(JudgeError, match=r"answered /models with something that is not an OpenAI model list"):
+        with pytest.raises(UserError, match=r"answered /models with something that is not an OpenAI model list"):
             judge_for(server, tmp_path / "c").check_reachable()
 
 
@@ -409,7 +410,7 @@ def test_401_403_404_stop_the_run_in_one_line_without_retrying(tmp_path, status,
     prompts = load_rubrics(RUBRICS)[:1]
     with ScriptedJudge(lambda content, number: Fault(status=status)) as server:
         judge = judge_for(server, tmp_path / "c", concurrency=1, retries=3)
-        with pytest.raises(JudgeError, match=rf"{said}.* \({status}: ") as raised:
+        with pytest.raises(UserError, match=rf"{said}.* \({status}: ") as raised:
             run_rubric(prompts, load_answers(ANSWERS, load_rubrics(RUBRICS)), "a", judge, tmp_path / "o")
         assert server.calls == 1 and "\n" not in str(raised.value)
 
@@ -425,7 +426,7 @@ def test_verdicts_answered_while_another_call_fails_are_cached(tmp_path):
         return Fault(delay_s=0.2, reply=keyword_rubric(content, number))
 
     with ScriptedJudge(script) as server:
-        with pytest.raises(JudgeError, match="verdicts so far are cached"):
+        with pytest.raises(UserError, match="verdicts so far are cached"):
             run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "c", retries=0), tmp_path / "o")
     cached = (tmp_path / "c" / "scripted.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(answered) >= 3 and len(cached) == len(answered)  # every verdict the judge gave is on disk
@@ -474,7 +475,7 @@ def test_criteria_are_masked_and_a_url_with_a_password_is_refused(tmp_path):
         run_rubric(prompts, {"p": "看医生"}, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
         sent = json.dumps(server.requests, ensure_ascii=False)
     assert "13912345678" not in sent and "a.b@example.com" not in sent
-    with pytest.raises(JudgeError, match="carries a user name or password.*JUDGE_API_KEY"):
+    with pytest.raises(UserError, match="carries a user name or password.*JUDGE_API_KEY"):
         remote_warning("http://user:secret@127.0.0.1:8000/v1", allow_remote=False)
 
 
@@ -597,7 +598,7 @@ def test_a_calibration_line_in_neither_format_names_its_line(tmp_path):
         tmp_path / "l.jsonl",
         ['{"prompt": [{"role": "user", "content": "x"}], "completion": "y", "rubric": "z", "binary_labels": []}'],
     )
-    with pytest.raises(RubricError, match=r"l\.jsonl:1: `binary_labels` must be a non-empty list"):
+    with pytest.raises(UserError, match=r"l\.jsonl:1: `binary_labels` must be a non-empty list"):
         load_labels(path)
 
 
@@ -677,14 +678,14 @@ def test_a_stopped_run_does_not_keep_retrying_elsewhere(tmp_path):
 
     with ScriptedJudge(script) as server:
         judge = judge_for(server, tmp_path / "c", retries=20, concurrency=4)
-        with pytest.raises(JudgeError, match="refused the key"):
+        with pytest.raises(UserError, match="refused the key"):
             run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge, tmp_path / "o")
         assert server.calls < 40  # 503s with 20 retries each would have gone on past the 401
 
 
 @pytest.mark.parametrize("url", ["http://[::1/v1", "http://127.0.0.1:abc/v1"])
 def test_a_url_that_does_not_parse_is_one_line(url):
-    with pytest.raises(JudgeError, match="not a URL"):
+    with pytest.raises(UserError, match="not a URL"):
         remote_warning(url, allow_remote=False)
 
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from caretune.evaluation.mcq import McqError, build_task, read_questions
+from caretune.basics.errors import UserError
+from caretune.evaluation.mcq import build_task, read_questions
 from tests.helpers import ROOT, SHARED_DATA, tiny_recipe
 
 SAMPLE_MCQ = ROOT / "data" / "sample" / "mcq"
@@ -40,9 +41,9 @@ def test_ceval_style_folder(tmp_path):
 def test_bad_answer_names_file_and_row(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text(",Question,A,B,C,D,Answer\n0,q,a,b,c,d,A\n1,q,a,b,c,d,E\n", encoding="utf-8")
-    with pytest.raises(McqError, match=r"x\.csv:3: answer 'E' is not one of A-D"):
+    with pytest.raises(UserError, match=r"x\.csv:3: answer 'E' is not one of A-D"):
         read_questions(path)
-    with pytest.raises(McqError, match="expected dev/ and test/"):
+    with pytest.raises(UserError, match="expected dev/ and test/"):
         build_task([tmp_path], tmp_path / "task")
 
 
@@ -90,7 +91,7 @@ def test_the_general_suite_takes_its_subjects_by_group_from_the_shipped_sample(t
         "world_history": "Humanities",
     }
     assert all(len(info["ids"]) == len(info["answers"]) == 5 for info in subjects.values())  # fewer than 25: all taken
-    with pytest.raises(McqError, match="none of the general suite's subjects found"):
+    with pytest.raises(UserError, match="none of the general suite's subjects found"):
         build_task([SAMPLE_MCQ], tmp_path / "medical-only", suite="general")
 
 

@@ -178,26 +178,24 @@ def test_report_shows_generation_settings_and_cut_and_think_shares(tmp_path):
 
 
 def test_report_refuses_runs_generated_differently(tmp_path):
-    from caretune.evaluation.report import ReportError
+    from caretune.basics.errors import UserError
 
     base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
     _set(base, **{**SETTINGS, "settings__template": "qwen3_nothink", "settings__max_new_tokens": 512})
     _set(tuned, **SETTINGS)
-    with pytest.raises(
-        ReportError, match=r"different settings \(max_new_tokens 512 vs 1024; template 'qwen3_nothink' vs 'qwen3'\)"
-    ):
+    with pytest.raises(UserError, match=r"different settings \(max_new_tokens 512 vs 1024; template 'qwen3_nothink' vs 'qwen3'\)"):
         write_report([str(base), str(tuned)], str(tmp_path / "report"))
     assert not (tmp_path / "report" / "report.md").exists()
 
 
 def test_report_refuses_a_run_without_recorded_settings_beside_one_with_them(tmp_path):
-    from caretune.evaluation.report import ReportError
+    from caretune.basics.errors import UserError
 
     base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
     text = write_report([str(base), str(tuned)], str(tmp_path / "r1")).read_text(encoding="utf-8")
     assert "Generation settings were not recorded for these runs: the comparison below is unchecked." in text
     _set(tuned, **SETTINGS)
-    with pytest.raises(ReportError, match=r"base recorded no generation settings .* run caretune eval on it again"):
+    with pytest.raises(UserError, match=r"base recorded no generation settings .* run caretune eval on it again"):
         write_report([str(base), str(tuned)], str(tmp_path / "r2"))
 
 

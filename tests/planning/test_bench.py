@@ -27,7 +27,7 @@ def test_profile_errors(tmp_path):
     not_a_plan.write_text("{}", encoding="utf-8")
     with pytest.raises(profiles.ProfileError, match="not a `caretune plan --json` output"):
         profiles.load_profile(str(not_a_plan))
-    with pytest.raises(bench.BenchError, match="unknown variant"):
+    with pytest.raises(bench.UserError, match="unknown variant"):
         bench.variant_by_name("padding-eager")
     assert len({v.name for v in bench.ALL_VARIANTS}) == 8
 
@@ -36,9 +36,9 @@ def test_speed_variants_are_named_by_suffixes_and_train_as_named(tmp_path):
     speed = ("neat-packing-sdpa-liger-no-gc", "neat-packing-sdpa-liger-unsloth-gc", "neat-packing-fa2-liger-long-pack")
     for name in (*speed, "padding-sdpa-unsloth-gc-compile", "neat-packing-sdpa-no-gc-long-pack"):
         assert bench.variant_by_name(name).name == name
-    with pytest.raises(bench.BenchError, match="one long pack needs neat packing"):
+    with pytest.raises(bench.UserError, match="one long pack needs neat packing"):
         bench.variant_by_name("padding-sdpa-long-pack")
-    with pytest.raises(bench.BenchError, match="unknown variant 'neat-packing-sdpa-compile-no-gc'"):
+    with pytest.raises(bench.UserError, match="unknown variant 'neat-packing-sdpa-compile-no-gc'"):
         bench.variant_by_name("neat-packing-sdpa-compile-no-gc")  # suffixes in their order only
     common = dict(
         model_dir=tmp_path, dataset_dir=tmp_path, output_dir=tmp_path, cutoff_len=2048, micro_batch=24, steps=5, bf16=True
@@ -60,9 +60,9 @@ def test_variants_take_their_own_time_budgets_and_compile_best_runs_last():
     ]
     assert len(bench.requested_variants(None)) == 8
     for bad in ("neat-packing-sdpa=soon", "neat-packing-sdpa=0", "neat-packing-sdpa=-3"):
-        with pytest.raises(bench.BenchError, match="must be a positive number of seconds"):
+        with pytest.raises(bench.UserError, match="must be a positive number of seconds"):
             bench.requested_variants([bad])
-    with pytest.raises(bench.BenchError, match="unknown variant"):
+    with pytest.raises(bench.UserError, match="unknown variant"):
         bench.requested_variants(["padding-eager=30"])
 
 

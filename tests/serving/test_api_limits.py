@@ -204,10 +204,11 @@ def test_seed_reaches_the_generation():
 
 
 def test_serving_without_a_medical_prompt_is_refused_in_one_line():
-    from caretune.serving.serve import ServeError, check_medical_prompt
+    from caretune.basics.errors import UserError
+    from caretune.serving.serve import check_medical_prompt
 
     for policy in ("enforce", "prepend"):
-        with pytest.raises(ServeError, match=rf"no default_system, so --system-prompt {policy} would serve no medical prompt"):
+        with pytest.raises(UserError, match=rf"no default_system, so --system-prompt {policy} would serve no medical prompt"):
             check_medical_prompt("predict.yaml", {"model_name_or_path": "x"}, policy)
     check_medical_prompt("predict.yaml", {}, "allow")
     check_medical_prompt("chat.yaml", {"default_system": RECIPE_PROMPT}, "enforce")

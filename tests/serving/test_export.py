@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
+from caretune.basics.errors import UserError
 from caretune.serving.export import (
     NON_THINKING_BY_DEFAULT,
     THINKS_BY_DEFAULT,
-    ExportError,
     non_thinking_modelfile,
     non_thinking_template,
 )
@@ -18,7 +18,7 @@ def test_template_switch_is_rewritten_once():
     template = "x" + THINKS_BY_DEFAULT + "y"
     fixed = non_thinking_template(template)
     assert fixed == "x" + NON_THINKING_BY_DEFAULT + "y" and non_thinking_template(fixed) == fixed
-    with pytest.raises(ExportError, match="not Qwen3's"):
+    with pytest.raises(UserError, match="not Qwen3's"):
         non_thinking_template("{{ messages }}")
 
 
@@ -32,7 +32,7 @@ def test_modelfile_gets_the_empty_think_block_and_a_medical_system():
     assert "{{ range $i, $m := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}" in fixed
     assert 'SYSTEM """' in fixed and "医生" in fixed
     assert non_thinking_modelfile(fixed) == fixed
-    with pytest.raises(ExportError, match="not LLaMA-Factory's Qwen3 one"):
+    with pytest.raises(UserError, match="not LLaMA-Factory's Qwen3 one"):
         non_thinking_modelfile('TEMPLATE """{{ .Prompt }}"""\n')
 
 

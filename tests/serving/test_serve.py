@@ -11,8 +11,9 @@ import urllib.request
 
 import pytest
 
+from caretune.basics.errors import UserError
 from caretune.hub import is_loopback
-from caretune.serving.serve import ServeError, check_bind
+from caretune.serving.serve import check_bind
 from tests.helpers import ROOT, free_port, run_caretune, start_caretune, tiny_recipe
 
 
@@ -21,7 +22,7 @@ def test_loopback_rules():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
     check_bind("127.0.0.1", None)
     check_bind("0.0.0.0", "secret")
-    with pytest.raises(ServeError, match="refusing to bind 0.0.0.0 without API_KEY"):
+    with pytest.raises(UserError, match="refusing to bind 0.0.0.0 without API_KEY"):
         check_bind("0.0.0.0", None)
 
 

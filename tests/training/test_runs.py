@@ -203,7 +203,7 @@ def test_the_lock_follows_the_folder_not_the_name(tmp_path):
     (tmp_path / "saves" / "alias").symlink_to(real)
     held = runs.claim_output_dir(real)
     try:
-        with pytest.raises(runs.RunError, match="is being trained now"):
+        with pytest.raises(runs.UserError, match="is being trained now"):
             runs.claim_output_dir(tmp_path / "saves" / "alias")
     finally:
         held.close()
