@@ -183,7 +183,7 @@ def _row_count(text: str) -> int:
     default=None,
     help="Attention the GPUs will run (default: fa2 when the recipe asks for it, else sdpa).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/plan.py).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object (keys in caretune/planning/plan.py).")
 @click.option(
     "--cache/--no-cache",
     "use_cache",
@@ -220,10 +220,10 @@ def plan(recipe, gpus, nodes, gpu_name, sample, rows, lengths, bench, hfu, mfu, 
 def _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking):
     from caretune.training.preflight import preflight
 
-    plan = preflight(recipe, processes=processes, nodes=nodes, overwrite=overwrite, fresh=fresh, allow_thinking=allow_thinking)
-    for note in plan.notes:
+    launch = preflight(recipe, processes=processes, nodes=nodes, overwrite=overwrite, fresh=fresh, allow_thinking=allow_thinking)
+    for note in launch.notes:
         click.echo(f"preflight: {note}")
-    return plan
+    return launch
 
 
 _GPUS = click.option(
@@ -252,12 +252,12 @@ _ALLOW_THINKING = click.option(
 def preflight_command(recipe, processes, nodes, allow_thinking):
     """Check a recipe before any GPU time is spent (keys, values, model, datasets, template, DeepSpeed, GPUs,
     output_dir), exactly as `caretune train RECIPE` does before launching."""
-    plan = _preflight(recipe, processes, nodes, overwrite=False, fresh=False, allow_thinking=allow_thinking)
+    launch = _preflight(recipe, processes, nodes, overwrite=False, fresh=False, allow_thinking=allow_thinking)
     from caretune.training.preflight import visible_gpu_count
 
     where = "GPU" if visible_gpu_count() else "CPU"
-    nodes_text = f" on each of {plan.nodes} nodes" if plan.nodes > 1 else ""
-    click.echo(f"preflight: {recipe} is ready ({plan.processes} {where} process(es) per node{nodes_text})")
+    nodes_text = f" on each of {launch.nodes} nodes" if launch.nodes > 1 else ""
+    click.echo(f"preflight: {recipe} is ready ({launch.processes} {where} process(es) per node{nodes_text})")
 
 
 @main.command()
@@ -309,17 +309,17 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
     output_dir = Recipe.load(recipe).output_dir
     first_node = os.environ.get("NODE_RANK", "0") == "0"  # every node of a multi-node run trains into one output_dir
     with claim_output_dir(output_dir) if output_dir and first_node else nullcontext():  # one caretune train per output_dir
-        plan = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)
+        launch = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)
         if ray_address:
-            from caretune.training.train import plan_ray
+            from caretune.training.train import use_ray
 
-            workers = processes * plan.nodes if processes else None
-            plan.nodes = 1  # Ray Train places the workers on the cluster's nodes
-            plan_ray(plan, ray_address, workers, max_failures)
-            click.echo(f"ray: {plan.processes} worker(s) on the cluster {ray_address} (spec {plan.ray_spec})")
-        env = launch_env(plan)
+            workers = processes * launch.nodes if processes else None
+            launch.nodes = 1  # Ray Train places the workers on the cluster's nodes
+            use_ray(launch, ray_address, workers, max_failures)
+            click.echo(f"ray: {launch.processes} worker(s) on the cluster {ray_address} (spec {launch.ray_spec})")
+        env = launch_env(launch)
         shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
-        click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(plan))}")
-        code = run(plan, stop_timeout)
+        click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(launch))}")
+        code = run(launch, stop_timeout)
     if code != 0:
         raise click.ClickException(f"llamafactory-cli train exited with code {code}")

@@ -24,7 +24,7 @@ class PreflightError(RecipeError):
 
 
 @dataclass
-class LaunchPlan:
+class Launch:
     """What `caretune train` will launch."""
 
     recipe: Path
@@ -218,7 +218,7 @@ def finished(output_dir: Path) -> bool:
     return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
 
 
-def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fresh: bool) -> None:
+def place_output(path: Path, args: dict, launch: Launch, *, overwrite: bool, fresh: bool) -> None:
     """Refuse a finished run, resume an unfinished one; moving an old run aside, never deleting it."""
     if not args.get("do_train"):
         return
@@ -237,16 +237,16 @@ def plan_output(path: Path, args: dict, plan: LaunchPlan, *, overwrite: bool, fr
         )
     if finished(output_dir) or fresh:
         aside = output_dir.with_name(f"{output_dir.name}.old-{int(os.path.getmtime(output_dir))}")
-        plan.move_aside = (output_dir, aside)
-        plan.notes.append(f"the previous run in {output_dir} will be moved to {aside}")
+        launch.move_aside = (output_dir, aside)
+        launch.notes.append(f"the previous run in {output_dir} will be moved to {aside}")
         return
     checkpoint = last_checkpoint(output_dir)
     if checkpoint is None:
         raise PreflightError(
             f"{path}: output_dir {output_dir} is not empty but holds no checkpoint; pass --fresh to move it aside and start over"
         )
-    plan.overrides["resume_from_checkpoint"] = str(checkpoint)
-    plan.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
+    launch.overrides["resume_from_checkpoint"] = str(checkpoint)
+    launch.notes.append(f"resuming the unfinished run from {checkpoint} (--fresh starts over)")
 
 
 def check_fast_paths(path: Path, args: dict) -> list[str]:
@@ -371,8 +371,8 @@ def preflight(
     overwrite: bool = False,
     fresh: bool = False,
     allow_thinking: bool = False,
-) -> LaunchPlan:
-    """Check a recipe; return the launch plan. Every check runs; a PreflightError lists all the problems found
+) -> Launch:
+    """Check a recipe; return what `caretune train` launches. Every check runs; a PreflightError lists all the problems found
     (numbered when there are several)."""
     path = Path(recipe)
     args = load_recipe(path)
@@ -398,16 +398,16 @@ def preflight(
     visible = visible_gpu_count()
     processes = processes or max(visible, 1)
     attempt(check_processes, path, processes, visible)
-    plan = LaunchPlan(recipe=path, args=args, processes=processes, nodes=attempt(node_count, nodes) or 1)
-    attempt(plan_output, path, args, plan, overwrite=overwrite, fresh=fresh)
+    launch = Launch(recipe=path, args=args, processes=processes, nodes=attempt(node_count, nodes) or 1)
+    attempt(place_output, path, args, launch, overwrite=overwrite, fresh=fresh)
     if len(problems) == 1:
         raise PreflightError(problems[0])
     if problems:
         listed = "\n".join(f"  {number}. {problem}" for number, problem in enumerate(problems, start=1))
         raise PreflightError(f"{path}: {len(problems)} problems\n{listed}")
-    plan.notes.extend(fast_path_notes + sibling_warnings)
+    launch.notes.extend(fast_path_notes + sibling_warnings)
     if not visible:
-        plan.notes.append(
+        launch.notes.append(
             f"no GPU visible: training runs on CPU in {processes} process(es) (fine for tiny-qwen3, not for Qwen3-8B)"
         )
-    return plan
+    return launch

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
-from caretune.training.preflight import LaunchPlan, ray_requested, visible_gpu_count
+from caretune.training.preflight import Launch, ray_requested, visible_gpu_count
 
 POLL_S = 0.5
 ORPHAN_GUARD = Path(__file__).with_name("orphan_guard")  # its sitecustomize makes every process die with its parent
 OWNER_ENV = "CARETUNE_TRAIN_OWNER"  # "PID:START" of this process, read by orphan_guard/sitecustomize.py
 
 
-def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str, str]:
+def launch_env(launch: Launch, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
     unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher); the orphan
     guard on PYTHONPATH, so no process of the run outlives this one."""
@@ -29,30 +29,30 @@ def launch_env(plan: LaunchPlan, base: dict[str, str] | None = None) -> dict[str
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ORPHAN_GUARD), env.get("PYTHONPATH")]))
     env[OWNER_ENV] = f"{os.getpid()}:{process_start(os.getpid())}"
-    if plan.nodes > 1:
-        env["NNODES"] = str(plan.nodes)
+    if launch.nodes > 1:
+        env["NNODES"] = str(launch.nodes)
     multi_node = int(env.get("NNODES", "1")) > 1
-    if plan.ray_spec is not None:
+    if launch.ray_spec is not None:
         env.pop("USE_RAY", None)
         return env  # Ray Train sets up torch.distributed in each worker
     if ray_requested(env):
         return env  # LLaMA-Factory starts `ray_num_workers` Ray workers itself; torchrun would bypass Ray
-    if plan.processes > 1 or plan.args.get("deepspeed") or multi_node:
+    if launch.processes > 1 or launch.args.get("deepspeed") or multi_node:
         env["FORCE_TORCHRUN"] = "1"
-        env["NPROC_PER_NODE"] = str(plan.processes)
+        env["NPROC_PER_NODE"] = str(launch.processes)
     return env
 
 
-def command(plan: LaunchPlan) -> list[str]:
+def command(launch: Launch) -> list[str]:
     """The `llamafactory-cli train` command line, with preflight's overrides (e.g. resume_from_checkpoint), or
     for `--ray` the Ray Train driver (caretune.training.ray_train) on its spec."""
-    if plan.ray_spec is not None:
-        return [sys.executable, "-m", "caretune.training.ray_train", str(plan.ray_spec)]
-    return [*cli_command(), "train", str(plan.recipe), *(f"{key}={value}" for key, value in plan.overrides.items())]
+    if launch.ray_spec is not None:
+        return [sys.executable, "-m", "caretune.training.ray_train", str(launch.ray_spec)]
+    return [*cli_command(), "train", str(launch.recipe), *(f"{key}={value}" for key, value in launch.overrides.items())]
 
 
-def plan_ray(plan: LaunchPlan, address: str, gpus: int | None, max_failures: int = 0) -> None:
-    """Make `plan` a Ray Train launch on the cluster at `address`: workers from `gpus` or the cluster's devices
+def use_ray(launch: Launch, address: str, gpus: int | None, max_failures: int = 0) -> None:
+    """Make `launch` a Ray Train launch on the cluster at `address`: workers from `gpus` or the cluster's devices
     (checked against it), restarted up to `max_failures` times, the recipe's keys with preflight's overrides in a
     spec file beside the run."""
     import json
@@ -60,18 +60,18 @@ def plan_ray(plan: LaunchPlan, address: str, gpus: int | None, max_failures: int
     from caretune.training.ray_train import check_cluster, spec
 
     use_gpu = visible_gpu_count() > 0
-    plan.processes = check_cluster(address, gpus, use_gpu)
-    output_dir = Path(plan.args.get("output_dir") or "saves/ray")
-    plan.ray_spec = output_dir.with_name(output_dir.name + ".ray.json")
-    plan.ray_spec.parent.mkdir(parents=True, exist_ok=True)
-    args = {**plan.args, **plan.overrides}
+    launch.processes = check_cluster(address, gpus, use_gpu)
+    output_dir = Path(launch.args.get("output_dir") or "saves/ray")
+    launch.ray_spec = output_dir.with_name(output_dir.name + ".ray.json")
+    launch.ray_spec.parent.mkdir(parents=True, exist_ok=True)
+    args = {**launch.args, **launch.overrides}
     storage = Path(".cache") / "ray"
-    plan.ray_spec.write_text(
-        json.dumps(spec(args, plan.processes, use_gpu, address, storage, max_failures), indent=2), encoding="utf-8"
+    launch.ray_spec.write_text(
+        json.dumps(spec(args, launch.processes, use_gpu, address, storage, max_failures), indent=2), encoding="utf-8"
     )
 
 
-def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
+def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     """Launch training; return LLaMA-Factory's exit code. The run's manifest and state are recorded beside its
     output_dir (caretune.training.manifest; running, then finished, failed or interrupted).
 
@@ -91,20 +91,20 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         write_status,
     )
 
-    if plan.move_aside is not None:
-        old, aside = plan.move_aside
+    if launch.move_aside is not None:
+        old, aside = launch.move_aside
         old.rename(aside)
         if status_path(old).exists():
             status_path(old).rename(status_path(aside))
-    output_dir = plan.args.get("output_dir")
-    env = launch_env(plan)
-    manifest = start_manifest(plan.recipe, plan.args, plan.processes, command(plan), env) if output_dir else {}
-    resumed_from = plan.overrides.get("resume_from_checkpoint")
+    output_dir = launch.args.get("output_dir")
+    env = launch_env(launch)
+    manifest = start_manifest(launch.recipe, launch.args, launch.processes, command(launch), env) if output_dir else {}
+    resumed_from = launch.overrides.get("resume_from_checkpoint")
     earlier = (read_manifest(output_dir).get("attempts") or []) if output_dir and resumed_from else []
     for attempt in earlier:
         attempt.setdefault("state", INTERRUPTED)  # killed before it could record its end
     attempts = [*earlier, attempt_start(manifest, resumed_from)]
-    process = subprocess.Popen(command(plan), env=env)
+    process = subprocess.Popen(command(launch), env=env)
     if output_dir:
         write_status(
             output_dir,
@@ -112,8 +112,8 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
             state=RUNNING,
             pid=process.pid,
             pid_start=process_start(process.pid),
-            model=plan.args.get("model_name_or_path"),
-            processes=plan.processes,
+            model=launch.args.get("model_name_or_path"),
+            processes=launch.processes,
             exit_code=None,
             started=now(),
             ended=None,
@@ -148,7 +148,7 @@ def run(plan: LaunchPlan, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     if output_dir:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
         ended = {"state": state, "exit_code": code, "ended": now()}
-        end = end_manifest(Path(output_dir), plan.args.get("model_name_or_path"))
+        end = end_manifest(Path(output_dir), launch.args.get("model_name_or_path"))
         attempts = read_manifest(output_dir).get("attempts") or attempts  # Ray Train's workers add to the last
         attempts[-1].update(ended, last_step=end["last_step"])
         write_status(output_dir, **ended, **end, attempts=attempts)

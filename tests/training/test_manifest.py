@@ -183,18 +183,18 @@ def test_a_resume_is_an_attempt_of_its_own(tmp_path, monkeypatch):
     import sys
 
     from caretune.training import train
-    from caretune.training.preflight import LaunchPlan
+    from caretune.training.preflight import Launch
 
     output_dir, data, recipe, model = hand_made_run(tmp_path, monkeypatch)
     runs.status_path(output_dir).unlink()
     args = {"output_dir": str(output_dir), "model_name_or_path": str(model), "dataset": "multi-med", "dataset_dir": "."}
     monkeypatch.setattr(train, "command", lambda plan: [sys.executable, "-c", "raise SystemExit(130)"])
-    assert train.run(LaunchPlan(recipe=recipe, args=args, processes=1)) == 130
+    assert train.run(Launch(recipe=recipe, args=args, processes=1)) == 130
     first = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
     data.write_text('[{"instruction": "q2", "output": "a2"}]\n', encoding="utf-8")
     (output_dir / "adapter_model.safetensors").unlink()
     monkeypatch.setattr(train, "command", lambda plan: [sys.executable, "-c", "import time; time.sleep(0.2)"])
-    plan = LaunchPlan(recipe=recipe, args=args, processes=1, overrides={"resume_from_checkpoint": str(output_dir / "checkpoint-2")})
+    plan = Launch(recipe=recipe, args=args, processes=1, overrides={"resume_from_checkpoint": str(output_dir / "checkpoint-2")})
     assert train.run(plan) == 0
     second = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
     attempts = second["attempts"]

@@ -119,13 +119,13 @@ def test_cli_table_and_json(tmp_path, monkeypatch):
 
 def test_caretune_train_records_how_a_run_ended(tmp_path, monkeypatch):
     from caretune.training import train
-    from caretune.training.preflight import LaunchPlan
+    from caretune.training.preflight import Launch
 
     monkeypatch.chdir(tmp_path)
     for code, state in ((0, "finished"), (3, "failed")):
         output_dir = tmp_path / "saves" / f"exit{code}"
         monkeypatch.setattr(train, "command", lambda plan, code=code: [sys.executable, "-c", f"raise SystemExit({code})"])
-        plan = LaunchPlan(recipe=Path("r.yaml"), args={"output_dir": str(output_dir), "model_name_or_path": "m"}, processes=1)
+        plan = Launch(recipe=Path("r.yaml"), args={"output_dir": str(output_dir), "model_name_or_path": "m"}, processes=1)
         assert train.run(plan) == code
         status = json.loads(runs.status_path(output_dir).read_text(encoding="utf-8"))
         assert status["state"] == state and status["exit_code"] == code and status["recipe"]["path"] == "r.yaml"

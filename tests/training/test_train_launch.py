@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from caretune.training.preflight import LaunchPlan, PreflightError, check_ray
+from caretune.training.preflight import Launch, PreflightError, check_ray
 from caretune.training.train import command, launch_env
 from tests.helpers import ROOT
 
 
 def plan(processes=1, **args):
-    return LaunchPlan(recipe=Path("recipes/tiny-qwen3/lora_sft.yaml"), args=args, processes=processes)
+    return Launch(recipe=Path("recipes/tiny-qwen3/lora_sft.yaml"), args=args, processes=processes)
 
 
 def test_single_process_without_deepspeed_runs_plainly():
@@ -41,7 +41,7 @@ def test_gpus_are_per_node_and_nodes_come_from_one_place():
     assert node_count(None, {}) == 1 and node_count(2, {}) == 2 and node_count(None, {"NNODES": "3"}) == 3
     with pytest.raises(PreflightError, match="--nodes 2 but NNODES=3"):
         node_count(2, {"NNODES": "3"})
-    env = launch_env(LaunchPlan(recipe=Path("r.yaml"), args={}, processes=4, nodes=2), base={"PATH": ""})
+    env = launch_env(Launch(recipe=Path("r.yaml"), args={}, processes=4, nodes=2), base={"PATH": ""})
     assert env["NNODES"] == "2" and env["NPROC_PER_NODE"] == "4" and env["FORCE_TORCHRUN"] == "1"
 
 
