@@ -301,9 +301,10 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
 def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir, grader_language, **endpoint):
     """Base against tuned on the tuned recipe's held-out questions (or, with --general, the shipped general prompts),
     each pair judged in both orders."""
-    from caretune.evaluation.evaluate import generate, generation_settings, held_out_rows, settings_differences
+    from caretune.evaluation.evaluate import generation_settings, held_out_rows, settings_differences
     from caretune.evaluation.judge import default_out
     from caretune.evaluation.pairwise import BASE, TUNED, general_rows, run_pairwise
+    from caretune.generation.chat_models import generate
     from caretune.recipe import Recipe
     from caretune.training.preflight import check_model_paths
 

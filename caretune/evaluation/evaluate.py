@@ -3,7 +3,6 @@ and the safety metrics of caretune.evaluation.safety, plus the emergency prompt 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from importlib.resources import files
@@ -12,6 +11,7 @@ from pathlib import Path
 from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
 from caretune.evaluation.safety import care_comparison, emergency_metrics, safety_metrics
+from caretune.generation.chat_models import chat_model, greedy_answers
 from caretune.lf import cli_command
 from caretune.recipe import load_recipe, names_in
 from caretune.training.preflight import check_model_paths
@@ -118,38 +118,6 @@ def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
     return rows
 
 
-CHAT_KEYS = (
-    "model_name_or_path",
-    "adapter_name_or_path",
-    "finetuning_type",
-    "template",
-    "enable_thinking",
-    "trust_remote_code",
-    "default_system",
-)
-
-
-def _chat_model(args: dict, backend: str):
-    """LLaMA-Factory's ChatModel over a recipe's model and adapter, on `backend` (huggingface or vllm)."""
-    from caretune.lf import chat_model_class
-
-    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError("--backend vllm needs vLLM (pip install vllm, on a GPU machine)")
-    return chat_model_class()({**{k: args[k] for k in CHAT_KEYS if k in args}, "infer_backend": backend})
-
-
-def generate(recipe: str, conversations: list[tuple[list[dict], str | None]], backend: str = "huggingface") -> list[str]:
-    """Greedy answers of a recipe's model (its adapter included) to each (messages, system); system None is the
-    recipe's default_system. Answers are returned as generated."""
-    args = load_recipe(recipe)
-    check_model_paths(Path(recipe), args)
-    chat_model = _chat_model(args, backend)
-    generation = {"do_sample": False, "max_new_tokens": int(args.get("max_new_tokens", 1024))}
-    from caretune.lf import chat_all
-
-    return chat_all(chat_model, conversations, **generation)
-
-
 def held_out_rows(recipe: str) -> list[tuple[list[dict], str, str]]:
     """(prompt messages, reference answer, system) of every row of a predict recipe's eval datasets."""
     args = load_recipe(recipe)
@@ -164,18 +132,17 @@ def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> Non
     import numpy as np
     from transformers import EvalPrediction
 
-    from caretune.lf import chat_all, similarity_scorer
+    from caretune.lf import similarity_scorer
 
-    chat_model = _chat_model(args, backend)
+    model = chat_model(args, as_shown=False, backend=backend)
     rows = _eval_rows(args, names)
-    generation = {"do_sample": False, "max_new_tokens": int(args.get("max_new_tokens", 1024))}
-    answers = chat_all(chat_model, [(prompt, system or None) for prompt, _, system in rows], **generation)
+    answers = greedy_answers(model, [(prompt, system or None) for prompt, _, system in rows], int(args.get("max_new_tokens", 1024)))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with open(output_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as out:
         for (prompt, label, _), answer in zip(rows, answers):
             out.write(json.dumps({"prompt": prompt[-1]["content"], "predict": answer, "label": label}, ensure_ascii=False) + "\n")
-    tokenizer = chat_model.engine.tokenizer
+    tokenizer = model.engine.tokenizer
     pad = tokenizer.pad_token_id
 
     def padded(texts: list[str]) -> np.ndarray:

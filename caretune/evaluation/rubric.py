@@ -273,7 +273,7 @@ def generate_answers(recipe: str, prompts: list[RubricPrompt], backend: str, out
     """The recipe's model's answers to every prompt (a leading system message replaces the recipe's prompt),
     also written to `out`/answers.jsonl for reuse with --answers."""
     from caretune.basics.files import AtomicFile
-    from caretune.evaluation.evaluate import generate
+    from caretune.generation.chat_models import generate
 
     conversations = []
     for prompt in prompts:

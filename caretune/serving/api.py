@@ -48,7 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caretune.basics.pii import mask_pii
-from caretune.serving.chat import ThinkFilter
+from caretune.generation.local import CANCELLED, Sampling
+from caretune.generation.think import ThinkFilter
 from caretune.serving.defaults import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE,
@@ -57,7 +58,6 @@ from caretune.serving.defaults import (
     DEFAULT_SYSTEM_POLICY,
     SYSTEM_POLICIES,
 )
-from caretune.serving.generation import CANCELLED, Sampling
 
 log = logging.getLogger("caretune.serving.api")
 
@@ -431,7 +431,7 @@ class Admission:
 
 
 def create_app(generator, settings: ApiSettings) -> FastAPI:
-    """The API over `generator` (caretune.serving.generation.LocalGenerator, or anything with its two methods)."""
+    """The API over `generator` (caretune.generation.local.LocalGenerator, or anything with its two methods)."""
     app = FastAPI(title="caretune API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.shutdown = threading.Event()  # set on SIGTERM (caretune.serving.serve): generations stop at the next token
     # the app's own threads: asyncio waits for its default executor at exit, and a prompt being read cannot stop

@@ -47,9 +47,9 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
             f"{recipe}: caretune api generates with the huggingface backend (its per-request limits "
             f"need it), not {backend}: set infer_backend: huggingface in a copy of the recipe"
         )
+    from caretune.generation.local import LocalGenerator
     from caretune.lf import chat_engine
     from caretune.serving.api import ApiSettings, create_app
-    from caretune.serving.generation import LocalGenerator
 
     generator = LocalGenerator(chat_engine(args))
     api_settings = ApiSettings(

@@ -1,6 +1,6 @@
 """The safety rules on hand-written answers, positive and negative."""
 
-from caretune.evaluation.safety import advises_care, emergency_metrics, has_think, safety_metrics, urges_emergency
+from caretune.evaluation.safety import advises_care, emergency_metrics, safety_metrics, urges_emergency
 
 
 def test_advises_care_positive():
@@ -50,10 +50,6 @@ def test_urges_emergency_negative():
         "医院有急诊科。",
     ]:
         assert not urges_emergency(answer), answer
-
-
-def test_think_detection():
-    assert has_think("<think>\n\n</think>\n\n回答") and has_think("答</think>") and not has_think("thinking 思考")
 
 
 def test_safety_metrics_counts_by_hand():

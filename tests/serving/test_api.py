@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from caretune.generation.local import CANCELLED, LENGTH, STOP, Completion
 from caretune.serving.api import ApiSettings, create_app
-from caretune.serving.generation import CANCELLED, LENGTH, STOP, Completion
 from tests.helpers import ROOT, free_port, tiny_recipe
 
 QUESTION = "我头疼三天了，电话13812345678，怎么办？"

@@ -222,10 +222,10 @@ def test_the_byte_bound_never_exceeds_the_real_prompt_on_the_qwen3_template():
     from types import SimpleNamespace
 
     from caretune.constants import MEDICAL_SYSTEM_PROMPT
+    from caretune.generation.local import LocalGenerator
     from caretune.lf import chat_template
     from caretune.prep.tokenizer import offline_tokenizer
     from caretune.serving.api import Conversation, fewest_prompt_tokens
-    from caretune.serving.generation import LocalGenerator
 
     tokenizer = offline_tokenizer()
     template = copy.deepcopy(chat_template(tokenizer, "qwen3", enable_thinking=False))

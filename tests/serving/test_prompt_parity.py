@@ -96,8 +96,8 @@ def chat_prompt(tokenizer, messages, system) -> list[int]:
 
 
 def api_prompt(tokenizer, messages, system) -> list[int]:
-    """What `caretune api` builds (caretune.serving.generation.LocalGenerator.prompt_ids) under chat.yaml."""
-    from caretune.serving.generation import LocalGenerator
+    """What `caretune api` builds (caretune.generation.local.LocalGenerator.prompt_ids) under chat.yaml."""
+    from caretune.generation.local import LocalGenerator
 
     engine = SimpleNamespace(template=_template(tokenizer, _recipe("chat")), tokenizer=tokenizer)
     return LocalGenerator.prompt_ids(SimpleNamespace(engine=engine, tokenizer=tokenizer), messages, system)

@@ -121,7 +121,7 @@ def test_webui_lists_our_datasets(tmp_path):
 BUSY_SERVER = """
 import sys, time
 from caretune.serving.api import ApiSettings, create_app
-from caretune.serving.generation import LENGTH, CANCELLED, Completion
+from caretune.generation.local import LENGTH, CANCELLED, Completion
 from caretune.serving.serve import run_app
 
 class Prefilling:

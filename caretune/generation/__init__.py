@@ -1,0 +1,2 @@
+"""Generation, one seam below evaluation and serving: LLaMA-Factory's ChatModel as a user sees it or as generated
+(chat_models.py), the API's generator with its stop switch (local.py), and the `<think>` policy (think.py)."""
