@@ -224,14 +224,13 @@ def _nothing_parsed(report: dict, out: Path) -> None:
         )
 
 
-def _trained_by(recipe: str | None) -> dict | None:
+def _trained_by(recipe) -> dict | None:
     """The training run behind a recipe's adapter (its manifest's path and SHA-256), for judge.json."""
     if recipe is None:
         return None
-    from caretune.recipe import Recipe
     from caretune.training.runs import trained_by
 
-    return trained_by(Recipe.load(recipe).adapter)
+    return trained_by(recipe.adapter)
 
 
 @main.group()
@@ -267,19 +266,21 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
 
     if (answers is None) == (recipe is None):
         raise click.UsageError("give exactly one of --answers FILE and --recipe RECIPE")
+    from caretune.recipe import Recipe
+
     prompts = load_rubrics(rubrics)
     given = load_answers(answers, prompts) if answers else None
-    if recipe and base:
-        from caretune.recipe import Recipe
-
-        recipe = str(Recipe.load(recipe).base_copy().path)
-    out = Path(out_dir) if out_dir else default_out(recipe, Path(answers or "."), Path(rubrics).stem)
+    model = Recipe.load(recipe) if recipe else None  # read once
+    if model and base:
+        model = model.base_copy()
+    out = Path(out_dir) if out_dir else default_out(model, Path(answers or "."), Path(rubrics).stem)
     grader = _open_judge(**endpoint)
     if given is None:
         from caretune.evaluation.rubric import generate_answers
 
-        given = generate_answers(recipe, prompts, backend, out)
-    report = run_rubric(prompts, given, answers or f"{recipe} ({backend})", grader, out, _trained_by(recipe), grader_language)
+        given = generate_answers(model, prompts, backend, out)
+    source = answers or f"{model.path} ({backend})"
+    report = run_rubric(prompts, given, source, grader, out, _trained_by(model), grader_language)
     interval = f" [{report['ci'][0]:.2f}, {report['ci'][1]:.2f}]" if report["ci"] else ""
     score = f"{report['score']:.3f}{interval}" if report["score"] is not None else "none (nothing scored)"
     skipped = f"; {len(report['skipped'])} prompts skipped (no positive points)" if report["skipped"] else ""
@@ -308,25 +309,26 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir,
     from caretune.recipe import Recipe
     from caretune.training.preflight import check_model_paths
 
-    compared = [Recipe.load(recipe) for recipe in (base_recipe, tuned_recipe)]
-    for recipe in compared:
+    compared = {BASE: Recipe.load(base_recipe), TUNED: Recipe.load(tuned_recipe)}  # each read once
+    for recipe in compared.values():
         check_model_paths(recipe.path, recipe.args)
-    settings = [generation_settings(recipe.args, backend) for recipe in compared]
+    settings = [generation_settings(recipe.args, backend) for recipe in compared.values()]
     if differences := settings_differences(*settings):
         raise click.ClickException(
             f"{base_recipe} and {tuned_recipe} would generate differently ({'; '.join(differences)}): "
-            "compare the tuned recipe with its base copy (caretune judge rubric --recipe R --base writes one)"
+            "compare the tuned recipe with its base copy (caretune runs base-copy R writes one)"
         )
-    out = Path(out_dir) if out_dir else default_out(tuned_recipe, Path("."), "pairwise-general" if general else "pairwise")
+    tuned, by_path = compared[TUNED], {str(recipe.path): recipe for recipe in compared.values()}
+    out = Path(out_dir) if out_dir else default_out(tuned, Path("."), "pairwise-general" if general else "pairwise")
     grader = _open_judge(**endpoint)
     report = run_pairwise(
-        general_rows() if general else held_out_rows(tuned_recipe),
-        lambda recipe, conversations: generate(recipe, conversations, backend),
-        {BASE: base_recipe, TUNED: tuned_recipe},
+        general_rows() if general else held_out_rows(tuned),
+        lambda path, conversations: generate(by_path[path], conversations, backend),
+        {side: str(recipe.path) for side, recipe in compared.items()},
         grader,
         out,
         sample,
-        _trained_by(tuned_recipe),
+        _trained_by(tuned),
         grader_language,
         general,
     )

@@ -118,12 +118,11 @@ def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
     return rows
 
 
-def held_out_rows(recipe: str) -> list[tuple[list[dict], str, str]]:
-    """(prompt messages, reference answer, system) of every row of a predict recipe's eval datasets."""
-    args = load_recipe(recipe)
-    if not args.get("eval_dataset"):
-        raise UserError(f"{recipe}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
-    return _eval_rows(args, args["eval_dataset"])
+def held_out_rows(recipe) -> list[tuple[list[dict], str, str]]:
+    """(prompt messages, reference answer, system) of every row of a predict Recipe's eval datasets."""
+    if not recipe.eval_datasets:
+        raise UserError(f"{recipe.path}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
+    return _eval_rows(recipe.args, recipe.args["eval_dataset"])
 
 
 def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> None:

@@ -479,8 +479,8 @@ def open_judge(
     return judge
 
 
-def default_out(recipe: str | None, fallback: Path, name: str) -> Path:
-    """Where a judged run goes: beside a recipe's run (saves/<model>/<run>/judge/NAME), else under `fallback`."""
-    from caretune.recipe import Recipe, RunDir
+def default_out(recipe, fallback: Path, name: str) -> Path:
+    """Where a judged run goes: beside a Recipe's run (saves/<model>/<run>/judge/NAME), else under `fallback`."""
+    from caretune.recipe import RunDir
 
-    return (RunDir(Path(fallback).parent) if recipe is None else Recipe.load(recipe).run_dir).judged(name)
+    return (RunDir(Path(fallback).parent) if recipe is None else recipe.run_dir).judged(name)

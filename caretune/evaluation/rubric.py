@@ -269,7 +269,7 @@ def run_rubric(
     return report
 
 
-def generate_answers(recipe: str, prompts: list[RubricPrompt], backend: str, out: Path) -> dict[str, str]:
+def generate_answers(recipe, prompts: list[RubricPrompt], backend: str, out: Path) -> dict[str, str]:
     """The recipe's model's answers to every prompt (a leading system message replaces the recipe's prompt),
     also written to `out`/answers.jsonl for reuse with --answers."""
     from caretune.basics.files import AtomicFile

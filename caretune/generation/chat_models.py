@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from pathlib import Path
 
 from caretune.basics.errors import UserError
 from caretune.generation.think import ThinkFilter, strip_think
-from caretune.recipe import load_recipe
+from caretune.recipe import Recipe
 from caretune.training.preflight import check_model_paths
 
 # The keys that build the model (the rest of a predict or training recipe is not the ChatModel's)
@@ -59,10 +58,9 @@ def greedy_answers(model, conversations: list[tuple[list[dict], str | None]], ma
     return chat_all(model, conversations, do_sample=False, max_new_tokens=max_new_tokens)
 
 
-def generate(recipe: str, conversations: list[tuple[list[dict], str | None]], backend: str = "huggingface") -> list[str]:
+def generate(recipe: Recipe, conversations: list[tuple[list[dict], str | None]], backend: str = "huggingface") -> list[str]:
     """Greedy answers of a recipe's model (its adapter included) to each (messages, system), as generated (for
     evaluation); system None is the recipe's default_system."""
-    args = load_recipe(recipe)
-    check_model_paths(Path(recipe), args)
-    model = chat_model(args, as_shown=False, backend=backend)
-    return greedy_answers(model, conversations, int(args.get("max_new_tokens", 1024)))
+    check_model_paths(recipe.path, recipe.args)
+    model = chat_model(recipe.args, as_shown=False, backend=backend)
+    return greedy_answers(model, conversations, int(recipe.args.get("max_new_tokens", 1024)))
