@@ -21,7 +21,8 @@ MEDICAL_SUITE = "medical"
 
 
 class RecipeError(UserError):
-    """A recipe cannot be read; the message names the file (and line, for YAML errors)."""
+    """A recipe cannot be read, or a recipe folder written, as asked; the message names the file (and line, for YAML
+    errors)."""
 
 
 def names_in(value: object) -> list[str]:

@@ -8,13 +8,14 @@ import json
 import click
 
 from caretune.cli.base import main
+from caretune.recipe import SAVES
 
 
 @main.group(invoke_without_command=True)
 @click.option(
     "--saves",
     type=click.Path(file_okay=False),
-    default="saves",
+    default=str(SAVES),
     show_default=True,
     help="Folder holding the runs (LLaMA-Factory's output_dir of each recipe lies under it).",
 )

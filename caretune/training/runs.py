@@ -20,6 +20,7 @@ from pathlib import Path
 
 from caretune.basics.errors import UserError
 from caretune.constants import PREDICT_RESULTS, PREDICTIONS_FILE, RESULT_FILES, TRAINER_LOG, TRAINER_STATE
+from caretune.recipe import SAVES
 
 RUN_STATUS_SUFFIX = ".run.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -261,7 +262,7 @@ def _read_run(folder: Path, now: float | None) -> dict:
     }
 
 
-def list_runs(root: str | os.PathLike = "saves") -> list[dict]:
+def list_runs(root: str | os.PathLike = SAVES) -> list[dict]:
     """Every run under `root`, in folder order, as `caretune runs` shows them."""
     return [read_run(folder) for folder in find_runs(Path(root))]
 

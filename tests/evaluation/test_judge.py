@@ -579,7 +579,12 @@ def test_calibrate_reads_healthbench_meta_eval_rows_and_agrees_pairwise_by_hand(
     with ScriptedJudge(keyword_rubric) as server:
         report = run_calibration(labels, str(META), judge_for(server, tmp_path / "c"), tmp_path / "o")
         assert server.calls == 4
-        assert 'points="' not in server.requests[0]["messages"][0]["content"]  # the meta-evaluation gives no points
+        prompts = [request["messages"][0]["content"] for request in server.requests]  # in any order: calls run at once
+        by_criterion = {c: [p for p in prompts if c in p] for c in ("建议必要时就医", "让用户立即拨打", "建议做", "提醒咨询")}
+        assert all(len(found) == 1 for found in by_criterion.values()), by_criterion
+        for criterion in ("建议必要时就医", "让用户立即拨打", "建议做"):  # the meta-evaluation gives no points
+            assert 'points="' not in by_criterion[criterion][0]
+        assert 'points="5"' in by_criterion["提醒咨询"][0]  # caretune's own format does
     # judge: met, not met, met, not met; pairs (physician, judge): line 1 (T,T)(T,T)(F,T); line 2 (F,F)(T,F);
     # line 3 (caretune format) (T,T); line 4 (F,F)
     assert report["n"] == 7 and report["agreement"] == pytest.approx(5 / 7, abs=1e-4)
