@@ -138,7 +138,7 @@ def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: 
 
 
 def chat_model_class():
-    """LLaMA-Factory's ChatModel (subclassed by caretune.serving.chat)."""
+    """LLaMA-Factory's ChatModel (caretune.generation.chat_models builds on it)."""
     settle_logging()
     from llamafactory.chat import ChatModel
 

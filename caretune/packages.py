@@ -1,9 +1,15 @@
-"""caretune's packages, read from its installed metadata: pyproject.toml is the one list. From it come the packages
-that training needs (what the offline GPU kit carries, what a run's manifest records) and those it does not."""
+"""caretune's packages: pyproject.toml is the one list, read from caretune's installed metadata (or, in a checkout run
+through PYTHONPATH, such as the offline GPU kit's, from the file itself). From it come the packages that training
+needs (what the offline GPU kit carries, what a run's manifest records) and those it does not."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+from caretune import __version__
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 FLASH_ATTN = "flash-attn"  # optional: LLaMA-Factory's FlashAttention-2 path where a wheel exists
 GPU_EXTRA = "gpu"  # caretune's extra of GPU-only packages (pinned with ==; they need nothing beyond PyTorch)
@@ -25,12 +31,26 @@ def canonical(name: str) -> str:
     return str(canonicalize_name(name))
 
 
+def _declared(name: str) -> list[str]:
+    """A distribution's requirement lines; caretune's from its pyproject.toml when it is not installed."""
+    try:
+        return distribution(name).requires or []
+    except PackageNotFoundError:
+        if name != "caretune" or not PYPROJECT.is_file():
+            raise
+    import tomllib
+
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    extras = project.get("optional-dependencies", {})
+    return [*project["dependencies"], *(f'{line}; extra == "{extra}"' for extra, lines in extras.items() for line in lines)]
+
+
 def requirements(name: str, extra: str = ""):
     """A distribution's requirements that apply here: markers evaluated, with `extra` (only its own) when given."""
     from packaging.requirements import Requirement
 
     found = []
-    for line in distribution(name).requires or []:
+    for line in _declared(name):
         requirement = Requirement(line)
         if requirement.marker:
             if not requirement.marker.evaluate({"extra": extra}):
@@ -74,4 +94,4 @@ def training_versions() -> dict[str, str | None]:
     LLaMA-Factory lists and never imports for text)."""
     roots = [*training_packages(), *(r.name for r in requirements("caretune", GPU_EXTRA)), FLASH_ATTN]
     found = closure(roots, set(), missing_ok=True)
-    return dict(sorted({"caretune": distribution("caretune").version, **found}.items()))
+    return dict(sorted({"caretune": __version__, **found}.items()))

@@ -139,12 +139,13 @@ class Recipe:
 
     @property
     def run_dir(self) -> RunDir:
-        """Where this recipe's results go: the run its output_dir (else its adapter) is part of; the base model's run
-        folder for a recipe without either (a base copy lives in it)."""
+        """Where this recipe's results go: the run its adapter (the last, when it names several) was trained in; for
+        a recipe without one, the run its output_dir is part of, else the base model's run folder (a base copy lives
+        in it)."""
+        if adapters := names_in(self.adapter):
+            return RunDir(Path(adapters[-1]).parent)
         if self.output_dir is not None:
             return RunDir(self.output_dir.parent)
-        if self.adapter:
-            return RunDir(Path(self.adapter).parent)
         return RunDir(self.path.parent) if self.path.parent.name == BASE else self.base_run_dir
 
     @property
@@ -157,8 +158,8 @@ class Recipe:
         (saves/<model folder>/base/<recipe file>) for LLaMA-Factory to run."""
         base = self.base_run_dir
         args = {key: value for key, value in self.args.items() if key != "adapter_name_or_path"}
-        if self.output_dir is not None:
-            args["output_dir"] = str(base.root / self.output_dir.name)
+        if "output_dir" in args:
+            args["output_dir"] = str(base.root / Path(str(args["output_dir"])).name)
         path = base.root / self.path.name
         with AtomicFile(path) as out:
             out.write(yaml.safe_dump(args, allow_unicode=True, sort_keys=False))

@@ -24,3 +24,23 @@ def test_a_manifest_records_the_training_closure_and_not_what_only_caretune_eval
     assert all(versions[name] for name in ("caretune", "torch", "llamafactory", "transformers", "peft", "deepspeed"))
     assert "openai" not in versions and "rouge-chinese" not in versions
     assert "flash-attn" in versions  # recorded as None where it is not installed
+
+
+def test_a_checkout_on_pythonpath_reads_the_list_from_pyproject(monkeypatch):
+    """The offline GPU kit runs caretune from a checkout through PYTHONPATH: no installed metadata for caretune."""
+    from importlib.metadata import PackageNotFoundError
+
+    from caretune import __version__, packages
+
+    installed = packages.training_packages()
+    real = packages.distribution
+
+    def without_caretune(name):
+        if name == "caretune":
+            raise PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(packages, "distribution", without_caretune)
+    assert packages.training_packages() == installed
+    assert [r.name for r in packages.requirements("caretune", packages.GPU_EXTRA)] == ["liger-kernel"]
+    assert packages.training_versions()["caretune"] == __version__

@@ -1,5 +1,6 @@
 """The recipe model and the run layout every stage takes its paths from."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,19 @@ def test_every_shipped_recipe_writes_where_the_run_layout_says():
         assert {recipe.run_dir for recipe in recipes.values()} == {run}
 
 
+def test_the_run_is_the_adapters_whatever_the_output_dir(tmp_path):
+    """A recipe's results belong to the model it runs: its adapter's run (the last of several), not where its
+    output_dir happens to point."""
+    recipe = Recipe(tmp_path / "r.yaml", {"adapter_name_or_path": "saves/m/lora/sft", "output_dir": "elsewhere/predict"})
+    assert recipe.run_dir == RunDir.tuned("m")
+    several = Recipe(tmp_path / "r.yaml", {"adapter_name_or_path": "saves/a/lora/sft, saves/m/lora/sft"})
+    assert (
+        several.run_dir == Recipe(tmp_path / "r.yaml", {"adapter_name_or_path": ["saves/a/lora/sft", "saves/m/lora/sft"]}).run_dir
+    )
+    assert several.run_dir == RunDir.tuned("m")
+    assert Recipe(tmp_path / "r.yaml", {"output_dir": "saves/m/base/predict"}).run_dir == RunDir.base("m")
+
+
 def test_a_base_copy_drops_the_adapter_and_writes_under_the_base_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     predict = write(
@@ -102,3 +116,6 @@ def test_runs_base_copy_and_report_take_the_layout_from_the_recipe(tmp_path, mon
     assert "saves/m/base" in report and "saves/m/lora" in report
     refused = CliRunner().invoke(main, ["report"])
     assert refused.exit_code == 2 and "give RUN_DIRS or --recipe RECIPE" in refused.output
+    shutil.rmtree(RunDir.base("m").root)
+    missing = CliRunner().invoke(main, ["report", "--recipe", str(predict), "--out", "report"])
+    assert missing.exit_code == 2 and "no run folder saves/m/base yet" in missing.output

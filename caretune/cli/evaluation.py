@@ -117,6 +117,11 @@ def report(run_dirs, recipe, out_dir):
 
         tuned = Recipe.load(recipe)
         run_dirs = [str(tuned.base_run_dir.root), str(tuned.run_dir.root)]
+        if missing := [run for run in run_dirs if not Path(run).is_dir()]:
+            raise click.UsageError(
+                f"no run folder {', '.join(missing)} yet: evaluate the model first (make eval runs both, or caretune eval "
+                f"{recipe} [--base])"
+            )
     click.echo(f"wrote {write_report(list(run_dirs), out_dir)}")
 
 

@@ -29,7 +29,7 @@ SHOT_SEED = 42
 
 def mcq_target(recipe: str, out_dir: str | None, base: bool, suite: str = MEDICAL) -> tuple[str, str]:
     """The recipe to score and the folder its results go to: with `base`, the model without its adapter under the
-    base run folder; otherwise beside the recipe's adapter (or the base run folder when it has none)."""
+    base run folder; otherwise in the recipe's run folder (caretune.recipe.Recipe.run_dir: its adapter's run)."""
     scored = Recipe.load(recipe)
     if base:
         scored = scored.base_copy()
