@@ -99,11 +99,11 @@ report: setup
 	$(BIN)/caretune report $(if $(RUNS),$(RUNS),--recipe $(EVAL_RECIPE))
 
 # The fast tier (offline); `make test-all` adds the slow tier (training, DeepSpeed, servers, browsers, races,
-# big files) and the tests that need a package index, in TEST_WORKERS processes (a test file stays in one). CI runs
-# test-all.
+# big files) and the tests that need a package index. Both run in TEST_WORKERS processes (a test file stays in one).
+# CI runs test-all.
 TEST_WORKERS ?= 2
 test: setup
-	$(OFFLINE) $(BIN)/python -m pytest
+	$(OFFLINE) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: setup
 	$(OFFLINE) $(BIN)/python -m pytest -m "" -n $(TEST_WORKERS) --dist loadfile
