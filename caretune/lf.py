@@ -145,6 +145,18 @@ def chat_model_class():
     return ChatModel
 
 
+def join_generation_threads(timeout_s: float = 30.0) -> None:
+    """Wait for the daemon threads in which LLaMA-Factory's Hugging Face engine streams (`model.generate`) to end. One
+    can still be inside generate after its stream has ended, and an interpreter that exits then may abort in native
+    code ("terminate called without an active exception", seen once at the end of `caretune chat --query`)."""
+    import threading
+
+    for thread in threading.enumerate():
+        target = getattr(thread, "_target", None)  # Thread keeps its target until run() returns
+        if thread.daemon and thread is not threading.current_thread() and getattr(target, "__name__", "") == "generate":
+            thread.join(timeout_s)
+
+
 def chat_engine(args: dict):
     """LLaMA-Factory's Hugging Face inference engine for a chat recipe: model, adapter, tokenizer and template."""
     settle_logging()

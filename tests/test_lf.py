@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,9 @@ def test_chat_model_engine_and_scores(tmp_path):
     chat_model = lf.chat_model_class()(args)
     answers = lf.chat_all(chat_model, [([{"role": "user", "content": "头疼"}], None)] * 2, do_sample=False, max_new_tokens=4)
     assert len(answers) == 2 and answers[0] == answers[1]
+    assert "".join(chat_model.stream_chat([{"role": "user", "content": "头疼"}], max_new_tokens=4))
+    lf.join_generation_threads()
+    assert not [t for t in threading.enumerate() if getattr(getattr(t, "_target", None), "__name__", "") == "generate"]
     from transformers import EvalPrediction
 
     ids = np.array([engine.tokenizer.encode("多喝水，注意休息")])

@@ -26,16 +26,16 @@ CHAT_KEYS = (
 def chat_model(args: dict, *, as_shown: bool, backend: str | None = None):
     """A ChatModel built from `args` (on `backend`, huggingface or vllm, when given): with `as_shown` its answers
     and streams never contain `<think>` blocks (chat, the API); without, they come as generated (evaluation)."""
-    from caretune.lf import chat_model_class
+    from caretune import lf
 
     if backend is not None:
         if backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise UserError("--backend vllm needs vLLM (pip install vllm, on a GPU machine)")
         args = {**{key: args[key] for key in CHAT_KEYS if key in args}, "infer_backend": backend}
     if not as_shown:
-        return chat_model_class()(args)
+        return lf.chat_model_class()(args)
 
-    class ThinkFreeChatModel(chat_model_class()):
+    class ThinkFreeChatModel(lf.chat_model_class()):
         async def achat(self, *args, **kwargs):
             responses = await super().achat(*args, **kwargs)
             return [dataclasses.replace(r, response_text=strip_think(r.response_text)) for r in responses]
@@ -47,6 +47,7 @@ def chat_model(args: dict, *, as_shown: bool, backend: str | None = None):
                     yield shown
             if rest := think_filter.flush():
                 yield rest
+            lf.join_generation_threads()  # the stream ended; its generate call may not have returned yet
 
     return ThinkFreeChatModel(args)
 

@@ -78,3 +78,25 @@ def test_greedy_answers_ask_for_greedy_decoding(monkeypatch):
     calls = [([{"role": "user", "content": "头疼"}], None)]
     assert chat_models.greedy_answers(object(), calls, 32) == ["答"]
     assert asked == {"do_sample": False, "max_new_tokens": 32, "calls": calls}
+
+
+def test_a_stream_ends_only_once_its_generate_thread_has(monkeypatch):
+    """LLaMA-Factory streams from a daemon thread running model.generate, which can outlive the stream's last piece;
+    a process exiting then may abort in native code. The stream a user reads waits for it."""
+    import threading
+    import time
+
+    returned = threading.Event()
+
+    def generate():
+        time.sleep(0.3)  # still unwinding after the last piece
+        returned.set()
+
+    class Streaming(RecordingChatModel):
+        async def astream_chat(self, *args, **kwargs):
+            threading.Thread(target=generate, daemon=True).start()
+            yield "答"
+
+    monkeypatch.setattr(lf, "chat_model_class", lambda: Streaming)
+    assert asyncio.run(streamed(chat_model({}, as_shown=True))) == "答"
+    assert returned.is_set()
