@@ -42,6 +42,8 @@ def load_recipe(path: str | os.PathLike) -> dict:
         raise RecipeError(f"{path}: no such recipe")
     try:
         args = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not UTF-8 text; save the recipe as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -131,7 +133,10 @@ class Recipe:
 
     @property
     def output_dir(self) -> Path | None:
-        return Path(self.args["output_dir"]) if self.args.get("output_dir") else None
+        value = self.args.get("output_dir")
+        if value and not isinstance(value, str):
+            raise RecipeError(f"{self.path}: output_dir must be a folder path, not {value!r}")
+        return Path(value) if value else None
 
     @property
     def adapter(self) -> str | None:

@@ -119,3 +119,13 @@ def test_runs_base_copy_and_report_take_the_layout_from_the_recipe(tmp_path, mon
     shutil.rmtree(RunDir.base("m").root)
     missing = CliRunner().invoke(main, ["report", "--recipe", str(predict), "--out", "report"])
     assert missing.exit_code == 2 and "no run folder saves/m/base yet" in missing.output
+
+
+def test_bytes_that_are_not_utf8_or_an_output_dir_that_is_not_a_path_are_one_line(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(RecipeError, match=r"binary\.yaml: not UTF-8 text"):
+        load_recipe(binary)
+    odd = write(tmp_path / "recipes" / "m" / "odd.yaml", {"output_dir": [1, 2]})
+    with pytest.raises(RecipeError, match=r"odd\.yaml: output_dir must be a folder path, not \[1, 2\]"):
+        Recipe.load(odd).run_dir
