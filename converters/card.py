@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from converters.care import CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED, EMERGENCY_WITHOUT_URGENCY, NO_CARE_ADVICE
 from converters.choices import FILTER_REASONS
-from converters.quality import WRAPPER_STRIPPED
+from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED
 
 CARD_SUFFIX = ".card.md"
 HISTOGRAM_SUFFIX = ".lengths.png"
@@ -18,7 +18,15 @@ EXAMPLES_PER_REASON = 2
 EXTREMES = 3  # longest and shortest kept rows shown
 LENGTH_SAMPLE_ROWS = 2000  # kept rows whose token lengths make the histogram
 EXAMPLE_REASONS = frozenset(
-    (*FILTER_REASONS, NO_CARE_ADVICE, EMERGENCY_WITHOUT_URGENCY, WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
+    (
+        *FILTER_REASONS,
+        NO_CARE_ADVICE,
+        EMERGENCY_WITHOUT_URGENCY,
+        THINK_REMOVED,
+        WRAPPER_STRIPPED,
+        CARE_REMINDER_ADDED,
+        EMERGENCY_REMINDER_ADDED,
+    )
 )
 _LOW_BITS = (1 << 32) - 1
 

@@ -16,10 +16,12 @@ from converters.choices import SYSTEM_LAYOUT
 from converters.jsoncodec import dumps_bytes
 from converters.names import CHATMED_DATASET, CHATMED_EVAL_DATASET, MEDICAL_SYSTEM_PROMPT
 from converters.records import NOT_AN_OBJECT, Skip, string_field
+from converters.turns import TRAIN_ALL
 
 NAME = "chatmed"
 DATASET = CHATMED_DATASET
 EVAL_DATASET = CHATMED_EVAL_DATASET
+TRAIN_ANSWERS = TRAIN_ALL  # one question, one answer: the row trains it
 
 
 _COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
@@ -89,6 +91,18 @@ def first_query(record: dict) -> str:
 def pairs(record: dict) -> list[tuple[str, str]]:
     """The `(question, answer)` turns."""
     return [(first_query(record), record["output"])]
+
+
+def dialogue(record: dict) -> tuple[str, list[tuple[str, str]]]:
+    """The system prompt and `(question, answer)` turns as LLaMA-Factory renders the record (alpaca: the user turn is
+    `instruction`, then `input` on a new line)."""
+    question = "\n".join(part for part in (record["instruction"], record["input"]) if part)
+    return record.get("system", ""), [(question, record["output"])]
+
+
+def window(record: dict, first: int, last: int) -> dict:
+    """The record holding turns `first`..`last`: the record itself, which has one."""
+    return record
 
 
 def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:

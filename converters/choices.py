@@ -10,8 +10,19 @@ SHORT_ANSWER = "short_answer"
 ANSWER_REPEATS_QUESTION = "answer_repeats_question"
 CONTACT_OR_AD = "contact_or_ad"
 DEGENERATE_REPETITION = "degenerate_repetition"
+JAILBREAK = "jailbreak"
 FILTER_REASONS = tuple(
-    sorted((TRUNCATED_ANSWER, AI_SELF_REFERENCE, SHORT_ANSWER, ANSWER_REPEATS_QUESTION, CONTACT_OR_AD, DEGENERATE_REPETITION))
+    sorted(
+        (
+            TRUNCATED_ANSWER,
+            AI_SELF_REFERENCE,
+            SHORT_ANSWER,
+            ANSWER_REPEATS_QUESTION,
+            CONTACT_OR_AD,
+            DEGENERATE_REPETITION,
+            JAILBREAK,
+        )
+    )
 )
 
 # Care reminder policies (converters/care.py).

@@ -14,24 +14,31 @@ filters, PII masking, dedupe and the held-out split do.
 
 from __future__ import annotations
 
-from converters.huatuo import (  # noqa: F401  (the pipeline calls encode, first_query, pairs, scrub, with_pairs here)
+from converters.huatuo import (  # noqa: F401  (the pipeline calls these here)
     GPT,
     HUMAN,
     answered_record,
+    dialogue,
     encode,
     first_query,
     pairs,
     scrub,
     sharegpt_turns,
+    window,
     with_pairs,
 )
 from converters.names import GENERAL_DATASET, GENERAL_EVAL_DATASET
 from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, NOT_AN_OBJECT, Skip
+from converters.turns import TRAIN_LAST
 
 NAME = "general"
 DATASET = GENERAL_DATASET
 EVAL_DATASET = GENERAL_EVAL_DATASET
 MEDICAL = False  # no care reminders, no medical system prompt
+# The last answer of each conversation trains; earlier answers are its context. Training every answer costs 5.4x the
+# tokens on the shared 1K ShareGPT file (multi-turn chats of ~7 answers) for rows that only keep what Qwen3 already
+# does; `--train-answers all` trains every answer.
+TRAIN_ANSWERS = TRAIN_LAST
 
 
 def registry_entry(layout: str | None = None) -> dict:
@@ -71,12 +78,13 @@ def _alpaca_turns(row: dict) -> list[dict] | Skip:
 
 
 def convert(row: object, layout: str | None = None) -> dict | Skip:
-    """One general row -> `{"conversations": [...], "system": its own system prompt or ""}`; a trailing unanswered
-    human turn is dropped (counted in the report)."""
+    """One general row -> `{"conversations": [...], "system": its own system prompt or ""}` (a `system` field, or a
+    leading ShareGPT `system` turn); a trailing unanswered human turn is dropped (counted in the report)."""
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
+    own_system = None
     if "conversations" in row:
-        turns = sharegpt_turns(row["conversations"])
+        own_system, turns = sharegpt_turns(row["conversations"])
     elif "instruction" in row or "output" in row:
         turns = _alpaca_turns(row)
     else:
@@ -84,4 +92,6 @@ def convert(row: object, layout: str | None = None) -> dict | Skip:
     if isinstance(turns, Skip):
         return turns
     system = _text(row, "system")
-    return system if isinstance(system, Skip) else answered_record(turns, system)
+    if isinstance(system, Skip):
+        return system
+    return answered_record(turns, system or own_system or "")

@@ -21,13 +21,17 @@ from converters.records import (
     UNKNOWN_SHAPE,
     Skip,
 )
+from converters.turns import TRAIN_ALL
 
 NAME = "huatuo"
 DATASET = HUATUO_DATASET
 EVAL_DATASET = HUATUO_EVAL_DATASET
+TRAIN_ANSWERS = TRAIN_ALL  # medical dialogue: every answer trains, each on its served prompt (converters/turns.py)
 
 HUMAN, GPT = "human", "gpt"
 TRAILING_HUMAN_TURN = "trailing_human_turn_dropped"
+OWN_SYSTEM_REPLACED = "own_system_turn_replaced"  # a medical row's own system turn gives way to the medical prompt
+SYSTEM = "system"
 _V1_PREFIXES = (("问：", "问:"), ("答：", "答:"))
 
 
@@ -50,37 +54,54 @@ def encode(record: dict) -> bytes:
 def convert(row: object, layout: str | None = None) -> dict | Skip:
     """One Huatuo row -> `{"conversations": [...], "system": ...}` with strictly alternating turns.
 
-    A trailing unanswered human turn is dropped; the record then carries `_trimmed`
-    (removed by the pipeline before writing) so the report can count it.
+    A trailing unanswered human turn is dropped, and a leading system turn gives way to the medical prompt; the
+    record then carries `_notes` (removed by the pipeline before writing) so the report can count them.
     """
     if not isinstance(row, dict):
         return Skip(NOT_AN_OBJECT, type(row).__name__)
+    notes = []
     if "conversations" in row:
-        turns = sharegpt_turns(row["conversations"])
+        own_system, turns = sharegpt_turns(row["conversations"])
+        if own_system is not None:
+            notes.append(OWN_SYSTEM_REPLACED)
     elif "data" in row:
         turns = _v1_turns(row["data"])
     else:
         return Skip(MISSING_FIELD, "conversations")
     if isinstance(turns, Skip):
         return turns
-    return answered_record(turns, MEDICAL_SYSTEM_PROMPT)
+    return answered_record(turns, MEDICAL_SYSTEM_PROMPT, notes)
 
 
-def answered_record(turns: list[dict], system: str) -> dict | Skip:
-    """The sharegpt record of alternating turns, a trailing unanswered human turn dropped (then `_trimmed` says so)."""
-    trimmed = bool(turns) and turns[-1]["from"] == HUMAN
-    turns = turns[:-1] if trimmed else turns
+def answered_record(turns: list[dict], system: str, notes: list[str] | None = None) -> dict | Skip:
+    """The sharegpt record of alternating turns, a trailing unanswered human turn dropped (then `_notes` says so,
+    with any `notes` given)."""
+    notes = list(notes or ())
+    if turns and turns[-1]["from"] == HUMAN:
+        turns = turns[:-1]
+        notes.append(TRAILING_HUMAN_TURN)
     if not turns:
         return Skip(BAD_ROLE_ORDER, "no answered human turn")
     record = {"conversations": turns, "system": system}
-    if trimmed:
-        record["_trimmed"] = TRAILING_HUMAN_TURN
+    if notes:
+        record["_notes"] = notes
     return record
 
 
-def sharegpt_turns(conversations: object) -> list[dict] | Skip:
+def sharegpt_turns(conversations: object) -> tuple[str | None, list[dict] | Skip]:
+    """The row's own system prompt (a leading `system` turn; None without one) and its alternating human/gpt turns."""
     if not isinstance(conversations, list):
-        return Skip(UNKNOWN_SHAPE, f"conversations is {type(conversations).__name__}")
+        return None, Skip(UNKNOWN_SHAPE, f"conversations is {type(conversations).__name__}")
+    system = None
+    if conversations and isinstance(conversations[0], dict) and conversations[0].get("from") == SYSTEM:
+        value = conversations[0].get("value")
+        if not isinstance(value, str):
+            return None, Skip(NON_STRING_FIELD, "turn 0 (system)")
+        system, conversations = value.strip(), conversations[1:]
+    return system, _alternating(conversations)
+
+
+def _alternating(conversations: list) -> list[dict] | Skip:
     if not conversations:
         return Skip(EMPTY_AFTER_STRIP, "conversations")
     turns = []
@@ -136,6 +157,18 @@ def pairs(record: dict) -> list[tuple[str, str]]:
     """The `(question, answer)` turns."""
     turns = record["conversations"]
     return [(turns[i]["value"], turns[i + 1]["value"]) for i in range(0, len(turns), 2)]
+
+
+def dialogue(record: dict) -> tuple[str, list[tuple[str, str]]]:
+    """The system prompt and `(question, answer)` turns as LLaMA-Factory renders the record."""
+    return record["system"], pairs(record)
+
+
+def window(record: dict, first: int, last: int) -> dict:
+    """The record holding turns `first`..`last` (0-based, inclusive), its system prompt kept."""
+    if first == 0 and 2 * last + 2 == len(record["conversations"]):
+        return record
+    return {**record, "conversations": record["conversations"][2 * first : 2 * last + 2]}
 
 
 def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 from caretune.basics.errors import UserError
 from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
@@ -36,17 +37,18 @@ from converters.care import (
 from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
-from converters.quality import WRAPPER_STRIPPED, first_rejection, strip_wrappers
+from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, strip_think, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.split import HeldOutSplit
+from converters.turns import TOO_LONG, Plan, TokenCounter, plan_rows
 from converters.writer import JsonArrayWriter, JsonLinesWriter
 
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo, general.NAME: general}
 REPORT_SUFFIX = ".report.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
 CHANGES_SUFFIX = ".changes.jsonl"
-CHANGE_KINDS = (WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
+CHANGE_KINDS = (THINK_REMOVED, WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
 ARRAY_BATCH_ROWS = 2048
 PARALLEL_MIN_BYTES = 16 << 20  # inputs smaller than this convert in one process when no --workers is given
 MAX_AUTO_WORKERS = 4  # beyond this the main process (dedupe, split, writing) is the bottleneck
@@ -180,6 +182,9 @@ class Options:
     strip_wrappers: bool = True  # remove <s>问：…答：</s> prompt markers from questions
     care_reminder: str = APPEND  # append | drop | off (converters/care.py)
     layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
+    train_answers: str | None = None  # all | last (converters/turns.py); None: the source's TRAIN_ANSWERS
+    cutoff_len: int | None = None  # fit training rows to this many tokens (converters/turns.py); None: no fitting
+    count: TokenCounter | None = field(default=None, compare=False)  # token counts for rows that may not fit
 
 
 _CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
@@ -198,6 +203,8 @@ class Batch:
     cares: bytearray = field(default_factory=bytearray)  # the row's CareFlags as an index into CARE_FLAGS
     chars: list[int] = field(default_factory=list)  # characters of question and answer text (for the data card)
     changes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # kept row index -> changes made, if any
+    expanded: dict[int, list[bytes]] = field(default_factory=dict)  # kept row index -> its training rows, when not the row
+    plans: list[RowPlan] = field(default_factory=list)  # how each kept row trains
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
@@ -214,6 +221,8 @@ class Batch:
             cares=bytearray(self.cares[i] for i in rows),
             chars=[self.chars[i] for i in rows],
             changes={where[i]: kinds for i, kinds in self.changes.items() if i in where},
+            expanded={where[i]: rows for i, rows in self.expanded.items() if i in where},
+            plans=[self.plans[i] for i in rows],
             rejects=self.rejects,
             notes=self.notes,
             pii=self.pii,
@@ -229,12 +238,17 @@ def _clean(
     Returns the record, the changes made, its care flags and its final turns; or the Skip."""
     turns = source.pairs(record)
     changes: tuple[str, ...] = ()
+    thoughtless = [(question, strip_think(answer)) for question, answer in turns]
+    if thoughtless != turns:
+        if not all(answer for _, answer in thoughtless):
+            return Skip(EMPTY_AFTER_STRIP, "an answer is only a <think> block")
+        turns, changes = thoughtless, (THINK_REMOVED,)
     if options.strip_wrappers:
         stripped = _stripped(turns)
         if stripped is not None:
             if not all(question for question, _ in stripped):
                 return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
-            turns, changes = stripped, (WRAPPER_STRIPPED,)
+            turns, changes = stripped, (*changes, WRAPPER_STRIPPED)
     if options.filters:
         rejection = first_rejection(turns, options.filters)
         if rejection is not None:
@@ -264,6 +278,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
     """Run `(line, value)` rows through a source's pure functions and the cleaning steps."""
     source = SOURCES[source_name]
     convert, scrub, first_query, pairs, encode = source.convert, source.scrub, source.first_query, source.pairs, source.encode
+    policy = options.train_answers or source.TRAIN_ANSWERS
     batch = Batch()
     rejects = batch.rejects
     quote = mask_quote if options.scrub_pii else str  # details quote row text: masked as the rows are
@@ -280,7 +295,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         if type(result) is Skip:
             rejects.append((line_no, result.reason, quote(result.detail)))
             continue
-        trimmed = result.pop("_trimmed", None)
+        notes = result.pop("_notes", ())
         cleaned = _clean(source, result, options)
         if type(cleaned) is Skip:
             rejects.append((line_no, cleaned.reason, quote(cleaned.detail)))
@@ -288,27 +303,62 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
                 example(line_no, cleaned.reason, pairs(result))
             continue
         result, changes, care, turns = cleaned
-        if trimmed:
-            batch.notes[trimmed] += 1
+        batch.notes.update(notes)
         if options.scrub_pii:
             result, masked = scrub(result)
             if masked:
                 batch.pii.update(masked)
         try:
-            encoded = encode(result)
+            encoded = encode(result)  # text JSON cannot hold (a lone surrogate) is refused before any other step
         except UnencodableText as err:
             rejects.append((line_no, INVALID_UNICODE, quote(str(err))))
             continue
+        key = query_key(first_query(result))
+        system, dialogue = source.dialogue(result)
+        plan = plan_rows(system, dialogue, policy, options.cutoff_len, options.count)
+        if not plan.windows or plan.windows[-1].last != len(dialogue) - 1:
+            rejects.append(
+                (line_no, TOO_LONG, f"the last answer with its question exceeds --cutoff-len {options.cutoff_len} tokens")
+            )
+            continue
+        encoded, training_rows = _encoded_rows(source, result, key, plan, encoded)
         if changes:
             batch.changes[len(batch.keys)] = changes
             for change in changes:
                 example(line_no, change, turns)
+        if training_rows is not None:
+            batch.expanded[len(batch.keys)] = training_rows
+        batch.plans.append(RowPlan(plan.answers, len(plan.windows), plan.too_long, plan.turns_dropped, plan.fitted_rows))
         batch.lines.append(line_no)
-        batch.keys.append(query_key(first_query(result)))
+        batch.keys.append(key)
         batch.records.append(encoded)
         batch.cares.append(_CARE_INDEX[care])
         batch.chars.append(len(turns[0][0]) + len(turns[0][1]) if len(turns) == 1 else sum(len(q) + len(a) for q, a in turns))
     return batch
+
+
+class RowPlan(NamedTuple):
+    """How one kept conversation trains (summed over the train split in the report)."""
+
+    answers: int
+    trained: int
+    too_long: int
+    turns_dropped: int
+    fitted_rows: int
+
+
+def _encoded_rows(source: ModuleType, record: dict, key: int, plan: Plan, encoded: bytes) -> tuple[bytes, list[bytes] | None]:
+    """The conversation's held-out row (its last answer's window) and its training rows, encoded; None for the
+    training rows when they are that one row. ShareGPT rows carry the conversation's key; `encoded` is the record's
+    encoding, used as it is for an alpaca row (one turn, one row)."""
+    if "conversations" not in record:
+        return encoded, None
+    record = {**record, "conversation": f"{key:016x}"}
+    last = plan.windows[-1]
+    held_out = source.encode(source.window(record, last.first, last.last))
+    if len(plan.windows) == 1:
+        return held_out, None
+    return held_out, [source.encode(source.window(record, window.first, window.last)) for window in plan.windows]
 
 
 def convert_jsonl_block(source_name: str, options: Options, path: str, first_line: int, block: bytes) -> Batch:
@@ -376,6 +426,7 @@ class Tally:
     pii: Counter = field(default_factory=Counter)
     changes: Counter = field(default_factory=Counter)
     train_care: Counter = field(default_factory=Counter)  # rows by index into CARE_FLAGS
+    plans: list[RowPlan] = field(default_factory=list)  # how each conversation in train trains
     eval_care: Counter = field(default_factory=Counter)
 
 
@@ -425,7 +476,7 @@ def _route(
             out.changes.append({"line": batch.lines[index], "change": change})
     if card is not None:
         card.offer(batch.lines, batch.keys, batch.records, batch.chars)
-    _write_train(*_split_off(batch, split), out, tally)
+    _write_train(_split_off(batch, split), out, tally)
     for line_no, reason, detail in sorted(rejects):
         out.rejects.append({"line": line_no, "reason": reason, "detail": detail})
     if card is not None:  # a change shown on the card must be one that was written
@@ -451,32 +502,35 @@ def _drop_duplicates(batch: Batch, tally: Tally, seen: KeySet, prior: KeySet, pr
     return batch.only(fresh), {batch.lines[index] for index in duplicates}
 
 
-def _split_off(batch: Batch, split: HeldOutSplit) -> tuple[list[bytes], bytearray]:
-    """Offer a batch's rows to the held-out split; the records and care indexes going to train, in the order
-    rows (or the candidates they displace) leave the split. Rows at or above the split's threshold cannot
-    become candidates, so only the others are offered one by one."""
-    keys, records, cares = batch.keys, batch.records, batch.cares
+def _split_off(batch: Batch, split: HeldOutSplit) -> list[tuple[bytes, int, list[bytes] | None, RowPlan]]:
+    """Offer a batch's rows to the held-out split; the rows going to train (record, care index, training rows,
+    plan), in the order rows (or the candidates they displace) leave the split. Rows at or above the split's
+    threshold cannot become candidates, so only the others are offered one by one."""
+    keys = batch.keys
+    rows = [(batch.records[i], batch.cares[i], batch.expanded.get(i), batch.plans[i]) for i in range(len(keys))]
     threshold = split.threshold()
     candidates = range(len(keys)) if threshold is None else [i for i, key in enumerate(keys) if key < threshold]
-    train_records: list[bytes] = []
-    train_cares = bytearray()
+    train = []
     start = 0
     for i in candidates:
-        train_records += records[start:i]
-        train_cares += cares[start:i]
-        displaced = split.offer(keys[i], (records[i], cares[i]))
+        train += rows[start:i]
+        displaced = split.offer(keys[i], rows[i])
         if displaced is not None:
-            train_records.append(displaced[0])
-            train_cares.append(displaced[1])
+            train.append(displaced)
         start = i + 1
-    train_records += records[start:]
-    train_cares += cares[start:]
-    return train_records, train_cares
+    train += rows[start:]
+    return train
 
 
-def _write_train(records: list[bytes], cares: bytes, out: _Outputs, tally: Tally) -> None:
-    tally.train_care.update(cares)
-    out.train.extend_json(records)
+def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, RowPlan]], out: _Outputs, tally: Tally) -> None:
+    """Write the training rows of conversations going to train, and count what trains."""
+    for record, care, expanded, plan in rows:
+        tally.train_care[care] += 1
+        tally.plans.append(plan)
+        if expanded is None:
+            out.train.extend_json((record,))
+        else:
+            out.train.extend_json(expanded)
 
 
 def _care_tally(counts: Counter) -> CareTally:
@@ -560,24 +614,24 @@ def _convert_locked(
     with _worker_pool(workers) as pool, _progress_bar(raw, source, progress), _Outputs(outputs) as out:
         for batch in _batches(source, raw, options, pool, workers):
             _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
-        kept = out.train.count + len(split)
+        kept = len(tally.plans) + len(split)
         eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
-        leftover = list(leftover)
-        _write_train([record for record, _ in leftover], bytes(care for _, care in leftover), out, tally)
+        _write_train(list(leftover), out, tally)
         if out.train.count + len(eval_rows) == 0:
             reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
             raise UserError(
                 f"{raw_path}: no row could be converted ({reasons}, duplicates {tally.duplicates}); nothing was written"
             )
-        tally.eval_care.update(care for _, care in eval_rows)
-        out.eval.extend_json([record for record, _ in eval_rows])
+        tally.eval_care.update(care for _, care, _, _ in eval_rows)
+        out.eval.extend_json([record for record, _, _, _ in eval_rows])
         report = _report(
             source,
             raw,
             outputs,
             options,
             tally,
-            written=out.train.count,
+            written=len(tally.plans),
+            training_rows=out.train.count,
             held_out=len(eval_rows),
             prior_datasets=prior_datasets,
             prior_count=len(prior),
@@ -620,6 +674,7 @@ def _report(
     tally: Tally,
     *,
     written: int,
+    training_rows: int,
     held_out: int,
     prior_datasets: list[str],
     prior_count: int,
@@ -646,6 +701,9 @@ def _report(
         "skipped": dict(sorted(tally.skipped.items())),
         "notes": dict(sorted(tally.notes.items())),
         "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
+        "training": _training_summary(
+            tally.plans, training_rows, options.train_answers or source.TRAIN_ANSWERS, options.cutoff_len
+        ),
         "care": {"train": _care_tally(tally.train_care).as_dict(), "eval": _care_tally(tally.eval_care).as_dict()},
         "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
         "settings": {
@@ -668,6 +726,27 @@ def _report(
     }
 
 
+def _training_summary(plans: list[RowPlan], rows: int, policy: str, cutoff_len: int | None) -> dict:
+    """What trains, over the conversations in train: rows written, answers, answers trained, and what the policy and
+    the cutoff left untrained."""
+    answers = sum(plan.answers for plan in plans)
+    trained = sum(plan.trained for plan in plans)
+    too_long = sum(plan.too_long for plan in plans)
+    return {
+        "policy": policy,
+        "rows": rows,
+        "conversations": len(plans),
+        "answers": answers,
+        "trained_answers": trained,
+        "trained_share": round(trained / answers, 4) if answers else 0.0,
+        "context_only_answers": answers - trained - too_long,
+        "cutoff_len": cutoff_len,
+        "answers_too_long": too_long,
+        "fitted_rows": sum(plan.fitted_rows for plan in plans),
+        "turns_dropped": sum(plan.turns_dropped for plan in plans),
+    }
+
+
 def summary_line(report: dict) -> str:
     """The one-line stdout summary of a conversion."""
     skipped = sum(report["skipped"].values())
@@ -676,12 +755,19 @@ def summary_line(report: dict) -> str:
     pii_text = f", pii masked {sum(pii.values())}" if pii else ""
     changes = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in report["changes"].items() if n)
     care = report["care"]["train"]
+    training = report["training"]
+    trains = f"; {training['rows']} training rows train {training['trained_answers']} of {training['answers']} answers" + (
+        f" (fitted to {training['cutoff_len']} tokens: {training['fitted_rows']} rows dropped old turns)"
+        if training["cutoff_len"]
+        else ""
+    )
     return (
         f"{report['source']}: read {report['read']} = train {report['written']} + eval {report['eval']}"
         f" + duplicates {report['duplicates']} + skipped {skipped}"
         + (f" ({reasons})" if reasons else "")
         + pii_text
         + (f"; {changes}" if changes else "")
+        + trains
         + f"; train advises care {care['advises_care_share']:.1%}"
         + f" -> {report['outputs']['train']}, {report['outputs']['eval']}"
     )

@@ -3,10 +3,14 @@
 Each filter returns a detail string when a row should be skipped, else None. A dialogue is skipped
 at the first answer (or question) a filter rejects. Thresholds are the constants below.
 
-- truncated_answer: the answer does not end with sentence-final punctuation (。！？!?…~ or a full stop),
-  after closing quotes and brackets; ChatMed's answers were generated under a 512-token cap, so an answer
-  cut there stops mid-sentence.
-- ai_self_reference: the answer speaks of itself as an AI ("作为一个AI助手…", "作为人工智能…", "as an AI").
+- truncated_answer: the answer stops mid-thought (ChatMed's answers were generated under a 512-token cap): an
+  unclosed code fence, an open list item, an unclosed bracket or quote, a clause separator, connector or particle
+  at the end, or a prose sentence without its end. A missing full stop alone is no cut (code, lists, tables,
+  poems, headings, hashtags, placeholders, signatures and numbers end without one).
+- ai_self_reference: the answer speaks of itself as an AI ("作为一个AI助手…", "作为由OpenAI训练的大型语言模型…",
+  "我是一款基于文本的AI助手", "as an AI").
+- jailbreak: the turn is a jailbreak or unrestricted-persona prompt (DAN, developer mode, "ignore all previous
+  instructions", unfiltered or amoral personas, rule-breaking framings, harmful code words, the grandma exploit).
 - short_answer: fewer than MIN_ANSWER_CHARS characters (whitespace not counted).
 - answer_repeats_question: the answer, normalised as queries are for dedupe, equals the question or is
   contained in it (answers longer than twice the question plus REPEAT_SLACK_CHARS are not compared).
@@ -15,6 +19,9 @@ at the first answer (or question) a filter rejects. Thresholds are the constants
 - degenerate_repetition: the same clause (2+ characters between ，。！？ or line breaks) DEGENERATE_CLAUSE_REPEATS
   times in a row, or one letter or character DEGENERATE_CHAR_RUN times in a row. (A short unit repeated
   without punctuation, "好的好的好的…", is not caught.)
+
+Reasoning: a `<think>` block in an answer (canonical or not, closed or not) is removed (`strip_think`), and the
+row skipped when nothing else is left: LLaMA-Factory removes only the canonical form, so any other would train.
 
 Wrappers: a question carrying its training prompt's markers (`<s>`, `</s>`, a leading 问：/Q:, a trailing
 答：/A:) is stripped of them, not skipped (`strip_wrappers`).
@@ -28,28 +35,85 @@ import re
 import unicodedata
 from collections.abc import Callable
 
+from caretune.basics.pii import PII_SIGNS, find_phone, mask_pii
 from converters.choices import (
     AI_SELF_REFERENCE,
     ANSWER_REPEATS_QUESTION,
     CONTACT_OR_AD,
     DEGENERATE_REPETITION,
+    JAILBREAK,
     SHORT_ANSWER,
     TRUNCATED_ANSWER,
 )
 from converters.records import normalise_query
 
 WRAPPER_STRIPPED = "wrapper_stripped"
+THINK_REMOVED = "think_removed"
 
 MIN_ANSWER_CHARS = 10
 REPEAT_SLACK_CHARS = 20
 DEGENERATE_CLAUSE_REPEATS = 4
 DEGENERATE_CHAR_RUN = 8
 
-_FINAL = set("。！？!?…~～")
-_CLOSING = "”’\"'）)】」』》]】 \t\r\n"
+_FINAL = set("。！？!?…~～.")
+_CLOSERS = "”’\"'）)】」』》]>`*_ \t\r\n"  # a closing quote, bracket or markup after the sentence's end
+_PAIRS = {"（": "）", "(": ")", "【": "】", "[": "]", "「": "」", "『": "』", "“": "”", "《": "》"}
+_CLOSING_OF = {close: open_ for open_, close in _PAIRS.items()}
+# What a cut answer ends on: a clause or list separator, a connector or particle that cannot end a sentence, or an
+# English connector word.
+_OPEN_PUNCTUATION = set("，,、；：:-—(（[【「『“《")  # an ASCII ";" ends a line of code
+# Conjunctions end a cut anywhere, a list item too (not as the end of a word: 总和, 参与, 涉及, 合并…)
+_OPEN_CONJUNCTION = re.compile(
+    r"(?:以及|或者|还是|但是|而且|并且|如果|因为|所以|例如|比如|包括|及其|(?<![总温缓平饱柔调暖祥谐附中共])和|或|(?<!参)与"
+    r"|(?<![涉普不危波企顾])及|(?<![合吞兼])并|而|但|且|若)$"
+    r"|\b(?:and|or|but|the|a|an|to|of|with|for|in|on|that|which|because|if|is|are)$",
+    re.IGNORECASE,
+)
+# Prepositions end a cut in any line; particles only in a prose line (a list of adjectives ends on 的)
+_OPEN_PREPOSITION = re.compile(r"(?:在|对|将|把|被|让|使|给|向|从|为|于)$")
+_OPEN_PARTICLE = re.compile(r"(?:的|得|是|等|您)$")
+MIN_CLAUSE_HAN = 4  # Han characters of a line with a clause break inside that ends on a particle ("最后，建议您")
+_INLINE_LIST_END = re.compile(r"\s\d{1,2}[.、)）]\s?[^。！？\s][^。！？]*$")  # "…？ 1.去商店 2.回家"
+_OPEN_LIST_ITEM = re.compile(r"(?:\d{1,3}[.、)）]|[-*•+]|\\\*|[（(]\d{1,3}[）)]|[A-Za-z][.)]|[一二三四五六七八九十]{1,3}[、.])")
+_LIST_LINE = re.compile(
+    r"\s*(?:\d{1,3}(?:\.\d{1,3})*[.、)）]?\s|\d{1,3}[.、)）]|[-*•+>|#]|\\\*|[（(]\d{1,3}[）)]|[A-Za-z][.)、]\s?|[一二三四五六七八九十]{1,3}[、.])"
+)
+_HASHTAG_END = re.compile(r"[#＃]\S+$")
+_PROSE_PUNCTUATION = re.compile(r"[，。；！？]")
+_LIST_CLAUSES = re.compile(r"[，。；：！？]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+MIN_PROSE_HAN = 8  # Han characters a last line needs to be read as a sentence (a signature, name or title is shorter)
+VERSE_MIN_LINES = 3  # a last paragraph this long, most of whose lines end without punctuation, is verse or a list
 _AI_SELF = re.compile(
-    r"作为(一个|一名|一位|一款)?(AI|ai|Ai|人工智能|语言模型|虚拟助手|机器人|智能助手)"
-    r"|我(只)?是(一个|一名)?(AI|ai|人工智能|语言模型|机器人)|as an AI|AI language model"
+    # "作为…AI…，" opening a clause that is not about the reader ("作为一名AI聊天机器人，你…" casts the user as one)
+    r"(?<![^\s，。！？,.!?：:“\"（(我但是])作为[^，。,.!?！？\n]{0,24}?(?:AI|ai|Ai|人工智能|语言模型|虚拟助手|聊天机器人|机器人|智能助手|ChatGPT|ChotGPT)"
+    r"(?=[^，。,.!?！？\n]{0,10}(?:[，,]\s*(?![你您])|我))"
+    r"|我作为[^，。,.!?！？\n]{0,12}?(?:AI|人工智能|语言模型|虚拟助手|智能助手|聊天机器人)|我是ChatGPT"
+    r"|我(?:只|仅仅|仅)?是(?:一个|一名|一种|一款|一台|一位)?[^，。,.!?！？\n我你]{0,24}?(?:AI|ai|人工智能|语言模型|聊天机器人|虚拟助手|智能助手)"
+    r"|我(?:是|只是|仅是)?(?:一个|一款|一种)?由OpenAI(?:训练|开发|创建|创造|培训|打造)"
+    r"|像我这样的(?:AI|人工智能|语言模型)|包括我在内的(?:AI|人工智能)|基于文本的(?:AI|人工智能)"
+    r"|[Aa]s an AI|AI language model|[Aa]s a (?:large )?language model|I(?: am|'m) (?:an AI|a (?:large )?language model)"
+    r"|trained by OpenAI"
+)
+# Jailbreak and unrestricted-persona prompts, in Chinese and English: DAN and its kin, developer mode, "ignore all
+# previous instructions", unfiltered or amoral personas (AIM), rule-breaking framings, code words for harmful things,
+# the grandma exploit. Read in the questions (and the answers, where a persona speaks).
+_JAILBREAK = re.compile(
+    r"DAN[^\n]{0,60}?(?:做任何事|可以做任何|即刻行动|立即执行任何|现在可做|[Dd]o [Aa]nything)|[Dd]o [Aa]nything [Nn]ow"
+    r"|开发者模式|[Dd]eveloper [Mm]ode|越狱|[Jj]ailbr(?:eak|oken)"
+    r"|忽略(?:之前|以上|所有|此前|先前|以前|前面|上述|你的)[^\n]{0,8}?(?:指令|指示|说明|规则|提示|设定)"
+    r"|[Ii]gnore (?:all |any )?(?:the |your )?(?:previous|prior|above|earlier) (?:instructions|prompts|rules)"
+    r"|(?:未经|没有|无|非|不受)(?:任何)?过滤|[Uu]nfiltered|[Uu]ncensored"
+    r"|(?:完全|不受任何|没有任何|不受)限制的(?:语言模型|AI|人工智能|聊天机器人|模型)|非限制版|跨越你的局限|突破你的限制"
+    r"|(?:不再有|没有|摆脱|忽略|无视)(?:任何)?(?:OpenAI的?)?内容政策"
+    r"|(?:没有|缺乏|不遵守|不受)(?:任何|所有的?)?(?:道德|伦理)(?:规范|准则|指南|底线|限制|约束)"
+    r"|不(?:遵循|遵守|受)任何规则|不(?:需要|必|用)遵守(?:为[他她它]们设定的|OpenAI)|摆脱了[^\n]{0,10}?(?:限制|束缚)"
+    r"|打破(?:这|那)?(?:该死|他妈)的?(?:规则|规矩|规定)|[Bb]reak the (?:fuck\w*'?|damn\w*) rules?"
+    r"|(?:不应|不能|不会|永远不会|不要)拒绝(?:遵守)?(?:我的)?(?:任何)?(?:问题|请求|要求|命令)"
+    r"|必须服从所有命令|马基雅维利|[Mm]achiavellian|(?:扮演|称为|名为)AIM|AIM(?:代表|是一个)"
+    r"|虚构的?语言模型|让(?:这个)?(?:人工智能|AI)说出|(?:操纵|欺骗|绕过)[^\n]{0,10}?(?:人工智能|AI)的(?:答案|回答|限制)"
+    r"|(?:把|将)?(?:炸弹|毒品|炸药|枪支?|武器|冰毒|病毒)(?:叫做|称为|代表)"
+    r"|(?:奶奶|祖母|外婆)[^\n]{0,40}?(?:序列号|序号|密钥|激活码|[Kk]ey|配方|凝固汽油|napalm)"
 )
 _CONTACT_HINT = re.compile(r"http|www\.|\.com|\.cn|\.net|\.org|微信|VX|vx|Vx|QQ|qq|地址[:：]|路[0-9]|街[0-9]|道[0-9]")
 _CONTACT = re.compile(
@@ -59,36 +123,104 @@ _CONTACT = re.compile(
     r"|地址[:：]|(路|街|道)[0-9]{1,5}号"  # street addresses
 )
 _URL = re.compile(r"https?://\S+|www\.[A-Za-z0-9-]+\.\S+")
-_NUMBER_TAIL = r"[0-9 -]{5,}[0-9]"
-_NUMBER = re.compile("[0-9]" + _NUMBER_TAIL)  # then classified: mobile, landline, 400/800
-# Every contact match contains a hint or a number of 7+ characters: one scan rules most answers out. Each
-# branch starts with a literal character, so `re` skips to candidates in C (a [0-9] branch would stop that).
-_CONTACT_SIGNS = re.compile("|".join((_CONTACT_HINT.pattern, *(digit + _NUMBER_TAIL for digit in "0123456789"))))
-_PHONE = re.compile(r"(86)?1[3-9][0-9]{9}|0[1-9][0-9]{1,2}[2-9][0-9]{6,7}|[48]00[0-9]{7}")
+# Every contact match contains a hint or what the PII masker's screen looks for: one scan rules most answers out.
+_CONTACT_SIGNS = re.compile(f"{_CONTACT_HINT.pattern}|{PII_SIGNS.pattern}")
 _CHAR_RUN = re.compile(r"(.)" + r"\1" * (DEGENERATE_CHAR_RUN - 1))  # spelled out: twice as fast as {n,}
 _RUN_STRIDE = DEGENERATE_CHAR_RUN // 2
 _EQUAL_NEIGHBOURS = re.compile(r"(.)\1", re.DOTALL)
+_THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _WRAPPER_START = re.compile(r"^\s*(<s>)?\s*(问[：:]|[Qq][：:])?\s*")
 _WRAPPER_END = re.compile(r"\s*(答[：:]|[Aa][：:])?\s*(</s>)?\s*$")
 
 
 def truncated_answer(question: str, answer: str) -> str | None:
-    """The answer does not end a sentence (no final punctuation, emoji or full stop): it was cut off."""
-    tail = answer.rstrip(_CLOSING)
-    if not tail:
+    """The answer stops mid-thought: an unclosed code block, an open list item, an unclosed bracket or quote, a clause
+    or list separator, a connector or particle, or a prose sentence (a line of 8+ Han characters that reads as one)
+    without its final punctuation. A missing full stop alone is no cut: answers ending in code, a list, a table, a
+    poem, a heading, a hashtag, a placeholder, a signature or a number are complete."""
+    text = answer.rstrip()
+    if not text:
         return "no text"
-    last = tail[-1]
-    if last in _FINAL or unicodedata.category(last) == "So":  # a closing emoji ends a sentence too
-        return None
-    if last == "." and not (len(tail) > 1 and tail[-2].isdigit()):  # "3." is a list number, not a full stop
-        return None
-    return f"ends with {tail[-12:]!r}"
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    last = lines[-1]
+    tail = last.rstrip(_CLOSERS)
+    end = tail[-1:]
+    complete = end in _FINAL or (end != "" and unicodedata.category(end) == "So")  # a closing emoji ends one too
+    if sum(line.startswith("```") for line in lines) % 2:
+        opening = last.startswith("```") and len(lines) > 1 and lines[-2][-1] in ":：" or not last.startswith("```")
+        if opening and not complete:  # a fence opened and never closed; prose after a forgotten fence is complete
+            return "an unclosed code block"
+    if _OPEN_LIST_ITEM.fullmatch(last):
+        return f"an open list item {last!r}"
+    if complete or not tail or len(tail) < len(last):
+        return None  # ends a sentence, or on a closing quote, bracket or markup
+    unclosed = _unclosed(last)
+    if unclosed:
+        return f"an unclosed {unclosed!r}: {last[-12:]!r}"
+    if end in _OPEN_PUNCTUATION or _OPEN_CONJUNCTION.search(tail):
+        return f"ends with {tail[-12:]!r}"
+    if _cut_sentence(lines):
+        return f"ends with {tail[-12:]!r}"
+    return None
+
+
+def _unclosed(line: str) -> str | None:
+    """The first bracket or typographic quote `line` opens and never closes (closers of earlier lines' openers are
+    passed over)."""
+    stack = []
+    for char in line:
+        if char in _PAIRS:
+            stack.append(char)
+        elif char in _CLOSING_OF and stack and stack[-1] == _CLOSING_OF[char]:
+            stack.pop()
+    return stack[0] if stack else None
+
+
+def _cut_sentence(lines: list[str]) -> bool:
+    """The last line is a prose sentence without its end: MIN_PROSE_HAN+ Han characters, ending on a Han character,
+    letter or digit, not a table row, heading or hashtag, and read as a sentence: a plain line with punctuation inside
+    it or after a line that ended a sentence; a list item with clauses inside it after an item that ended one. A verse
+    or list paragraph (most of its last 3+ lines without final punctuation) is not prose."""
+    last = lines[-1]
+    ascii_word = re.search(r"[A-Za-z0-9]+$", last)
+    if ascii_word:  # "…自己的LD" is cut; "…。祝好，Ilya" is signed
+        before = last[: ascii_word.start()]
+        if not before or not _HAN.match(before[-1]):
+            return False
+    elif not _HAN.match(last[-1]):
+        return False
+    han = len(_HAN.findall(last))
+    if last[0] in "|#>" or _HASHTAG_END.search(last) or _INLINE_LIST_END.search(last):
+        return False
+    if not ascii_word and _OPEN_PREPOSITION.search(last) and han >= MIN_CLAUSE_HAN:
+        return True
+    if not ascii_word and _OPEN_PARTICLE.search(last) and not _LIST_LINE.match(last):
+        if han >= MIN_PROSE_HAN or (han >= MIN_CLAUSE_HAN and _PROSE_PUNCTUATION.search(last)):
+            return True
+    if han < MIN_PROSE_HAN:
+        return False
+    previous = lines[-2].rstrip(_CLOSERS) if len(lines) > 1 else ""
+    after_sentence = bool(previous) and previous[-1] in _FINAL
+    if _LIST_LINE.match(last):
+        return after_sentence and bool(_LIST_CLAUSES.search(last))
+    if not (_PROSE_PUNCTUATION.search(last) or after_sentence):
+        return False
+    block = lines[-VERSE_MIN_LINES:]
+    unended = sum(1 for line in block if line.rstrip(_CLOSERS)[-1:] not in _FINAL)
+    return not (len(block) >= VERSE_MIN_LINES and unended > len(block) / 2)
 
 
 def ai_self_reference(question: str, answer: str) -> str | None:
-    """The answer speaks of itself as an AI (“作为一个AI…”)."""
+    """The answer speaks of itself as an AI (“作为一个AI…”, “我是由OpenAI训练的…”, "as an AI")."""
     match = _AI_SELF.search(answer)
     return f"says {match.group(0)!r}" if match else None
+
+
+def jailbreak(question: str, answer: str) -> str | None:
+    """The turn is a jailbreak or unrestricted-persona prompt (DAN, developer mode, "ignore all previous instructions",
+    an unfiltered or amoral persona, code words for harmful things, the grandma exploit), or answers as one."""
+    match = _JAILBREAK.search(question) or _JAILBREAK.search(answer)
+    return f"says {match.group(0)[:40]!r}" if match else None
 
 
 def short_answer(question: str, answer: str) -> str | None:
@@ -113,11 +245,8 @@ def contact_or_ad(question: str, answer: str) -> str | None:
         return None
     if _CONTACT_HINT.search(answer) and (match := _CONTACT.search(answer)):
         return f"contains {match.group(0)[:24]!r}"
-    for match in _NUMBER.finditer(answer):
-        digits = "".join(c for c in match.group(0) if c.isdigit())
-        if _PHONE.fullmatch(digits):
-            return f"contains {match.group(0)[:24]!r}"
-    return None
+    phone = find_phone(answer)
+    return f"contains {phone[:24]!r}" if phone else None
 
 
 def degenerate_repetition(question: str, answer: str) -> str | None:
@@ -148,13 +277,13 @@ def char_run(text: str) -> str | None:
 
 
 def mask_contacts(text: str) -> str:
-    """`text` with phone numbers (mobile, landline, 400/800) and URLs replaced, for showing rows to people."""
-    text = _URL.sub("[网址]", text)
-    return _NUMBER.sub(lambda m: "[电话]" if _PHONE.fullmatch("".join(c for c in m.group(0) if c.isdigit())) else m.group(0), text)
+    """`text` with URLs and personal data (the PII masker's) replaced, for showing rows to people."""
+    return mask_pii(_URL.sub("[网址]", text))[0]
 
 
 # In the order they are applied; a row is counted under the first that rejects it.
 FILTERS: dict[str, Callable[[str, str], str | None]] = {
+    JAILBREAK: jailbreak,
     SHORT_ANSWER: short_answer,
     ANSWER_REPEATS_QUESTION: answer_repeats_question,
     TRUNCATED_ANSWER: truncated_answer,
@@ -206,3 +335,16 @@ def strip_wrappers(question: str) -> str:
     if not question or question[0] not in "<问Qq \t\r\n" and question[-1] not in "：:>\t\r\n ":
         return question  # the common case, checked cheaply
     return _WRAPPER_END.sub("", _WRAPPER_START.sub("", question, count=1), count=1)
+
+
+def strip_think(answer: str) -> str:
+    """`answer` without reasoning text: every `<think>…</think>` block, canonical or not; before a `</think>` that
+    opens nothing, all that precedes it; from a `<think>` never closed, all that follows. Unchanged without a tag."""
+    if "<think>" not in answer and "</think>" not in answer:
+        return answer
+    text = _THINK_BLOCK.sub("", answer)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    if "<think>" in text:
+        text = text.split("<think>", 1)[0]
+    return text.strip()

@@ -14,6 +14,7 @@ def _convert_command(source_name: str, help_text: str):
     from importlib import import_module
 
     from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
+    from converters.turns import TRAIN_POLICIES
 
     medical = getattr(import_module(f"converters.{source_name}"), "MEDICAL", True)  # not the pipeline: start-up time
 
@@ -88,6 +89,23 @@ def _convert_command(source_name: str, help_text: str):
     @care_option
     @layout_option
     @click.option(
+        "--train-answers",
+        type=click.Choice(TRAIN_POLICIES),
+        default=None,
+        help="Which answers of a multi-turn conversation train, each as a row on the prompt chat serves at that point: "
+        "all, or the last (earlier answers are context). Default: all for medical sets, last for general ones "
+        "(converters/turns.py, converters/general.py say why).",
+    )
+    @click.option(
+        "--cutoff-len",
+        type=click.IntRange(min=0),
+        default=CUTOFF_LEN,
+        show_default=True,
+        help="Fit every training row to this many tokens (Qwen3 tokenizer, the recipes' template) by dropping its oldest "
+        "whole turns, the system prompt kept; a question and answer longer than it are skipped. Use the recipe's "
+        "cutoff_len; 0: no fitting (LLaMA-Factory then cuts long rows mid-turn, and preflight refuses them).",
+    )
+    @click.option(
         "--dataset-info",
         type=click.Path(dir_okay=False),
         default=DATASET_INFO,
@@ -127,6 +145,8 @@ def _convert_command(source_name: str, help_text: str):
         keep,
         care_reminder,
         layout,
+        train_answers,
+        cutoff_len,
         dataset_info,
         register,
         card,
@@ -143,7 +163,7 @@ def _convert_command(source_name: str, help_text: str):
             raw,
             out=out,
             data_dir=data_dir,
-            options=conversion_options(source_name, scrub_pii, filter_set, keep, care_reminder, layout),
+            options=conversion_options(source_name, scrub_pii, filter_set, keep, care_reminder, layout, train_answers, cutoff_len),
             registry_path=dataset_info if register else None,
             card=card,
             log=lambda line: click.echo(f"convert: {line}", err=True),

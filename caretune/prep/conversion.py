@@ -13,9 +13,17 @@ from converters.pipeline import SOURCES, Options, Outputs, convert_file
 
 
 def conversion_options(
-    source_name: str, scrub_pii: bool, filter_set: str, keep: tuple[str, ...], care_reminder: str, layout: str
+    source_name: str,
+    scrub_pii: bool,
+    filter_set: str,
+    keep: tuple[str, ...],
+    care_reminder: str,
+    layout: str,
+    train_answers: str | None = None,
+    cutoff_len: int = 0,
 ) -> Options:
-    """The converters' options from the command line: `--filters all|none` less the filters `--keep` switches off."""
+    """The converters' options from the command line: `--filters all|none` less the filters `--keep` switches off;
+    rows fitted to `cutoff_len` tokens (0: not fitted) with LLaMA-Factory's template counting the long ones."""
     if keep and filter_set == "none":
         raise UserError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
     if layout != SYSTEM_LAYOUT and source_name != chatmed.NAME:
@@ -23,8 +31,17 @@ def conversion_options(
     if not getattr(SOURCES[source_name], "MEDICAL", True) and care_reminder != OFF:
         raise UserError(f"--care-reminder {care_reminder}: {source_name} rows are not medical and get no care reminders")
     filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
+    from caretune.prep.fitting import TemplateTokenCounter
+
     return Options(
-        scrub_pii=scrub_pii, filters=filters, strip_wrappers=filter_set == "all", care_reminder=care_reminder, layout=layout
+        scrub_pii=scrub_pii,
+        filters=filters,
+        strip_wrappers=filter_set == "all",
+        care_reminder=care_reminder,
+        layout=layout,
+        train_answers=train_answers,
+        cutoff_len=cutoff_len or None,
+        count=TemplateTokenCounter() if cutoff_len else None,
     )
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import ModuleType
 
 from caretune.basics.files import AtomicFile
-from caretune.basics.pii import mask_pii
 from caretune.prep.lengths import percentile
 from converters.card import CARD_SUFFIX, HISTOGRAM_SUFFIX, CardCollector
 from converters.quality import mask_contacts
@@ -21,8 +20,7 @@ SHOWN_CHARS = 160
 
 
 def _shown(text: str) -> str:
-    masked, _ = mask_pii(text)
-    masked = mask_contacts(masked)
+    masked = mask_contacts(text)
     flat = " ".join(masked.split())
     return flat if len(flat) <= SHOWN_CHARS else flat[:SHOWN_CHARS] + "…"
 

@@ -370,13 +370,18 @@ def _compute(
 
 
 def care_stats(aligned) -> dict:
-    """Shares of rows whose answers advise care (also without the verbatim reminder sentences a conversion
-    appends: the data's own share), and of urgent questions answered with emergency care."""
+    """Shares of conversations whose answers advise care (also without the verbatim reminder sentences a conversion
+    appends: the data's own share), and of urgent questions answered with emergency care. A conversation is a run of
+    consecutive rows opening with the same question and system prompt (turn expansion writes one row per trained
+    answer, each a longer prefix of the last): its last row holds it whole."""
     from converters.care import CareTally, advises_care, apply_care_policy, without_reminders
     from converters.choices import OFF
 
     tally, own = CareTally(), 0
-    for prompt, response in zip(aligned["_prompt"], aligned["_response"]):
+    rows = list(zip(aligned["_prompt"], aligned["_response"], aligned["_system"]))
+    for index, (prompt, response, system) in enumerate(rows):
+        if index + 1 < len(rows) and rows[index + 1][0][:1] == prompt[:1] and rows[index + 1][2] == system:
+            continue  # an earlier answer's row: the conversation's last row counts it
         messages = [*prompt, *response[:1]]
         turns = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
         if turns:

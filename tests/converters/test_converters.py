@@ -78,7 +78,7 @@ def test_huatuo_multi_turn_kept_with_system_prompt():
 def test_huatuo_trailing_human_turn_dropped_and_noted():
     record = huatuo.convert({"conversations": turns(("human", "q1"), ("gpt", "a1"), ("human", "thanks"))})
     assert record["conversations"] == turns(("human", "q1"), ("gpt", "a1"))
-    assert record["_trimmed"] == huatuo.TRAILING_HUMAN_TURN
+    assert record["_notes"] == [huatuo.TRAILING_HUMAN_TURN]
 
 
 def test_huatuo_v1_shape_strips_prefixes():

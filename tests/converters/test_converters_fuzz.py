@@ -64,7 +64,7 @@ def check_round_trip(source, row, lf_converters):
     if isinstance(result, Skip):
         assert isinstance(result.reason, str) and isinstance(result.detail, str)
         return
-    result.pop("_trimmed", None)
+    result.pop("_notes", None)
     result, _ = source.scrub(result)
     try:
         encoded = dumps_bytes(result)

@@ -31,8 +31,9 @@ def test_both_layouts_become_sharegpt_records_with_their_own_system_prompt_or_no
 def test_the_shipped_sample_is_accounted_for_row_by_row(tmp_path):
     report, outputs = convert_into(tmp_path, general, GENERAL_SAMPLE, eval_size=2, options=Options())  # default: append
     assert accounted(report)
-    assert (report["read"], report["written"], report["eval"], report["duplicates"]) == (24, 18, 1, 1)
-    assert report["skipped"] == {"ai_self_reference": 1, "empty_after_strip": 1, "missing_field": 1, "truncated_answer": 1}
+    assert (report["read"], report["written"], report["eval"], report["duplicates"]) == (24, 18, 2, 1)
+    # a title without a full stop (line 20) is a complete answer, not a truncated one
+    assert report["skipped"] == {"ai_self_reference": 1, "empty_after_strip": 1, "missing_field": 1}
     assert report["changes"]["care_reminder_added"] == report["changes"]["emergency_reminder_added"] == 0  # not medical
     rows = json.loads(outputs.train.read_text(encoding="utf-8"))
     assert not any(MEDICAL_SYSTEM_PROMPT in json.dumps(row, ensure_ascii=False) for row in rows)

@@ -11,7 +11,7 @@ from caretune.basics.errors import UserError
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
 from converters.keyset import KeySet
-from converters.pipeline import Batch, Options, Tally, _drop_duplicates
+from converters.pipeline import Batch, Options, RowPlan, Tally, _drop_duplicates
 from converters.records import query_key
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
 
@@ -98,7 +98,8 @@ def test_duplicates_across_datasets_in_the_same_folder(project):
 def test_a_batch_keeps_each_new_query_once_and_names_where_each_duplicate_was_seen():
     keys = [5, 7, 5, 9, 7, 9, 11, 0, 0]
     records = [bytes([key]) for key in keys]
-    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=records, cares=bytearray(9), chars=[1] * 9)
+    plans = [RowPlan(1, 1, 0, 0, 0)] * 9
+    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=records, cares=bytearray(9), chars=[1] * 9, plans=plans)
     seen, prior, tally = KeySet([11]), KeySet([9]), Tally()
     kept, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, "query already in multi-med")
     assert kept.lines == [10, 11, 17] and kept.keys == [5, 7, 0]
@@ -256,11 +257,23 @@ PREVIOUS = {
 }
 
 
+def _without_conversation_keys(path):
+    """The file as it was before multi-turn rows carried their conversation's key: each row re-encoded without it."""
+    from converters.writer import JsonArrayWriter
+
+    rows = [{k: v for k, v in row.items() if k != "conversation"} for row in read_json(path)]
+    with JsonArrayWriter(path) as out:
+        out.extend_json([huatuo.encode(row) for row in rows])
+        out.commit()
+
+
 def test_filters_none_and_care_off_reproduce_the_previous_rows_exactly(project, monkeypatch):
-    cli_convert(
-        project, monkeypatch, "chatmed", CHATMED_SAMPLE, "--filters", "none", "--care-reminder", "off", "--layout", "walkthrough"
-    )
-    cli_convert(project, monkeypatch, "huatuo", HUATUO_SAMPLE, "--filters", "none", "--care-reminder", "off")
+    old = ("--filters", "none", "--care-reminder", "off", "--train-answers", "last", "--cutoff-len", "0")
+    cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, *old, "--layout", "walkthrough")
+    cli_convert(project, monkeypatch, "huatuo", HUATUO_SAMPLE, *old)
+    for name in ("huatuo2-sft.json", "huatuo2-eval.json"):
+        assert all(len(row["conversation"]) == 16 for row in read_json(project / "data" / name))
+        _without_conversation_keys(project / "data" / name)
     assert {name: sha256(project / "data" / name) for name in PREVIOUS} == PREVIOUS
     assert (project / "data/multi-med.changes.jsonl").read_bytes() == b""
 
@@ -279,7 +292,7 @@ def test_filtered_rows_never_reach_train_or_eval(project):
 def test_changes_file_lists_every_change_with_its_source_line(project):
     report, outputs = convert(chatmed, CHATMED_SAMPLE, project)
     changes = [json.loads(line) for line in outputs.changes.read_text(encoding="utf-8").splitlines()]
-    assert report["changes"] == {"wrapper_stripped": 1, "care_reminder_added": 2, "emergency_reminder_added": 1}
+    assert report["changes"] == {"think_removed": 0, "wrapper_stripped": 1, "care_reminder_added": 2, "emergency_reminder_added": 1}
     assert len(changes) == sum(report["changes"].values())
     lines = CHATMED_SAMPLE.read_text(encoding="utf-8").split("\n")
     by_answer = {r["output"]: r for r in read_json(outputs.train) + read_json(outputs.eval)}

@@ -38,8 +38,13 @@ def test_real_chatmed_shard_filters_and_care_advice(project):
     raw = shared_file("chatmed/corpus_92_hpc.jsonl")
     report, outputs = convert(chatmed, raw, project)
     # The counts the README quotes for the shared shard.
-    assert report["skipped"] == {"ai_self_reference": 218, "contact_or_ad": 2, "short_answer": 1, "truncated_answer": 35}
-    assert report["changes"] == {"wrapper_stripped": 0, "care_reminder_added": 1004, "emergency_reminder_added": 24}
+    assert report["skipped"] == {"ai_self_reference": 241, "contact_or_ad": 2, "short_answer": 1, "truncated_answer": 33}
+    assert report["changes"] == {
+        "think_removed": 0,
+        "wrapper_stripped": 0,
+        "care_reminder_added": 995,
+        "emergency_reminder_added": 24,
+    }
     for split in ("train", "eval"):
         assert report["care"][split]["advises_care_share"] >= 0.95
     answers = [r["output"] for r in read_json(outputs.train) + read_json(outputs.eval)]

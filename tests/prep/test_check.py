@@ -69,7 +69,7 @@ def test_check_reports_every_registered_dataset(converted, unreminded):
     assert list(results) == ["multi-med", "multi-med-eval", "huatuo2-sft", "huatuo2-eval"]
     for name, report in (("multi-med", "multi-med"), ("huatuo2-sft", "huatuo2-sft")):
         conversion = read_json(converted / "data" / f"{report}.report.json")
-        assert results[name]["rows"] == conversion["written"]
+        assert results[name]["rows"] == conversion["training"]["rows"]
         assert results[name]["dropped"] == 0 and results[name]["error"] is None
         # the care rules over what LLaMA-Factory loads agree with what the conversion counted
         for split, dataset in (("train", name), ("eval", conversion["eval_dataset"])):
@@ -92,7 +92,7 @@ def test_check_table_and_cutoff(converted):
     fields = row.split()
     assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-4]) > 0
     assert fields[-3] == "100.0%" and fields[-2].endswith("%") and float(fields[-2][:-1]) < 100
-    assert legend.startswith("care: rows whose answers advise seeing a doctor; own care: the same without the reminder")
+    assert legend.startswith("rows: training rows (one per trained answer); care: conversations whose answers advise")
 
 
 def test_rows_llamafactory_would_drop_fail_the_check(converted):

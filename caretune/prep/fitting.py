@@ -1,0 +1,47 @@
+"""Token counts for fitting training rows to a cutoff (`caretune convert --cutoff-len`): a conversation encoded by
+LLaMA-Factory's own chat template with the Qwen3 tokenizer, as the recipes train it (template `qwen3`, non-thinking).
+
+Loaded on the first row that may not fit (most rows are ruled in by their byte count, converters/turns.py), in
+whichever process converts it; pickled without the loaded parts, so conversion workers get a copy."""
+
+from __future__ import annotations
+
+from caretune.constants import TEMPLATE
+from converters.turns import TurnTokens
+
+
+class TemplateTokenCounter:
+    """`count(system, turns) -> TurnTokens`: the system block, each turn without its think block, the think block."""
+
+    def __init__(self, template: str = TEMPLATE) -> None:
+        self.template_name = template
+        self._loaded = None
+
+    def __getstate__(self) -> dict:
+        return {"template_name": self.template_name, "_loaded": None}
+
+    def _load(self):
+        if self._loaded is None:
+            from caretune import lf
+            from caretune.prep.tokenizer import offline_tokenizer
+
+            tokenizer = offline_tokenizer()
+            template = lf.chat_template(tokenizer, self.template_name, enable_thinking=False)
+            think = len(template.get_thought_word_ids(tokenizer)) if hasattr(template, "get_thought_word_ids") else 0
+            self._loaded = tokenizer, template, think
+        return self._loaded
+
+    def __call__(self, system: str, turns: list[tuple[str, str]]) -> TurnTokens:
+        tokenizer, template, think = self._load()
+        messages = [
+            {"role": role, "content": text}
+            for question, answer in turns
+            for role, text in (("user", question), ("assistant", answer))
+        ]
+        # Every answer a trained answer: each turn's prompt carries the empty think block, which is counted apart.
+        with_system = template.encode_multiturn(tokenizer, messages, system or None, None, False)
+        bare = template.encode_multiturn(tokenizer, messages[:2], None, None, False)
+        lengths = [len(source) + len(target) - think for source, target in with_system]
+        system_tokens = len(with_system[0][0]) - len(bare[0][0])
+        lengths[0] -= system_tokens
+        return TurnTokens(system=system_tokens, turns=lengths, think=think)
