@@ -179,9 +179,8 @@ def main() -> None:
     if args.command == "draw":
         draw(args.out)
         return
-    print(
-        "| file | filter | rejected | truly so | precision (95% CI) | accepted turns labelled | positives missed (labelled) | recall (95% CI) |"
-    )
+    columns = ("file", "filter", "rejected", "truly so", "precision (95% CI)", "accepted turns labelled")
+    print("| " + " | ".join((*columns, "positives missed (labelled)", "recall (95% CI)")) + " |")
     print("| --- | --- | ---: | ---: | --- | ---: | ---: | --- |")
     for row in table(args.labels):
         precision = (

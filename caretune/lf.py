@@ -22,15 +22,16 @@ def cli_command() -> list[str]:
 
 def argument_classes() -> tuple:
     """The dataclasses behind every key of LLaMA-Factory's train and infer parsers."""
-    from llamafactory.hparams import (
-        DataArguments,
-        EvaluationArguments,
-        FinetuningArguments,
-        GeneratingArguments,
-        ModelArguments,
-        RayArguments,
-        TrainingArguments,
-    )
+    with quiet():  # when this is LLaMA-Factory's first import, it logs warnings only
+        from llamafactory.hparams import (
+            DataArguments,
+            EvaluationArguments,
+            FinetuningArguments,
+            GeneratingArguments,
+            ModelArguments,
+            RayArguments,
+            TrainingArguments,
+        )
 
     return (
         ModelArguments,
@@ -59,6 +60,60 @@ def field_types() -> dict[str, object]:
         for key, hint in typing.get_type_hints(cls).items():
             types.setdefault(key, hint)
     return types
+
+
+def field_defaults() -> dict[str, object]:
+    """The default of every key of LLaMA-Factory's and transformers' argument dataclasses that has one (first
+    declaration wins): what a recipe that leaves the key out gets."""
+    from dataclasses import MISSING, fields
+
+    defaults: dict[str, object] = {}
+    for cls in argument_classes():
+        for field in fields(cls):
+            if field.default is not MISSING:
+                defaults.setdefault(field.name, field.default)
+            elif field.default_factory is not MISSING:
+                defaults.setdefault(field.name, field.default_factory())
+    return defaults
+
+
+@contextlib.contextmanager
+def _without_concat_advice() -> Iterator[None]:
+    """LLaMA-Factory advises concat for every non-streaming interleave; caretune's mixes are interleaved on purpose."""
+    import logging
+
+    logger = logging.getLogger("llamafactory.data.data_utils")
+    advice = logging.Filter()
+    advice.filter = lambda record: "We recommend using `mix_strategy=concat`" not in str(record.msg)
+    logger.addFilter(advice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(advice)
+
+
+def effective_cutoff_len(recipe: dict) -> int:
+    """The cutoff LLaMA-Factory applies for a recipe: its cutoff_len, less the token it keeps back when packing."""
+    from llamafactory.hparams import DataArguments
+
+    keys = ("cutoff_len", "packing", "neat_packing")
+    return DataArguments(**{key: recipe[key] for key in keys if recipe.get(key) is not None}).cutoff_len
+
+
+def interleaved_rows(rows: list[int], mix_strategy: str, probs: list[float] | None, seed: int) -> list[int]:
+    """Rows an epoch draws from each dataset under an interleave strategy, as LLaMA-Factory's own `merge_dataset`
+    draws them with the training seed (run on index-only datasets of the same sizes)."""
+    import numpy as np
+    from datasets import Dataset
+    from llamafactory.data.data_utils import merge_dataset
+    from llamafactory.hparams import DataArguments
+
+    with quiet(), _without_concat_advice():
+        parts = [Dataset.from_dict({"source": np.full(count, index, dtype=np.int32)}) for index, count in enumerate(rows)]
+        args = DataArguments(mix_strategy=mix_strategy, interleave_probs=",".join(map(str, probs)) if probs else None)
+        merged = merge_dataset(parts, args, seed=seed)
+    drawn = np.bincount(merged.with_format("numpy")["source"], minlength=len(rows)) if len(merged) else np.zeros(len(rows))
+    return [int(count) for count in drawn]
 
 
 def generating_defaults() -> dict:

@@ -198,6 +198,7 @@ class Batch:
 
     read: int = 0
     lines: list[int] = field(default_factory=list)  # kept rows: input line
+    elements: list[int] = field(default_factory=list)  # kept rows: element of a JSON array (1-based; 0 in JSON Lines)
     keys: list[int] = field(default_factory=list)  # query key (dedupe, split)
     records: list[bytes] = field(default_factory=list)  # the record as UTF-8 JSON
     cares: bytearray = field(default_factory=bytearray)  # the row's CareFlags as an index into CARE_FLAGS
@@ -205,7 +206,7 @@ class Batch:
     changes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # kept row index -> changes made, if any
     expanded: dict[int, list[bytes]] = field(default_factory=dict)  # kept row index -> its training rows, when not the row
     plans: list[RowPlan] = field(default_factory=list)  # how each kept row trains
-    rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason, detail)
+    rejects: list[tuple[int, int, str, str]] = field(default_factory=list)  # (line, element, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     examples: list[tuple[int, str, list[tuple[str, str]]]] = field(default_factory=list)  # (line, reason, turns)
@@ -216,6 +217,7 @@ class Batch:
         return Batch(
             read=self.read,
             lines=[self.lines[i] for i in rows],
+            elements=[self.elements[i] for i in rows],
             keys=[self.keys[i] for i in rows],
             records=[self.records[i] for i in rows],
             cares=bytearray(self.cares[i] for i in rows),
@@ -274,8 +276,9 @@ def _stripped(turns: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
     return stripped
 
 
-def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, object]]) -> Batch:
-    """Run `(line, value)` rows through a source's pure functions and the cleaning steps."""
+def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, object]], first_element: int = 0) -> Batch:
+    """Run `(line, value)` rows through a source's pure functions and the cleaning steps. Rows of a JSON array are
+    numbered from `first_element` (1 for its first element), so every reject names its element; 0: JSON Lines."""
     source = SOURCES[source_name]
     convert, scrub, first_query, pairs, encode = source.convert, source.scrub, source.first_query, source.pairs, source.encode
     policy = options.train_answers or source.TRAIN_ANSWERS
@@ -289,16 +292,17 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             examples[reason] += 1
             batch.examples.append((line_no, reason, turns))
 
-    for line_no, row in rows:
+    for position, (line_no, row) in enumerate(rows):
+        element = first_element + position if first_element else 0
         batch.read += 1
         result = Skip(INVALID_JSON, str(row)) if isinstance(row, InvalidJson) else convert(row, options.layout)
         if type(result) is Skip:
-            rejects.append((line_no, result.reason, quote(result.detail)))
+            rejects.append((line_no, element, result.reason, quote(result.detail)))
             continue
         notes = result.pop("_notes", ())
         cleaned = _clean(source, result, options)
         if type(cleaned) is Skip:
-            rejects.append((line_no, cleaned.reason, quote(cleaned.detail)))
+            rejects.append((line_no, element, cleaned.reason, quote(cleaned.detail)))
             if cleaned.reason in EXAMPLE_REASONS:
                 example(line_no, cleaned.reason, pairs(result))
             continue
@@ -311,14 +315,14 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         try:
             encoded = encode(result)  # text JSON cannot hold (a lone surrogate) is refused before any other step
         except UnencodableText as err:
-            rejects.append((line_no, INVALID_UNICODE, quote(str(err))))
+            rejects.append((line_no, element, INVALID_UNICODE, quote(str(err))))
             continue
         key = query_key(first_query(result))
         system, dialogue = source.dialogue(result)
         plan = plan_rows(system, dialogue, policy, options.cutoff_len, options.count)
         if not plan.windows or plan.windows[-1].last != len(dialogue) - 1:
             rejects.append(
-                (line_no, TOO_LONG, f"the last answer with its question exceeds --cutoff-len {options.cutoff_len} tokens")
+                (line_no, element, TOO_LONG, f"the last answer with its question exceeds --cutoff-len {options.cutoff_len} tokens")
             )
             continue
         encoded, training_rows = _encoded_rows(source, result, key, plan, encoded)
@@ -330,6 +334,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             batch.expanded[len(batch.keys)] = training_rows
         batch.plans.append(RowPlan(plan.answers, len(plan.windows), plan.too_long, plan.turns_dropped, plan.fitted_rows))
         batch.lines.append(line_no)
+        batch.elements.append(element)
         batch.keys.append(key)
         batch.records.append(encoded)
         batch.cares.append(_CARE_INDEX[care])
@@ -403,8 +408,10 @@ def _batches(source: ModuleType, raw: RawFile, options: Options, pool: ProcessPo
     """Converted batches in input order; with a pool, JSON Lines blocks fan out to its worker processes."""
     if raw.format != JSONL or pool is None:
         rows = iter(raw.rows())
+        first_element = 1 if raw.format != JSONL else 0
         while chunk := list(islice(rows, ARRAY_BATCH_ROWS)):
-            yield convert_rows(source.NAME, options, chunk)
+            yield convert_rows(source.NAME, options, chunk, first_element)
+            first_element += len(chunk) if first_element else 0
         return
     pending: deque = deque()
     for first_line, block in raw.jsonl_blocks():
@@ -467,7 +474,7 @@ def _route(
     tally.notes.update(batch.notes)
     tally.pii.update(batch.pii)
     rejects = batch.rejects
-    for _, reason, _ in rejects:
+    for _, _, reason, _ in rejects:
         tally.skipped[reason] += 1
     batch, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, prior_detail)
     for index, kinds in batch.changes.items():
@@ -477,8 +484,8 @@ def _route(
     if card is not None:
         card.offer(batch.lines, batch.keys, batch.records, batch.chars)
     _write_train(_split_off(batch, split), out, tally)
-    for line_no, reason, detail in sorted(rejects):
-        out.rejects.append({"line": line_no, "reason": reason, "detail": detail})
+    for line_no, element, reason, detail in sorted(rejects):
+        out.rejects.append({"line": line_no, **({"element": element} if element else {}), "reason": reason, "detail": detail})
     if card is not None:  # a change shown on the card must be one that was written
         card.add_examples([example for example in batch.examples if example[0] not in duplicate_lines])
 
@@ -497,7 +504,7 @@ def _drop_duplicates(batch: Batch, tally: Tally, seen: KeySet, prior: KeySet, pr
     duplicates = sorted(set(range(len(keys))).difference(fresh))
     for index in duplicates:
         detail = prior_detail if index in earlier else "query seen earlier in this file"
-        batch.rejects.append((batch.lines[index], DUPLICATE, detail))
+        batch.rejects.append((batch.lines[index], batch.elements[index], DUPLICATE, detail))
     tally.duplicates += len(duplicates)
     return batch.only(fresh), {batch.lines[index] for index in duplicates}
 

@@ -33,10 +33,13 @@ def converted_workspace(path: Path) -> Path:
     """A project at `path`: both samples converted and registered, the shipped recipes copied."""
     import shutil
 
+    from caretune.prep.fitting import TemplateTokenCounter
     from converters import chatmed, huatuo
+    from converters.pipeline import Options
 
+    fitted = Options(cutoff_len=512, count=TemplateTokenCounter())  # the tiny recipes' cutoff: preflight measures nothing
     for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
-        convert_into(path, source, raw, eval_size=5)
+        convert_into(path, source, raw, eval_size=5, options=fitted)
     shutil.copytree(ROOT / "recipes", path / "recipes")
     return path
 

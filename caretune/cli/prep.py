@@ -99,11 +99,12 @@ def _convert_command(source_name: str, help_text: str):
     @click.option(
         "--cutoff-len",
         type=click.IntRange(min=0),
-        default=CUTOFF_LEN,
+        default=CUTOFF_LEN - 1,
         show_default=True,
         help="Fit every training row to this many tokens (Qwen3 tokenizer, the recipes' template) by dropping its oldest "
-        "whole turns, the system prompt kept; a question and answer longer than it are skipped. Use the recipe's "
-        "cutoff_len; 0: no fitting (LLaMA-Factory then cuts long rows mid-turn, and preflight refuses them).",
+        "whole turns, the system prompt kept; a question and answer longer than it are skipped. The default is the "
+        f"recipes' cutoff_len {CUTOFF_LEN} less the token LLaMA-Factory keeps back when packing; 0: no fitting "
+        "(LLaMA-Factory then cuts long rows mid-turn, and preflight refuses them).",
     )
     @click.option(
         "--dataset-info",

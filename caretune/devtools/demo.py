@@ -113,15 +113,29 @@ def describe_chat(stdout: str) -> str:
     return f"answered {QUESTION!r} with {len(answer)} characters (noise from a random model), {think}"
 
 
+def tiny_cutoff() -> str:
+    """The cutoff the tiny recipe trains at (LLaMA-Factory keeps one token back when packing): the demo fits its rows to
+    it, so both the tiny run and the Qwen3-8B plan (2047) take them whole."""
+    import yaml
+
+    recipe = yaml.safe_load((Path("recipes") / "tiny-qwen3" / "lora_sft.yaml").read_text(encoding="utf-8"))
+    return str(int(recipe["cutoff_len"]) - (1 if recipe.get("packing") or recipe.get("neat_packing") else 0))
+
+
 def stages(logs: Path) -> list[Stage]:
     """The demo's stages in pipeline order."""
+    fit = ("--cutoff-len", tiny_cutoff())
     return [
         Stage(
             "convert chatmed",
-            caretune("convert", "chatmed", str(SAMPLE / "chatmed_consult_sample.jsonl"), "--json"),
+            caretune("convert", "chatmed", str(SAMPLE / "chatmed_consult_sample.jsonl"), *fit, "--json"),
             describe_convert,
         ),
-        Stage("convert huatuo", caretune("convert", "huatuo", str(SAMPLE / "huatuo2_sft_sample.json"), "--json"), describe_convert),
+        Stage(
+            "convert huatuo",
+            caretune("convert", "huatuo", str(SAMPLE / "huatuo2_sft_sample.json"), *fit, "--json"),
+            describe_convert,
+        ),
         Stage("check", caretune("check", "--json"), describe_check),
         Stage(
             "plan",

@@ -17,14 +17,21 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from caretune import lf
 from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, TEMPLATE
 from caretune.planning import estimate
 from caretune.recipe import names_in
 
-DEFAULT_PREPROCESSING_BATCH_SIZE = 1000  # LLaMA-Factory's `preprocessing_batch_size`
-SUPPORTED_MIX = (None, "concat", "interleave_over")
-INTERLEAVE_OVER = "interleave_over"
+NUMBERS = (  # (key, type, minimum) of the recipe's numbers a plan reads
+    ("cutoff_len", int, 2),
+    ("per_device_train_batch_size", int, 1),
+    ("gradient_accumulation_steps", int, 1),
+    ("num_train_epochs", float, 0),
+    ("max_steps", int, 1),
+    ("lora_rank", int, 1),
+)
+SUPPORTED_MIX = (None, "concat", "interleave_under", "interleave_over", "interleave_once")
 LOW_PACK_FILL = 0.9  # below this, a plan says why packs are part-empty
 
 
@@ -57,7 +64,8 @@ class TrainSettings:
     preprocessing_batch_size: int
     preprocessing_num_workers: int | None
     seed: int
-    mix: tuple[float, ...] | None = None  # interleave_over's probabilities per dataset; None: the datasets concatenated
+    mix_strategy: str = "concat"  # LLaMA-Factory's mix_strategy
+    mix: tuple[float, ...] | None = None  # interleave_probs per dataset under an interleave strategy (None: even)
     gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
     unsloth_gc: bool = False  # `use_unsloth_gc`: checkpoints wait in host memory
     torch_compile: bool = False
@@ -88,7 +96,9 @@ def read_recipe(path: str) -> TrainSettings:
     if not recipe.get("dataset"):
         raise PlanError(f"{path}: no `dataset` to plan for")
     if recipe.get("mix_strategy") not in SUPPORTED_MIX:
-        raise PlanError(f"{path}: mix_strategy {recipe['mix_strategy']!r} is not planned; only concat and interleave_over")
+        raise PlanError(
+            f"{path}: mix_strategy {recipe['mix_strategy']!r} is not one of LLaMA-Factory's: {', '.join(SUPPORTED_MIX[1:])}"
+        )
     mix = mix_probabilities(path, recipe)
     zero_stage, offload = zero_settings(deepspeed)
     dataset_dir = recipe.get("dataset_dir", "data")
@@ -109,29 +119,34 @@ def read_recipe(path: str) -> TrainSettings:
             raise PlanError(f"{path}: {key} must be {what} of at least {minimum}, not {value!r}") from None
         return parsed
 
+    for key, kind, minimum in NUMBERS:  # the recipe's own values, checked before LLaMA-Factory is loaded for defaults
+        if recipe.get(key) is not None and not (key == "max_steps" and recipe[key] == -1):
+            number(key, None, kind, minimum)
+    defaults = lf.field_defaults()  # what LLaMA-Factory and transformers give a key the recipe leaves out
     return TrainSettings(
         model=recipe.get("model_name_or_path") or "",
         datasets=names_in(recipe["dataset"]),
         dataset_dir=dataset_dir,
         template=recipe.get("template", TEMPLATE),
-        enable_thinking=recipe.get("enable_thinking", True) is not False,  # LLaMA-Factory's default: thinking
+        enable_thinking=recipe.get("enable_thinking", defaults["enable_thinking"]) is not False,
         mask_history=bool(recipe.get("mask_history")),
-        cutoff_len=number("cutoff_len", 2048, minimum=2),
+        cutoff_len=number("cutoff_len", defaults["cutoff_len"], minimum=2),
         packing=bool(recipe.get("packing") or recipe.get("neat_packing")),
         neat_packing=bool(recipe.get("neat_packing")),
-        micro_batch=number("per_device_train_batch_size", 8),
-        accumulation=number("gradient_accumulation_steps", 1),
-        epochs=number("num_train_epochs", 3.0, kind=float, minimum=0),
+        micro_batch=number("per_device_train_batch_size", defaults["per_device_train_batch_size"]),
+        accumulation=number("gradient_accumulation_steps", defaults["gradient_accumulation_steps"]),
+        epochs=number("num_train_epochs", defaults["num_train_epochs"], kind=float, minimum=0),
         max_steps=number("max_steps", -1) if recipe.get("max_steps", -1) not in (None, -1) else None,
-        lora_rank=number("lora_rank", 8),
+        lora_rank=number("lora_rank", defaults["lora_rank"]),
         zero_stage=zero_stage,
         offload=offload,
         liger=bool(recipe.get("enable_liger_kernel")),
         flash_attn=str(recipe.get("flash_attn", "auto")),
-        preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", DEFAULT_PREPROCESSING_BATCH_SIZE)),
+        preprocessing_batch_size=int(recipe.get("preprocessing_batch_size", defaults["preprocessing_batch_size"])),
         preprocessing_num_workers=recipe.get("preprocessing_num_workers"),
-        seed=int(recipe.get("seed", 42)),
+        seed=int(recipe.get("seed", defaults["seed"])),
         gradient_checkpointing=not recipe.get("disable_gradient_checkpointing", False),
+        mix_strategy=recipe.get("mix_strategy") or "concat",
         mix=mix,
         unsloth_gc=bool(recipe.get("use_unsloth_gc")),
         torch_compile=bool(recipe.get("torch_compile")),
@@ -401,8 +416,8 @@ def tokenize(
             pools.append(pool)
     if not any(pools):
         raise PlanError(f"{recipe_path}: its datasets have no rows LLaMA-Factory keeps")
-    if settings.mix:
-        return mixed(datasets, pools, settings.mix, rng)
+    if settings.mix_strategy.startswith("interleave") and len(datasets) > 1:
+        return mixed(datasets, pools, settings, rng)
     return epoch(datasets, pools, [d.rows_kept for d in datasets], rng)
 
 
@@ -427,8 +442,8 @@ def epoch(datasets: list[DatasetRows], pools: list[list[int]], rows: list[int], 
 
 
 def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
-    """interleave_probs of an interleave_over recipe, checked (one per dataset, positive, summing to 1)."""
-    if recipe.get("mix_strategy") != INTERLEAVE_OVER:
+    """interleave_probs of an interleave recipe, checked (one per dataset, positive, summing to 1); None without them."""
+    if not str(recipe.get("mix_strategy") or "").startswith("interleave") or not recipe.get("interleave_probs"):
         return None
     names = names_in(recipe["dataset"])
     try:
@@ -443,18 +458,14 @@ def mix_probabilities(path: str, recipe: dict) -> tuple[float, ...] | None:
     return probs
 
 
-def interleave_over_rows(rows: list[int], probs: tuple[float, ...]) -> list[int]:
-    """Rows one epoch draws from each dataset under LLaMA-Factory's interleave_over (`datasets.interleave_datasets`
-    with all_exhausted): draws go on until every dataset has been used up once, so T = max(rows_i / p_i) rows in all,
-    p_i x T of them from dataset i (a small one repeats)."""
-    total = max(n / p for n, p in zip(rows, probs) if n)
-    return [round(p * total) for p in probs]
-
-
-def mixed(datasets: list[DatasetRows], pools: list[list[int]], probs: tuple[float, ...], rng: random.Random) -> Tokenized:
-    """The epoch interleave_over makes of the datasets: each one's rows in proportion to what it contributes."""
+def mixed(datasets: list[DatasetRows], pools: list[list[int]], settings: TrainSettings, rng: random.Random) -> Tokenized:
+    """The epoch an interleave strategy makes of the datasets: the rows LLaMA-Factory's own seeded draw takes of each
+    (`merge_dataset` on index-only datasets of the same sizes), each drawn from its pool."""
     # LLaMA-Factory interleaves the rows as loaded; preprocessing then drops the invalid ones of each set
-    loaded = interleave_over_rows([d.rows for d in datasets], probs)
+    try:
+        loaded = lf.interleaved_rows([d.rows for d in datasets], settings.mix_strategy, settings.mix, settings.seed)
+    except ValueError as err:  # what LLaMA-Factory's training would fail on too
+        raise PlanError(f"mix_strategy {settings.mix_strategy}: {err}") from None
     draws = [round(n * d.rows_kept / d.rows) if d.rows else 0 for n, d in zip(loaded, datasets)]
     return epoch(datasets, pools, draws, rng, mixed_rows=draws)
 
@@ -702,7 +713,7 @@ def format_plan(plan: Plan) -> str:
             f"  {d.name:<18} {d.rows:>10,} rows, {d.rows_kept:>10,} kept by preprocessing"
             + (f" (tokenized {d.tokenized:,})" if d.tokenized != d.rows and d.lengths_from == "tokenized" else "")
             + (f" (lengths: {d.lengths_from}, {d.lengths:,} drawn)" if d.lengths_from != "tokenized" else "")
-            + (f"; {d.mixed_rows:,} rows an epoch under interleave_over" if d.mixed_rows is not None else "")
+            + (f"; {d.mixed_rows:,} rows an epoch in the mix" if d.mixed_rows is not None else "")
             + f"; {d.tokens_per_epoch:,} tokens an epoch"
         )
     q = plan.length_quantiles

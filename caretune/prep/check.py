@@ -119,8 +119,8 @@ def format_results(results: list[dict], cutoff_len: int) -> str:
             f"{c['advises_care_without_reminders_share']:>9.1%} {urgent:>12}"
         )
     lines.append(
-        "rows: training rows (one per trained answer); care: conversations whose answers advise seeing a doctor; own care: the same without the reminder sentences a "
-        "conversion appends (the data's own share); urgent: answers urging emergency care / questions the emergency "
-        "rule flags (converters/care.py)"
+        "rows: training rows (one per trained answer); care: conversations whose answers advise seeing a doctor; "
+        "own care: the same without the reminder sentences a conversion appends (the data's own share); "
+        "urgent: answers urging emergency care / questions the emergency rule flags (converters/care.py)"
     )
     return "\n".join(lines)

@@ -6,8 +6,23 @@ whichever process converts it; pickled without the loaded parts, so conversion w
 
 from __future__ import annotations
 
+import functools
+
 from caretune.constants import TEMPLATE
 from converters.turns import TurnTokens
+
+
+@functools.cache
+def _loaded(template_name: str) -> tuple:
+    """The Qwen3 tokenizer, LLaMA-Factory's template in non-thinking mode, and its empty think block's length; loaded
+    once per process."""
+    from caretune import lf
+    from caretune.prep.tokenizer import offline_tokenizer
+
+    tokenizer = offline_tokenizer()
+    template = lf.chat_template(tokenizer, template_name, enable_thinking=False)
+    think = len(template.get_thought_word_ids(tokenizer)) if hasattr(template, "get_thought_word_ids") else 0
+    return tokenizer, template, think
 
 
 class TemplateTokenCounter:
@@ -22,13 +37,7 @@ class TemplateTokenCounter:
 
     def _load(self):
         if self._loaded is None:
-            from caretune import lf
-            from caretune.prep.tokenizer import offline_tokenizer
-
-            tokenizer = offline_tokenizer()
-            template = lf.chat_template(tokenizer, self.template_name, enable_thinking=False)
-            think = len(template.get_thought_word_ids(tokenizer)) if hasattr(template, "get_thought_word_ids") else 0
-            self._loaded = tokenizer, template, think
+            self._loaded = _loaded(self.template_name)
         return self._loaded
 
     def __call__(self, system: str, turns: list[tuple[str, str]]) -> TurnTokens:

@@ -29,7 +29,7 @@ import numpy as np
 from caretune.constants import DATASET_INFO
 
 CACHE_DIR = Path(".cache") / "lengths"
-FORMAT = 2  # bump when the stored arrays change meaning
+FORMAT = 3  # bump when the stored arrays change meaning
 DROPPED = -1  # turns of a row LLaMA-Factory drops (not one answer after an odd number of messages)
 PARALLEL_TOKENIZE_BYTES = 20 << 20  # smaller files are tokenized in this process
 
@@ -66,7 +66,7 @@ class TurnLengths:
 
     rows: int  # rows in the dataset (or its first `max_samples`)
     turns: np.ndarray  # turns per tokenized row, DROPPED for rows preprocessing drops
-    pairs: np.ndarray  # (source, target) tokens of every turn, rows one after another
+    pairs: np.ndarray  # (source, target, think) tokens of every turn, rows one after another; see _TurnEncoder
     prefix: int  # tokens before the first turn (multimodal prefix; 0 for text)
     efficient_eos: bool  # the template appends one EOS token after the last turn
     care: dict | None  # the care rules over every row (converters.care.CareTally.as_dict), when asked for
@@ -77,14 +77,17 @@ class TurnLengths:
         return len(self.turns)
 
     def lengths(self, cutoff_len: int, mask_history: bool = False) -> list[int]:
-        """Token length of every kept row at `cutoff_len`, in dataset order, as LLaMA-Factory truncates."""
+        """Token length of every kept row at `cutoff_len`, in dataset order, as LLaMA-Factory truncates. Under
+        `mask_history` the history turns lose their empty think block, as LLaMA-Factory encodes them then."""
         result = []
         start = 0
         for turns in self.turns.tolist():
             if turns == DROPPED:
                 continue
-            pairs = self.pairs[start : start + turns].tolist()
+            triples = self.pairs[start : start + turns].tolist()
             start += turns
+            last = len(triples) - 1
+            pairs = [(s - (k if mask_history and i < last else 0), t) for i, (s, t, k) in enumerate(triples)]
             result.append(truncated_length(pairs, cutoff_len, self.prefix, self.efficient_eos, mask_history))
         return result
 
@@ -253,7 +256,11 @@ def turn_lengths(
     reasoning template puts the empty think block); `max_samples` reads only the first rows (as LLaMA-Factory
     does); `sample` tokenizes a seeded random sample of them while still counting every row."""
     whole = max_samples is None and sample is None
-    options = {"template": template, "enable_thinking": enable_thinking, "mask_history": mask_history}
+    # Non-thinking (the recipes' mode): one pass serves every mask_history, the history turns' think blocks counted
+    # apart (so check and plan share an entry). Thinking: history answers may lose thought text, so it is keyed too.
+    options = {"template": template, "enable_thinking": enable_thinking}
+    if enable_thinking:
+        options["mask_history"] = mask_history
     key = cache_key(name, dataset_dir, tokenizer.identity(), options) if whole and use_cache else None
     if key:
         cached = _load(_cache_path(dataset_dir, name, key), warn)
@@ -300,10 +307,24 @@ def _unfingerprinted():
 
 class _TurnEncoder:
     """The per-batch function of `datasets.map`: each row's turns encoded by the chat template, as
-    LLaMA-Factory's supervised processor encodes them (a picklable object, for worker processes)."""
+    LLaMA-Factory's supervised processor encodes them (a picklable object, for worker processes).
 
-    def __init__(self, template, tokenizer, discard_history_cot: bool):
-        self.template, self.tokenizer, self.discard_history_cot = template, tokenizer, discard_history_cot
+    Each turn is (source, target, think). In non-thinking mode every turn is encoded as a trained turn (its prompt
+    ending in the empty think block, when its answer holds no thought tag: the template's own rule) and `think` is that
+    block's length, which the history turns lose under mask_history; in thinking mode the encoding is mask_history's
+    own and `think` is 0."""
+
+    def __init__(self, template, tokenizer, discard_history_cot: bool, enable_thinking: bool):
+        self.template, self.tokenizer = template, tokenizer
+        self.discard_history_cot = discard_history_cot and enable_thinking
+        self.derive_think = not enable_thinking and hasattr(template, "get_thought_word_ids")
+        self.think = len(template.get_thought_word_ids(tokenizer)) if self.derive_think else 0
+
+    def _think(self, answer: str) -> int:
+        """The empty think block's length where the template adds one before this answer, else 0."""
+        content = self.template.remove_thought(answer)
+        tags = (word.strip() for word in self.template.thought_words)
+        return 0 if any(tag in content for tag in tags) else self.think
 
     def __call__(self, batch: dict) -> dict:
         encoded = []
@@ -313,7 +334,9 @@ class _TurnEncoder:
                 continue
             messages = self.template.mm_plugin.process_messages(prompt + response, [], [], [], None)
             pairs = self.template.encode_multiturn(self.tokenizer, messages, system, tools, self.discard_history_cot)
-            encoded.append([n for source, target in pairs for n in (len(source), len(target))])
+            answers = [message["content"] for message in messages[1::2]]
+            thinks = [self._think(answer) if self.derive_think else 0 for answer in answers]
+            encoded.append([n for (source, target), think in zip(pairs, thinks) for n in (len(source), len(target), think)])
         return {"_turn_lengths": encoded}
 
 
@@ -351,7 +374,12 @@ def _compute(
             aligned = aligned.shuffle(seed=seed).select(range(sample))
         chat_template = lf.chat_template(tokenizer, data_args)
         prefix_ids, _ = chat_template.mm_plugin.process_token_ids([], [], [], [], [], tokenizer, None)
-        encoder = _TurnEncoder(chat_template, tokenizer, data_args.mask_history and not chat_template.preserve_thinking)
+        encoder = _TurnEncoder(
+            chat_template,
+            tokenizer,
+            data_args.mask_history and not chat_template.preserve_thinking,
+            bool(template_options["enable_thinking"]),
+        )
         encoded = aligned.map(
             encoder,
             batched=True,
@@ -361,9 +389,9 @@ def _compute(
             desc="Tokenizing turns",
         )
     per_row = encoded["_turn_lengths"]
-    turns = np.array([DROPPED if row == [DROPPED] else len(row) // 2 for row in per_row], dtype=np.int32)
+    turns = np.array([DROPPED if row == [DROPPED] else len(row) // 3 for row in per_row], dtype=np.int32)
     flat = [n for row in per_row if row != [DROPPED] for n in row]
-    pairs = np.array(flat, dtype=np.int32).reshape(-1, 2)
+    pairs = np.array(flat, dtype=np.int32).reshape(-1, 3)
     return TurnLengths(
         rows=rows, turns=turns, pairs=pairs, prefix=len(prefix_ids), efficient_eos=bool(chat_template.efficient_eos), care=care
     )

@@ -678,11 +678,13 @@ MAX_GENERAL_SHARE = 0.5
 
 
 def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) -> ModelRecipe:
-    """`recipe` with the general set mixed in at `general_share` of an epoch's rows: interleave_over's probabilities,
-    the medical sets' in proportion to the rows their conversions wrote (read from their reports)."""
+    """`recipe` with the general set mixed in at `general_share` of an epoch's training rows (one per trained answer):
+    interleave_over's probabilities, the medical sets' in proportion to the training rows their conversions wrote
+    (read from their reports)."""
     import json
 
     from caretune.basics.registry import load_registry
+    from caretune.prep.mixing import mix_shares, training_rows
     from converters.pipeline import REPORT_SUFFIX
 
     if not 0 < general_share <= MAX_GENERAL_SHARE:
@@ -697,20 +699,9 @@ def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) ->
                 f"--general-share needs the medical sets' row counts: convert {name} first (its report is missing), "
                 f"and {GENERAL_DATASET} with `caretune convert general`"
             )
-        rows.append(json.loads(report.read_text(encoding="utf-8"))["written"])
+        rows.append(training_rows(json.loads(report.read_text(encoding="utf-8"))))
     if GENERAL_DATASET not in entries:
         raise RecipeError(
             f"--general-share: {GENERAL_DATASET} is not registered in {registry}: run `caretune convert general` first"
         )
     return replace(recipe, general_share=general_share, mix=mix_shares(rows, general_share))
-
-
-def mix_shares(rows: list[int], general_share: float) -> tuple[float, ...]:
-    """interleave_probs: the medical sets' shares in proportion to their rows (6 decimals, the last one taking the
-    rounding), then the general share; they sum to 1 to the last bit numpy checks (LLaMA-Factory refuses otherwise)."""
-    from decimal import Decimal
-
-    general = Decimal(str(general_share))
-    medical = [Decimal(str(round(float(1 - general) * n / sum(rows), 6))) for n in rows[:-1]]
-    medical.append(1 - general - sum(medical))
-    return tuple(float(share) for share in (*medical, general))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from caretune import lf
 from caretune.basics.registry import load_registry
-from caretune.constants import DATASET_INFO, RESULT_FILES
+from caretune.constants import DATASET_INFO, RESULT_FILES, TEMPLATE
 from caretune.recipe import RecipeError, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 from caretune.training.runs import last_checkpoint, live_run
@@ -146,6 +146,60 @@ def check_registered_datasets(path: Path, args: dict) -> None:
             )
         if data_file.is_file() and _is_empty_dataset(data_file):
             raise PreflightError(f"{path}: {key} '{name}' file {data_file} has no rows")
+
+
+def check_fitted_datasets(path: Path, args: dict) -> None:
+    """No training row is longer than the cutoff LLaMA-Factory applies (its truncation keeps the newest turns and
+    cuts older ones part-way, the system prompt first). A dataset whose conversion fitted it within the cutoff passes
+    at once; any other is measured with LLaMA-Factory's own encoding (the token-length cache `check` and `plan`
+    share)."""
+    import tempfile
+
+    from caretune.prep.lengths import TokenizerSource, turn_lengths
+    from caretune.prep.mixing import fitted_within
+
+    if args.get("stage", "sft") != "sft" or args.get("do_train") is False:
+        return
+    try:
+        cutoff_len = lf.effective_cutoff_len(args)
+    except (TypeError, ValueError):
+        return  # check_values names a bad cutoff_len
+    dataset_dir = str(args.get("dataset_dir", "data"))
+    names = [name for name in names_in(args.get("dataset")) if not fitted_within(dataset_dir, name, cutoff_len)]
+    if not names:
+        return
+    tokenizer = TokenizerSource(args.get("model_name_or_path"))
+    defaults = lf.field_defaults()
+    options = {key: args.get(key, defaults[key]) for key in ("enable_thinking", "mask_history")}
+    options["template"] = args.get("template") or TEMPLATE
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in names:
+            try:
+                data = turn_lengths(name, dataset_dir, tokenizer, scratch, **options)
+            except Exception:  # noqa: BLE001 (LLaMA-Factory's own load error is check_registered_datasets' and check's)
+                continue
+            long_rows = sum(1 for length in data.lengths(1 << 30, bool(options["mask_history"])) if length > cutoff_len)
+            if long_rows:
+                raise PreflightError(
+                    f"{path}: {long_rows} row(s) of dataset '{name}' are longer than cutoff_len {cutoff_len} (as "
+                    "LLaMA-Factory applies it); it would cut them mid-turn and drop their system prompt first: "
+                    f"convert the data again with --cutoff-len {cutoff_len}, which drops their oldest whole turns"
+                )
+
+
+def check_mix(path: Path, args: dict) -> list[str]:
+    """A warning, naming the sets, when interleave_probs no longer match the datasets' training rows (a new
+    conversion changed them since the recipe was written)."""
+    from caretune.prep.mixing import stale_mix
+
+    if not str(args.get("mix_strategy", "")).startswith("interleave") or not args.get("interleave_probs"):
+        return []
+    try:
+        probs = tuple(float(p) for p in str(args["interleave_probs"]).split(","))
+    except ValueError:
+        return []  # LLaMA-Factory names a malformed value itself
+    reason = stale_mix(args.get("dataset_dir", "data"), names_in(args.get("dataset")), probs)
+    return [f"warning: {path}: {reason}"] if reason else []
 
 
 def _is_empty_dataset(data_file: Path) -> bool:
@@ -388,6 +442,8 @@ def preflight(
     attempt(check_keys, path, args, lf.known_keys())
     attempt(check_values, path, args, lf.field_types())
     attempt(check_registered_datasets, path, args)
+    attempt(check_fitted_datasets, path, args)
+    mix_warnings = attempt(check_mix, path, args) or []
     sibling_warnings = attempt(check_siblings, path, args) or []
     sibling_warnings += attempt(check_thinking, path, args, allow_thinking) or []
     attempt(check_model_paths, path, args, adapter=not args.get("do_train"))
@@ -405,7 +461,7 @@ def preflight(
     if problems:
         listed = "\n".join(f"  {number}. {problem}" for number, problem in enumerate(problems, start=1))
         raise PreflightError(f"{path}: {len(problems)} problems\n{listed}")
-    launch.notes.extend(fast_path_notes + sibling_warnings)
+    launch.notes.extend(fast_path_notes + sibling_warnings + mix_warnings)
     if not visible:
         launch.notes.append(
             f"no GPU visible: training runs on CPU in {processes} process(es) (fine for tiny-qwen3, not for Qwen3-8B)"

@@ -53,7 +53,10 @@ def test_convert_prints_one_summary_line_and_registers(project, monkeypatch):
     assert result.exit_code == 0
     (line,) = result.stdout.strip().splitlines()  # one summary line
     assert line.startswith("chatmed: read 78 = train 61 + eval 6 + duplicates 1 + skipped 10")
-    assert "; wrapper stripped 1, care reminder added 2, emergency reminder added 1; train advises care 100.0%" in line
+    assert (
+        "; wrapper stripped 1, care reminder added 2, emergency reminder added 1; 61 training rows train 61 of 61 answers" in line
+    )
+    assert "(fitted to 2047 tokens: 0 rows dropped old turns); train advises care 100.0%" in line
     assert line.endswith("; registered multi-med, multi-med-eval in dataset_info.json (updated); data card data/multi-med.card.md")
     again = run(project, "convert", "chatmed", str(CHATMED_SAMPLE))
     assert "(already up to date)" in again.output

@@ -99,17 +99,18 @@ def test_a_batch_keeps_each_new_query_once_and_names_where_each_duplicate_was_se
     keys = [5, 7, 5, 9, 7, 9, 11, 0, 0]
     records = [bytes([key]) for key in keys]
     plans = [RowPlan(1, 1, 0, 0, 0)] * 9
-    batch = Batch(read=9, lines=list(range(10, 19)), keys=keys, records=records, cares=bytearray(9), chars=[1] * 9, plans=plans)
+    lines = list(range(10, 19))
+    batch = Batch(read=9, lines=lines, elements=[0] * 9, keys=keys, records=records, cares=bytearray(9), chars=[1] * 9, plans=plans)
     seen, prior, tally = KeySet([11]), KeySet([9]), Tally()
     kept, duplicate_lines = _drop_duplicates(batch, tally, seen, prior, "query already in multi-med")
     assert kept.lines == [10, 11, 17] and kept.keys == [5, 7, 0]
     assert sorted(batch.rejects) == [
-        (12, "duplicate", "query seen earlier in this file"),
-        (13, "duplicate", "query already in multi-med"),
-        (14, "duplicate", "query seen earlier in this file"),
-        (15, "duplicate", "query already in multi-med"),
-        (16, "duplicate", "query seen earlier in this file"),
-        (18, "duplicate", "query seen earlier in this file"),
+        (12, 0, "duplicate", "query seen earlier in this file"),
+        (13, 0, "duplicate", "query already in multi-med"),
+        (14, 0, "duplicate", "query seen earlier in this file"),
+        (15, 0, "duplicate", "query already in multi-med"),
+        (16, 0, "duplicate", "query seen earlier in this file"),
+        (18, 0, "duplicate", "query seen earlier in this file"),
     ]
     assert duplicate_lines == {12, 13, 14, 15, 16, 18} and tally.duplicates == 6
     assert 9 not in seen  # a query of an earlier dataset is not counted as this file's own
@@ -267,6 +268,18 @@ def _without_conversation_keys(path):
         out.commit()
 
 
+def _without_elements(path):
+    """The rejects log as it was before a JSON array's rejects named their element."""
+    from converters.writer import JsonLinesWriter
+
+    rejects = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert rejects and all(reject["element"] >= 1 for reject in rejects)
+    with JsonLinesWriter(path) as out:
+        for reject in rejects:
+            out.append({k: v for k, v in reject.items() if k != "element"})
+        out.commit()
+
+
 def test_filters_none_and_care_off_reproduce_the_previous_rows_exactly(project, monkeypatch):
     old = ("--filters", "none", "--care-reminder", "off", "--train-answers", "last", "--cutoff-len", "0")
     cli_convert(project, monkeypatch, "chatmed", CHATMED_SAMPLE, *old, "--layout", "walkthrough")
@@ -274,6 +287,7 @@ def test_filters_none_and_care_off_reproduce_the_previous_rows_exactly(project, 
     for name in ("huatuo2-sft.json", "huatuo2-eval.json"):
         assert all(len(row["conversation"]) == 16 for row in read_json(project / "data" / name))
         _without_conversation_keys(project / "data" / name)
+    _without_elements(project / "data" / "huatuo2-sft.rejects.jsonl")
     assert {name: sha256(project / "data" / name) for name in PREVIOUS} == PREVIOUS
     assert (project / "data/multi-med.changes.jsonl").read_bytes() == b""
 
@@ -373,3 +387,19 @@ def test_care_off_changes_no_answer(project):
             raw.setdefault(row["response"].strip(), row)
     written = read_json(outputs.train) + read_json(outputs.eval)
     assert written and all(record["output"] in raw for record in written)
+
+
+def test_rejects_of_a_json_array_name_their_element(tmp_path):
+    """A JSON array written on one line put every reject at line 1; each reject now names its element (1-based)."""
+    from converters import general
+
+    rows = (
+        [{"instruction": "写一首诗", "output": "作为一个AI语言模型，我可以写诗。"}]
+        + [{"instruction": f"问题{n}", "output": f"这是第{n}个完整的回答，内容充实。"} for n in range(3)]
+        + [{"instruction": "", "output": ""}]
+    )
+    raw = tmp_path / "array.json"
+    raw.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")  # one line
+    report, outputs = convert_into(tmp_path, general, raw, eval_size=0)
+    rejects = [json.loads(line) for line in outputs.rejects.read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["element"], r["reason"]) for r in rejects] == [(1, 1, "ai_self_reference"), (1, 5, "empty_after_strip")]

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from caretune import lf
 from caretune.cli import main
 from caretune.planning.plan import PlanError, _duration, make_plan, read_recipe
 from tests.helpers import ROOT, caretune_env, convert_into, converted_workspace, tiny_recipe
@@ -75,8 +76,8 @@ def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     report = {d["name"]: d for d in plan["datasets"]}
     assert set(report) == {"multi-med", "huatuo2-sft"}
     for name in report:
-        written = json.loads((workspace / "data" / f"{name}.report.json").read_text(encoding="utf-8"))["written"]
-        assert report[name]["rows"] == report[name]["rows_kept"] == written
+        written = json.loads((workspace / "data" / f"{name}.report.json").read_text(encoding="utf-8"))["training"]["rows"]
+        assert report[name]["rows"] == report[name]["rows_kept"] == written  # one row per trained answer
     assert 0.3 < plan["non_padding_share"] < 1.0
     assert plan["processed_tokens_per_epoch"] > plan["real_tokens_per_epoch"]
     q = plan["length_quantiles"]
@@ -292,7 +293,8 @@ def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     tests/data (written before the plan became a dataclass; since 2026-12-01 the throughput holds MFU and HFU
     apart, the old `mfu` being the HFU; since 2026-12-02 each dataset says where its lengths come from, and the
     unfused logits take 12 bytes; since 2026-12-03 prompts end in the empty think block, and each dataset counts
-    its rows under a mix and its tokens)."""
+    its rows under a mix and its tokens; since 2026-12-07 a multi-turn conversation is one row per trained answer: 56
+    HuatuoGPT2 rows became 65, 9,449 tokens an epoch 10,747)."""
     monkeypatch.chdir(workspace)
     plan = make_plan(f"recipes/qwen3-8b/{name}.yaml", gpus=4, gpu_name="h800")
     stored = (ROOT / "tests" / "data" / f"plan_qwen3-8b_{name}.json").read_text(encoding="utf-8")
@@ -316,13 +318,26 @@ def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
     assert json.loads(done.stdout)["rows"] > 0
 
 
-def test_interleave_over_rows_by_hand():
-    from caretune.planning.plan import interleave_over_rows
+@pytest.mark.lf
+def test_the_mix_is_llamafactorys_own_seeded_draw():
+    """Rows an epoch takes of each set are LLaMA-Factory's merge_dataset draw with the recipe's seed, which depends on
+    the sets' sizes alone (the same draw over sets with real content). The expected counts plan printed before
+    (T = max(rows / p), p x T of each) differ from the draw: 900 / 100 / 250 expected, 900 / 110 / 251 drawn."""
+    from datasets import Dataset
+    from llamafactory.data.data_utils import merge_dataset
+    from llamafactory.hparams import DataArguments
 
-    # 900 and 100 medical rows at 0.72 / 0.18, 50 general rows at 0.1: the medical sets run out together after
-    # 1,250 draws; the general set (125 draws) repeats 2.5 times
-    assert interleave_over_rows([900, 100, 50], (0.72, 0.08, 0.2)) == [900, 100, 250]
-    assert interleave_over_rows([900, 100, 500], (0.72, 0.18, 0.1)) == [3600, 900, 500]  # a large general set rules
+    from caretune import lf
+
+    rows, probs = [900, 100, 50], [0.72, 0.08, 0.2]
+    for strategy in ("interleave_under", "interleave_over"):
+        parts = [Dataset.from_dict({"text": [f"{index}:{row}" for row in range(count)]}) for index, count in enumerate(rows)]
+        args = DataArguments(mix_strategy=strategy, interleave_probs=",".join(map(str, probs)))
+        merged = merge_dataset(parts, args, seed=42)["text"]
+        real = [sum(1 for text in merged if text.startswith(f"{index}:")) for index in range(len(rows))]
+        assert lf.interleaved_rows(rows, strategy, probs, seed=42) == real
+    assert lf.interleaved_rows(rows, "interleave_over", probs, seed=42) == [900, 110, 251]
+    assert lf.interleaved_rows(rows, "interleave_over", probs, seed=7) != [900, 110, 251]  # the seed matters
 
 
 def _mixed_project(tmp_path):
@@ -346,15 +361,16 @@ def test_general_share_writes_interleave_probs_and_plan_counts_each_set(tmp_path
     recipe = yaml.safe_load((project / "recipes/mix/lora_sft.yaml").read_text(encoding="utf-8"))
     probs = [float(p) for p in str(recipe["interleave_probs"]).split(",")]
     assert recipe["dataset"] == "multi-med,huatuo2-sft,general-zh" and recipe["mix_strategy"] == "interleave_over"
-    written = [
-        json.loads((project / f"data/{n}.report.json").read_text(encoding="utf-8"))["written"] for n in ("multi-med", "huatuo2-sft")
+    written = [  # training rows: the unit interleave_probs weigh
+        json.loads((project / f"data/{n}.report.json").read_text(encoding="utf-8"))["training"]["rows"]
+        for n in ("multi-med", "huatuo2-sft")
     ]
     assert probs[2] == 0.1 and probs[0] / probs[1] == pytest.approx(written[0] / written[1], rel=1e-3)
     plan = make_plan("recipes/mix/lora_sft.yaml", gpus=4, gpu_name="h800")
     mixed = {d.name: d.mixed_rows for d in plan.datasets}
-    kept = {d.name: d.rows_kept for d in plan.datasets}  # 18 general rows: at 10% they run out last (T = 180 draws)
-    assert mixed["general-zh"] == kept["general-zh"] and sum(mixed.values()) == pytest.approx(kept["general-zh"] / 0.1, abs=2)
-    assert mixed["multi-med"] / mixed["huatuo2-sft"] == pytest.approx(written[0] / written[1], rel=0.02)  # repeated alike
+    rows = [d.rows for d in plan.datasets]  # 18 general rows at 10%: the draw goes on until they are all used once
+    assert list(mixed.values()) == lf.interleaved_rows(rows, "interleave_over", probs, seed=42)  # LLaMA-Factory's draw
+    assert mixed["general-zh"] >= 18 and sum(mixed.values()) != round(18 / 0.1)  # not the expected count of before
     assert plan.rows == sum(mixed.values())
     tokens = {d.name: d.tokens_per_epoch for d in plan.datasets}  # each set's share of the epoch's tokens
     assert sum(tokens.values()) == pytest.approx(plan.real_tokens_per_epoch, rel=0.01) and tokens["general-zh"] > 0

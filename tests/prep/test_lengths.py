@@ -42,7 +42,7 @@ def tokenizer():
     return lengths.TokenizerSource(None)
 
 
-def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
+def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len, **options):
     """LLaMA-Factory's own SFT preprocessing of a registered dataset: the reference."""
     from llamafactory.data.loader import _get_preprocessed_dataset
     from llamafactory.data.template import get_template_and_fix_tokenizer
@@ -57,6 +57,7 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
         template=TEMPLATE,
         cutoff_len=cutoff_len,
         overwrite_cache=True,
+        **options,
     )
     template = get_template_and_fix_tokenizer(tokenizer.load(), data_args)
     processed = _get_preprocessed_dataset(aligned, data_args, training_args, "sft", template, tokenizer.load())
@@ -68,7 +69,11 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len):
 def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
     data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"), template=TEMPLATE, use_cache=False)
     for cutoff in (64, 150, 511, 2047, 1 << 30):
-        assert data.lengths(cutoff) == lf_preprocessed_lengths(workspace, tokenizer, name, cutoff), cutoff
+        for mask_history in (False, True):  # one pass serves both: the recipes' mask_history and check's default
+            reference = lf_preprocessed_lengths(
+                workspace, tokenizer, name, cutoff, enable_thinking=False, mask_history=mask_history
+            )
+            assert data.lengths(cutoff, mask_history) == reference, (cutoff, mask_history)
     assert min(data.lengths(1 << 30)) < 150 < max(data.lengths(1 << 30))  # the cutoffs above do cut some rows
 
 
@@ -103,7 +108,13 @@ def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     run(template="qwen3_nothink")  # another template is another key; the entry under the old key is removed
     assert seen == []
     assert len([p for p in cache_files(workspace) if p.name.startswith("multi-med-") and "eval" not in p.name]) == 1
-    run(mask_history=True)  # so are the options that move the empty think block
+    run()
+    seen.clear()
+    shared = run(mask_history=True)  # plan's options (the recipes' mask_history) share check's entry
+    assert seen and "from the cache" in seen[0]
+    assert shared.lengths(2047, mask_history=True) == again.lengths(2047, mask_history=True)
+    seen.clear()
+    run(enable_thinking=True)  # thinking moves the empty think block into the answers: another key
     assert seen == []
     data_file = workspace / "data" / "multi-med.json"
     rows = json.loads(data_file.read_text(encoding="utf-8"))
@@ -174,7 +185,7 @@ def test_concurrent_writers_leave_one_whole_cache_file(tmp_path):
         lengths.TurnLengths(
             rows=n,
             turns=np.ones(n, dtype=np.int32),
-            pairs=np.full((n, 2), n, dtype=np.int32),
+            pairs=np.concatenate([np.full((n, 2), n, dtype=np.int32), np.zeros((n, 1), dtype=np.int32)], axis=1),
             prefix=0,
             efficient_eos=False,
             care={"rows": n},

@@ -262,7 +262,7 @@ def test_mix_shares_sum_to_one_as_numpy_checks_it():
     """Written with `:.4g`, 0.8491,0.05094,0.1 summed to 1.00004 and LLaMA-Factory's interleaving refused it."""
     import numpy as np
 
-    from caretune.recipe_folders.generator import mix_shares
+    from caretune.prep.mixing import mix_shares
 
     for rows in ([900_000, 50_000], [500_000, 142_248], [3, 1]):
         written = [float(f"{p:.6f}".rstrip("0")) for p in mix_shares(rows, 0.1)]

@@ -56,23 +56,25 @@ def _template(tokenizer, recipe: dict):
     return copy.deepcopy(chat_template(tokenizer, _data_args(recipe)))
 
 
-def _split(messages, system):
+def _split(messages, system, answer=ANSWER):
     """LLaMA-Factory's aligned row: system apart, the prompt turns and the answer."""
-    return messages, [{"role": "assistant", "content": ANSWER}], system
+    return messages, [{"role": "assistant", "content": answer}], system
 
 
-def training_prompt(tokenizer, messages, system) -> list[int]:
-    """The training row's tokens before its (last) answer's first trained label."""
+def training_prompt(tokenizer, messages, system, answer=ANSWER) -> list[int]:
+    """The training row's tokens before its (last) answer's first trained label; the row trains that answer only."""
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
 
     recipe = _recipe("lora_sft")
     processor = SupervisedDatasetProcessor(
         template=_template(tokenizer, recipe), tokenizer=tokenizer, processor=None, data_args=_data_args(recipe)
     )
-    prompt, response, system = _split(messages, system)
+    prompt, response, system = _split(messages, system, answer)
     ids, labels = processor._encode_data_example(prompt, response, system, None, [], [], [])
-    start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    assert tokenizer.decode(ids[start:]) == ANSWER + "<|im_end|>\n"  # the last answer is what is trained
+    trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    start = trained[0]
+    assert trained == list(range(start, len(ids)))  # one run of trained tokens, at the end
+    assert tokenizer.decode(ids[start:]) == answer + "<|im_end|>\n"  # the last answer is what is trained
     return ids[:start]
 
 
@@ -122,9 +124,54 @@ def exported_prompt(tokenizer, messages, system) -> str:
     )
 
 
+def _go_value(expression: str, scope: dict, system: str, messages: list[dict]):
+    """The value of a Go-template pipeline of the kinds Ollama Modelfiles use: `eq A B`, `len X`, `slice X i`,
+    parentheses, `$.Messages`, `.Messages`, `$var`, `.Role`, `.Content`, `.System`, numbers and strings."""
+    tokens = re.findall(r'\(|\)|"[^"]*"|[^\s()]+', expression)
+
+    def parse(position: int) -> tuple[list, int]:
+        items = []
+        while position < len(tokens):
+            token = tokens[position]
+            position += 1
+            if token == "(":
+                inner, position = parse(position)
+                items.append(inner)
+            elif token == ")":
+                return items, position
+            else:
+                items.append(token)
+        return items, position
+
+    def value(node):
+        if isinstance(node, list):
+            if len(node) == 1:
+                return value(node[0])
+            name, *args = node
+            args = [value(arg) for arg in args]
+            functions = {"eq": lambda a, b: a == b, "len": len, "slice": lambda items, i: items[i:], "not": lambda a: not a}
+            assert name in functions, f"unsupported Go template function {name!r}"
+            return functions[name](*args)
+        if node in ("$.Messages", ".Messages"):
+            return messages
+        if node == ".System":
+            return system
+        if node in (".Role", ".Content"):
+            return scope["message"][node[1:].lower()]
+        if node.startswith("$"):
+            return scope[node]
+        if node.startswith('"'):
+            return node[1:-1]
+        return int(node)
+
+    tree, _ = parse(0)
+    return value(tree)
+
+
 def render_ollama(template: str, system: str, messages: list[dict]) -> str:
     """Ollama's Go-template rendering of the constructs LLaMA-Factory's Modelfile and caretune's rewrite use:
-    `if .System`, `range` (with `$i, $m` and `$last`), `if eq .Role "..."`, `else if`, `if $last`, `.Content`."""
+    `if .System`, `range` (plain, or `$i, $m :=`), variable definitions (`$last := eq (len (slice $.Messages $i)) 1`,
+    evaluated, not assumed), `if`/`else if`/`else` on a pipeline, `.Content`."""
     tokens = re.split(r"({{.*?}})", template)
     position = 0
 
@@ -141,48 +188,41 @@ def render_ollama(template: str, system: str, messages: list[dict]) -> str:
             if (action == "end" and "end" in stop) or (action.startswith("else") and "else" in stop):
                 return "".join(out), action
             if action.startswith("range"):
+                index_name = re.fullmatch(r"range (\$\w+), \$\w+ := \.Messages|range \.Messages", action)
+                assert index_name, f"unsupported range {action!r}"
                 start, body = position, ""
                 for index in range(len(messages)):
                     position = start
-                    last = index == len(messages) - 1
-                    body_text, _ = block({**scope, "message": messages[index], "last": last}, ("end",))
+                    inner = {**scope, "message": messages[index]}
+                    if index_name.group(1):
+                        inner[index_name.group(1)] = index
+                    body_text, _ = block(inner, ("end",))
                     body += body_text
                 if not messages:
-                    block({**scope, "message": None, "last": False}, ("end",))
+                    block({**scope, "message": None}, ("end",))
                 out.append(body)
-            elif action.startswith("$last :="):
-                continue
+            elif re.fullmatch(r"\$\w+ := .+", action):
+                name, expression = action.split(" := ", 1)
+                scope[name] = _go_value(expression, scope, system, messages)
             elif action.startswith("if "):
                 out.append(conditional(action[3:], scope))
-            elif action == ".System":
-                out.append(system)
-            elif action == ".Content":
-                out.append(scope["message"]["content"])
+            elif action in (".System", ".Content"):
+                out.append(_go_value(action, scope, system, messages))
             else:
                 raise AssertionError(f"unsupported Ollama template action {action!r}")
         return "".join(out), ""
-
-    def holds(condition: str, scope: dict) -> bool:
-        if condition == ".System":
-            return bool(system)
-        if condition == "$last":
-            return scope["last"]
-        found = re.fullmatch(r'eq \.Role "(\w+)"', condition)
-        assert found, f"unsupported condition {condition!r}"
-        return scope["message"]["role"] == found.group(1)
 
     def conditional(condition: str, scope: dict) -> str:
         chosen, taken = "", False
         while True:
             text, ended = block(scope, ("end", "else"))
-            if not taken and holds(condition, scope):
+            if not taken and _go_value(condition, scope, system, messages):
                 chosen, taken = text, True
             if ended == "end":
                 return chosen
             if ended.startswith("else if "):
                 condition = ended[len("else if ") :]
             else:  # a plain else
-                condition = None
                 text, _ = block(scope, ("end",))
                 return chosen if taken else text
 
@@ -190,22 +230,25 @@ def render_ollama(template: str, system: str, messages: list[dict]) -> str:
     return rendered
 
 
-def ollama_prompt(tokenizer, messages, system) -> str:
+def ollama_prompt(tokenizer, messages, system, rewrite=None) -> str:
     """The exported Ollama Modelfile's TEMPLATE (LLaMA-Factory's, rewritten by caretune export), rendered."""
     from caretune.serving.export import non_thinking_modelfile
 
     modelfile = non_thinking_modelfile(_template(tokenizer, _recipe("export")).get_ollama_modelfile(tokenizer))
+    if rewrite:
+        modelfile = rewrite(modelfile)
     template = re.search(r'TEMPLATE """(.*?)"""', modelfile, re.DOTALL).group(1)
     default_system = re.search(r'SYSTEM """(.*?)"""', modelfile, re.DOTALL).group(1)
     assert default_system == MEDICAL_SYSTEM_PROMPT
     return render_ollama(template, system, messages)
 
 
-def _all_prompts(tokenizer, messages) -> dict[str, str]:
+def _all_prompts(tokenizer, messages, answer=ANSWER) -> dict[str, str]:
     system = MEDICAL_SYSTEM_PROMPT
-    decoded = {
+    decoded = {"training": tokenizer.decode(training_prompt(tokenizer, messages, system, answer))}
+    decoded |= {
         name: tokenizer.decode(build(tokenizer, messages, system))
-        for name, build in (("training", training_prompt), ("predict", predict_prompt), ("chat", chat_prompt), ("api", api_prompt))
+        for name, build in (("predict", predict_prompt), ("chat", chat_prompt), ("api", api_prompt))
     }
     texts = {
         "qwen3 (enable_thinking=False)": qwen3_prompt(tokenizer, messages, system),
@@ -255,3 +298,65 @@ def test_the_old_nothink_template_differed(tokenizer):
     text = tokenizer.decode(prompt)
     assert text.endswith("<|im_start|>assistant\n")
     assert text + EMPTY_THINK == qwen3_prompt(tokenizer, ONE_TURN, MEDICAL_SYSTEM_PROMPT)
+
+
+CONSULTATION = [  # a multi-turn consultation: every answer trains, each on the prompt chat renders at that point
+    ("孩子三岁，发烧两天了，最高39度。", "三岁孩子发热两天、最高39℃，先观察精神状态；精神差或持续高热请尽快到儿科就诊。"),
+    ("精神还可以，能吃能玩。", "精神好时可先物理降温、多喝水，超过38.5℃可按说明用退热药，48小时不退请就医。"),
+    ("晚上开始咳嗽了，要紧吗？", "发热伴咳嗽多为呼吸道感染，建议到儿科就诊听诊，必要时查血常规，具体请遵医嘱。"),
+]
+
+
+def _at(position: int) -> tuple[list[dict], str]:
+    """The messages before the answer at `position` (0-based) and that answer."""
+    history = [
+        {"role": role, "content": text} for q, a in CONSULTATION[:position] for role, text in (("user", q), ("assistant", a))
+    ]
+    return [*history, {"role": "user", "content": CONSULTATION[position][0]}], CONSULTATION[position][1]
+
+
+@pytest.mark.parametrize("position", range(len(CONSULTATION)), ids=["answer 1", "answer 2", "answer 3"])
+def test_every_answer_position_trains_on_the_prompt_every_path_serves(tokenizer, position):
+    messages, answer = _at(position)
+    prompts = _all_prompts(tokenizer, messages, answer)
+    training = prompts["training"]
+    assert training.count(EMPTY_THINK) == 1 and training.endswith(EMPTY_THINK)
+    different = {name: text for name, text in prompts.items() if text != training}
+    assert not different, f"answer {position + 1}: differs from the training prompt {training!r}: {different}"
+
+
+def test_the_converted_rows_train_every_answer_on_its_served_prompt(tokenizer, tmp_path):
+    """`caretune convert huatuo` writes one training row per answer; each, encoded by LLaMA-Factory's supervised
+    processor under the shipped recipe, trains exactly that answer, on the prompt chat serves at that point."""
+    import json
+
+    from converters import huatuo
+    from converters.pipeline import Options
+    from tests.helpers import convert_into
+
+    raw = tmp_path / "consultation.jsonl"
+    turns = [{"from": role, "value": text} for q, a in CONSULTATION for role, text in (("human", q), ("gpt", a))]
+    raw.write_text(json.dumps({"conversations": turns}, ensure_ascii=False) + "\n", encoding="utf-8")
+    report, outputs = convert_into(tmp_path, huatuo, raw, eval_size=0, options=Options(care_reminder="off"))
+    rows = json.loads(outputs.train.read_text(encoding="utf-8"))
+    assert report["training"]["rows"] == len(rows) == 3 and report["training"]["trained_answers"] == 3
+    assert len({row["conversation"] for row in rows}) == 1
+    for position, row in enumerate(rows):
+        messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in row["conversations"]]
+        served = chat_prompt(tokenizer, messages[:-1], row["system"])
+        assert training_prompt(tokenizer, messages[:-1], row["system"], messages[-1]["content"]) == served, position
+
+
+def test_a_wrong_last_rule_in_the_modelfile_fails_the_parity(tokenizer):
+    """The Modelfile's `$last` definition is evaluated: one that marks the wrong message puts the empty think block
+    in the wrong place, and the rendering no longer equals the training prompt."""
+    from caretune.serving.export import OLLAMA_MESSAGES_WITH_LAST
+
+    messages, answer = _at(2)
+    training = tokenizer.decode(training_prompt(tokenizer, messages, MEDICAL_SYSTEM_PROMPT, answer))
+    assert ollama_prompt(tokenizer, messages, MEDICAL_SYSTEM_PROMPT) == training
+    for wrong in ("eq (len (slice $.Messages $i)) 2", "eq $i 0"):
+        rewrite = lambda modelfile, wrong=wrong: modelfile.replace(  # noqa: E731
+            OLLAMA_MESSAGES_WITH_LAST, OLLAMA_MESSAGES_WITH_LAST.replace("eq (len (slice $.Messages $i)) 1", wrong)
+        )
+        assert ollama_prompt(tokenizer, messages, MEDICAL_SYSTEM_PROMPT, rewrite) != training, wrong

@@ -265,3 +265,45 @@ def test_every_problem_is_reported_in_one_run_numbered(workspace):
     assert lines[0] == "recipes/tiny-qwen3/predict.yaml: 2 problems"
     assert lines[1].startswith("  1. ") and "adapter" in lines[1]
     assert lines[2].startswith("  2. ") and "predict_with_generate does not work with DeepSpeed ZeRO-3" in lines[2]
+
+
+def _long_consultation(path):
+    """One consultation of 8 turns, about 1,000 tokens: over the tiny recipe's cutoff (512) as one row."""
+    answer = "，".join(f"第{i}条建议" for i in range(25)) + "。请遵医嘱。"
+    turns = [{"from": r, "value": t} for n in range(8) for r, t in (("human", f"第{n}次复诊，胃还是疼，怎么办？"), ("gpt", answer))]
+    path.write_text(json.dumps({"conversations": turns}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def test_rows_llamafactory_would_cut_are_refused_until_fitted(workspace):
+    """LLaMA-Factory truncates a row longer than the cutoff turn by turn, newest first: an older turn is cut part-way
+    and the system prompt goes first. Preflight measures a dataset its conversion did not fit, and refuses it."""
+    from caretune.prep.fitting import TemplateTokenCounter
+    from converters import huatuo
+    from converters.pipeline import Options
+    from tests.helpers import convert_into
+
+    raw = _long_consultation(workspace / "long.jsonl")
+    # not fitted (as --cutoff-len 0): 8 rows, one per answer, the last 6 over the cutoff
+    convert_into(workspace, huatuo, raw, eval_size=0, options=Options(cutoff_len=None))
+    with pytest.raises(PreflightError, match=r"6 row\(s\) of dataset 'huatuo2-sft' are longer than cutoff_len 512") as err:
+        preflight(SFT)
+    assert "--cutoff-len 512" in str(err.value)
+    report, _ = convert_into(workspace, huatuo, raw, eval_size=0, options=Options(cutoff_len=512, count=TemplateTokenCounter()))
+    assert report["training"]["fitted_rows"] > 0
+    preflight(SFT)  # fitted: every row whole
+
+
+def test_a_stale_mix_is_a_warning_naming_the_sets(workspace):
+    from caretune.prep.mixing import mix_shares
+    from converters import general
+    from tests.helpers import SAMPLE, convert_into
+
+    convert_into(workspace, general, SAMPLE / "general_zh_sample.jsonl", eval_size=2)
+    mixed = {"dataset": "multi-med,huatuo2-sft,general-zh", "mix_strategy": "interleave_over"}
+    stale = preflight(edit(SFT, **mixed, interleave_probs="0.45,0.45,0.1"))
+    (warning,) = [note for note in stale.notes if "interleave_probs" in note]
+    assert "multi-med 0.4500 (rows give" in warning and "huatuo2-sft" in warning and "general-zh 0.1000" in warning
+    rows = [json.loads((workspace / f"data/{n}.report.json").read_text())["training"]["rows"] for n in ("multi-med", "huatuo2-sft")]
+    fresh = ",".join(str(p) for p in mix_shares(rows, 0.1))
+    assert not [note for note in preflight(edit(SFT, **mixed, interleave_probs=fresh)).notes if "interleave_probs" in note]
