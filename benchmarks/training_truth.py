@@ -134,8 +134,12 @@ def main() -> None:
         medical = real_dialogues(scratch / "huatuo100_dialogues.jsonl")
         general = SHARED / "sharegpt" / "sharegpt_zh_1K_format.jsonl"
         cases = []
-        if medical:
-            cases += [("medical dialogues, before", "huatuo", medical, before), ("medical dialogues, after", "huatuo", medical, ())]
+        if medical:  # doctors' short replies ("不客气") would skip most dialogues: that filter and the cut one are off
+            kept = ("--keep", "short_answer", "--keep", "truncated_answer")
+            cases += [
+                ("medical dialogues, before", "huatuo", medical, (*before, *kept)),
+                ("medical dialogues, after", "huatuo", medical, kept),
+            ]
         if general.is_file():
             cases += [
                 ("general 1K, before", "general", general, before),

@@ -68,7 +68,7 @@ def check_datasets(
     results = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            result = {"dataset": name, "rows": 0, "dropped": 0, "tokens": None, "care": None, "error": None}
+            result = {"dataset": name, "rows": 0, "dropped": 0, "tokens": None, "care": None, "fitting": None, "error": None}
             results.append(result)
             if name not in registry:
                 result["error"] = f"not registered in {dataset_info}"
@@ -96,7 +96,19 @@ def check_datasets(
             result["dropped"] = data.rows - len(lengths)
             result["tokens"] = length_stats(lengths, cutoff_len)
             result["care"] = data.care
+            result["fitting"] = fitting(dataset_dir, name)
     return results
+
+
+def fitting(dataset_dir: str, name: str) -> dict | None:
+    """What the dataset's conversion did to fit its rows (converters/turns.py), from its report; None without one."""
+    from caretune.prep.mixing import conversion_report
+
+    training = (conversion_report(dataset_dir, name) or {}).get("training")
+    if not isinstance(training, dict):
+        return None
+    keys = ("cutoff_len", "rows", "answers", "trained_answers", "fitted_rows", "turns_dropped", "answers_too_long")
+    return {key: training.get(key) for key in keys}
 
 
 def format_results(results: list[dict], cutoff_len: int) -> str:
@@ -118,6 +130,13 @@ def format_results(results: list[dict], cutoff_len: int) -> str:
             f"{t['p99']:>6} {t['max']:>6} {t['over_cutoff']:>8} {c['advises_care_share']:>7.1%} "
             f"{c['advises_care_without_reminders_share']:>9.1%} {urgent:>12}"
         )
+    for r in results:
+        f = r.get("fitting")
+        if f and f["cutoff_len"]:
+            lines.append(
+                f"{r['dataset']}: trains {f['trained_answers']} of {f['answers']} answers; fitted to {f['cutoff_len']} tokens: "
+                f"{f['fitted_rows']} rows dropped {f['turns_dropped']} old turns, {f['answers_too_long']} answers too long"
+            )
     lines.append(
         "rows: training rows (one per trained answer); care: conversations whose answers advise seeing a doctor; "
         "own care: the same without the reminder sentences a conversion appends (the data's own share); "

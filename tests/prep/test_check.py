@@ -87,7 +87,8 @@ def test_check_reports_every_registered_dataset(converted, unreminded):
 def test_check_table_and_cutoff(converted):
     result = run_check(converted, "multi-med", "--cutoff-len", "150", "--sample", "20")
     assert result.exit_code == 0, result.output
-    header, rule, row, legend = result.stdout.strip().splitlines()
+    header, rule, row, *fitting, legend = result.stdout.strip().splitlines()
+    assert fitting == ["multi-med: trains 61 of 61 answers; fitted to 2047 tokens: 0 rows dropped 0 old turns, 0 answers too long"]
     assert header.split()[-5:] == [">150", "care", "own", "care", "urgent"]
     fields = row.split()
     assert fields[0] == "multi-med" and fields[1] == "20" and int(fields[-4]) > 0
