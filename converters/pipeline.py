@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
 from caretune.basics.errors import UserError
 from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
@@ -41,7 +40,7 @@ from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection,
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.split import HeldOutSplit
-from converters.turns import TOO_LONG, Plan, TokenCounter, plan_rows
+from converters.turns import TOO_LONG, Plan, TokenCounter, fits_by_bytes, plan_rows, unfitted_plan
 from converters.writer import JsonArrayWriter, JsonLinesWriter
 
 SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo, general.NAME: general}
@@ -205,7 +204,7 @@ class Batch:
     chars: list[int] = field(default_factory=list)  # characters of question and answer text (for the data card)
     changes: dict[int, tuple[str, ...]] = field(default_factory=dict)  # kept row index -> changes made, if any
     expanded: dict[int, list[bytes]] = field(default_factory=dict)  # kept row index -> its training rows, when not the row
-    plans: list[RowPlan] = field(default_factory=list)  # how each kept row trains
+    plans: list[Plan] = field(default_factory=list)  # how each kept row trains (shared objects: cheap to pickle)
     rejects: list[tuple[int, int, str, str]] = field(default_factory=list)  # (line, element, reason, detail)
     notes: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
@@ -240,8 +239,8 @@ def _clean(
     Returns the record, the changes made, its care flags and its final turns; or the Skip."""
     turns = source.pairs(record)
     changes: tuple[str, ...] = ()
-    thoughtless = [(question, strip_think(answer)) for question, answer in turns]
-    if thoughtless != turns:
+    thoughtless = [(question, strip_think(answer)) for question, answer in turns] if _has_think(turns) else turns
+    if thoughtless is not turns and thoughtless != turns:
         if not all(answer for _, answer in thoughtless):
             return Skip(EMPTY_AFTER_STRIP, "an answer is only a <think> block")
         turns, changes = thoughtless, (THINK_REMOVED,)
@@ -263,6 +262,10 @@ def _clean(
         record = source.with_pairs(record, turns)
         changes += tuple(added)
     return record, changes, flags, turns
+
+
+def _has_think(turns: list[tuple[str, str]]) -> bool:
+    return any("think>" in answer for _, answer in turns)
 
 
 def _stripped(turns: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
@@ -318,9 +321,12 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             rejects.append((line_no, element, INVALID_UNICODE, quote(str(err))))
             continue
         key = query_key(first_query(result))
-        system, dialogue = source.dialogue(result)
-        plan = plan_rows(system, dialogue, policy, options.cutoff_len, options.count)
-        if not plan.windows or plan.windows[-1].last != len(dialogue) - 1:
+        if options.cutoff_len is None or fits_by_bytes(len(encoded), len(turns), options.cutoff_len):
+            plan = unfitted_plan(len(turns), policy)  # the record's JSON bounds its text: every row fits
+        else:
+            system, dialogue = source.dialogue(result)
+            plan = plan_rows(system, dialogue, policy, options.cutoff_len, options.count)
+        if not plan.windows or plan.windows[-1].last != len(turns) - 1:
             rejects.append(
                 (line_no, element, TOO_LONG, f"the last answer with its question exceeds --cutoff-len {options.cutoff_len} tokens")
             )
@@ -332,7 +338,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
                 example(line_no, change, turns)
         if training_rows is not None:
             batch.expanded[len(batch.keys)] = training_rows
-        batch.plans.append(RowPlan(plan.answers, len(plan.windows), plan.too_long, plan.turns_dropped, plan.fitted_rows))
+        batch.plans.append(plan)
         batch.lines.append(line_no)
         batch.elements.append(element)
         batch.keys.append(key)
@@ -340,16 +346,6 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         batch.cares.append(_CARE_INDEX[care])
         batch.chars.append(len(turns[0][0]) + len(turns[0][1]) if len(turns) == 1 else sum(len(q) + len(a) for q, a in turns))
     return batch
-
-
-class RowPlan(NamedTuple):
-    """How one kept conversation trains (summed over the train split in the report)."""
-
-    answers: int
-    trained: int
-    too_long: int
-    turns_dropped: int
-    fitted_rows: int
 
 
 def _encoded_rows(source: ModuleType, record: dict, key: int, plan: Plan, encoded: bytes) -> tuple[bytes, list[bytes] | None]:
@@ -433,7 +429,7 @@ class Tally:
     pii: Counter = field(default_factory=Counter)
     changes: Counter = field(default_factory=Counter)
     train_care: Counter = field(default_factory=Counter)  # rows by index into CARE_FLAGS
-    plans: list[RowPlan] = field(default_factory=list)  # how each conversation in train trains
+    plans: list[Plan] = field(default_factory=list)  # how each conversation in train trains
     eval_care: Counter = field(default_factory=Counter)
 
 
@@ -509,7 +505,7 @@ def _drop_duplicates(batch: Batch, tally: Tally, seen: KeySet, prior: KeySet, pr
     return batch.only(fresh), {batch.lines[index] for index in duplicates}
 
 
-def _split_off(batch: Batch, split: HeldOutSplit) -> list[tuple[bytes, int, list[bytes] | None, RowPlan]]:
+def _split_off(batch: Batch, split: HeldOutSplit) -> list[tuple[bytes, int, list[bytes] | None, Plan]]:
     """Offer a batch's rows to the held-out split; the rows going to train (record, care index, training rows,
     plan), in the order rows (or the candidates they displace) leave the split. Rows at or above the split's
     threshold cannot become candidates, so only the others are offered one by one."""
@@ -529,7 +525,7 @@ def _split_off(batch: Batch, split: HeldOutSplit) -> list[tuple[bytes, int, list
     return train
 
 
-def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, RowPlan]], out: _Outputs, tally: Tally) -> None:
+def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, Plan]], out: _Outputs, tally: Tally) -> None:
     """Write the training rows of conversations going to train, and count what trains."""
     for record, care, expanded, plan in rows:
         tally.train_care[care] += 1
@@ -733,11 +729,11 @@ def _report(
     }
 
 
-def _training_summary(plans: list[RowPlan], rows: int, policy: str, cutoff_len: int | None) -> dict:
+def _training_summary(plans: list[Plan], rows: int, policy: str, cutoff_len: int | None) -> dict:
     """What trains, over the conversations in train: rows written, answers, answers trained, and what the policy and
     the cutoff left untrained."""
     answers = sum(plan.answers for plan in plans)
-    trained = sum(plan.trained for plan in plans)
+    trained = sum(len(plan.windows) for plan in plans)
     too_long = sum(plan.too_long for plan in plans)
     return {
         "policy": policy,

@@ -86,15 +86,63 @@ MIN_PROSE_HAN = 8  # Han characters a last line needs to be read as a sentence (
 VERSE_MIN_LINES = 3  # a last paragraph this long, most of whose lines end without punctuation, is verse or a list
 _AI_SELF = re.compile(
     # "作为…AI…，" opening a clause that is not about the reader ("作为一名AI聊天机器人，你…" casts the user as one)
-    r"(?<![^\s，。！？,.!?：:“\"（(我但是])作为[^，。,.!?！？\n]{0,24}?(?:AI|ai|Ai|人工智能|语言模型|虚拟助手|聊天机器人|机器人|智能助手|ChatGPT|ChotGPT)"
+    r"作为[^，。,.!?！？\n]{0,24}?(?:AI|ai|Ai|人工智能|语言模型|虚拟助手|聊天机器人|机器人|智能助手|ChatGPT|ChotGPT)"
     r"(?=[^，。,.!?！？\n]{0,10}(?:[，,]\s*(?![你您])|我))"
     r"|我作为[^，。,.!?！？\n]{0,12}?(?:AI|人工智能|语言模型|虚拟助手|智能助手|聊天机器人)|我是ChatGPT"
     r"|我(?:只|仅仅|仅)?是(?:一个|一名|一种|一款|一台|一位)?[^，。,.!?！？\n我你]{0,24}?(?:AI|ai|人工智能|语言模型|聊天机器人|虚拟助手|智能助手)"
     r"|我(?:是|只是|仅是)?(?:一个|一款|一种)?由OpenAI(?:训练|开发|创建|创造|培训|打造)"
     r"|像我这样的(?:AI|人工智能|语言模型)|包括我在内的(?:AI|人工智能)|基于文本的(?:AI|人工智能)"
-    r"|[Aa]s an AI|AI language model|[Aa]s a (?:large )?language model|I(?: am|'m) (?:an AI|a (?:large )?language model)"
+    r"|as an AI|As an AI|AI language model|as a (?:large )?language model|As a (?:large )?language model"
+    r"|I(?: am|'m) (?:an AI|a (?:large )?language model)"
     r"|trained by OpenAI"
 )
+# Every jailbreak match holds one of these words: one literal-first scan rules most questions out.
+_JAILBREAK_SIGNS = re.compile(
+    "|".join(
+        (
+            "DAN",
+            "nything",
+            "开发者",
+            "eveloper",
+            "越狱",
+            "ailbr",
+            "忽略",
+            "gnore",
+            "过滤",
+            "nfiltered",
+            "ncensored",
+            "限制",
+            "局限",
+            "内容政策",
+            "道德",
+            "伦理",
+            "规则",
+            "遵守",
+            "摆脱",
+            "规矩",
+            "规定",
+            "rule",
+            "拒绝",
+            "服从",
+            "马基雅维利",
+            "achiavellian",
+            "AIM",
+            "语言模型",
+            "说出",
+            "操纵",
+            "欺骗",
+            "绕过",
+            "叫做",
+            "称为",
+            "代表",
+            "奶奶",
+            "祖母",
+            "外婆",
+        )
+    )
+)
+_PERSONA_SIGNS = re.compile("DAN|AIM|开发者模式|越狱|eveloper|ailbr|nything|过滤|道德")  # literal-first: a C scan
+_CLAUSE_START = set(' \t\n，。！？,.!?：:“"（(我但是')  # what may stand just before a self-introducing "作为"
 # Jailbreak and unrestricted-persona prompts, in Chinese and English: DAN and its kin, developer mode, "ignore all
 # previous instructions", unfiltered or amoral personas (AIM), rule-breaking framings, code words for harmful things,
 # the grandma exploit. Read in the questions (and the answers, where a persona speaks).
@@ -141,12 +189,15 @@ def truncated_answer(question: str, answer: str) -> str | None:
     text = answer.rstrip()
     if not text:
         return "no text"
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    last = lines[-1]
+    last = text[text.rfind("\n") + 1 :].strip()
     tail = last.rstrip(_CLOSERS)
     end = tail[-1:]
     complete = end in _FINAL or (end != "" and unicodedata.category(end) == "So")  # a closing emoji ends one too
-    if sum(line.startswith("```") for line in lines) % 2:
+    fenced = "```" in text
+    if complete and not fenced and not (end == "." and _OPEN_LIST_ITEM.fullmatch(last)):
+        return None  # the common case, without reading the lines ("2." is an open list item, not a full stop)
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    if fenced and sum(line.startswith("```") for line in lines) % 2:
         opening = last.startswith("```") and len(lines) > 1 and lines[-2][-1] in ":：" or not last.startswith("```")
         if opening and not complete:  # a fence opened and never closed; prose after a forgotten fence is complete
             return "an unclosed code block"
@@ -211,15 +262,23 @@ def _cut_sentence(lines: list[str]) -> bool:
 
 
 def ai_self_reference(question: str, answer: str) -> str | None:
-    """The answer speaks of itself as an AI (“作为一个AI…”, “我是由OpenAI训练的…”, "as an AI")."""
-    match = _AI_SELF.search(answer)
-    return f"says {match.group(0)!r}" if match else None
+    """The answer speaks of itself as an AI (“作为一个AI…”, “我是由OpenAI训练的…”, "as an AI"). A "作为" must open a
+    clause ("SageMaker作为AI平台" is not the answer speaking of itself)."""
+    for match in _AI_SELF.finditer(answer):
+        start = match.start()
+        if answer.startswith("作为", start) and start > 0 and answer[start - 1] not in _CLAUSE_START:
+            continue
+        return f"says {match.group(0)!r}"
+    return None
 
 
 def jailbreak(question: str, answer: str) -> str | None:
     """The turn is a jailbreak or unrestricted-persona prompt (DAN, developer mode, "ignore all previous instructions",
-    an unfiltered or amoral persona, code words for harmful things, the grandma exploit), or answers as one."""
-    match = _JAILBREAK.search(question) or _JAILBREAK.search(answer)
+    an unfiltered or amoral persona, code words for harmful things, the grandma exploit), or answers as one (read in
+    an answer only where a persona's name or mode shows)."""
+    match = (_JAILBREAK_SIGNS.search(question) and _JAILBREAK.search(question)) or (
+        _PERSONA_SIGNS.search(answer) and _JAILBREAK.search(answer)
+    )
     return f"says {match.group(0)[:40]!r}" if match else None
 
 

@@ -15,6 +15,7 @@ bytes are under the cutoff, since a byte-level tokenizer never makes more tokens
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -70,6 +71,19 @@ class Plan:
         return self.answers - len(self.windows) - self.too_long
 
 
+def fits_by_bytes(record_bytes: int, turns: int, cutoff_len: int) -> bool:
+    """Whether a conversation whose record encodes to `record_bytes` UTF-8 bytes of JSON (its text and more) fits the
+    cutoff whole, without counting tokens."""
+    return record_bytes + SYSTEM_OVERHEAD + TURN_OVERHEAD * turns + THINK_OVERHEAD <= cutoff_len
+
+
+@functools.cache
+def unfitted_plan(turns: int, policy: str) -> Plan:
+    """The plan of a conversation of `turns` turns that fits whole (one shared object per shape)."""
+    targets = range(turns) if policy == TRAIN_ALL else (turns - 1,)
+    return Plan(tuple(Window(0, i) for i in targets), turns, 0, 0)
+
+
 def _byte_bound(system: str, turns: list[tuple[str, str]]) -> int:
     """An upper bound on the tokens of the whole conversation as one row."""
     text_bytes = len(system.encode()) + sum(len(q.encode()) + len(a.encode()) for q, a in turns)
@@ -78,13 +92,9 @@ def _byte_bound(system: str, turns: list[tuple[str, str]]) -> int:
 
 def plan_rows(system: str, turns: list[tuple[str, str]], policy: str, cutoff_len: int | None, count: TokenCounter | None) -> Plan:
     """The training rows of a conversation under `policy`, each fitted to `cutoff_len` (None: no fitting)."""
-    last = len(turns) - 1
-    targets = range(len(turns)) if policy == TRAIN_ALL else (last,)
-    quick_chars = len(system) + sum(len(q) + len(a) for q, a in turns)
-    if cutoff_len is None or 4 * quick_chars + SYSTEM_OVERHEAD + TURN_OVERHEAD * len(turns) + THINK_OVERHEAD <= cutoff_len:
-        return Plan(tuple(Window(0, i) for i in targets), len(turns), 0, 0)  # every row fits (4 bytes a character at most)
-    if _byte_bound(system, turns) <= cutoff_len:
-        return Plan(tuple(Window(0, i) for i in targets), len(turns), 0, 0)
+    targets = range(len(turns)) if policy == TRAIN_ALL else (len(turns) - 1,)
+    if cutoff_len is None or _byte_bound(system, turns) <= cutoff_len:
+        return unfitted_plan(len(turns), policy)
     if count is None:
         raise ValueError("a token counter is needed to fit rows longer than the cutoff")
     tokens = count(system, turns)

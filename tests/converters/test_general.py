@@ -73,3 +73,19 @@ def test_rejects_never_quote_personal_numbers(tmp_path):
     rejects = outputs.rejects.read_text(encoding="utf-8")
     for secret in ("07123", "03071234", "12345678", "help@example"):
         assert secret not in rejects, rejects
+
+
+def test_a_sharegpt_system_turn_is_kept_in_the_system_slot():
+    """It was rejected as bad_role_order; a general row keeps its own system prompt, a medical row the medical one."""
+    from converters import huatuo
+
+    turns = [
+        {"from": "system", "value": " 你是一位诗人。 "},
+        {"from": "human", "value": "写一首诗"},
+        {"from": "gpt", "value": "床前明月光。"},
+    ]
+    record = general.convert({"conversations": turns})
+    assert record["system"] == "你是一位诗人。" and [t["from"] for t in record["conversations"]] == ["human", "gpt"]
+    medical = huatuo.convert({"conversations": turns})
+    assert medical["system"] == MEDICAL_SYSTEM_PROMPT and medical["_notes"] == [huatuo.OWN_SYSTEM_REPLACED]
+    assert general.convert({"conversations": [{"from": "system", "value": 3}]}).reason == "non_string_field"

@@ -11,8 +11,9 @@ from caretune.basics.errors import UserError
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
 from converters.keyset import KeySet
-from converters.pipeline import Batch, Options, RowPlan, Tally, _drop_duplicates
+from converters.pipeline import Batch, Options, Tally, _drop_duplicates
 from converters.records import query_key
+from converters.turns import TRAIN_ALL, unfitted_plan
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
 
 
@@ -98,7 +99,7 @@ def test_duplicates_across_datasets_in_the_same_folder(project):
 def test_a_batch_keeps_each_new_query_once_and_names_where_each_duplicate_was_seen():
     keys = [5, 7, 5, 9, 7, 9, 11, 0, 0]
     records = [bytes([key]) for key in keys]
-    plans = [RowPlan(1, 1, 0, 0, 0)] * 9
+    plans = [unfitted_plan(1, TRAIN_ALL)] * 9
     lines = list(range(10, 19))
     batch = Batch(read=9, lines=lines, elements=[0] * 9, keys=keys, records=records, cares=bytearray(9), chars=[1] * 9, plans=plans)
     seen, prior, tally = KeySet([11]), KeySet([9]), Tally()

@@ -79,6 +79,8 @@ CASES = {
             "人工智能辅助诊断在影像科应用较多。",
             "作为家长，您要注意孩子的作息。",
             "在这次交谈中，我们讨论了大型语言模型在医学中的应用。",
+            "SageMaker作为AI平台，可以托管模型。",  # "作为" not opening a clause
+            "作为一名AI聊天机器人，你需要回答用户的问题。",  # casts the reader as the AI
             "我不是医生，但建议您尽快就诊。",
         ],
     ),
@@ -146,6 +148,8 @@ def test_every_reason_has_cases():
 def test_filter_rejects_positives_and_keeps_negatives(reason):
     rejects, keeps = CASES[reason]
     check = FILTERS[reason]
+    if reason == JAILBREAK:  # read in the question
+        check = lambda question, answer: FILTERS[JAILBREAK](answer, GOOD)  # noqa: E731
     for answer in rejects:
         assert check(Q, answer), (reason, answer)
     for answer in keeps:
@@ -253,3 +257,49 @@ def repeated_clause(answer: str) -> str | None:
 def test_the_clause_screen_never_misses_a_run(parts):
     answer = "".join(parts)
     assert degenerate_repetition("", answer) == (repeated_clause(answer) or char_run(answer))
+
+
+def test_think_text_is_removed_in_every_form():
+    from converters.quality import strip_think
+
+    assert strip_think("<think>\n推理\n</think>\n\n建议就医。") == "建议就医。"  # LLaMA-Factory's canonical form
+    assert strip_think("<think>推理</think>建议就医。") == "建议就医。"  # non-canonical: LLaMA-Factory keeps it
+    assert strip_think("先想一想……</think>建议就医。") == "建议就医。"  # the opening tag in the prompt
+    assert strip_think("建议就医。<think>还没想完") == "建议就医。"  # never closed
+    assert strip_think("<think>a</think>一<think>b</think>二") == "一二"
+    assert strip_think("<think>只有推理</think>") == ""
+    assert strip_think("没有标签的回答。") == "没有标签的回答。"
+
+
+def test_a_row_whose_answer_holds_think_text_trains_without_it(tmp_path):
+    import json
+
+    from converters import general
+    from tests.helpers import accounted, convert_into
+
+    raw = tmp_path / "think.jsonl"
+    rows = [
+        {"instruction": "1加1等于几？", "output": "<think>推理过程</think>1加1等于2，因为一个加一个是两个。"},
+        {"instruction": "2加2等于几？", "output": "<think>只有推理，没有回答</think>"},
+    ]
+    raw.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report, outputs = convert_into(tmp_path, general, raw, eval_size=0)
+    assert accounted(report) and report["changes"]["think_removed"] == 1 and report["skipped"] == {"empty_after_strip": 1}
+    (row,) = json.loads(outputs.train.read_text(encoding="utf-8"))
+    assert row["conversations"][1]["value"] == "1加1等于2，因为一个加一个是两个。"
+
+
+def test_the_jailbreak_screen_never_misses_what_the_pattern_finds():
+    """The literal screen only rules out text the full pattern would not match: every match in the labelled real rows
+    and the cases above also holds a screen word."""
+    import json
+
+    from converters.quality import _JAILBREAK, _JAILBREAK_SIGNS
+    from tests.helpers import ROOT
+
+    texts = [case for case in CASES[JAILBREAK][0]]
+    for line in (ROOT / "tests" / "data" / "filter_labels.jsonl").read_text(encoding="utf-8").splitlines()[1:]:
+        item = json.loads(line)
+        texts += [item["question"], item["answer"]]
+    matched = [text for text in texts if _JAILBREAK.search(text)]
+    assert len(matched) > 30 and all(_JAILBREAK_SIGNS.search(text) for text in matched)
