@@ -24,6 +24,7 @@ class Fault:
     body: bytes | None = None  # a raw 200 body instead of a chat completion
     content_type: str = "application/json"
     finish_reason: str = "stop"  # "length": the reply was cut at max_tokens
+    trickle_s: float = 0.0  # a 200 whose body is sent one byte every trickle_s seconds
 
 
 def section(content: str, name: str) -> str:
@@ -68,7 +69,7 @@ class ScriptedJudge:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-            def send_json(self, status: int, body: dict, headers: dict | None = None) -> None:
+            def send_json(self, status: int, body: dict, headers: dict | None = None, trickle_s: float = 0.0) -> None:
                 data = json.dumps(body).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -77,6 +78,12 @@ class ScriptedJudge:
                     self.send_header(name, value)
                 self.end_headers()
                 try:
+                    if trickle_s:
+                        for index in range(len(data)):
+                            self.wfile.write(data[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(trickle_s)
+                        return
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
@@ -99,8 +106,9 @@ class ScriptedJudge:
                 with judge.lock:
                     judge.requests.append(body)
                     number = len(judge.requests)
-                reply = judge.script(body["messages"][-1]["content"], number)
-                finish = "stop"
+                # the grader prompt: the first user message (a re-ask appends the reply and a format reminder)
+                reply = judge.script(next(m["content"] for m in body["messages"] if m["role"] == "user"), number)
+                finish, trickle = "stop", 0.0
                 if isinstance(reply, Fault):
                     time.sleep(reply.delay_s)
                     if reply.status != 200:
@@ -110,7 +118,7 @@ class ScriptedJudge:
                     if reply.body is not None:
                         self.send_raw(reply.body, reply.content_type)
                         return
-                    reply, finish = reply.reply, reply.finish_reason
+                    reply, finish, trickle = reply.reply, reply.finish_reason, reply.trickle_s
                 self.send_json(
                     200,
                     {
@@ -121,6 +129,7 @@ class ScriptedJudge:
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": finish}],
                         "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
                     },
+                    trickle_s=trickle,
                 )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -5,10 +5,11 @@ called through the official `openai` client.
   connections are tried again with backoff (`retries` more tries, honouring Retry-After); messages count the tries
   made. A 401, 403 or 404 stops the run in one line; a 400 (or 413, 422) fails that one verdict with its reason and
   the run goes on. A 200 that is not a chat completion (a proxy's HTML page, broken JSON) stops the run in one line.
-- The grader is asked for JSON only. Its reply is read as a reasoning model writes it: `<think>…</think>` blocks
-  (and an opening block never closed) are dropped, then the last well-formed verdict counts, bare or fenced. A reply
-  that does not parse is asked again once, then recorded as unparsed; a reply cut at `max_tokens` is recorded as
-  unparsed with that reason (raise --judge-max-tokens). Never a crash, never a silent pass or fail.
+- The grader is asked for JSON only, and its reply is read strictly (`read_verdict`): a leading reasoning block
+  dropped, then exactly one JSON object with the asked key, the whole reply or one fenced block; a second
+  verdict-shaped object (a draft, a hypothetical) is ambiguous. A reply without exactly one verdict is asked again
+  once, sent back with a format reminder, then recorded as unparsed; a reply cut at `max_tokens` is recorded as
+  unparsed with that reason (raise --judge-max-tokens). An unparsed verdict is never scored or cached.
 - Good verdicts are cached on disk as each arrives, keyed by the judge model, the grader prompt's version and the
   exact messages sent (which hold the prompt, the answer and the criterion, or the pair in its order). Unparsed and
   failed verdicts are not cached: a rerun asks them again and nothing else. Entries are checked when read; a bad one
@@ -26,11 +27,12 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse, urlunparse
 
 from caretune.basics.errors import UserError
 from caretune.basics.pii import mask_pii
@@ -58,8 +60,13 @@ STOPPING_STATUSES = {
 }
 FAILING_STATUSES = (400, 413, 422)  # this one request cannot be answered; the others may
 RETRIED_STATUSES = (408, 409, 429)  # and 5xx
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+# A query parameter that carries a credential (api_key, key, token, access_token, sig, signature, secret, password…).
+_SECRET_NAME = re.compile(r"key|token|secret|sig|passw|pwd|auth|credential|session", re.IGNORECASE)
+_FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)\n?[ \t]*```", re.DOTALL)
+FORMAT_REMINDER = (
+    'Your reply did not hold exactly one verdict. Reply again with exactly one JSON object with the key "{field}" '
+    '(and "explanation"), and nothing else.'
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ def remote_warning(url: str, allow_remote: bool) -> str | None:
         raise UserError(f"--judge-url {url!r}: expected http(s)://HOST[:PORT]/v1")
     if parsed.username is not None or parsed.password is not None:
         raise UserError(f"--judge-url carries a user name or password ({parsed.hostname}): remove it and put the key in {KEY_ENV}")
+    secret = next((name for name, _ in parse_qsl(parsed.query, keep_blank_values=True) if _SECRET_NAME.search(name)), None)
+    if secret is not None:
+        raise UserError(f"--judge-url carries a secret in its query ({secret}=…): remove it and put the key in {KEY_ENV}")
     if is_loopback(parsed.hostname):
         return None
     if not allow_remote:
@@ -104,6 +114,12 @@ def remote_warning(url: str, allow_remote: bool) -> str | None:
     )
 
 
+def recorded_url(url: str) -> str:
+    """The URL as records keep it: without its query or fragment (a gateway's parameters stay out of judge.json)."""
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(query="", fragment=""))
+
+
 def masked(text: str) -> str:
     """Text as the judge may see it: personal data replaced by placeholders."""
     return mask_pii(text)[0]
@@ -114,44 +130,80 @@ def _same(value: object, expected: object) -> bool:
     return type(value) is type(expected) and value == expected
 
 
-def without_thinking(text: str) -> str:
-    """A reply without its thinking: `<think>…</think>` blocks dropped; an opening block never closed takes the rest
-    with it; a closing tag without its opening one (templates that open the block in the prompt) takes everything
-    before it."""
-    text = _THINK.sub("", text)
-    opened = text.find("<think>")
-    if opened != -1:
-        text = text[:opened]
-    return text.rsplit("</think>", 1)[-1]
+def answer_part(text: str) -> str | None:
+    """The reply without a leading reasoning block: after a `<think>…</think>` that opens it, or after a lone `</think>`
+    (a template that opened the block in the prompt). None while the reply never left its reasoning. A tag anywhere
+    else is text (an explanation may quote one)."""
+    stripped = text.lstrip()
+    if stripped.startswith("<think>"):
+        end = stripped.find("</think>")
+        return None if end == -1 else stripped[end + len("</think>") :]
+    close = text.find("</think>")
+    if close != -1 and "<think>" not in text[:close]:
+        return text[close + len("</think>") :]
+    return text
 
 
-def _json_objects(text: str) -> list[dict]:
-    """Every JSON object written in `text`, bare or fenced, in the order they end."""
+def _objects(text: str) -> list[tuple[int, int, object]]:
+    """Every top-level JSON value opened by "{" in `text`, as (start, end, value), outermost only."""
     decoder = json.JSONDecoder()
-    found = []
-    for match in _FENCED.finditer(text):
-        try:
-            found.append((match.end(), json.loads(match.group(1))))
-        except ValueError:
-            continue
-    position = text.find("{")
+    found, position = [], text.find("{")
     while position != -1:
         try:
             value, end = decoder.raw_decode(text, position)
-            found.append((end, value))
-            position = text.find("{", end)
         except ValueError:
             position = text.find("{", position + 1)
-    return [value for _, value in sorted(found, key=lambda pair: pair[0]) if isinstance(value, dict)]
+            continue
+        found.append((position, end, value))
+        position = text.find("{", end)
+    return found
+
+
+def read_verdict(text: str, field: str, allowed: tuple) -> tuple[dict | None, str]:
+    """The verdict in a grader's reply, read strictly, and why not when there is none (`ambiguous: …` when the reply
+    holds more than one candidate). After a leading reasoning block, the reply must be one JSON object, whole or in
+    one fenced block, with `field` set to an allowed value; a second verdict-shaped object anywhere (a draft, a
+    hypothetical) makes it ambiguous, and an object is never read from inside another."""
+    rest = answer_part(text)
+    if rest is None:
+        return None, "the reply never left its reasoning block"
+    body = rest.strip()
+    try:
+        whole = json.loads(body)
+    except ValueError:
+        whole = None
+    if whole is not None:
+        return _checked(whole, field, allowed)
+    fences = list(_FENCED.finditer(body))
+    outside = _FENCED.sub(" ", body)
+    shaped = [value for _, _, value in _objects(outside) if isinstance(value, dict) and field in value]
+    if len(fences) == 1:
+        if shaped:
+            return None, f"ambiguous: a fenced verdict and {len(shaped)} more object(s) with {field!r} outside it"
+        try:
+            fenced = json.loads(fences[0].group(1))
+        except ValueError:
+            return None, "the fenced block is not JSON"
+        return _checked(fenced, field, allowed)
+    if len(fences) > 1:
+        return None, f"ambiguous: {len(fences)} fenced blocks"
+    if shaped:
+        return None, f"the verdict object is neither the whole reply nor in a fenced block ({len(shaped)} found)"
+    return None, "no verdict in the reply"
+
+
+def _checked(value: object, field: str, allowed: tuple) -> tuple[dict | None, str]:
+    if not isinstance(value, dict):
+        return None, "the reply is JSON but not an object"
+    if not any(_same(value.get(field), option) for option in allowed):
+        return None, f"{field!r} is {value.get(field)!r}, not one of {list(allowed)}"
+    explanation = value.get("explanation")
+    return {field: value[field], "explanation": explanation if isinstance(explanation, str) else None}, ""
 
 
 def parse_reply(text: str, field: str, allowed: tuple) -> dict | None:
-    """The last verdict in the grader's reply (thinking dropped) that holds `field` with an allowed value, else None."""
-    for reply in reversed(_json_objects(without_thinking(text))):
-        if any(_same(reply.get(field), value) for value in allowed):
-            explanation = reply.get("explanation")
-            return {field: reply[field], "explanation": explanation if isinstance(explanation, str) else None}
-    return None
+    """The verdict in the grader's reply (`read_verdict`), or None."""
+    return read_verdict(text, field, allowed)[0]
 
 
 def valid_verdict(verdict: object, field: str, allowed: tuple) -> bool:
@@ -346,7 +398,7 @@ class Judge:
         if errors:
             raise errors[0]
 
-    def _request(self, call: JudgeCall) -> tuple[str, str | None]:
+    def _request(self, messages: list[dict]) -> tuple[str, str | None]:
         """One reply (text, finish_reason), with the tries a passing fault deserves; a UserError when the endpoint
         cannot serve the run, a _Failed when this request cannot be answered."""
         import openai
@@ -357,13 +409,7 @@ class Judge:
             with self._lock:
                 self.stats["calls"] += 1
             try:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model=self.endpoint.model,
-                    messages=list(call.messages),
-                    temperature=0,
-                    seed=SEED,
-                    max_tokens=self.endpoint.max_tokens,
-                )
+                body, content_type = self._within_deadline(messages)
             except openai.APIStatusError as err:
                 status = err.status_code
                 reason = _first_line(getattr(err, "message", err))
@@ -374,9 +420,10 @@ class Judge:
                 problem, wait = f"{status}: {reason}", _retry_after(err.response)
             except openai.APIConnectionError as err:  # timed out, refused, reset
                 problem = f"{type(err).__name__}: {_first_line(err)}"
+            except _PastDeadline as err:
+                problem = str(err)
             else:
-                headers = raw.http_response.headers
-                text, finish, usage = completion_text(raw.http_response.content, headers.get("content-type", ""), self.endpoint.url)
+                text, finish, usage = completion_text(body, content_type, self.endpoint.url)
                 with self._lock:
                     for name in ("prompt_tokens", "completion_tokens"):
                         count = usage.get(name)
@@ -391,27 +438,47 @@ class Judge:
                 raise _Stopped  # another call stopped the run: no more tries
         raise AssertionError("unreachable")
 
+    def _within_deadline(self, messages: list[dict]) -> tuple[bytes, str]:
+        """One completion's body and content type, from connect to last byte within `timeout_s`: the client's own
+        timeout bounds connecting and each read, and the body is streamed with the deadline checked at every chunk,
+        so a reply trickled a byte at a time is cut there (httpx has no total timeout)."""
+        deadline = time.monotonic() + self.endpoint.timeout_s
+        with self.client.chat.completions.with_streaming_response.create(
+            model=self.endpoint.model, messages=messages, temperature=0, seed=SEED, max_tokens=self.endpoint.max_tokens
+        ) as raw:
+            chunks = []
+            for chunk in raw.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _PastDeadline(f"no whole reply within --timeout {self.endpoint.timeout_s:g}s (a trickled body)")
+            return b"".join(chunks), raw.headers.get("content-type", "")
+
     def _ask(self, call: JudgeCall) -> dict:
-        """The verdict of one call: parsed, unparsed (with the reply's start and why) or failed (with the reason)."""
+        """The verdict of one call: parsed, unparsed (with the reply's start and why) or failed (with the reason). A
+        reply without exactly one verdict is asked once more, the reply sent back with a format reminder (the same
+        request at temperature 0 and a fixed seed would bring back the same reply)."""
         empty = {call.field: None, "explanation": None}
-        reply = ""
+        messages, reply, why = list(call.messages), "", ""
         for attempt in (1, 2):
             try:
-                reply, finish = self._request(call)
+                reply, finish = self._request(messages)
             except _Failed as failed:
                 return {**empty, "unparsed": False, "failed": str(failed), "attempts": attempt}
             if finish == "length":  # a draft verdict in a cut reply is not the judge's verdict
                 why = f"cut at max_tokens ({self.endpoint.max_tokens}): raise --judge-max-tokens"
                 return {**empty, "unparsed": True, "failed": None, "why": why, "attempts": attempt, "reply": reply[:300]}
-            if (parsed := parse_reply(reply, call.field, call.allowed)) is not None:
+            parsed, why = read_verdict(reply, call.field, call.allowed)
+            if parsed is not None:
                 return {**parsed, "unparsed": False, "failed": None, "attempts": attempt}
-        return {**empty, "unparsed": True, "failed": None, "why": "no verdict in the reply", "attempts": 2, "reply": reply[:300]}
+            reminder = FORMAT_REMINDER.format(field=call.field)
+            messages = [*call.messages, {"role": "assistant", "content": reply}, {"role": "user", "content": reminder}]
+        return {**empty, "unparsed": True, "failed": None, "why": why, "attempts": 2, "reply": reply[:300]}
 
     def summary(self) -> dict:
         """What judge.json records about the calls."""
         return {
             "judge": {
-                "url": self.endpoint.url,
+                "url": recorded_url(self.endpoint.url),
                 "model": self.endpoint.model,
                 "grader_version": GRADER_VERSION,
                 "max_tokens": self.endpoint.max_tokens,
@@ -424,6 +491,10 @@ class Judge:
             "bad_cache_entries": self.cache.bad,
             "usage": {"prompt_tokens": self.stats["prompt_tokens"], "completion_tokens": self.stats["completion_tokens"]},
         }
+
+
+class _PastDeadline(Exception):
+    """A reply still arriving when its call's deadline passed; tried again like a timeout."""
 
 
 class _Failed(Exception):

@@ -14,7 +14,7 @@ import pytest
 
 from caretune.basics.errors import UserError
 from caretune.evaluation.calibration import agreement
-from caretune.evaluation.judge import Endpoint, Judge, parse_reply, remote_warning
+from caretune.evaluation.judge import Endpoint, Judge, parse_reply, read_verdict, remote_warning
 from caretune.evaluation.pairwise import combine, tally, wilson
 from caretune.evaluation.rubric import Criterion, example_score, load_answers, load_rubrics, run_rubric, score
 from tests.helpers import ROOT, read_json, run_caretune, write_lines
@@ -317,18 +317,23 @@ def test_the_shipped_chinese_rubric_set_is_valid_and_covers_the_harms():
 # --- reasoning judges and endpoints that answer oddly ------------------------------------------------------------
 
 
-def test_a_reasoning_reply_is_read_by_its_final_verdict():
+def test_a_reasoning_reply_is_read_strictly():
+    """After a leading reasoning block, exactly one verdict: a draft before the final one is ambiguous, never read."""
     field, allowed = "criteria_met", (True, False)
-    draft_then_final = (
+    think_then_final = (
         '<think>\nFirst draft:\n```json\n{"criteria_met": false, "explanation": "draft"}\n```\nHmm, {not json} — no, '
         "it does mention the doctor.\n</think>\n\n"
         '```json\n{"explanation": "mentions a doctor", "criteria_met": true}\n```'
     )
-    assert parse_reply(draft_then_final, field, allowed) == {"criteria_met": True, "explanation": "mentions a doctor"}
-    assert parse_reply('<think>{"criteria_met": true}', field, allowed) is None  # cut inside its thinking
+    assert parse_reply(think_then_final, field, allowed) == {"criteria_met": True, "explanation": "mentions a doctor"}
+    assert read_verdict('<think>{"criteria_met": true}', field, allowed) == (None, "the reply never left its reasoning block")
     two = '{"criteria_met": false} then, on reflection, {"criteria_met": true, "explanation": "final"}'
-    assert parse_reply(two, field, allowed)["criteria_met"] is True  # the last well-formed verdict counts
-    assert parse_reply('{"criteria_met": true} {"criteria_met": "false"}', field, allowed)["criteria_met"] is True
+    assert parse_reply(two, field, allowed) is None  # which one? neither is read
+    fenced_twice = '```json\n{"criteria_met": true}\n```\n```json\n{"criteria_met": false}\n```'
+    assert read_verdict(fenced_twice, field, allowed)[1].startswith("ambiguous")
+    quoted = '{"criteria_met": true, "explanation": "回答里写了<think>却没有闭合"}'  # a tag inside a string is text
+    assert parse_reply(quoted, field, allowed)["criteria_met"] is True
+    assert parse_reply('{"verdict": {"criteria_met": true}}', field, allowed) is None  # never read from inside
 
 
 def test_a_reasoning_judge_over_http_scores_by_its_final_verdict(tmp_path):
@@ -496,7 +501,7 @@ def test_prompts_without_positive_points_are_listed_and_never_asked(tmp_path):
     prompts = load_rubrics(write_lines(tmp_path / "r.jsonl", [json.dumps(r, ensure_ascii=False) for r in rows]))
     with ScriptedJudge(keyword_rubric) as server:
         report = run_rubric(prompts, {"harm-only": "坏", "ok": "好"}, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
-        assert server.calls == 1
+        assert server.calls <= 3  # the prompt's criteria, asked at once; none asked again (--retries 0)
     assert report["skipped"] == [{"prompt_id": "harm-only", "reason": "no criterion with positive points: nothing to earn"}]
     assert report["by_tag"]["theme:t"]["n"] == 1  # a tag repeated on one example (and on its criterion) counts once
     assert report["by_tag"]["axis:x"]["n"] == 1 and report["n"] == 1
@@ -730,3 +735,101 @@ def test_the_general_prompts_are_judged_pairwise_with_the_general_grader(tmp_pat
     from caretune.constants import MEDICAL_SYSTEM_PROMPT
 
     assert set(seen_systems) == {MEDICAL_SYSTEM_PROMPT}  # answered under the served prompt, base and tuned alike
+
+
+ADVERSARIAL = {
+    # the right fenced verdict, then prose with a hypothetical opposite object
+    "hypothetical": lambda final, opposite: f"```json\n{final}\n```\n如果回答没有提到这一点，结论就应为 {opposite}",
+    # a draft, then the final verdict whose explanation quotes <think>
+    "draft then final": lambda final, opposite: (
+        f'```json\n{opposite}\n```\n再想想。\n```json\n{final[:-1]}, "note": "<think>"}}\n```'
+    ),
+    # an invalid outer object holding a valid inner one
+    "inner object": lambda final, opposite: json.dumps({"verdict": json.loads(final)}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ADVERSARIAL))
+def test_an_adversarial_reply_is_never_scored_and_the_second_ask_differs(tmp_path, kind):
+    """Each reply above once changed a score (the hypothetical: 0.075 where the final verdicts give 0.225). Read
+    strictly, it is ambiguous or no verdict: asked again once with the reply sent back and a format reminder, then
+    unparsed, never scored and never cached."""
+    prompts = load_rubrics(RUBRICS)
+
+    def script(content: str, number: int) -> str:
+        final = keyword_rubric(content, number)
+        opposite = json.dumps({"criteria_met": not json.loads(final)["criteria_met"], "explanation": "假设"})
+        return ADVERSARIAL[kind](final, opposite)
+
+    with ScriptedJudge(script) as server:
+        report = run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        assert server.calls == 2 * 9  # every verdict asked twice
+        second = [body for body in server.requests if len(body["messages"]) > 2]
+        assert len(second) == 9 and all(body["messages"][-1]["content"].startswith("Your reply did not") for body in second)
+        assert all(body["messages"][-2]["role"] == "assistant" for body in second)  # the reply sent back: a new request
+    assert report["unparsed"] == 9 and report["n"] == 0
+    cache = tmp_path / "c" / "scripted.jsonl"
+    assert not cache.exists() or not cache.read_text(encoding="utf-8").strip()  # nothing unparsed is cached
+
+
+def test_an_explanation_quoting_an_unclosed_think_is_read(tmp_path):
+    """Before, every such verdict was unparsed (11 of 11) and whole prompts dropped out of the score."""
+    prompts = load_rubrics(RUBRICS)
+
+    def script(content: str, number: int) -> str:
+        verdict = json.loads(keyword_rubric(content, number))
+        return json.dumps({**verdict, "explanation": "回答中出现了 <think> 标签但没有闭合"}, ensure_ascii=False)
+
+    with ScriptedJudge(script) as server:
+        report = run_rubric(prompts, load_answers(ANSWERS, prompts), "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+    assert report["unparsed"] == 0 and report["score"] == pytest.approx(0.0667, abs=1e-4)
+
+
+def test_a_trickled_reply_is_cut_at_the_calls_deadline(tmp_path):
+    """A reply sent one byte every 0.2 s held one call for 69 s against --timeout 3 --retries 0: the timeout bounded
+    each read, not the call. Now the call ends at its deadline, and --retries applies to it."""
+    import time
+
+    prompts = load_rubrics(RUBRICS)[:1]
+    slow = Fault(reply=json.dumps({"criteria_met": True, "explanation": "x" * 60}), trickle_s=0.2)
+    with ScriptedJudge(lambda content, number: slow) as server:
+        started = time.monotonic()
+        with pytest.raises(UserError, match=r"failed 1 time\(s\) in a row \(no whole reply within --timeout 3s"):
+            run_rubric(
+                prompts,
+                load_answers(ANSWERS, prompts),
+                "a",
+                judge_for(server, tmp_path / "c", timeout_s=3, retries=0),
+                tmp_path / "o",
+            )
+        assert time.monotonic() - started < 6
+        assert server.calls <= 3  # the prompt's criteria, asked at once; none asked again (--retries 0)
+
+
+def test_landlines_and_full_width_numbers_reach_no_judge(tmp_path):
+    """A landline and full-width digits in a criterion, the prompt and the answer were sent as written."""
+    row = {
+        "prompt_id": "p",
+        "prompt": [{"role": "user", "content": "我的电话是０１０－６２３４５６７８，头疼怎么办"}],
+        "rubrics": [{"criterion": "建议拨打 010-62345678 或 １３９ １２３４ ５６７８ 联系 [[医生]]", "points": 1}],
+    }
+    prompts = load_rubrics(write_lines(tmp_path / "r.jsonl", [json.dumps(row, ensure_ascii=False)]))
+    with ScriptedJudge(keyword_rubric) as server:
+        run_rubric(prompts, {"p": "看医生，或打 0755 8234 5678"}, "a", judge_for(server, tmp_path / "c"), tmp_path / "o")
+        sent = json.dumps(server.requests, ensure_ascii=False)
+    for number in ("62345678", "６２３４５６７８", "５６７８", "8234 5678"):
+        assert number not in sent, number
+    assert sent.count("[电话]") >= 4
+
+
+@pytest.mark.parametrize("query", ["api_key=SECRET", "key=SECRET", "token=SECRET", "access_token=SECRET", "sig=SECRET"])
+def test_a_key_in_the_urls_query_is_refused(query):
+    with pytest.raises(UserError, match=r"carries a secret in its query \(\w+=…\): remove it and put the key in JUDGE_API_KEY"):
+        remote_warning(f"http://127.0.0.1:8001/v1?{query}", allow_remote=False)
+
+
+def test_records_keep_the_url_without_its_query(tmp_path):
+    with ScriptedJudge(keyword_rubric) as server:
+        judge = Judge(Endpoint(url=server.url + "?api-version=2024-06-01", model="scripted"), tmp_path / "c")
+        assert judge.summary()["judge"]["url"] == server.url
+        assert remote_warning(server.url + "?api-version=2024-06-01", allow_remote=False) is None  # not a secret
