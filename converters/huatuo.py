@@ -180,8 +180,13 @@ def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
 
 
 def scrub(record: dict) -> tuple[dict, Counter | None]:
-    """Mask personal data in every human turn; the counts are None when nothing was masked."""
+    """Mask personal data in every human turn and in a row's own system prompt (the medical one holds none); the
+    counts are None when nothing was masked."""
     total: Counter = Counter()
+    system, counts = mask_pii(record.get("system") or "")
+    if counts:
+        total.update(counts)
+        record = {**record, "system": system}
     turns = []
     for turn in record["conversations"]:
         if turn["from"] == HUMAN:

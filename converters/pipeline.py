@@ -33,10 +33,10 @@ from converters.care import (
     CareTally,
     apply_care_policy,
 )
-from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
+from converters.choices import FILTER_REASONS, JAILBREAK, OFF, SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
-from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, strip_think, strip_wrappers
+from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, jailbreak, strip_think, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
 from converters.split import HeldOutSplit
@@ -166,8 +166,9 @@ def prior_query_keys(outputs: Outputs) -> tuple[KeySet, list[str]]:
             continue
         for data_file in (Path(report["outputs"]["train"]), Path(report["outputs"]["eval"])):
             if data_file.exists():
-                for _, record in RawFile(data_file).rows():
-                    keys.add(query_key(source.first_query(record)))
+                for _, record in RawFile(data_file).rows():  # a fitted row opens later: its conversation's key counts
+                    conversation = record.get("conversation") if isinstance(record, dict) else None
+                    keys.add(int(conversation, 16) if isinstance(conversation, str) else query_key(source.first_query(record)))
         datasets.append(dataset)
     return keys, datasets
 
@@ -251,6 +252,9 @@ def _clean(
                 return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
             turns, changes = stripped, (*changes, WRAPPER_STRIPPED)
     if options.filters:
+        own_system = record.get("system") if not getattr(source, "MEDICAL", True) else None
+        if own_system and JAILBREAK in options.filters and (detail := jailbreak(own_system, "")):
+            return Skip(JAILBREAK, f"system prompt: {detail}")  # a general row's own system turn is a prompt too
         rejection = first_rejection(turns, options.filters)
         if rejection is not None:
             return Skip(*rejection)
@@ -302,7 +306,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         if type(result) is Skip:
             rejects.append((line_no, element, result.reason, quote(result.detail)))
             continue
-        notes = result.pop("_notes", ())
+        notes = result.pop("_notes", ())  # counted once the row is kept
         cleaned = _clean(source, result, options)
         if type(cleaned) is Skip:
             rejects.append((line_no, element, cleaned.reason, quote(cleaned.detail)))
@@ -310,7 +314,6 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
                 example(line_no, cleaned.reason, pairs(result))
             continue
         result, changes, care, turns = cleaned
-        batch.notes.update(notes)
         if options.scrub_pii:
             result, masked = scrub(result)
             if masked:
@@ -321,7 +324,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
             rejects.append((line_no, element, INVALID_UNICODE, quote(str(err))))
             continue
         key = query_key(first_query(result))
-        if options.cutoff_len is None or fits_by_bytes(len(encoded), len(turns), options.cutoff_len):
+        if options.cutoff_len is None or fits_by_bytes(encoded, len(turns), options.cutoff_len):
             plan = unfitted_plan(len(turns), policy)  # the record's JSON bounds its text: every row fits
         else:
             system, dialogue = source.dialogue(result)
@@ -339,6 +342,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         if training_rows is not None:
             batch.expanded[len(batch.keys)] = training_rows
         batch.plans.append(plan)
+        batch.notes.update(notes)
         batch.lines.append(line_no)
         batch.elements.append(element)
         batch.keys.append(key)

@@ -73,12 +73,11 @@ _OPEN_CONJUNCTION = re.compile(
 _OPEN_PREPOSITION = re.compile(r"(?:在|对|将|把|被|让|使|给|向|从|为|于)$")
 _OPEN_PARTICLE = re.compile(r"(?:的|得|是|等|您)$")
 MIN_CLAUSE_HAN = 4  # Han characters of a line with a clause break inside that ends on a particle ("最后，建议您")
-_INLINE_LIST_END = re.compile(r"\s\d{1,2}[.、)）]\s?[^。！？\s][^。！？]*$")  # "…？ 1.去商店 2.回家"
+_INLINE_LIST_ITEM = re.compile(r"\s\d{1,2}[.、)）]\s?[^。！？\s]")  # "…？ 1.去商店 2.回家", after the last stop
 _OPEN_LIST_ITEM = re.compile(r"(?:\d{1,3}[.、)）]|[-*•+]|\\\*|[（(]\d{1,3}[）)]|[A-Za-z][.)]|[一二三四五六七八九十]{1,3}[、.])")
 _LIST_LINE = re.compile(
     r"\s*(?:\d{1,3}(?:\.\d{1,3})*[.、)）]?\s|\d{1,3}[.、)）]|[-*•+>|#]|\\\*|[（(]\d{1,3}[）)]|[A-Za-z][.)、]\s?|[一二三四五六七八九十]{1,3}[、.])"
 )
-_HASHTAG_END = re.compile(r"[#＃]\S+$")
 _PROSE_PUNCTUATION = re.compile(r"[，。；！？]")
 _LIST_CLAUSES = re.compile(r"[，。；：！？]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -86,10 +85,12 @@ MIN_PROSE_HAN = 8  # Han characters a last line needs to be read as a sentence (
 VERSE_MIN_LINES = 3  # a last paragraph this long, most of whose lines end without punctuation, is verse or a list
 _AI_SELF = re.compile(
     # "作为…AI…，" opening a clause that is not about the reader ("作为一名AI聊天机器人，你…" casts the user as one)
-    r"作为[^，。,.!?！？\n]{0,24}?(?:AI|ai|Ai|人工智能|语言模型|虚拟助手|聊天机器人|机器人|智能助手|ChatGPT|ChotGPT)"
+    r"作为[^，。,.!?！？\n]{0,24}?(?<![A-Za-z])(?:AI|Ai|人工智能|语言模型|虚拟助手|聊天机器人|机器人|智能助手|ChatGPT|ChotGPT)(?![a-z])"
     r"(?=[^，。,.!?！？\n]{0,10}(?:[，,]\s*(?![你您])|我))"
     r"|我作为[^，。,.!?！？\n]{0,12}?(?:AI|人工智能|语言模型|虚拟助手|智能助手|聊天机器人)|我是ChatGPT"
-    r"|我(?:只|仅仅|仅)?是(?:一个|一名|一种|一款|一台|一位)?[^，。,.!?！？\n我你]{0,24}?(?:AI|ai|人工智能|语言模型|聊天机器人|虚拟助手|智能助手)"
+    r"|我(?:只|仅仅|仅)?是(?:一个|一個|一名|一种|一種|一款|一台|一位)?(?:[^，。,.!?！？\n我你]{0,20}?的)?(?:大型|一款|一个)?\s?"
+    r"(?:(?<![A-Za-z])AI(?![a-z])|人工智能|语言模型|語言模型|聊天机器人|虚拟助手|虛擬助手|智能助手)"
+    r"(?!医|研究|领域|专业|技术|方向|工程|公司|行业)"
     r"|我(?:是|只是|仅是)?(?:一个|一款|一种)?由OpenAI(?:训练|开发|创建|创造|培训|打造)"
     r"|像我这样的(?:AI|人工智能|语言模型)|包括我在内的(?:AI|人工智能)|基于文本的(?:AI|人工智能)"
     r"|as an AI|As an AI|AI language model|as a (?:large )?language model|As a (?:large )?language model"
@@ -148,10 +149,13 @@ _CLAUSE_START = set(' \t\n，。！？,.!?：:“"（(我但是')  # what may st
 # the grandma exploit. Read in the questions (and the answers, where a persona speaks).
 _JAILBREAK = re.compile(
     r"DAN[^\n]{0,60}?(?:做任何事|可以做任何|即刻行动|立即执行任何|现在可做|[Dd]o [Aa]nything)|[Dd]o [Aa]nything [Nn]ow"
-    r"|开发者模式|[Dd]eveloper [Mm]ode|越狱|[Jj]ailbr(?:eak|oken)"
-    r"|忽略(?:之前|以上|所有|此前|先前|以前|前面|上述|你的)[^\n]{0,8}?(?:指令|指示|说明|规则|提示|设定)"
+    r"|(?:模拟|启用|进入|开启)开发者模式|开发者模式(?:输出|回应|回答|下的)|[Dd]eveloper [Mm]ode (?:enabled|output|response)"
+    r"|越狱(?:版|模式)?的?(?:ChatGPT|AI|人工智能|语言模型)|(?:ChatGPT|AI|人工智能)越狱"
+    r"|[Jj]ailbr(?:eak|oken) (?:ChatGPT|AI|mode|prompt)"
+    r"|忽略掉?(?:之前|以上|所有|此前|先前|以前|前面|上述|你的)(?:的|所有|任何|全部|先前|之前|以前)*(?:指令|指示|说明|规则|提示|设定)"
     r"|[Ii]gnore (?:all |any )?(?:the |your )?(?:previous|prior|above|earlier) (?:instructions|prompts|rules)"
-    r"|(?:未经|没有|无|非|不受)(?:任何)?过滤|[Uu]nfiltered|[Uu]ncensored"
+    r"|(?:未经|没有|无|非|不受)(?:任何)?过滤的?(?:、|和)?(?:完全)?(?:不受限制的)?(?:回答|回复|回应|内容|输出|响应|语言模型|AI|人工智能|聊天机器人|模型|版本)"
+    r"|没有任何过滤|[Uu]nfiltered (?:AI|response|model|chatbot)|[Uu]ncensored (?:AI|response|model|chatbot)"
     r"|(?:完全|不受任何|没有任何|不受)限制的(?:语言模型|AI|人工智能|聊天机器人|模型)|非限制版|跨越你的局限|突破你的限制"
     r"|(?:不再有|没有|摆脱|忽略|无视)(?:任何)?(?:OpenAI的?)?内容政策"
     r"|(?:没有|缺乏|不遵守|不受)(?:任何|所有的?)?(?:道德|伦理)(?:规范|准则|指南|底线|限制|约束)"
@@ -160,8 +164,8 @@ _JAILBREAK = re.compile(
     r"|(?:不应|不能|不会|永远不会|不要)拒绝(?:遵守)?(?:我的)?(?:任何)?(?:问题|请求|要求|命令)"
     r"|必须服从所有命令|马基雅维利|[Mm]achiavellian|(?:扮演|称为|名为)AIM|AIM(?:代表|是一个)"
     r"|虚构的?语言模型|让(?:这个)?(?:人工智能|AI)说出|(?:操纵|欺骗|绕过)[^\n]{0,10}?(?:人工智能|AI)的(?:答案|回答|限制)"
-    r"|(?:把|将)?(?:炸弹|毒品|炸药|枪支?|武器|冰毒|病毒)(?:叫做|称为|代表)"
-    r"|(?:奶奶|祖母|外婆)[^\n]{0,40}?(?:序列号|序号|密钥|激活码|[Kk]ey|配方|凝固汽油|napalm)"
+    r"|(?:把|将)(?:炸弹|毒品|炸药|枪支?|武器|冰毒)(?:叫做|称为|当作)|(?:炸弹|炸药|冰毒)叫做"
+    r"|(?:扮演|假装|过世|去世|已故)[^\n]{0,20}?(?:奶奶|祖母|外婆)[^\n]{0,60}?(?:序列号|序号|密钥|激活码|[Kk]ey|配方|凝固汽油|napalm)"
 )
 _CONTACT_HINT = re.compile(r"http|www\.|\.com|\.cn|\.net|\.org|微信|VX|vx|Vx|QQ|qq|地址[:：]|路[0-9]|街[0-9]|道[0-9]")
 _CONTACT = re.compile(
@@ -176,7 +180,6 @@ _CONTACT_SIGNS = re.compile(f"{_CONTACT_HINT.pattern}|{PII_SIGNS.pattern}")
 _CHAR_RUN = re.compile(r"(.)" + r"\1" * (DEGENERATE_CHAR_RUN - 1))  # spelled out: twice as fast as {n,}
 _RUN_STRIDE = DEGENERATE_CHAR_RUN // 2
 _EQUAL_NEIGHBOURS = re.compile(r"(.)\1", re.DOTALL)
-_THINK_BLOCK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _WRAPPER_START = re.compile(r"^\s*(<s>)?\s*(问[：:]|[Qq][：:])?\s*")
 _WRAPPER_END = re.compile(r"\s*(答[：:]|[Aa][：:])?\s*(</s>)?\s*$")
 
@@ -227,6 +230,12 @@ def _unclosed(line: str) -> str | None:
     return stack[0] if stack else None
 
 
+def _ends_in_hashtag(line: str) -> bool:
+    """The line's last word holds a hashtag ("…#健康", "ChatGPT＃Vercel")."""
+    words = line.split()
+    return bool(words) and ("#" in words[-1] or "＃" in words[-1])
+
+
 def _cut_sentence(lines: list[str]) -> bool:
     """The last line is a prose sentence without its end: MIN_PROSE_HAN+ Han characters, ending on a Han character,
     letter or digit, not a table row, heading or hashtag, and read as a sentence: a plain line with punctuation inside
@@ -241,7 +250,7 @@ def _cut_sentence(lines: list[str]) -> bool:
     elif not _HAN.match(last[-1]):
         return False
     han = len(_HAN.findall(last))
-    if last[0] in "|#>" or _HASHTAG_END.search(last) or _INLINE_LIST_END.search(last):
+    if last[0] in "|#>" or _ends_in_hashtag(last) or _INLINE_LIST_ITEM.search(re.split("[。！？]", last)[-1]):
         return False
     if not ascii_word and _OPEN_PREPOSITION.search(last) and han >= MIN_CLAUSE_HAN:
         return True
@@ -401,9 +410,18 @@ def strip_think(answer: str) -> str:
     opens nothing, all that precedes it; from a `<think>` never closed, all that follows. Unchanged without a tag."""
     if "<think>" not in answer and "</think>" not in answer:
         return answer
-    text = _THINK_BLOCK.sub("", answer)
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    if "<think>" in text:
-        text = text.split("<think>", 1)[0]
-    return text.strip()
+    kept, position = [], 0
+    while True:  # one pass over the text: a run of unclosed tags costs no more than the text
+        opened = answer.find("<think>", position)
+        closed = answer.find("</think>", position)
+        if closed != -1 and (opened == -1 or closed < opened):  # a close that opens nothing: drop all before it
+            kept, position = [], closed + len("</think>")
+            continue
+        if opened == -1:
+            kept.append(answer[position:])
+            break
+        kept.append(answer[position:opened])
+        if closed == -1:  # never closed: the rest is reasoning
+            break
+        position = closed + len("</think>")
+    return "".join(kept).strip()

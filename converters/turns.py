@@ -16,6 +16,7 @@ bytes are under the cutoff, since a byte-level tokenizer never makes more tokens
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -71,10 +72,13 @@ class Plan:
         return self.answers - len(self.windows) - self.too_long
 
 
-def fits_by_bytes(record_bytes: int, turns: int, cutoff_len: int) -> bool:
-    """Whether a conversation whose record encodes to `record_bytes` UTF-8 bytes of JSON (its text and more) fits the
-    cutoff whole, without counting tokens."""
-    return record_bytes + SYSTEM_OVERHEAD + TURN_OVERHEAD * turns + THINK_OVERHEAD <= cutoff_len
+def fits_by_bytes(record: bytes, turns: int, cutoff_len: int) -> bool:
+    """Whether a conversation whose record encodes to `record` (UTF-8 JSON: its text and more) fits the cutoff whole,
+    without counting tokens. Qwen3's tokenizer normalises text to NFC first, which can lengthen text not in NFC
+    (U+1D160 is 4 bytes, 6 tokens): such text is counted."""
+    if len(record) + SYSTEM_OVERHEAD + TURN_OVERHEAD * turns + THINK_OVERHEAD > cutoff_len:
+        return False
+    return record.isascii() or unicodedata.is_normalized("NFC", record.decode("utf-8"))
 
 
 @functools.cache
@@ -90,10 +94,14 @@ def _byte_bound(system: str, turns: list[tuple[str, str]]) -> int:
     return text_bytes + SYSTEM_OVERHEAD + TURN_OVERHEAD * len(turns) + THINK_OVERHEAD
 
 
+def _nfc(system: str, turns: list[tuple[str, str]]) -> bool:
+    return all(unicodedata.is_normalized("NFC", text) for text in (system, *(t for turn in turns for t in turn)))
+
+
 def plan_rows(system: str, turns: list[tuple[str, str]], policy: str, cutoff_len: int | None, count: TokenCounter | None) -> Plan:
     """The training rows of a conversation under `policy`, each fitted to `cutoff_len` (None: no fitting)."""
     targets = range(len(turns)) if policy == TRAIN_ALL else (len(turns) - 1,)
-    if cutoff_len is None or _byte_bound(system, turns) <= cutoff_len:
+    if cutoff_len is None or (_byte_bound(system, turns) <= cutoff_len and _nfc(system, turns)):
         return unfitted_plan(len(turns), policy)
     if count is None:
         raise ValueError("a token counter is needed to fit rows longer than the cutoff")

@@ -25,6 +25,7 @@ _SEP = r"[- ]?"  # one space or hyphen between digit groups
 _RUN = re.compile(r"(?<![0-9])\+?(?:\(0[0-9]{2,3}\) ?)?[0-9]+(?:[- ][0-9]+)*(?![0-9])")
 _GROUP = re.compile(r"[0-9]+")
 MAX_PHONE_DIGITS = 13  # 86 and a mobile number
+MIN_GROUP_DIGITS = 3  # a phone number's groups ("138 1234 5678", "010-62345678", "400-123-4567"); "86" may lead
 _PHONE_DIGITS = re.compile(
     r"(?:86)?1[3-9][0-9]{9}"  # mobile
     r"|0(?:10|2[0-9]|[3-9][0-9]{2})[2-9][0-9]{6,7}"  # landline: area code, then a 7- or 8-digit number
@@ -36,7 +37,9 @@ _ID_CARD = re.compile(
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # Every match has an "@", a full-width digit, a bracketed area code, or a run of 10+ digits and separators: one
 # cheap scan rules most texts out. Each branch starts with a literal character, so `re` skips to candidates in C.
-PII_SIGNS = re.compile("|".join(("@", r"\(0", "（0", *_WIDE, *(digit + r"[- 0-9]{8,}[0-9Xx]" for digit in "0123456789"))))
+PII_SIGNS = re.compile(
+    "|".join(("@", r"\(0", "（0", *_WIDE, *(digit + r"[- 0-9－—–‐‑‒\u3000]{8,}[0-9Xx]" for digit in "0123456789")))
+)
 
 
 def _phone_spans(read: str) -> list[tuple[int, int]]:
@@ -49,7 +52,10 @@ def _phone_spans(read: str) -> list[tuple[int, int]]:
         while first < len(groups):
             digits, best = "", None
             for last in range(first, len(groups)):
-                digits += read[groups[last][0] : groups[last][1]]
+                group = read[groups[last][0] : groups[last][1]]
+                if len(group) < MIN_GROUP_DIGITS and not (last == first and group == "86"):
+                    break  # "1 3 5 7 9 11", "0-20 3-5": scores and ranges, not a phone number
+                digits += group
                 if len(digits) > MAX_PHONE_DIGITS:
                     break
                 if _PHONE_DIGITS.fullmatch(digits):
@@ -70,7 +76,7 @@ def _phone_spans(read: str) -> list[tuple[int, int]]:
 
 def _spans(read: str) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every piece of personal data in `read` (ASCII-read text), earliest first, not overlapping."""
-    found = [(m.start(), m.end(), EMAIL) for m in _EMAIL.finditer(read)]
+    found = [(m.start(), m.end(), EMAIL) for m in _EMAIL.finditer(read)] if "@" in read else []
     found += [(m.start(), m.end(), ID_CARD) for m in _ID_CARD.finditer(read)]
     found += [(start, end, PHONE) for start, end in _phone_spans(read)]
     found.sort()

@@ -338,11 +338,14 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir,
         general,
     )
     shares, controlled = report["shares"], report["length_controlled"]
-    lc = (
-        f"; preferred {controlled['raw_win_rate']:.0%} raw, {controlled['win_rate']:.0%} length-controlled"
-        if controlled["win_rate"] is not None
-        else ""
-    )
+    if controlled["win_rate"] is not None:
+        low, high = controlled["ci"]
+        raw, fitted = controlled["raw_win_rate"], controlled["win_rate"]
+        lc = f"; preferred {raw:.0%} raw, {fitted:.0%} length-controlled ({low:.0%}–{high:.0%})"
+    elif controlled["raw_win_rate"] is not None:
+        lc = f"; preferred {controlled['raw_win_rate']:.0%} raw; length-controlled withheld ({controlled['withheld']})"
+    else:
+        lc = ""
     click.echo(
         f"pairwise: tuned vs base over {report['judged']}/{report['sample']} {report['questions']}: win {shares['win'] or 0:.0%}, "
         f"tie {shares['tie'] or 0:.0%}, loss {shares['loss'] or 0:.0%}{lc}; mean length base "

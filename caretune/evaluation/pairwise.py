@@ -5,11 +5,13 @@ MT-Bench and AlpacaEval do, since judges favour a position). Results are win/tie
 model with 95% Wilson intervals, beside each side's mean answer length.
 
 Judges favour longer answers, so two length-controlled figures stand beside the raw ones:
-- `length_controlled.win_rate`: AlpacaEval 2's idea on one comparison. Each judged pair's outcome (win 1, tie 0.5,
-  loss 0) is fitted by a logistic regression on the length difference, p = sigmoid(a + b * tanh(d / sd)), where d is
-  the tuned answer's length minus the base answer's (characters) and sd the deviation of d over the pairs; a weak
-  ridge (one pseudo-observation) keeps the fit finite when length alone decides. sigmoid(a) is the rate at which
-  the tuned answer would be preferred were both answers equally long; the raw rate beside it counts ties as half.
+- `length_controlled.win_rate`: AlpacaEval 2's form on one comparison, its model and length terms only (its
+  instruction-difficulty terms are fitted across many models and cannot be identified from one comparison). Each
+  judged pair's outcome (win 1, tie 0.5, loss 0) is fitted by p = sigmoid(a + b * tanh(d / sd)), d the tuned answer's
+  length minus the base answer's (characters), sd the standard deviation of d (AlpacaEval's scale); sigmoid(a) is the
+  rate were both answers equally long, with a bootstrap interval over prompts. It is withheld, with the reason, when
+  the tuned answer is shorter (or longer) in under 10% of the pairs, or the fit separates: length and model cannot
+  then be told apart (simulations in the evaluation README).
 - `length_matched`: win/tie/loss over the pairs whose two answers differ by at most 10% in length.
 """
 
@@ -84,8 +86,11 @@ def tally(results: list[str | None]) -> dict:
     }
 
 
-RIDGE = 1.0  # the logistic fit's ridge: one pseudo-observation's weight
+RIDGE = 1.0  # the length coefficient's ridge: one pseudo-observation's weight (keeps a separating fit finite)
 MATCHED_WITHIN = 0.10  # length-matched pairs: lengths within 10% of the longer answer
+MIN_SIDE_SHARE = 0.10  # length control needs at least this share of pairs with the tuned answer shorter, and longer
+SEPARATING_SLOPE = 6.0  # a fitted length coefficient past this: length alone decides the verdicts (see the README)
+BOOTSTRAP_DRAWS = 1000
 OUTCOME = {TUNED: 1.0, TIE: 0.5, BASE: 0.0}
 
 
@@ -93,41 +98,89 @@ def _sigmoid(value: float) -> float:
     return 1 / (1 + math.exp(-value)) if value >= 0 else math.exp(value) / (1 + math.exp(value))
 
 
-def fit_length_logistic(outcomes: list[float], differences: list[float]) -> tuple[float, float]:
-    """(a, b) of p = sigmoid(a + b * x), x = tanh(d / sd), fitted to fractional outcomes by Newton's method with a ridge."""
-    spread = math.sqrt(sum(d * d for d in differences) / len(differences)) if differences else 0.0
-    xs = [math.tanh(d / spread) if spread else 0.0 for d in differences]
+def length_feature(differences: list[float]) -> list[float]:
+    """AlpacaEval 2's length term: tanh of the length difference over its standard deviation (ddof 1, as pandas)."""
+    import statistics
+
+    scale = statistics.stdev(differences) if len(differences) > 1 else 0.0
+    return [math.tanh(d / scale) if scale else 0.0 for d in differences]
+
+
+def fit_length_logistic(outcomes, features) -> tuple[float, float]:
+    """(a, b) of p = sigmoid(a + b * x) fitted to fractional outcomes by Newton's method; a ridge on b only, so a
+    separating fit stays finite and the model term is not pulled toward 50%."""
+    import numpy as np
+
+    y, x = np.asarray(outcomes, dtype=float), np.asarray(features, dtype=float)
     a = b = 0.0
     for _ in range(100):
-        ps = [_sigmoid(a + b * x) for x in xs]
-        ga = sum(p - y for p, y in zip(ps, outcomes)) + RIDGE * a
-        gb = sum((p - y) * x for p, y, x in zip(ps, outcomes, xs)) + RIDGE * b
-        w = [p * (1 - p) for p in ps]
-        haa = sum(w) + RIDGE
-        hab = sum(wi * x for wi, x in zip(w, xs))
-        hbb = sum(wi * x * x for wi, x in zip(w, xs)) + RIDGE
+        p = 1 / (1 + np.exp(-(a + b * x)))
+        w = p * (1 - p)
+        ga, gb = float(np.sum(p - y)) + 1e-6 * a, float(np.sum((p - y) * x)) + RIDGE * b
+        haa, hab, hbb = float(w.sum()) + 1e-6, float((w * x).sum()), float((w * x * x).sum()) + RIDGE
         det = haa * hbb - hab * hab
         step_a, step_b = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
-        a, b = a - step_a, b - step_b
-        if abs(step_a) + abs(step_b) < 1e-10:
+        a, b = max(-30.0, min(30.0, a - step_a)), b - step_b
+        if abs(step_a) + abs(step_b) < 1e-9:
             break
     return a, b
 
 
-def length_control(results: list[str | None], base_lengths: list[int], tuned_lengths: list[int]) -> dict:
-    """The raw preference rate (ties as half), the length-controlled one, and win/tie/loss over length-matched pairs."""
+def separates(outcomes: list[float], features: list[float]) -> bool:
+    """Whether the length term alone sorts every win from every loss (ties aside): the logistic fit then has no
+    finite length coefficient, and whatever the model term shows is an artefact of the ridge."""
+    wins = [x for y, x in zip(outcomes, features) if y == 1.0]
+    losses = [x for y, x in zip(outcomes, features) if y == 0.0]
+    if not wins or not losses:
+        return False
+    return min(wins) > max(losses) or max(wins) < min(losses)
+
+
+def _percentiles(values: list[float]) -> list[float]:
+    ordered = sorted(values)
+    return [round(ordered[int(0.025 * len(ordered))], 4), round(ordered[int(0.975 * len(ordered)) - 1], 4)]
+
+
+def length_control(results: list[str | None], base_lengths: list[int], tuned_lengths: list[int], seed: int = 0) -> dict:
+    """The raw preference rate (ties as half) and the length-controlled one (AlpacaEval 2's model and length terms on
+    one comparison: sigmoid(a) of p = sigmoid(a + b tanh(d / sd))), each with a percentile bootstrap interval over
+    prompts; win/tie/loss over length-matched pairs. The controlled figure is withheld, with the reason, when the length
+    differences do not fall on both sides of zero in at least MIN_SIDE_SHARE of the pairs each, or the fit separates."""
+    import random
+
     judged = [(OUTCOME[r], t - b, b, t) for r, b, t in zip(results, base_lengths, tuned_lengths) if r is not None]
+    empty = {"raw_win_rate": None, "raw_ci": None, "win_rate": None, "ci": None, "withheld": "no judged pair"}
     if not judged:
-        return {"raw_win_rate": None, "win_rate": None, "length_coefficient": None, "length_matched": None}
-    outcomes = [o for o, _, _, _ in judged]
-    a, b = fit_length_logistic(outcomes, [d for _, d, _, _ in judged])
+        return {**empty, "length_coefficient": None, "tuned_shorter_share": None, "length_matched": None}
+    outcomes, differences = [o for o, _, _, _ in judged], [d for _, d, _, _ in judged]
+    features = length_feature(differences)
+    rng = random.Random(seed)
+    draws = [[rng.randrange(len(judged)) for _ in judged] for _ in range(BOOTSTRAP_DRAWS)]
+    shorter, longer = (sum(d < 0 for d in differences) / len(judged), sum(d > 0 for d in differences) / len(judged))
+    a, b = fit_length_logistic(outcomes, features)
+    withheld = None
+    if min(shorter, longer) < MIN_SIDE_SHARE:
+        withheld = (
+            f"the tuned answer is shorter in {shorter:.0%} and longer in {longer:.0%} of the pairs: under "
+            f"{MIN_SIDE_SHARE:.0%} on one side, the model's and the length's shares cannot be told apart"
+        )
+    elif separates(outcomes, features) or abs(b) > SEPARATING_SLOPE:
+        withheld = "the fit separates: the length difference alone sorts the wins from the losses"
+    controlled = ci = None
+    if withheld is None:
+        controlled = round(_sigmoid(a), 4)
+        ci = _percentiles([_sigmoid(fit_length_logistic([outcomes[i] for i in d], [features[i] for i in d])[0]) for d in draws])
     matched = [
         {1.0: TUNED, 0.5: TIE, 0.0: BASE}[o] for o, d, base, tuned in judged if abs(d) <= MATCHED_WITHIN * max(base, tuned, 1)
     ]
     return {
         "raw_win_rate": round(sum(outcomes) / len(outcomes), 4),
-        "win_rate": round(_sigmoid(a), 4),
+        "raw_ci": _percentiles([sum(outcomes[i] for i in d) / len(d) for d in draws]),
+        "win_rate": controlled,
+        "ci": ci,
+        "withheld": withheld,
         "length_coefficient": round(b, 4),
+        "tuned_shorter_share": round(shorter, 4),
         "length_matched": tally(matched),
     }
 

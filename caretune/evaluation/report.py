@@ -323,7 +323,7 @@ def render_judged(runs: list[dict], has_png: bool) -> list[str]:
             "",
         ]
         controlled = pair.get("length_controlled") or {}
-        if controlled.get("win_rate") is not None:
+        if controlled.get("raw_win_rate") is not None:
             matched = controlled["length_matched"]
             matched_text = (
                 f"; over the {matched['judged']} pairs within 10% of each other's length: win {matched['shares']['win']:.0%}, "
@@ -331,14 +331,23 @@ def render_judged(runs: list[dict], has_png: bool) -> list[str]:
                 if matched and matched["judged"]
                 else "; no pair within 10% of each other's length"
             )
-            lines += [
-                f"Length-controlled: the tuned answer is preferred {controlled['raw_win_rate']:.0%} of the time (ties as "
-                f"half), {controlled['win_rate']:.0%} at equal length by a logistic fit on the length difference{matched_text}.",
-                "",
-            ]
+            interval = _ci(controlled.get("raw_ci"))
+            raw = f"the tuned answer is preferred {controlled['raw_win_rate']:.0%} of the time (ties as half{interval})"
+            if controlled.get("win_rate") is not None:
+                fitted = (
+                    f"{controlled['win_rate']:.0%} at equal length{_ci(controlled.get('ci'))} by AlpacaEval 2's length "
+                    "term fitted on this comparison"
+                )
+            else:
+                fitted = f"the rate at equal length is withheld: {controlled.get('withheld')}"
+            lines += [f"Length-controlled: {raw}; {fitted}{matched_text}.", ""]
     if len(lines) == 2:
         lines += ["No judged results in these runs (`caretune judge`).", ""]
     return lines
+
+
+def _ci(interval: list | None) -> str:
+    return f", 95% interval {interval[0]:.0%}–{interval[1]:.0%}" if interval else ""
 
 
 def _cell(run: dict, section: str, key: str, fmt: str) -> str:

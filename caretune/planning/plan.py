@@ -49,6 +49,7 @@ class TrainSettings:
     template: str
     enable_thinking: bool
     mask_history: bool
+    preserve_thinking: bool
     cutoff_len: int
     packing: bool
     neat_packing: bool
@@ -130,6 +131,7 @@ def read_recipe(path: str) -> TrainSettings:
         template=recipe.get("template", TEMPLATE),
         enable_thinking=recipe.get("enable_thinking", defaults["enable_thinking"]) is not False,
         mask_history=bool(recipe.get("mask_history")),
+        preserve_thinking=bool(recipe.get("preserve_thinking")),
         cutoff_len=number("cutoff_len", defaults["cutoff_len"], minimum=2),
         packing=bool(recipe.get("packing") or recipe.get("neat_packing")),
         neat_packing=bool(recipe.get("neat_packing")),
@@ -395,7 +397,7 @@ def tokenize(
                     num_proc=processes,
                     use_cache=use_cache,
                 )
-                kept = data.lengths(cutoff, settings.mask_history)
+                kept = data.lengths(cutoff, settings.mask_history, settings.preserve_thinking)
                 quantiles = load_profile(profile) if profile else None
             except TokenizerError as err:
                 raise PlanError(str(err)) from None

@@ -76,9 +76,11 @@ class TurnLengths:
         """Rows tokenized."""
         return len(self.turns)
 
-    def lengths(self, cutoff_len: int, mask_history: bool = False) -> list[int]:
+    def lengths(self, cutoff_len: int, mask_history: bool = False, preserve_thinking: bool = False) -> list[int]:
         """Token length of every kept row at `cutoff_len`, in dataset order, as LLaMA-Factory truncates. Under
-        `mask_history` the history turns lose their empty think block, as LLaMA-Factory encodes them then."""
+        `mask_history` (without `preserve_thinking`) the history turns lose their empty think block, as LLaMA-Factory
+        encodes them then."""
+        discard = mask_history and not preserve_thinking
         result = []
         start = 0
         for turns in self.turns.tolist():
@@ -87,7 +89,7 @@ class TurnLengths:
             triples = self.pairs[start : start + turns].tolist()
             start += turns
             last = len(triples) - 1
-            pairs = [(s - (k if mask_history and i < last else 0), t) for i, (s, t, k) in enumerate(triples)]
+            pairs = [(s - (k if discard and i < last else 0), t) for i, (s, t, k) in enumerate(triples)]
             result.append(truncated_length(pairs, cutoff_len, self.prefix, self.efficient_eos, mask_history))
         return result
 
@@ -399,16 +401,17 @@ def _compute(
 
 def care_stats(aligned) -> dict:
     """Shares of conversations whose answers advise care (also without the verbatim reminder sentences a conversion
-    appends: the data's own share), and of urgent questions answered with emergency care. A conversation is a run of
-    consecutive rows opening with the same question and system prompt (turn expansion writes one row per trained
-    answer, each a longer prefix of the last): its last row holds it whole."""
+    appends: the data's own share), and of urgent questions answered with emergency care. Turn expansion writes one row
+    per trained answer, one after another: a row whose next row holds its question and answer as that row's latest
+    history is an earlier answer of the same conversation, and the conversation counts at its last row."""
     from converters.care import CareTally, advises_care, apply_care_policy, without_reminders
     from converters.choices import OFF
 
     tally, own = CareTally(), 0
     rows = list(zip(aligned["_prompt"], aligned["_response"], aligned["_system"]))
     for index, (prompt, response, system) in enumerate(rows):
-        if index + 1 < len(rows) and rows[index + 1][0][:1] == prompt[:1] and rows[index + 1][2] == system:
+        following = rows[index + 1][0] if index + 1 < len(rows) else []
+        if len(following) >= 3 and following[-3:-1] == [prompt[-1], *response[:1]] and rows[index + 1][2] == system:
             continue  # an earlier answer's row: the conversation's last row counts it
         messages = [*prompt, *response[:1]]
         turns = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]

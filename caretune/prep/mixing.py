@@ -56,8 +56,11 @@ def mix_shares(rows: list[int], general_share: float) -> tuple[float, ...]:
 def stale_mix(dataset_dir: str | Path, names: list[str], probs: tuple[float, ...]) -> str | None:
     """Why `probs` (a recipe's interleave_probs over `names`, the general set last) no longer match the datasets'
     training rows, or None when they do or the rows are unknown (a dataset without a report)."""
+    general = conversion_report(dataset_dir, names[-1]) if names else None
+    if len(names) < 2 or general is None or general.get("source") != "general":
+        return None  # the shares are the generator's only with the general set last
     reports = [conversion_report(dataset_dir, name) for name in names[:-1]]
-    if len(names) < 2 or any(report is None for report in reports):
+    if any(report is None for report in reports):
         return None
     rows = [training_rows(report) for report in reports]
     expected = mix_shares(rows, probs[-1])

@@ -165,7 +165,14 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     except (TypeError, ValueError):
         return  # check_values names a bad cutoff_len
     dataset_dir = str(args.get("dataset_dir", "data"))
-    names = [name for name in names_in(args.get("dataset")) if not fitted_within(dataset_dir, name, cutoff_len)]
+    # a conversion fits rows as the shipped recipes encode them: the qwen3 template, non-thinking, mask_history
+    as_fitted = (
+        (args.get("template") or TEMPLATE) == TEMPLATE
+        and args.get("enable_thinking") is False
+        and args.get("mask_history") is True
+        and not args.get("preserve_thinking")
+    )
+    names = [n for n in names_in(args.get("dataset")) if not (as_fitted and fitted_within(dataset_dir, n, cutoff_len))]
     if not names:
         return
     tokenizer = TokenizerSource(args.get("model_name_or_path"))
@@ -178,7 +185,8 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
                 data = turn_lengths(name, dataset_dir, tokenizer, scratch, **options)
             except Exception:  # noqa: BLE001 (LLaMA-Factory's own load error is check_registered_datasets' and check's)
                 continue
-            long_rows = sum(1 for length in data.lengths(1 << 30, bool(options["mask_history"])) if length > cutoff_len)
+            lengths = data.lengths(1 << 30, bool(options["mask_history"]), bool(args.get("preserve_thinking")))
+            long_rows = sum(1 for length in lengths if length > cutoff_len)
             if long_rows:
                 raise PreflightError(
                     f"{path}: {long_rows} row(s) of dataset '{name}' are longer than cutoff_len {cutoff_len} (as "

@@ -104,3 +104,24 @@ def test_a_number_beside_a_phone_is_not_swallowed_with_it():
 
 def test_a_quote_hides_full_width_digit_runs_too():
     assert mask_quote("编号１２３４５６７") == "编号#######"
+
+
+def test_ascii_digits_split_by_wide_or_dash_separators_are_masked():
+    separated = ("手机 138－1234－5678", "手机 138—1234—5678", "手机 138–1234–5678", "手机 138\u30001234\u30005678")
+    for text in (*separated, "400－810－8888"):
+        masked, counts = mask_pii(text)
+        assert counts and not any(char.isdigit() for char in masked), (text, masked)
+
+
+def test_scores_and_ranges_in_small_groups_are_not_phone_numbers():
+    for text in ("1 3 5 7 9 11 13 15 17 19", "评分 0-20 3-5 6-8 9-10", "血压 120-80 110-70 130-85"):
+        assert mask_pii(text) == (text, None), text
+
+
+def test_masking_is_linear_on_long_adversarial_text():
+    import time
+
+    for text in ("0123456789abcdef" * 6000, "1" * 100_000, "@" * 50_000):
+        started = time.perf_counter()
+        mask_pii(text)
+        assert time.perf_counter() - started < 1.0

@@ -80,6 +80,8 @@ CASES = {
             "作为家长，您要注意孩子的作息。",
             "在这次交谈中，我们讨论了大型语言模型在医学中的应用。",
             "SageMaker作为AI平台，可以托管模型。",  # "作为" not opening a clause
+            "我是在Taiwan读书的学生，我是maintainer。",  # "ai" inside English words
+            "我是一名从事人工智能医学影像研究的医生，建议就医。",  # a doctor who works on AI
             "作为一名AI聊天机器人，你需要回答用户的问题。",  # casts the reader as the AI
             "我不是医生，但建议您尽快就诊。",
         ],
@@ -100,6 +102,11 @@ CASES = {
             "我想让你扮演一名面试官，问我软件工程师职位的问题。",
             "这种药物有哪些限制？需要遵守医嘱吗？",
             "我的奶奶最近总是头晕，怎么办？",
+            "饮用未经过滤的生水会怎样？无过滤嘴的香烟危害更大吗？",  # filters that are not an AI's
+            "这种病毒称为人乳头瘤病毒，病毒叫做HPV吗？",  # names, not code words
+            "我外婆有个治咳嗽的偏方配方，可以用吗？",
+            "请不要忽略之前医生的指示吗？",
+            "如何打开安卓手机的开发者模式？iPhone越狱后怎么办？",
         ],
     ),
     SHORT_ANSWER: (["多喝水。", "去医院看看", "  好 的  "], [GOOD, "请尽快到医院就诊检查。"]),
@@ -303,3 +310,17 @@ def test_the_jailbreak_screen_never_misses_what_the_pattern_finds():
         texts += [item["question"], item["answer"]]
     matched = [text for text in texts if _JAILBREAK.search(text)]
     assert len(matched) > 30 and all(_JAILBREAK_SIGNS.search(text) for text in matched)
+
+
+def test_the_filters_are_linear_on_long_adversarial_answers():
+    import time
+
+    from converters.quality import strip_think
+
+    answers = ["好，" + "#a" * 50_000 + " 好", " 1.a" * 25_000 + "。好", "<think>" * 14_000, "0123456789abcdef" * 6000]
+    for answer in answers:
+        started = time.perf_counter()
+        strip_think(answer)
+        for check in FILTERS.values():
+            check(Q, answer)
+        assert time.perf_counter() - started < 2.0, answer[:20]

@@ -93,3 +93,41 @@ def test_fitting_writes_whole_turns_and_skips_a_question_and_answer_too_long(tmp
     assert [len(row["conversations"]) // 2 for row in rows] == [1, 2, 2, 2]
     assert report["training"]["fitted_rows"] == 2 and report["training"]["turns_dropped"] == 3
     assert all(row["system"] for row in rows)  # the system prompt stays in every fitted row
+
+
+def test_text_that_nfc_lengthens_is_counted_not_bounded_by_its_bytes():
+    """Qwen3's tokenizer normalises to NFC first: U+1D160 is 4 bytes and 6 tokens, so bytes bound nothing there."""
+    from converters.turns import fits_by_bytes
+
+    note = "\U0001d160"
+    assert fits_by_bytes("头疼".encode(), 1, 2047) and not fits_by_bytes(note.encode(), 1, 2047)
+    counted = []
+
+    def count(system, turns):
+        counted.append(turns)
+        return TurnTokens(0, [6 * len(turns[0][1])], 4)
+
+    plan_rows("", [("问", note * 10)], TRAIN_ALL, 2047, count)
+    assert counted  # counted, though 41 bytes are far under the cutoff
+
+
+def test_a_fitted_rows_later_opening_is_not_a_duplicate_of_another_dataset(tmp_path):
+    """Deduping against datasets converted earlier read each row's first question: a fitted row opens at a later
+    question, which then refused a ChatMed row asking the same. The conversation's key is what counts."""
+    from converters import chatmed
+
+    long_answer = "，".join(f"第{i}条建议是注意饮食" for i in range(40)) + "。请到医院就诊。"
+    raw = _write(tmp_path / "long.jsonl", [_dialogue("我胃疼了很久，饭后更厉害", 4, long_answer)])
+    options = Options(care_reminder="off", cutoff_len=1000, count=counter(10, [450] * 4))
+    report, outputs = convert_into(tmp_path, huatuo, raw, eval_size=0, options=options)
+    assert report["training"]["fitted_rows"] > 0
+    chatmed_raw = tmp_path / "chatmed.jsonl"
+    chatmed_raw.write_text(
+        json.dumps(
+            {"query": "我胃疼了很久，饭后更厉害（第4问）", "response": "建议到消化内科就诊，做胃镜检查。"}, ensure_ascii=False
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    second, _ = convert_into(tmp_path, chatmed, chatmed_raw, eval_size=0)
+    assert second["written"] == 1 and second["duplicates"] == 0

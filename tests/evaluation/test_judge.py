@@ -4,6 +4,7 @@ client against a scripted grader served over real HTTP and called through the re
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -543,6 +544,9 @@ def longer_wins(content: str, _: int) -> str:
 
 
 def test_a_length_biased_judge_does_not_crown_the_verbose_model(tmp_path):
+    """A judge that prefers only the longer answer: the tuned one is longer in 80% of the pairs. The fit once
+    reported 0.655 here (true preference at equal length: 0.5); length sorts every win from every loss, so the
+    controlled rate is withheld with the reason, and the raw and length-matched rates stand."""
     from caretune.evaluation.pairwise import run_pairwise
 
     rows, answer, recipes = _pairs(60)
@@ -550,8 +554,8 @@ def test_a_length_biased_judge_does_not_crown_the_verbose_model(tmp_path):
         report = run_pairwise(rows, answer, recipes, judge_for(server, tmp_path / "c"), tmp_path / "o", sample=60)
     controlled = report["length_controlled"]
     assert report["shares"]["win"] == 0.8 and controlled["raw_win_rate"] == 0.8  # raw: the longer model wins
-    assert abs(controlled["win_rate"] - 0.5) < abs(controlled["raw_win_rate"] - 0.5) - 0.15  # moves toward 50%
-    assert controlled["length_coefficient"] > 1
+    assert controlled["win_rate"] is None and "the fit separates" in controlled["withheld"]
+    assert controlled["raw_ci"][0] < 0.8 < controlled["raw_ci"][1]
 
     def fair(content: str, number: int) -> str:  # prefers the base answer's letter 基 whatever the length
         return prefers("基")(content, number)
@@ -565,10 +569,52 @@ def test_length_controlled_fit_by_hand():
     from caretune.evaluation.pairwise import fit_length_logistic, length_control
 
     a, b = fit_length_logistic([1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0])  # no length difference: a is the raw log-odds
-    assert a == pytest.approx(0.0, abs=1e-9) and b == pytest.approx(0.0, abs=1e-9)
+    assert a == pytest.approx(0.0, abs=1e-6) and b == pytest.approx(0.0, abs=1e-6)
+    a, _ = fit_length_logistic([1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert a == pytest.approx(math.log(3), abs=1e-4)  # no ridge on the model term: not pulled toward 50%
     same_length = length_control(["tuned", "tuned", "tuned", "base"], [100] * 4, [100] * 4)
-    assert same_length["raw_win_rate"] == 0.75 and 0.5 < same_length["win_rate"] < 0.75  # the ridge pulls toward 50%
-    assert same_length["length_matched"]["judged"] == 4
+    assert same_length["raw_win_rate"] == 0.75 and same_length["length_matched"]["judged"] == 4
+    assert same_length["win_rate"] is None and "shorter in 0% and longer in 0%" in same_length["withheld"]
+
+
+def _simulated(n: int, seed: int, longer_share: float, judge) -> dict:
+    """n pairs of simulated lengths (the tuned answer longer in `longer_share` of them) judged by `judge(b, t)`, the
+    probability the tuned answer wins."""
+    import random
+
+    from caretune.evaluation.pairwise import length_control
+
+    rng = random.Random(seed)
+    lengths = []
+    for _ in range(n):
+        base, gap = rng.randint(150, 450), rng.randint(20, 200)
+        lengths.append((base, base + gap if rng.random() < longer_share else max(20, base - gap)))
+    results = ["tuned" if rng.random() < judge(b, t) else "base" for b, t in lengths]
+    return length_control(results, [b for b, _ in lengths], [t for _, t in lengths], seed=seed)
+
+
+@pytest.mark.slow  # 60 bootstrapped fits: 13 s
+@pytest.mark.parametrize("n", [30, 200])
+def test_simulated_judges_where_the_truth_is_known(n):
+    """benchmarks/length_control_sim.py runs each case 200 times (the table: evaluation README); here 10 seeds, held
+    to somewhat less than what the 200 runs measured, so the test says what holds, not what one seed happened to do."""
+
+    def sigmoid(value: float) -> float:
+        return 1 / (1 + math.exp(-value))
+
+    seeds = range(10)
+    always_longer = [_simulated(n, seed, 1.0, lambda b, t: 1.0 if t > b else 0.0) for seed in seeds]  # length only
+    assert all(run["win_rate"] is None and "under 10% on one side" in run["withheld"] for run in always_longer)
+    seventy = [_simulated(n, seed, 0.5, lambda b, t: 0.7) for seed in seeds]  # 70% at equal length
+    assert abs(sum(run["win_rate"] for run in seventy) / len(seventy) - 0.7) < 0.05
+    assert sum(run["ci"][0] <= 0.7 <= run["ci"][1] for run in seventy) >= 7
+    if n == 200:
+        assert sum(run["ci"][0] > 0.5 for run in seventy) >= 9  # the interval excludes 0.5
+    mixed = [
+        _simulated(n, seed, 0.8, lambda b, t: sigmoid(math.log(1.5) + 1.5 * math.tanh((t - b) / 120))) for seed in seeds
+    ]  # 60% at equal length, pulled by length, the tuned answer longer in 80%
+    shown = [run for run in mixed if run["win_rate"] is not None]
+    assert len(shown) >= 8 and sum(run["ci"][0] <= 0.6 <= run["ci"][1] for run in shown) >= len(shown) - 2
 
 
 # --- calibration against physicians ------------------------------------------------------------------------------
