@@ -294,8 +294,16 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
 
 
 @judge.command("pairwise")
-@click.argument("base_recipe", type=click.Path(exists=True, dir_okay=False))
-@click.argument("tuned_recipe", type=click.Path(exists=True, dir_okay=False))
+@click.argument("recipes", nargs=-1, type=click.Path(exists=True, dir_okay=False), metavar="[BASE_RECIPE TUNED_RECIPE]")
+@click.option(
+    "--answers",
+    nargs=2,
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="BASE.jsonl TUNED.jsonl",
+    help='Judge answers made elsewhere instead: JSON Lines {"prompt_id", "prompt", "response"}, prompt text or chat '
+    "messages; the prompts both files answer are judged, the rest listed.",
+)
 @click.option("--sample", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out questions (chosen by hash).")
 @click.option(
     "--general",
@@ -304,12 +312,41 @@ def judge_rubric(rubrics, answers, recipe, base, backend, out_dir, grader_langua
 )
 @_BACKEND
 @_judge_options
-def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir, grader_language, **endpoint):
-    """Base against tuned on the tuned recipe's held-out questions (or, with --general, the shipped general prompts),
-    each pair judged in both orders."""
+def judge_pairwise(recipes, answers, sample, general, backend, out_dir, grader_language, **endpoint):
+    """Base against tuned on the tuned recipe's held-out questions (or, with --general, the shipped general prompts;
+    or, with --answers, answers made elsewhere), each pair judged in both orders."""
     from caretune.evaluation.evaluate import generation_settings, held_out_rows, settings_differences
     from caretune.evaluation.judge import default_out
-    from caretune.evaluation.pairwise import BASE, TUNED, general_rows, run_pairwise
+    from caretune.evaluation.pairwise import BASE, TUNED, answered_elsewhere, general_rows, run_pairwise
+
+    if answers:
+        if recipes or general:
+            raise click.UsageError("--answers BASE.jsonl TUNED.jsonl replaces the two recipes (and --general)")
+        rows, answer, unmatched = answered_elsewhere(*answers)
+        out = Path(out_dir) if out_dir else Path("saves") / "judge" / "pairwise-answers"
+        report = run_pairwise(
+            rows,
+            answer,
+            dict(zip((BASE, TUNED), answers)),
+            _open_judge(**endpoint),
+            out,
+            sample,
+            None,
+            grader_language,
+            unmatched=unmatched,
+        )
+        for side, ids in unmatched.items():
+            if ids:
+                click.echo(
+                    f"pairwise: {len(ids)} prompt_id(s) answered on the {side.split('_')[0]} side only: {', '.join(ids[:5])}"
+                    + (" …" if len(ids) > 5 else ""),
+                    err=True,
+                )
+        _pairwise_line(report, out)
+        return
+    if len(recipes) != 2:
+        raise click.UsageError("give BASE_RECIPE TUNED_RECIPE, or --answers BASE.jsonl TUNED.jsonl")
+    base_recipe, tuned_recipe = recipes
     from caretune.generation.chat_models import generate
     from caretune.recipe import Recipe
     from caretune.training.preflight import check_model_paths
@@ -337,6 +374,11 @@ def judge_pairwise(base_recipe, tuned_recipe, sample, general, backend, out_dir,
         grader_language,
         general,
     )
+    _pairwise_line(report, out)
+
+
+def _pairwise_line(report: dict, out: Path) -> None:
+    """The pairwise summary line: shares, the raw and length-controlled rates (or why withheld), lengths, calls."""
     shares, controlled = report["shares"], report["length_controlled"]
     if controlled["win_rate"] is not None:
         low, high = controlled["ci"]

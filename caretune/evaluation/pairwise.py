@@ -202,6 +202,76 @@ def general_rows(path: str | Path = GENERAL_PROMPTS) -> list[tuple[list[dict], s
     return rows
 
 
+def _prompt_messages(path: Path, number: int, prompt: object) -> list[dict]:
+    """A prompt as chat messages: text is one user turn; a list must be messages ending in a user turn."""
+    from caretune.basics.errors import UserError
+
+    if isinstance(prompt, str) and prompt.strip():
+        return [{"role": "user", "content": prompt}]
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") in ("system", "user", "assistant")
+            for m in prompt
+        )
+        and prompt[-1]["role"] == "user"
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in prompt]
+    raise UserError(f"{path}:{number}: `prompt` must be text or a list of chat messages ending in a user turn")
+
+
+def read_answer_file(path: str | Path) -> dict[str, tuple[list[dict], str]]:
+    """`{"prompt_id", "prompt", "response"}` JSON Lines, made anywhere (vLLM, another stack, a vendor model): prompt id
+    -> (messages, response). A bad line is one error naming the file and line."""
+    from caretune.basics.errors import UserError
+    from caretune.evaluation.rubric import json_lines
+
+    rows, lines = {}, {}
+    for number, row in json_lines(Path(path)):
+        prompt_id, response = row.get("prompt_id"), row.get("response")
+        if not isinstance(prompt_id, str) or not isinstance(response, str):
+            raise UserError(f'{path}:{number}: expected {{"prompt_id", "prompt", "response"}} with text prompt_id and response')
+        if prompt_id in rows:
+            raise UserError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {lines[prompt_id]})")
+        rows[prompt_id], lines[prompt_id] = (_prompt_messages(Path(path), number, row.get("prompt")), response), number
+    return rows
+
+
+def answered_elsewhere(base_file: str | Path, tuned_file: str | Path) -> tuple[list, Callable, dict]:
+    """The rows, answer function and unmatched prompt ids of `judge pairwise --answers BASE TUNED`: the prompts both
+    files answer (the same prompt in both, or an error), each side's answers as written."""
+    from caretune.basics.errors import UserError
+
+    files = {BASE: read_answer_file(base_file), TUNED: read_answer_file(tuned_file)}
+    shared = [prompt_id for prompt_id in files[BASE] if prompt_id in files[TUNED]]
+    for prompt_id in shared:
+        if files[BASE][prompt_id][0] != files[TUNED][prompt_id][0]:
+            raise UserError(f"{tuned_file}: prompt_id {prompt_id!r} holds another prompt than in {base_file}")
+    if not shared:
+        raise UserError(f"{base_file} and {tuned_file} share no prompt_id: nothing to compare")
+    rows = []
+    for prompt_id in shared:
+        messages = files[BASE][prompt_id][0]
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        rows.append(([m for m in messages if m["role"] != "system"], "", system))
+    by_prompt = {side: {json.dumps(files[side][p][0], ensure_ascii=False): files[side][p][1] for p in shared} for side in files}
+    paths = {str(base_file): BASE, str(tuned_file): TUNED}
+
+    def answer(path: str, conversations: list[tuple[list[dict], str | None]]) -> list[str]:
+        side = paths[path]
+        return [
+            by_prompt[side][json.dumps(([{"role": "system", "content": system}] if system else []) + messages, ensure_ascii=False)]
+            for messages, system in conversations
+        ]
+
+    unmatched = {
+        "base_only": sorted(set(files[BASE]) - set(shared)),
+        "tuned_only": sorted(set(files[TUNED]) - set(shared)),
+    }
+    return rows, answer, unmatched
+
+
 def run_pairwise(
     rows: list[tuple[list[dict], str, str]],
     answer: Callable[[str, list[tuple[list[dict], str | None]]], list[str]],
@@ -212,9 +282,11 @@ def run_pairwise(
     trained_by: dict | None = None,
     language: str = DEFAULT_LANGUAGE,
     general: bool = False,
+    unmatched: dict | None = None,
 ) -> dict:
     """Answer the sampled held-out questions with both recipes (`answer(recipe, conversations)`), judge each pair
-    in both orders, and write judge.json, verdicts.jsonl and answers.jsonl into `out`."""
+    in both orders, and write judge.json, verdicts.jsonl and answers.jsonl into `out`. `unmatched`: the prompt ids
+    answered on one side only (answers made elsewhere), recorded in the report."""
     chosen = sample_rows(rows, sample)
     conversations = [(messages, system or None) for messages, _, system in chosen]
     answers = {side: answer(recipes[side], conversations) for side in (BASE, TUNED)}
@@ -253,7 +325,8 @@ def run_pairwise(
         "trained_by": trained_by,
         "sample": len(chosen),
         "grader_language": language,
-        "questions": "general prompts" if general else "held-out medical questions",
+        "questions": "general prompts" if general else "shared prompts" if unmatched is not None else "held-out medical questions",
+        "unmatched": unmatched,
         **tally(results),
         "failed_pairs": sum(bool(row["failed"][0] or row["failed"][1]) for row in rows_out),
         "mean_answer_chars": {side: round(sum(map(len, answers[side])) / len(chosen), 1) if chosen else None for side in answers},

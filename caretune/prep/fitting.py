@@ -6,6 +6,7 @@ whichever process converts it; pickled without the loaded parts, so conversion w
 
 from __future__ import annotations
 
+import copy
 import functools
 
 from caretune.constants import TEMPLATE
@@ -20,7 +21,10 @@ def _loaded(template_name: str) -> tuple:
     from caretune.prep.tokenizer import offline_tokenizer
 
     tokenizer = offline_tokenizer()
-    template = lf.chat_template(tokenizer, template_name, enable_thinking=False)
+    # a copy: LLaMA-Factory shares one template object per name and a recipe's keys (default_system) are set on it;
+    # training rows get the template's own default system prompt, none for qwen3
+    template = copy.deepcopy(lf.chat_template(tokenizer, template_name, enable_thinking=False))
+    template.default_system = ""
     think = len(template.get_thought_word_ids(tokenizer)) if hasattr(template, "get_thought_word_ids") else 0
     return tokenizer, template, think
 

@@ -879,3 +879,50 @@ def test_records_keep_the_url_without_its_query(tmp_path):
         judge = Judge(Endpoint(url=server.url + "?api-version=2024-06-01", model="scripted"), tmp_path / "c")
         assert judge.summary()["judge"]["url"] == server.url
         assert remote_warning(server.url + "?api-version=2024-06-01", allow_remote=False) is None  # not a secret
+
+
+def test_pairwise_judges_answers_made_elsewhere(tmp_path):
+    """`judge pairwise --answers BASE TUNED`: JSON Lines from vLLM, another stack or a vendor model; the prompts both
+    files answer are judged in both orders, the others listed; a bad line is one error naming it."""
+    from click.testing import CliRunner
+
+    from caretune.cli import main
+
+    base = write_lines(
+        tmp_path / "base.jsonl",
+        [
+            json.dumps({"prompt_id": "q1", "prompt": "头疼怎么办？", "response": "多休息。"}, ensure_ascii=False),
+            json.dumps(
+                {"prompt_id": "q2", "prompt": [{"role": "user", "content": "发烧了"}], "response": "多喝水。"}, ensure_ascii=False
+            ),
+            json.dumps({"prompt_id": "q3", "prompt": "咳嗽", "response": "观察。"}, ensure_ascii=False),
+        ],
+    )
+    tuned = write_lines(
+        tmp_path / "tuned.jsonl",
+        [
+            json.dumps(
+                {"prompt_id": "q1", "prompt": "头疼怎么办？", "response": "多休息，持续不缓解请看医生。"}, ensure_ascii=False
+            ),
+            json.dumps(
+                {"prompt_id": "q2", "prompt": [{"role": "user", "content": "发烧了"}], "response": "多喝水，高烧请看医生。"},
+                ensure_ascii=False,
+            ),
+            json.dumps({"prompt_id": "q4", "prompt": "失眠", "response": "规律作息。"}, ensure_ascii=False),
+        ],
+    )
+    with ScriptedJudge(prefers("医生")) as server:
+        result = CliRunner().invoke(
+            main,
+            ["judge", "pairwise", "--answers", str(base), str(tuned), "--judge-url", server.url, "--judge-model", "scripted"]
+            + ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+        )
+        assert result.exit_code == 0, result.output
+        assert server.calls == 4  # two shared prompts, both orders
+    report = json.loads((tmp_path / "out" / "judge.json").read_text(encoding="utf-8"))
+    assert report["judged"] == 2 and report["win"] == 2 and report["unmatched"] == {"base_only": ["q3"], "tuned_only": ["q4"]}
+    assert "answered on the base side only: q3" in result.output
+    broken = write_lines(tmp_path / "broken.jsonl", ['{"prompt_id": "q1", "prompt": [], "response": "x"}'])
+    args = ["--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m"]
+    failed = CliRunner().invoke(main, ["judge", "pairwise", "--answers", str(base), str(broken), *args])
+    assert failed.exit_code == 1 and "broken.jsonl:1: `prompt` must be text or a list of chat messages" in failed.output
