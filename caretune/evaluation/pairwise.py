@@ -224,18 +224,12 @@ def _prompt_messages(path: Path, number: int, prompt: object) -> list[dict]:
 def read_answer_file(path: str | Path) -> dict[str, tuple[list[dict], str]]:
     """`{"prompt_id", "prompt", "response"}` JSON Lines, made anywhere (vLLM, another stack, a vendor model): prompt id
     -> (messages, response). A bad line is one error naming the file and line."""
-    from caretune.basics.errors import UserError
-    from caretune.evaluation.rubric import json_lines
+    from caretune.evaluation.rubric import answer_lines
 
-    rows, lines = {}, {}
-    for number, row in json_lines(Path(path)):
-        prompt_id, response = row.get("prompt_id"), row.get("response")
-        if not isinstance(prompt_id, str) or not isinstance(response, str):
-            raise UserError(f'{path}:{number}: expected {{"prompt_id", "prompt", "response"}} with text prompt_id and response')
-        if prompt_id in rows:
-            raise UserError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {lines[prompt_id]})")
-        rows[prompt_id], lines[prompt_id] = (_prompt_messages(Path(path), number, row.get("prompt")), response), number
-    return rows
+    return {
+        prompt_id: (_prompt_messages(Path(path), number, row.get("prompt")), response)
+        for number, prompt_id, response, row in answer_lines(path)
+    }
 
 
 def answered_elsewhere(base_file: str | Path, tuned_file: str | Path) -> tuple[list, Callable, dict]:

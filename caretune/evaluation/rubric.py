@@ -122,16 +122,23 @@ def load_rubrics(path: str | Path) -> list[RubricPrompt]:
     return prompts
 
 
-def load_answers(path: str | Path, prompts: list[RubricPrompt]) -> dict[str, str]:
-    """`{"prompt_id", "response"}` lines; every prompt must have exactly one answer."""
-    answers, lines = {}, {}
+def answer_lines(path: str | Path):
+    """(line number, prompt_id, response, row) of a `{"prompt_id", "response", …}` JSON Lines file, one answer a prompt;
+    a bad line is one UserError naming it."""
+    first: dict[str, int] = {}
     for number, row in json_lines(Path(path)):
         prompt_id, response = row.get("prompt_id"), row.get("response")
         if not isinstance(prompt_id, str) or not isinstance(response, str):
             raise UserError(f'{path}:{number}: expected {{"prompt_id": ..., "response": ...}} with text values')
-        if prompt_id in answers:
-            raise UserError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {lines[prompt_id]})")
-        answers[prompt_id], lines[prompt_id] = response, number
+        if prompt_id in first:
+            raise UserError(f"{path}:{number}: a second answer for prompt_id {prompt_id!r} (first on line {first[prompt_id]})")
+        first[prompt_id] = number
+        yield number, prompt_id, response, row
+
+
+def load_answers(path: str | Path, prompts: list[RubricPrompt]) -> dict[str, str]:
+    """`{"prompt_id", "response"}` lines; every prompt must have exactly one answer."""
+    answers = {prompt_id: response for _, prompt_id, response, _ in answer_lines(path)}
     missing = [p.prompt_id for p in prompts if p.prompt_id not in answers]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
