@@ -3,6 +3,7 @@ late or get silently wrong. Every problem is one line naming the recipe, the key
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caretune import lf
-from caretune.basics.registry import load_registry
+from caretune.basics.registry import RegistryError, load_registry
 from caretune.constants import DATASET_INFO, RESULT_FILES, TEMPLATE
 from caretune.recipe import RecipeError, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
@@ -175,14 +176,24 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     names = [n for n in names_in(args.get("dataset")) if not (as_fitted and fitted_within(dataset_dir, n, cutoff_len))]
     if not names:
         return
+    try:
+        registry = load_registry(Path(dataset_dir) / DATASET_INFO)
+    except (RegistryError, OSError):
+        return  # check_registered_datasets names the problem
+    names = [
+        n for n in names if isinstance(registry.get(n), dict) and (Path(dataset_dir) / str(registry[n].get("file_name"))).is_file()
+    ]
+    if not names:
+        return
     tokenizer = TokenizerSource(args.get("model_name_or_path"))
     defaults = lf.field_defaults()
     options = {key: args.get(key, defaults[key]) for key in ("enable_thinking", "mask_history")}
     options["template"] = args.get("template") or TEMPLATE
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "w") as quiet:
         for name in names:
             try:
-                data = turn_lengths(name, dataset_dir, tokenizer, scratch, **options)
+                with contextlib.redirect_stderr(quiet):  # datasets' progress bars: preflight says one line or nothing
+                    data = turn_lengths(name, dataset_dir, tokenizer, scratch, **options)
             except Exception:  # noqa: BLE001 (LLaMA-Factory's own load error is check_registered_datasets' and check's)
                 continue
             lengths = data.lengths(1 << 30, bool(options["mask_history"]), bool(args.get("preserve_thinking")))

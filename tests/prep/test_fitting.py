@@ -1,6 +1,7 @@
 """The token counter that fitting uses is LLaMA-Factory's own encoding, and fitted rows reach its supervised
 processor whole: no row cut, no system prompt lost, each row training its last answer."""
 
+import copy
 import json
 
 import pytest
@@ -32,7 +33,10 @@ def _processor(cutoff_len: int):
     data_args = DataArguments(**{k: v for k, v in recipe.items() if k in names and k not in ("dataset", "eval_dataset")})
     data_args.cutoff_len = cutoff_len
     tokenizer = offline_tokenizer()
-    template = chat_template(tokenizer, data_args)
+    # a training process's own template: LLaMA-Factory shares one per name, and other tests set a chat recipe's
+    # default_system on it (the training recipe sets none)
+    template = copy.deepcopy(chat_template(tokenizer, data_args))
+    template.default_system = ""
     return SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=None, data_args=data_args), tokenizer
 
 

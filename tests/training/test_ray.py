@@ -18,7 +18,7 @@ import yaml
 
 from tests.helpers import converted_workspace, free_port, run_caretune, start_caretune
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lf]  # lf: the workspace fits its rows with LLaMA-Factory's template
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'caretune[ray]')")
 RAY = str(Path(sys.executable).parent / "ray")
