@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from caretune.evaluation.pairwise import wilson  # noqa: E402
 from converters import chatmed, general  # noqa: E402
 from converters.choices import AI_SELF_REFERENCE, JAILBREAK, TRUNCATED_ANSWER  # noqa: E402
 from converters.quality import FILTERS, strip_think  # noqa: E402
@@ -88,16 +89,6 @@ def draw(out: Path) -> None:
     print(f"{len(items)} items to label -> {out}; strata {sizes}")
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _conversation(item: dict) -> str:
     return item["id"].rsplit(":", 1)[0]
 
@@ -151,7 +142,7 @@ def table(labels_path: Path) -> list[dict]:
                 strata.append(
                     (sizes[f"{file_name}:{stratum}"], [(item["label"][name], _conversation(item) in first) for item in labelled])
                 )
-            low, high = wilson(hits, len(first))
+            low, high = wilson(hits, len(first)) or (0.0, 1.0)
             recall, recall_low, recall_high = _recall(strata, rng)
             rows.append(
                 {

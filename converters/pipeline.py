@@ -746,7 +746,7 @@ def _training_summary(plans: list[Plan], rows: int, policy: str, cutoff_len: int
         "answers": answers,
         "trained_answers": trained,
         "trained_share": round(trained / answers, 4) if answers else 0.0,
-        "context_only_answers": answers - trained - too_long,
+        "context_only_answers": sum(plan.context_only for plan in plans),
         "cutoff_len": cutoff_len,
         "answers_too_long": too_long,
         "fitted_rows": sum(plan.fitted_rows for plan in plans),

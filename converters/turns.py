@@ -76,7 +76,7 @@ def fits_by_bytes(record: bytes, turns: int, cutoff_len: int) -> bool:
     """Whether a conversation whose record encodes to `record` (UTF-8 JSON: its text and more) fits the cutoff whole,
     without counting tokens. Qwen3's tokenizer normalises text to NFC first, which can lengthen text not in NFC
     (U+1D160 is 4 bytes, 6 tokens): such text is counted."""
-    if len(record) + SYSTEM_OVERHEAD + TURN_OVERHEAD * turns + THINK_OVERHEAD > cutoff_len:
+    if len(record) + _overhead(turns) > cutoff_len:
         return False
     return record.isascii() or unicodedata.is_normalized("NFC", record.decode("utf-8"))
 
@@ -91,7 +91,12 @@ def unfitted_plan(turns: int, policy: str) -> Plan:
 def _byte_bound(system: str, turns: list[tuple[str, str]]) -> int:
     """An upper bound on the tokens of the whole conversation as one row."""
     text_bytes = len(system.encode()) + sum(len(q.encode()) + len(a.encode()) for q, a in turns)
-    return text_bytes + SYSTEM_OVERHEAD + TURN_OVERHEAD * len(turns) + THINK_OVERHEAD
+    return text_bytes + _overhead(len(turns))
+
+
+def _overhead(turns: int) -> int:
+    """Template tokens of a row of `turns` turns, at most."""
+    return SYSTEM_OVERHEAD + TURN_OVERHEAD * turns + THINK_OVERHEAD
 
 
 def _nfc(system: str, turns: list[tuple[str, str]]) -> bool:
