@@ -28,6 +28,7 @@ def edited(workspace, name, source, **changes):
     return name
 
 
+@pytest.mark.lf  # the workspace fits its rows with LLaMA-Factory's template
 @pytest.mark.parametrize("registry_text", ['{"multi-med": {"file_name": "data/multi-', "[1, 2]"])
 @pytest.mark.slow
 def test_preflight_on_a_truncated_or_list_registry(tmp_path, registry_text):
@@ -99,6 +100,7 @@ def test_a_write_without_permission_is_one_line(project, monkeypatch):
     assert "permission denied" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.lf  # the workspace fits its rows with LLaMA-Factory's template
 @pytest.mark.slow
 def test_eval_on_a_registry_conflict(tmp_path):
     import json

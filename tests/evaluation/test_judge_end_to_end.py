@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import ROOT, converted_workspace, free_port, read_json, run_caretune, start_caretune, tiny_recipe
 from tests.scripted_judge import ScriptedJudge, keyword_rubric, section
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lf]  # lf: the workspace fits its rows with LLaMA-Factory's template
 
 RUBRICS = ROOT / "tests" / "data" / "judge" / "healthbench_hand.jsonl"
 

@@ -232,6 +232,7 @@ def test_recipes_new_refuses_a_world_past_the_ceiling(tmp_path):
         recipes.sized_recipe("x", "Qwen/Qwen3-8B", 8, "h100", nodes=16)
 
 
+@pytest.mark.lf  # the workspace fits its rows with LLaMA-Factory's template
 @pytest.mark.parametrize(
     "activations, compiled, keys",
     [
