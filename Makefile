@@ -27,7 +27,7 @@ GENERAL_SOURCES ?= data/sample/mcq-general
 HOST ?= 127.0.0.1
 PORT ?=
 
-.PHONY: setup lint demo test test-all convert-bench train-bench plan clean clean-data train preflight chat api webui export eval judge report \
+.PHONY: setup lint demo test test-all convert-bench train-bench plan clean clean-data train preflight chat api webui export eval judge report prefs dpo judge-dpo \
 	gpu-kit gpu-check-dry
 
 setup: $(STAMP)
@@ -92,6 +92,20 @@ judge: setup
 	base=$$($(BIN)/caretune runs base-copy $(EVAL_RECIPE)) && \
 	$(BIN)/caretune judge pairwise $$base $(EVAL_RECIPE) $(JUDGE_ARGS) && \
 	$(BIN)/caretune judge pairwise $$base $(EVAL_RECIPE) --general $(JUDGE_ARGS)
+
+# The preference stage, after `make train`: `make prefs JUDGE_URL=... JUDGE_MODEL=...` samples the SFT model's answers
+# to the prompts `caretune convert prefs` kept out of SFT and keeps the pairs the judge decides in both orders;
+# `make dpo` trains DPO from the SFT adapter on them; `make judge-dpo` judges SFT against SFT+DPO.
+DPO_RECIPE ?= recipes/qwen3-8b/dpo.yaml
+EVAL_DPO_RECIPE ?= recipes/qwen3-8b/predict_dpo.yaml
+prefs: setup
+	$(BIN)/caretune prefs build $(DPO_RECIPE) $(JUDGE_ARGS)
+
+dpo: setup
+	$(BIN)/caretune train $(DPO_RECIPE) $(if $(GPUS),--gpus $(GPUS)) $(if $(NODES),--nodes $(NODES))
+
+judge-dpo: setup
+	$(BIN)/caretune judge pairwise $(EVAL_RECIPE) $(EVAL_DPO_RECIPE) $(JUDGE_ARGS)
 
 # RUNS: run folders to compare, e.g. saves/qwen3-8b/base saves/qwen3-8b/lora; by default EVAL_RECIPE's and its base's
 RUNS ?=

@@ -8,7 +8,9 @@ from converters.names import (  # noqa: F401  (re-exported: the converters own t
     GENERAL_EVAL_DATASET,
     HUATUO_DATASET,
     HUATUO_EVAL_DATASET,
+    MEDICAL_PREFS_DATASET,
     MEDICAL_SYSTEM_PROMPT,
+    ONPOLICY_PREFS_DATASET,
 )
 
 DATA_DIR = "data"

@@ -171,6 +171,14 @@ def chat_template(tokenizer, template, **data_kwargs):
     return get_template_and_fix_tokenizer(tokenizer, data_args)
 
 
+def dataset_attr(name: str, dataset_dir: str):
+    """LLaMA-Factory's reading of one registry entry (formatting, ranking, columns)."""
+    with quiet():
+        from llamafactory.data.parser import get_dataset_list
+
+    return get_dataset_list([name], dataset_dir)[0]
+
+
 def load_aligned(name: str, dataset_dir: str, model_name_or_path: str, scratch: str, **data_kwargs):
     """One registered dataset loaded and aligned by LLaMA-Factory's own code, as training sees it.
 
@@ -231,6 +239,21 @@ def chat_all(chat_model, calls: list[tuple[list[dict], str | None]], **generatio
         for messages, system in calls
     ]
     return [future.result()[0].response_text for future in futures]
+
+
+def sample_all(chat_model, calls: list[tuple[list[dict], str | None]], candidates: int, seed: int, **generation) -> list[list[str]]:
+    """`candidates` sampled answers to each (messages, system), one prompt after another from a fixed seed, so the
+    same model and settings give the same answers."""
+    import asyncio
+
+    from transformers import set_seed
+
+    answers = []
+    for index, (messages, system) in enumerate(calls):
+        set_seed(seed + index)
+        coroutine = chat_model.achat(messages, system, num_return_sequences=candidates, do_sample=True, **generation)
+        answers.append([r.response_text for r in asyncio.run_coroutine_threadsafe(coroutine, chat_model._loop).result()])
+    return answers
 
 
 def similarity_scorer(tokenizer):

@@ -17,6 +17,7 @@ RECIPES_DIR, SAVES = "recipes", Path("saves")
 CONSISTENT_KEYS = ("template", "enable_thinking")  # a folder's recipes train, evaluate and serve one prompt
 TUNED, BASE = "lora", "base"  # a model folder's run folders: the adapter's, and the base model's for comparison
 TRAIN, PREDICT, JUDGE = "sft", "predict", "judge"
+PREFERRED, PREFERENCE_TRAIN = "lora-dpo", "dpo"  # the SFT+DPO run folder (its adapters: SFT's, then DPO's) and its training
 MEDICAL_SUITE = "medical"
 
 
@@ -76,6 +77,11 @@ class RunDir:
         return cls(SAVES / model_folder / TUNED)
 
     @classmethod
+    def preferred(cls, model_folder: str) -> RunDir:
+        """The run of the DPO adapter trained on top of the SFT one."""
+        return cls(SAVES / model_folder / PREFERRED)
+
+    @classmethod
     def base(cls, model_folder: str) -> RunDir:
         return cls(SAVES / model_folder / BASE)
 
@@ -92,7 +98,9 @@ class RunDir:
 
     @property
     def train(self) -> Path:
-        return self.root / TRAIN
+        """The run's training folder: sft/, or dpo/ for a preference run."""
+        dpo = self.root / PREFERENCE_TRAIN
+        return dpo if dpo.is_dir() and not (self.root / TRAIN).is_dir() else self.root / TRAIN
 
     @property
     def predict(self) -> Path:

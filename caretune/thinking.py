@@ -82,7 +82,8 @@ def thinking_problems(args: dict) -> list[str]:
 
 def history_problem(args: dict) -> str | None:
     """Why a training recipe's multi-turn prompts would differ from served ones (None when they would not)."""
-    if args.get("do_train") and args.get("template") == REASONING_TEMPLATE and args.get("enable_thinking") is False:
+    supervised = args.get("stage", "sft") == "sft"  # preference stages encode the prompt as served (encode_oneturn)
+    if supervised and args.get("do_train") and args.get("template") == REASONING_TEMPLATE and args.get("enable_thinking") is False:
         if not args.get("mask_history"):
             return (
                 "mask_history is not true: LLaMA-Factory would put the empty think block before every earlier answer "

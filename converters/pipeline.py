@@ -22,7 +22,7 @@ from caretune.basics.errors import UserError
 from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
 from caretune.basics.pii import PII_KINDS, mask_quote
 from caretune.basics.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
-from converters import chatmed, general, huatuo
+from converters import chatmed, general, huatuo, prefs
 from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
 from converters.care import (
     APPEND,
@@ -36,6 +36,7 @@ from converters.care import (
 from converters.choices import FILTER_REASONS, JAILBREAK, OFF, SYSTEM_LAYOUT
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
+from converters.names import MEDICAL_SYSTEM_PROMPT
 from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, jailbreak, strip_think, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
@@ -43,7 +44,8 @@ from converters.split import HeldOutSplit
 from converters.turns import TOO_LONG, Plan, TokenCounter, fits_by_bytes, plan_rows, unfitted_plan
 from converters.writer import JsonArrayWriter, JsonLinesWriter
 
-SOURCES: dict[str, ModuleType] = {chatmed.NAME: chatmed, huatuo.NAME: huatuo, general.NAME: general}
+_GENERAL_PREFS = prefs.general_source()
+SOURCES: dict[str, ModuleType] = {module.NAME: module for module in (chatmed, huatuo, general, prefs, _GENERAL_PREFS)}
 REPORT_SUFFIX = ".report.json"
 REJECTS_SUFFIX = ".rejects.jsonl"
 CHANGES_SUFFIX = ".changes.jsonl"
@@ -252,13 +254,18 @@ def _clean(
                 return Skip(EMPTY_AFTER_STRIP, "the question is only a prompt wrapper")
             turns, changes = stripped, (*changes, WRAPPER_STRIPPED)
     if options.filters:
-        own_system = record.get("system") if not getattr(source, "MEDICAL", True) else None
-        if own_system and JAILBREAK in options.filters and (detail := jailbreak(own_system, "")):
-            return Skip(JAILBREAK, f"system prompt: {detail}")  # a general row's own system turn is a prompt too
+        own_system = record.get("system")  # a row's own system turn is a prompt too
+        if (
+            own_system
+            and own_system != MEDICAL_SYSTEM_PROMPT
+            and JAILBREAK in options.filters
+            and (detail := jailbreak(own_system, ""))
+        ):
+            return Skip(JAILBREAK, f"system prompt: {detail}")
         rejection = first_rejection(turns, options.filters)
         if rejection is not None:
             return Skip(*rejection)
-    verdict = apply_care_policy(turns, options.care_reminder if getattr(source, "MEDICAL", True) else OFF)
+    verdict = apply_care_policy(turns, care_policy(source, options))
     if type(verdict) is Skip:
         return verdict
     turns, added, flags = verdict
@@ -266,6 +273,11 @@ def _clean(
         record = source.with_pairs(record, turns)
         changes += tuple(added)
     return record, changes, flags, turns
+
+
+def care_policy(source: ModuleType, options: Options) -> str:
+    """The care policy a source's rows get: off for general rows and for preference pairs (converters/prefs.py)."""
+    return options.care_reminder if getattr(source, "CARE_REMINDERS", getattr(source, "MEDICAL", True)) else OFF
 
 
 def _has_think(turns: list[tuple[str, str]]) -> bool:
@@ -289,6 +301,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
     source = SOURCES[source_name]
     convert, scrub, first_query, pairs, encode = source.convert, source.scrub, source.first_query, source.pairs, source.encode
     policy = options.train_answers or source.TRAIN_ANSWERS
+    clean_rejected = getattr(source, "clean_rejected", None)
     batch = Batch()
     rejects = batch.rejects
     quote = mask_quote if options.scrub_pii else str  # details quote row text: masked as the rows are
@@ -314,6 +327,9 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
                 example(line_no, cleaned.reason, pairs(result))
             continue
         result, changes, care, turns = cleaned
+        if clean_rejected is not None:  # a preference pair's rejected answer: filtered for the report, kept
+            result, rejected_notes = clean_rejected(result, options.filters)
+            notes = (*notes, *rejected_notes)
         if options.scrub_pii:
             result, masked = scrub(result)
             if masked:
@@ -327,8 +343,7 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         if options.cutoff_len is None or fits_by_bytes(encoded, len(turns), options.cutoff_len):
             plan = unfitted_plan(len(turns), policy)  # the record's JSON bounds its text: every row fits
         else:
-            system, dialogue = source.dialogue(result)
-            plan = plan_rows(system, dialogue, policy, options.cutoff_len, options.count)
+            plan = _fitted_plan(source, result, policy, options)
         if not plan.windows or plan.windows[-1].last != len(turns) - 1:
             rejects.append(
                 (line_no, element, TOO_LONG, f"the last answer with its question exceeds --cutoff-len {options.cutoff_len} tokens")
@@ -350,6 +365,14 @@ def convert_rows(source_name: str, options: Options, rows: Iterable[tuple[int, o
         batch.cares.append(_CARE_INDEX[care])
         batch.chars.append(len(turns[0][0]) + len(turns[0][1]) if len(turns) == 1 else sum(len(q) + len(a) for q, a in turns))
     return batch
+
+
+def _fitted_plan(source: ModuleType, record: dict, policy: str, options: Options) -> Plan:
+    """The plan of a row that may not fit the cutoff; a preference pair fits when the prompt fits with either answer
+    (the stricter of the two plans)."""
+    dialogues = source.fitting_dialogues(record) if hasattr(source, "fitting_dialogues") else [source.dialogue(record)]
+    plans = [plan_rows(system, turns, policy, options.cutoff_len, options.count) for system, turns in dialogues]
+    return max(plans, key=lambda plan: (not plan.windows, plan.windows[-1].first if plan.windows else 0))
 
 
 def _encoded_rows(source: ModuleType, record: dict, key: int, plan: Plan, encoded: bytes) -> tuple[bytes, list[bytes] | None]:
@@ -717,7 +740,7 @@ def _report(
             "layout": options.layout,
             "filters": sorted(options.filters),
             "strip_wrappers": options.strip_wrappers,
-            "care_reminder": options.care_reminder if getattr(source, "MEDICAL", True) else OFF,
+            "care_reminder": care_policy(source, options),
         },
         "prior_queries": {"datasets": prior_datasets, "count": prior_count},
         "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},

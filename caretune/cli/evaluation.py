@@ -413,3 +413,60 @@ def judge_calibrate(labels, out_dir, grader_language, **endpoint):
     physicians = f" (physicians among themselves: macro F1 {among['macro_f1']:.3f})" if among else ""
     click.echo(f"calibrate: {measured} over {report['n']} label pairs of {len(rows)} lines{physicians}; {_calls_line(report, out)}")
     _nothing_parsed(report, out)
+
+
+@main.group()
+def prefs() -> None:
+    """The preference stage's data: judged pairs of the SFT model's own answers, for DPO (recipes/<model>/dpo.yaml)."""
+
+
+@prefs.command("build")
+@click.argument("recipe", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--prompts",
+    default=None,
+    help="Registered dataset whose prompts are answered (default: prefs-med, the prompts `caretune convert prefs` kept "
+    "out of every SFT set and held-out split). Held-out prompts are never used.",
+)
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Prompts to use (chosen by hash; default: all).")
+@click.option("--candidates", type=click.IntRange(min=2, max=16), default=4, show_default=True, help="Answers sampled per prompt.")
+@click.option("--temperature", type=click.FloatRange(min=0.05, max=2.0), default=0.8, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Per answer (default: the recipe's, else 1024).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Sampling seed (the same seed gives the same answers).")
+@click.option(
+    "--backend",
+    type=click.Choice(["huggingface", "vllm"]),
+    default="huggingface",
+    show_default=True,
+    help="LLaMA-Factory engine that samples the answers.",
+)
+@_judge_options
+def prefs_build(
+    recipe, prompts, sample, candidates, temperature, max_new_tokens, seed, backend, out_dir, grader_language, **endpoint
+):
+    """Sample answers to each prompt from RECIPE's model (its SFT adapter: dpo.yaml), judge every two of them in both
+    orders, keep a prompt's pair when one answer wins both, and write and register RECIPE's dataset (prefs-onpolicy)
+    with a report beside it. The judge is asked K(K-1) times a prompt; a rerun reuses answers and verdicts."""
+    from caretune.constants import MEDICAL_PREFS_DATASET
+    from caretune.evaluation.preferences import Sampling, build_pairs, summary_line
+    from caretune.recipe import Recipe
+
+    if out_dir:
+        raise click.UsageError("--out: prefs build writes the recipe's dataset, where dataset_info.json registers it")
+    sampling = Sampling(
+        prompts=prompts or MEDICAL_PREFS_DATASET,
+        sample=sample,
+        candidates=candidates,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens or int(Recipe.load(recipe).args.get("max_new_tokens", 1024)),
+        seed=seed,
+    )
+    report = build_pairs(
+        recipe,
+        _open_judge(**endpoint),
+        sampling,
+        backend=backend,
+        language=grader_language,
+        log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(summary_line(report))

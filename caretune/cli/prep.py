@@ -16,7 +16,9 @@ def _convert_command(source_name: str, help_text: str):
     from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
     from converters.turns import TRAIN_POLICIES
 
-    medical = getattr(import_module(f"converters.{source_name}"), "MEDICAL", True)  # not the pipeline: start-up time
+    module = import_module(f"converters.{source_name}")  # not the pipeline: start-up time
+    care_reminders = getattr(module, "CARE_REMINDERS", getattr(module, "MEDICAL", True))
+    preference = getattr(module, "PREFERENCE", False)
 
     def source_option(shown: bool, name: str, choices: tuple, default: str, fixed: str, help_text: str):
         """An option this source offers, or a hidden one held at `fixed` (another value is refused in one line)."""
@@ -24,8 +26,8 @@ def _convert_command(source_name: str, help_text: str):
             return click.option(name, hidden=True, default=fixed, type=click.Choice(choices))
         return click.option(name, type=click.Choice(choices), default=default, show_default=True, help=help_text)
 
-    care_option = source_option(  # general rows get no care reminders
-        medical,
+    care_option = source_option(  # general rows and preference pairs get no care reminders
+        care_reminders,
         "--care-reminder",
         CARE_POLICIES,
         APPEND,
@@ -89,9 +91,19 @@ def _convert_command(source_name: str, help_text: str):
     @care_option
     @layout_option
     @click.option(
+        "--domain",
+        type=click.Choice(["medical", "general"]),
+        default="medical",
+        show_default=True,
+        hidden=not preference,
+        help="medical: rows without their own system turn get the medical system prompt (prefs-med); general: they keep "
+        "none (prefs-general).",
+    )
+    @click.option(
         "--train-answers",
         type=click.Choice(TRAIN_POLICIES),
         default=None,
+        hidden=preference,  # a pair trains its last answer
         help="Which answers of a multi-turn conversation train, each as a row on the prompt chat serves at that point: "
         "all, or the last (earlier answers are context). Default: all for medical sets, last for general ones "
         "(converters/turns.py, converters/general.py say why).",
@@ -146,6 +158,7 @@ def _convert_command(source_name: str, help_text: str):
         keep,
         care_reminder,
         layout,
+        domain,
         train_answers,
         cutoff_len,
         dataset_info,
@@ -156,15 +169,16 @@ def _convert_command(source_name: str, help_text: str):
         as_json,
         lock_timeout,
     ):
-        from caretune.prep.conversion import conversion_options, convert, registry_note
+        from caretune.prep.conversion import conversion_options, convert, registry_note, source_for
         from converters.pipeline import summary_line
 
+        converter = source_for(source_name, domain)
         report, outputs, card_note = convert(
-            source_name,
+            converter,
             raw,
             out=out,
             data_dir=data_dir,
-            options=conversion_options(source_name, scrub_pii, filter_set, keep, care_reminder, layout, train_answers, cutoff_len),
+            options=conversion_options(converter, scrub_pii, filter_set, keep, care_reminder, layout, train_answers, cutoff_len),
             registry_path=dataset_info if register else None,
             card=card,
             log=lambda line: click.echo(f"convert: {line}", err=True),
@@ -216,6 +230,18 @@ convert.command("general")(
         """General Chinese instructions, ShareGPT {"conversations":[...]} or alpaca {"instruction","input","output"}
     rows -> sharegpt records (general-zh): filtered, masked, deduped and split like the medical sets, with no care
     reminders and no medical system prompt (converters/general.py says why).
+
+    RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
+    )
+)
+
+convert.command("prefs")(
+    _convert_command(
+        "prefs",
+        """Preference pairs, MedicalGPT's {"conversations":[...],"chosen","rejected"} or shibing624/medical's reward
+    rows {"question","response_chosen","response_rejected"} -> LLaMA-Factory ranking records for DPO (prefs-med):
+    filtered (a failing chosen answer skips the pair; a failing rejected one is counted), masked, deduped by prompt
+    and split like the SFT sets; no care reminder is added to either answer (converters/prefs.py says why).
 
     RAW may be JSON Lines or a JSON array, UTF-8 with or without BOM.""",
     )
@@ -278,7 +304,7 @@ def check(names, dataset_info, model_name_or_path, template, cutoff_len, sample,
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["chatmed", "huatuo", "general"]))
+@click.argument("dataset", type=click.Choice(["chatmed", "huatuo", "general", "prefs"]))
 @click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True, help="Hub to download from.")
 @click.option("--dest", type=click.Path(file_okay=False), default=f"{DATA_DIR}/raw", show_default=True)
 def fetch(dataset, source, dest):

@@ -192,15 +192,27 @@ def _row_count(text: str) -> int:
     help="Reuse token lengths computed for the same data, tokenizer and template (.cache/lengths/).",
 )
 def plan(recipe, gpus, nodes, gpu_name, sample, rows, lengths, bench, hfu, mfu, attention, as_json, use_cache):
-    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe, before launching.
+    """Rows, tokens, padding, steps, memory per GPU, wall time and GPU-hours of a LoRA recipe (SFT or DPO), before
+    launching.
 
     Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass). Planned
     past the rows tokenized (--rows, --sample), a dataset's lengths are resampled to the planned count (at most
     100,000) before packing, so packs fill as the full data's would."""
-    from caretune.planning.plan import format_plan, make_plan
+    from caretune.planning.plan import format_plan, make_plan, read_recipe
     from caretune.recipe_folders.generator import sized_layout
 
     sized_gpus, sized_nodes = sized_layout(recipe) or (1, 1)
+    settings = read_recipe(recipe)
+    if settings.stage == "dpo":
+        from caretune.planning.pairs import format_pair_plan, make_pair_plan
+
+        if sample or rows or lengths or bench or mfu is not None or attention:
+            raise click.UsageError("a DPO plan takes --gpus, --nodes, --gpu, --hfu and --json (it tokenizes every pair)")
+        dpo = make_pair_plan(
+            recipe, settings, gpus=(gpus or sized_gpus) * (nodes or sized_nodes), gpu_name=gpu_name, hfu=hfu, use_cache=use_cache
+        )
+        click.echo(json.dumps(dpo.to_json(), ensure_ascii=False, indent=2) if as_json else format_pair_plan(dpo))
+        return
     result = make_plan(
         recipe,
         gpus=(gpus or sized_gpus) * (nodes or sized_nodes),

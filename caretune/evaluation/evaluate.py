@@ -103,7 +103,7 @@ def user_text(prompt: str) -> str:
     return prompt.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0].strip()
 
 
-def _eval_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
+def dataset_rows(args: dict, names: str) -> list[tuple[list[dict], str, str]]:
     """(prompt messages, reference answer, system) per row, aligned by LLaMA-Factory's own converters."""
     import tempfile
 
@@ -122,7 +122,7 @@ def held_out_rows(recipe) -> list[tuple[list[dict], str, str]]:
     """(prompt messages, reference answer, system) of every row of a predict Recipe's eval datasets."""
     if not recipe.eval_datasets:
         raise UserError(f"{recipe.path}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
-    return _eval_rows(recipe.args, recipe.args["eval_dataset"])
+    return dataset_rows(recipe.args, recipe.args["eval_dataset"])
 
 
 def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> None:
@@ -134,7 +134,7 @@ def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> Non
     from caretune.lf import similarity_scorer
 
     model = chat_model(args, as_shown=False, backend=backend)
-    rows = _eval_rows(args, names)
+    rows = dataset_rows(args, names)
     answers = greedy_answers(model, [(prompt, system or None) for prompt, _, system in rows], int(args.get("max_new_tokens", 1024)))
 
     output_dir.mkdir(parents=True, exist_ok=True)

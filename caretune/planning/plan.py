@@ -70,6 +70,7 @@ class TrainSettings:
     gradient_checkpointing: bool = True  # LLaMA-Factory's default; `disable_gradient_checkpointing: true` turns it off
     unsloth_gc: bool = False  # `use_unsloth_gc`: checkpoints wait in host memory
     torch_compile: bool = False
+    stage: str = "sft"  # sft, or dpo (caretune.planning.pairs plans it)
 
     @property
     def activations(self) -> str:
@@ -92,8 +93,8 @@ def read_recipe(path: str) -> TrainSettings:
         deepspeed = check_deepspeed(Path(path), recipe)  # relative to the current directory, as LLaMA-Factory reads it
     except RecipeError as err:
         raise PlanError(str(err)) from None
-    if recipe.get("stage", "sft") != "sft" or recipe.get("finetuning_type", "lora") != "lora":
-        raise PlanError(f"{path}: plan estimates LoRA SFT recipes (stage: sft, finetuning_type: lora)")
+    if recipe.get("stage", "sft") not in ("sft", "dpo") or recipe.get("finetuning_type", "lora") != "lora":
+        raise PlanError(f"{path}: plan estimates LoRA SFT and DPO recipes (stage: sft or dpo, finetuning_type: lora)")
     if not recipe.get("dataset"):
         raise PlanError(f"{path}: no `dataset` to plan for")
     if recipe.get("mix_strategy") not in SUPPORTED_MIX:
@@ -152,6 +153,7 @@ def read_recipe(path: str) -> TrainSettings:
         mix=mix,
         unsloth_gc=bool(recipe.get("use_unsloth_gc")),
         torch_compile=bool(recipe.get("torch_compile")),
+        stage=recipe.get("stage", "sft"),
     )
 
 
@@ -550,6 +552,8 @@ def make_plan(
     """Every figure of a plan: tokenize, replay the batching, then memory, throughput and time.
     `length_profiles`: dataset -> a length profile its rows are drawn from instead of tokenizing (tokenize)."""
     settings = read_recipe(recipe_path)
+    if settings.stage != "sft":
+        raise PlanError(f"{recipe_path}: stage {settings.stage}: caretune.planning.pairs plans preference stages")
     if gpu_name not in estimate.GPUS:
         raise PlanError(f"unknown GPU {gpu_name!r}; one of {', '.join(estimate.GPUS)}")
     gpu = estimate.GPUS[gpu_name]

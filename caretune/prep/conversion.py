@@ -8,8 +8,9 @@ from pathlib import Path
 from caretune.basics.errors import UserError
 from converters import chatmed
 from converters.card import CardCollector
-from converters.choices import FILTER_REASONS, OFF, SYSTEM_LAYOUT
-from converters.pipeline import SOURCES, Options, Outputs, convert_file
+from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.pipeline import SOURCES, Options, Outputs, care_policy, convert_file
+from converters.turns import TRAIN_LAST
 
 
 def conversion_options(
@@ -28,8 +29,11 @@ def conversion_options(
         raise UserError(f"--keep {keep[0]} switches one filter off, but --filters none already switches every filter off")
     if layout != SYSTEM_LAYOUT and source_name != chatmed.NAME:
         raise UserError(f"--layout {layout} is for ChatMed rows; {source_name} rows always keep the layout they have")
-    if not getattr(SOURCES[source_name], "MEDICAL", True) and care_reminder != OFF:
-        raise UserError(f"--care-reminder {care_reminder}: {source_name} rows are not medical and get no care reminders")
+    source = SOURCES[source_name]
+    if care_policy(source, Options(care_reminder=care_reminder)) != care_reminder:
+        raise UserError(f"--care-reminder {care_reminder}: {source_name} rows get no care reminders")
+    if getattr(source, "PREFERENCE", False) and train_answers not in (None, TRAIN_LAST):
+        raise UserError(f"--train-answers {train_answers}: a preference pair trains the answers to its last question")
     filters = frozenset(FILTER_REASONS if filter_set == "all" else ()) - set(keep)
     from caretune.prep.fitting import TemplateTokenCounter
 
@@ -43,6 +47,11 @@ def conversion_options(
         cutoff_len=cutoff_len or None,
         count=TemplateTokenCounter() if cutoff_len else None,
     )
+
+
+def source_for(command: str, domain: str) -> str:
+    """The converter a `caretune convert COMMAND` runs: preference pairs of a general set have their own."""
+    return f"{command}-general" if command == "prefs" and domain == "general" else command
 
 
 def convert(

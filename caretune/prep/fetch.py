@@ -33,6 +33,12 @@ RAW_DATASETS = {
         "sharegpt_zh_38K_format.jsonl",
         "https://huggingface.co/datasets/shibing624/sharegpt_gpt4",
     ),
+    # medical preference pairs: 4,000 questions, a doctor's answer chosen over a model's (Apache-2.0 per its card)
+    "prefs": RawDataset(
+        "shibing624/medical",
+        "reward/train.json",
+        "https://huggingface.co/datasets/shibing624/medical",
+    ),
 }
 
 

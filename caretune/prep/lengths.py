@@ -29,7 +29,7 @@ import numpy as np
 from caretune.constants import DATASET_INFO
 
 CACHE_DIR = Path(".cache") / "lengths"
-FORMAT = 3  # bump when the stored arrays change meaning
+FORMAT = 4  # bump when the stored arrays change meaning
 DROPPED = -1  # turns of a row LLaMA-Factory drops (not one answer after an odd number of messages)
 PARALLEL_TOKENIZE_BYTES = 20 << 20  # smaller files are tokenized in this process
 
@@ -70,6 +70,7 @@ class TurnLengths:
     prefix: int  # tokens before the first turn (multimodal prefix; 0 for text)
     efficient_eos: bool  # the template appends one EOS token after the last turn
     care: dict | None  # the care rules over every row (converters.care.CareTally.as_dict), when asked for
+    ranking: bool = False  # preference pairs: one (prompt, chosen, rejected) triple a row, as the pairwise processor encodes
 
     @property
     def tokenized(self) -> int:
@@ -80,6 +81,8 @@ class TurnLengths:
         """Token length of every kept row at `cutoff_len`, in dataset order, as LLaMA-Factory truncates. Under
         `mask_history` (without `preserve_thinking`) the history turns lose their empty think block, as LLaMA-Factory
         encodes them then."""
+        if self.ranking:
+            return [prompt + max(chosen, rejected) for prompt, chosen, rejected in self.pair_lengths(cutoff_len)]
         discard = mask_history and not preserve_thinking
         result = []
         start = 0
@@ -91,6 +94,16 @@ class TurnLengths:
             last = len(triples) - 1
             pairs = [(s - (k if discard and i < last else 0), t) for i, (s, t, k) in enumerate(triples)]
             result.append(truncated_length(pairs, cutoff_len, self.prefix, self.efficient_eos, mask_history))
+        return result
+
+    def pair_lengths(self, cutoff_len: int) -> list[tuple[int, int, int]]:
+        """Preference pairs: (prompt, chosen, rejected) tokens of every kept row at `cutoff_len`, as LLaMA-Factory's
+        pairwise processor truncates them (the prompt and both answers to one `infer_seqlen` budget, the longer answer's)."""
+        result = []
+        for prompt, chosen, rejected in self.pairs.tolist():  # dropped rows have no triple
+            eos = 1 if self.efficient_eos else 0
+            kept_prompt, kept_answer = turn_budget(prompt, max(chosen, rejected) + eos, cutoff_len)
+            result.append((kept_prompt, min(chosen + eos, kept_answer), min(rejected + eos, kept_answer)))
         return result
 
 
@@ -210,6 +223,7 @@ def _load(path: Path, warn) -> TurnLengths | None:
                 prefix=meta["prefix"],
                 efficient_eos=meta["efficient_eos"],
                 care=meta["care"],
+                ranking=meta["ranking"],
             )
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         warn(f"{path}: unreadable token-length cache ({type(err).__name__}); computing anew (--no-cache skips the cache)")
@@ -221,7 +235,9 @@ def _save(path: Path, name: str, data: TurnLengths, warn) -> None:
     said through `warn`, never an error (the figures are computed either way)."""
     from caretune.basics.files import AtomicFile
 
-    meta = json.dumps({"rows": data.rows, "prefix": data.prefix, "efficient_eos": data.efficient_eos, "care": data.care})
+    meta = json.dumps(
+        {"rows": data.rows, "prefix": data.prefix, "efficient_eos": data.efficient_eos, "care": data.care, "ranking": data.ranking}
+    )
     try:
         with AtomicFile(path) as out:
             np.savez(out.handle, turns=data.turns, pairs=data.pairs, meta=np.array(meta))
@@ -316,8 +332,8 @@ class _TurnEncoder:
     block's length, which the history turns lose under mask_history; in thinking mode the encoding is mask_history's
     own and `think` is 0."""
 
-    def __init__(self, template, tokenizer, discard_history_cot: bool, enable_thinking: bool):
-        self.template, self.tokenizer = template, tokenizer
+    def __init__(self, template, tokenizer, discard_history_cot: bool, enable_thinking: bool, ranking: bool = False):
+        self.template, self.tokenizer, self.ranking = template, tokenizer, ranking
         self.discard_history_cot = discard_history_cot and enable_thinking
         self.derive_think = not enable_thinking and hasattr(template, "get_thought_word_ids")
         self.think = len(template.get_thought_word_ids(tokenizer)) if self.derive_think else 0
@@ -328,10 +344,19 @@ class _TurnEncoder:
         tags = (word.strip() for word in self.template.thought_words)
         return 0 if any(tag in content for tag in tags) else self.think
 
+    def _pair(self, prompt: list[dict], response: list[dict], system, tools) -> list[int]:
+        """A preference row as LLaMA-Factory's pairwise processor encodes it: (prompt, chosen, rejected) tokens."""
+        prompt_ids, chosen_ids = self.template.encode_oneturn(self.tokenizer, prompt + response[:1], system, tools)
+        _, rejected_ids = self.template.encode_oneturn(self.tokenizer, prompt + response[1:2], system, tools)
+        return [len(prompt_ids), len(chosen_ids), len(rejected_ids)]
+
     def __call__(self, batch: dict) -> dict:
         encoded = []
         for prompt, response, system, tools in zip(batch["_prompt"], batch["_response"], batch["_system"], batch["_tools"]):
-            if len(prompt) % 2 != 1 or len(response) != 1:  # the rows LLaMA-Factory's preprocessing drops
+            if len(prompt) % 2 == 1 and len(response) == 2 and self.ranking:
+                encoded.append(self._pair(prompt, response, system, tools))
+                continue
+            if len(prompt) % 2 != 1 or len(response) != 1 or self.ranking:  # the rows LLaMA-Factory's preprocessing drops
                 encoded.append([DROPPED])
                 continue
             messages = self.template.mm_plugin.process_messages(prompt + response, [], [], [], None)
@@ -371,6 +396,7 @@ def _compute(
             preprocessing_num_workers=num_proc,
         )
         rows = len(aligned)
+        ranking = bool(lf.dataset_attr(name, dataset_dir).ranking)
         care = care_stats(aligned) if with_care else None
         if sample is not None and sample < rows:
             aligned = aligned.shuffle(seed=seed).select(range(sample))
@@ -381,6 +407,7 @@ def _compute(
             tokenizer,
             data_args.mask_history and not chat_template.preserve_thinking,
             bool(template_options["enable_thinking"]),
+            ranking,
         )
         encoded = aligned.map(
             encoder,
@@ -391,11 +418,17 @@ def _compute(
             desc="Tokenizing turns",
         )
     per_row = encoded["_turn_lengths"]
-    turns = np.array([DROPPED if row == [DROPPED] else len(row) // 3 for row in per_row], dtype=np.int32)
+    turns = np.array([DROPPED if row == [DROPPED] else len(row) // 3 for row in per_row], dtype=np.int32)  # 1 a pair
     flat = [n for row in per_row if row != [DROPPED] for n in row]
     pairs = np.array(flat, dtype=np.int32).reshape(-1, 3)
     return TurnLengths(
-        rows=rows, turns=turns, pairs=pairs, prefix=len(prefix_ids), efficient_eos=bool(chat_template.efficient_eos), care=care
+        rows=rows,
+        turns=turns,
+        pairs=pairs,
+        prefix=len(prefix_ids),
+        efficient_eos=bool(chat_template.efficient_eos),
+        care=care,
+        ranking=ranking,
     )
 
 

@@ -1,5 +1,5 @@
 """The rules a recipe folder keeps, edited or not: valid YAML, one prompt per folder (template and thinking mode),
-registered datasets, existing DeepSpeed configs, adapters that the folder's lora_sft.yaml trains, and
+registered datasets, existing DeepSpeed configs, adapters that the folder's training recipes train (stacked in order), and
 effective-batch comments whose arithmetic holds. `caretune recipes --check` (so `make lint`) and the tests call
 them, and preflight applies the one-prompt rule (caretune.recipe.disagreements) to the recipe it checks; each problem
 names its file."""
@@ -56,11 +56,28 @@ def folder_problems(folder: Path, root: Path, registered: set[str] | None) -> li
             f"{folder.relative_to(root).as_posix()}: {key} differs between recipes ({shown}); training, "
             "evaluation and chat must render the same prompt"
         )
-    trained = [args.get("output_dir") for where, args in loaded.items() if Path(where).stem == "lora_sft"]
+    return problems + _adapter_problems(loaded)
+
+
+def _adapter_problems(loaded: dict[str, dict]) -> list[str]:
+    """Every adapter a recipe loads is one a training recipe of the folder trains, and an adapter trained on top of
+    others (DPO on SFT's) is named after them, in their order: LLaMA-Factory merges adapters in the order given."""
+    trained = {args.get("output_dir"): Path(where).name for where, args in loaded.items() if args.get("do_train")}
+    starts = {
+        args.get("output_dir"): names_in(args.get("adapter_name_or_path")) for args in loaded.values() if args.get("do_train")
+    }
+    problems = []
     for where, args in loaded.items():
-        adapter = args.get("adapter_name_or_path")
-        if trained and adapter and adapter not in trained:
-            problems.append(f"{where}: adapter_name_or_path {adapter} is not what lora_sft.yaml trains ({trained[0]})")
+        adapters = names_in(args.get("adapter_name_or_path"))
+        for position, adapter in enumerate(adapters):
+            if trained and adapter not in trained:
+                shown = ", ".join(f"{name}: {output}" for output, name in trained.items())
+                problems.append(f"{where}: adapter_name_or_path {adapter} is not what a training recipe here trains ({shown})")
+            elif starts.get(adapter) and adapters[:position] != starts[adapter]:
+                problems.append(
+                    f"{where}: adapter {adapter} was trained on top of {','.join(starts[adapter])}; name them first: "
+                    f"adapter_name_or_path: {','.join([*starts[adapter], adapter])}"
+                )
     return problems
 
 

@@ -29,11 +29,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from caretune.basics.files import sha256_file
-from caretune.constants import DATASET_INFO, LF_OUTPUT_FILES
+from caretune.constants import ADAPTER_FILES, DATASET_INFO, LF_OUTPUT_FILES
 from caretune.packages import training_packages, training_versions
 from caretune.recipe import names_in
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: the adapters a run starts from
 SWITCHES = (
     "USE_RAY",
     "FORCE_TORCHRUN",
@@ -229,6 +229,20 @@ def datasets(args: dict) -> list[dict]:
     return found
 
 
+def adapters(args: dict) -> list[dict]:
+    """The LoRA adapters a run starts from (a DPO run's SFT adapter), in order: path as given and absolute, every file's
+    SHA-256, and the manifest of the run that trained it (SHA-256), when caretune trained it."""
+    from caretune.recipe import names_in
+    from caretune.training.runs import trained_by
+
+    found = []
+    for adapter in names_in(args.get("adapter_name_or_path")):
+        folder = Path(adapter)
+        files = {name: sha256(folder / name) for name in ADAPTER_FILES if (folder / name).is_file()} if folder.is_dir() else {}
+        found.append({"path": adapter, "abs_path": str(folder.resolve()), "files": files, "trained_by": trained_by(folder)})
+    return found
+
+
 def start_manifest(recipe: Path, args: dict, processes: int, command: list[str], env: dict[str, str]) -> dict:
     """The manifest's fields known when a run starts."""
     nodes = int(env.get("NNODES", "1") or 1)
@@ -239,6 +253,7 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
         "recipe": _file(recipe),
         "deepspeed": _file(args.get("deepspeed")),
         "datasets": datasets(args),
+        "adapters": adapters(args),
         "packages": training_versions(),
         "python": sys.version.split()[0],
         "hardware": hardware(),
@@ -398,6 +413,18 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
             elif deep:
                 compare("base model weights", path, weight["sha256"], sha256(path))
 
+    def started_from() -> None:
+        for adapter in manifest["adapters"]:
+            folder = resolve(adapter["path"], adapter.get("abs_path"))
+            if not adapter["files"]:
+                raise Unrecorded(f"{adapter['path']} held no adapter files when the run started")
+            for name, digest in adapter["files"].items():
+                compare("starting adapter", folder / name, digest, sha256(folder / name))
+            recorded = adapter.get("trained_by")
+            if recorded:
+                manifest_path = Path(recorded["manifest"])
+                compare("starting adapter's run manifest", manifest_path, recorded["sha256"], sha256(manifest_path))
+
     def outputs() -> None:
         for name, digest in manifest["outputs"].items():
             compare("output", output_dir / name, digest, sha256(output_dir / name))
@@ -426,12 +453,15 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
         "deepspeed": lambda: config_file("deepspeed"),
         "datasets": data,
         "base_model": model,
+        "adapters": started_from,
         "outputs": outputs,
         "checkpoints": checkpoints,
         "packages": packages,
     }
     for name, check in sections.items():
         label = name.replace("_", " ")
+        if name == "adapters" and manifest.get("manifest_format", 1) < 2 and name not in manifest:
+            continue  # recorded from format 2 on
         if name not in manifest or (manifest[name] is None and name != "deepspeed"):  # deepspeed None: not used
             problems.append(f"{label}: never recorded, so not verified")
             continue
@@ -485,6 +515,9 @@ def describe(manifest: dict) -> str:
         f"config and tokenizer files, {len(base.get('weights') or {})} weight files",
         f"checkpoints {', '.join(manifest.get('checkpoints') or {}) or 'none'}",
     ]
+    for adapter in manifest.get("adapters") or []:
+        trained = (adapter.get("trained_by") or {}).get("manifest") or "not trained by caretune train"
+        lines.append(f"starts from {adapter.get('path')} ({len(adapter.get('files') or {})} files; trained by {trained})")
     lines += [f"output      {name}  sha256 {(digest or '')[:16]}" for name, digest in (manifest.get("outputs") or {}).items()]
     for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
         resumed = f"resumed from {attempt.get('resumed_from')}" if attempt.get("resumed_from") else "from the start"

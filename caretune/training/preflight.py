@@ -206,6 +206,73 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
                 )
 
 
+PREFERENCE_DATA_STAGES = ("rm", "dpo")  # LLaMA-Factory loads ranking data for these (dpo through its rm path)
+REFERENCE_STAGES = ("dpo", "kto")  # stages with a reference model, unless the loss needs none
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
+
+
+def check_stage_data(path: Path, args: dict) -> None:
+    """Ranking (preference) data for a stage that takes it, and only then: LLaMA-Factory refuses the mismatch only
+    after loading the model, with "The dataset is not applicable in the current training stage"."""
+    stage = args.get("stage", "sft")
+    dataset_dir = Path(args.get("dataset_dir", "data"))
+    try:
+        registry = load_registry(dataset_dir / DATASET_INFO)
+    except (RegistryError, OSError):
+        return  # check_registered_datasets names the problem
+    for key in ("dataset", "eval_dataset"):
+        for name in names_in(args.get(key)):
+            entry = registry.get(name)
+            if not isinstance(entry, dict):
+                continue
+            ranking = bool(entry.get("ranking"))
+            if ranking and stage not in PREFERENCE_DATA_STAGES:
+                raise PreflightError(
+                    f"{path}: {key} '{name}' holds preference pairs (ranking: true), which stage: {stage} cannot train "
+                    "on; use it with stage: dpo (recipes/<model>/dpo.yaml)"
+                )
+            if not ranking and stage in PREFERENCE_DATA_STAGES:
+                raise PreflightError(
+                    f"{path}: {key} '{name}' holds single answers, not preference pairs; stage: {stage} needs a ranking "
+                    "set (caretune convert prefs, or caretune prefs build)"
+                )
+            if stage == "kto" and "kto_tag" not in (entry.get("columns") or {}):
+                raise PreflightError(f"{path}: {key} '{name}' has no kto_tag column, which stage: kto needs")
+
+
+def check_reference_model(path: Path, args: dict, deepspeed: dict | None) -> None:
+    """A DPO or KTO run that starts from an SFT LoRA adapter must compare against the SFT model. LLaMA-Factory's LoRA
+    reference is the policy with its adapters off: if it resumes the SFT adapter (no create_new_adapter), or cannot
+    merge it (ZeRO-3, a quantized model), the reference silently becomes the pre-SFT base."""
+    stage = args.get("stage", "sft")
+    adapters = names_in(args.get("adapter_name_or_path"))
+    if (
+        stage not in REFERENCE_STAGES
+        or not args.get("do_train")
+        or not adapters
+        or (stage == "dpo" and args.get("pref_loss", "sigmoid") in REFERENCE_FREE_LOSSES)
+        or args.get("finetuning_type", "lora") != "lora"
+        or args.get("ref_model")
+    ):
+        return
+    fixes = "set create_new_adapter: true, or ref_model with ref_model_adapters, or train from a merged SFT export"
+    if not args.get("create_new_adapter"):
+        raise PreflightError(
+            f"{path}: stage: {stage} starts from adapter_name_or_path {adapters[-1]} without create_new_adapter, so "
+            "LLaMA-Factory resumes that adapter and its reference model (the adapters switched off) is the pre-SFT base, "
+            f"not the SFT model; {fixes}"
+        )
+    unmergeable = (
+        "DeepSpeed ZeRO-3" if zero_settings(deepspeed)[0] == 3 else "quantization_bit" if args.get("quantization_bit") else ""
+    )
+    if unmergeable:
+        raise PreflightError(
+            f"{path}: stage: {stage} with {unmergeable} cannot merge adapter_name_or_path {adapters[-1]}, so LLaMA-Factory "
+            "resumes it and the reference model becomes the pre-SFT base; use ZeRO-2 (recipes/deepspeed/ds_z2.json), or "
+            "ref_model with ref_model_adapters, or train from a merged SFT export"
+        )
+
+
 def check_mix(path: Path, args: dict) -> list[str]:
     """A warning, naming the sets, when interleave_probs no longer match the datasets' training rows (a new
     conversion changed them since the recipe was written)."""
@@ -385,8 +452,8 @@ def offline_without(model: str) -> bool:
         return False
 
 
-def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
-    """The recipe's local model folder (and LoRA adapter, unless training) exist: LLaMA-Factory would fail on
+def check_model_paths(path: Path, args: dict) -> None:
+    """The recipe's local model folder and LoRA adapters (a DPO run's SFT adapter among them) exist: LLaMA-Factory would fail on
     them only after loading everything else, with a hub error about the name."""
     model = str(args.get("model_name_or_path") or "")
     if not model:
@@ -401,11 +468,11 @@ def check_model_paths(path: Path, args: dict, adapter: bool = True) -> None:
             f"{path}: model_name_or_path {model} is not in the Hugging Face cache and the hub is "
             "off (HF_HUB_OFFLINE); download it where the hub is reachable, or point at a local folder"
         )
-    for adapter_dir in names_in(args.get("adapter_name_or_path")) if adapter else []:
+    for adapter_dir in names_in(args.get("adapter_name_or_path")):
         if not Path(adapter_dir).expanduser().is_dir():
             raise PreflightError(
                 f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
-                "(caretune train <the folder's lora_sft.yaml>), or use the base model (--base)"
+                "(caretune train <the folder's recipe whose output_dir it is>), or use the base model (--base)"
             )
 
 
@@ -465,8 +532,9 @@ def preflight(
     mix_warnings = attempt(check_mix, path, args) or []
     sibling_warnings = attempt(check_siblings, path, args) or []
     sibling_warnings += attempt(check_thinking, path, args, allow_thinking) or []
-    attempt(check_model_paths, path, args, adapter=not args.get("do_train"))
-    attempt(check_deepspeed, path, args)
+    attempt(check_stage_data, path, args)
+    attempt(check_model_paths, path, args)
+    attempt(check_reference_model, path, args, attempt(check_deepspeed, path, args))
     fast_path_notes = attempt(check_fast_paths, path, args) or []
     attempt(check_reporters, path, args)
     attempt(check_ray, path, args)

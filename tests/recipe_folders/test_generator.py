@@ -68,7 +68,7 @@ def test_recipe_parses_with_llamafactory(path):
     args = yaml.safe_load(path.read_text(encoding="utf-8"))
     if args.get("bf16") and not torch.cuda.is_available():
         args["bf16"] = False  # transformers refuses bf16 without a GPU; every other key is parsed as shipped
-    parse = _parse_train_args if path.stem.startswith("lora_sft") or path.stem == "predict" else _parse_infer_args
+    parse = _parse_train_args if path.stem.startswith(("lora_sft", "predict", "dpo")) else _parse_infer_args
     parsed = parse(args)  # unknown keys or bad values raise
     assert parsed
 
@@ -111,9 +111,23 @@ def test_deepspeed_config_parses_with_deepspeed(path):
         assert parsed.zero_config.offload_optimizer is not None
 
 
+def test_a_zero3_folder_gives_dpo_a_reference_model_of_its_own():
+    """ZeRO-3 cannot merge the SFT adapter, so create_new_adapter would leave the base as the reference: a ZeRO-3
+    folder's DPO resumes the SFT adapter and loads the SFT model as ref_model (preflight accepts it)."""
+    import yaml
+
+    from caretune.training.preflight import check_reference_model
+
+    recipe = replace(recipes.QWEN3_8B, deepspeed="recipes/deepspeed/ds_z3.json")
+    args = yaml.safe_load(recipes.folder_files(recipe)["dpo.yaml"])
+    assert "ds_z3" in args["deepspeed"] and "create_new_adapter" not in args
+    assert args["ref_model"] == "Qwen/Qwen3-8B" and args["ref_model_adapters"] == args["adapter_name_or_path"]
+    check_reference_model("dpo.yaml", args, {"zero_optimization": {"stage": 3}})
+
+
 def test_recipes_new_writes_the_shipped_qwen3_8b_recipes_for_4_h800(tmp_path):
     written = recipes.write_new_folder(recipes.sized_recipe("qwen3-8b", "Qwen/Qwen3-8B", 4, "h800"), tmp_path / "qwen3-8b")
-    assert len(written) == 5
+    assert len(written) == len(recipes.TASKS) + 1  # and the README
     generated = recipes.generated_files()
     for task in recipes.TASKS:
         assert (tmp_path / "qwen3-8b" / f"{task}.yaml").read_text(encoding="utf-8") == generated[f"recipes/qwen3-8b/{task}.yaml"], (

@@ -47,7 +47,7 @@ def test_broken_rules_are_named_with_their_file(tmp_path, generated):
         "recipes/qwen3-8b: template differs between recipes",
         "recipes/qwen3-8b/lora_sft.yaml: the comment says effective batch = 4 x 4 x 1 but per_device_train_batch_size is 8",
         "recipes/qwen3-8b/predict.yaml: eval_dataset names nope, not registered in dataset_info.json",
-        "recipes/qwen3-8b/predict.yaml: adapter_name_or_path saves/x is not what lora_sft.yaml trains",
+        "recipes/qwen3-8b/predict.yaml: adapter_name_or_path saves/x is not what a training recipe here trains",
         "recipes/qwen3-8b/lora_sft_walkthrough.yaml: deepspeed config recipes/deepspeed/gone.json does not exist",
         "recipes/tiny-qwen3/export.yaml:7: not valid YAML",
     ]
@@ -91,3 +91,25 @@ def test_recipes_check_names_each_broken_rule_before_any_drift(tmp_path, monkeyp
     monkeypatch.chdir(ROOT)
     result = CliRunner().invoke(main, ["recipes", "--check"])
     assert result.exit_code == 0 and "keep every folder rule and match the generator" in result.output
+
+
+def test_the_dpo_adapter_is_loaded_after_the_sft_adapter_it_was_trained_on(tmp_path, generated):
+    """LLaMA-Factory merges adapters in the order named: the DPO adapter only means something on top of SFT's."""
+    root = edited_copy(
+        tmp_path,
+        {
+            "recipes/tiny-qwen3/chat_dpo.yaml": [
+                (r"^adapter_name_or_path: .*$", "adapter_name_or_path: saves/tiny-qwen3/lora-dpo/dpo,saves/tiny-qwen3/lora/sft")
+            ],
+            "recipes/tiny-qwen3/export_dpo.yaml": [
+                (r"^adapter_name_or_path: .*$", "adapter_name_or_path: saves/tiny-qwen3/lora-dpo/dpo")
+            ],
+        },
+        source=generated,
+    )
+    problems = invariant_problems(root)
+    fix = (
+        "adapter saves/tiny-qwen3/lora-dpo/dpo was trained on top of saves/tiny-qwen3/lora/sft; "
+        "name them first: adapter_name_or_path: saves/tiny-qwen3/lora/sft,saves/tiny-qwen3/lora-dpo/dpo"
+    )
+    assert problems == [f"recipes/tiny-qwen3/chat_dpo.yaml: {fix}", f"recipes/tiny-qwen3/export_dpo.yaml: {fix}"], problems

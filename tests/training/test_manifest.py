@@ -72,7 +72,7 @@ def test_the_manifest_records_data_report_and_outputs(tmp_path, monkeypatch):
     assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
 
 
-VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "outputs", "checkpoints", "packages")
+VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "adapters", "outputs", "checkpoints", "packages")
 
 
 def test_verify_names_what_changed(tmp_path, monkeypatch):
@@ -241,3 +241,24 @@ def test_redaction_reads_the_yaml_not_its_lines():
     for kept in ("ignore_pad_token_for_loss: true", "max_new_tokens: 512", "project: care"):
         assert kept in redacted, kept
     assert manifest.redact("lr: 1.0e-4  # no secret: the text as written\n") == "lr: 1.0e-4  # no secret: the text as written\n"
+
+
+def test_a_run_that_starts_from_an_adapter_records_and_verifies_it(tmp_path, monkeypatch):
+    """A DPO run starts from the SFT adapter: its files and the manifest of the run that trained it are recorded, and
+    a changed byte in either is named; a run recorded before adapters were (format 1) is not held to them."""
+    output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
+    sft = Path("saves") / "sft"
+    args = {"adapter_name_or_path": str(sft), "model_name_or_path": "m"}
+    (adapter,) = manifest.adapters(args)
+    assert adapter["path"] == "saves/sft" and set(adapter["files"]) == {"adapter_model.safetensors"}
+    assert adapter["trained_by"]["manifest"] == str(runs.status_path(sft))
+    recorded, _ = runs.load_manifest(output_dir)
+    recorded["adapters"] = manifest.adapters(args)
+    assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
+    (sft / "adapter_model.safetensors").write_bytes(b"retrained")
+    problems, _ = manifest.verify(recorded, output_dir)
+    assert any(problem.startswith("starting adapter") and "adapter_model.safetensors" in problem for problem in problems), problems
+    old = {key: value for key, value in recorded.items() if key != "adapters"} | {"manifest_format": 1}
+    assert "adapters" not in manifest.verify(old, output_dir)[1] and not any(
+        "adapters" in p for p in manifest.verify(old, output_dir)[0]
+    )

@@ -307,3 +307,63 @@ def test_a_stale_mix_is_a_warning_naming_the_sets(workspace):
     rows = [json.loads((workspace / f"data/{n}.report.json").read_text())["training"]["rows"] for n in ("multi-med", "huatuo2-sft")]
     fresh = ",".join(str(p) for p in mix_shares(rows, 0.1))
     assert not [note for note in preflight(edit(SFT, **mixed, interleave_probs=fresh)).notes if "interleave_probs" in note]
+
+
+DPO = "recipes/tiny-qwen3/dpo.yaml"
+
+
+@pytest.fixture
+def preference_workspace(workspace):
+    """The workspace with the shipped preference sample converted (prefs-med) and standing in for the on-policy set."""
+    from caretune.basics.registry import register
+    from converters import prefs
+    from tests.helpers import SAMPLE, convert_into
+
+    convert_into(workspace, prefs, SAMPLE / "prefs_med_sample.jsonl", eval_size=2)
+    Path("data/prefs-onpolicy.json").write_bytes(Path("data/prefs-med.json").read_bytes())
+    register("dataset_info.json", {"prefs-onpolicy": {"file_name": "data/prefs-onpolicy.json", **prefs.registry_entry()}})
+    return workspace
+
+
+def test_dpo_from_an_sft_adapter_needs_a_new_adapter_so_the_reference_is_the_sft_model(preference_workspace):
+    preflight(DPO)  # the shipped recipe: create_new_adapter, ZeRO off
+    with pytest.raises(
+        PreflightError, match=r"without create_new_adapter.*pre-SFT base.*create_new_adapter: true.*ref_model_adapters"
+    ):
+        preflight(edit(DPO, create_new_adapter=None))
+    preflight(edit(DPO, create_new_adapter=None, pref_loss="orpo"))  # no reference model: nothing to get wrong
+    preflight(
+        edit(
+            DPO,
+            create_new_adapter=None,
+            pref_loss="sigmoid",
+            ref_model=".cache/tiny-qwen3",
+            ref_model_adapters="saves/tiny-qwen3/lora/sft",
+        )
+    )
+
+
+def test_dpo_under_zero3_cannot_merge_the_sft_adapter(preference_workspace):
+    with pytest.raises(
+        PreflightError, match=r"DeepSpeed ZeRO-3 cannot merge adapter_name_or_path saves/tiny-qwen3/lora/sft.*ds_z2"
+    ):
+        preflight(edit(DPO, deepspeed="recipes/deepspeed/ds_z3.json"))
+
+
+def test_preference_data_and_the_stage_must_agree_before_launch(preference_workspace):
+    with pytest.raises(
+        PreflightError, match=r"dataset 'prefs-med' holds preference pairs \(ranking: true\), which stage: sft cannot"
+    ):
+        preflight(edit(SFT, dataset="multi-med,prefs-med"))
+    with pytest.raises(PreflightError, match=r"dataset 'multi-med' holds single answers, not preference pairs; stage: dpo"):
+        preflight(edit(DPO, dataset="multi-med"))
+    with pytest.raises(PreflightError, match=r"'multi-med' has no kto_tag column"):
+        preflight(edit(DPO, stage="kto", dataset="multi-med"))
+
+
+def test_dpo_needs_its_sft_adapter(preference_workspace):
+    import shutil
+
+    shutil.rmtree("saves/tiny-qwen3/lora/sft")
+    with pytest.raises(PreflightError, match=r"adapter_name_or_path saves/tiny-qwen3/lora/sft does not exist; train it first"):
+        preflight(DPO)
