@@ -33,7 +33,7 @@ from converters.names import (
 )
 from converters.quality import first_rejection, strip_think
 from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, NOT_AN_OBJECT, Skip, string_field
-from converters.turns import TRAIN_LAST
+from converters.turns import TRAIN_LAST, plan_rows
 
 NAME = "prefs"
 DATASET = MEDICAL_PREFS_DATASET
@@ -133,6 +133,15 @@ def fitting_dialogues(record: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     processor encodes both)."""
     rejected = {**record, "chosen": record["rejected"]}
     return [(record["system"], pairs(record)), (record["system"], pairs(rejected))]
+
+
+def fitted(record: dict, cutoff_len: int, count) -> dict | None:
+    """The record with its oldest whole prompt turns dropped so the prompt fits `cutoff_len` tokens with either answer
+    (`count`: a converters.turns.TokenCounter); None when the question with the longer answer does not fit."""
+    plans = [plan_rows(system, turns, TRAIN_LAST, cutoff_len, count) for system, turns in fitting_dialogues(record)]
+    if not all(plan.windows for plan in plans):
+        return None
+    return window(record, max(plan.windows[-1].first for plan in plans), 0)
 
 
 def dialogue(record: dict) -> tuple[str, list[tuple[str, str]]]:

@@ -26,6 +26,7 @@ PIPELINE_ORDER = (
     "eval",
     "mcq",
     "judge",
+    "prefs",
     "report",
     "chat",
     "api",

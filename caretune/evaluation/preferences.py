@@ -3,8 +3,8 @@
 For each prompt, K answers are sampled from the recipe's model (base + SFT adapter); every two of them are judged
 by the pairwise grader in both orders (K(K-1) calls a prompt). A pair counts only when one answer wins both orders;
 a prompt gives one row: its candidate with the most such wins as chosen, and, among the answers it beat, the one
-that lost most as rejected. The rows are LLaMA-Factory ranking records (converters/prefs.py), registered under the
-recipe's dataset name.
+that lost most as rejected. The rows are LLaMA-Factory ranking records (converters/prefs.py), fitted to the recipe's
+cutoff by whole prompt turns as converted pairs are, and registered under the recipe's dataset name.
 
 Prompts come from a registered set kept out of SFT (by default the prompts of `caretune convert prefs`'s set, which
 that conversion dedupes against every SFT set and held-out split). Prompts of any held-out split are never used;
@@ -27,7 +27,7 @@ from pathlib import Path
 from caretune.basics.errors import UserError
 from caretune.basics.files import AtomicFile, write_json_atomic
 from caretune.basics.registry import register
-from caretune.constants import DATASET_INFO, MEDICAL_PREFS_DATASET
+from caretune.constants import DATASET_INFO, MEDICAL_PREFS_DATASET, TEMPLATE
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE
 from caretune.evaluation.judge import Judge
 from caretune.evaluation.pairwise import pair_call, question_id
@@ -160,7 +160,9 @@ def build_pairs(
     from caretune.generation.chat_models import chat_model
     from caretune.lf import sample_all
     from caretune.training.preflight import check_model_paths
-    from converters.prefs import encode, registry_entry
+    from caretune.lf import effective_cutoff_len
+    from caretune.prep.fitting import TemplateTokenCounter
+    from converters.prefs import encode, fitted, registry_entry
 
     recipe = Recipe.load(recipe_path)
     check_model_paths(recipe.path, recipe.args)
@@ -237,6 +239,7 @@ def build_pairs(
         outcomes[key][(i, j)] = verdict_of(verdicts[first.key(model_name)]["winner"], verdicts[second.key(model_name)]["winner"])
 
     records, lengths, by_seen = [], [], {True: Counter(), False: Counter()}
+    cutoff_len, count = effective_cutoff_len(recipe.args), TemplateTokenCounter(recipe.args.get("template") or TEMPLATE)
     for key, (messages, system, seen) in zip(ids, rows):
         answers = candidates[key]
         by_seen[seen].update(outcomes[key].values())
@@ -248,15 +251,21 @@ def build_pairs(
             skipped["no_decisive_pair"] += 1
             continue
         chosen, rejected = answers[picked[0]], answers[picked[1]]
-        lengths.append((len(chosen), len(rejected)))
-        records.append(
+        record = fitted(
             {
                 "conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages],
                 CHOSEN: {"from": "gpt", "value": chosen},
                 REJECTED: {"from": "gpt", "value": rejected},
                 "system": system or "",
-            }
+            },
+            cutoff_len,
+            count,
         )
+        if record is None:  # LLaMA-Factory's pairwise processor would cut the question off
+            skipped["too_long"] += 1
+            continue
+        lengths.append((len(chosen), len(rejected)))
+        records.append(record)
     if not records:
         raise UserError(f"no prompt gave a decisive pair ({dict(skipped)}); nothing was written")
     with AtomicFile(out) as handle:

@@ -150,8 +150,9 @@ def check_registered_datasets(path: Path, args: dict) -> None:
 
 
 def check_fitted_datasets(path: Path, args: dict) -> None:
-    """No training row is longer than the cutoff LLaMA-Factory applies (its truncation keeps the newest turns and
-    cuts older ones part-way, the system prompt first). A dataset whose conversion fitted it within the cutoff passes
+    """No training row (or preference pair) is longer than the cutoff LLaMA-Factory applies (SFT truncation keeps the
+    newest turns and cuts older ones part-way, the system prompt first; the pairwise processor cuts the prompt from its
+    end, the question first). A dataset whose conversion fitted it within the cutoff passes
     at once; any other is measured with LLaMA-Factory's own encoding (the token-length cache `check` and `plan`
     share)."""
     import tempfile
@@ -159,7 +160,8 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     from caretune.prep.lengths import TokenizerSource, turn_lengths
     from caretune.prep.mixing import fitted_within
 
-    if args.get("stage", "sft") != "sft" or args.get("do_train") is False:
+    stage = args.get("stage", "sft")
+    if stage not in ("sft", "dpo") or args.get("do_train") is False:
         return
     try:
         cutoff_len = lf.effective_cutoff_len(args)
@@ -170,7 +172,7 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     as_fitted = (
         (args.get("template") or TEMPLATE) == TEMPLATE
         and args.get("enable_thinking") is False
-        and args.get("mask_history") is True
+        and (args.get("mask_history") is True or stage == "dpo")  # pairs encode their prompt as served either way
         and not args.get("preserve_thinking")
     )
     names = [n for n in names_in(args.get("dataset")) if not (as_fitted and fitted_within(dataset_dir, n, cutoff_len))]
@@ -198,6 +200,12 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
                 continue
             lengths = data.lengths(1 << 30, bool(options["mask_history"]), bool(args.get("preserve_thinking")))
             long_rows = sum(1 for length in lengths if length > cutoff_len)
+            if long_rows and data.ranking:
+                raise PreflightError(
+                    f"{path}: {long_rows} pair(s) of dataset '{name}' are longer than cutoff_len {cutoff_len}; "
+                    "LLaMA-Factory would cut their prompt from its end, the question first: convert them again with "
+                    f"--cutoff-len {cutoff_len} (caretune prefs build fits its pairs to the recipe's cutoff)"
+                )
             if long_rows:
                 raise PreflightError(
                     f"{path}: {long_rows} row(s) of dataset '{name}' are longer than cutoff_len {cutoff_len} (as "

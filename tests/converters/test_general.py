@@ -46,7 +46,7 @@ def test_care_reminders_are_refused_for_general_rows():
     from caretune.basics.errors import UserError
     from caretune.prep.conversion import conversion_options
 
-    with pytest.raises(UserError, match="general rows are not medical and get no care reminders"):
+    with pytest.raises(UserError, match="general rows get no care reminders"):
         conversion_options("general", True, "all", (), "append", "system")
     assert conversion_options("general", True, "all", (), OFF, "system").care_reminder == OFF
 

@@ -111,6 +111,20 @@ def test_a_long_prompt_drops_old_whole_turns_so_both_answers_fit():
     assert [reject[2] for reject in batch.rejects] == ["too_long"]  # the rejected answer does not fit, even alone
 
 
+def test_a_built_pair_is_fitted_by_whole_prompt_turns():
+    def count(system, turns):
+        from converters.turns import TurnTokens
+
+        return TurnTokens(len(system), [len(q) + len(a) for q, a in turns], 0)
+
+    old = [{"from": "human", "value": "以前的问题。" * 10}, {"from": "gpt", "value": "以前的回答。" * 10}]
+    record = prefs.convert({"conversations": [*old, {"from": "human", "value": "现在头疼。"}], "chosen": GOOD, "rejected": "忍着。"})
+    room = len(MEDICAL_SYSTEM_PROMPT) + len("现在头疼。") + len(GOOD)
+    assert prefs.fitted(record, room + 200, count) == record  # everything fits
+    assert prefs.fitted(record, room + 10, count)["conversations"] == [{"from": "human", "value": "现在头疼。"}]
+    assert prefs.fitted(record, room - 10, count) is None  # the question with the longer answer does not fit
+
+
 def test_the_shipped_sample_is_accounted_masked_deduped_and_registered(tmp_path):
     (tmp_path / "data").mkdir()
     report, outputs = convert_into(tmp_path, prefs, SAMPLE / "prefs_med_sample.jsonl", eval_size=2)
@@ -150,3 +164,24 @@ def test_the_shared_500_pairs_are_accounted_for(tmp_path):
     assert report["written"] + report["eval"] > 400
     own_system = [row for row in json.loads(outputs.train.read_text()) if row["system"]]
     assert own_system and all(row["system"] != MEDICAL_SYSTEM_PROMPT for row in own_system)
+
+
+@pytest.mark.slow
+@pytest.mark.lf
+def test_llamafactory_reads_the_shared_pairs_through_check(tmp_path):
+    """`caretune check` loads the converted pairs with LLaMA-Factory's own loader and pairwise encoding: every pair
+    kept, none over the cutoff the conversion fitted them to."""
+    from caretune.prep.check import check_datasets
+
+    raw = shared_file("prefs/dpo_zh_500.jsonl")
+    (tmp_path / "data").mkdir()
+    from caretune.prep.fitting import TemplateTokenCounter
+
+    report, _ = convert_into(
+        tmp_path, SOURCES["prefs-general"], raw, eval_size=20, options=Options(cutoff_len=2048, count=TemplateTokenCounter())
+    )
+    results = check_datasets(
+        ["prefs-general", "prefs-general-eval"], str(tmp_path / "dataset_info.json"), model_name_or_path=None, cutoff_len=2048
+    )
+    assert [(r["rows"], r["dropped"], r["error"]) for r in results] == [(report["written"], 0, None), (report["eval"], 0, None)]
+    assert all(r["tokens"]["over_cutoff"] == 0 and r["tokens"]["max"] <= 2048 for r in results)

@@ -168,10 +168,12 @@ def test_activation_memory_with_checkpointing_off_and_offloaded_by_hand():
 def test_the_memory_model_is_within_a_quarter_of_the_measured_step_peak_on_cpu(tmp_path):
     """benchmarks/activation_memory.py: one LoRA step on CPU as the trainer runs it in bf16, peak bytes measured by
     PyTorch's profiler, against the memory model's activations and logits. The tiny Qwen3 (logits dominate) with
-    gradient checkpointing on and off, and the wider shape (layers dominate) without it, must be within 25%."""
+    gradient checkpointing on and off, and the wider shape (layers dominate) without it, must be within 25%. One row of
+    1,024 tokens (the benchmark's default is 2,048; the modelled terms are linear in the tokens) halves the time: 2 min
+    37 s here, ratios 1.002, 1.000, 1.474 (not asserted: recomputation's peaks do not coincide) and 1.015."""
     out = tmp_path / "memory.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "activation_memory.py"), "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "activation_memory.py"), "--tokens", "1024", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -112,13 +112,14 @@ def test_template_mismatch_across_the_folder(workspace):
 def test_a_hybrid_qwen3_is_never_put_into_thinking_mode_unasked(workspace):
     """The old `qwen3_nothink` setup (no empty think block: the base model thinks at inference) is refused in one
     line, in every recipe of the folder alike; --allow-thinking accepts it."""
-    for task in ("lora_sft", "predict", "chat", "export"):
+    tasks = [path.stem for path in Path("recipes/tiny-qwen3").glob("*.yaml")]
+    for task in tasks:
         edit(f"recipes/tiny-qwen3/{task}.yaml", template="qwen3_nothink")
     refused = r"^[^\n]*lora_sft\.yaml: template qwen3_nothink never adds the empty think block.*--allow-thinking [^\n]*$"
     with pytest.raises(PreflightError, match=refused):
         preflight(SFT)
     assert preflight(SFT, allow_thinking=True).processes == 1
-    for task in ("lora_sft", "predict", "chat", "export"):
+    for task in tasks:
         edit(f"recipes/tiny-qwen3/{task}.yaml", template="qwen3", enable_thinking=True)
     with pytest.raises(PreflightError, match=r"without enable_thinking: false puts hybrid .* into thinking mode"):
         preflight(SFT)
@@ -366,4 +367,13 @@ def test_dpo_needs_its_sft_adapter(preference_workspace):
 
     shutil.rmtree("saves/tiny-qwen3/lora/sft")
     with pytest.raises(PreflightError, match=r"adapter_name_or_path saves/tiny-qwen3/lora/sft does not exist; train it first"):
+        preflight(DPO)
+
+
+def test_pairs_longer_than_the_cutoff_are_refused_for_dpo(preference_workspace):
+    """LLaMA-Factory's pairwise processor cuts a long pair's prompt from its end, the question first."""
+    rows = json.loads(Path("data/prefs-onpolicy.json").read_text(encoding="utf-8"))
+    rows[0]["rejected"]["value"] = "很长的回答。" * 200
+    Path("data/prefs-onpolicy.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(PreflightError, match=r"1 pair\(s\) of dataset 'prefs-onpolicy' are longer than cutoff_len 512.*question"):
         preflight(DPO)
