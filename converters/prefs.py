@@ -19,10 +19,8 @@ sentence itself the difference DPO learns from, a preference no rater expressed;
 from __future__ import annotations
 
 import types
-from collections import Counter
 
-from caretune.basics.pii import mask_pii
-from converters.huatuo import GPT, HUMAN, SYSTEM, encode, sharegpt_turns  # noqa: F401 (encode)
+from converters.huatuo import GPT, HUMAN, encode, scrub, sharegpt_turns  # noqa: F401 (the pipeline calls encode and scrub here)
 from converters.huatuo import pairs as turn_pairs
 from converters.names import (
     GENERAL_PREFS_DATASET,
@@ -154,25 +152,6 @@ def window(record: dict, first: int, last: int) -> dict:
     if first == 0:
         return record
     return {**record, "conversations": record["conversations"][2 * first :]}
-
-
-def scrub(record: dict) -> tuple[dict, Counter | None]:
-    """Mask personal data in every human turn and in a row's own system prompt."""
-    total: Counter = Counter()
-    record = dict(record)
-    if record["system"] != MEDICAL_SYSTEM_PROMPT:
-        record["system"], counts = mask_pii(record["system"])
-        total.update(counts or {})
-    turns = []
-    for turn in record["conversations"]:
-        if turn["from"] == HUMAN:
-            masked, counts = mask_pii(turn["value"])
-            if counts:
-                total.update(counts)
-                turn = {**turn, "value": masked}
-        turns.append(turn)
-    record["conversations"] = turns
-    return record, (total or None)
 
 
 def general_source() -> types.ModuleType:

@@ -158,10 +158,9 @@ def build_pairs(
     """Sample, judge, pick and write the on-policy set named by the recipe's `dataset`; returns its report."""
     from caretune.evaluation.evaluate import dataset_rows
     from caretune.generation.chat_models import chat_model
-    from caretune.lf import sample_all
-    from caretune.training.preflight import check_model_paths
-    from caretune.lf import effective_cutoff_len
+    from caretune.lf import effective_cutoff_len, sample_all
     from caretune.prep.fitting import TemplateTokenCounter
+    from caretune.training.preflight import check_model_paths
     from converters.prefs import encode, fitted, registry_entry
 
     recipe = Recipe.load(recipe_path)

@@ -15,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from caretune.planning import estimate
-from caretune.planning.plan import PlanError, TrainSettings, _duration, resolve_arch
+from caretune.planning.plan import PlanError, TrainSettings, dataset_lengths, duration_text, resolve_arch
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def pair_lengths(settings: TrainSettings, use_cache: bool) -> dict[str, list[tup
     """(prompt, chosen, rejected) tokens of every pair LLaMA-Factory keeps, per dataset, at the recipe's cutoff."""
     import tempfile
 
-    from caretune.prep.lengths import TokenizerSource, turn_lengths
+    from caretune.prep.lengths import TokenizerSource
     from caretune.prep.tokenizer import TokenizerError
 
     tokenizer = TokenizerSource(settings.model)
@@ -75,15 +75,7 @@ def pair_lengths(settings: TrainSettings, use_cache: bool) -> dict[str, list[tup
     with tempfile.TemporaryDirectory() as scratch:
         for name in settings.datasets:
             try:
-                data = turn_lengths(
-                    name,
-                    settings.dataset_dir,
-                    tokenizer,
-                    scratch,
-                    template=settings.template,
-                    enable_thinking=settings.enable_thinking,
-                    use_cache=use_cache,
-                )
+                data = dataset_lengths(settings, name, tokenizer, scratch, use_cache)
             except TokenizerError as err:
                 raise PlanError(str(err)) from None
             if not data.ranking:
@@ -169,6 +161,6 @@ def format_pair_plan(plan: PairPlan) -> str:
             f"  memory per GPU: {memory['total'] / gib:.2f} GiB of {plan.memory_limit_bytes / gib:.1f} GiB usable "
             f"({'fits' if plan.fits else 'DOES NOT FIT'}; the reference reuses the policy's weights)",
             f"  throughput: {plan.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU ({plan.throughput_source})",
-            f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
+            f"estimate: {duration_text(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
         ]
     )

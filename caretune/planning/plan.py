@@ -360,6 +360,23 @@ class Tokenized:
 PLANNED_LENGTHS_CAP = 100_000  # row lengths packed per dataset when extrapolating; the rest is scaled
 
 
+def dataset_lengths(settings: TrainSettings, name: str, tokenizer, scratch: str, use_cache: bool, **options):
+    """One dataset's token lengths as the recipe's template and thinking mode encode it (caretune.prep.lengths,
+    cached); `options` are turn_lengths' own."""
+    from caretune.prep.lengths import turn_lengths
+
+    return turn_lengths(
+        name,
+        settings.dataset_dir,
+        tokenizer,
+        scratch,
+        template=settings.template,
+        enable_thinking=settings.enable_thinking,
+        use_cache=use_cache,
+        **options,
+    )
+
+
 def tokenize(
     settings: TrainSettings,
     recipe_path: str,
@@ -372,7 +389,7 @@ def tokenize(
     planned for more rows than were tokenized has its kept lengths resampled (seeded, with replacement) to the
     planned count, at most PLANNED_LENGTHS_CAP, so its packs fill as the full data's would. A dataset named in
     `length_profiles` takes its lengths from that profile (caretune.prep.profiles) instead."""
-    from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
+    from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes
     from caretune.prep.profiles import ProfileError, load_profile, sample_lengths
     from caretune.prep.tokenizer import TokenizerError
 
@@ -386,18 +403,16 @@ def tokenize(
             profile = length_profiles.get(name)
             processes = tokenizer_processes(settings.preprocessing_num_workers, dataset_bytes(settings.dataset_dir, name))
             try:
-                data = turn_lengths(
+                data = dataset_lengths(
+                    settings,
                     name,
-                    settings.dataset_dir,
                     tokenizer,
                     scratch,
-                    template=settings.template,
-                    enable_thinking=settings.enable_thinking,
+                    use_cache,
                     mask_history=settings.mask_history,
                     sample=1 if profile else sample,  # a profile needs only the row count
                     seed=settings.seed,
                     num_proc=processes,
-                    use_cache=use_cache,
                 )
                 kept = data.lengths(cutoff, settings.mask_history, settings.preserve_thinking)
                 quantiles = load_profile(profile) if profile else None
@@ -698,7 +713,7 @@ def _warnings(
     return warnings
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     hours, rest = divmod(int(round(seconds)), 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
@@ -757,7 +772,7 @@ def format_plan(plan: Plan) -> str:
     lines += [
         f"throughput: {t.processed_tokens_per_s_per_gpu:,.0f} processed tokens/s per GPU, "
         f"{t.real_tokens_per_s_per_gpu:,.0f} real ({t.mfu:.0%} MFU, {t.hfu:.0%} HFU); {t.source}",
-        f"estimate: {_duration(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
+        f"estimate: {duration_text(plan.wall_seconds)} wall, {plan.gpu_hours:.1f} GPU-hours",
     ]
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

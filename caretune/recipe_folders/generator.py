@@ -213,6 +213,15 @@ def _history_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
     return [("mask_history", True, "multi-turn rows: loss on the last answer; history as chat and the API render it")]
 
 
+def _loading_keys(recipe: ModelRecipe) -> list[tuple[str, object, str]]:
+    """How a training recipe loads its data: fresh preprocessing, and workers on a GPU machine."""
+    return [
+        ("overwrite_cache", True, ""),
+        ("preprocessing_num_workers", 16 if recipe.gpus > 1 else None, ""),
+        ("dataloader_num_workers", 4 if recipe.gpus > 1 else 0, ""),
+    ]
+
+
 def effective_batch(recipe: ModelRecipe) -> str:
     """The derived-numbers comment of `gradient_accumulation_steps`."""
     where = "GPUs" if recipe.world_size > 1 else "process"
@@ -291,9 +300,7 @@ def lora_sft(recipe: ModelRecipe) -> list[Section]:
                 *_history_keys(recipe),
                 ("cutoff_len", recipe.cutoff_len, ""),
                 *packing,
-                ("overwrite_cache", True, ""),
-                ("preprocessing_num_workers", 16 if recipe.gpus > 1 else None, ""),
-                ("dataloader_num_workers", 4 if recipe.gpus > 1 else 0, ""),
+                *_loading_keys(recipe),
             ],
         ),
         (
@@ -389,9 +396,7 @@ def dpo(recipe: ModelRecipe) -> list[Section]:
                 ("dataset_dir", ".", ""),
                 *_template_keys(recipe),
                 ("cutoff_len", recipe.cutoff_len, "no packing: LLaMA-Factory packs SFT rows only"),
-                ("overwrite_cache", True, ""),
-                ("preprocessing_num_workers", 16 if recipe.gpus > 1 else None, ""),
-                ("dataloader_num_workers", 4 if recipe.gpus > 1 else 0, ""),
+                *_loading_keys(recipe),
             ],
         ),
         (

@@ -118,7 +118,8 @@ def test_a_built_pair_is_fitted_by_whole_prompt_turns():
         return TurnTokens(len(system), [len(q) + len(a) for q, a in turns], 0)
 
     old = [{"from": "human", "value": "以前的问题。" * 10}, {"from": "gpt", "value": "以前的回答。" * 10}]
-    record = prefs.convert({"conversations": [*old, {"from": "human", "value": "现在头疼。"}], "chosen": GOOD, "rejected": "忍着。"})
+    question = {"from": "human", "value": "现在头疼。"}
+    record = prefs.convert({"conversations": [*old, question], "chosen": GOOD, "rejected": "忍着。"})
     room = len(MEDICAL_SYSTEM_PROMPT) + len("现在头疼。") + len(GOOD)
     assert prefs.fitted(record, room + 200, count) == record  # everything fits
     assert prefs.fitted(record, room + 10, count)["conversations"] == [{"from": "human", "value": "现在头疼。"}]

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from caretune import lf
 from caretune.cli import main
-from caretune.planning.plan import PlanError, _duration, make_plan, read_recipe
+from caretune.planning.plan import PlanError, duration_text, make_plan, read_recipe
 from tests.helpers import ROOT, caretune_env, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
@@ -86,7 +86,7 @@ def test_plan_of_the_walkthrough_recipe_json(workspace, monkeypatch):
     assert memory["weights"] == 2 * plan["params"] and plan["fits"] is (memory["total"] <= plan["memory_limit_bytes"])
     t = plan["throughput"]
     assert "assumed 40% HFU" in t["source"] and t["mfu"] < t["hfu"]  # the recompute counts in HFU only
-    assert _duration(59) == "0m59s" and _duration(7560) == "2h06m"
+    assert duration_text(59) == "0m59s" and duration_text(7560) == "2h06m"
     assert t["real_tokens_per_s_per_gpu"] == pytest.approx(
         t["processed_tokens_per_s_per_gpu"] * plan["non_padding_share"], rel=1e-3
     )
