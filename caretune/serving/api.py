@@ -165,7 +165,7 @@ class ChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_CHOICES, strict=True)
     stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    seed: int | None = Field(None, strict=True)  # honoured: sampling starts from it
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, strict=True)  # honoured: torch.manual_seed's range
     # known to OpenAI's API but not honoured here: refused (400 unsupported_parameter) instead of ignored
     logprobs: Any = None
     top_logprobs: Any = None
@@ -430,6 +430,13 @@ class Admission:
         await response({"type": "http"}, None, send)
 
 
+def internal_error(rid: str, err: BaseException) -> ApiError:
+    """A 500 for an unexpected failure, logged with the error's type and frames only: its message could quote patient
+    text."""
+    log.error("%s failed: %s\n%s", rid, type(err).__name__, "".join(traceback.format_tb(err.__traceback__)).rstrip())
+    return ApiError(500, f"internal error ({type(err).__name__}); the server log has request {rid}", code="internal_error")
+
+
 def create_app(generator, settings: ApiSettings) -> FastAPI:
     """The API over `generator` (caretune.generation.local.LocalGenerator, or anything with its two methods)."""
     app = FastAPI(title="caretune API", docs_url=None, redoc_url=None, openapi_url=None)
@@ -462,10 +469,7 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception):
-        # the frames and the error's type only: its message could quote patient text
-        rid = getattr(request.state, "rid", "-")
-        log.error("%s failed: %s\n%s", rid, type(err).__name__, "".join(traceback.format_tb(err.__traceback__)).rstrip())
-        return ApiError(500, f"internal error ({type(err).__name__}); the server log has request {rid}").response()
+        return internal_error(getattr(request.state, "rid", "-"), err).response()
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi():
@@ -481,7 +485,12 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
-        return await complete(body, request, generator, settings, gate, app.state.shutdown, workers)
+        try:
+            return await complete(body, request, generator, settings, gate, app.state.shutdown, workers)
+        except ApiError:
+            raise
+        except Exception as err:  # noqa: BLE001 (Starlette would re-raise it to uvicorn, which logs its message)
+            return internal_error(getattr(request.state, "rid", "-"), err).response()
 
     return app
 
@@ -682,15 +691,17 @@ class Reply:
             while (piece := await next_piece(pieces, job)) is not None:
                 if shown := think.feed(piece):
                     yield self.event({"content": shown})
-            completion = work.result()[0] if work.done() else None  # None: shut down while the prompt is read
+            failed = work.done() and work.exception() is not None
+            completion = work.result()[0] if work.done() and not failed else None  # None: failed, or shut down early
             if completion:
                 state.completion_tokens = completion.tokens
             if rest := think.flush():
                 yield self.event({"content": rest})
-            if completion is None or completion.finish_reason == CANCELLED:
-                err = job.cancelled_error(self.settings.request_timeout_s)
+            if completion is None or completion.finish_reason == CANCELLED:  # the response has started: an error event
+                err = internal_error(state.rid, work.exception()) if failed else job.cancelled_error(self.settings.request_timeout_s)
                 state.outcome = f"{err.status} {err.code}"
                 yield f"data: {json.dumps(err.body(), ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
                 return
             yield self.event({}, completion.finish_reason)
             if self.include_usage:

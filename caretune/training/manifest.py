@@ -2,13 +2,15 @@
 
 `caretune train` writes it atomically when a run starts and completes it when the run ends. It holds the project
 root (every path is recorded as given and absolute), the code (git commit, and a SHA-256 of any uncommitted
-change to a tracked file), the recipe's and DeepSpeed config's text and SHA-256, every dataset's registry entry, file SHA-256 and
+change to a tracked file), the recipe's and DeepSpeed config's SHA-256 and parsed keys (never their text), the adapters a
+run starts from, every dataset's registry entry, file SHA-256 and
 conversion report (settings, counts, filters, care policy), the package versions that shape the result, the
 hardware, world size, seed, command line and environment switches; at the end the exit, last step, last loss,
 the output files and every checkpoint's files with their SHA-256, and the base model's config, tokenizer files,
 weight index and weights (sizes and SHA-256). Each start or resume is an attempt of its own (its data hashes,
-step range, end state and exit). Secrets are listed by name only; recipe values under secret-looking keys are
-redacted; no row of data is copied into it: patient text never goes in.
+step range, end state and exit). Secrets are listed by name only; recipe values under secret-looking keys (and any
+value equal to one), and every URL's user and password, are redacted; no row of data is copied into it: patient text
+never goes in.
 
 `caretune runs show RUN` prints it; `caretune runs verify RUN` checks every recorded section against the files
 now, resolving paths from the manifest (never from the current folder), and names each difference and each
@@ -47,7 +49,9 @@ SWITCHES = (
     "CUDA_VISIBLE_DEVICES",
 )
 SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)  # HF_TOKEN, not TOKENIZERS_*
-SECRET_KEY_PART = re.compile(r"^(token|key|apikey|secret|password|passwd|credentials?)$", re.IGNORECASE)
+SECRET_WORD = re.compile(r"token|key|secret|password|passwd|pwd|passphrase|authorization|credential", re.IGNORECASE)
+SECRET_FIELD = re.compile(r"(token|key|secret|password|passwd|pwd|passphrase|authorization|credentials?)$", re.IGNORECASE)
+URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]*@")
 REDACTED = "<redacted>"
 BASE_MODEL_FILES = (
     "config.json",
@@ -87,56 +91,78 @@ def sha256(path: str | os.PathLike) -> str | None:
 
 
 def secret_key(name: str) -> bool:
-    """A recipe key whose value may be a secret: hub_token, api_key, wandb_api_key, hubToken, db_password (not
-    max_new_tokens or tokenized_path: a part of the name must be the word itself)."""
-    return any(SECRET_KEY_PART.match(part) for part in re.split(r"[_.\-\s]|(?<=[a-z])(?=[A-Z])", name))
+    """A recipe key whose value may be a secret: any name holding token, key, secret, password, passwd, pwd,
+    passphrase, authorization or credential (hubtoken, wandbkey, hubToken, db_password), except a known field of
+    LLaMA-Factory's or transformers' arguments that is not one (max_new_tokens, tokenized_path, new_special_tokens_config;
+    the hubs' tokens and swanlab's key and secret are)."""
+    if not SECRET_WORD.search(name):
+        return False
+    from caretune import lf
+
+    return name not in lf.known_keys() or bool(SECRET_FIELD.search(name))
 
 
-def redact(text: str) -> str | None:
-    """A recipe's text as written when no secret-looking key holds a value; else the YAML written anew from its
-    parsed keys with those values replaced, at any depth (comments are dropped then: one may quote the secret).
-    None for text that is not YAML."""
+def _without_userinfo(text: str) -> str:
+    """A value with the user and password taken out of every URL in it."""
+    return URL_USERINFO.sub(r"\1", text)
+
+
+def redacted_keys(text: str):
+    """A recipe's (or DeepSpeed config's) parsed keys with secret-looking values replaced at any depth, every URL's
+    userinfo removed, and any other value equal to a redacted one (a YAML alias) redacted too; None for text that is
+    not YAML. Never the text: a comment may quote a secret."""
     import yaml
 
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
         return None
+    secrets: set[str] = set()
 
-    def clean(value):
+    def collect(value) -> None:
         if isinstance(value, dict):
-            return {
-                key: REDACTED if secret_key(str(key)) and item not in (None, "") and not isinstance(item, bool) else clean(item)
-                for key, item in value.items()
-            }
-        if isinstance(value, list):
-            return [clean(item) for item in value]
-        return value
+            for key, item in value.items():
+                if secret_key(str(key)) and isinstance(item, (str, int, float)) and not isinstance(item, bool):
+                    secrets.add(str(item))
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
 
-    cleaned = clean(data)
-    return text if cleaned == data else yaml.safe_dump(cleaned, allow_unicode=True, sort_keys=False)
+    def clean(value, secret: bool = False):
+        if isinstance(value, dict):
+            return {key: clean(item, secret_key(str(key))) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item, secret) for item in value]
+        if (secret and value not in (None, "") and not isinstance(value, bool)) or (value is not None and str(value) in secrets):
+            return REDACTED
+        return _without_userinfo(value) if isinstance(value, str) else value
+
+    collect(data)
+    return clean(data)
 
 
 def _file(path: str | os.PathLike | None) -> dict | None:
-    """A file's path (as given and absolute), text (secret values redacted) and SHA-256 of its real text (for the
-    small config files a run is defined by)."""
+    """A config file's path (as given and absolute), its SHA-256 and its parsed keys, secrets redacted (for the small
+    files a run is defined by); never its text."""
     if not path:
         return None
     path = Path(path)
     where = {"path": str(path), "abs_path": str(path.resolve())}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {**where, "text": None, "sha256": None}
-    return {**where, "text": redact(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+        data = path.read_bytes()
+    except OSError:
+        return {**where, "keys": None, "sha256": None}
+    return {**where, "keys": redacted_keys(data.decode("utf-8", errors="replace")), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def git_state(folder: Path) -> dict:
-    """The commit checked out in `folder` and whether its tracked or untracked files differ from it."""
+    """The commit checked out in `folder` and whether its tracked or untracked files differ from it (read as bytes:
+    a tracked file need not be UTF-8)."""
 
-    def git(*args: str) -> str | None:
+    def git(*args: str) -> bytes | None:
         try:
-            done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=30)
+            done = subprocess.run(["git", *args], cwd=folder, capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -145,9 +171,9 @@ def git_state(folder: Path) -> dict:
     status = git("status", "--porcelain") if commit else None
     diff = git("diff", "HEAD", "--binary") if commit else None  # tracked files: untracked ones are often outputs
     return {
-        "commit": commit,
+        "commit": commit.decode("ascii", errors="replace") if commit else None,
         "dirty": bool(status) if status is not None else None,
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+        "diff_sha256": hashlib.sha256(diff).hexdigest() if diff else None,
     }
 
 

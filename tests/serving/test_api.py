@@ -108,6 +108,10 @@ def api():
         (question(stop="。"), "stop"),
         (question(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
         (question(stream=True, n=2), "n"),
+        (question(seed=2**64), "seed"),  # past what torch.manual_seed takes: a 500, or a cut stream, before
+        (question(seed=2**64, stream=True), "seed"),
+        (question(seed=-(2**63) - 1), "seed"),
+        (question(seed=1.5), "seed"),
         ({"model": "caretune", "messages": [{"role": "user", "content": None}]}, "messages[0].content"),
         ({"model": "caretune", "messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         ({"model": "caretune", "messages": [{"role": "user", "content": {"text": "hi"}}]}, "messages[0].content"),
@@ -369,3 +373,24 @@ def test_the_real_server_under_load_and_abuse_with_the_openai_client(tmp_path):
         assert outcomes[case].startswith(expected) and "FAILED" not in outcomes[case], outcomes[case]
     assert report["sigterm"]["exit_s"] <= 5 and "shutting down" in report["sigterm"]["client"]
     assert not report["log_has_patient_text"] and not report["log_has_traceback"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failure_never_reaches_uvicorns_own_handler_and_a_stream_ends_with_an_error_and_done(stream, caplog):
+    """Starlette re-raises after the app's own handler, and uvicorn then logs the whole exception, whose message can
+    quote patient text; a stream that failed after it started was cut without an error event or [DONE]."""
+    generator = ScriptedGenerator(fail=ValueError(f"could not read {QUESTION}"))
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's loggers do not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO), serving(generator) as (base, _):
+            reply = httpx.post(f"{base}/v1/chat/completions", json=question(stream=stream), timeout=30)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert "Exception in ASGI application" not in caplog.text and "头疼" not in caplog.text and "13812345678" not in caplog.text
+    assert "ValueError" in caplog.text  # the caretune log line: the error's type and frames
+    if not stream:
+        assert reply.status_code == 500 and "ValueError" in reply.json()["error"]["message"]
+        return
+    events = [line.removeprefix("data: ") for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "internal_error", events

@@ -8,10 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.training import manifest, runs
+
+pytestmark = pytest.mark.lf  # secret names are told from LLaMA-Factory's own argument fields
 
 
 def test_secrets_are_listed_by_name_only():
@@ -128,12 +131,56 @@ def test_verify_checks_the_code_the_base_model_and_the_checkpoints(tmp_path, mon
 def test_secret_looking_recipe_values_are_redacted(tmp_path, monkeypatch):
     output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
     text = runs.status_path(output_dir).read_text(encoding="utf-8")
-    assert "hf_SECRETabc" not in text and "hub_token: <redacted>" in text and "max_new_tokens: 512" in text
+    recorded = json.loads(text)["recipe"]
+    assert "hf_SECRETabc" not in text and recorded["keys"]["hub_token"] == "<redacted>" and recorded["keys"]["max_new_tokens"] == 512
+    assert "text" not in recorded  # the parsed keys and the SHA-256, never the text (a comment may quote a secret)
     shown = CliRunner().invoke(main, ["runs", "show", str(output_dir), "--json"])
     assert shown.exit_code == 0 and "hf_SECRETabc" not in shown.output
-    assert manifest.redact("api_key: sk-1\nwandb_api_key: x\ntokenized_path: t\nkey_file:\n") == (
-        "api_key: <redacted>\nwandb_api_key: <redacted>\ntokenized_path: t\nkey_file: null\n"
+    assert manifest.redacted_keys("api_key: sk-1\nwandb_api_key: x\ntokenized_path: t\nkey_file:\n") == {
+        "api_key": "<redacted>",
+        "wandb_api_key": "<redacted>",
+        "tokenized_path": "t",
+        "key_file": None,
+    }
+
+
+def test_no_secret_reaches_the_manifest_in_any_form():
+    """A commented-out token, a password inside a URL, duplicate keys, YAML aliases, and secret names that are one word
+    (hubtoken, wandbkey) or other words (authorization, pwd, passphrase); LLaMA-Factory's own fields stay readable."""
+    text = (
+        "# hub_token: hf_COMMENTED\n"
+        "hf_hub_token: hf_FIRST\n"
+        "hf_hub_token: hf_DUPLICATE\n"
+        "swanlab_lark_webhook_url: https://bot:PASSINURL@open.example.com/hook?x=1\n"
+        "hubtoken: HUBTOKEN1\n"
+        "wandbkey: WANDBKEY1\n"
+        "authorization: Bearer AUTH1\n"
+        "db: {pwd: PWD1, passphrase: PASSPHRASE1, host: db.local}\n"
+        "anchor_secret: &shared ALIASED1\n"
+        "run_name: *shared\n"
+        "max_new_tokens: 512\n"
+        "tokenized_path: cache/tok\n"
+        "new_special_tokens_config: cfg.yaml\n"
+        "swanlab_api_key: SWAN1\n"
     )
+    recorded = json.dumps(manifest.redacted_keys(text), ensure_ascii=False)
+    for secret in ("hf_COMMENTED", "hf_FIRST", "hf_DUPLICATE", "PASSINURL", "bot:", "HUBTOKEN1", "WANDBKEY1", "AUTH1", "PWD1"):
+        assert secret not in recorded, secret
+    for secret in ("PASSPHRASE1", "ALIASED1", "SWAN1"):
+        assert secret not in recorded, secret
+    keys = manifest.redacted_keys(text)
+    assert keys["swanlab_lark_webhook_url"] == "https://open.example.com/hook?x=1" and keys["db"]["host"] == "db.local"
+    assert (keys["max_new_tokens"], keys["tokenized_path"], keys["new_special_tokens_config"]) == (512, "cache/tok", "cfg.yaml")
+
+
+def test_a_tracked_file_that_is_not_utf8_is_read_as_bytes(tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    state = manifest.git_state(tmp_path)
+    assert state["dirty"] is True and len(state["commit"]) == 40 and state["diff_sha256"]
 
 
 def test_sections_never_recorded_fail_and_malformed_manifests_give_one_line(tmp_path, monkeypatch):
@@ -233,14 +280,14 @@ def test_redaction_reads_the_yaml_not_its_lines():
         "om_hub_token: >-\n  hf_FOLDED\n  more\n"
         "ignore_pad_token_for_loss: true\n"
         "max_new_tokens: 512\n"
-        "# a comment naming hf_COMMENT stays out too\n"
     )
-    redacted = manifest.redact(text)
+    redacted = manifest.redacted_keys(text)
     for secret in ("hf_QUOTED", "hf_SQ", "FLOWSECRET", "LISTSECRET", "hf_NEXTLINE", "CAMELSECRET", "hf_FOLDED"):
-        assert secret not in redacted, secret
-    for kept in ("ignore_pad_token_for_loss: true", "max_new_tokens: 512", "project: care"):
-        assert kept in redacted, kept
-    assert manifest.redact("lr: 1.0e-4  # no secret: the text as written\n") == "lr: 1.0e-4  # no secret: the text as written\n"
+        assert secret not in json.dumps(redacted), secret
+    assert redacted["ignore_pad_token_for_loss"] is True and redacted["max_new_tokens"] == 512
+    assert redacted["report"]["project"] == "care"
+    assert manifest.redacted_keys("lr: 1.0e-4  # no secret\n") == {"lr": 1.0e-4}
+    assert manifest.redacted_keys("a: [unclosed\n") is None
 
 
 def test_a_run_that_starts_from_an_adapter_records_and_verifies_it(tmp_path, monkeypatch):
