@@ -31,7 +31,6 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TRAINER_LOG, TRAINER_STATE = "trainer_log.jsonl", "trainer_state.json"
 RESULT_FILES = ("train_results.json", "all_results.json")  # written after the last step
 PREDICTIONS_FILE, PREDICT_RESULTS = "generated_predictions.jsonl", "predict_results.json"  # a predict run's
-LF_OUTPUT_FILES = (*ADAPTER_FILES, "all_results.json", "train_results.json", TRAINER_STATE)  # what a manifest hashes
 
 BASE_MODEL = "Qwen/Qwen3-8B"
 TINY_MODEL_DIR = ".cache/tiny-qwen3"  # the CPU stand-in built by `caretune tiny-model`

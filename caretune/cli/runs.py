@@ -46,11 +46,13 @@ def runs_show(run, as_json):
     base model, checkpoints and every attempt."""
     from caretune.basics.errors import UserError
     from caretune.training.manifest import describe
-    from caretune.training.runs import load_manifest
+    from caretune.training.runs import load_manifest, manifest_digest_line
 
-    manifest, _ = load_manifest(run)
+    manifest, output_dir = load_manifest(run)
     try:
         click.echo(json.dumps(manifest, ensure_ascii=False, indent=2) if as_json else describe(manifest))
+        if not as_json:
+            click.echo(manifest_digest_line(output_dir))
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise UserError(f"{run}: the manifest is malformed ({type(err).__name__}: {err}); --json prints it as it is") from None
 

@@ -698,7 +698,9 @@ class Reply:
             if rest := think.flush():
                 yield self.event({"content": rest})
             if completion is None or completion.finish_reason == CANCELLED:  # the response has started: an error event
-                err = internal_error(state.rid, work.exception()) if failed else job.cancelled_error(self.settings.request_timeout_s)
+                err = (
+                    internal_error(state.rid, work.exception()) if failed else job.cancelled_error(self.settings.request_timeout_s)
+                )
                 state.outcome = f"{err.status} {err.code}"
                 yield f"data: {json.dumps(err.body(), ensure_ascii=False)}\n\n"
                 yield "data: [DONE]\n\n"

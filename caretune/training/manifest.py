@@ -31,11 +31,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from caretune.basics.files import sha256_file
-from caretune.constants import ADAPTER_FILES, DATASET_INFO, LF_OUTPUT_FILES
+from caretune.constants import ADAPTER_FILES, DATASET_INFO
 from caretune.packages import training_packages, training_versions
 from caretune.recipe import names_in
+from caretune.training.audit import listing, listing_changes, path_changes, path_record, untracked_code
 
-MANIFEST_FORMAT = 2  # 2: the adapters a run starts from
+MANIFEST_FORMAT = 3  # 2: the adapters a run starts from; 3: full listings, registry entries, link targets, paths
 SWITCHES = (
     "USE_RAY",
     "FORCE_TORCHRUN",
@@ -53,20 +54,6 @@ SECRET_WORD = re.compile(r"token|key|secret|password|passwd|pwd|passphrase|autho
 SECRET_FIELD = re.compile(r"(token|key|secret|password|passwd|pwd|passphrase|authorization|credentials?)$", re.IGNORECASE)
 URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/@\s]*@")
 REDACTED = "<redacted>"
-BASE_MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 REPORT_SUMMARY = (
     "source",
     "read",
@@ -246,7 +233,8 @@ def datasets(args: dict) -> list[dict]:
                     "role": "train" if key == "dataset" else "eval",
                     "entry": entry,
                     "file": str(data_file) if data_file else None,
-                    "abs_file": str(data_file.resolve()) if data_file else None,
+                    "abs_file": os.path.abspath(data_file) if data_file else None,  # the link, not its target
+                    "target": os.path.realpath(data_file) if data_file else None,
                     "sha256": sha256(data_file) if data_file else None,
                     "bytes": data_file.stat().st_size if data_file and data_file.is_file() else None,
                     "conversion": _conversion_report(data_file) if data_file else None,
@@ -275,7 +263,7 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
     return {
         "manifest_format": MANIFEST_FORMAT,
         "project_root": str(Path.cwd().resolve()),
-        "code": git_state(Path.cwd()),
+        "code": {**git_state(Path.cwd()), "untracked": untracked_code(Path.cwd())},
         "recipe": _file(recipe),
         "deepspeed": _file(args.get("deepspeed")),
         "datasets": datasets(args),
@@ -290,26 +278,40 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
     }
 
 
-def end_manifest(output_dir: Path, model: str | None) -> dict:
-    """The manifest's fields known when a run ends: last step and loss, the output files and every checkpoint's
-    files with their SHA-256, and the base model's files (LLaMA-Factory has fetched it by then)."""
+def end_manifest(output_dir: Path, args: dict) -> dict:
+    """The manifest's fields known when a run ends: last step and loss, the output folder's and every checkpoint's
+    files (audit.listing), the base model's (LLaMA-Factory has fetched it by then), and every other path the recipe
+    names (tokenized_path, a special-tokens file, ...)."""
     from caretune.training.runs import read_run
 
     run = read_run(output_dir)
-    outputs = {name: sha256(output_dir / name) for name in LF_OUTPUT_FILES if (output_dir / name).is_file()}
-    checkpoints = {folder.name: folder_hashes(folder) for folder in sorted(output_dir.glob("checkpoint-*")) if folder.is_dir()}
+    checkpoints = sorted(folder for folder in output_dir.glob("checkpoint-*") if folder.is_dir())
     return {
         "last_step": run.get("step"),
         "last_loss": run.get("last_loss"),
-        "outputs": outputs,
-        "checkpoints": checkpoints,
-        "base_model": base_model(model),
+        "outputs": listing(output_dir, skip=tuple(folder.name for folder in checkpoints)),
+        "checkpoints": {folder.name: listing(folder) for folder in checkpoints},
+        "base_model": base_model(args.get("model_name_or_path")),
+        "paths": recipe_paths(args),
     }
 
 
-def folder_hashes(folder: Path) -> dict[str, str | None]:
-    """Every file under `folder` (relative path: SHA-256)."""
-    return {str(path.relative_to(folder)): sha256(path) for path in sorted(folder.rglob("*")) if path.is_file()}
+OWN_SECTIONS = ("model_name_or_path", "adapter_name_or_path", "output_dir", "dataset_dir", "deepspeed", "logging_dir")
+
+
+def recipe_paths(args: dict) -> dict[str, dict]:
+    """Every other recipe value that names a local file or folder (tokenized_path, ref_model_adapters, a template or
+    special-tokens file, ...): where it is and what is there."""
+    from caretune.recipe import names_in
+
+    found = {}
+    for key, value in args.items():
+        if key in OWN_SECTIONS or not isinstance(value, str) or not value or "\n" in value:
+            continue
+        for part in names_in(value) if "," in value else [value]:
+            if Path(part).exists() or key == "tokenized_path":
+                found[f"{key}: {part}" if part != value else key] = path_record(part)
+    return found
 
 
 def model_folder(model: str | None) -> Path | None:
@@ -328,17 +330,11 @@ def model_folder(model: str | None) -> Path | None:
 
 
 def base_model(model: str | None) -> dict:
-    """The base model's config, tokenizer files and weight index (SHA-256), and its weights (size and SHA-256)."""
+    """The base model's folder, every file listed (audit.listing: weights in the hub's cache by their blob names)."""
     folder = model_folder(model)
     if folder is None:
         return {"name": model, "folder": None}
-    files = {name: sha256(folder / name) for name in BASE_MODEL_FILES if (folder / name).is_file()}
-    weights = {
-        path.name: {"bytes": path.stat().st_size, "sha256": sha256(path)}
-        for path in sorted(folder.iterdir())
-        if path.suffix in WEIGHT_SUFFIXES and path.is_file()
-    }
-    return {"name": model, "folder": str(folder), "files": files, "weights": weights}
+    return {"name": model, "folder": str(folder), "listing": listing(folder)}
 
 
 def attempt_start(manifest: dict, resumed_from: str | None) -> dict:
@@ -353,6 +349,22 @@ def attempt_start(manifest: dict, resumed_from: str | None) -> dict:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+SECTION_SINCE = {"adapters": 2, "paths": 3}  # the manifest format that first recorded a section
+
+
+def current_registry(manifest: dict, resolve) -> dict:
+    """The registry entries now, of the dataset folder the manifest's datasets were registered in ({} without one)."""
+    from caretune.basics.registry import RegistryError, load_registry
+
+    recipe = manifest.get("recipe") or {}
+    dataset_dir = ((recipe.get("keys") or {}) if isinstance(recipe.get("keys"), dict) else {}).get("dataset_dir", "data")
+    registry = resolve(str(Path(str(dataset_dir)) / DATASET_INFO), None)
+    try:
+        return load_registry(registry)
+    except (RegistryError, OSError):
+        return {}
 
 
 class Unrecorded(Exception):
@@ -397,6 +409,12 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
             then = "uncommitted changes" if recorded["diff_sha256"] else "a clean tree"
             current = "other uncommitted changes" if now_state["diff_sha256"] else "a clean tree"
             problems.append(f"code: {then} then, {current} now")
+        if isinstance(recorded.get("untracked"), dict):
+            untracked = untracked_code(Path(root)) or {}
+            for name in sorted(set(untracked) | set(recorded["untracked"])):
+                if untracked.get(name, "gone") != recorded["untracked"].get(name, "absent"):
+                    when = "new since" if name not in recorded["untracked"] else "changed or removed since"
+                    problems.append(f"code: untracked file {name}: {when}")
 
     def config_file(label: str) -> None:
         recorded = manifest[label]
@@ -409,9 +427,16 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
         recorded = manifest["datasets"]
         if not isinstance(recorded, list) or not recorded:
             raise Unrecorded("expected a list of datasets")
+        registry_now = current_registry(manifest, resolve)
         for dataset in recorded:
             path = resolve(dataset["file"], dataset.get("abs_file"))
             compare(f"dataset {dataset['name']}", path, dataset["sha256"], sha256(path))
+            if dataset.get("target") and os.path.realpath(path) != dataset["target"]:
+                problems.append(
+                    f"dataset {dataset['name']} {path}: points at {os.path.realpath(path)} now, {dataset['target']} then"
+                )
+            if "entry" in dataset and dataset.get("entry") != registry_now.get(dataset["name"]):
+                problems.append(f"dataset {dataset['name']}: its {DATASET_INFO} entry changed since")
             report = dataset.get("conversion")
             if report:
                 report_path = resolve(report["path"], report.get("abs_path"))
@@ -422,22 +447,19 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
                 if seen and seen != dataset["sha256"]:
                     problems.append(f"dataset {dataset['name']}: attempt {number} trained on other data (SHA-256 {seen[:12]}…)")
 
+    complete = manifest.get("manifest_format", 1) >= 3  # full listings: a file not recorded is new
+
     def model() -> None:
         recorded = manifest["base_model"]
         if not recorded.get("folder"):
             raise Unrecorded(f"{recorded.get('name')} was not on this machine when the run ended")
-        folder = Path(recorded["folder"])
-        for name, digest in recorded["files"].items():
-            compare("base model", folder / name, digest, sha256(folder / name))
-        if not recorded["weights"]:
-            raise Unrecorded("no weight files recorded")
-        for name, weight in recorded["weights"].items():
-            path = folder / name
-            size = path.stat().st_size if path.is_file() else None
-            if size != weight["bytes"]:
-                problems.append(f"base model weights {path}: {weight['bytes']} bytes then, {size} now")
-            elif deep:
-                compare("base model weights", path, weight["sha256"], sha256(path))
+        files = recorded.get("listing") or {
+            **{name: {"sha256": digest} for name, digest in recorded["files"].items()},
+            **recorded["weights"],
+        }
+        if not files:
+            raise Unrecorded("no files recorded")
+        problems.extend(listing_changes("base model", Path(recorded["folder"]), files, deep, complete=complete))
 
     def started_from() -> None:
         for adapter in manifest["adapters"]:
@@ -452,19 +474,21 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
                 compare("starting adapter's run manifest", manifest_path, recorded["sha256"], sha256(manifest_path))
 
     def outputs() -> None:
-        for name, digest in manifest["outputs"].items():
-            compare("output", output_dir / name, digest, sha256(output_dir / name))
-        for name in LF_OUTPUT_FILES:
-            if name not in manifest["outputs"] and (output_dir / name).is_file():
-                problems.append(f"output {output_dir / name}: present now, not recorded")
+        recorded = {name: entry if isinstance(entry, dict) else {"sha256": entry} for name, entry in manifest["outputs"].items()}
+        skip = tuple(folder.name for folder in output_dir.glob("checkpoint-*"))
+        problems.extend(listing_changes("output", output_dir, recorded, deep, skip, complete=complete))
 
     def checkpoints() -> None:
         for checkpoint, files in manifest["checkpoints"].items():
-            for name, digest in files.items():
-                compare("checkpoint", output_dir / checkpoint / name, digest, sha256(output_dir / checkpoint / name))
+            recorded = {name: entry if isinstance(entry, dict) else {"sha256": entry} for name, entry in files.items()}
+            problems.extend(listing_changes("checkpoint", output_dir / checkpoint, recorded, deep, complete=complete))
         for folder in sorted(output_dir.glob("checkpoint-*")):
             if folder.is_dir() and folder.name not in manifest["checkpoints"]:
                 problems.append(f"checkpoint {folder}: present now, not recorded")
+
+    def named_paths() -> None:
+        for key, record in manifest["paths"].items():
+            problems.extend(path_changes(f"recipe path {key}:", record, deep))
 
     def packages() -> None:
         now = training_versions()
@@ -481,13 +505,14 @@ def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[s
         "base_model": model,
         "adapters": started_from,
         "outputs": outputs,
+        "paths": named_paths,
         "checkpoints": checkpoints,
         "packages": packages,
     }
     for name, check in sections.items():
         label = name.replace("_", " ")
-        if name == "adapters" and manifest.get("manifest_format", 1) < 2 and name not in manifest:
-            continue  # recorded from format 2 on
+        if name not in manifest and manifest.get("manifest_format", 1) < SECTION_SINCE.get(name, 1):
+            continue  # recorded from a later format on
         if name not in manifest or (manifest[name] is None and name != "deepspeed"):  # deepspeed None: not used
             problems.append(f"{label}: never recorded, so not verified")
             continue
@@ -537,14 +562,18 @@ def describe(manifest: dict) -> str:
         f"command     {' '.join(map(str, (manifest.get('command') or {}).get('llamafactory') or []))}",
         f"switches    {env.get('switches') or {}}; secrets set (names only): {', '.join(env.get('secrets_set') or []) or 'none'}",
         f"result      step {manifest.get('last_step')}, loss {manifest.get('last_loss')}",
-        f"base model  {base.get('name')}  {base.get('folder') or 'not on this machine'}; {len(base.get('files') or {})} "
-        f"config and tokenizer files, {len(base.get('weights') or {})} weight files",
+        f"base model  {base.get('name')}  {base.get('folder') or 'not on this machine'}; "
+        f"{len(base.get('listing') or {**(base.get('files') or {}), **(base.get('weights') or {})})} files recorded",
         f"checkpoints {', '.join(manifest.get('checkpoints') or {}) or 'none'}",
     ]
     for adapter in manifest.get("adapters") or []:
         trained = (adapter.get("trained_by") or {}).get("manifest") or "not trained by caretune train"
         lines.append(f"starts from {adapter.get('path')} ({len(adapter.get('files') or {})} files; trained by {trained})")
-    lines += [f"output      {name}  sha256 {(digest or '')[:16]}" for name, digest in (manifest.get("outputs") or {}).items()]
+    for name, entry in (manifest.get("outputs") or {}).items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else entry
+        lines.append(f"output      {name}  sha256 {(digest or '')[:16]}")
+    for key, record in (manifest.get("paths") or {}).items():
+        lines.append(f"path        {key} -> {record.get('target')}")
     for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
         resumed = f"resumed from {attempt.get('resumed_from')}" if attempt.get("resumed_from") else "from the start"
         lines.append(

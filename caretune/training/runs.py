@@ -110,6 +110,14 @@ def trained_by(adapter_dir: str | os.PathLike | None) -> dict | None:
     return {"manifest": str(manifest), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
 
 
+def manifest_digest_line(output_dir: str | os.PathLike) -> str:
+    """The manifest's path and SHA-256, to keep elsewhere: a copy of the digest detects any later edit of the file."""
+    from caretune.basics.files import sha256_file
+
+    path = status_path(output_dir)
+    return f"manifest    {path}  sha256 {sha256_file(path)} (keep it elsewhere: an edited manifest no longer matches)"
+
+
 def write_status(output_dir: str | os.PathLike, **fields) -> None:
     """Merge `fields` into a run's status file, atomically."""
     from caretune.basics.files import write_json_atomic

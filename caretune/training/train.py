@@ -118,7 +118,7 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
             started=now(),
             ended=None,
             attempts=attempts,
-            **dict.fromkeys(("last_step", "last_loss", "outputs", "checkpoints", "base_model")),  # this attempt's, at its end
+            **dict.fromkeys(("last_step", "last_loss", "outputs", "checkpoints", "base_model", "paths")),  # at its end
         )
     stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
@@ -148,7 +148,7 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     if output_dir:
         state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
         ended = {"state": state, "exit_code": code, "ended": now()}
-        end = end_manifest(Path(output_dir), launch.args.get("model_name_or_path"))
+        end = end_manifest(Path(output_dir), launch.args)
         attempts = read_manifest(output_dir).get("attempts") or attempts  # Ray Train's workers add to the last
         attempts[-1].update(ended, last_step=end["last_step"])
         write_status(output_dir, **ended, **end, attempts=attempts)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -61,7 +62,7 @@ def hand_made_run(tmp_path, monkeypatch):
     args = {"dataset": "multi-med", "dataset_dir": ".", "seed": 7, "model_name_or_path": str(model)}
     record = manifest.start_manifest(Path("lora_sft.yaml"), args, 1, ["llamafactory-cli", "train"], {})
     record.update(state="finished", exit_code=0, attempts=[manifest.attempt_start(record, None)])
-    runs.write_status(output_dir, **record, **manifest.end_manifest(output_dir, str(model)))
+    runs.write_status(output_dir, **record, **manifest.end_manifest(output_dir, {**args, "model_name_or_path": str(model)}))
     return project / output_dir, data, recipe, model
 
 
@@ -70,12 +71,14 @@ def test_the_manifest_records_data_report_and_outputs(tmp_path, monkeypatch):
     recorded, _ = runs.load_manifest(output_dir)
     (dataset,) = recorded["datasets"]
     assert dataset["sha256"] == manifest.sha256(data) and dataset["conversion"]["read"] == 3
-    assert recorded["outputs"] == {"adapter_model.safetensors": manifest.sha256(output_dir / "adapter_model.safetensors")}
+    assert recorded["outputs"] == {
+        "adapter_model.safetensors": {"bytes": 7, "sha256": manifest.sha256(output_dir / "adapter_model.safetensors")}
+    }
     assert recorded["project_root"] == str(tmp_path / "project") and dataset["abs_file"] == str(data)
     assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
 
 
-VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "adapters", "outputs", "checkpoints", "packages")
+VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "adapters", "outputs", "paths", "checkpoints", "packages")
 
 
 def test_verify_names_what_changed(tmp_path, monkeypatch):
@@ -107,7 +110,9 @@ def test_verify_resolves_paths_from_the_manifest_not_the_current_folder(tmp_path
 
 
 def test_verify_checks_the_code_the_base_model_and_the_checkpoints(tmp_path, monkeypatch):
-    """A new commit, a base config.json change and a flipped byte in a checkpoint all passed."""
+    """A new commit, a base config.json change and a flipped byte in a checkpoint all passed. Files past the hashing
+    bound (weights) are compared by size unless --deep."""
+    monkeypatch.setattr("caretune.training.audit.HASH_BOUND", 6)  # "weights" (7 bytes) stands for a weight file
     output_dir, _, _, model = hand_made_run(tmp_path, monkeypatch)
     project = tmp_path / "project"
     recorded, _ = runs.load_manifest(output_dir)
@@ -122,17 +127,19 @@ def test_verify_checks_the_code_the_base_model_and_the_checkpoints(tmp_path, mon
     (model / "model.safetensors").write_text("weightz", encoding="utf-8")  # same size: only --deep sees it
     changes, verified = manifest.verify(recorded, output_dir)
     assert len(changes) == 3 and "base model" not in verified and "checkpoints" not in verified, changes
-    assert changes[0].startswith("code: commit ") and changes[1].startswith(f"base model {model / 'config.json'}: changed")
+    assert changes[0].startswith("code: commit ") and changes[1].startswith(f"base model {model / 'config.json'}: 18 bytes then")
     assert "checkpoint-2/adapter_model.safetensors: changed" in changes[2]
     deep, _ = manifest.verify(recorded, output_dir, deep=True)
-    assert any(c.startswith(f"base model weights {model / 'model.safetensors'}: changed") for c in deep)
+    assert any(c.startswith(f"base model {model / 'model.safetensors'}: changed") for c in deep)
 
 
 def test_secret_looking_recipe_values_are_redacted(tmp_path, monkeypatch):
     output_dir, _, _, _ = hand_made_run(tmp_path, monkeypatch)
     text = runs.status_path(output_dir).read_text(encoding="utf-8")
     recorded = json.loads(text)["recipe"]
-    assert "hf_SECRETabc" not in text and recorded["keys"]["hub_token"] == "<redacted>" and recorded["keys"]["max_new_tokens"] == 512
+    assert (
+        "hf_SECRETabc" not in text and recorded["keys"]["hub_token"] == "<redacted>" and recorded["keys"]["max_new_tokens"] == 512
+    )
     assert "text" not in recorded  # the parsed keys and the SHA-256, never the text (a comment may quote a secret)
     shown = CliRunner().invoke(main, ["runs", "show", str(output_dir), "--json"])
     assert shown.exit_code == 0 and "hf_SECRETabc" not in shown.output
@@ -259,7 +266,7 @@ def test_verify_notices_outputs_and_checkpoints_that_appeared_and_sections_left_
     (output_dir / "checkpoint-10").mkdir()
     (output_dir / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"later")
     changes, verified = manifest.verify(recorded, output_dir)
-    assert f"output {output_dir / 'adapter_config.json'}: present now, not recorded" in changes
+    assert f"output {output_dir / 'adapter_config.json'}: new since" in changes
     assert f"checkpoint {output_dir / 'checkpoint-10'}: present now, not recorded" in changes
     assert "outputs" not in verified and "checkpoints" not in verified
     recorded.update(outputs=None, checkpoints=None, base_model=None)  # a run killed before its end
@@ -309,3 +316,95 @@ def test_a_run_that_starts_from_an_adapter_records_and_verifies_it(tmp_path, mon
     assert "adapters" not in manifest.verify(old, output_dir)[1] and not any(
         "adapters" in p for p in manifest.verify(old, output_dir)[0]
     )
+
+
+def test_verify_sees_every_file_link_entry_and_path(tmp_path, monkeypatch):
+    """Each of these passed `runs verify` before: a new special_tokens_map.json in the base model (it changes the eos),
+    an edited tokenizer_config.json in the output folder, a new file inside a checkpoint, an untracked file in a code
+    package, a changed registry entry, a repointed dataset link, and a changed tokenized_path. Each is named, and
+    verify passes again once it is undone."""
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "__init__.py").write_text("", encoding="utf-8")
+    output_dir, data, _, model = hand_made_run(tmp_path, monkeypatch)
+    (output_dir / "tokenizer_config.json").write_text("{}", encoding="utf-8")
+    (project / "data" / "v1.json").write_bytes(data.read_bytes())
+    (project / "data" / "v2.json").write_text('[{"instruction": "other", "output": "data"}]\n', encoding="utf-8")
+    link = project / "data" / "linked.json"
+    link.symlink_to("v1.json")
+    registry = project / "dataset_info.json"
+    entries = json.loads(registry.read_text(encoding="utf-8"))
+    registry.write_text(json.dumps({**entries, "linked": {"file_name": "data/linked.json"}}), encoding="utf-8")
+    (project / "tok").mkdir()
+    (project / "tok" / "data.arrow").write_bytes(b"tokenized")
+    args = {"dataset": "multi-med,linked", "dataset_dir": ".", "model_name_or_path": str(model), "tokenized_path": "tok"}
+    record = manifest.start_manifest(Path("lora_sft.yaml"), args, 1, ["llamafactory-cli", "train"], {})
+    record.update(state="finished", exit_code=0, attempts=[manifest.attempt_start(record, None)])
+    runs.write_status(output_dir, **record, **manifest.end_manifest(output_dir, args))
+    recorded, _ = runs.load_manifest(output_dir)
+    assert manifest.verify(recorded, output_dir)[0] == []
+
+    def changed(change, undo, expected):
+        change()
+        problems = manifest.verify(recorded, output_dir)[0]
+        assert any(expected in problem for problem in problems), problems  # (a tracked registry is code too)
+        undo()
+        assert manifest.verify(recorded, output_dir)[0] == []
+
+    special = model / "special_tokens_map.json"
+    changed(lambda: special.write_text('{"eos_token": "x"}'), special.unlink, f"base model {special}: new since")
+    tokenizer_config = output_dir / "tokenizer_config.json"
+    changed(
+        lambda: tokenizer_config.write_text("[]"), lambda: tokenizer_config.write_text("{}"), f"output {tokenizer_config}: changed"
+    )
+    extra = output_dir / "checkpoint-2" / "rng_state.pth"
+    changed(lambda: extra.write_bytes(b"x"), extra.unlink, f"checkpoint {extra}: new since")
+    untracked = project / "pkg" / "patch.py"
+    changed(lambda: untracked.write_text("x = 1\n"), untracked.unlink, "code: untracked file pkg/patch.py: new since")
+    changed(
+        lambda: registry.write_text(json.dumps({**entries, "linked": {"file_name": "data/linked.json", "ranking": True}})),
+        lambda: registry.write_text(json.dumps({**entries, "linked": {"file_name": "data/linked.json"}})),
+        "dataset linked: its dataset_info.json entry changed since",
+    )
+
+    def repoint(target):
+        link.unlink()
+        link.symlink_to(target)
+
+    problems_before = len(manifest.verify(recorded, output_dir)[0])
+    repoint("v2.json")
+    problems = manifest.verify(recorded, output_dir)[0]
+    assert any("points at" in p and "v2.json" in p for p in problems) and problems_before == 0, problems
+    repoint("v1.json")
+    tokenized = project / "tok" / "data.arrow"
+    changed(lambda: tokenized.write_bytes(b"retokenizd"), lambda: tokenized.write_bytes(b"tokenized"), "recipe path tokenized_path")
+    shown = CliRunner().invoke(main, ["runs", "show", str(output_dir)])
+    assert f"sha256 {manifest.sha256(runs.status_path(output_dir))}" in shown.output
+
+
+def test_weights_in_the_hub_cache_are_recorded_by_their_blob_name_without_hashing(tmp_path, monkeypatch):
+    """A run's end hashed Qwen3-8B's 16 GB of weights again, though the hub cache names each blob by its SHA-256;
+    --deep still hashes (a blob name is a claim, not a check)."""
+    from caretune.training import audit
+
+    monkeypatch.setattr(audit, "HASH_BOUND", 4)
+    blob = tmp_path / "blobs" / hashlib.sha256(b"weights").hexdigest()
+    blob.parent.mkdir()
+    blob.write_bytes(b"weights")
+    snapshot = tmp_path / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(blob)
+
+    def no_hashing(path):
+        raise AssertionError(f"hashed {path}")
+
+    hashing = audit._sha256
+    monkeypatch.setattr(audit, "_sha256", no_hashing)
+    recorded = audit.listing(snapshot)
+    assert recorded == {"model.safetensors": {"bytes": 7, "sha256": blob.name, "from": "hub blob name"}}
+    assert audit.listing_changes("base model", snapshot, recorded, deep=False) == []
+    monkeypatch.setattr(audit, "_sha256", hashing)
+    blob.write_bytes(b"weightz")  # same size: only --deep sees it
+    assert audit.listing_changes("base model", snapshot, recorded, deep=False) == []
+    (deep,) = audit.listing_changes("base model", snapshot, recorded, deep=True)
+    assert deep.startswith(f"base model {snapshot / 'model.safetensors'}: changed")
