@@ -63,6 +63,8 @@ log = logging.getLogger("caretune.serving.api")
 
 MAX_CHOICES = 4  # `n`, non-streaming only
 MAX_MESSAGES = 256  # per request, system ones included; more get 400 before any is read or tokenized
+MAX_TEXT_PARTS = 256  # text parts in one message and in all; more get 400 before any part is validated
+PART_KEY = re.compile(rb'"type"\s*:')  # a text part's key in a raw body (inside a string its quotes are escaped)
 UNHONOURED = ("logprobs", "top_logprobs", "response_format", "functions", "function_call", "logit_bias", "tool_choice")
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")  # Qwen's chat-control tokens: <|im_start|>, <|im_end|>, <|endoftext|>, …
 ROUTES = ("/v1/chat/completions", "/v1/models", "/docs", "/openapi.json")  # the paths the log names
@@ -139,6 +141,8 @@ class Message(BaseModel):
         """A message's text: a string, or the text parts of a list joined."""
         if isinstance(content, str):
             return content
+        if isinstance(content, list) and len(content) > MAX_TEXT_PARTS:
+            raise ValueError(f"at most {MAX_TEXT_PARTS} text parts a message")
         if isinstance(content, list) and content:
             try:
                 return "".join(TextPart.model_validate(part).text for part in content)
@@ -250,8 +254,32 @@ def conversation_of(request: ChatRequest, settings: ApiSettings) -> Conversation
     return Conversation(text, [{"role": m.role, "content": m.content} for m in messages], dropped)
 
 
-def validation_error(err: RequestValidationError) -> ApiError:
-    """The first problem FastAPI found in a request, as a 400 naming the parameter (e.g. messages[0].content)."""
+def parse_request(raw: bytes) -> ChatRequest:
+    """A request body read and validated (run off the event loop: a large body takes a while): at most MAX_TEXT_PARTS
+    text parts in all, counted in the raw bytes before any object is built (a `"type":` key is written that way
+    outside strings only), then exactly before any part is validated; problems are ApiErrors."""
+    keys = 0
+    for _ in PART_KEY.finditer(raw):
+        keys += 1
+        if keys > MAX_TEXT_PARTS + 8:  # a few more "type" keys may belong to other objects (response_format, tools)
+            raise ApiError(400, f"messages: more than {MAX_TEXT_PARTS} text parts; at most {MAX_TEXT_PARTS} in all", "messages")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(messages, list) and len(messages) <= MAX_MESSAGES:
+        parts = sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list))
+        if parts > MAX_TEXT_PARTS:
+            raise ApiError(400, f"messages: {parts} text parts; at most {MAX_TEXT_PARTS} in all", "messages")
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(err) from None
+
+
+def validation_error(err: RequestValidationError | ValidationError) -> ApiError:
+    """The first problem found in a request, as a 400 naming the parameter (e.g. messages[0].content)."""
     first = err.errors()[0]
     location = [part for part in first.get("loc", ()) if part != "body"]
     if first.get("type") == "json_invalid":
@@ -278,8 +306,8 @@ class Gate:
         typical = sum(self.durations) / len(self.durations) if self.durations else 1.0
         return max(1, math.ceil(typical * (self.waiting + 1)))
 
-    async def enter(self, deadline: float) -> None:
-        """Wait for the model (503 when the queue is full, 504 past the deadline)."""
+    def admit(self) -> None:
+        """Take a waiting slot before any work on the request (tokenizing included): 503 when the queue is full."""
         if (self.lock.locked() or self.waiting) and self.waiting >= self.max_queue:
             raise ApiError(
                 503,
@@ -288,6 +316,13 @@ class Gate:
                 headers={"Retry-After": str(self.retry_after())},
             )
         self.waiting += 1
+
+    def withdraw(self) -> None:
+        """Give back an admitted request's slot (refused before it waited for the model)."""
+        self.waiting -= 1
+
+    async def enter(self, deadline: float) -> None:
+        """Wait for the model with the slot `admit` gave (504 past the deadline)."""
         try:
             await asyncio.wait_for(self.lock.acquire(), timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -443,6 +478,9 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     app.state.shutdown = threading.Event()  # set on SIGTERM (caretune.serving.serve): generations stop at the next token
     # the app's own threads: asyncio waits for its default executor at exit, and a prompt being read cannot stop
     workers = ThreadPoolExecutor(thread_name_prefix="caretune-api")
+    # one body parsed at a time: parsing holds the GIL (about 0.15 s for a 4 MiB body here), and several at once would
+    # hold the event loop for their sum
+    parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caretune-api-parse")
     gate = Gate(settings.max_queue)
     app.add_middleware(Admission, settings=settings)
     if settings.cors_origins:  # outside admission: a browser's preflight carries no key
@@ -483,8 +521,12 @@ def create_app(generator, settings: ApiSettings) -> FastAPI:
     async def models():
         return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0, "owned_by": "caretune"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest, request: Request):
+    schema = {"requestBody": {"required": True, "content": {"application/json": {"schema": ChatRequest.model_json_schema()}}}}
+
+    @app.post("/v1/chat/completions", openapi_extra=schema)
+    async def chat_completions(request: Request):
+        raw = await request.body()
+        body = await asyncio.get_running_loop().run_in_executor(parser, parse_request, raw)  # the event loop stays free
         try:
             return await complete(body, request, generator, settings, gate, app.state.shutdown, workers)
         except ApiError:
@@ -517,9 +559,14 @@ async def complete(
     if settings.context_length and (least := fewest_prompt_tokens(conversation, settings, generator)):
         check_prompt_fits(least, limit, settings, None, state.arrived + settings.request_timeout_s, at_least=True)
     loop = asyncio.get_running_loop()
-    prompt = await loop.run_in_executor(workers, generator.prompt_ids, conversation.turns, conversation.system)
-    state.prompt_tokens = len(prompt)
-    check_prompt_fits(len(prompt), limit, settings, generator, state.arrived + settings.request_timeout_s)
+    gate.admit()  # the queue bounds tokenizing too
+    try:
+        prompt = await loop.run_in_executor(workers, generator.prompt_ids, conversation.turns, conversation.system)
+        state.prompt_tokens = len(prompt)
+        check_prompt_fits(len(prompt), limit, settings, generator, state.arrived + settings.request_timeout_s)
+    except BaseException:
+        gate.withdraw()
+        raise
     if settings.log_bodies:
         log.info(
             "%s messages: %s",

@@ -8,6 +8,8 @@ import logging
 import socket
 import time
 
+import pytest
+
 from caretune.serving.api import MAX_MESSAGES
 from tests.serving.test_api import QUESTION, ScriptedGenerator, question, serving
 
@@ -212,3 +214,91 @@ def test_a_plain_chunked_request_under_the_limit_is_answered():
             sock.sendall(head(Transfer_Encoding="chunked") + chunk(body[:10]) + chunk(body[10:]) + b"0\r\n\r\n")
             code, _ = status_of(sock)
     assert code == 200 and len(generator.asked) == 1
+
+
+def parts_body(parts: int, messages: int = 1) -> dict:
+    content = [{"type": "text", "text": "痛"} for _ in range(parts)]
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": content} for i in range(2 * messages - 1)]
+    return question(messages=turns)
+
+
+def test_text_parts_are_bounded_per_message_and_in_all_before_any_is_validated():
+    """One message of 139,000 one-character parts (3.9 MB, under the size limit) was validated part by part and
+    tokenized before it was refused."""
+    import httpx
+
+    from caretune.serving.api import MAX_TEXT_PARTS
+
+    generator = ScriptedGenerator(stop_after=1)
+    with serving(generator) as (url, _), httpx.Client(base_url=url, timeout=30) as client:
+        one = client.post("/v1/chat/completions", json=parts_body(MAX_TEXT_PARTS + 1))
+        spread = client.post("/v1/chat/completions", json=parts_body(100, messages=2))  # 300 parts in 3 messages
+        fine = client.post("/v1/chat/completions", json=parts_body(MAX_TEXT_PARTS))
+    assert one.status_code == 400 and one.json()["error"]["param"] == "messages", one.text
+    assert spread.status_code == 400 and "at most 256 in all" in spread.json()["error"]["message"], spread.text
+    assert fine.status_code == 200 and len(generator.asked) == 1
+
+
+class SlowTokenizer(ScriptedGenerator):
+    """Tokenizing takes 0.5 s and is counted."""
+
+    def prompt_ids(self, messages, system):
+        time.sleep(0.5)
+        return super().prompt_ids(messages, system)
+
+
+def test_the_queue_bounds_tokenizing_too():
+    """prompt_ids ran before the queue check: --max-queue did not bound the tokenizing of waiting requests."""
+    import concurrent.futures
+
+    import httpx
+
+    generator = SlowTokenizer(stop_after=1)
+    with serving(generator, max_queue=1) as (url, _):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: httpx.post(f"{url}/v1/chat/completions", json=question(), timeout=30), range(4)))
+    codes = sorted(reply.status_code for reply in replies)
+    assert codes.count(503) >= 2 and len(generator.systems) == codes.count(200), (codes, len(generator.systems))
+
+
+def post_all(url: str, body: bytes, times: int) -> list[int]:
+    """`times` concurrent posts of `body` (in a process of their own: the senders' work is not the server's)."""
+    import concurrent.futures
+
+    import httpx
+
+    def post(_):
+        return httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(times) as pool:
+        return list(pool.map(post, range(times)))
+
+
+@pytest.mark.slow
+def test_a_flood_of_large_bodies_leaves_the_event_loop_free():
+    """Six 139,000-part bodies at once stalled GET /v1/models for 3.3 s: parsing, validation and tokenizing ran on
+    the event loop. They are refused now while /v1/models answers within 100 ms (median) and 500 ms (worst), and a
+    normal request is answered."""
+    import concurrent.futures
+    import statistics
+
+    import httpx
+
+    body = json.dumps(parts_body(139_000), ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(body) < 4 << 20  # under the size limit
+    generator = ScriptedGenerator(stop_after=1)
+    with serving(generator, max_queue=8) as (url, _):
+        with concurrent.futures.ProcessPoolExecutor(1) as pool:
+            flood = [pool.submit(post_all, f"{url}/v1/chat/completions", body, 6)]
+            latencies = []
+            with httpx.Client(base_url=url, timeout=10) as client:
+                while not all(f.done() for f in flood) or len(latencies) < 10:
+                    started = time.monotonic()
+                    assert client.get("/v1/models").status_code == 200
+                    latencies.append(time.monotonic() - started)
+                    time.sleep(0.02)
+                normal = client.post("/v1/chat/completions", json=question())
+    assert flood[0].result() == [400] * 6
+    print(f"/v1/models during the flood: median {statistics.median(latencies) * 1000:.1f} ms, worst {max(latencies) * 1000:.1f} ms")
+    assert statistics.median(latencies) < 0.1 and max(latencies) < 0.5, sorted(latencies)[-5:]
+    assert normal.status_code == 200
