@@ -11,3 +11,5 @@ DEFAULT_MAX_BODY_BYTES = 4 << 20  # API: larger request bodies get 413 before th
 DEFAULT_SERVED_MODEL_NAME = "caretune"  # API: the `model` requests must name
 SYSTEM_POLICIES = ("enforce", "prepend", "allow")  # API: what a client's system message may do to the medical prompt
 DEFAULT_SYSTEM_POLICY = "enforce"
+HEADER_TIMEOUT_S = 10.0  # API: from connecting (or from the last answer) to a request's complete headers; then closed
+MAX_CONNECTIONS = 64  # API: open connections at once; a further one is closed at once (silent sockets count)

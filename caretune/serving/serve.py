@@ -62,6 +62,24 @@ def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     run_app(create_app(generator, api_settings), host, port)
 
 
+def uvicorn_config(app, host: str, port: int, log_level: str | None = None, **limits):
+    """uvicorn's configuration for the API: its guarded HTTP protocol (caretune.serving.connections: a deadline for
+    request headers, a limit on open connections; `limits` are guarded_protocol's), no access log."""
+    import uvicorn
+
+    from caretune.serving.connections import guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=guarded_protocol(**limits),
+        access_log=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        log_level=log_level,
+    )
+
+
 def run_app(app, host: str, port: int) -> None:
     """Serve an app of caretune.serving.api until SIGTERM or SIGINT: running and queued generations end at once
     (their clients get 503) and the server exits within SHUTDOWN_GRACE_S."""
@@ -76,7 +94,7 @@ def run_app(app, host: str, port: int) -> None:
             super().handle_exit(sig, frame)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    config = uvicorn_config(app, host, port)
     try:
         Server(config).run()
     finally:

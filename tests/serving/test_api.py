@@ -60,11 +60,14 @@ class ScriptedGenerator:
 
 
 @contextmanager
-def serving(generator, **settings):
-    """The app on a real uvicorn in a thread; yields (base URL, app)."""
+def serving(generator, limits: dict | None = None, **settings):
+    """The app on a real uvicorn in a thread, configured as `caretune api` configures it (`limits`: the guarded
+    protocol's header deadline and connection limit); yields (base URL, app)."""
+    from caretune.serving.serve import uvicorn_config
+
     app = create_app(generator, ApiSettings(**{"max_new_tokens": 16, **settings}))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, log_level="warning", **(limits or {})))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -302,3 +302,53 @@ def test_a_flood_of_large_bodies_leaves_the_event_loop_free():
     print(f"/v1/models during the flood: median {statistics.median(latencies) * 1000:.1f} ms, worst {max(latencies) * 1000:.1f} ms")
     assert statistics.median(latencies) < 0.1 and max(latencies) < 0.5, sorted(latencies)[-5:]
     assert normal.status_code == 200
+
+
+@pytest.mark.slow
+def test_slow_header_and_silent_connections_are_cut_and_their_number_is_bounded():
+    """A client sending one header line a second, or a socket sending nothing, stayed open past 40 s with
+    --request-timeout 5 (the deadline started once the headers were in), and uvicorn limits no connections: 20 of
+    each are cut at the header deadline now, a connection past the limit is closed at once, and a normal request
+    is still answered."""
+    import threading
+
+    import httpx
+
+    generator = ScriptedGenerator(stop_after=1)
+    with serving(generator, limits={"header_timeout_s": 1.5, "max_connections": 45}) as (url, _):
+        silent = [open_socket(url) for _ in range(20)]
+        slow = [open_socket(url) for _ in range(20)]
+        over = [open_socket(url) for _ in range(10)]  # 50 open: the last ones are past the limit
+        started = time.monotonic()
+        closed_at: dict[int, float] = {}
+
+        def trickle(index: int, sock: socket.socket) -> None:
+            try:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+                while time.monotonic() - started < 10:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                    time.sleep(0.5)
+            except OSError:
+                closed_at[index] = time.monotonic() - started
+
+        threads = [threading.Thread(target=trickle, args=(i, sock), daemon=True) for i, sock in enumerate(slow)]
+        for thread in threads:
+            thread.start()
+        for sock in silent:
+            sock.settimeout(5)
+            assert sock.recv(1) == b""  # closed by the server
+        silent_closed = time.monotonic() - started
+        for thread in threads:
+            thread.join(timeout=8)
+        refused = 0
+        for sock in over:
+            sock.settimeout(2)
+            try:
+                refused += sock.recv(1) == b""
+            except (TimeoutError, OSError):
+                pass
+        for sock in silent + slow + over:
+            sock.close()
+        normal = httpx.post(f"{url}/v1/chat/completions", json=question(), timeout=10)
+    assert silent_closed < 3.5 and len(closed_at) == 20 and max(closed_at.values()) < 4, (silent_closed, closed_at)
+    assert refused >= 5 and normal.status_code == 200
