@@ -53,9 +53,13 @@ def check_datasets(
         raise UserError(str(err)) from None
     if not Path(dataset_info).exists():
         raise UserError(f"{dataset_info}: no registry; convert a dataset first (caretune convert ...)")
-    names = names or local_dataset_names(registry)
+    if not names:  # every registered local dataset that has been built (prefs-onpolicy waits for prefs build)
+        folder = Path(dataset_info).resolve().parent
+        names = [n for n in local_dataset_names(registry) if (folder / str(registry[n]["file_name"])).exists()]
+        for name in sorted(set(local_dataset_names(registry)) - set(names)):
+            print(f"check: {name}: {registry[name]['file_name']} is not built yet; skipped", file=sys.stderr)
     if not names:
-        raise UserError(f"{dataset_info}: no local datasets registered; convert a dataset first")
+        raise UserError(f"{dataset_info}: no local datasets registered and built; convert a dataset first")
 
     from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
     from caretune.prep.tokenizer import TokenizerError

@@ -130,3 +130,22 @@ def test_rows_llamafactory_would_drop_fail_the_check(converted):
 def test_check_without_registry_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["check", "--dataset-info", str(tmp_path / "dataset_info.json")])
     assert result.exit_code == 1 and "convert a dataset first" in result.output
+
+
+def test_a_registered_set_not_built_yet_is_skipped_unless_named(converted, tmp_path):
+    """The shipped registry names prefs-onpolicy, which `caretune prefs build` writes: a plain `check` failed on it
+    before the preference stage had run (and so did `make demo`)."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(converted, project)
+    built = ["multi-med", "multi-med-eval", "huatuo2-sft", "huatuo2-eval"]
+    registry = {name: entry for name, entry in read_json(project / "dataset_info.json").items() if name in built}
+    registry["prefs-onpolicy"] = {"file_name": "data/prefs-onpolicy.json", "ranking": True, "formatting": "sharegpt"}
+    (project / "dataset_info.json").write_text(json.dumps(registry), encoding="utf-8")
+    plain = run_check(project, "--json")
+    assert plain.exit_code == 0, plain.output[-2000:]
+    assert "prefs-onpolicy: data/prefs-onpolicy.json is not built yet; skipped" in plain.stderr
+    assert [r["dataset"] for r in json.loads(plain.stdout)] == built
+    named = run_check(project, "prefs-onpolicy")
+    assert named.exit_code == 1 and "prefs-onpolicy" in named.output

@@ -5,7 +5,8 @@ FlashAttention-2 -> sdpa, a few training steps, and one row or pack per device, 
 logits do not fit a CI runner twice), and the list of changed keys is asserted: a new GPU-only key cannot
 slip in unnoticed. Everything else (neat packing, DeepSpeed ZeRO-2, gradient checkpointing, the two-dataset
 mix, cutoff 2048, 16 preprocessing workers, evaluation batch, generation lengths) runs as shipped,
-through `caretune train` (2 processes where the recipe uses DeepSpeed), `eval`, `chat` and `export`.
+through `caretune train` (2 processes where the recipe uses DeepSpeed), `eval`, `chat` and `export`; DPO trains
+from the SFT adapter under ZeRO-2 in 2 processes, on the shipped preference sample standing in for on-policy pairs.
 """
 
 import json
@@ -26,6 +27,10 @@ EXPECTED_CHANGES = {
     "predict": {"model_name_or_path", "bf16"},
     "chat": {"model_name_or_path"},
     "export": {"model_name_or_path"},
+    "dpo": {"model_name_or_path", "bf16", "max_steps", "per_device_train_batch_size"},
+    "predict_dpo": {"model_name_or_path", "bf16"},
+    "chat_dpo": {"model_name_or_path"},
+    "export_dpo": {"model_name_or_path"},
 }
 
 
@@ -44,6 +49,19 @@ def cpu_version(args: dict, model_dir: str) -> dict:
         # two such processes overrun a CI runner's memory
         derived["per_device_train_batch_size"] = 1
     return derived
+
+
+def prefs_into(workspace) -> None:
+    """The shipped preference sample converted, and registered again as the on-policy set dpo.yaml trains on."""
+    import shutil
+
+    from caretune.basics.registry import register
+    from converters import prefs
+    from tests.helpers import SAMPLE, convert_into
+
+    convert_into(workspace, prefs, SAMPLE / "prefs_med_sample.jsonl", eval_size=2)
+    shutil.copy(workspace / "data/prefs-med.json", workspace / "data/prefs-onpolicy.json")
+    register(workspace / "dataset_info.json", {"prefs-onpolicy": {"file_name": "data/prefs-onpolicy.json", **prefs.registry_entry()}})
 
 
 def run(workspace, *args, timeout=900):
@@ -80,6 +98,12 @@ def test_every_shipped_qwen3_8b_recipe_runs_on_cpu_with_only_gpu_keys_changed(tm
         losses = [e["loss"] for e in state["log_history"] if "loss" in e] or [state["log_history"][-1]["train_loss"]]
         assert all(math.isfinite(x) for x in losses), task
         assert (run_dir / "adapter_model.safetensors").exists(), task
+
+    prefs_into(workspace)
+    run(workspace, "train", f"{FOLDER}/dpo.yaml", "--gpus", "2")
+    dpo = workspace / "saves/qwen3-8b/lora-dpo/dpo"
+    first = json.loads((dpo / "trainer_state.json").read_text(encoding="utf-8"))["log_history"][0]
+    assert round(first["loss"], 4) == 0.6931 and (dpo / "adapter_model.safetensors").exists()  # the SFT model is the reference
 
     run(workspace, "eval", f"{FOLDER}/predict.yaml")
     predict_dir = workspace / "saves/qwen3-8b/lora/predict"
