@@ -12,23 +12,18 @@ from pathlib import Path
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
 from caretune.training.preflight import Launch, ray_requested, visible_gpu_count
+from caretune.training.supervisor import descendants
 
 POLL_S = 0.5
-ORPHAN_GUARD = Path(__file__).with_name("orphan_guard")  # its sitecustomize makes every process die with its parent
-OWNER_ENV = "CARETUNE_TRAIN_OWNER"  # "PID:START" of this process, read by orphan_guard/sitecustomize.py
 
 
 def launch_env(launch: Launch, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for `llamafactory-cli train`: torchrun whenever DeepSpeed, several processes or nodes,
-    unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher); the orphan
-    guard on PYTHONPATH, so no process of the run outlives this one."""
-    from caretune.training.runs import process_start
-
+    unless Ray launches the workers (`--ray`, or USE_RAY=1 for LLaMA-Factory's own Ray launcher). Nothing of
+    caretune's goes into it: the supervisor (`supervised`) keeps the run from outliving this process."""
     env = dict(os.environ if base is None else base)
     bin_dir = str(Path(sys.executable).parent)  # torchrun lives beside this interpreter
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ORPHAN_GUARD), env.get("PYTHONPATH")]))
-    env[OWNER_ENV] = f"{os.getpid()}:{process_start(os.getpid())}"
     if launch.nodes > 1:
         env["NNODES"] = str(launch.nodes)
     multi_node = int(env.get("NNODES", "1")) > 1
@@ -41,6 +36,12 @@ def launch_env(launch: Launch, base: dict[str, str] | None = None) -> dict[str, 
         env["FORCE_TORCHRUN"] = "1"
         env["NPROC_PER_NODE"] = str(launch.processes)
     return env
+
+
+def supervised(cmd: list[str]) -> list[str]:
+    """`cmd` under caretune.training.supervisor: the subreaper of the whole run, which kills it when this process
+    dies, however it dies (run it in a session of its own)."""
+    return [sys.executable, str(Path(__file__).with_name("supervisor.py")), str(os.getpid()), "--", *cmd]
 
 
 def command(launch: Launch) -> list[str]:
@@ -77,8 +78,8 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
 
     SIGTERM or SIGINT to caretune is passed to every process under it (llamafactory-cli, torchrun, every rank);
     caretune waits `stop_timeout` seconds for them to end, then kills what is left. If caretune is killed outright
-    (SIGKILL, alone or with its process group), the orphan guard (launch_env) ends every process under it, torchrun's
-    ranks included, so nothing trains on once caretune is gone."""
+    (SIGKILL, alone or with its process group), the supervisor it runs under (`supervised`) kills every process of
+    the run, torchrun's ranks included, so nothing trains on once caretune is gone."""
     from caretune.training.manifest import attempt_start, end_manifest, now, start_manifest
     from caretune.training.runs import (
         FAILED,
@@ -104,7 +105,7 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     for attempt in earlier:
         attempt.setdefault("state", INTERRUPTED)  # killed before it could record its end
     attempts = [*earlier, attempt_start(manifest, resumed_from)]
-    process = subprocess.Popen(command(launch), env=env)
+    process = subprocess.Popen(supervised(command(launch)), env=env, start_new_session=True)
     if output_dir:
         write_status(
             output_dir,
@@ -122,13 +123,13 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         )
     stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
-    # under torchrun, llamafactory-cli only launches it and would die at once on SIGTERM, taking torchrun and the
-    # ranks with it (the orphan guard) before their own stop: it is spared, and ends when torchrun does
-    launcher = process.pid if env.get("FORCE_TORCHRUN") == "1" else None
+    # under torchrun, llamafactory-cli only launches it: it is spared, and ends when torchrun does (its end would
+    # otherwise start the supervisor's leftover grace before the ranks' own stop)
+    torchrun = env.get("FORCE_TORCHRUN") == "1"
 
     def forward(signum, frame) -> None:
         stopping.append((signum, time.monotonic()))
-        _signal_tree(signum, spare=launcher)
+        _signal_tree(signum, spare=_children(process.pid)[:1] if torchrun else ())
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -155,29 +156,23 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     return code
 
 
-def _descendants(root: int) -> list[int]:
-    """Every process below `root` (children, grandchildren, ...), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # the field after the state
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, oldest first."""
+    return sorted(child for child in descendants(pid) if _parent(child) == pid)
 
 
-def _signal_tree(signum: int, spare: int | None = None) -> None:
-    """Send `signum` to every process under caretune (but `spare`)."""
-    for pid in _descendants(os.getpid()):
-        if pid == spare:
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _signal_tree(signum: int, spare: list[int] | tuple = ()) -> None:
+    """Send `signum` to every process under caretune (but those in `spare`)."""
+    for pid in descendants(os.getpid()):
+        if pid in spare:
             continue
         try:
             os.kill(pid, signum)
@@ -189,7 +184,7 @@ def _wait_for_tree(timeout: float) -> None:
     """Wait until no process is left under caretune (the ranks torchrun started), killing them past `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [pid for pid in _descendants(os.getpid()) if not _is_zombie(pid)]:
+        if not [pid for pid in descendants(os.getpid()) if not _is_zombie(pid)]:
             return
         time.sleep(0.2)
     _signal_tree(signal.SIGKILL)

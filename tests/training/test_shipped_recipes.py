@@ -61,7 +61,9 @@ def prefs_into(workspace) -> None:
 
     convert_into(workspace, prefs, SAMPLE / "prefs_med_sample.jsonl", eval_size=2)
     shutil.copy(workspace / "data/prefs-med.json", workspace / "data/prefs-onpolicy.json")
-    register(workspace / "dataset_info.json", {"prefs-onpolicy": {"file_name": "data/prefs-onpolicy.json", **prefs.registry_entry()}})
+    register(
+        workspace / "dataset_info.json", {"prefs-onpolicy": {"file_name": "data/prefs-onpolicy.json", **prefs.registry_entry()}}
+    )
 
 
 def run(workspace, *args, timeout=900):
@@ -102,8 +104,9 @@ def test_every_shipped_qwen3_8b_recipe_runs_on_cpu_with_only_gpu_keys_changed(tm
     prefs_into(workspace)
     run(workspace, "train", f"{FOLDER}/dpo.yaml", "--gpus", "2")
     dpo = workspace / "saves/qwen3-8b/lora-dpo/dpo"
-    first = json.loads((dpo / "trainer_state.json").read_text(encoding="utf-8"))["log_history"][0]
-    assert round(first["loss"], 4) == 0.6931 and (dpo / "adapter_model.safetensors").exists()  # the SFT model is the reference
+    state = json.loads((dpo / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == TRAIN_STEPS and math.isfinite(state["log_history"][-1]["train_loss"])
+    assert (dpo / "adapter_model.safetensors").exists()  # (the first step's ln 2: tests/training/test_preference_stage.py)
 
     run(workspace, "eval", f"{FOLDER}/predict.yaml")
     predict_dir = workspace / "saves/qwen3-8b/lora/predict"

@@ -82,57 +82,98 @@ def _pids_alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if (fields := _proc_stat(pid)) and fields[0] != "Z"]
 
 
-def test_the_orphan_guard_ends_every_process_under_a_killed_owner(tmp_path):
-    """SIGKILL to caretune train left llamafactory-cli training, re-parented to PID 1, and under torchrun a rank in
-    its own session outlived even a process-group kill. With the guard, every level dies with its parent."""
-    import os
-    import signal
+def _supervised_owner(tmp_path, leaf: str):
+    """A stand-in for caretune train: it starts CHAIN (llamafactory-cli -> torchrun -> rank) under the supervisor, as
+    caretune train starts the real one, and sleeps; the chain prints its PIDs."""
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "chain.py"
-    script.write_text(CHAIN, encoding="utf-8")
+    script.write_text(CHAIN.replace("time.sleep(120)", leaf + "\ntime.sleep(120)"), encoding="utf-8")
     owner_code = (
-        "import os, subprocess, sys, time\n"
-        "from caretune.training.train import launch_env\n"
+        "import subprocess, sys, time\n"
+        "from caretune.training.train import launch_env, supervised\n"
         "from tests.training.test_train_launch import plan\n"
-        f"subprocess.Popen([sys.executable, {str(script)!r}, '2'], env=launch_env(plan()))\n"
+        f"subprocess.Popen(supervised([sys.executable, {str(script)!r}, '2']), env=launch_env(plan()), start_new_session=True)\n"
         "time.sleep(120)\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    return subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
+
+
+@pytest.mark.parametrize("kill", ["alone", "with its group"])
+def test_the_supervisor_ends_every_process_under_a_killed_owner(tmp_path, kill):
+    """SIGKILL to caretune train left llamafactory-cli training, re-parented to PID 1, and under torchrun a rank in
+    its own session outlived even a process-group kill. Under the supervisor every level ends within moments."""
+    import os
+    import signal
+    import time
+
+    owner = _supervised_owner(tmp_path, "")
     pids = [int(owner.stdout.readline()) for _ in range(3)]  # llamafactory-cli, torchrun, the rank
     assert len(_pids_alive(pids)) == 3
-    os.kill(owner.pid, signal.SIGKILL)
+    if kill == "alone":
+        os.kill(owner.pid, signal.SIGKILL)
+    else:
+        os.killpg(owner.pid, signal.SIGKILL)
     owner.wait()
     started = time.monotonic()
     while _pids_alive(pids) and time.monotonic() - started < 30:
         time.sleep(0.05)
     assert _pids_alive(pids) == [], "a process outlived caretune"
-    print(f"orphan window: {time.monotonic() - started:.2f} s")
+    print(f"orphan window ({kill}): {time.monotonic() - started:.2f} s")
 
 
-def test_a_process_started_after_its_owner_died_ends_at_once(tmp_path):
+def test_a_child_a_thread_started_lives_while_the_run_does(tmp_path):
+    """The guard's parent-death signal followed the thread that started a process: a child started from a thread
+    that then ended was SIGKILLed although the run was alive."""
+    import os
+    import signal
+    import time
+
+    leaf = (
+        "import threading\n"
+        "if depth == 0:\n"
+        "    def start():\n"
+        "        code = 'import os, time; print(os.getpid(), flush=True); time.sleep(120)'\n"
+        "        child = subprocess.Popen([sys.executable, '-c', code])\n"
+        "    thread = threading.Thread(target=start)\n"
+        "    thread.start()\n"
+        "    thread.join()\n"
+    )
+    owner = _supervised_owner(tmp_path, leaf)
+    pids = [int(owner.stdout.readline()) for _ in range(4)]  # the chain, and the child the rank's thread started
+    time.sleep(2)  # its thread has long ended
+    assert len(_pids_alive(pids)) == 4
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    started = time.monotonic()
+    while _pids_alive(pids) and time.monotonic() - started < 30:
+        time.sleep(0.05)
+    assert _pids_alive(pids) == []
+
+
+def test_the_runs_environment_kills_nothing_and_forkserver_children_work(tmp_path):
+    """The guard's variable stayed in the environment: a Python started from it once the run had ended exited 137,
+    and a forkserver child (Python 3.14's default on Linux) exited 255."""
     import subprocess
     import sys
 
-    from caretune.training.train import ORPHAN_GUARD, OWNER_ENV
+    from caretune.training.train import launch_env, supervised
 
-    env = {"PYTHONPATH": str(ORPHAN_GUARD), OWNER_ENV: "999999999:1", "PATH": "/usr/bin"}
-    done = subprocess.run([sys.executable, "-c", "print('trained')"], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 137 and "trained" not in done.stdout
-    other = tmp_path / "other"  # a user's own sitecustomize still runs after the guard
-    other.mkdir()
-    (other / "sitecustomize.py").write_text("import builtins\nbuiltins.CHAINED = True\n", encoding="utf-8")
-    env = {"PYTHONPATH": f"{ORPHAN_GUARD}:{other}", "PATH": "/usr/bin"}
-    done = subprocess.run([sys.executable, "-c", "print(CHAINED)"], env=env, capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "True", done.stderr
-
-
-def test_the_guard_reads_the_variable_train_sets():
-    from caretune.training.train import ORPHAN_GUARD, OWNER_ENV
-
-    assert f'OWNER = "{OWNER_ENV}"' in (ORPHAN_GUARD / "sitecustomize.py").read_text(encoding="utf-8")
+    env = launch_env(plan())
+    later = subprocess.run([sys.executable, "-c", "print('trained')"], env=env, capture_output=True, text=True, timeout=60)
+    assert later.returncode == 0 and later.stdout.strip() == "trained"
+    code = (
+        "import multiprocessing as mp\n"
+        "if __name__ == '__main__':\n"
+        "    for method in ('spawn', 'forkserver'):\n"
+        "        with mp.get_context(method).Pool(1) as pool:\n"
+        "            print(method, pool.apply(abs, (-3,)))\n"
+    )
+    script = tmp_path / "pool.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(supervised([sys.executable, str(script)]), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["spawn", "3", "forkserver", "3"], done.stderr[-2000:]
 
 
 @pytest.mark.lf  # preflight
@@ -185,7 +226,7 @@ time.sleep(120)
 """
 
 
-def test_sigterm_leaves_the_ranks_their_grace_under_the_guard(tmp_path):
+def test_sigterm_leaves_the_ranks_their_grace_under_the_supervisor(tmp_path):
     """llamafactory-cli dies at once on SIGTERM; with the guard its torchrun and ranks then got SIGKILL before their
     own SIGTERM handling ended, so --stop-timeout never applied to them."""
     import signal
