@@ -100,6 +100,7 @@ def _supervised_owner(tmp_path, leaf: str):
     return subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
 
 
+@pytest.mark.slow  # races processes
 @pytest.mark.parametrize("kill", ["alone", "with its group"])
 def test_the_supervisor_ends_every_process_under_a_killed_owner(tmp_path, kill):
     """SIGKILL to caretune train left llamafactory-cli training, re-parented to PID 1, and under torchrun a rank in
@@ -123,6 +124,7 @@ def test_the_supervisor_ends_every_process_under_a_killed_owner(tmp_path, kill):
     print(f"orphan window ({kill}): {time.monotonic() - started:.2f} s")
 
 
+@pytest.mark.slow  # races processes
 def test_a_child_a_thread_started_lives_while_the_run_does(tmp_path):
     """The guard's parent-death signal followed the thread that started a process: a child started from a thread
     that then ended was SIGKILLed although the run was alive."""
@@ -152,6 +154,7 @@ def test_a_child_a_thread_started_lives_while_the_run_does(tmp_path):
     assert _pids_alive(pids) == []
 
 
+@pytest.mark.slow  # races processes
 def test_the_runs_environment_kills_nothing_and_forkserver_children_work(tmp_path):
     """The guard's variable stayed in the environment: a Python started from it once the run had ended exited 137,
     and a forkserver child (Python 3.14's default on Linux) exited 255."""
