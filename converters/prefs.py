@@ -29,7 +29,6 @@ from converters.names import (
     MEDICAL_PREFS_EVAL_DATASET,
     MEDICAL_SYSTEM_PROMPT,
 )
-from converters.quality import first_rejection, strip_think
 from converters.records import EMPTY_AFTER_STRIP, MISSING_FIELD, NON_STRING_FIELD, NOT_AN_OBJECT, Skip, string_field
 from converters.turns import TRAIN_LAST, plan_rows
 
@@ -83,6 +82,8 @@ def convert(row: object, layout: str | None = None, medical: bool = True) -> dic
     if isinstance(parsed, Skip):
         return parsed
     own_system, prompt, chosen, rejected = parsed
+    from converters.quality import strip_think  # here, not at import: `caretune --help` reads this module
+
     rejected = strip_think(rejected)
     if not rejected:
         return Skip(EMPTY_AFTER_STRIP, "rejected is only a <think> block")
@@ -121,6 +122,8 @@ def with_pairs(record: dict, turns: list[tuple[str, str]]) -> dict:
 
 def clean_rejected(record: dict, filters: frozenset[str]) -> tuple[dict, list[str]]:
     """The rejected answer as the filters see it: the reasons it would be rejected for, as notes."""
+    from converters.quality import first_rejection
+
     question = record["conversations"][-1]["value"]
     rejection = first_rejection([(question, record["rejected"]["value"])], filters) if filters else None
     return record, [REJECTED_PREFIX + rejection[0]] if rejection else []
