@@ -32,7 +32,7 @@ class Completion:
 
 
 class LocalGenerator:
-    """The recipe's model, one generation at a time (callers serialise; caretune.serving.api's gate does)."""
+    """The recipe's model, one generation at a time (callers serialise; caretune.serving.api.gate does)."""
 
     def __init__(self, engine) -> None:
         self.engine = engine

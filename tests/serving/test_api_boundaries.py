@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from caretune.serving.api import MAX_MESSAGES
+from caretune.serving.api.schema import MAX_MESSAGES
 from tests.serving.test_api import QUESTION, ScriptedGenerator, question, serving
 
 PATIENT = "患者张三头疼13812345678"
@@ -227,7 +227,7 @@ def test_text_parts_are_bounded_per_message_and_in_all_before_any_is_validated()
     tokenized before it was refused."""
     import httpx
 
-    from caretune.serving.api import MAX_TEXT_PARTS
+    from caretune.serving.api.schema import MAX_TEXT_PARTS
 
     generator = ScriptedGenerator(stop_after=1)
     with serving(generator) as (url, _), httpx.Client(base_url=url, timeout=30) as client:

@@ -225,7 +225,8 @@ def test_the_byte_bound_never_exceeds_the_real_prompt_on_the_qwen3_template():
     from caretune.generation.local import LocalGenerator
     from caretune.lf import chat_template
     from caretune.prep.tokenizer import offline_tokenizer
-    from caretune.serving.api import Conversation, fewest_prompt_tokens
+    from caretune.serving.api.app import fewest_prompt_tokens
+    from caretune.serving.api.schema import Conversation
 
     tokenizer = offline_tokenizer()
     template = copy.deepcopy(chat_template(tokenizer, "qwen3", enable_thinking=False))
