@@ -116,6 +116,23 @@ def interleaved_rows(rows: list[int], mix_strategy: str, probs: list[float] | No
     return [int(count) for count in drawn]
 
 
+def infer_seqlen(source: int, target: int, budget: int) -> tuple[int, int]:
+    """Tokens of one turn's prompt and answer kept within `budget`: LLaMA-Factory's own `infer_seqlen`."""
+    from llamafactory.data.processor.processor_utils import infer_seqlen as llamafactory_infer_seqlen
+
+    return llamafactory_infer_seqlen(source, target, budget)
+
+
+def greedy_packs(lengths: list[int], capacity: int) -> list[int]:
+    """Real tokens of each pack LLaMA-Factory's `greedy_knapsack` forms from `lengths`; a row longer than the
+    capacity is refused first (LLaMA-Factory's loop never ends on one)."""
+    from llamafactory.data.processor.processor_utils import greedy_knapsack
+
+    if lengths and max(lengths) > capacity:
+        raise ValueError(f"a row of {max(lengths)} tokens does not fit a pack of {capacity}")
+    return [sum(knapsack) for knapsack in greedy_knapsack(list(lengths), capacity)]
+
+
 def generating_defaults() -> dict:
     """LLaMA-Factory's default for every generation key (what a recipe that leaves a key out gets)."""
     from dataclasses import MISSING, fields

@@ -137,3 +137,13 @@ def test_the_webui_chat_box_starts_without_thinking(tmp_path, monkeypatch):
         assert chat_box(infer.create_chat_box)["enable_thinking"].value is False
     finally:
         infer.create_chat_box = original
+
+
+def test_packing_and_turn_budgets_are_llamafactorys_with_a_guard():
+    assert lf.greedy_packs([6, 6, 4, 4], 10) == [10, 10]  # longest that fits, again and again
+    assert lf.greedy_packs([1] * 5, 2) == [2, 2, 1]
+    with pytest.raises(ValueError, match="a row of 11 tokens does not fit a pack of 10"):
+        lf.greedy_packs([3, 11], 10)  # LLaMA-Factory's own loop would never end
+    assert lf.infer_seqlen(30, 10, 100) == (30, 10)  # within budget: whole
+    assert lf.infer_seqlen(500, 10, 100) == (90, 10)  # a short answer is kept whole, the prompt cut
+    assert lf.infer_seqlen(10, 500, 100) == (10, 90)  # a short prompt is kept whole, the answer cut

@@ -9,7 +9,6 @@ LLaMA-Factory and the Hugging Face Trainer do them. Formulas live in `caretune.p
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import random
@@ -201,29 +200,12 @@ def contiguous_shards(count: int, shards: int) -> list[range]:
     return bounds
 
 
-def greedy_packs(lengths: list[int], capacity: int) -> list[int]:
-    """Real tokens of each pack LLaMA-Factory's greedy knapsack forms from `lengths` (a test compares the two):
-    rows sorted by length; each new pack takes, again and again, the longest row that still fits."""
-    remaining = sorted(lengths)
-    packs = []
-    while remaining:
-        room, total = capacity, 0
-        while (index := bisect.bisect(remaining, room) - 1) >= 0:
-            length = remaining.pop(index)
-            room -= length
-            total += length
-        if total == 0:
-            raise ValueError(f"a row of {remaining[0]} tokens does not fit a pack of {capacity}")
-        packs.append(total)
-    return packs
-
-
 def pack(lengths: list[int], capacity: int, batch_size: int, num_proc: int | None) -> list[int]:
     """Real tokens of every pack, as LLaMA-Factory's packed preprocessing forms them (greedy knapsack per map batch)."""
     packs = []
     for shard in contiguous_shards(len(lengths), num_proc or 1):
         for start in range(shard.start, shard.stop, batch_size):
-            packs.extend(greedy_packs(lengths[start : min(start + batch_size, shard.stop)], capacity))
+            packs.extend(lf.greedy_packs(lengths[start : min(start + batch_size, shard.stop)], capacity))
     return packs
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from caretune import lf
 from caretune.constants import DATASET_INFO
 
 CACHE_DIR = Path(".cache") / "lengths"
@@ -102,23 +103,9 @@ class TurnLengths:
         result = []
         for prompt, chosen, rejected in self.pairs.tolist():  # dropped rows have no triple
             eos = 1 if self.efficient_eos else 0
-            kept_prompt, kept_answer = turn_budget(prompt, max(chosen, rejected) + eos, cutoff_len)
+            kept_prompt, kept_answer = lf.infer_seqlen(prompt, max(chosen, rejected) + eos, cutoff_len)
             result.append((kept_prompt, min(chosen + eos, kept_answer), min(rejected + eos, kept_answer)))
         return result
-
-
-def turn_budget(source: int, target: int, budget: int) -> tuple[int, int]:
-    """Tokens of one turn's prompt and answer kept within `budget`, as LLaMA-Factory's `infer_seqlen` decides
-    (a test compares the two over a grid): a short answer is kept whole and the prompt cut; a short prompt is
-    kept whole and the answer cut; otherwise both shrink in proportion."""
-    if 2 * target < budget:
-        answer_room = budget
-    elif 2 * source < budget:
-        answer_room = budget - source
-    else:
-        answer_room = int(budget * (target / (source + target)))
-    kept_target = min(answer_room, target)
-    return min(max(budget - kept_target, 0), source), kept_target
 
 
 def truncated_length(
@@ -132,7 +119,7 @@ def truncated_length(
     for source, target in pairs[::-1] if mask_history else pairs:
         if total >= cutoff_len:
             break
-        source, target = turn_budget(source, target, cutoff_len - total)
+        source, target = lf.infer_seqlen(source, target, cutoff_len - total)
         total += source + target
     return total
 

@@ -129,6 +129,7 @@ def test_steps_and_padding_as_the_trainer_counts():
     assert estimate.gpu_from_device_name("Tesla T4") is None
 
 
+@pytest.mark.lf  # packs come from LLaMA-Factory's greedy_knapsack
 def test_batching_and_packing_replay():
     assert [list(r) for r in contiguous_shards(10, 3)] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
     assert len(contiguous_shards(2, 16)) == 2

@@ -273,21 +273,6 @@ def test_real_shards_fast_recipe_is_over_95_percent_real_tokens(tmp_path, monkey
     assert not walkthrough.fits and sdpa.fits  # a 2048-token row in a batch of 24, unfused logits
 
 
-@pytest.mark.lf
-def test_greedy_packs_are_llamafactorys_greedy_knapsack():
-    import random
-
-    from llamafactory.data.processor.processor_utils import greedy_knapsack
-
-    from caretune.planning.plan import greedy_packs
-
-    rng = random.Random(7)
-    for capacity in (64, 511, 2047):
-        for _ in range(30):
-            lengths = [rng.randint(1, capacity) for _ in range(rng.randint(1, 300))]
-            assert greedy_packs(lengths, capacity) == [sum(k) for k in greedy_knapsack(list(lengths), capacity)]
-
-
 @pytest.mark.parametrize("name", ["lora_sft", "lora_sft_walkthrough"])
 def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     """`caretune plan --json` of both Qwen3-8B recipes on the shipped sample, byte for byte as stored in

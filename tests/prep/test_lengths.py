@@ -13,15 +13,6 @@ from tests.helpers import converted_workspace
 pytestmark = pytest.mark.lf
 
 
-def test_turn_budget_is_llamafactorys_infer_seqlen():
-    from llamafactory.data.processor.processor_utils import infer_seqlen
-
-    for source in (0, 1, 7, 40, 333, 1500):
-        for target in (0, 1, 9, 40, 700, 3000):
-            for budget in (1, 2, 50, 81, 1024, 2047):
-                assert lengths.turn_budget(source, target, budget) == infer_seqlen(source, target, budget)
-
-
 def test_truncation_replay_by_hand():
     # one turn: nothing cut below the cutoff; above it LLaMA-Factory's infer_seqlen shares the budget
     assert lengths.truncated_length([[30, 50]], 100) == 80
