@@ -11,7 +11,7 @@ import click
 from caretune.cli.base import main
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.planning.estimate import DEFAULT_GPU, GPUS
-from caretune.recipe_folders.generator import MAX_GPUS
+from caretune.recipe_folders.models import MAX_GPUS
 
 
 @main.group(invoke_without_command=True)
@@ -79,7 +79,8 @@ def recipes_new(model, gpus, nodes, gpu_name, out, template, general_share, over
     """Write train, predict, chat and export recipes for MODEL on NODES x GPUS x GPU, sized by `caretune plan`'s
     memory model: the cheapest ZeRO stage that fits; per device the most packs that fit, at most 4 (the measured
     best) and at most 16 / all GPUs; then the accumulation that reaches the default's 16 packs per step."""
-    from caretune.recipe_folders.generator import multi_node_env, sized_recipe, target_effective_batch, write_new_folder
+    from caretune.recipe_folders.generator import sized_recipe, write_new_folder
+    from caretune.recipe_folders.render import multi_node_env, target_effective_batch
 
     folder = Path(out)
     recipe = sized_recipe(folder.name, model, gpus, gpu_name, template, nodes)
