@@ -148,7 +148,7 @@ plan_args=("$WORK/recipe.yaml" --gpus "$GPUS" --gpu h100 "${FULL_ROWS[@]}" --len
 "${CARETUNE[@]}" plan "${plan_args[@]}" --json > "$OUT_DIR/plan.json"
 plan_status=$?
 if [ $plan_status = 0 ]; then
-  "$PYTHON" -c "import json, sys; from caretune.planning.plan import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
+  "$PYTHON" -c "import json, sys; from caretune.planning.figures import format_plan; print(format_plan(json.load(open(sys.argv[1]))))" \
     "$OUT_DIR/plan.json" | tee "$OUT_DIR/plan.txt"
 fi
 

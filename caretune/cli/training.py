@@ -199,7 +199,9 @@ def plan(recipe, gpus, nodes, gpu_name, sample, rows, lengths, bench, hfu, mfu, 
     Throughput is reported as MFU (4·N + attention per token) and HFU (with the recomputed forward pass). Planned
     past the rows tokenized (--rows, --sample), a dataset's lengths are resampled to the planned count (at most
     100,000) before packing, so packs fill as the full data's would."""
-    from caretune.planning.plan import format_plan, make_plan, read_recipe
+    from caretune.planning.figures import format_plan
+    from caretune.planning.plan import make_plan
+    from caretune.planning.recipe_settings import read_recipe
     from caretune.recipe_folders.generator import sized_layout
 
     sized_gpus, sized_nodes = sized_layout(recipe) or (1, 1)

@@ -177,7 +177,8 @@ def resolve_bench_arch(model: str) -> estimate.Arch:
         from caretune.training.tiny_model import TINY_CONFIG
 
         return estimate.Arch.from_config(TINY, TINY_CONFIG)
-    from caretune.planning.plan import PlanError, resolve_arch
+    from caretune.planning.plan import resolve_arch
+    from caretune.planning.recipe_settings import PlanError
 
     try:
         return resolve_arch(model)[0]

@@ -15,7 +15,10 @@ import random
 from dataclasses import asdict, dataclass
 
 from caretune.planning import estimate
-from caretune.planning.plan import PlanError, TrainSettings, dataset_lengths, duration_text, resolve_arch
+from caretune.planning.figures import duration_text
+from caretune.planning.plan import resolve_arch
+from caretune.planning.recipe_settings import PlanError, TrainSettings
+from caretune.planning.replay import dataset_lengths
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from caretune.planning import estimate
 from caretune.planning.estimate import GIB, GPUS, QWEN3_FAMILY
-from caretune.planning.plan import contiguous_shards, micro_batch_tokens, pack
+from caretune.planning.replay import contiguous_shards, micro_batch_tokens, pack
 from tests.helpers import ROOT
 
 QWEN3_8B = QWEN3_FAMILY["Qwen/Qwen3-8B"]

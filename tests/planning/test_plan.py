@@ -9,7 +9,9 @@ from click.testing import CliRunner
 
 from caretune import lf
 from caretune.cli import main
-from caretune.planning.plan import PlanError, duration_text, make_plan, read_recipe
+from caretune.planning.figures import duration_text
+from caretune.planning.plan import make_plan
+from caretune.planning.recipe_settings import PlanError, read_recipe
 from tests.helpers import ROOT, caretune_env, convert_into, converted_workspace, tiny_recipe
 
 pytestmark = pytest.mark.lf
@@ -194,7 +196,7 @@ def test_plan_takes_the_bench_variant_that_trains_as_the_recipe_does(workspace, 
 def test_an_extrapolated_plan_packs_as_many_rows_as_it_plans_for(workspace, monkeypatch):
     """With --rows past the rows tokenized, the lengths are resampled to the planned count (at most
     PLANNED_LENGTHS_CAP a dataset) before packing: a few converted rows no longer pack into half-empty packs."""
-    from caretune.planning.plan import PLANNED_LENGTHS_CAP
+    from caretune.planning.replay import PLANNED_LENGTHS_CAP
 
     monkeypatch.chdir(workspace)
     shard = make_plan(FAST, gpus=4, gpu_name="h800")
@@ -395,7 +397,7 @@ def test_llamafactory_mixes_the_general_set_at_about_the_share(tmp_path, monkeyp
 def test_each_dataset_weighs_by_its_rows_whatever_its_extrapolation():
     """A 2,000-row shard planned for 500,000 rows beside 140,000 rows tokenized whole: before, one overall scale gave
     the shard 80M tokens and the other 224M; each set's true share is rows x mean length (150M and 84M)."""
-    from caretune.planning.plan import DatasetRows, epoch
+    from caretune.planning.replay import DatasetRows, epoch
 
     shard = DatasetRows("a", 500_000, 2_000, 500_000, 0, "tokenized")
     whole = DatasetRows("b", 140_000, 140_000, 140_000, 0, "tokenized")

@@ -259,7 +259,7 @@ def test_a_speed_variant_is_one_field_of_the_generator_and_plan_reads_it_back(tm
     """The GPU check's variants map onto the default recipe through ModelRecipe fields; `caretune plan` reads the
     written keys back as the same variant."""
 
-    from caretune.planning.plan import read_recipe
+    from caretune.planning.recipe_settings import read_recipe
     from tests.helpers import converted_workspace
 
     recipe = replace(recipes.QWEN3_8B, activations=activations, torch_compile=compiled)
