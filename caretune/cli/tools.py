@@ -73,7 +73,8 @@ from caretune.constants import DEFAULT_LENGTH_PROFILE, TINY_MODEL_DIR
 def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, work_dir, out, record, time_budget):
     """LoRA training tokens/s, MFU, HFU and peak memory of a Qwen3 shape (random weights) through LLaMA-Factory's
     trainer; each variant's mean loss is compared with the first variant's."""
-    from caretune.planning.bench import append_table, format_report, run_bench, write_results
+    from caretune.planning.bench import run_bench
+    from caretune.planning.bench_report import append_table, format_report, write_results
 
     report = run_bench(
         model=model,

@@ -26,97 +26,13 @@ from pathlib import Path
 from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, TEMPLATE
 from caretune.planning import estimate
+from caretune.planning.bench_report import compare_losses
+from caretune.planning.bench_variants import COMPILE_BEST, Variant, requested_variants, unavailable, variant_by_name
+from caretune.planning.bench_worker import SEED
 from caretune.prep.profiles import load_profile, sample_lengths
 
 TINY = "tiny"  # the CPU stand-in's shape (caretune.training.tiny_model.TINY_CONFIG)
-SEED = 20261125
-FLASH_ATTN_NOTE = "CARETUNE_GPU_KIT_MANIFEST"  # set by gpu_check.sh: the kit.json that says why flash-attn is absent
 STARTUP_ALLOWANCE_S = 240  # with a time budget: seconds allowed for a variant's start-up (imports, model, data)
-
-
-ACTIVATION_SUFFIXES = {"checkpointed": "", "kept": "-no-gc", "offloaded": "-unsloth-gc"}  # estimate.ACTIVATION_MODES
-LONG_PACK_SUFFIX = "-long-pack"
-COMPILE_SUFFIX = "-compile"
-COMPILE_BEST = "compile-best"  # torch_compile on the fastest variant of the same bench
-
-
-@dataclass(frozen=True)
-class Variant:
-    packing: bool
-    liger: bool
-    attention: str  # "sdpa" or "fa2"
-    activations: str = "checkpointed"  # gradient checkpointing; "kept": none; "offloaded": use_unsloth_gc
-    long_pack: bool = False  # one plan.FA2_LONG_PACK-token pack per step instead of --pack-batch packs
-    compiled: bool = False  # torch_compile
-
-    @property
-    def name(self) -> str:
-        base = "-".join(["neat-packing" if self.packing else "padding", self.attention] + (["liger"] if self.liger else []))
-        return (
-            base
-            + ACTIVATION_SUFFIXES[self.activations]
-            + (LONG_PACK_SUFFIX if self.long_pack else "")
-            + (COMPILE_SUFFIX if self.compiled else "")
-        )
-
-
-ALL_VARIANTS = [
-    Variant(packing, liger, attention) for packing in (False, True) for attention in ("sdpa", "fa2") for liger in (False, True)
-]
-
-
-def variant_by_name(name: str) -> Variant:
-    """The variant called `name`: one of ALL_VARIANTS, then optionally -no-gc or -unsloth-gc, -long-pack
-    (neat packing only) and -compile, in that order."""
-    rest, changes = name, {}
-    if rest.endswith(COMPILE_SUFFIX):
-        rest, changes["compiled"] = rest[: -len(COMPILE_SUFFIX)], True
-    if rest.endswith(LONG_PACK_SUFFIX):
-        rest, changes["long_pack"] = rest[: -len(LONG_PACK_SUFFIX)], True
-    for mode, suffix in ACTIVATION_SUFFIXES.items():
-        if suffix and rest.endswith(suffix):
-            rest, changes["activations"] = rest[: -len(suffix)], mode
-    for variant in ALL_VARIANTS:
-        if variant.name == rest:
-            if changes.get("long_pack") and not variant.packing:
-                raise UserError(f"variant {name!r}: one long pack needs neat packing")
-            return replace(variant, **changes)
-    raise UserError(
-        f"unknown variant {name!r}; one of {', '.join(v.name for v in ALL_VARIANTS)}, optionally followed by "
-        f"{' or '.join(s for s in ACTIVATION_SUFFIXES.values() if s)}, {LONG_PACK_SUFFIX} and {COMPILE_SUFFIX}; "
-        f"or {COMPILE_BEST}"
-    )
-
-
-def unavailable(variant: Variant, cuda: bool) -> str | None:
-    """Why a variant cannot run here, or None."""
-    import importlib.util
-
-    if variant.attention == "fa2":
-        if not cuda:
-            return "flash attention 2 needs a CUDA GPU"
-        if importlib.util.find_spec("flash_attn") is None:
-            return f"flash attention 2 needs flash-attn, which is not installed here ({flash_attn_absence()})"
-        try:
-            import flash_attn  # noqa: F401  (a wheel built for another torch or CUDA fails here)
-        except Exception as err:  # ImportError or an undefined-symbol OSError
-            return f"flash-attn does not import here: {type(err).__name__}: {str(err).splitlines()[0]}"
-    if variant.activations == "offloaded" and not cuda:
-        return "use_unsloth_gc moves activations between a CUDA GPU and host memory"
-    if variant.liger and not (cuda and importlib.util.find_spec("liger_kernel")):
-        return "the Liger kernel needs a CUDA GPU and `pip install liger-kernel`"
-    return None
-
-
-def flash_attn_absence() -> str:
-    """Why flash-attn is missing: what the offline kit recorded (FLASH_ATTN_NOTE names its kit.json), or the install hint."""
-    note = os.environ.get(FLASH_ATTN_NOTE)
-    if note and Path(note).is_file():
-        try:
-            return json.loads(Path(note).read_text(encoding="utf-8"))["flash_attn"]["absent"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    return "`pip install flash-attn` against this machine's torch and CUDA"
 
 
 def synthetic_rows(lengths: list[int], overhead: int, seed: int = SEED) -> list[dict]:
@@ -243,114 +159,6 @@ def train_args(
     return args
 
 
-def summarise(
-    records: list[tuple[int, int]],
-    times: list[float],
-    warmup: int,
-    arch: estimate.Arch,
-    gpu: estimate.Gpu | None,
-    mean_context: float,
-    checkpointing: bool = True,
-) -> dict:
-    """Throughput over the timed steps: records[i] = (real, processed) tokens of step i, times[i] its end; MFU and
-    HFU as caretune.planning.estimate defines them (HFU counts the recomputed forward under checkpointing)."""
-    timed = records[warmup : len(times)]
-    elapsed = times[-1] - times[warmup - 1]
-    real = sum(r for r, _ in timed)
-    processed = sum(p for _, p in timed)
-    real_rate, processed_rate = real / elapsed, processed / elapsed
-    return {
-        "timed_steps": len(timed),
-        "seconds": round(elapsed, 3),
-        "real_tokens": real,
-        "processed_tokens": processed,
-        "real_tokens_per_s": round(real_rate, 1),
-        "processed_tokens_per_s": round(processed_rate, 1),
-        "non_padding_share": round(real / processed, 4),
-        "mfu": round(estimate.mfu(arch, gpu, real_rate, mean_context), 4) if gpu else None,
-        "hfu": round(estimate.hfu(arch, gpu, real_rate, mean_context, checkpointing), 4) if gpu else None,
-    }
-
-
-def budget_spent(elapsed_s: float, budget_s: float | None, steps_done: int, warmup: int) -> bool:
-    """Whether a variant's time budget stops it now: only once at least one timed step is done, so a budget
-    spent on start-up or warm-up still yields figures (the start-up allowance bounds the wall time)."""
-    return bool(budget_s) and steps_done > warmup and elapsed_s > budget_s
-
-
-def built_on(device: str, dtype):
-    """A stand-in for `AutoModelForCausalLM` in LLaMA-Factory's loader: `from_config` materialises random
-    weights on `device` in `dtype`, with no CPU copy of a large model."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    class OnDevice:
-        @staticmethod
-        def from_config(config, **kwargs):
-            torch.manual_seed(SEED)
-            with torch.device(device):
-                return AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
-
-    return OnDevice
-
-
-def worker(spec_path: str) -> None:
-    """One variant in this process: LLaMA-Factory's trainer with counters on its collator and step ends."""
-    import resource
-
-    import torch
-    from transformers import TrainerCallback
-
-    from caretune.lf import run_training
-
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    cuda = torch.cuda.is_available()
-    records: list[tuple[int, int]] = []
-
-    def count(features, batch) -> None:
-        real = sum(sum(1 for m in f["attention_mask"] if m != 0) for f in features)
-        records.append((real, batch["input_ids"].numel()))
-
-    times: list[float] = []
-    losses: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == spec["warmup"] and cuda:
-                torch.cuda.reset_peak_memory_stats()
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            times.clear()
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter())
-            if budget_spent(times[-1] - self.started, spec["time_budget"], len(times), spec["warmup"]):
-                control.should_training_stop = True  # report the steps done so far
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-    model_factory = built_on("cuda", torch.bfloat16) if cuda else built_on("cpu", torch.float32)
-    run_training(spec["args"], [Clock()], model_factory, count)
-    if len(times) <= spec["warmup"]:
-        raise SystemExit(f"training ended after {len(times)} steps, before the first timed step (warm-up {spec['warmup']})")
-    arch = estimate.Arch(**spec["arch"])
-    gpu = estimate.gpu_from_device_name(torch.cuda.get_device_name()) if cuda else None
-    checkpointing = not spec["args"].get("disable_gradient_checkpointing", False)
-    result = summarise(records, times, spec["warmup"], arch, gpu, spec["mean_context"], checkpointing)
-    result.update(
-        peak_memory_bytes=torch.cuda.max_memory_allocated() if cuda else None,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        losses=losses,
-        finite=bool(losses) and all(math.isfinite(x) for x in losses),
-    )
-    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
-
-
 def device_description() -> tuple[bool, str]:
     """Whether CUDA is used, and the device as the results name it."""
     import torch
@@ -365,28 +173,6 @@ def device_memory_limit() -> int:
     import torch
 
     return int(torch.cuda.get_device_properties(0).total_memory * estimate.MEMORY_HEADROOM)
-
-
-def requested_variants(variants: list[str] | None) -> list[tuple[str, float | None]]:
-    """(name, its own time budget or None) of each `--variant NAME[=SECONDS]`; ALL_VARIANTS when none, and
-    COMPILE_BEST last wherever it was named (it compiles the fastest of the others)."""
-    if not variants:
-        return [(v.name, None) for v in ALL_VARIANTS]
-    parsed = []
-    for text in variants:
-        name, _, seconds = text.partition("=")
-        budget = None
-        if seconds:
-            try:
-                budget = float(seconds)
-                if not budget > 0:
-                    raise ValueError
-            except ValueError:
-                raise UserError(f"--variant {text!r}: the time budget after '=' must be a positive number of seconds") from None
-        if name != COMPILE_BEST:
-            variant_by_name(name)
-        parsed.append((name, budget))
-    return sorted(parsed, key=lambda item: item[0] == COMPILE_BEST)
 
 
 def memory_settings(variant: Variant) -> dict:
@@ -422,6 +208,41 @@ def step_shape(
         fits = largest_micro_batch(arch, cutoff_len, memory_limit, memory_settings(variant))
         return fits, cutoff_len, f"the most packs the memory model fits in {memory_limit / estimate.GIB:.1f} GiB"
     return pack_batch, cutoff_len, "--pack-batch"
+
+
+def bench_lengths(profile: str, step_sizes: list[int], steps: int, cutoff_len: int) -> list[int]:
+    """Row lengths drawn from the profile for `steps` steps of the largest shape: `step_sizes` holds the padded
+    variant's rows per step, then each packed shape's tokens per step."""
+    quantiles = load_profile(profile)
+    mean_length = sum(quantiles) / len(quantiles)
+    rows_per_step = max([step_sizes[0]] + [math.ceil(tokens / mean_length) for tokens in step_sizes[1:]])
+    return [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(steps * rows_per_step * 1.5), SEED)]
+
+
+def planned_variant(name: str, report: dict, shapes: dict, arch: estimate.Arch, budget: float | None):
+    """(variant, its report entry) for one requested name; `compile-best` compiles the fastest variant run so far
+    (None, with a skipped entry, when none ran)."""
+    if name == COMPILE_BEST:
+        ran = [v for v in report["variants"] if "real_tokens_per_s" in v]
+        if not ran:
+            report["variants"].append({"name": name, "skipped": "no other variant ran, so none to compile"})
+            return None
+        best = max(ran, key=lambda v: v["real_tokens_per_s"])
+        variant = replace(variant_by_name(best["name"]), compiled=True)
+        batch, cutoff_len, sized_by = best["batch"], best["cutoff_len"], f"as {best['name']}, the fastest before it"
+    else:
+        variant = variant_by_name(name)
+        batch, cutoff_len, sized_by = shapes[name]
+    entry = {
+        "name": variant.name,
+        **asdict(variant),
+        "batch": batch,
+        "cutoff_len": cutoff_len,
+        "sized_by": sized_by,
+        "time_budget_s": budget,
+        "modelled_peak_bytes": modelled_peak(variant, arch, batch, cutoff_len) if batch else None,
+    }
+    return variant, entry
 
 
 def run_bench(
@@ -463,19 +284,11 @@ def run_bench(
         for name, _ in chosen
         if name != COMPILE_BEST
     }
-    quantiles = load_profile(profile)
     work_dir.mkdir(parents=True, exist_ok=True)
     model_dir = bench_model_dir(arch, work_dir)
-    tokenizer, _ = load_qwen3_tokenizer(str(model_dir))
-    overhead = template_overhead(tokenizer)
-    mean_length = sum(quantiles) / len(quantiles)
-    rows_per_step = max(
-        [micro_batch, math.ceil(pack_batch * cutoff_len / mean_length)]
-        + [math.ceil(batch * cutoff / mean_length) for batch, cutoff, _ in shapes.values()]
-    )
-    rows_needed = (steps + warmup + 2) * rows_per_step
-    lengths = [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(rows_needed * 1.5), SEED)]
-    dataset_dir = write_dataset(work_dir / "data", lengths, overhead)
+    rows_per_step = [micro_batch, pack_batch * cutoff_len] + [batch * cutoff for batch, cutoff, _ in shapes.values()]
+    lengths = bench_lengths(profile, rows_per_step, steps + warmup + 2, cutoff_len)
+    dataset_dir = write_dataset(work_dir / "data", lengths, template_overhead(load_qwen3_tokenizer(str(model_dir))[0]))
     report = {
         "device": device,
         "model": arch.name,
@@ -504,28 +317,12 @@ def run_bench(
         log=log,
     )
     for name, budget in chosen:
-        if name == COMPILE_BEST:
-            ran = [v for v in report["variants"] if "real_tokens_per_s" in v]
-            if not ran:
-                report["variants"].append({"name": name, "skipped": "no other variant ran, so none to compile"})
-                log(f"bench: {name}: skipped (no other variant ran)")
-                continue
-            best = max(ran, key=lambda v: v["real_tokens_per_s"])
-            variant = replace(variant_by_name(best["name"]), compiled=True)
-            shape = (best["batch"], best["cutoff_len"], f"as {best['name']}, the fastest before it")
-        else:
-            variant, shape = variant_by_name(name), shapes[name]
-        batch, variant_cutoff, sized_by = shape
-        budget = budget or time_budget
-        entry = {
-            "name": variant.name,
-            **asdict(variant),
-            "batch": batch,
-            "cutoff_len": variant_cutoff,
-            "sized_by": sized_by,
-            "time_budget_s": budget,
-            "modelled_peak_bytes": modelled_peak(variant, arch, batch, variant_cutoff) if batch else None,
-        }
+        planned = planned_variant(name, report, shapes, arch, budget or time_budget)
+        if planned is None:
+            log(f"bench: {name}: skipped (no other variant ran)")
+            continue
+        variant, entry = planned
+        batch, variant_cutoff, budget = entry["batch"], entry["cutoff_len"], entry["time_budget_s"]
         report["variants"].append(entry)
         reason = unavailable(variant, cuda) or (
             None if batch else f"the memory model fits not one {variant_cutoff}-token pack in this GPU's memory"
@@ -539,43 +336,6 @@ def run_bench(
         if on_update:
             on_update(report)
     return report
-
-
-LOSS_TOLERANCE_SHARE = 0.02  # the least difference in mean loss called a mismatch: 2% of the baseline's
-LOSS_NOISE_SIGMAS = 3.0  # or this many standard errors of the difference, when larger
-
-
-def compare_losses(report: dict) -> None:
-    """Each measured variant's mean loss over its timed steps against the first measured variant's (the
-    baseline), within noise: max(LOSS_NOISE_SIGMAS standard errors of the difference, LOSS_TOLERANCE_SHARE of
-    the baseline's mean). Sets `loss_check` on each, `baseline` and `fastest_matching` on the report."""
-    warmup = report["warmup"]
-    ran = [v for v in report["variants"] if "real_tokens_per_s" in v and len(v["losses"]) > warmup]
-    if not ran:
-        return
-    baseline = ran[0]
-
-    def mean_and_variance(losses: list[float]) -> tuple[float, float]:
-        timed = losses[warmup:]
-        mean = sum(timed) / len(timed)
-        variance = sum((x - mean) ** 2 for x in timed) / max(1, len(timed) - 1) / len(timed)
-        return mean, variance  # the variance of the mean
-
-    base_mean, base_variance = mean_and_variance(baseline["losses"])
-    for variant in ran:
-        mean, variance = mean_and_variance(variant["losses"])
-        tolerance = max(LOSS_NOISE_SIGMAS * math.sqrt(base_variance + variance), LOSS_TOLERANCE_SHARE * abs(base_mean))
-        variant["loss_check"] = {
-            "baseline": baseline["name"],
-            "mean_loss": round(mean, 4),
-            "baseline_mean_loss": round(base_mean, 4),
-            "difference": round(mean - base_mean, 4),
-            "tolerance": round(tolerance, 4),
-            "matches": bool(variant["finite"]) and abs(mean - base_mean) <= tolerance,
-        }
-    report["baseline"] = baseline["name"]
-    matching = [v for v in ran if v["loss_check"]["matches"]]
-    report["fastest_matching"] = max(matching, key=lambda v: v["real_tokens_per_s"])["name"] if matching else None
 
 
 def write_dataset(dataset_dir: Path, lengths: list[int], overhead: int) -> Path:
@@ -649,7 +409,7 @@ class VariantRun:
         with open(run_dir / "train.log", "w", encoding="utf-8") as out:
             try:
                 code = subprocess.call(
-                    [sys.executable, "-m", "caretune.planning.bench", str(run_dir / "spec.json")],
+                    [sys.executable, "-m", "caretune.planning.bench_worker", str(run_dir / "spec.json")],
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=self.env(),
@@ -669,67 +429,3 @@ class VariantRun:
             return
         entry.update(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
         self.log(f"bench: {variant.name}: {entry['real_tokens_per_s']:,.0f} real tokens/s ({entry['wall_s']:.0f} s with start-up)")
-
-
-def write_results(report: dict, path: Path) -> None:
-    """The results so far as JSON (rewritten after every variant, so they survive an interruption)."""
-    from caretune.basics.files import AtomicFile
-
-    with AtomicFile(path) as handle:
-        handle.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
-        handle.commit()
-
-
-def append_table(table: str, path: Path) -> None:
-    """Append a results table to a Markdown file."""
-    from caretune.basics.files import AtomicFile
-
-    previous = path.read_text(encoding="utf-8") if path.exists() else ""
-    with AtomicFile(path) as handle:
-        handle.write(previous.rstrip("\n") + "\n\n" + table + "\n")
-        handle.commit()
-
-
-def format_report(report: dict) -> str:
-    """A Markdown table of the variants, and which is the fastest whose loss matches the baseline's."""
-    lines = [
-        f"{report['date']} · {report['device']} · {report['model']} ({report['params'] / 1e9:.2f}B, random "
-        f"weights) · LoRA r8 all linear · cutoff {report['cutoff_len']} · padding batch {report['micro_batch']}, "
-        f"packing batch {report['pack_batch']} · {report['warmup']} warm-up + {report['steps']} timed steps · "
-        f"lengths: {report['profile']}",
-        "",
-        "| variant | per step | timed steps | real tokens/s | processed tokens/s | non-padding | MFU / HFU | peak memory "
-        "| losses | mean loss vs baseline |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for v in report["variants"]:
-        shape = f"{v['batch']} x {v['cutoff_len']}" if "batch" in v else ""
-        if "skipped" in v or "error" in v:
-            outcome = "skipped: " + v["skipped"] if "skipped" in v else "failed: " + v["error"]
-            lines.append(f"| {v['name']} | {shape} | {outcome} | | | | | | | |")
-            continue
-        memory = v["peak_memory_bytes"] or v["peak_rss_bytes"]
-        where = "GPU" if v["peak_memory_bytes"] else "RSS"
-        if v["peak_memory_bytes"] and v.get("modelled_peak_bytes"):
-            where += f" (model: {v['modelled_peak_bytes'] / estimate.GIB:.1f})"
-        mfu = f"{v['mfu']:.1%} / {v['hfu']:.1%}" if v["mfu"] is not None else "n/a (CPU)"
-        losses = ", ".join(f"{x:.2f}" for x in v["losses"][-3:])
-        check = v.get("loss_check")
-        versus = (
-            f"{check['mean_loss']:.3f} ({check['difference']:+.3f}, within ±{check['tolerance']:.3f}: "
-            f"{'yes' if check['matches'] else 'NO'})"
-            if check
-            else ""
-        )
-        lines.append(
-            f"| {v['name']} | {shape} | {v['timed_steps']} | {v['real_tokens_per_s']:,.0f} | "
-            f"{v['processed_tokens_per_s']:,.0f} | {v['non_padding_share']:.1%} | {mfu} | "
-            f"{memory / estimate.GIB:.1f} GiB {where} | {losses} | {versus} |"
-        )
-    if report.get("baseline"):
-        lines += ["", f"Baseline: {report['baseline']}; fastest whose mean loss matches it: {report['fastest_matching']}."]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    worker(sys.argv[1])

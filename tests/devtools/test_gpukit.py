@@ -95,16 +95,16 @@ def test_the_kit_takes_a_flash_attn_wheel_that_fits_or_says_why_there_is_none(tm
 
 
 def test_bench_names_the_kits_reason_when_flash_attn_is_absent(tmp_path, monkeypatch):
-    from caretune.planning import bench
+    from caretune.planning import bench_variants
 
     manifest = tmp_path / gpukit.KIT_MANIFEST
     manifest.write_text(json.dumps({"flash_attn": {"absent": "no wheel for CPython 3.12"}}), encoding="utf-8")
-    monkeypatch.setenv(bench.FLASH_ATTN_NOTE, str(manifest))
+    monkeypatch.setenv(bench_variants.FLASH_ATTN_NOTE, str(manifest))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    reason = bench.unavailable(bench.variant_by_name("neat-packing-fa2-long-pack"), cuda=True)
+    reason = bench_variants.unavailable(bench_variants.variant_by_name("neat-packing-fa2-long-pack"), cuda=True)
     assert reason == "flash attention 2 needs flash-attn, which is not installed here (no wheel for CPython 3.12)"
-    monkeypatch.delenv(bench.FLASH_ATTN_NOTE)
-    assert "pip install flash-attn" in bench.unavailable(bench.variant_by_name("neat-packing-fa2"), cuda=True)
+    monkeypatch.delenv(bench_variants.FLASH_ATTN_NOTE)
+    assert "pip install flash-attn" in bench_variants.unavailable(bench_variants.variant_by_name("neat-packing-fa2"), cuda=True)
 
 
 @pytest.mark.slow
