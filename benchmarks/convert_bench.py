@@ -77,7 +77,9 @@ def caretune_convert(raw: str, out: str, workers: int | None = None, options=Non
     from caretune.constants import DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION
     from converters import chatmed
     from converters.card import CardCollector
-    from converters.pipeline import Options, Outputs, convert_file
+    from converters.options import Options
+    from converters.outputs import Outputs
+    from converters.pipeline import convert_file
 
     outputs = Outputs.for_source(chatmed, out, Path(out).parent)
     convert_file(
@@ -101,7 +103,7 @@ def caretune_convert_1_process(raw: str, out: str) -> None:
 
 def caretune_convert_unfiltered(raw: str, out: str) -> None:
     """The same as the previous release converted: `--filters none --care-reminder off`, no card."""
-    from converters.pipeline import Options
+    from converters.options import Options
 
     caretune_convert(raw, out, workers=1, options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off"))
 

@@ -4,7 +4,6 @@ a report, a rejects log and the dataset registry."""
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import sys
@@ -15,178 +14,35 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from types import ModuleType
 
 from caretune.basics.errors import UserError
 from caretune.basics.files import exclusive, sweep_temporaries, write_json_atomic
-from caretune.basics.pii import PII_KINDS, mask_quote
-from caretune.basics.registry import RegistryError, load_registry, merge_entries, register, relative_file_name
-from converters import chatmed, general, huatuo, prefs
-from converters.card import CARD_SUFFIX, EXAMPLE_REASONS, EXAMPLES_PER_REASON, HISTOGRAM_SUFFIX, CardCollector
+from caretune.basics.pii import mask_quote
+from caretune.basics.registry import load_registry, merge_entries, register
+from converters.card import EXAMPLE_REASONS, EXAMPLES_PER_REASON, CardCollector
 from converters.care import (
-    APPEND,
     CARE_FLAGS,
-    CARE_REMINDER_ADDED,
-    EMERGENCY_REMINDER_ADDED,
     CareFlags,
-    CareTally,
     apply_care_policy,
 )
-from converters.choices import FILTER_REASONS, JAILBREAK, OFF, SYSTEM_LAYOUT
+from converters.choices import JAILBREAK
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
 from converters.names import MEDICAL_SYSTEM_PROMPT
+from converters.options import Options
+from converters.outputs import Outputs, Writers, check_paths, prior_query_keys, registry_entries
 from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, jailbreak, strip_think, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
+from converters.report import Tally, conversion_report, progress_bar
+from converters.sources import SOURCES, care_policy
 from converters.split import HeldOutSplit
-from converters.turns import TOO_LONG, Plan, TokenCounter, fits_by_bytes, plan_rows, unfitted_plan
-from converters.writer import JsonArrayWriter, JsonLinesWriter
+from converters.turns import TOO_LONG, Plan, fits_by_bytes, plan_rows, unfitted_plan
 
-_GENERAL_PREFS = prefs.general_source()
-SOURCES: dict[str, ModuleType] = {module.NAME: module for module in (chatmed, huatuo, general, prefs, _GENERAL_PREFS)}
-REPORT_SUFFIX = ".report.json"
-REJECTS_SUFFIX = ".rejects.jsonl"
-CHANGES_SUFFIX = ".changes.jsonl"
-CHANGE_KINDS = (THINK_REMOVED, WRAPPER_STRIPPED, CARE_REMINDER_ADDED, EMERGENCY_REMINDER_ADDED)
 ARRAY_BATCH_ROWS = 2048
 PARALLEL_MIN_BYTES = 16 << 20  # inputs smaller than this convert in one process when no --workers is given
 MAX_AUTO_WORKERS = 4  # beyond this the main process (dedupe, split, writing) is the bottleneck
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """Where one conversion writes, and the dataset names it registers."""
-
-    name: str
-    eval_name: str
-    train: Path
-    eval: Path
-    report: Path
-    rejects: Path
-    changes: Path
-
-    @classmethod
-    def for_source(cls, source: ModuleType, out: str | os.PathLike | None, data_dir: str | os.PathLike) -> Outputs:
-        """The output set of a conversion: `out` (or DATA_DIR/<dataset>.json) and the files beside it."""
-        train = Path(out) if out is not None else Path(data_dir) / f"{source.DATASET}.json"
-        name = train.stem
-        eval_name = source.EVAL_DATASET if name == source.DATASET else f"{name}-eval"
-        return cls(
-            name=name,
-            eval_name=eval_name,
-            train=train,
-            eval=train.with_name(f"{eval_name}{train.suffix or '.json'}"),
-            report=train.with_name(name + REPORT_SUFFIX),
-            rejects=train.with_name(name + REJECTS_SUFFIX),
-            changes=train.with_name(name + CHANGES_SUFFIX),
-        )
-
-    def all_files(self) -> list[Path]:
-        """Every file a conversion writes: outputs, report, lists, and the data card with its histogram."""
-        return [
-            self.train,
-            self.eval,
-            self.report,
-            self.rejects,
-            self.changes,
-            self.train.with_name(self.name + CARD_SUFFIX),
-            self.train.with_name(self.name + HISTOGRAM_SUFFIX),
-        ]
-
-
-def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
-
-
-def check_paths(raw_path: str | os.PathLike, outputs: Outputs, registry_path: str | os.PathLike | None) -> None:
-    """Refuse, before a row is read, a conversion that would overwrite its input or the registry, whose
-    input is itself an output of an earlier conversion (registered, or listed in a report), or whose outputs
-    or registry could not be written (so outputs are never replaced without being registered)."""
-    if registry_path is not None and _same(registry_path, raw_path):
-        raise UserError(f"{raw_path}: the input is the registry (--dataset-info); convert a raw data file")
-    for path, what in ((outputs.train, "--out"), *(((Path(registry_path), "--dataset-info"),) if registry_path else ())):
-        folder = next((p for p in Path(path).resolve().parents if p.exists()), Path("/"))
-        if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK | os.X_OK):
-            raise UserError(f"{path}: not writable ({what}); choose a path you can write, or fix its permissions")
-    for report_path, report in earlier_reports(Path(raw_path).resolve().parent):
-        earlier = (report["outputs"]["train"], report["outputs"]["eval"])
-        if any(_same(report_path.parent / Path(path).name, raw_path) for path in earlier):  # outputs sit beside it
-            raise UserError(
-                f"{raw_path}: the input is an output of an earlier conversion ({report_path.name}); "
-                "convert the raw file it came from"
-            )
-    if registry_path is not None and Path(registry_path).exists():
-        try:
-            registry = load_registry(registry_path)
-        except RegistryError:
-            return  # reported, with its line, when the conversion loads it
-        root = Path(registry_path).resolve().parent
-        for name, entry in registry.items():
-            if isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and _same(root / entry["file_name"], raw_path):
-                raise UserError(
-                    f"{raw_path}: the input is the registered dataset {name!r} ({registry_path}); convert the raw file it came from"
-                )
-    for path in outputs.all_files():
-        if _same(path, raw_path):
-            raise UserError(f"{raw_path}: the output {path} would overwrite the input; choose another --out")
-        if registry_path is not None and _same(path, registry_path):
-            raise UserError(f"{registry_path}: the output {path} would overwrite the registry; choose another --out")
-
-
-def registry_entries(
-    source: ModuleType, outputs: Outputs, registry_path: str | os.PathLike, layout: str = SYSTEM_LAYOUT
-) -> dict[str, dict]:
-    """The dataset_info.json entries for a conversion's train and eval files."""
-    return {
-        name: {"file_name": relative_file_name(path, registry_path), **source.registry_entry(layout)}
-        for name, path in ((outputs.name, outputs.train), (outputs.eval_name, outputs.eval))
-    }
-
-
-def earlier_reports(folder: Path) -> Iterator[tuple[Path, dict]]:
-    """`(path, report)` of the conversions whose reports sit in `folder`, by name; a file that is not one is
-    skipped with a warning."""
-    for report_path in sorted(folder.glob(f"*{REPORT_SUFFIX}")):
-        try:
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-            report["dataset"], SOURCES[report["source"]], report["outputs"]["train"], report["outputs"]["eval"]  # or raise
-        except (ValueError, KeyError, TypeError):
-            print(f"warning: {report_path}: not a caretune report, ignored", file=sys.stderr)
-            continue
-        yield report_path, report
-
-
-def prior_query_keys(outputs: Outputs) -> tuple[KeySet, list[str]]:
-    """Query keys of the datasets converted earlier into the same folder (other than this one)."""
-    keys = KeySet()
-    datasets = []
-    for _, report in earlier_reports(outputs.train.parent):
-        dataset, source = report["dataset"], SOURCES[report["source"]]
-        if dataset == outputs.name:
-            continue
-        for data_file in (Path(report["outputs"]["train"]), Path(report["outputs"]["eval"])):
-            if data_file.exists():
-                for _, record in RawFile(data_file).rows():  # a fitted row opens later: its conversation's key counts
-                    conversation = record.get("conversation") if isinstance(record, dict) else None
-                    keys.add(int(conversation, 16) if isinstance(conversation, str) else query_key(source.first_query(record)))
-        datasets.append(dataset)
-    return keys, datasets
-
-
-@dataclass(frozen=True)
-class Options:
-    """How rows are cleaned and laid out; small and picklable so worker processes get a copy."""
-
-    scrub_pii: bool = True
-    filters: frozenset[str] = frozenset(FILTER_REASONS)  # the quality filters switched on
-    strip_wrappers: bool = True  # remove <s>问：…答：</s> prompt markers from questions
-    care_reminder: str = APPEND  # append | drop | off (converters/care.py)
-    layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
-    train_answers: str | None = None  # all | last (converters/turns.py); None: the source's TRAIN_ANSWERS
-    cutoff_len: int | None = None  # fit training rows to this many tokens (converters/turns.py); None: no fitting
-    count: TokenCounter | None = field(default=None, compare=False)  # token counts for rows that may not fit
 
 
 _CARE_INDEX = {flags: index for index, flags in enumerate(CARE_FLAGS)}
@@ -273,11 +129,6 @@ def _clean(
         record = source.with_pairs(record, turns)
         changes += tuple(added)
     return record, changes, flags, turns
-
-
-def care_policy(source: ModuleType, options: Options) -> str:
-    """The care policy a source's rows get: off for general rows and for preference pairs (converters/prefs.py)."""
-    return options.care_reminder if getattr(source, "CARE_REMINDERS", getattr(source, "MEDICAL", True)) else OFF
 
 
 def _has_think(turns: list[tuple[str, str]]) -> bool:
@@ -445,43 +296,6 @@ def _batches(source: ModuleType, raw: RawFile, options: Options, pool: ProcessPo
         yield pending.popleft().result()
 
 
-@dataclass
-class Tally:
-    """What the main process counts while rows stream through dedupe and the split."""
-
-    read: int = 0
-    duplicates: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    notes: Counter = field(default_factory=Counter)
-    pii: Counter = field(default_factory=Counter)
-    changes: Counter = field(default_factory=Counter)
-    train_care: Counter = field(default_factory=Counter)  # rows by index into CARE_FLAGS
-    plans: list[Plan] = field(default_factory=list)  # how each conversation in train trains
-    eval_care: Counter = field(default_factory=Counter)
-
-
-class _Outputs:
-    """The open atomic writers of one conversion; committed together, or all discarded."""
-
-    def __init__(self, outputs: Outputs):
-        self.train = JsonArrayWriter(outputs.train)
-        self.rejects = JsonLinesWriter(outputs.rejects)
-        self.changes = JsonLinesWriter(outputs.changes)
-        self.eval = JsonArrayWriter(outputs.eval)
-        self._all = (self.train, self.rejects, self.changes, self.eval)
-
-    def __enter__(self) -> _Outputs:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        for writer in self._all:
-            writer.__exit__(exc_type, exc, tb)
-
-    def commit(self) -> None:
-        for writer in (self.eval, self.train, self.rejects, self.changes):
-            writer.commit()
-
-
 def _route(
     batch: Batch,
     tally: Tally,
@@ -489,7 +303,7 @@ def _route(
     prior: KeySet,
     prior_detail: str,
     split: HeldOutSplit,
-    out: _Outputs,
+    out: Writers,
     card: CardCollector | None,
 ) -> None:
     """Dedupe a batch's kept rows, offer them to the held-out split, and write what goes to train."""
@@ -552,7 +366,7 @@ def _split_off(batch: Batch, split: HeldOutSplit) -> list[tuple[bytes, int, list
     return train
 
 
-def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, Plan]], out: _Outputs, tally: Tally) -> None:
+def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, Plan]], out: Writers, tally: Tally) -> None:
     """Write the training rows of conversations going to train, and count what trains."""
     for record, care, expanded, plan in rows:
         tally.train_care[care] += 1
@@ -561,13 +375,6 @@ def _write_train(rows: list[tuple[bytes, int, list[bytes] | None, Plan]], out: _
             out.train.extend_json((record,))
         else:
             out.train.extend_json(expanded)
-
-
-def _care_tally(counts: Counter) -> CareTally:
-    tally = CareTally()
-    for index, rows in sorted(counts.items()):
-        tally.add(CARE_FLAGS[index], rows)
-    return tally
 
 
 def convert_file(
@@ -641,7 +448,7 @@ def _convert_locked(
     split = HeldOutSplit(eval_size)
     tally = Tally()
     seen = KeySet()
-    with _worker_pool(workers) as pool, _progress_bar(raw, source, progress), _Outputs(outputs) as out:
+    with _worker_pool(workers) as pool, progress_bar(raw, source, progress), Writers(outputs) as out:
         for batch in _batches(source, raw, options, pool, workers):
             _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
         kept = len(tally.plans) + len(split)
@@ -654,7 +461,7 @@ def _convert_locked(
             )
         tally.eval_care.update(care for _, care, _, _ in eval_rows)
         out.eval.extend_json([record for record, _, _, _ in eval_rows])
-        report = _report(
+        report = conversion_report(
             source,
             raw,
             outputs,
@@ -673,131 +480,3 @@ def _convert_locked(
         out.commit()
     write_json_atomic(outputs.report, report)
     return report
-
-
-@contextlib.contextmanager
-def _progress_bar(raw: RawFile, source: ModuleType, progress: bool | None) -> Iterator[None]:
-    """A bar on stderr over the input's bytes (default: when stderr is a terminal), closed however the run ends."""
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=raw.size,
-        unit="B",
-        unit_scale=True,
-        desc=f"convert {source.NAME}",
-        disable=(not progress) if progress is not None else None,
-        file=sys.stderr,
-        leave=False,
-    )
-    raw.on_bytes = bar.update
-    try:
-        yield
-    finally:
-        bar.close()
-
-
-def _report(
-    source: ModuleType,
-    raw: RawFile,
-    outputs: Outputs,
-    options: Options,
-    tally: Tally,
-    *,
-    written: int,
-    training_rows: int,
-    held_out: int,
-    prior_datasets: list[str],
-    prior_count: int,
-    eval_size: int,
-    max_eval_fraction: float,
-    workers: int,
-    started: float,
-) -> dict:
-    """The report of one conversion; raises UserError if a row went unaccounted for."""
-    skipped = sum(tally.skipped.values())
-    if tally.read != written + held_out + tally.duplicates + skipped:
-        raise UserError(
-            f"{raw.path}: internal error: read {tally.read} != train {written} + eval {held_out} "
-            f"+ duplicates {tally.duplicates} + skipped {skipped}; nothing was written"
-        )
-    return {
-        "source": source.NAME,
-        "dataset": outputs.name,
-        "eval_dataset": outputs.eval_name,
-        "read": tally.read,
-        "written": written,
-        "eval": held_out,
-        "duplicates": tally.duplicates,
-        "skipped": dict(sorted(tally.skipped.items())),
-        "notes": dict(sorted(tally.notes.items())),
-        "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
-        "training": _training_summary(
-            tally.plans, training_rows, options.train_answers or source.TRAIN_ANSWERS, options.cutoff_len
-        ),
-        "care": {"train": _care_tally(tally.train_care).as_dict(), "eval": _care_tally(tally.eval_care).as_dict()},
-        "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
-        "settings": {
-            "layout": options.layout,
-            "filters": sorted(options.filters),
-            "strip_wrappers": options.strip_wrappers,
-            "care_reminder": care_policy(source, options),
-        },
-        "prior_queries": {"datasets": prior_datasets, "count": prior_count},
-        "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
-        "input": {"path": os.fspath(raw.path), "format": raw.format, "bytes": raw.size, "sha256": raw.sha256.hexdigest()},
-        "outputs": {
-            "train": os.fspath(outputs.train),
-            "eval": os.fspath(outputs.eval),
-            "rejects": os.fspath(outputs.rejects),
-            "changes": os.fspath(outputs.changes),
-        },
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-
-
-def _training_summary(plans: list[Plan], rows: int, policy: str, cutoff_len: int | None) -> dict:
-    """What trains, over the conversations in train: rows written, answers, answers trained, and what the policy and
-    the cutoff left untrained."""
-    answers = sum(plan.answers for plan in plans)
-    trained = sum(len(plan.windows) for plan in plans)
-    too_long = sum(plan.too_long for plan in plans)
-    return {
-        "policy": policy,
-        "rows": rows,
-        "conversations": len(plans),
-        "answers": answers,
-        "trained_answers": trained,
-        "trained_share": round(trained / answers, 4) if answers else 0.0,
-        "context_only_answers": sum(plan.context_only for plan in plans),
-        "cutoff_len": cutoff_len,
-        "answers_too_long": too_long,
-        "fitted_rows": sum(plan.fitted_rows for plan in plans),
-        "turns_dropped": sum(plan.turns_dropped for plan in plans),
-    }
-
-
-def summary_line(report: dict) -> str:
-    """The one-line stdout summary of a conversion."""
-    skipped = sum(report["skipped"].values())
-    reasons = ", ".join(f"{k} {v}" for k, v in report["skipped"].items())
-    pii = report["pii_masked"]
-    pii_text = f", pii masked {sum(pii.values())}" if pii else ""
-    changes = ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in report["changes"].items() if n)
-    care = report["care"]["train"]
-    training = report["training"]
-    trains = f"; {training['rows']} training rows train {training['trained_answers']} of {training['answers']} answers" + (
-        f" (fitted to {training['cutoff_len']} tokens: {training['fitted_rows']} rows dropped old turns)"
-        if training["cutoff_len"]
-        else ""
-    )
-    return (
-        f"{report['source']}: read {report['read']} = train {report['written']} + eval {report['eval']}"
-        f" + duplicates {report['duplicates']} + skipped {skipped}"
-        + (f" ({reasons})" if reasons else "")
-        + pii_text
-        + (f"; {changes}" if changes else "")
-        + trains
-        + f"; train advises care {care['advises_care_share']:.1%}"
-        + f" -> {report['outputs']['train']}, {report['outputs']['eval']}"
-    )

@@ -35,7 +35,7 @@ def converted_workspace(path: Path) -> Path:
 
     from caretune.prep.fitting import TemplateTokenCounter
     from converters import chatmed, huatuo
-    from converters.pipeline import Options
+    from converters.options import Options
 
     fitted = Options(cutoff_len=512, count=TemplateTokenCounter())  # the tiny recipes' cutoff: preflight measures nothing
     for source, raw in ((chatmed, CHATMED_SAMPLE), (huatuo, HUATUO_SAMPLE)):
@@ -107,7 +107,8 @@ def start_caretune(cwd, *args, env: dict | None = None, **popen) -> subprocess.P
 
 def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fraction: float = 0.1, **kwargs):
     """Convert `raw` with `source` into project/data, registering in project/dataset_info.json: (report, outputs)."""
-    from converters.pipeline import Outputs, convert_file
+    from converters.outputs import Outputs
+    from converters.pipeline import convert_file
 
     outputs = Outputs.for_source(source, None, project / "data")
     report = convert_file(

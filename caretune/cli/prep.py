@@ -170,7 +170,7 @@ def _convert_command(source_name: str, help_text: str):
         lock_timeout,
     ):
         from caretune.prep.conversion import conversion_options, convert, registry_note, source_for
-        from converters.pipeline import summary_line
+        from converters.report import summary_line
 
         converter = source_for(source_name, domain)
         report, outputs, card_note = convert(

@@ -95,9 +95,10 @@ def _keys_of(messages: list[dict]) -> set[int]:
 
 def split_keys(dataset_dir: Path) -> tuple[set[int], set[int]]:
     """(held-out keys, SFT-trained keys) of every conversion whose report lies in the registry's data folders."""
-    from converters.pipeline import SOURCES, earlier_reports
+    from converters.outputs import earlier_reports
     from converters.reader import RawFile
     from converters.records import query_key
+    from converters.sources import SOURCES
 
     held_out, trained = set(), set()
     folders = {dataset_dir / "data", dataset_dir}

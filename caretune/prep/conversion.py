@@ -9,7 +9,10 @@ from caretune.basics.errors import UserError
 from converters import chatmed
 from converters.card import CardCollector
 from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
-from converters.pipeline import SOURCES, Options, Outputs, care_policy, convert_file
+from converters.options import Options
+from converters.outputs import Outputs
+from converters.pipeline import convert_file
+from converters.sources import SOURCES, care_policy
 from converters.turns import TRAIN_LAST
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from caretune.basics.registry import RegistryError, load_registry
 from caretune.constants import DATASET_INFO
-from converters.pipeline import REPORT_SUFFIX
+from converters.outputs import REPORT_SUFFIX
 
 STALE_SHARE = 0.005  # an interleave_prob this far from what the datasets' rows give is stale
 

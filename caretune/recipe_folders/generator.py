@@ -166,7 +166,7 @@ def mixed_in(recipe: ModelRecipe, general_share: float, registry: str | Path) ->
 
     from caretune.basics.registry import load_registry
     from caretune.prep.mixing import mix_shares, training_rows
-    from converters.pipeline import REPORT_SUFFIX
+    from converters.outputs import REPORT_SUFFIX
 
     if not 0 < general_share <= MAX_GENERAL_SHARE:
         raise RecipeError(f"--general-share {general_share:g}: expected more than 0 and at most {MAX_GENERAL_SHARE:g}")

@@ -9,7 +9,7 @@ import yaml
 
 from caretune.constants import MEDICAL_SYSTEM_PROMPT
 from converters import chatmed
-from converters.pipeline import Options
+from converters.options import Options
 from tests.helpers import CHATMED_SAMPLE, ROOT, convert_into
 
 pytestmark = pytest.mark.lf

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from converters import chatmed, huatuo
 from converters.jsoncodec import UnencodableText, dumps_bytes
-from converters.pipeline import Outputs, registry_entries
+from converters.outputs import Outputs, registry_entries
 from converters.records import Skip
 
 pytestmark = pytest.mark.lf

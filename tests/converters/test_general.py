@@ -8,7 +8,7 @@ import pytest
 from converters import general
 from converters.choices import OFF
 from converters.names import MEDICAL_SYSTEM_PROMPT
-from converters.pipeline import Options
+from converters.options import Options
 from tests.helpers import SAMPLE, accounted, convert_into, shared_file
 
 GENERAL_SAMPLE = SAMPLE / "general_zh_sample.jsonl"

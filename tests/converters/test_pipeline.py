@@ -11,8 +11,10 @@ from caretune.basics.errors import UserError
 from caretune.constants import MAX_EVAL_FRACTION
 from converters import care, chatmed, choices, huatuo
 from converters.keyset import KeySet
-from converters.pipeline import Batch, Options, Tally, _drop_duplicates
+from converters.options import Options
+from converters.pipeline import Batch, _drop_duplicates
 from converters.records import query_key
+from converters.report import Tally
 from converters.turns import TRAIN_ALL, unfitted_plan
 from tests.helpers import CHATMED_SAMPLE, HUATUO_SAMPLE, accounted, convert_into, read_json, write_lines
 

@@ -63,7 +63,8 @@ def test_concurrent_conversions_into_one_output_set_stay_consistent(tmp_path):
 
 def _convert_report(raw, out, registry, eval_size):
     from converters import chatmed
-    from converters.pipeline import Outputs, convert_file
+    from converters.outputs import Outputs
+    from converters.pipeline import convert_file
 
     convert_file(
         chatmed,

@@ -8,8 +8,10 @@ import pytest
 from caretune.basics.errors import UserError
 from converters import prefs
 from converters.names import MEDICAL_SYSTEM_PROMPT
-from converters.pipeline import SOURCES, Options, convert_rows
+from converters.options import Options
+from converters.pipeline import convert_rows
 from converters.records import Skip
+from converters.sources import SOURCES
 from tests.helpers import SAMPLE, accounted, convert_into, shared_file
 
 GOOD = "发热超过三天、精神变差或抽搐，请及时就医；体温高时可按说明书使用退烧药，具体用药请咨询医生。"

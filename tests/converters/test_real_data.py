@@ -1,7 +1,8 @@
 """Real public shards from ../shared/data, when present: accounting and zero train/eval leakage."""
 
 from converters import chatmed, huatuo
-from converters.pipeline import Outputs, convert_file
+from converters.outputs import Outputs
+from converters.pipeline import convert_file
 from converters.records import query_key
 from tests.helpers import convert_into, read_json, shared_file
 
@@ -54,7 +55,7 @@ def test_real_chatmed_shard_filters_and_care_advice(project):
 def test_real_chatmed_shard_with_care_off_and_no_filters_is_the_previous_conversion(project):
     import hashlib
 
-    from converters.pipeline import Options
+    from converters.options import Options
 
     raw = shared_file("chatmed/corpus_92_hpc.jsonl")
     outputs = Outputs.for_source(chatmed, None, project / "data")

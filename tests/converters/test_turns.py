@@ -4,7 +4,7 @@ trained answer after the split, whole old turns dropped to fit, a question and a
 import json
 
 from converters import huatuo
-from converters.pipeline import Options
+from converters.options import Options
 from converters.turns import TRAIN_ALL, TRAIN_LAST, TurnTokens, Window, plan_rows
 from tests.helpers import accounted, convert_into
 

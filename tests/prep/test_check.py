@@ -50,7 +50,7 @@ def run_check(project, *args):
 def unreminded(tmp_path_factory):
     """The conversion reports of the same samples with --care-reminder off, by dataset name."""
     from converters import chatmed, huatuo
-    from converters.pipeline import Options
+    from converters.options import Options
     from tests.helpers import convert_into
 
     project = tmp_path_factory.mktemp("unreminded")

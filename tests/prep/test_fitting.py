@@ -58,7 +58,7 @@ def test_the_counts_are_llamafactorys_row_lengths_for_every_window(system):
 @pytest.mark.slow
 def test_a_long_consultation_converted_with_fitting_reaches_llamafactory_whole(tmp_path):
     from converters import huatuo
-    from converters.pipeline import Options
+    from converters.options import Options
     from tests.helpers import convert_into
 
     cutoff = 300

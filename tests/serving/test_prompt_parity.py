@@ -331,7 +331,7 @@ def test_the_converted_rows_train_every_answer_on_its_served_prompt(tokenizer, t
     import json
 
     from converters import huatuo
-    from converters.pipeline import Options
+    from converters.options import Options
     from tests.helpers import convert_into
 
     raw = tmp_path / "consultation.jsonl"

@@ -281,7 +281,7 @@ def test_rows_llamafactory_would_cut_are_refused_until_fitted(workspace):
     and the system prompt goes first. Preflight measures a dataset its conversion did not fit, and refuses it."""
     from caretune.prep.fitting import TemplateTokenCounter
     from converters import huatuo
-    from converters.pipeline import Options
+    from converters.options import Options
     from tests.helpers import convert_into
 
     raw = _long_consultation(workspace / "long.jsonl")

@@ -1,0 +1,25 @@
+"""How a conversion cleans and lays out rows (Options): small and picklable, so worker processes get a copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from converters.care import (
+    APPEND,
+)
+from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
+from converters.turns import TokenCounter
+
+
+@dataclass(frozen=True)
+class Options:
+    """How rows are cleaned and laid out; small and picklable so worker processes get a copy."""
+
+    scrub_pii: bool = True
+    filters: frozenset[str] = frozenset(FILTER_REASONS)  # the quality filters switched on
+    strip_wrappers: bool = True  # remove <s>问：…答：</s> prompt markers from questions
+    care_reminder: str = APPEND  # append | drop | off (converters/care.py)
+    layout: str = SYSTEM_LAYOUT  # system | walkthrough (ChatMed; HuatuoGPT2 rows always carry `system`)
+    train_answers: str | None = None  # all | last (converters/turns.py); None: the source's TRAIN_ANSWERS
+    cutoff_len: int | None = None  # fit training rows to this many tokens (converters/turns.py); None: no fitting
+    count: TokenCounter | None = field(default=None, compare=False)  # token counts for rows that may not fit
