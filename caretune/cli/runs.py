@@ -45,8 +45,8 @@ def runs_show(run, as_json):
     """The manifest of RUN (its output_dir, or the .run.json beside it): code, recipe, data, packages, hardware,
     base model, checkpoints and every attempt."""
     from caretune.basics.errors import UserError
-    from caretune.training.manifest import describe
     from caretune.training.runs import load_manifest, manifest_digest_line
+    from caretune.training.verification import describe
 
     manifest, output_dir = load_manifest(run)
     try:
@@ -74,8 +74,8 @@ def runs_verify(run, deep):
     """Check RUN against its manifest, section by section: code (commit and uncommitted changes), recipe, DeepSpeed
     config, data and conversion reports, base model, outputs, checkpoints, packages. Paths resolve from the
     manifest. Exit 1 naming each difference and each section never recorded."""
-    from caretune.training.manifest import verify
     from caretune.training.runs import load_manifest
+    from caretune.training.verification import verify
 
     manifest, output_dir = load_manifest(run)
     problems, verified = verify(manifest, output_dir, deep=deep)

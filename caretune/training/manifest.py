@@ -32,9 +32,9 @@ from pathlib import Path
 
 from caretune.basics.files import sha256_file
 from caretune.constants import ADAPTER_FILES, DATASET_INFO
-from caretune.packages import training_packages, training_versions
+from caretune.packages import training_versions
 from caretune.recipe import names_in
-from caretune.training.audit import listing, listing_changes, path_changes, path_record, untracked_code
+from caretune.training.audit import listing, path_record, untracked_code
 
 MANIFEST_FORMAT = 3  # 2: the adapters a run starts from; 3: full listings, registry entries, link targets, paths
 SWITCHES = (
@@ -129,7 +129,7 @@ def redacted_keys(text: str):
     return clean(data)
 
 
-def _file(path: str | os.PathLike | None) -> dict | None:
+def file_record(path: str | os.PathLike | None) -> dict | None:
     """A config file's path (as given and absolute), its SHA-256 and its parsed keys, secrets redacted (for the small
     files a run is defined by); never its text."""
     if not path:
@@ -264,8 +264,8 @@ def start_manifest(recipe: Path, args: dict, processes: int, command: list[str],
         "manifest_format": MANIFEST_FORMAT,
         "project_root": str(Path.cwd().resolve()),
         "code": {**git_state(Path.cwd()), "untracked": untracked_code(Path.cwd())},
-        "recipe": _file(recipe),
-        "deepspeed": _file(args.get("deepspeed")),
+        "recipe": file_record(recipe),
+        "deepspeed": file_record(args.get("deepspeed")),
         "datasets": datasets(args),
         "adapters": adapters(args),
         "packages": training_versions(),
@@ -349,235 +349,3 @@ def attempt_start(manifest: dict, resumed_from: str | None) -> dict:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-SECTION_SINCE = {"adapters": 2, "paths": 3}  # the manifest format that first recorded a section
-
-
-def current_registry(manifest: dict, resolve) -> dict:
-    """The registry entries now, of the dataset folder the manifest's datasets were registered in ({} without one)."""
-    from caretune.basics.registry import RegistryError, load_registry
-
-    recipe = manifest.get("recipe") or {}
-    dataset_dir = ((recipe.get("keys") or {}) if isinstance(recipe.get("keys"), dict) else {}).get("dataset_dir", "data")
-    registry = resolve(str(Path(str(dataset_dir)) / DATASET_INFO), None)
-    try:
-        return load_registry(registry)
-    except (RegistryError, OSError):
-        return {}
-
-
-class Unrecorded(Exception):
-    """A manifest section that was never recorded, or is malformed: it cannot be verified."""
-
-
-def verify(manifest: dict, output_dir: Path, deep: bool = False) -> tuple[list[str], list[str]]:
-    """(problems, sections verified): each difference between what the manifest recorded and the files now, and
-    each section never recorded or malformed; paths resolve from the manifest, never from the current folder.
-    `deep` also hashes the base model's weights (else their sizes are compared)."""
-    root = manifest.get("project_root")
-    problems: list[str] = []
-    verified: list[str] = []
-
-    def resolve(path: object, absolute: object) -> Path:
-        if isinstance(absolute, str) and absolute:
-            return Path(absolute)
-        if isinstance(path, str) and path and (Path(path).is_absolute() or root):
-            return Path(root or "/") / path
-        raise Unrecorded(f"{path}: no absolute path or project root recorded")
-
-    def compare(label: str, path: Path, recorded: object, current: str | None) -> None:
-        if not isinstance(recorded, str):
-            raise Unrecorded(f"{label}: no SHA-256 recorded")
-        if current is None:
-            problems.append(f"{label} {path}: missing now")
-        elif current != recorded:
-            problems.append(f"{label} {path}: changed (SHA-256 {recorded[:12]}… then, {current[:12]}… now)")
-
-    def code() -> None:
-        recorded = manifest["code"]
-        if not recorded.get("commit"):
-            raise Unrecorded("not a git checkout when the run started")
-        now_state = git_state(Path(root)) if root else None
-        if now_state is None:
-            raise Unrecorded("no project root recorded")
-        if now_state["commit"] != recorded["commit"]:
-            problems.append(f"code: commit {recorded['commit'][:12]} then, {str(now_state['commit'])[:12]} now")
-        if "diff_sha256" not in recorded:
-            raise Unrecorded("no hash of the uncommitted changes recorded")
-        if now_state["diff_sha256"] != recorded["diff_sha256"]:
-            then = "uncommitted changes" if recorded["diff_sha256"] else "a clean tree"
-            current = "other uncommitted changes" if now_state["diff_sha256"] else "a clean tree"
-            problems.append(f"code: {then} then, {current} now")
-        if isinstance(recorded.get("untracked"), dict):
-            untracked = untracked_code(Path(root)) or {}
-            for name in sorted(set(untracked) | set(recorded["untracked"])):
-                if untracked.get(name, "gone") != recorded["untracked"].get(name, "absent"):
-                    when = "new since" if name not in recorded["untracked"] else "changed or removed since"
-                    problems.append(f"code: untracked file {name}: {when}")
-
-    def config_file(label: str) -> None:
-        recorded = manifest[label]
-        if recorded is None and label == "deepspeed":
-            return  # not used
-        path = resolve(recorded["path"], recorded.get("abs_path"))
-        compare(label, path, recorded["sha256"], _file(path)["sha256"] if path.is_file() else None)
-
-    def data() -> None:
-        recorded = manifest["datasets"]
-        if not isinstance(recorded, list) or not recorded:
-            raise Unrecorded("expected a list of datasets")
-        registry_now = current_registry(manifest, resolve)
-        for dataset in recorded:
-            path = resolve(dataset["file"], dataset.get("abs_file"))
-            compare(f"dataset {dataset['name']}", path, dataset["sha256"], sha256(path))
-            if dataset.get("target") and os.path.realpath(path) != dataset["target"]:
-                problems.append(
-                    f"dataset {dataset['name']} {path}: points at {os.path.realpath(path)} now, {dataset['target']} then"
-                )
-            if "entry" in dataset and dataset.get("entry") != registry_now.get(dataset["name"]):
-                problems.append(f"dataset {dataset['name']}: its {DATASET_INFO} entry changed since")
-            report = dataset.get("conversion")
-            if report:
-                report_path = resolve(report["path"], report.get("abs_path"))
-                compare(f"conversion report of {dataset['name']}", report_path, report["sha256"], sha256(report_path))
-        for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
-            for dataset in recorded:
-                seen = (attempt.get("data_sha256") or {}).get(dataset["name"])
-                if seen and seen != dataset["sha256"]:
-                    problems.append(f"dataset {dataset['name']}: attempt {number} trained on other data (SHA-256 {seen[:12]}…)")
-
-    complete = manifest.get("manifest_format", 1) >= 3  # full listings: a file not recorded is new
-
-    def model() -> None:
-        recorded = manifest["base_model"]
-        if not recorded.get("folder"):
-            raise Unrecorded(f"{recorded.get('name')} was not on this machine when the run ended")
-        files = recorded.get("listing") or {
-            **{name: {"sha256": digest} for name, digest in recorded["files"].items()},
-            **recorded["weights"],
-        }
-        if not files:
-            raise Unrecorded("no files recorded")
-        problems.extend(listing_changes("base model", Path(recorded["folder"]), files, deep, complete=complete))
-
-    def started_from() -> None:
-        for adapter in manifest["adapters"]:
-            folder = resolve(adapter["path"], adapter.get("abs_path"))
-            if not adapter["files"]:
-                raise Unrecorded(f"{adapter['path']} held no adapter files when the run started")
-            for name, digest in adapter["files"].items():
-                compare("starting adapter", folder / name, digest, sha256(folder / name))
-            recorded = adapter.get("trained_by")
-            if recorded:
-                manifest_path = Path(recorded["manifest"])
-                compare("starting adapter's run manifest", manifest_path, recorded["sha256"], sha256(manifest_path))
-
-    def outputs() -> None:
-        recorded = {name: entry if isinstance(entry, dict) else {"sha256": entry} for name, entry in manifest["outputs"].items()}
-        skip = tuple(folder.name for folder in output_dir.glob("checkpoint-*"))
-        problems.extend(listing_changes("output", output_dir, recorded, deep, skip, complete=complete))
-
-    def checkpoints() -> None:
-        for checkpoint, files in manifest["checkpoints"].items():
-            recorded = {name: entry if isinstance(entry, dict) else {"sha256": entry} for name, entry in files.items()}
-            problems.extend(listing_changes("checkpoint", output_dir / checkpoint, recorded, deep, complete=complete))
-        for folder in sorted(output_dir.glob("checkpoint-*")):
-            if folder.is_dir() and folder.name not in manifest["checkpoints"]:
-                problems.append(f"checkpoint {folder}: present now, not recorded")
-
-    def named_paths() -> None:
-        for key, record in manifest["paths"].items():
-            problems.extend(path_changes(f"recipe path {key}:", record, deep))
-
-    def packages() -> None:
-        now = training_versions()
-        for package, recorded in manifest["packages"].items():
-            current = now[package] if package in now else installed_version(package)
-            if current != recorded:
-                problems.append(f"package {package}: {recorded} then, {current} now")
-
-    sections = {
-        "code": code,
-        "recipe": lambda: config_file("recipe"),
-        "deepspeed": lambda: config_file("deepspeed"),
-        "datasets": data,
-        "base_model": model,
-        "adapters": started_from,
-        "outputs": outputs,
-        "paths": named_paths,
-        "checkpoints": checkpoints,
-        "packages": packages,
-    }
-    for name, check in sections.items():
-        label = name.replace("_", " ")
-        if name not in manifest and manifest.get("manifest_format", 1) < SECTION_SINCE.get(name, 1):
-            continue  # recorded from a later format on
-        if name not in manifest or (manifest[name] is None and name != "deepspeed"):  # deepspeed None: not used
-            problems.append(f"{label}: never recorded, so not verified")
-            continue
-        before = len(problems)
-        try:
-            check()
-        except Unrecorded as why:
-            problems.append(f"{label}: not verifiable ({why})")
-        except (KeyError, TypeError, AttributeError, ValueError) as err:
-            problems.append(f"{label}: malformed in the manifest ({type(err).__name__}: {err})")
-        if len(problems) == before:
-            verified.append(label)
-    return problems, verified
-
-
-def describe(manifest: dict) -> str:
-    """The manifest as a person reads it."""
-    code = manifest.get("code") or {}
-    recipe = manifest.get("recipe") or {}
-    state = f"{manifest.get('state')} (exit {manifest.get('exit_code')})"
-    lines = [
-        f"state       {state}, {manifest.get('started')} -> {manifest.get('ended') or 'not ended'}",
-        f"code        {code.get('commit') or 'not a git checkout'}{' (dirty tree)' if code.get('dirty') else ''}",
-        f"recipe      {recipe.get('path')}  sha256 {(recipe.get('sha256') or '')[:16]}",
-        f"deepspeed   {(manifest.get('deepspeed') or {}).get('path') or 'off'}",
-    ]
-    for dataset in manifest.get("datasets", []):
-        report = dataset.get("conversion") or {}
-        counts = (
-            f"; converted: read {report.get('read')}, train {report.get('written')}, eval {report.get('eval')}, "
-            f"care reminder {(report.get('settings') or {}).get('care_reminder')}"
-            if report
-            else ""
-        )
-        digest = (dataset.get("sha256") or "")[:16]
-        lines.append(f"dataset     {dataset['name']} ({dataset['role']}) {dataset.get('file')}  sha256 {digest}{counts}")
-    recorded = manifest.get("packages") or {}
-    direct = ", ".join(f"{k} {recorded[k]}" for k in ("caretune", *training_packages()) if recorded.get(k))
-    packages = f"{len(recorded)} recorded; {direct}"
-    hw = manifest.get("hardware") or {}
-    gpus = ", ".join(g["name"] for g in hw.get("gpus", [])) or f"CPU ({hw.get('cpu_count')} cores)"
-    env = manifest.get("environment") or {}
-    base = manifest.get("base_model") or {}
-    lines += [
-        f"packages    {packages}",
-        f"hardware    {gpus}; CUDA {hw.get('cuda')}; world size {manifest.get('world_size')}; seed {manifest.get('seed')}",
-        f"command     {' '.join(map(str, (manifest.get('command') or {}).get('llamafactory') or []))}",
-        f"switches    {env.get('switches') or {}}; secrets set (names only): {', '.join(env.get('secrets_set') or []) or 'none'}",
-        f"result      step {manifest.get('last_step')}, loss {manifest.get('last_loss')}",
-        f"base model  {base.get('name')}  {base.get('folder') or 'not on this machine'}; "
-        f"{len(base.get('listing') or {**(base.get('files') or {}), **(base.get('weights') or {})})} files recorded",
-        f"checkpoints {', '.join(manifest.get('checkpoints') or {}) or 'none'}",
-    ]
-    for adapter in manifest.get("adapters") or []:
-        trained = (adapter.get("trained_by") or {}).get("manifest") or "not trained by caretune train"
-        lines.append(f"starts from {adapter.get('path')} ({len(adapter.get('files') or {})} files; trained by {trained})")
-    for name, entry in (manifest.get("outputs") or {}).items():
-        digest = entry.get("sha256") if isinstance(entry, dict) else entry
-        lines.append(f"output      {name}  sha256 {(digest or '')[:16]}")
-    for key, record in (manifest.get("paths") or {}).items():
-        lines.append(f"path        {key} -> {record.get('target')}")
-    for number, attempt in enumerate(manifest.get("attempts") or [], start=1):
-        resumed = f"resumed from {attempt.get('resumed_from')}" if attempt.get("resumed_from") else "from the start"
-        lines.append(
-            f"attempt {number}   {attempt.get('started')} -> {attempt.get('ended') or 'not ended'}: {resumed}, steps up to "
-            f"{attempt.get('last_step')}, {attempt.get('state') or 'running'} (exit {attempt.get('exit_code')})"
-        )
-    return "\n".join(lines)

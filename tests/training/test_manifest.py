@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from caretune.cli import main
-from caretune.training import manifest, runs
+from caretune.training import manifest, runs, verification
 
 pytestmark = pytest.mark.lf  # secret names are told from LLaMA-Factory's own argument fields
 
@@ -75,7 +75,7 @@ def test_the_manifest_records_data_report_and_outputs(tmp_path, monkeypatch):
         "adapter_model.safetensors": {"bytes": 7, "sha256": manifest.sha256(output_dir / "adapter_model.safetensors")}
     }
     assert recorded["project_root"] == str(tmp_path / "project") and dataset["abs_file"] == str(data)
-    assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
+    assert verification.verify(recorded, output_dir) == ([], list(VERIFIED))
 
 
 VERIFIED = ("code", "recipe", "deepspeed", "datasets", "base model", "adapters", "outputs", "paths", "checkpoints", "packages")
@@ -88,7 +88,7 @@ def test_verify_names_what_changed(tmp_path, monkeypatch):
     recipe.write_text(recipe.read_text(encoding="utf-8") + "learning_rate: 1.0e-3\n", encoding="utf-8")
     (output_dir / "adapter_model.safetensors").unlink()
     recorded["packages"]["torch"] = "0.0.1"
-    changes, _ = manifest.verify(recorded, output_dir)
+    changes, _ = verification.verify(recorded, output_dir)
     assert any(c.startswith(f"dataset multi-med {data}: changed") for c in changes)
     assert any(c.startswith("recipe ") and "changed" in c for c in changes)
     assert any("adapter_model.safetensors: missing now" in c for c in changes)
@@ -102,10 +102,10 @@ def test_verify_resolves_paths_from_the_manifest_not_the_current_folder(tmp_path
     copy = tmp_path / "other-checkout"
     shutil.copytree(tmp_path / "project", copy)
     monkeypatch.chdir(tmp_path / "project" / "saves")
-    assert manifest.verify(runs.load_manifest(output_dir)[0], output_dir)[0] == []
+    assert verification.verify(runs.load_manifest(output_dir)[0], output_dir)[0] == []
     data.write_text("[]\n", encoding="utf-8")  # the run's own data changes; the copy keeps the old file
     monkeypatch.chdir(copy)
-    changes, _ = manifest.verify(runs.load_manifest(output_dir)[0], output_dir)
+    changes, _ = verification.verify(runs.load_manifest(output_dir)[0], output_dir)
     assert any(c.startswith(f"dataset multi-med {data}: changed") for c in changes), changes
 
 
@@ -117,19 +117,19 @@ def test_verify_checks_the_code_the_base_model_and_the_checkpoints(tmp_path, mon
     project = tmp_path / "project"
     recorded, _ = runs.load_manifest(output_dir)
     (project / "notes.txt").write_text("an untracked file (outputs often are)\n", encoding="utf-8")
-    assert manifest.verify(recorded, output_dir)[0] == []
+    assert verification.verify(recorded, output_dir)[0] == []
     (project / "train.py").write_text("# changed, not committed\n", encoding="utf-8")
-    assert manifest.verify(recorded, output_dir)[0] == ["code: a clean tree then, other uncommitted changes now"]
+    assert verification.verify(recorded, output_dir)[0] == ["code: a clean tree then, other uncommitted changes now"]
     git(project, "add", ".")
     git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "more")
     (model / "config.json").write_text('{"hidden_size": 16}', encoding="utf-8")
     (output_dir / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"step 3")
     (model / "model.safetensors").write_text("weightz", encoding="utf-8")  # same size: only --deep sees it
-    changes, verified = manifest.verify(recorded, output_dir)
+    changes, verified = verification.verify(recorded, output_dir)
     assert len(changes) == 3 and "base model" not in verified and "checkpoints" not in verified, changes
     assert changes[0].startswith("code: commit ") and changes[1].startswith(f"base model {model / 'config.json'}: 18 bytes then")
     assert "checkpoint-2/adapter_model.safetensors: changed" in changes[2]
-    deep, _ = manifest.verify(recorded, output_dir, deep=True)
+    deep, _ = verification.verify(recorded, output_dir, deep=True)
     assert any(c.startswith(f"base model {model / 'model.safetensors'}: changed") for c in deep)
 
 
@@ -255,7 +255,7 @@ def test_a_resume_is_an_attempt_of_its_own(tmp_path, monkeypatch):
     assert [a["state"] for a in attempts] == ["interrupted", "finished"] and attempts[1]["resumed_from"].endswith("checkpoint-2")
     assert attempts[0]["data_sha256"] != attempts[1]["data_sha256"]
     assert first["outputs"] and "adapter_model.safetensors" not in second["outputs"]  # this attempt's, not the first's
-    changes, _ = manifest.verify(second, output_dir)
+    changes, _ = verification.verify(second, output_dir)
     assert "dataset multi-med: attempt 1 trained on other data" in " ".join(changes)
 
 
@@ -265,12 +265,12 @@ def test_verify_notices_outputs_and_checkpoints_that_appeared_and_sections_left_
     (output_dir / "adapter_config.json").write_text("{}", encoding="utf-8")
     (output_dir / "checkpoint-10").mkdir()
     (output_dir / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"later")
-    changes, verified = manifest.verify(recorded, output_dir)
+    changes, verified = verification.verify(recorded, output_dir)
     assert f"output {output_dir / 'adapter_config.json'}: new since" in changes
     assert f"checkpoint {output_dir / 'checkpoint-10'}: present now, not recorded" in changes
     assert "outputs" not in verified and "checkpoints" not in verified
     recorded.update(outputs=None, checkpoints=None, base_model=None)  # a run killed before its end
-    changes, _ = manifest.verify(recorded, output_dir)
+    changes, _ = verification.verify(recorded, output_dir)
     for section in ("outputs", "checkpoints", "base model"):
         assert f"{section}: never recorded, so not verified" in changes, changes
 
@@ -308,13 +308,13 @@ def test_a_run_that_starts_from_an_adapter_records_and_verifies_it(tmp_path, mon
     assert adapter["trained_by"]["manifest"] == str(runs.status_path(sft))
     recorded, _ = runs.load_manifest(output_dir)
     recorded["adapters"] = manifest.adapters(args)
-    assert manifest.verify(recorded, output_dir) == ([], list(VERIFIED))
+    assert verification.verify(recorded, output_dir) == ([], list(VERIFIED))
     (sft / "adapter_model.safetensors").write_bytes(b"retrained")
-    problems, _ = manifest.verify(recorded, output_dir)
+    problems, _ = verification.verify(recorded, output_dir)
     assert any(problem.startswith("starting adapter") and "adapter_model.safetensors" in problem for problem in problems), problems
     old = {key: value for key, value in recorded.items() if key != "adapters"} | {"manifest_format": 1}
-    assert "adapters" not in manifest.verify(old, output_dir)[1] and not any(
-        "adapters" in p for p in manifest.verify(old, output_dir)[0]
+    assert "adapters" not in verification.verify(old, output_dir)[1] and not any(
+        "adapters" in p for p in verification.verify(old, output_dir)[0]
     )
 
 
@@ -342,14 +342,14 @@ def test_verify_sees_every_file_link_entry_and_path(tmp_path, monkeypatch):
     record.update(state="finished", exit_code=0, attempts=[manifest.attempt_start(record, None)])
     runs.write_status(output_dir, **record, **manifest.end_manifest(output_dir, args))
     recorded, _ = runs.load_manifest(output_dir)
-    assert manifest.verify(recorded, output_dir)[0] == []
+    assert verification.verify(recorded, output_dir)[0] == []
 
     def changed(change, undo, expected):
         change()
-        problems = manifest.verify(recorded, output_dir)[0]
+        problems = verification.verify(recorded, output_dir)[0]
         assert any(expected in problem for problem in problems), problems  # (a tracked registry is code too)
         undo()
-        assert manifest.verify(recorded, output_dir)[0] == []
+        assert verification.verify(recorded, output_dir)[0] == []
 
     special = model / "special_tokens_map.json"
     changed(lambda: special.write_text('{"eos_token": "x"}'), special.unlink, f"base model {special}: new since")
@@ -371,9 +371,9 @@ def test_verify_sees_every_file_link_entry_and_path(tmp_path, monkeypatch):
         link.unlink()
         link.symlink_to(target)
 
-    problems_before = len(manifest.verify(recorded, output_dir)[0])
+    problems_before = len(verification.verify(recorded, output_dir)[0])
     repoint("v2.json")
-    problems = manifest.verify(recorded, output_dir)[0]
+    problems = verification.verify(recorded, output_dir)[0]
     assert any("points at" in p and "v2.json" in p for p in problems) and problems_before == 0, problems
     repoint("v1.json")
     tokenized = project / "tok" / "data.arrow"
