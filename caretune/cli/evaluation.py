@@ -349,7 +349,7 @@ def judge_pairwise(recipes, answers, sample, general, backend, out_dir, grader_l
     base_recipe, tuned_recipe = recipes
     from caretune.generation.chat_models import generate
     from caretune.recipe import Recipe
-    from caretune.training.preflight import check_model_paths
+    from caretune.training.recipe_checks import check_model_paths
 
     compared = {BASE: Recipe.load(base_recipe), TUNED: Recipe.load(tuned_recipe)}  # each read once
     for recipe in compared.values():

@@ -164,7 +164,7 @@ def export_command(recipe):
     """Merge the LoRA adapter into the base model; the exported chat template defaults to non-thinking."""
     from caretune.recipe import load_recipe
     from caretune.serving.export import export
-    from caretune.training.preflight import check_siblings
+    from caretune.training.recipe_checks import check_siblings
 
     for warning in check_siblings(Path(recipe), load_recipe(recipe)):
         click.echo(f"export: {warning}", err=True)

@@ -14,7 +14,7 @@ from caretune.evaluation.safety import care_comparison, emergency_metrics, safet
 from caretune.generation.chat_models import chat_model, greedy_answers
 from caretune.lf import cli_command
 from caretune.recipe import load_recipe, names_in
-from caretune.training.preflight import check_model_paths
+from caretune.training.recipe_checks import check_model_paths
 
 EMERGENCY_DATASET = "medical-emergency"
 EMERGENCY_FILE = Path(str(files("caretune") / "data" / "emergency_prompts.json"))  # package data, any install

@@ -153,7 +153,7 @@ def run_mcq(
     recipe: str, sources: list[str], out_dir: str | os.PathLike, *, n_shot: int = 5, batch_size: int = 4, suite: str = MEDICAL
 ) -> dict:
     """Build the suite's task, run LLaMA-Factory's evaluator with the recipe's model/adapter/template; write mcq.json."""
-    from caretune.training.preflight import check_model_paths
+    from caretune.training.recipe_checks import check_model_paths
 
     out_dir = Path(out_dir)
     subjects = build_task(sources, out_dir / "task", suite)

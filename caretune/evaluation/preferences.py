@@ -161,7 +161,7 @@ def build_pairs(
     from caretune.generation.chat_models import chat_model
     from caretune.lf import effective_cutoff_len, sample_all
     from caretune.prep.fitting import TemplateTokenCounter
-    from caretune.training.preflight import check_model_paths
+    from caretune.training.recipe_checks import check_model_paths
     from converters.prefs import encode, fitted, registry_entry
 
     recipe = Recipe.load(recipe_path)

@@ -9,7 +9,7 @@ import importlib.util
 from caretune.basics.errors import UserError
 from caretune.generation.think import ThinkFilter, strip_think
 from caretune.recipe import Recipe
-from caretune.training.preflight import check_model_paths
+from caretune.training.recipe_checks import check_model_paths
 
 # The keys that build the model (the rest of a predict or training recipe is not the ChatModel's)
 CHAT_KEYS = (

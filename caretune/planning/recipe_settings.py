@@ -73,7 +73,7 @@ class TrainSettings:
 def read_recipe(path: str) -> TrainSettings:
     """The training settings a plan needs, from a recipe preflight accepts; bad values are PlanErrors."""
     from caretune.recipe import RecipeError, load_recipe
-    from caretune.training.preflight import check_deepspeed, zero_settings
+    from caretune.training.recipe_checks import check_deepspeed, zero_settings
 
     try:
         recipe = load_recipe(path)

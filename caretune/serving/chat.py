@@ -8,7 +8,7 @@ from pathlib import Path
 
 from caretune.generation.chat_models import chat_model
 from caretune.recipe import load_recipe
-from caretune.training.preflight import check_model_paths
+from caretune.training.recipe_checks import check_model_paths
 
 
 class ChatSession:

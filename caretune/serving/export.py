@@ -87,7 +87,7 @@ def export(recipe: str) -> Path:
     """Merge with `llamafactory-cli export RECIPE`, then fix the template; return the export folder, where
     caretune_run.json names the training run's manifest (path and SHA-256)."""
     from caretune.recipe import load_recipe
-    from caretune.training.preflight import check_model_paths
+    from caretune.training.recipe_checks import check_model_paths
 
     args = load_recipe(recipe)
     check_model_paths(Path(recipe), args)

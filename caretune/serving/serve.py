@@ -35,7 +35,7 @@ def check_medical_prompt(recipe: str, args: dict, policy: str) -> None:
 def serve_api(recipe: str, host: str, port: int, settings: dict) -> None:
     """caretune.serving.api's app over the recipe's model in this process; SIGTERM stops generations and exits."""
     from caretune.recipe import load_recipe
-    from caretune.training.preflight import check_model_paths
+    from caretune.training.recipe_checks import check_model_paths
 
     check_bind(host, os.environ.get("API_KEY"))
     args = load_recipe(recipe)

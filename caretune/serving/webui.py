@@ -14,7 +14,7 @@ from pathlib import Path
 
 from caretune.recipe import names_in
 from caretune.serving.defaults import WEBUI_STATE_DIR
-from caretune.training.preflight import zero_settings
+from caretune.training.recipe_checks import zero_settings
 
 # Form fields the WebUI turns into command keys: recipe key -> (field id, value in the form).
 _FIELDS = {
@@ -87,7 +87,7 @@ def form_values(args: dict, recipe: Path, deepspeed: dict | None) -> dict:
         "train.max_grad_norm": "1.0",
         "train.max_samples": str(NO_SAMPLE_CAP),
     }
-    stage, offload = zero_settings(deepspeed)  # the recipe's DeepSpeed config, as preflight.check_deepspeed read it
+    stage, offload = zero_settings(deepspeed)  # the recipe's DeepSpeed config, as recipe_checks.check_deepspeed read it
     values["train.ds_stage"], values["train.ds_offload"] = str(stage) if stage else "none", offload
     for key, field in _FIELDS.items():
         if key in args:
@@ -107,7 +107,7 @@ def launch(recipe: str, dataset_dir: str, host: str, port: int, api_key: str | N
     """The WebUI with the recipe's values in the training form at every page load."""
     from caretune import lf
     from caretune.recipe import load_recipe
-    from caretune.training.preflight import PreflightError, check_deepspeed
+    from caretune.training.recipe_checks import PreflightError, check_deepspeed
 
     args = load_recipe(recipe)
     if not args.get("model_name_or_path"):

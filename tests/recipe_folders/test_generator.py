@@ -116,7 +116,7 @@ def test_a_zero3_folder_gives_dpo_a_reference_model_of_its_own():
     folder's DPO resumes the SFT adapter and loads the SFT model as ref_model (preflight accepts it)."""
     import yaml
 
-    from caretune.training.preflight import check_reference_model
+    from caretune.training.recipe_checks import check_reference_model
 
     recipe = replace(recipes.QWEN3_8B, deepspeed="recipes/deepspeed/ds_z3.json")
     args = yaml.safe_load(recipes.folder_files(recipe)["dpo.yaml"])

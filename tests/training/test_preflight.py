@@ -24,7 +24,7 @@ def workspace(tmp_path, monkeypatch, tiny_model):
     """A project copy with converted sample data, the shipped recipes, and the tiny model and (empty) adapter
     folders where they expect them."""
     monkeypatch.chdir(converted_workspace(tmp_path))
-    monkeypatch.setattr("caretune.training.preflight.offline_without", lambda model: False)  # as if Qwen3-8B were cached
+    monkeypatch.setattr("caretune.training.recipe_checks.offline_without", lambda model: False)  # as if Qwen3-8B were cached
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "tiny-qwen3").symlink_to(tiny_model)
     for folder in ("tiny-qwen3", "qwen3-8b"):  # where the predict recipes expect the trained adapter
