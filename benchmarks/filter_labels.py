@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from caretune.evaluation.pairwise import wilson  # noqa: E402
+from caretune.evaluation.stats import wilson  # noqa: E402
 from converters import chatmed, general  # noqa: E402
 from converters.choices import AI_SELF_REFERENCE, JAILBREAK, TRUNCATED_ANSWER  # noqa: E402
 from converters.quality import FILTERS, strip_think  # noqa: E402

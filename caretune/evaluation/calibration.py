@@ -27,6 +27,7 @@ from caretune.basics.errors import UserError
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE
 from caretune.evaluation.judge import Judge, write_outputs
 from caretune.evaluation.rubric import Criterion, criterion_call, json_lines, parse_messages
+from caretune.evaluation.stats import agreement
 
 
 @dataclass(frozen=True)
@@ -78,30 +79,6 @@ def load_labels(path: str | Path) -> list[Label]:
     if not labels:
         raise UserError(f"{path}: no labels")
     return labels
-
-
-def f1(truth: list[bool], judged: list[bool], positive: bool) -> float:
-    """F1 of one class over (truth, judged) pairs."""
-    hits = sum(t == positive and j == positive for t, j in zip(truth, judged))
-    predicted = sum(j == positive for j in judged)
-    actual = sum(t == positive for t in truth)
-    return 2 * hits / (predicted + actual) if predicted + actual else 1.0
-
-
-def agreement(truth: list[bool], judged: list[bool]) -> dict:
-    """Agreement, macro F1 and the confusion counts of `judged` against `truth`, pair by pair."""
-    n = len(truth)
-    return {
-        "n": n,
-        "agreement": round(sum(t == j for t, j in zip(truth, judged)) / n, 4) if n else None,
-        "macro_f1": round((f1(truth, judged, True) + f1(truth, judged, False)) / 2, 4) if n else None,
-        "confusion": {
-            "both_met": sum(t and j for t, j in zip(truth, judged)),
-            "both_not_met": sum(not t and not j for t, j in zip(truth, judged)),
-            "judge_only_met": sum(j and not t for t, j in zip(truth, judged)),
-            "label_only_met": sum(t and not j for t, j in zip(truth, judged)),
-        },
-    }
 
 
 def judge_pairs(labels: list[Label], verdicts: list[bool | None]) -> tuple[list[bool], list[bool]]:

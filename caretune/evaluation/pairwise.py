@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections import Counter
 from collections.abc import Callable
 from importlib.resources import files
@@ -28,6 +27,7 @@ from pathlib import Path
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, pairwise_instructions
 from caretune.evaluation.judge import Judge, JudgeCall, masked, write_outputs
 from caretune.evaluation.rubric import conversation_text
+from caretune.evaluation.stats import fit_length_logistic, length_feature, percentile_interval, separates, sigmoid, wilson
 
 DEFAULT_SAMPLE = 200
 WINNERS = ("A", "B", "tie")
@@ -63,16 +63,6 @@ def combine(base_first: str | None, tuned_first: str | None) -> str | None:
     return one if one == two else TIE
 
 
-def wilson(successes: int, total: int, z: float = 1.96) -> list[float] | None:
-    """95% Wilson score interval of a share."""
-    if total == 0:
-        return None
-    share = successes / total
-    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def tally(results: list[str | None]) -> dict:
     """Win (tuned better), tie and loss counts, shares and intervals over the judged pairs."""
     counts = Counter(r for r in results if r is not None)
@@ -86,59 +76,11 @@ def tally(results: list[str | None]) -> dict:
     }
 
 
-RIDGE = 1.0  # the length coefficient's ridge: one pseudo-observation's weight (keeps a separating fit finite)
 MATCHED_WITHIN = 0.10  # length-matched pairs: lengths within 10% of the longer answer
 MIN_SIDE_SHARE = 0.10  # length control needs at least this share of pairs with the tuned answer shorter, and longer
 SEPARATING_SLOPE = 6.0  # a fitted length coefficient past this: length alone decides the verdicts (see the README)
 BOOTSTRAP_DRAWS = 1000
 OUTCOME = {TUNED: 1.0, TIE: 0.5, BASE: 0.0}
-
-
-def _sigmoid(value: float) -> float:
-    return 1 / (1 + math.exp(-value)) if value >= 0 else math.exp(value) / (1 + math.exp(value))
-
-
-def length_feature(differences: list[float]) -> list[float]:
-    """AlpacaEval 2's length term: tanh of the length difference over its standard deviation (ddof 1, as pandas)."""
-    import statistics
-
-    scale = statistics.stdev(differences) if len(differences) > 1 else 0.0
-    return [math.tanh(d / scale) if scale else 0.0 for d in differences]
-
-
-def fit_length_logistic(outcomes, features) -> tuple[float, float]:
-    """(a, b) of p = sigmoid(a + b * x) fitted to fractional outcomes by Newton's method; a ridge on b only, so a
-    separating fit stays finite and the model term is not pulled toward 50%."""
-    import numpy as np
-
-    y, x = np.asarray(outcomes, dtype=float), np.asarray(features, dtype=float)
-    a = b = 0.0
-    for _ in range(100):
-        p = 1 / (1 + np.exp(-(a + b * x)))
-        w = p * (1 - p)
-        ga, gb = float(np.sum(p - y)) + 1e-6 * a, float(np.sum((p - y) * x)) + RIDGE * b
-        haa, hab, hbb = float(w.sum()) + 1e-6, float((w * x).sum()), float((w * x * x).sum()) + RIDGE
-        det = haa * hbb - hab * hab
-        step_a, step_b = (hbb * ga - hab * gb) / det, (haa * gb - hab * ga) / det
-        a, b = max(-30.0, min(30.0, a - step_a)), b - step_b
-        if abs(step_a) + abs(step_b) < 1e-9:
-            break
-    return a, b
-
-
-def separates(outcomes: list[float], features: list[float]) -> bool:
-    """Whether the length term alone sorts every win from every loss (ties aside): the logistic fit then has no
-    finite length coefficient, and whatever the model term shows is an artefact of the ridge."""
-    wins = [x for y, x in zip(outcomes, features) if y == 1.0]
-    losses = [x for y, x in zip(outcomes, features) if y == 0.0]
-    if not wins or not losses:
-        return False
-    return min(wins) > max(losses) or max(wins) < min(losses)
-
-
-def _percentiles(values: list[float]) -> list[float]:
-    ordered = sorted(values)
-    return [round(ordered[int(0.025 * len(ordered))], 4), round(ordered[int(0.975 * len(ordered)) - 1], 4)]
 
 
 def length_control(results: list[str | None], base_lengths: list[int], tuned_lengths: list[int], seed: int = 0) -> dict:
@@ -168,14 +110,16 @@ def length_control(results: list[str | None], base_lengths: list[int], tuned_len
         withheld = "the fit separates: the length difference alone sorts the wins from the losses"
     controlled = ci = None
     if withheld is None:
-        controlled = round(_sigmoid(a), 4)
-        ci = _percentiles([_sigmoid(fit_length_logistic([outcomes[i] for i in d], [features[i] for i in d])[0]) for d in draws])
+        controlled = round(sigmoid(a), 4)
+        ci = percentile_interval(
+            [sigmoid(fit_length_logistic([outcomes[i] for i in d], [features[i] for i in d])[0]) for d in draws]
+        )
     matched = [
         {1.0: TUNED, 0.5: TIE, 0.0: BASE}[o] for o, d, base, tuned in judged if abs(d) <= MATCHED_WITHIN * max(base, tuned, 1)
     ]
     return {
         "raw_win_rate": round(sum(outcomes) / len(outcomes), 4),
-        "raw_ci": _percentiles([sum(outcomes[i] for i in d) / len(d) for d in draws]),
+        "raw_ci": percentile_interval([sum(outcomes[i] for i in d) / len(d) for d in draws]),
         "win_rate": controlled,
         "ci": ci,
         "withheld": withheld,

@@ -31,7 +31,7 @@ from caretune.constants import DATASET_INFO, MEDICAL_PREFS_DATASET, TEMPLATE
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE
 from caretune.evaluation.judge import Judge
 from caretune.evaluation.pairwise import pair_call, question_id
-from caretune.generation.think import strip_think
+from caretune.generation.think_blocks import strip_think
 from caretune.recipe import Recipe, names_in
 
 DEFAULT_CANDIDATES = 4

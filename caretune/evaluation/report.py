@@ -167,21 +167,20 @@ SUITES = (("medical", "mcq"), ("general", "mcq_general"))
 def tradeoff(runs: list[dict]) -> list[tuple[str, str, dict]]:
     """(run, suite, paired comparison with the first run) for every later run and suite both answered question by
     question (the first run given is the reference: the base model in `report BASE TUNED`)."""
-    from caretune.evaluation.paired import paired
+    from caretune.evaluation.stats import paired_accuracy
 
     found = []
     for run in runs[1:]:
         for suite, key in SUITES:
             first, other = runs[0][key], run[key]
             if first and other and first.get("questions") and other.get("questions"):
-                if (comparison := paired(first["questions"], other["questions"])) is not None:
+                if (comparison := paired_accuracy(first["questions"], other["questions"])) is not None:
                     found.append((run["name"], suite, comparison))
     return found
 
 
 def render_tradeoff(runs: list[dict], has_png: bool) -> list[str]:
     """Medical gain beside general cost: accuracy per suite, the paired change and its one-line verdict."""
-    from caretune.evaluation.paired import verdict
 
     compared = tradeoff(runs)
     if not compared:
@@ -202,7 +201,7 @@ def render_tradeoff(runs: list[dict], has_png: bool) -> list[str]:
             f"{c['change_points']:+.1f} | {c['gained']} | {c['lost']} | {c['p_value']:.3g} |"
         )
     lines.append("")
-    lines += [f"- `{name}`, {verdict(suite, c)}." for name, suite, c in compared]
+    lines += [f"- `{name}`, {accuracy_verdict(suite, c)}." for name, suite, c in compared]
     return [*lines, ""]
 
 
@@ -445,3 +444,16 @@ def write_report(run_dirs: list[str], out_dir: str) -> Path:
         report.write(text)
         report.commit()
     return out / "report.md"
+
+
+def accuracy_verdict(suite: str, comparison: dict) -> str:
+    """One line: did the suite's accuracy move beyond the noise, and which way."""
+    figures = (
+        f"{comparison['accuracy']:.1%} against {comparison['reference_accuracy']:.1%} "
+        f"({comparison['change_points']:+.1f} points; {comparison['gained']} gained, {comparison['lost']} lost "
+        f"of {comparison['questions']} questions; McNemar p = {comparison['p_value']:.3g})"
+    )
+    if not comparison["beyond_noise"]:
+        return f"{suite}: {figures}: no change beyond the noise"
+    direction = "rose" if comparison["change_points"] > 0 else "dropped"
+    return f"{suite}: {figures}: {direction} beyond the noise"

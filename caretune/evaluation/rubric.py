@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -28,11 +27,10 @@ from pathlib import Path
 from caretune.basics.errors import UserError
 from caretune.evaluation.grader_prompts import DEFAULT_LANGUAGE, rubric_instructions
 from caretune.evaluation.judge import JudgeCall, masked
+from caretune.evaluation.stats import bootstrap_ci, clipped_mean
 
 ROLES = ("system", "user", "assistant", "developer")
 SHIPPED_RUBRICS = Path(str(files("caretune") / "data" / "rubrics_zh.jsonl"))  # the Chinese smoke set (package data)
-BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -167,17 +165,6 @@ def example_score(criteria: tuple[Criterion, ...] | list[Criterion], met: list[b
     if possible <= 0:
         return None
     return sum(c.points for c, ok in zip(criteria, met) if ok) / possible
-
-
-def clipped_mean(values: list[float]) -> float:
-    return min(1.0, max(0.0, sum(values) / len(values)))
-
-
-def bootstrap_ci(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> list[float]:
-    """95% interval of the clipped mean from resampling the examples with replacement."""
-    rng = random.Random(seed)
-    means = sorted(clipped_mean(rng.choices(values, k=len(values))) for _ in range(samples))
-    return [round(means[int(0.025 * samples)], 4), round(means[min(samples - 1, int(0.975 * samples))], 4)]
 
 
 def aggregate(values: list[float]) -> dict:

@@ -5,7 +5,7 @@
 - beyond the reminder: advises_care on the answer with the verbatim reminder sentences removed. Conversion
   appends CARE_REMINDER to training answers that lack care advice, so a model can reach 100% on the rule by
   learning that one sentence; this count tells a careful answer from the boilerplate.
-- has_think: the answer contains `<think>` or `</think>` (caretune.generation.think: evaluation scores answers as
+- has_think: the answer contains `<think>` or `</think>` (caretune.generation.think_blocks: evaluation scores answers as
   generated, so a leak is counted).
 - empty: nothing but whitespace.
 - cut: the answer used the whole max_new_tokens budget (so it probably stops mid-sentence).
@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from caretune.generation.think import has_think
+from caretune.generation.think_blocks import has_think
 from converters.care import advises_care, is_urgent_question, urges_emergency, without_reminders
 
 __all__ = [

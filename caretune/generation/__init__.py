@@ -1,2 +1,3 @@
 """Generation, one seam below evaluation and serving: LLaMA-Factory's ChatModel as a user sees it or as generated
-(chat_models.py), the API's generator with its stop switch (local.py), and the `<think>` policy (think.py)."""
+(chat_models.py), the API's generator with its stop switch (local.py), and the `<think>` blocks an answer must never
+show (think_blocks.py)."""

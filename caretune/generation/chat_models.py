@@ -1,5 +1,5 @@
 """LLaMA-Factory's ChatModel over a recipe's model and adapter, as a user sees its answers or as generated
-(caretune.generation.think says which path takes which), and greedy answers to many conversations at once."""
+(caretune.generation.think_blocks says which path takes which), and greedy answers to many conversations at once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import importlib.util
 
 from caretune.basics.errors import UserError
-from caretune.generation.think import ThinkFilter, strip_think
+from caretune.generation.think_blocks import ThinkFilter, strip_think
 from caretune.recipe import Recipe
 from caretune.training.recipe_checks import check_model_paths
 

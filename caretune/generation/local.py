@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from caretune.generation.think import strip_think
+from caretune.generation.think_blocks import strip_think
 
 STOP, LENGTH, CANCELLED = "stop", "length", "cancelled"
 MEASURED_PROMPT_TOKENS = 256  # prompts at least this long update the prefill rate

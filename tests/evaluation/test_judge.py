@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from caretune.basics.errors import UserError
-from caretune.evaluation.calibration import agreement
-from caretune.evaluation.judge import Endpoint, Judge, parse_reply, read_verdict, remote_warning
-from caretune.evaluation.pairwise import combine, tally, wilson
+from caretune.evaluation.judge import Endpoint, Judge, remote_warning
+from caretune.evaluation.pairwise import combine, tally
 from caretune.evaluation.rubric import Criterion, example_score, load_answers, load_rubrics, run_rubric, score
+from caretune.evaluation.stats import agreement, wilson
+from caretune.evaluation.verdicts import read_verdict
 from tests.helpers import ROOT, read_json, run_caretune, write_lines
 from tests.scripted_judge import Fault, ScriptedJudge, keyword_rubric, position_biased, prefers, section
 
@@ -27,6 +28,11 @@ ANSWERS = HAND / "healthbench_hand_answers.jsonl"
 
 
 # --- the formulas, by hand ---------------------------------------------------------------------------------------
+
+
+def parse_reply(text, field, allowed):
+    """The verdict alone (None when there is none)."""
+    return read_verdict(text, field, allowed)[0]
 
 
 def test_example_score_counts_negative_points_against_positive_ones():
@@ -566,7 +572,8 @@ def test_a_length_biased_judge_does_not_crown_the_verbose_model(tmp_path):
 
 
 def test_length_controlled_fit_by_hand():
-    from caretune.evaluation.pairwise import fit_length_logistic, length_control
+    from caretune.evaluation.pairwise import length_control
+    from caretune.evaluation.stats import fit_length_logistic
 
     a, b = fit_length_logistic([1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0])  # no length difference: a is the raw log-odds
     assert a == pytest.approx(0.0, abs=1e-6) and b == pytest.approx(0.0, abs=1e-6)

@@ -135,18 +135,19 @@ def test_score_groups_and_keeps_every_questions_result():
 
 
 def test_mcnemar_and_the_paired_comparison_by_hand():
-    from caretune.evaluation.paired import mcnemar_exact, paired, verdict
+    from caretune.evaluation.report import accuracy_verdict
+    from caretune.evaluation.stats import mcnemar_exact, paired_accuracy
 
     assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)  # 0.0215
     assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
     base = {f"q{i}": i < 12 for i in range(20)}  # 12 of 20 right
     tuned = {**base, **{f"q{i}": False for i in range(9)}, "q15": True}  # loses 9, gains 1
-    result = paired(base, {**tuned, "extra": True})
+    result = paired_accuracy(base, {**tuned, "extra": True})
     assert (result["questions"], result["gained"], result["lost"]) == (20, 1, 9)
     assert (result["reference_accuracy"], result["accuracy"], result["change_points"]) == (0.6, 0.2, -40.0)
-    assert result["beyond_noise"] and "dropped beyond the noise" in verdict("general", result)
-    assert paired(base, {"other": True}) is None
+    assert result["beyond_noise"] and "dropped beyond the noise" in accuracy_verdict("general", result)
+    assert paired_accuracy(base, {"other": True}) is None
 
 
 @pytest.mark.lf

@@ -7,7 +7,7 @@ import json
 import time
 
 from caretune.generation.local import CANCELLED
-from caretune.generation.think import ThinkFilter
+from caretune.generation.think_blocks import ThinkFilter
 from caretune.serving.api.gate import DISCONNECT_POLL_S, Job
 from caretune.serving.api.schema import ChatRequest
 from caretune.serving.api.settings import ApiSettings, internal_error

@@ -4,7 +4,7 @@ still tell a leak."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caretune.generation.think import ThinkFilter, has_think, strip_think
+from caretune.generation.think_blocks import ThinkFilter, has_think, strip_think
 
 
 def test_strip_think():
