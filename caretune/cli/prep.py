@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import click
 
@@ -10,10 +11,62 @@ from caretune.cli.base import main
 from caretune.constants import CUTOFF_LEN, DATA_DIR, DATASET_INFO, DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION, TEMPLATE
 
 
-def _convert_command(source_name: str, help_text: str):
+def _input_options() -> list:
+    """`caretune convert`'s options on what is read and how it is cleaned."""
+    from converters.choices import FILTER_REASONS
+
+    return [
+        click.argument("raw", type=click.Path(exists=True, dir_okay=False)),
+        click.option(
+            "--out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.",
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=DATA_DIR,
+            show_default=True,
+            help="Output folder when --out is not given; datasets already converted here are deduped against.",
+        ),
+        click.option(
+            "--eval-size",
+            type=click.IntRange(min=0),
+            default=DEFAULT_EVAL_SIZE,
+            show_default=True,
+            help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).",
+        ),
+        click.option(
+            "--scrub-pii/--no-scrub-pii",
+            default=True,
+            show_default=True,
+            help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.",
+        ),
+        click.option(
+            "--filters",
+            "filter_set",
+            type=click.Choice(["all", "none"]),
+            default="all",
+            show_default=True,
+            help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as they come.",
+        ),
+        click.option(
+            "--keep",
+            "keep",
+            multiple=True,
+            type=click.Choice(FILTER_REASONS),
+            metavar="REASON",
+            help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.",
+        ),
+    ]
+
+
+def _source_options(source_name: str) -> list:
+    """The options a source offers; those it does not are hidden and held at the only value it takes."""
     from importlib import import_module
 
-    from converters.choices import APPEND, CARE_POLICIES, FILTER_REASONS, LAYOUTS, OFF, SYSTEM_LAYOUT
+    from converters.choices import APPEND, CARE_POLICIES, LAYOUTS, OFF, SYSTEM_LAYOUT
     from converters.turns import TRAIN_POLICIES
 
     module = import_module(f"converters.{source_name}")  # not the pipeline: start-up time
@@ -45,161 +98,126 @@ def _convert_command(source_name: str, help_text: str):
         "walkthrough: as the alpaca instruction, the question as input.",
     )
 
-    @click.argument("raw", type=click.Path(exists=True, dir_okay=False))
-    @click.option(
-        "--out",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Train output (default: DATA_DIR/<dataset>.json); eval, report and rejects go beside it.",
-    )
-    @click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False),
-        default=DATA_DIR,
-        show_default=True,
-        help="Output folder when --out is not given; datasets already converted here are deduped against.",
-    )
-    @click.option(
-        "--eval-size",
-        type=click.IntRange(min=0),
-        default=DEFAULT_EVAL_SIZE,
-        show_default=True,
-        help=f"Rows held out for evaluation (never more than {MAX_EVAL_FRACTION:.0%} of the rows kept).",
-    )
-    @click.option(
-        "--scrub-pii/--no-scrub-pii",
-        default=True,
-        show_default=True,
-        help="Mask phone numbers, ID-card numbers and e-mail addresses in patient text.",
-    )
-    @click.option(
-        "--filters",
-        "filter_set",
-        type=click.Choice(["all", "none"]),
-        default="all",
-        show_default=True,
-        help="Quality filters and wrapper stripping (converters/quality.py): all, or none for the rows as they come.",
-    )
-    @click.option(
-        "--keep",
-        "keep",
-        multiple=True,
-        type=click.Choice(FILTER_REASONS),
-        metavar="REASON",
-        help=f"Switch one filter off (repeatable): {', '.join(FILTER_REASONS)}.",
-    )
-    @care_option
-    @layout_option
-    @click.option(
-        "--domain",
-        type=click.Choice(["medical", "general"]),
-        default="medical",
-        show_default=True,
-        hidden=not preference,
-        help="medical: rows without their own system turn get the medical system prompt (prefs-med); general: they keep "
-        "none (prefs-general).",
-    )
-    @click.option(
-        "--train-answers",
-        type=click.Choice(TRAIN_POLICIES),
-        default=None,
-        hidden=preference,  # a pair trains its last answer
-        help="Which answers of a multi-turn conversation train, each as a row on the prompt chat serves at that point: "
-        "all, or the last (earlier answers are context). Default: all for medical sets, last for general ones "
-        "(converters/turns.py, converters/general.py say why).",
-    )
-    @click.option(
-        "--cutoff-len",
-        type=click.IntRange(min=0),
-        default=CUTOFF_LEN - 1,
-        show_default=True,
-        help="Fit every training row to this many tokens (Qwen3 tokenizer, the recipes' template) by dropping its oldest "
-        "whole turns, the system prompt kept; a question and answer longer than it are skipped. The default is the "
-        f"recipes' cutoff_len {CUTOFF_LEN} less the token LLaMA-Factory keeps back when packing; 0: no fitting "
-        "(LLaMA-Factory then cuts long rows mid-turn, and preflight refuses them).",
-    )
-    @click.option(
-        "--dataset-info",
-        type=click.Path(dir_okay=False),
-        default=DATASET_INFO,
-        show_default=True,
-        help="LLaMA-Factory registry to add the outputs to.",
-    )
-    @click.option("--register/--no-register", default=True, show_default=True, help="Add the outputs to --dataset-info.")
-    @click.option(
-        "--card/--no-card",
-        default=True,
-        show_default=True,
-        help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.",
-    )
-    @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
-    @click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; else 1).",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line.")
-    @click.option(
-        "--lock-timeout",
-        type=click.FloatRange(min=0),
-        default=None,
-        metavar="SECONDS",
-        help="When another conversion holds the same outputs or registry, wait at most this long "
-        "(default: wait until it finishes).",
-    )
-    def command(
-        raw,
-        out,
-        data_dir,
-        eval_size,
-        scrub_pii,
-        filter_set,
-        keep,
-        care_reminder,
-        layout,
-        domain,
-        train_answers,
-        cutoff_len,
-        dataset_info,
-        register,
-        card,
-        progress,
-        workers,
-        as_json,
-        lock_timeout,
-    ):
-        from caretune.prep.conversion import conversion_options, convert, registry_note, source_for
-        from converters.report import summary_line
+    return [
+        care_option,
+        layout_option,
+        click.option(
+            "--domain",
+            type=click.Choice(["medical", "general"]),
+            default="medical",
+            show_default=True,
+            hidden=not preference,
+            help="medical: rows without their own system turn get the medical system prompt (prefs-med); general: they keep "
+            "none (prefs-general).",
+        ),
+        click.option(
+            "--train-answers",
+            type=click.Choice(TRAIN_POLICIES),
+            default=None,
+            hidden=preference,  # a pair trains its last answer
+            help="Which answers of a multi-turn conversation train, each as a row on the prompt chat serves at that point: "
+            "all, or the last (earlier answers are context). Default: all for medical sets, last for general ones "
+            "(converters/turns.py, converters/general.py say why).",
+        ),
+    ]
 
-        converter = source_for(source_name, domain)
-        report, outputs, card_note = convert(
+
+def _output_options() -> list:
+    """`caretune convert`'s options on what is written, registered and shown."""
+    return [
+        click.option(
+            "--cutoff-len",
+            type=click.IntRange(min=0),
+            default=CUTOFF_LEN - 1,
+            show_default=True,
+            help="Fit every training row to this many tokens (Qwen3 tokenizer, the recipes' template) by dropping its oldest "
+            "whole turns, the system prompt kept; a question and answer longer than it are skipped. The default is the "
+            f"recipes' cutoff_len {CUTOFF_LEN} less the token LLaMA-Factory keeps back when packing; 0: no fitting "
+            "(LLaMA-Factory then cuts long rows mid-turn, and preflight refuses them).",
+        ),
+        click.option(
+            "--dataset-info",
+            type=click.Path(dir_okay=False),
+            default=DATASET_INFO,
+            show_default=True,
+            help="LLaMA-Factory registry to add the outputs to.",
+        ),
+        click.option("--register/--no-register", default=True, show_default=True, help="Add the outputs to --dataset-info."),
+        click.option(
+            "--card/--no-card",
+            default=True,
+            show_default=True,
+            help="Write <dataset>.card.md (counts, care shares, token-length histogram, examples) beside the report.",
+        ),
+        click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal)."),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Processes converting JSON Lines input (default: one per CPU core, at most 4, for inputs of 16 MB or more; "
+            "else 1).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary line."),
+        click.option(
+            "--lock-timeout",
+            type=click.FloatRange(min=0),
+            default=None,
+            metavar="SECONDS",
+            help="When another conversion holds the same outputs or registry, wait at most this long "
+            "(default: wait until it finishes).",
+        ),
+    ]
+
+
+def _run_convert(source_name: str, asked: SimpleNamespace) -> None:
+    """Convert one raw file as `caretune convert SOURCE` was asked to, and print its summary or report."""
+    from caretune.prep.conversion import conversion_options, convert, registry_note, source_for
+    from converters.report import summary_line
+
+    converter = source_for(source_name, asked.domain)
+    report, outputs, card_note = convert(
+        converter,
+        asked.raw,
+        out=asked.out,
+        data_dir=asked.data_dir,
+        options=conversion_options(
             converter,
-            raw,
-            out=out,
-            data_dir=data_dir,
-            options=conversion_options(converter, scrub_pii, filter_set, keep, care_reminder, layout, train_answers, cutoff_len),
-            registry_path=dataset_info if register else None,
-            card=card,
-            log=lambda line: click.echo(f"convert: {line}", err=True),
-            eval_size=eval_size,
-            max_eval_fraction=MAX_EVAL_FRACTION,
-            progress=progress,
-            workers=workers,
-            lock_timeout=lock_timeout,
+            asked.scrub_pii,
+            asked.filter_set,
+            asked.keep,
+            asked.care_reminder,
+            asked.layout,
+            asked.train_answers,
+            asked.cutoff_len,
+        ),
+        registry_path=asked.dataset_info if asked.register else None,
+        card=asked.card,
+        log=lambda line: click.echo(f"convert: {line}", err=True),
+        eval_size=asked.eval_size,
+        max_eval_fraction=MAX_EVAL_FRACTION,
+        progress=asked.progress,
+        workers=asked.workers,
+        lock_timeout=asked.lock_timeout,
+    )
+    if asked.as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    registered = ""
+    if asked.register:
+        state = "updated" if report["registry_changed"] else "already up to date"
+        registered = f"; registered {outputs.name}, {outputs.eval_name} in {asked.dataset_info} ({state})" + registry_note(
+            outputs, asked.dataset_info
         )
-        if as_json:
-            click.echo(json.dumps(report, ensure_ascii=False, indent=2))
-            return
-        registered = ""
-        if register:
-            state = "updated" if report["registry_changed"] else "already up to date"
-            registered = f"; registered {outputs.name}, {outputs.eval_name} in {dataset_info} ({state})" + registry_note(
-                outputs, dataset_info
-            )
-        click.echo(summary_line(report) + registered + card_note)
+    click.echo(summary_line(report) + registered + card_note)
+
+
+def _convert_command(source_name: str, help_text: str):
+    def command(**given):
+        _run_convert(source_name, SimpleNamespace(**given))
 
     command.__doc__ = help_text
+    for option in reversed(_input_options() + _source_options(source_name) + _output_options()):
+        command = option(command)
     return command
 
 

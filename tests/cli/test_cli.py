@@ -149,6 +149,7 @@ def test_help_lists_the_commands_in_pipeline_order():
     assert listed == list(PIPELINE_ORDER)
 
 
+@pytest.mark.lf  # reading the recipe takes LLaMA-Factory's defaults
 def test_plan_takes_gpus_per_node_and_nodes(tmp_path, monkeypatch):
     from caretune.planning import plan as planning
 
