@@ -157,12 +157,9 @@ def build_pairs(
     log=print,
 ) -> dict:
     """Sample, judge, pick and write the on-policy set named by the recipe's `dataset`; returns its report."""
-    from caretune.evaluation.evaluate import dataset_rows
-    from caretune.generation.chat_models import chat_model
-    from caretune.lf import effective_cutoff_len, sample_all
-    from caretune.prep.fitting import TemplateTokenCounter
+    from caretune.basics.registry import load_registry
     from caretune.training.recipe_checks import check_model_paths
-    from converters.prefs import encode, fitted, registry_entry
+    from converters.prefs import encode, registry_entry
 
     recipe = Recipe.load(recipe_path)
     check_model_paths(recipe.path, recipe.args)
@@ -177,14 +174,41 @@ def build_pairs(
         raise UserError(f"{recipe.path}: no dataset to write the pairs as (dpo.yaml names prefs-onpolicy)")
     dataset_dir = recipe.dataset_dir
     registry_path = dataset_dir / DATASET_INFO
-    from caretune.basics.registry import load_registry
-
     registry = load_registry(registry_path)
     if sampling.prompts not in registry:
         raise UserError(
             f"{registry_path}: no dataset {sampling.prompts!r} to take prompts from; convert a preference set first "
             f"(caretune convert prefs FILE registers {MEDICAL_PREFS_DATASET}) or name one with --prompts"
         )
+    rows, skipped = _prompt_rows(recipe, sampling)
+    log(
+        f"prefs: {len(rows)} prompts x {sampling.candidates} answers; the judge is asked "
+        f"{judge_calls(len(rows), sampling.candidates)} times (each pair in both orders; cached verdicts are not asked again)"
+    )
+
+    out = dataset_dir / str(registry.get(name, {}).get("file_name") or f"data/{name}.json")
+    candidates_path = out.with_name(f"{name}.candidates.jsonl")
+    digest = _settings_digest(recipe, sampling)
+    ids = [question_id(messages) for messages, _, _ in rows]
+    candidates = _answers(recipe, sampling, rows, ids, candidates_path, digest, backend, log)
+    outcomes = _outcomes(judge, rows, ids, candidates, language)
+    records, lengths, by_seen = _picked(recipe, rows, ids, candidates, outcomes, skipped)
+    if not records:
+        raise UserError(f"no prompt gave a decisive pair ({dict(skipped)}); nothing was written")
+    with AtomicFile(out) as handle:
+        handle.write_bytes(b"[\n" + b",\n".join(encode(record) for record in records) + b"\n]\n")
+        handle.commit()
+    changed = register(registry_path, {name: {"file_name": Path(out).relative_to(dataset_dir).as_posix(), **registry_entry()}})
+    report = _report(recipe, name, out, sampling, rows, outcomes, by_seen, lengths, skipped, judge, changed)
+    write_json_atomic(out.with_name(f"{name}.build.json"), report)
+    return report
+
+
+def _prompt_rows(recipe: Recipe, sampling: Sampling) -> tuple[list, Counter]:
+    """(messages, system, trained on) of each prompt to sample, held-out prompts skipped and counted."""
+    from caretune.evaluation.evaluate import dataset_rows
+
+    dataset_dir = recipe.dataset_dir
     held_out, trained = split_keys(dataset_dir)
     rows, skipped = [], Counter()
     for messages, _, system in dataset_rows(recipe.args, sampling.prompts):
@@ -197,15 +221,15 @@ def build_pairs(
         rows = sorted(rows, key=lambda row: question_id(row[0]))[: sampling.sample]
     if not rows:
         raise UserError(f"{sampling.prompts}: no prompt left to sample (held-out prompts skipped: {skipped['held_out_prompt']})")
-    log(
-        f"prefs: {len(rows)} prompts x {sampling.candidates} answers; the judge is asked "
-        f"{judge_calls(len(rows), sampling.candidates)} times (each pair in both orders; cached verdicts are not asked again)"
-    )
+    return rows, skipped
 
-    out = dataset_dir / str(registry.get(name, {}).get("file_name") or f"data/{name}.json")
-    candidates_path = out.with_name(f"{name}.candidates.jsonl")
-    digest = _settings_digest(recipe, sampling)
-    ids = [question_id(messages) for messages, _, _ in rows]
+
+def _answers(recipe: Recipe, sampling: Sampling, rows: list, ids: list, candidates_path: Path, digest: str, backend: str, log):
+    """The SFT model's K answers to each prompt, sampled once and kept beside the set (reused while the model, adapter
+    and settings are the same)."""
+    from caretune.generation.chat_models import chat_model
+    from caretune.lf import sample_all
+
     candidates = _load_candidates(candidates_path, digest)
     if candidates is None or not set(ids) <= set(candidates):
         model = chat_model(recipe.args, as_shown=False, backend=backend)
@@ -218,11 +242,16 @@ def build_pairs(
             max_new_tokens=sampling.max_new_tokens,
         )
         candidates = {key: [strip_think(answer) for answer in answers] for key, answers in zip(ids, sampled)}
-        out.parent.mkdir(parents=True, exist_ok=True)
+        candidates_path.parent.mkdir(parents=True, exist_ok=True)
         _save_candidates(candidates_path, digest, candidates)
     else:
         log(f"prefs: reusing the sampled answers in {candidates_path} (same model, adapter and settings)")
 
+    return candidates
+
+
+def _outcomes(judge: Judge, rows: list, ids: list, candidates: dict, language: str) -> dict:
+    """Each prompt's verdict per pair of its answers, judged in both orders."""
     calls = {}
     for key, (messages, _, _) in zip(ids, rows):
         answers = candidates[key]
@@ -237,6 +266,16 @@ def build_pairs(
     outcomes: dict[str, dict[tuple[int, int], str]] = {key: {} for key in ids}
     for (key, i, j), (first, second) in calls.items():
         outcomes[key][(i, j)] = verdict_of(verdicts[first.key(model_name)]["winner"], verdicts[second.key(model_name)]["winner"])
+
+    return outcomes
+
+
+def _picked(recipe: Recipe, rows: list, ids: list, candidates: dict, outcomes: dict, skipped: Counter):
+    """(records, (chosen, rejected) lengths, verdict counts by whether the prompt trained): the decisive pair of each
+    prompt, fitted to the cutoff; what is left out is counted in `skipped`."""
+    from caretune.lf import effective_cutoff_len
+    from caretune.prep.fitting import TemplateTokenCounter
+    from converters.prefs import fitted
 
     records, lengths, by_seen = [], [], {True: Counter(), False: Counter()}
     cutoff_len, count = effective_cutoff_len(recipe.args), TemplateTokenCounter(recipe.args.get("template") or TEMPLATE)
@@ -266,15 +305,7 @@ def build_pairs(
             continue
         lengths.append((len(chosen), len(rejected)))
         records.append(record)
-    if not records:
-        raise UserError(f"no prompt gave a decisive pair ({dict(skipped)}); nothing was written")
-    with AtomicFile(out) as handle:
-        handle.write_bytes(b"[\n" + b",\n".join(encode(record) for record in records) + b"\n]\n")
-        handle.commit()
-    changed = register(registry_path, {name: {"file_name": Path(out).relative_to(dataset_dir).as_posix(), **registry_entry()}})
-    report = _report(recipe, name, out, sampling, rows, outcomes, by_seen, lengths, skipped, judge, changed)
-    write_json_atomic(out.with_name(f"{name}.build.json"), report)
-    return report
+    return records, lengths, by_seen
 
 
 def _tie_rate(counts: Counter) -> float | None:
