@@ -265,9 +265,8 @@ def run_bench(
 
     `variants` are names, each optionally with its own time budget (`NAME=SECONDS`, else `time_budget`). With a
     budget, a variant's training loop stops after that many seconds, once a step is timed, with the steps done so
-    far (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and training together
-    pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each variant, so a caller can
-    keep the results so far."""
+    far (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and training
+    together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each variant."""
     from caretune.prep.tokenizer import load_qwen3_tokenizer
 
     if steps < 1 or warmup < 1:
@@ -305,17 +304,7 @@ def run_bench(
         "date": time.strftime("%Y-%m-%d"),
         "variants": [],
     }
-    runner = VariantRun(
-        work_dir=work_dir,
-        model_dir=model_dir,
-        dataset_dir=dataset_dir,
-        arch=arch,
-        lengths=lengths,
-        steps=steps,
-        warmup=warmup,
-        cuda=cuda,
-        log=log,
-    )
+    runner = VariantRun(work_dir, model_dir, dataset_dir, arch, lengths, steps, warmup, cuda, log)
     for name, budget in chosen:
         planned = planned_variant(name, report, shapes, arch, budget or time_budget)
         if planned is None:

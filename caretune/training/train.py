@@ -121,11 +121,23 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
             attempts=attempts,
             **dict.fromkeys(("last_step", "last_loss", "outputs", "checkpoints", "base_model", "paths")),  # at its end
         )
-    stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
-
     # under torchrun, llamafactory-cli only launches it: it is spared, and ends when torchrun does (its end would
     # otherwise start the supervisor's leftover grace before the ranks' own stop)
-    torchrun = env.get("FORCE_TORCHRUN") == "1"
+    code, stopping = _wait_forwarding_signals(process, env.get("FORCE_TORCHRUN") == "1", stop_timeout)
+    if output_dir:
+        state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
+        ended = {"state": state, "exit_code": code, "ended": now()}
+        end = end_manifest(Path(output_dir), launch.args)
+        attempts = read_manifest(output_dir).get("attempts") or attempts  # Ray Train's workers add to the last
+        attempts[-1].update(ended, last_step=end["last_step"])
+        write_status(output_dir, **ended, **end, attempts=attempts)
+    return code
+
+
+def _wait_forwarding_signals(process: subprocess.Popen, torchrun: bool, stop_timeout: float) -> tuple[int, list]:
+    """(exit code, [(signal, when)] caretune was asked to stop by): SIGTERM and SIGINT are passed to the whole tree
+    (sparing torchrun's launcher), and what is left `stop_timeout` seconds later is killed."""
+    stopping: list[tuple[int, float]] = []  # (signal, when) once caretune is asked to stop
 
     def forward(signum, frame) -> None:
         stopping.append((signum, time.monotonic()))
@@ -146,14 +158,7 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
     if stopping:
         _wait_for_tree(max(1.0, stopping[0][1] + stop_timeout - time.monotonic()))
         code = code if code else -stopping[0][0]
-    if output_dir:
-        state = FINISHED if code == 0 else INTERRUPTED if stopping or code < 0 or code in (130, 143) else FAILED
-        ended = {"state": state, "exit_code": code, "ended": now()}
-        end = end_manifest(Path(output_dir), launch.args)
-        attempts = read_manifest(output_dir).get("attempts") or attempts  # Ray Train's workers add to the last
-        attempts[-1].update(ended, last_step=end["last_step"])
-        write_status(output_dir, **ended, **end, attempts=attempts)
-    return code
+    return code, stopping
 
 
 def _children(pid: int) -> list[int]:
