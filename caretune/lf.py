@@ -300,6 +300,37 @@ def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
 # ---------------------------------------------------------------- training (Ray Train workers, caretune bench)
 
 
+def launches_torchrun() -> bool:
+    """Whether `llamafactory-cli train` launches torchrun on this machine (FORCE_TORCHRUN, or several devices
+    without Ray or KTransformers), as its own launcher decides."""
+    from llamafactory.extras.misc import get_device_count, is_env_enabled, use_kt, use_ray
+
+    return is_env_enabled("FORCE_TORCHRUN") or (get_device_count() > 1 and not use_ray() and not use_kt())
+
+
+def train_command(recipe: str | os.PathLike, overrides: dict) -> None:
+    """`llamafactory-cli train RECIPE key=value ...`. Where the CLI would run the recipe in its own process (one
+    device, no torchrun), it runs here, with the recipe and overrides merged as the CLI merges them, saving its
+    start-up; else the CLI runs it. A failure raises RuntimeError after LLaMA-Factory's own traceback."""
+    import subprocess
+    import traceback
+
+    if launches_torchrun():
+        command = [*cli_command(), "train", str(recipe), *(f"{key}={value}" for key, value in overrides.items())]
+        if subprocess.call(command) != 0:
+            raise RuntimeError(f"{' '.join(command)} failed")
+        return
+    from llamafactory.train.tuner import run_exp
+    from omegaconf import OmegaConf
+
+    args = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(Path(recipe).absolute()), OmegaConf.create(overrides)))
+    try:
+        run_exp(args)
+    except Exception as err:
+        traceback.print_exc()
+        raise RuntimeError(f"llamafactory-cli train {recipe} failed in this process: {type(err).__name__}") from None
+
+
 def train_in_process(args: dict) -> None:
     """`llamafactory-cli train`'s code on a recipe's keys, in this process (a Ray Train worker, where
     torch.distributed is already set up); never LLaMA-Factory's own Ray launcher."""

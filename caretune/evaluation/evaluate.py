@@ -4,7 +4,6 @@ and the safety metrics of caretune.evaluation.safety, plus the emergency prompt 
 from __future__ import annotations
 
 import json
-import subprocess
 from importlib.resources import files
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
 from caretune.evaluation.safety import care_comparison, emergency_metrics, safety_metrics
 from caretune.generation.chat_models import chat_model, greedy_answers
-from caretune.lf import cli_command
+from caretune.lf import train_command
 from caretune.recipe import load_recipe, names_in
 from caretune.training.recipe_checks import check_model_paths
 
@@ -82,9 +81,10 @@ def settings_differences(first: dict, second: dict) -> list[str]:
 
 
 def _predict(recipe: str, overrides: dict) -> None:
-    command = [*cli_command(), "train", recipe, *(f"{k}={v}" for k, v in overrides.items())]
-    if subprocess.call(command) != 0:
-        raise UserError(f"prediction failed: {' '.join(command)}")
+    try:
+        train_command(recipe, overrides)
+    except RuntimeError as err:
+        raise UserError(f"prediction failed: {err}") from None
 
 
 def _predictions(output_dir: Path) -> list[dict]:

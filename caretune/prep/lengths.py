@@ -293,23 +293,6 @@ def turn_lengths(
     return data
 
 
-@contextlib.contextmanager
-def _unfingerprinted():
-    """`datasets` hashes every map's tokenizer to name cache files (seconds for Qwen3's vocabulary each time);
-    these scratch loads never reuse a cache, so random names do."""
-    from datasets import arrow_dataset, fingerprint
-
-    def random_fingerprint(*_args, **_kwargs) -> str:
-        return fingerprint.generate_random_fingerprint()
-
-    saved = fingerprint.update_fingerprint, arrow_dataset.update_fingerprint
-    fingerprint.update_fingerprint = arrow_dataset.update_fingerprint = random_fingerprint
-    try:
-        yield
-    finally:
-        fingerprint.update_fingerprint, arrow_dataset.update_fingerprint = saved
-
-
 class _TurnEncoder:
     """The per-batch function of `datasets.map`: each row's turns encoded by the chat template, as
     LLaMA-Factory's supervised processor encodes them (a picklable object, for worker processes).
@@ -368,10 +351,12 @@ def _compute(
     num_proc: int | None,
     with_care: bool,
 ) -> TurnLengths:
+    from datasets.fingerprint import generate_random_fingerprint
+
     from caretune import lf
 
     lf.settle_logging()
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), _unfingerprinted():
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         aligned, data_args, _ = lf.load_aligned(
             name,
             dataset_dir,
@@ -403,6 +388,9 @@ def _compute(
             remove_columns=aligned.column_names,
             num_proc=num_proc,
             desc="Tokenizing turns",
+            # `datasets` would hash the tokenizer to name a cache file (seconds for Qwen3's vocabulary); a scratch load
+            # never reuses one, so it gets a random name
+            new_fingerprint=generate_random_fingerprint(),
         )
     per_row = encoded["_turn_lengths"]
     turns = np.array([DROPPED if row == [DROPPED] else len(row) // 3 for row in per_row], dtype=np.int32)  # 1 a pair
