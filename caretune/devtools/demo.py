@@ -1,7 +1,9 @@
 """`make demo`: the whole pipeline on the shipped sample, on CPU, one line per stage.
 
-Each stage's full output (LLaMA-Factory's warnings, progress bars) goes to its own log under saves/demo/; the
-terminal shows what the stage did, its key figure and where its output is, then a short summary.
+Each stage is a `caretune` command run in this process (LLaMA-Factory, torch and the tokenizer are imported once, not
+once a stage; `caretune train` still launches its own training process). Each stage's full output (LLaMA-Factory's
+warnings, progress bars, its child processes' output) goes to its own log under saves/demo/; the terminal shows what
+the stage did, its key figure and where its output is, then a short summary.
 
     python -m caretune.devtools.demo [--logs saves/demo]
 """
@@ -9,13 +11,13 @@ terminal shows what the stage did, its key figure and where its output is, then 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +44,7 @@ class Stage:
 
 
 def caretune(*args: str) -> list[str]:
-    return [sys.executable, "-m", "caretune.cli", *args]
+    return ["caretune", *args]
 
 
 def last_line(stdout: str) -> str:
@@ -157,15 +159,62 @@ def stages(logs: Path) -> list[Stage]:
     ]
 
 
-def run_stage(number: int, stage: Stage, logs: Path, env: dict) -> str:
+@contextlib.contextmanager
+def output_to(stdout: Path, stderr: Path) -> Iterator[None]:
+    """This process's standard output and error (the file descriptors, so child processes and libraries writing to
+    them directly are caught too) go to two files while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_command(args: list[str]) -> int:
+    """One `caretune` command in this process; its exit code (a one-line error or a traceback goes to stderr)."""
+    import traceback
+
+    import click
+
+    from caretune.cli import main as cli
+
+    try:
+        result = cli.main(args=args, prog_name="caretune", standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except Exception:  # noqa: BLE001 (the stage fails with its traceback in its log)
+        traceback.print_exc()
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def run_stage(number: int, stage: Stage, logs: Path) -> str:
     """Run one stage with its output in its log; its one line, or StageFailed naming the log."""
     log = logs / f"{number:02d}-{stage.name.replace(' ', '-')}.log"
     started = time.monotonic()
-    result = subprocess.run(stage.command, env=env, capture_output=True, text=True)
-    log.write_text(f"$ {' '.join(stage.command)}\n\n{result.stdout}\n--- stderr ---\n{result.stderr}", encoding="utf-8")
-    if result.returncode != 0:
-        raise StageFailed(f"{stage.name} failed (exit {result.returncode}): {last_line(result.stderr)}; full output in {log}")
-    return f"[{number}] {stage.name:<15} {time.monotonic() - started:5.1f}s  {stage.describe(result.stdout)}"
+    out, err = log.with_suffix(".out"), log.with_suffix(".err")
+    with output_to(out, err):
+        code = run_command(stage.command[1:])
+    stdout, stderr = (path.read_text(encoding="utf-8", errors="replace") for path in (out, err))
+    out.unlink()
+    err.unlink()
+    log.write_text(f"$ {' '.join(stage.command)}\n\n{stdout}\n--- stderr ---\n{stderr}", encoding="utf-8")
+    if code != 0:
+        raise StageFailed(f"{stage.name} failed (exit {code}): {last_line(stderr)}; full output in {log}")
+    return f"[{number}] {stage.name:<15} {time.monotonic() - started:5.1f}s  {stage.describe(stdout)}"
 
 
 def main() -> int:
@@ -173,12 +222,12 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, default=Path("saves/demo"), help="where each stage's full output goes")
     logs = parser.parse_args().logs
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **OFFLINE, **QUIET}
+    os.environ.update({**OFFLINE, **QUIET})  # before any library reads them
     shutil.rmtree(TINY_RUN, ignore_errors=True)  # the demo's own scratch run; nothing else is touched
     print(f"demo: the CPU pipeline on the shipped sample; each stage's full output in {logs}/", flush=True)
     try:
         for number, stage in enumerate(stages(logs), start=1):
-            print(run_stage(number, stage, logs, env), flush=True)
+            print(run_stage(number, stage, logs), flush=True)
     except StageFailed as err:
         print(f"demo: {err}", file=sys.stderr)
         return 1
