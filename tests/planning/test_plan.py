@@ -289,6 +289,20 @@ def test_plan_json_is_the_stored_copy(workspace, monkeypatch, name):
     assert json.dumps(plan.to_json(), ensure_ascii=False, indent=2) + "\n" == stored
 
 
+def test_a_default_of_llamafactory_changes_the_plan(workspace, monkeypatch):
+    """A key a recipe leaves out takes LLaMA-Factory's own default, read from its dataclasses: a changed default
+    (here preprocessing_batch_size, which bounds each greedy knapsack) changes the plan, with no copy to drift."""
+    from llamafactory.hparams import DataArguments
+
+    monkeypatch.chdir(workspace)
+    recipe = "recipes/qwen3-8b/lora_sft.yaml"
+    before = make_plan(recipe, gpus=4, gpu_name="h800")
+    monkeypatch.setattr(DataArguments.__dataclass_fields__["preprocessing_batch_size"], "default", 2)
+    assert read_recipe(recipe).preprocessing_batch_size == 2
+    after = make_plan(recipe, gpus=4, gpu_name="h800")
+    assert after.pack_fill < before.pack_fill and after.optimizer_steps >= before.optimizer_steps
+
+
 @pytest.mark.slow
 def test_plan_prints_no_logging_error_and_no_nothink_advice(workspace):
     """LLaMA-Factory's log handler was first set up while plan redirected stdout to a file it then closed, so its
