@@ -300,22 +300,25 @@ def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
 # ---------------------------------------------------------------- training (Ray Train workers, caretune bench)
 
 
-def launches_torchrun() -> bool:
-    """Whether `llamafactory-cli train` launches torchrun on this machine (FORCE_TORCHRUN, or several devices
-    without Ray or KTransformers), as its own launcher decides."""
+def runs_in_its_own_process() -> bool:
+    """Whether `llamafactory-cli train` would run the recipe in its own process here, as its launcher decides: one
+    device, and none of torchrun (FORCE_TORCHRUN, USE_MCA), Ray, KTransformers or the v1 launcher (USE_V1)."""
     from llamafactory.extras.misc import get_device_count, is_env_enabled, use_kt, use_ray
 
-    return is_env_enabled("FORCE_TORCHRUN") or (get_device_count() > 1 and not use_ray() and not use_kt())
+    switched = any(is_env_enabled(name) for name in ("FORCE_TORCHRUN", "USE_MCA", "USE_V1"))
+    return not switched and not use_ray() and not use_kt() and get_device_count() <= 1
 
 
 def train_command(recipe: str | os.PathLike, overrides: dict) -> None:
-    """`llamafactory-cli train RECIPE key=value ...`. Where the CLI would run the recipe in its own process (one
-    device, no torchrun), it runs here, with the recipe and overrides merged as the CLI merges them, saving its
-    start-up; else the CLI runs it. A failure raises RuntimeError after LLaMA-Factory's own traceback."""
+    """`llamafactory-cli train RECIPE key=value ...` for overrides with text values. Where the CLI would run the
+    recipe in its own process, it runs here (the recipe and overrides merged by OmegaConf, as the CLI merges them),
+    saving its start-up, and the model's memory is freed after; else the CLI runs it. A failure raises RuntimeError
+    after LLaMA-Factory's own traceback."""
+    import gc
     import subprocess
     import traceback
 
-    if launches_torchrun():
+    if not runs_in_its_own_process():
         command = [*cli_command(), "train", str(recipe), *(f"{key}={value}" for key, value in overrides.items())]
         if subprocess.call(command) != 0:
             raise RuntimeError(f"{' '.join(command)} failed")
@@ -326,9 +329,15 @@ def train_command(recipe: str | os.PathLike, overrides: dict) -> None:
     args = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(Path(recipe).absolute()), OmegaConf.create(overrides)))
     try:
         run_exp(args)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         traceback.print_exc()
         raise RuntimeError(f"llamafactory-cli train {recipe} failed in this process: {type(err).__name__}") from None
+    finally:
+        import torch
+
+        gc.collect()  # the model sits in reference cycles (patched forwards): free it before the next run
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def train_in_process(args: dict) -> None:

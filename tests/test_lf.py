@@ -147,3 +147,13 @@ def test_packing_and_turn_budgets_are_llamafactorys_with_a_guard():
     assert lf.infer_seqlen(30, 10, 100) == (30, 10)  # within budget: whole
     assert lf.infer_seqlen(500, 10, 100) == (90, 10)  # a short answer is kept whole, the prompt cut
     assert lf.infer_seqlen(10, 500, 100) == (10, 90)  # a short prompt is kept whole, the answer cut
+
+
+def test_a_recipe_runs_in_this_process_only_where_llamafactory_cli_would_run_it_in_its_own(monkeypatch):
+    for name in ("FORCE_TORCHRUN", "USE_MCA", "USE_V1", "USE_RAY"):
+        monkeypatch.delenv(name, raising=False)
+    assert lf.runs_in_its_own_process()  # one device (CPU here), no switch: the CLI itself would call run_exp
+    for name in ("FORCE_TORCHRUN", "USE_MCA", "USE_V1", "USE_RAY"):
+        monkeypatch.setenv(name, "1")
+        assert not lf.runs_in_its_own_process(), name  # torchrun, Megatron, the v1 launcher or Ray: the CLI runs it
+        monkeypatch.delenv(name)

@@ -163,21 +163,30 @@ def stages(logs: Path) -> list[Stage]:
 def output_to(stdout: Path, stderr: Path) -> Iterator[None]:
     """This process's standard output and error (the file descriptors, so child processes and libraries writing to
     them directly are caught too) go to two files while the block runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+
+    def flush() -> None:  # Python's buffers, and C stdio's (native libraries write through them)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        libc.fflush(None)
+
+    flush()
     saved = os.dup(1), os.dup(2)
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    try:
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            try:
+                yield
+            finally:
+                flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def run_command(args: list[str]) -> int:
@@ -188,16 +197,23 @@ def run_command(args: list[str]) -> int:
 
     from caretune.cli import main as cli
 
+    argv, sys.argv = sys.argv, ["caretune", *args]  # what a run's manifest records as its command
     try:
         result = cli.main(args=args, prog_name="caretune", standalone_mode=False)
+    except click.exceptions.Abort:  # Ctrl-C: the demo stops
+        raise KeyboardInterrupt from None
     except click.ClickException as err:
         err.show()
         return err.exit_code
     except SystemExit as done:
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except Exception:  # noqa: BLE001 (the stage fails with its traceback in its log)
         traceback.print_exc()
         return 1
+    finally:
+        sys.argv = argv
     return result if isinstance(result, int) else 0
 
 

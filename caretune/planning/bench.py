@@ -210,10 +210,9 @@ def step_shape(
     return pack_batch, cutoff_len, "--pack-batch"
 
 
-def bench_lengths(profile: str, step_sizes: list[int], steps: int, cutoff_len: int) -> list[int]:
-    """Row lengths drawn from the profile for `steps` steps of the largest shape: `step_sizes` holds the padded
-    variant's rows per step, then each packed shape's tokens per step."""
-    quantiles = load_profile(profile)
+def bench_lengths(quantiles: list[int], step_sizes: list[int], steps: int, cutoff_len: int) -> list[int]:
+    """Row lengths drawn from a length profile's quantiles for `steps` steps of the largest shape: `step_sizes` holds
+    the padded variant's rows per step, then each packed shape's tokens per step."""
     mean_length = sum(quantiles) / len(quantiles)
     rows_per_step = max([step_sizes[0]] + [math.ceil(tokens / mean_length) for tokens in step_sizes[1:]])
     return [min(n, cutoff_len) for n in sample_lengths(quantiles, math.ceil(steps * rows_per_step * 1.5), SEED)]
@@ -273,8 +272,7 @@ def run_bench(
         raise UserError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
     chosen = requested_variants(variants)
     cuda, device = device_description()
-    model = model or ("Qwen/Qwen3-8B" if cuda else TINY)
-    arch = resolve_bench_arch(model)
+    arch = resolve_bench_arch(model or ("Qwen/Qwen3-8B" if cuda else TINY))
     cutoff_len = cutoff_len or (2048 if cuda else 512)
     micro_batch = micro_batch or (24 if cuda else 4)
     memory_limit = device_memory_limit() if cuda else None
@@ -283,10 +281,11 @@ def run_bench(
         for name, _ in chosen
         if name != COMPILE_BEST
     }
+    quantiles = load_profile(profile)  # a bad profile fails before any folder is made
     work_dir.mkdir(parents=True, exist_ok=True)
     model_dir = bench_model_dir(arch, work_dir)
     rows_per_step = [micro_batch, pack_batch * cutoff_len] + [batch * cutoff for batch, cutoff, _ in shapes.values()]
-    lengths = bench_lengths(profile, rows_per_step, steps + warmup + 2, cutoff_len)
+    lengths = bench_lengths(quantiles, rows_per_step, steps + warmup + 2, cutoff_len)
     dataset_dir = write_dataset(work_dir / "data", lengths, template_overhead(load_qwen3_tokenizer(str(model_dir))[0]))
     report = {
         "device": device,
