@@ -272,4 +272,7 @@ def test_time_budget_stops_a_variant_with_the_steps_done(tmp_path):
     [variant] = report["variants"]
     assert report["time_budget_s"] == budget and seen == [1]  # the report is handed over after the variant
     assert 1 <= variant["timed_steps"] < 500 and variant["finite"]
-    assert variant["seconds"] < budget + 5  # the loop ended at the first step end past the budget
+    # the loop ended at the first step end past the budget: within a few steps of it (a step takes seconds when the
+    # machine is busy; 11.8 s against a flat 9 s bound failed under a full test run)
+    mean_step = variant["seconds"] / variant["timed_steps"]
+    assert variant["seconds"] < budget + max(5.0, 3 * mean_step)
