@@ -29,7 +29,8 @@ CUTOFF_LEN = 2048
 # trainer_state.json): the adapter, the log of every logging step, the state, and the results once it ends.
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TRAINER_LOG, TRAINER_STATE = "trainer_log.jsonl", "trainer_state.json"
-RESULT_FILES = ("train_results.json", "all_results.json")  # written after the last step
+ALL_RESULTS = "all_results.json"  # a run's figures, written last (a predict run's too)
+RESULT_FILES = ("train_results.json", ALL_RESULTS)  # written after the last step
 PREDICTIONS_FILE, PREDICT_RESULTS = "generated_predictions.jsonl", "predict_results.json"  # a predict run's
 
 BASE_MODEL = "Qwen/Qwen3-8B"

@@ -280,21 +280,51 @@ def similarity_scorer(tokenizer):
     return ComputeSimilarity(tokenizer=tokenizer)
 
 
-def run_choice_eval(eval_args: dict, shot_seed: int) -> None:
-    """LLaMA-Factory's multiple-choice evaluator, with its few-shot examples drawn with `shot_seed` (it shuffles
-    them without a seed), so two runs score the same prompts."""
-    settle_logging()
-    import functools
+class ChoiceScorer:
+    """Single-answer A-D questions scored as LLaMA-Factory's evaluator scores them (llamafactory/eval/evaluator.py,
+    Apache-2.0): its eval template writes the k-shot prompt, the recipe's chat template encodes it, and the answer is
+    the choice whose letter has the highest next-token logit. The model is loaded once for any number of suites, the
+    shots are given rather than drawn, and `args` (model, adapter, template, thinking mode, system prompt) build it
+    through LLaMA-Factory's inference parser, as chat builds it."""
 
-    import datasets
-    from llamafactory.eval.evaluator import Evaluator
+    def __init__(self, args: dict, lang: str = "zh"):
+        settle_logging()
+        from llamafactory.data.template import get_template_and_fix_tokenizer
+        from llamafactory.eval.template import get_eval_template
+        from llamafactory.extras.constants import CHOICES
+        from llamafactory.hparams import get_infer_args
+        from llamafactory.model import load_model, load_tokenizer
 
-    original = datasets.Dataset.shuffle
-    datasets.Dataset.shuffle = functools.partialmethod(original, seed=shot_seed)
-    try:
-        Evaluator(eval_args).eval()
-    finally:
-        datasets.Dataset.shuffle = original
+        model_args, data_args, finetuning_args, _ = get_infer_args(args)
+        self.tokenizer = load_tokenizer(model_args)["tokenizer"]
+        self.tokenizer.padding_side = "right"  # a row's last prompt token sits at its length - 1
+        self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
+        self.model = load_model(self.tokenizer, model_args, finetuning_args)
+        self.eval_template = get_eval_template(lang)
+        self.choices = list(CHOICES)
+        self.choice_ids = [self.tokenizer.encode(choice, add_special_tokens=False)[-1] for choice in CHOICES]
+
+    def prompt_ids(self, question: dict, shots: list[dict], subject_name: str) -> list[int]:
+        """The encoded prompt of one question ({"question", "A".."D", "answer"}) after its shots."""
+        messages = self.eval_template.format_example(target_data=question, support_set=shots, subject_name=subject_name)
+        return self.template.encode_oneturn(tokenizer=self.tokenizer, messages=messages)[0]
+
+    def choice_logits(self, prompts: list[list[int]]):
+        """The next-token logits of A, B, C and D after each prompt of one batch (a tensor, a row a prompt)."""
+        import torch
+
+        rows = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in prompts]
+        batch = self.tokenizer.pad(rows, return_attention_mask=True, return_tensors="pt").to(self.model.device)
+        last = batch["attention_mask"].sum(dim=-1) - 1
+        kept, column = torch.unique(last, return_inverse=True)  # the vocabulary projection at those positions only
+        with torch.inference_mode():
+            logits = self.model(**batch, logits_to_keep=kept).logits
+        return logits[torch.arange(len(rows)), column][:, self.choice_ids]
+
+    def choose(self, prompts: list[list[int]]) -> list[str]:
+        """The letter chosen for each prompt of one batch."""
+        choice_logits = self.choice_logits(prompts)
+        return [self.choices[index] for index in choice_logits.argmax(dim=-1).tolist()]
 
 
 # ---------------------------------------------------------------- training (Ray Train workers, caretune bench)

@@ -85,11 +85,11 @@ def test_chat_model_engine_and_scores(tmp_path):
 
 @pytest.mark.slow
 def test_what_the_patching_seams_rely_on_is_there():
-    """run_training, run_choice_eval and the WebUI functions patch or call these names; the runs themselves are
+    """run_training, ChoiceScorer and the WebUI functions patch or call these names; the runs themselves are
     in test_bench, test_mcq and test_webui."""
-    import datasets
     from llamafactory.data import collator
-    from llamafactory.eval.evaluator import Evaluator
+    from llamafactory.data.template import Template
+    from llamafactory.eval.template import get_eval_template
     from llamafactory.extras.constants import DEFAULT_TEMPLATE, SUPPORTED_MODELS, DownloadSource, register_model_group
     from llamafactory.model import loader
     from llamafactory.train.tuner import run_exp
@@ -98,8 +98,8 @@ def test_what_the_patching_seams_rely_on_is_there():
     from llamafactory.webui.runner import Runner
 
     assert callable(collator.SFTDataCollatorWith4DAttentionMask.__call__) and hasattr(loader, "AutoModelForCausalLM")
-    assert "callbacks" in inspect.signature(run_exp).parameters and callable(Evaluator.eval)
-    assert "seed" in inspect.signature(datasets.Dataset.shuffle).parameters
+    assert "callbacks" in inspect.signature(run_exp).parameters and callable(Template.encode_oneturn)
+    assert "support_set" in inspect.signature(get_eval_template("zh").format_example).parameters
     assert all(
         hasattr(common, name)
         for name in ("DEFAULT_DATA_DIR", "DEFAULT_CACHE_DIR", "DEFAULT_CONFIG_DIR", "save_config", "save_args", "load_config")

@@ -62,26 +62,27 @@ def eval_command(recipe, base, backend):
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where the task folder, the evaluator's output and mcq.json go (default: beside the recipe's adapter, "
-    "mcq/ or mcq-general/).",
+    help="Where mcq.json goes (default: beside the recipe's adapter, mcq/ or mcq-general/).",
 )
 @click.option("--n-shot", type=click.IntRange(0, 5), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--base", is_flag=True, help=_BASE_HELP)
 def mcq(recipe, sources, general_sources, suite, out_dir, n_shot, batch_size, base):
-    """Multiple-choice accuracy (5-shot, A-D logits) with LLaMA-Factory's evaluator, per subject, group and overall:
-    the medical suite, the general one (what the medical gain cost), or both."""
+    """Multiple-choice accuracy (5-shot, A-D logits, scored as LLaMA-Factory's evaluator scores), per subject, group
+    and overall: the medical suite, the general one (what the medical gain cost), or both, with the model chat serves."""
     from caretune.evaluation.mcq import mcq_target, run_mcq
     from caretune.recipe import RunDir
 
     suites = ["medical", "general"] if suite == "all" else [suite]
     if "general" in suites and not general_sources:
         raise click.UsageError("the general suite needs --general-source (CMMLU's and C-Eval's folders; not shipped: CC BY-NC-SA)")
+    planned = []
     for name in suites:
         given = list(sources) if name == "medical" else list(general_sources)
         target = str(RunDir(Path(out_dir)).mcq(name)) if out_dir and len(suites) > 1 else out_dir
         scored, folder = mcq_target(recipe, target, base, name)
-        result = run_mcq(scored, given, folder, n_shot=n_shot, batch_size=batch_size, suite=name)
+        planned.append((name, given, folder))
+    for (name, _, folder), result in zip(planned, run_mcq(scored, planned, n_shot=n_shot, batch_size=batch_size)):
         if missing := result["missing_subjects"]:
             click.echo(
                 f"mcq: WARNING: {len(missing)} of the {name} suite's subjects are not in --general-source "

@@ -104,9 +104,15 @@ def describe_eval(side: str) -> str:
 
 
 def describe_mcq(stdout: str) -> str:
-    """The two suites' overall lines of `caretune mcq --suite all`."""
-    overall = [" ".join(line.split()[:4]) for line in stdout.splitlines() if " overall " in f" {line} "]
-    return "; ".join(overall) + " (medical and general multiple choice; random weights: near chance)"
+    """The two suites' overall lines of `caretune mcq --suite all`, and the letter a random model favours (read from
+    the mcq.json each line names)."""
+    overall = [line.split() for line in stdout.splitlines() if " overall " in f" {line} "]
+    chosen = [letter for words in overall for letters in read_json(Path(words[-1]))["chosen"].values() for letter in letters]
+    favourite = max("ABCD", key=chosen.count)
+    return (
+        "; ".join(" ".join(words[:4]) for words in overall)
+        + f" (random weights: it picks {favourite} for {chosen.count(favourite)} of {len(chosen)}, so these follow the answer key)"
+    )
 
 
 def describe_chat(stdout: str) -> str:

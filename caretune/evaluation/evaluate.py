@@ -4,11 +4,13 @@ and the safety metrics of caretune.evaluation.safety, plus the emergency prompt 
 from __future__ import annotations
 
 import json
+import shutil
 from importlib.resources import files
 from pathlib import Path
 
 from caretune.basics.errors import UserError
-from caretune.constants import DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
+from caretune.basics.files import AtomicFile, write_json_atomic
+from caretune.constants import ALL_RESULTS, DATASET_INFO, PREDICT_RESULTS, PREDICTIONS_FILE
 from caretune.evaluation.safety import care_comparison, emergency_metrics, safety_metrics
 from caretune.generation.chat_models import chat_model, greedy_answers
 from caretune.lf import train_command
@@ -87,6 +89,59 @@ def _predict(recipe: str, overrides: dict) -> None:
         raise UserError(f"prediction failed: {err}") from None
 
 
+def _emergency_rows(args: dict) -> list[dict]:
+    """The emergency prompts a predict run takes: all of them, or the recipe's max_samples of them."""
+    rows = json.loads(EMERGENCY_FILE.read_text(encoding="utf-8"))
+    return rows[: args["max_samples"]] if args.get("max_samples") else rows
+
+
+def _trainer_predict(recipe: str, args: dict, output_dir: Path, emergency_dir: Path, tokenizer) -> None:
+    """One LLaMA-Factory predict run over the held-out splits followed by the emergency prompts (the model and the
+    data load once), split after it: the held-out rows stay in output_dir, scored with LLaMA-Factory's BLEU/ROUGE
+    code on their own, and the emergency rows go to emergency_dir. The splits are concatenated (an interleaving
+    mix_strategy would drop or repeat held-out rows)."""
+    eval_sets = f"{args['eval_dataset']},{EMERGENCY_DATASET}"
+    _predict(recipe, {"eval_dataset": eval_sets, "mix_strategy": "concat", "eval_on_each_dataset": False})
+    rows = _predictions(output_dir)
+    emergency = _emergency_rows(args)
+    held_out, tail = rows[: len(rows) - len(emergency)], rows[len(rows) - len(emergency) :]
+    asked = [user_text(row["prompt"]) for row in tail]
+    if len(tail) != len(emergency) or asked != [row["instruction"] for row in emergency]:
+        raise UserError(f"{output_dir / PREDICTIONS_FILE}: its last {len(emergency)} rows are not the emergency prompts")
+    shutil.rmtree(emergency_dir, ignore_errors=True)  # this file only, not an earlier layout's leftovers
+    emergency_dir.mkdir(parents=True)
+    _write_predictions(emergency_dir, tail)
+    _write_predictions(output_dir, held_out)
+    scores = similarity_scores(tokenizer, held_out)
+    for name in (PREDICT_RESULTS, ALL_RESULTS):  # LLaMA-Factory's figures covered the emergency rows too
+        path = output_dir / name
+        write_json_atomic(path, {**(json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}), **scores})
+
+
+def _write_predictions(output_dir: Path, rows: list[dict]) -> None:
+    with AtomicFile(output_dir / PREDICTIONS_FILE) as out:
+        out.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        out.commit()
+
+
+def similarity_scores(tokenizer, rows: list[dict]) -> dict[str, float]:
+    """LLaMA-Factory's BLEU-4 and ROUGE of the `predict` texts against the `label` texts, as its predict reports them."""
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from caretune.lf import similarity_scorer
+
+    pad = tokenizer.pad_token_id
+
+    def padded(texts: list[str]) -> np.ndarray:
+        ids = [tokenizer.encode(t, add_special_tokens=False) or [pad] for t in texts]
+        width = max(len(i) for i in ids)
+        return np.array([i + [pad] * (width - len(i)) for i in ids])
+
+    predictions = EvalPrediction(padded([row["predict"] for row in rows]), padded([row["label"] for row in rows]))
+    return {f"predict_{key}": value for key, value in similarity_scorer(tokenizer)(predictions).items()}
+
+
 def _predictions(output_dir: Path) -> list[dict]:
     path = output_dir / PREDICTIONS_FILE
     if not path.exists():
@@ -128,30 +183,16 @@ def held_out_rows(recipe) -> list[tuple[list[dict], str, str]]:
 def _chat_predict(args: dict, backend: str, names: str, output_dir: Path) -> None:
     """Greedy generation through LLaMA-Factory's ChatModel (`vllm` batches the concurrent requests), written
     like the trainer's predict output and scored with LLaMA-Factory's own BLEU/ROUGE code."""
-    import numpy as np
-    from transformers import EvalPrediction
-
-    from caretune.lf import similarity_scorer
-
     model = chat_model(args, as_shown=False, backend=backend)
     rows = dataset_rows(args, names)
     answers = greedy_answers(model, [(prompt, system or None) for prompt, _, system in rows], int(args.get("max_new_tokens", 1024)))
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / PREDICTIONS_FILE, "w", encoding="utf-8") as out:
-        for (prompt, label, _), answer in zip(rows, answers):
-            out.write(json.dumps({"prompt": prompt[-1]["content"], "predict": answer, "label": label}, ensure_ascii=False) + "\n")
-    tokenizer = model.engine.tokenizer
-    pad = tokenizer.pad_token_id
-
-    def padded(texts: list[str]) -> np.ndarray:
-        ids = [tokenizer.encode(t, add_special_tokens=False) or [pad] for t in texts]
-        width = max(len(i) for i in ids)
-        return np.array([i + [pad] * (width - len(i)) for i in ids])
-
-    scores = similarity_scorer(tokenizer)(EvalPrediction(padded(answers), padded([r[1] for r in rows])))
-    results = {f"predict_{k}": v for k, v in scores.items()}
-    (output_dir / PREDICT_RESULTS).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    written = [
+        {"prompt": prompt[-1]["content"], "predict": answer, "label": label} for (prompt, label, _), answer in zip(rows, answers)
+    ]
+    _write_predictions(output_dir, written)
+    write_json_atomic(output_dir / PREDICT_RESULTS, similarity_scores(model.engine.tokenizer, written))
 
 
 def evaluate(recipe: str, backend: str = "trainer") -> dict:
@@ -167,16 +208,16 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
     output_dir = Path(args["output_dir"])
     register_emergency_set(Path(args.get("dataset_dir", "data")))
     emergency_dir = output_dir / "emergency"
+    from caretune.prep.tokenizer import load_qwen3_tokenizer, reading_tokenizer
+
+    model = args.get("model_name_or_path")
+    tokenizer = reading_tokenizer(model) if model and Path(model).is_dir() else load_qwen3_tokenizer(model)[0]
     if backend == "trainer":
-        _predict(recipe, {})
-        _predict(recipe, {"eval_dataset": EMERGENCY_DATASET, "output_dir": str(emergency_dir)})
+        _trainer_predict(recipe, args, output_dir, emergency_dir, tokenizer)
     else:
         _chat_predict(args, backend, args["eval_dataset"], output_dir)
         _chat_predict(args, backend, EMERGENCY_DATASET, emergency_dir)
 
-    from caretune.prep.tokenizer import load_qwen3_tokenizer
-
-    tokenizer, _ = load_qwen3_tokenizer(args.get("model_name_or_path"))
     predictions = _predictions(output_dir)
     answers = [row["predict"] for row in predictions]
     counts = [len(tokenizer.encode(a, add_special_tokens=False)) for a in answers]

@@ -79,10 +79,10 @@ def convert(
     def write_data_card(report: dict) -> None:  # under the output set's lock, beside the outputs it describes
         nonlocal card_note
         from caretune.prep.datacard import write_card
-        from caretune.prep.tokenizer import TokenizerError, offline_tokenizer
+        from caretune.prep.tokenizer import TokenizerError, reading_tokenizer
 
         try:
-            card_note = f"; data card {write_card(report, source, collector, offline_tokenizer())}"
+            card_note = f"; data card {write_card(report, source, collector, reading_tokenizer())}"
         except TokenizerError as err:
             card_note = f"; no data card ({err})"
 

@@ -8,6 +8,7 @@ LF endings. Every load is checked against known token ids before use.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -68,12 +69,31 @@ def offline_tokenizer_dir() -> Path:
 
 
 def offline_tokenizer():
-    """The verified offline Qwen3 tokenizer, loaded."""
+    """The verified offline Qwen3 tokenizer, loaded: a copy of its own, for a caller that adapts it."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_dir())
     verify(tokenizer)
     return tokenizer
+
+
+def reading_tokenizer(folder: str | os.PathLike | None = None):
+    """The tokenizer of a local folder (default: the verified offline copy, checked), loaded once per process while
+    its files are unchanged and shared, so for reading only: counting, decoding, saving a copy. Whatever adapts a
+    tokenizer (LLaMA-Factory's template fix) loads its own."""
+    resolved = Path(folder or offline_tokenizer_dir()).resolve()
+    stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in sorted(resolved.iterdir()) if f.is_file())
+    tokenizer = _shared_tokenizer(str(resolved), stamp)
+    if folder is None:
+        verify(tokenizer)
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_tokenizer(folder: str, stamp: tuple):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def verify(tokenizer) -> None:

@@ -35,9 +35,9 @@ def build_tiny_model(target: str | os.PathLike) -> Path:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from caretune.basics.files import publish_dir
-    from caretune.prep.tokenizer import offline_tokenizer
+    from caretune.prep.tokenizer import reading_tokenizer
 
-    tokenizer = offline_tokenizer()
+    tokenizer = reading_tokenizer()
     torch.manual_seed(SEED)
     model = Qwen3ForCausalLM(Qwen3Config(**TINY_CONFIG))
     model.generation_config.eos_token_id = [TINY_CONFIG["eos_token_id"], TINY_CONFIG["bos_token_id"]]

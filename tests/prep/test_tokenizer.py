@@ -59,3 +59,17 @@ def test_any_qwen3_size_uses_the_shared_offline_tokenizer(monkeypatch):
         tokenizer, source = tok.load_qwen3_tokenizer(name)
         assert "offline Qwen3 tokenizer" in source and tokenizer.encode("你好", add_special_tokens=False) == [108386]
     assert not tok.shares_qwen3_tokenizer("Qwen/Qwen2.5-7B") and not tok.shares_qwen3_tokenizer("Qwen/Qwen3-VL-8B")
+
+
+def test_a_reading_tokenizer_is_loaded_once_until_its_files_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("CARETUNE_CACHE", str(tmp_path / "cache"))
+    shared = tok.reading_tokenizer()
+    assert tok.reading_tokenizer() is shared and shared.encode("你好", add_special_tokens=False) == [108386]
+    copy = tmp_path / "model"
+    shutil.copytree(tok.offline_tokenizer_dir(), copy)
+    assert tok.reading_tokenizer(copy) is not shared and tok.reading_tokenizer(copy) is tok.reading_tokenizer(copy)
+    before = tok.reading_tokenizer(copy)
+    config = copy / "tokenizer_config.json"
+    config.write_text(config.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert tok.reading_tokenizer(copy) is not before  # an edited file is loaded anew
+    assert tok.offline_tokenizer() is not tok.offline_tokenizer()  # a caller that adapts its tokenizer gets its own
