@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
+
 from caretune.basics.errors import UserError
 from caretune.constants import PREDICT_RESULTS, PREDICTIONS_FILE, RESULT_FILES, TRAINER_LOG, TRAINER_STATE
 from caretune.recipe import SAVES
@@ -159,28 +161,26 @@ def _log_tail(path: Path) -> list[dict]:
     return entries
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields after the process name (the state first), or None when there is no such process."""
+def process_start(pid: int) -> float | None:
+    """When a process started (psutil's create time: seconds since the epoch, to the clock tick): with its PID, it
+    names one process, where a PID alone may be given to another once the first ends. None when there is no such
+    process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def process_start(pid: int) -> int | None:
-    """When a process started (clock ticks since boot): with its PID, it names one process, where a PID alone may
-    be given to another once the first ends. None when there is no such process."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields else None  # field 22 of /proc/PID/stat
 
 
 def process_alive(pid: object, started: object) -> bool:
-    """Whether the process recorded as (`pid`, `started`) still runs; without its start time, no PID is trusted."""
-    if type(pid) is not int or pid <= 0 or type(started) is not int:
+    """Whether the process recorded as (`pid`, `started`) still runs; without its start time, no PID is trusted (nor
+    an earlier caretune's record in clock ticks, which no create time equals)."""
+    if type(pid) is not int or pid <= 0 or type(started) is not float:
         return False
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] != "Z" and int(fields[19]) == started  # a zombie has ended
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE  # a zombie has ended
+    except psutil.Error:
+        return False
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
 from caretune.training.preflight import Launch, ray_requested, visible_gpu_count
-from caretune.training.supervisor import descendants
 
 POLL_S = 0.5
 
@@ -141,7 +143,7 @@ def _wait_forwarding_signals(process: subprocess.Popen, torchrun: bool, stop_tim
 
     def forward(signum, frame) -> None:
         stopping.append((signum, time.monotonic()))
-        _signal_tree(signum, spare=_children(process.pid)[:1] if torchrun else ())
+        _signal_tree(signum, spare=_launcher(process.pid) if torchrun else ())
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -161,43 +163,41 @@ def _wait_forwarding_signals(process: subprocess.Popen, torchrun: bool, stop_tim
     return code, stopping
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`, oldest first."""
-    return sorted(child for child in descendants(pid) if _parent(child) == pid)
+def _tree() -> list[psutil.Process]:
+    """Every process under caretune: the supervisor, the launcher and the ranks torchrun started."""
+    return psutil.Process().children(recursive=True)
 
 
-def _parent(pid: int) -> int | None:
+def _launcher(pid: int) -> list[int]:
+    """The oldest child of `pid` (under the supervisor: llamafactory-cli, torchrun's launcher), or none."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+        children = [(child.create_time(), child.pid) for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
+    return [min(children)[1]] if children else []
 
 
 def _signal_tree(signum: int, spare: list[int] | tuple = ()) -> None:
     """Send `signum` to every process under caretune (but those in `spare`)."""
-    for pid in descendants(os.getpid()):
-        if pid in spare:
-            continue
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+    for process in _tree():
+        if process.pid not in spare:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)  # psutil checks first that the PID is still that process
 
 
 def _wait_for_tree(timeout: float) -> None:
     """Wait until no process is left under caretune (the ranks torchrun started), killing them past `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [pid for pid in descendants(os.getpid()) if not _is_zombie(pid)]:
+        if not [process for process in _tree() if _running(process)]:
             return
         time.sleep(0.2)
     _signal_tree(signal.SIGKILL)
 
 
-def _is_zombie(pid: int) -> bool:
+def _running(process: psutil.Process) -> bool:
+    """Not ended: a zombie has ended, and waits only to be reaped."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -72,6 +72,23 @@ def test_a_reused_pid_is_not_the_run_s_process(tmp_path):
     assert runs.read_run(folder)["state"] == "interrupted"
     runs.write_status(folder, pid_start=None)  # a PID without its start time names no process for sure
     assert runs.read_run(folder)["state"] == "interrupted"
+    ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    runs.write_status(folder, pid_start=ticks)  # an earlier caretune's record, in clock ticks since boot
+    assert runs.read_run(folder)["state"] == "interrupted"
+
+
+def test_a_zombie_has_ended():
+    import subprocess
+    import time
+
+    child = subprocess.Popen(["true"])
+    started = runs.process_start(child.pid)
+    deadline = time.monotonic() + 10
+    while runs.process_alive(child.pid, started) and time.monotonic() < deadline:  # ends, not yet reaped
+        time.sleep(0.05)
+    assert isinstance(started, float) and not runs.process_alive(child.pid, started)
+    assert runs.process_alive(os.getpid(), runs.process_start(os.getpid()))
+    child.wait()
 
 
 def test_the_log_is_read_from_its_tail_in_bounded_memory(tmp_path):

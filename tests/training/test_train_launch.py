@@ -77,9 +77,15 @@ time.sleep(120)
 
 
 def _pids_alive(pids: list[int]) -> list[int]:
-    from caretune.training.runs import _proc_stat
+    import psutil
 
-    return [pid for pid in pids if (fields := _proc_stat(pid)) and fields[0] != "Z"]
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return [pid for pid in pids if running(pid)]
 
 
 def _supervised_owner(tmp_path, leaf: str):
