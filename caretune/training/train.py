@@ -99,8 +99,10 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         old.rename(aside)
         if status_path(old).exists():
             status_path(old).rename(status_path(aside))
-    output_dir = launch.args.get("output_dir")
     env = launch_env(launch)
+    # the first node records the run; the others train into the same output_dir and record nothing, so they neither
+    # overwrite its manifest nor look to it like another run
+    output_dir = launch.args.get("output_dir") if env.get("NODE_RANK", "0") == "0" else None
     manifest = start_manifest(launch.recipe, launch.args, launch.processes, command(launch), env) if output_dir else {}
     resumed_from = launch.overrides.get("resume_from_checkpoint")
     earlier = (read_manifest(output_dir).get("attempts") or []) if output_dir and resumed_from else []

@@ -8,9 +8,11 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
+from caretune.training.runs import status_path
 from tests.helpers import converted_workspace, free_port, start_caretune
 
 pytestmark = [pytest.mark.lf, pytest.mark.slow]
@@ -113,22 +115,24 @@ def test_two_nodes_on_loopback(workspace):
     args.update(max_steps=2)
     recipe.write_text(yaml.safe_dump(args, allow_unicode=True), encoding="utf-8")
     port = str(free_port())
-    nodes = [
-        caretune(
-            workspace,
-            "train",
-            RECIPE,
-            "--gpus",
-            "1",
-            env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [finish(node) for node in nodes]
+
+    def node(rank: int):
+        env = {"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        return caretune(workspace, "train", RECIPE, "--gpus", "1", env=env)
+
+    second = node(1)  # the second node launches first: the first node must not take it for another run
+    deadline = time.monotonic() + 120
+    while len(psutil.Process(second.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # its supervisor and llamafactory-cli started: a record it wrote would be there by now
+    time.sleep(1)
+    first = node(0)
+    outputs = [finish(first), finish(second)]
     assert all("NNODES=2" in output for output in outputs)
     state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert "Process rank: 0, world size: 2" in outputs[0] and "Process rank: 1, world size: 2" in outputs[1]
+    manifest = json.loads(status_path(workspace / OUTPUT).read_text(encoding="utf-8"))
+    assert manifest["state"] == "finished" and manifest["environment"]["switches"]["NODE_RANK"] == "0"  # the first node's
 
 
 def trainers(workspace: Path, besides: int) -> list[int]:
