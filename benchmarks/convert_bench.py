@@ -77,7 +77,7 @@ def caretune_convert(raw: str, out: str, workers: int | None = None, options=Non
     from caretune.constants import DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION
     from converters import chatmed
     from converters.card import CardCollector
-    from converters.options import Options
+    from converters.options import HeldOut, Options, RunControls
     from converters.outputs import Outputs
     from converters.pipeline import convert_file
 
@@ -86,12 +86,10 @@ def caretune_convert(raw: str, out: str, workers: int | None = None, options=Non
         chatmed,
         raw,
         outputs,
-        eval_size=DEFAULT_EVAL_SIZE,
-        max_eval_fraction=MAX_EVAL_FRACTION,
+        HeldOut(DEFAULT_EVAL_SIZE, MAX_EVAL_FRACTION),
         options=options or Options(),
         registry_path=str(Path(out).parent / "dataset_info.json"),
-        progress=False,
-        workers=workers,
+        controls=RunControls(progress=False, workers=workers),
         card=CardCollector(),
     )
 

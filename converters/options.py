@@ -1,7 +1,9 @@
-"""How a conversion cleans and lays out rows (Options): small and picklable, so worker processes get a copy."""
+"""A conversion's settings: how it cleans and lays out rows (Options: small and picklable, so worker processes get a
+copy), how many rows it holds out (HeldOut) and how it runs (RunControls)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from converters.care import (
@@ -23,3 +25,25 @@ class Options:
     train_answers: str | None = None  # all | last (converters/turns.py); None: the source's TRAIN_ANSWERS
     cutoff_len: int | None = None  # fit training rows to this many tokens (converters/turns.py); None: no fitting
     count: TokenCounter | None = field(default=None, compare=False)  # token counts for rows that may not fit
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """How many rows a conversion holds out for evaluation: `size`, at most `max_fraction` of the rows kept."""
+
+    size: int
+    max_fraction: float
+
+    def as_report(self) -> dict:
+        return {"requested": self.size, "max_fraction": self.max_fraction}
+
+
+@dataclass(frozen=True)
+class RunControls:
+    """How a conversion runs: its progress bar (None: on a terminal), worker processes (None: by the input's size),
+    how long it waits for another conversion's lock (None: until it ends) and where its notes go."""
+
+    progress: bool | None = None
+    workers: int | None = None
+    lock_timeout: float | None = None
+    log: Callable[[str], None] | None = None

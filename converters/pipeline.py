@@ -30,12 +30,12 @@ from converters.choices import JAILBREAK
 from converters.jsoncodec import InvalidJson, UnencodableText
 from converters.keyset import KeySet
 from converters.names import MEDICAL_SYSTEM_PROMPT
-from converters.options import Options
+from converters.options import HeldOut, Options, RunControls
 from converters.outputs import Outputs, Writers, check_paths, prior_query_keys, registry_entries
 from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED, first_rejection, jailbreak, strip_think, strip_wrappers
 from converters.reader import JSONL, RawFile, parse_jsonl_block
 from converters.records import DUPLICATE, EMPTY_AFTER_STRIP, INVALID_JSON, INVALID_UNICODE, Skip, query_key
-from converters.report import Tally, conversion_report, progress_bar
+from converters.report import Conversion, Counts, PriorQueries, Tally, conversion_report, progress_bar
 from converters.sources import SOURCES, care_policy
 from converters.split import HeldOutSplit
 from converters.turns import TOO_LONG, Plan, fits_by_bytes, plan_rows, unfitted_plan
@@ -381,50 +381,36 @@ def convert_file(
     source: ModuleType,
     raw_path: str | os.PathLike,
     outputs: Outputs,
+    held_out: HeldOut,
     *,
-    eval_size: int,
-    max_eval_fraction: float,
     options: Options = Options(),
     registry_path: str | os.PathLike | None = None,
-    progress: bool | None = None,
-    workers: int | None = None,
+    controls: RunControls = RunControls(),
     card: CardCollector | None = None,
     on_published: Callable[[dict], None] | None = None,
-    lock_timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Convert `raw_path` with `source`; write outputs atomically, register them, and return the report.
 
     The whole conversion holds the output set's lock, so its files (and `on_published(report)`'s, e.g. the
     data card) always come from one run; the registry is updated under its own lock. A second run into
-    the same outputs waits (`lock_timeout` seconds at most). `workers` None: `auto_workers`. Raises `UserError` (unreadable input),
-    `RegistryError`, `UserError` or `UserError`; in each case no output is replaced. `card`, when
-    given, collects what the data card shows.
+    the same outputs waits (`controls.lock_timeout` seconds at most). Raises `UserError` (unreadable input) or
+    `RegistryError`; in each case no output is replaced. `card`, when given, collects what the data card shows.
     """
     check_paths(raw_path, outputs, registry_path)
     entries = None
     if registry_path is not None:
         entries = registry_entries(source, outputs, registry_path, options.layout)
         merge_entries(load_registry(registry_path), entries, registry_path)  # fail before any work
-    with exclusive(outputs.train, what=f"converting into {outputs.train}", timeout=lock_timeout, log=log):
+    log = controls.log
+    with exclusive(outputs.train, what=f"converting into {outputs.train}", timeout=controls.lock_timeout, log=log):
         removed, size = sweep_temporaries(outputs.all_files())
         if removed and log:
             log(f"removed {removed} temporary file(s) ({size / 1e6:.1f} MB) left by an interrupted run")
-        report = _convert_locked(
-            source,
-            raw_path,
-            outputs,
-            eval_size=eval_size,
-            max_eval_fraction=max_eval_fraction,
-            options=options,
-            progress=progress,
-            workers=workers,
-            card=card,
-        )
+        report = _convert_locked(source, raw_path, outputs, held_out, options=options, controls=controls, card=card)
         if on_published:
             on_published(report)
     if registry_path is not None:
-        report["registry_changed"] = register(registry_path, entries, lock_timeout=lock_timeout, log=log)
+        report["registry_changed"] = register(registry_path, entries, lock_timeout=controls.lock_timeout, log=log)
     return report
 
 
@@ -432,27 +418,25 @@ def _convert_locked(
     source: ModuleType,
     raw_path: str | os.PathLike,
     outputs: Outputs,
+    held_out: HeldOut,
     *,
-    eval_size: int,
-    max_eval_fraction: float,
     options: Options,
-    progress: bool | None,
-    workers: int,
+    controls: RunControls,
     card: CardCollector | None,
 ) -> dict:
     """The conversion itself, under the output set's lock: read, clean, route, write, report."""
     started = time.perf_counter()
     prior, prior_datasets = prior_query_keys(outputs)
     raw = RawFile(raw_path)
-    workers = auto_workers(raw) if workers is None else workers
-    split = HeldOutSplit(eval_size)
+    workers = auto_workers(raw) if controls.workers is None else controls.workers
+    split = HeldOutSplit(held_out.size)
     tally = Tally()
     seen = KeySet()
-    with _worker_pool(workers) as pool, progress_bar(raw, source, progress), Writers(outputs) as out:
+    with _worker_pool(workers) as pool, progress_bar(raw, source, controls.progress), Writers(outputs) as out:
         for batch in _batches(source, raw, options, pool, workers):
             _route(batch, tally, seen, prior, f"query already in {', '.join(prior_datasets)}", split, out, card)
         kept = len(tally.plans) + len(split)
-        eval_rows, leftover = split.finish(max_eval=int(kept * max_eval_fraction))
+        eval_rows, leftover = split.finish(max_eval=int(kept * held_out.max_fraction))
         _write_train(list(leftover), out, tally)
         if out.train.count + len(eval_rows) == 0:
             reasons = ", ".join(f"{k} {v}" for k, v in tally.skipped.most_common()) or "no rows"
@@ -462,20 +446,10 @@ def _convert_locked(
         tally.eval_care.update(care for _, care, _, _ in eval_rows)
         out.eval.extend_json([record for record, _, _, _ in eval_rows])
         report = conversion_report(
-            source,
-            raw,
-            outputs,
-            options,
+            Conversion(source, raw, outputs, options, held_out, workers, started),
             tally,
-            written=len(tally.plans),
-            training_rows=out.train.count,
-            held_out=len(eval_rows),
-            prior_datasets=prior_datasets,
-            prior_count=len(prior),
-            eval_size=eval_size,
-            max_eval_fraction=max_eval_fraction,
-            workers=workers,
-            started=started,
+            Counts(conversations=len(tally.plans), train_rows=out.train.count, eval_rows=len(eval_rows)),
+            PriorQueries(prior_datasets, len(prior)),
         )
         out.commit()
     write_json_atomic(outputs.report, report)

@@ -20,7 +20,7 @@ from converters.care import (
     EMERGENCY_REMINDER_ADDED,
     CareTally,
 )
-from converters.options import Options
+from converters.options import HeldOut, Options
 from converters.outputs import Outputs
 from converters.quality import THINK_REMOVED, WRAPPER_STRIPPED
 from converters.reader import RawFile
@@ -45,24 +45,40 @@ class Tally:
     eval_care: Counter = field(default_factory=Counter)
 
 
-def conversion_report(
-    source: ModuleType,
-    raw: RawFile,
-    outputs: Outputs,
-    options: Options,
-    tally: Tally,
-    *,
-    written: int,
-    training_rows: int,
-    held_out: int,
-    prior_datasets: list[str],
-    prior_count: int,
-    eval_size: int,
-    max_eval_fraction: float,
-    workers: int,
-    started: float,
-) -> dict:
+@dataclass(frozen=True)
+class Conversion:
+    """One conversion's input, outputs and settings: what its report says besides the counts."""
+
+    source: ModuleType
+    raw: RawFile
+    outputs: Outputs
+    options: Options
+    held_out: HeldOut
+    workers: int
+    started: float  # time.perf_counter() at its start
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a conversion wrote: conversations and rows to train on, rows held out."""
+
+    conversations: int
+    train_rows: int
+    eval_rows: int
+
+
+@dataclass(frozen=True)
+class PriorQueries:
+    """The registered datasets whose queries a conversion kept out, and how many queries they hold."""
+
+    datasets: list[str]
+    count: int
+
+
+def conversion_report(run: Conversion, tally: Tally, counts: Counts, prior: PriorQueries) -> dict:
     """The report of one conversion; raises UserError if a row went unaccounted for."""
+    source, raw, outputs, options = run.source, run.raw, run.outputs, run.options
+    written, held_out = counts.conversations, counts.eval_rows
     skipped = sum(tally.skipped.values())
     if tally.read != written + held_out + tally.duplicates + skipped:
         raise UserError(
@@ -81,7 +97,7 @@ def conversion_report(
         "notes": dict(sorted(tally.notes.items())),
         "changes": {kind: tally.changes[kind] for kind in CHANGE_KINDS},
         "training": _training_summary(
-            tally.plans, training_rows, options.train_answers or source.TRAIN_ANSWERS, options.cutoff_len
+            tally.plans, counts.train_rows, options.train_answers or source.TRAIN_ANSWERS, options.cutoff_len
         ),
         "care": {"train": _care_tally(tally.train_care).as_dict(), "eval": _care_tally(tally.eval_care).as_dict()},
         "pii_masked": {kind: tally.pii[kind] for kind in PII_KINDS} if options.scrub_pii else None,
@@ -91,8 +107,8 @@ def conversion_report(
             "strip_wrappers": options.strip_wrappers,
             "care_reminder": care_policy(source, options),
         },
-        "prior_queries": {"datasets": prior_datasets, "count": prior_count},
-        "eval_size": {"requested": eval_size, "max_fraction": max_eval_fraction},
+        "prior_queries": {"datasets": prior.datasets, "count": prior.count},
+        "eval_size": run.held_out.as_report(),
         "input": {"path": os.fspath(raw.path), "format": raw.format, "bytes": raw.size, "sha256": raw.sha256.hexdigest()},
         "outputs": {
             "train": os.fspath(outputs.train),
@@ -100,8 +116,8 @@ def conversion_report(
             "rejects": os.fspath(outputs.rejects),
             "changes": os.fspath(outputs.changes),
         },
-        "workers": workers,
-        "seconds": round(time.perf_counter() - started, 3),
+        "workers": run.workers,
+        "seconds": round(time.perf_counter() - run.started, 3),
     }
 
 

@@ -105,8 +105,9 @@ def start_caretune(cwd, *args, env: dict | None = None, **popen) -> subprocess.P
     )
 
 
-def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fraction: float = 0.1, **kwargs):
+def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fraction: float = 0.1, workers=None, **kwargs):
     """Convert `raw` with `source` into project/data, registering in project/dataset_info.json: (report, outputs)."""
+    from converters.options import HeldOut, RunControls
     from converters.outputs import Outputs
     from converters.pipeline import convert_file
 
@@ -115,9 +116,9 @@ def convert_into(project: Path, source, raw, eval_size: int = 5, max_eval_fracti
         source,
         raw,
         outputs,
-        eval_size=eval_size,
-        max_eval_fraction=max_eval_fraction,
+        HeldOut(eval_size, max_eval_fraction),
         registry_path=project / "dataset_info.json",
+        controls=RunControls(workers=workers),
         **kwargs,
     )
     return report, outputs

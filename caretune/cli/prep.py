@@ -172,6 +172,7 @@ def _output_options() -> list:
 def _run_convert(source_name: str, asked: SimpleNamespace) -> None:
     """Convert one raw file as `caretune convert SOURCE` was asked to, and print its summary or report."""
     from caretune.prep.conversion import conversion_options, convert, registry_note, source_for
+    from converters.options import HeldOut, RunControls
     from converters.report import summary_line
 
     converter = source_for(source_name, asked.domain)
@@ -190,14 +191,15 @@ def _run_convert(source_name: str, asked: SimpleNamespace) -> None:
             asked.train_answers,
             asked.cutoff_len,
         ),
+        held_out=HeldOut(asked.eval_size, MAX_EVAL_FRACTION),
         registry_path=asked.dataset_info if asked.register else None,
         card=asked.card,
-        log=lambda line: click.echo(f"convert: {line}", err=True),
-        eval_size=asked.eval_size,
-        max_eval_fraction=MAX_EVAL_FRACTION,
-        progress=asked.progress,
-        workers=asked.workers,
-        lock_timeout=asked.lock_timeout,
+        controls=RunControls(
+            progress=asked.progress,
+            workers=asked.workers,
+            lock_timeout=asked.lock_timeout,
+            log=lambda line: click.echo(f"convert: {line}", err=True),
+        ),
     )
     if asked.as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))

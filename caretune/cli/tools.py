@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from caretune.cli.base import main
-from caretune.constants import DEFAULT_LENGTH_PROFILE, TINY_MODEL_DIR
+from caretune.constants import TINY_MODEL_DIR
+from caretune.planning.bench_settings import BenchSettings
 
 
 @main.command()
@@ -26,8 +27,10 @@ from caretune.constants import DEFAULT_LENGTH_PROFILE, TINY_MODEL_DIR
     "-unsloth-gc, -long-pack (one 8192-token pack), -compile (torch_compile); compile-best compiles the fastest of "
     "the others. =SECONDS: this variant's own --time-budget.",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps per variant.")
-@click.option("--warmup", type=click.IntRange(min=1), default=3, show_default=True, help="Untimed steps first.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=BenchSettings.steps, show_default=True, help="Timed steps per variant."
+)
+@click.option("--warmup", type=click.IntRange(min=1), default=BenchSettings.warmup, show_default=True, help="Untimed steps first.")
 @click.option(
     "--micro-batch",
     type=click.IntRange(min=1),
@@ -37,14 +40,14 @@ from caretune.constants import DEFAULT_LENGTH_PROFILE, TINY_MODEL_DIR
 @click.option(
     "--pack-batch",
     type=click.IntRange(min=1),
-    default=1,
+    default=BenchSettings.pack_batch,
     show_default=True,
     help="Packs of up to --cutoff-len tokens per device for packing variants.",
 )
 @click.option("--cutoff-len", type=click.IntRange(min=16), default=None, help="Default: 2048 on a GPU, 512 on CPU.")
 @click.option(
     "--profile",
-    default=DEFAULT_LENGTH_PROFILE,
+    default=BenchSettings.profile,
     show_default=True,
     help="Row-length profile: a shipped one, or a `caretune plan --json` output.",
 )
@@ -76,17 +79,10 @@ def bench(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, p
     from caretune.planning.bench import run_bench
     from caretune.planning.bench_report import append_table, format_report, write_results
 
+    settings = BenchSettings(model, variants, steps, warmup, micro_batch, pack_batch, cutoff_len, profile, time_budget)
     report = run_bench(
-        model=model,
-        variants=list(variants) or None,
-        steps=steps,
-        warmup=warmup,
-        micro_batch=micro_batch,
-        pack_batch=pack_batch,
-        cutoff_len=cutoff_len,
-        profile=profile,
-        work_dir=Path(work_dir),
-        time_budget=time_budget,
+        settings,
+        Path(work_dir),
         log=lambda line: click.echo(line, err=True),
         on_update=(lambda so_far: write_results(so_far, Path(out))) if out else None,
     )

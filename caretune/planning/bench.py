@@ -27,6 +27,7 @@ from caretune.basics.errors import UserError
 from caretune.constants import DATASET_INFO, TEMPLATE
 from caretune.planning import estimate
 from caretune.planning.bench_report import compare_losses
+from caretune.planning.bench_settings import BenchSettings
 from caretune.planning.bench_variants import COMPILE_BEST, Variant, requested_variants, unavailable, variant_by_name
 from caretune.planning.bench_worker import SEED
 from caretune.prep.profiles import load_profile, sample_lengths
@@ -244,68 +245,54 @@ def planned_variant(name: str, report: dict, shapes: dict, arch: estimate.Arch, 
     return variant, entry
 
 
-def run_bench(
-    *,
-    model: str | None,
-    variants: list[str] | None,
-    steps: int,
-    warmup: int,
-    micro_batch: int | None,
-    pack_batch: int,
-    cutoff_len: int | None,
-    profile: str,
-    work_dir: Path,
-    time_budget: float | None = None,
-    log=print,
-    on_update=None,
-) -> dict:
+def run_bench(settings: BenchSettings, work_dir: Path, *, log=print, on_update=None) -> dict:
     """Every requested variant in its own process; returns the report (device, settings, per-variant results,
     and each variant's mean loss over the timed steps against the first variant's).
 
-    `variants` are names, each optionally with its own time budget (`NAME=SECONDS`, else `time_budget`). With a
-    budget, a variant's training loop stops after that many seconds, once a step is timed, with the steps done so
-    far (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and training
-    together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each variant."""
+    `settings.variants` are names, each optionally with its own time budget (`NAME=SECONDS`, else `time_budget`).
+    With a budget, a variant's training loop stops after that many seconds, once a step is timed, with the steps done
+    so far (fewer timed steps than asked, reported as `timed_steps`), and its process is ended if start-up and
+    training together pass the budget plus STARTUP_ALLOWANCE_S. `on_update(report)` is called after each variant."""
     from caretune.prep.tokenizer import load_qwen3_tokenizer
 
-    if steps < 1 or warmup < 1:
+    if settings.steps < 1 or settings.warmup < 1:
         raise UserError("--steps and --warmup must be at least 1 (the first step compiles and allocates)")
-    chosen = requested_variants(variants)
+    chosen = requested_variants(list(settings.variants) or None)
     cuda, device = device_description()
-    arch = resolve_bench_arch(model or ("Qwen/Qwen3-8B" if cuda else TINY))
-    cutoff_len = cutoff_len or (2048 if cuda else 512)
-    micro_batch = micro_batch or (24 if cuda else 4)
+    arch = resolve_bench_arch(settings.model or ("Qwen/Qwen3-8B" if cuda else TINY))
+    cutoff_len = settings.cutoff_len or (2048 if cuda else 512)
+    micro_batch = settings.micro_batch or (24 if cuda else 4)
     memory_limit = device_memory_limit() if cuda else None
     shapes = {
-        name: step_shape(variant_by_name(name), arch, micro_batch, pack_batch, cutoff_len, memory_limit)
+        name: step_shape(variant_by_name(name), arch, micro_batch, settings.pack_batch, cutoff_len, memory_limit)
         for name, _ in chosen
         if name != COMPILE_BEST
     }
-    quantiles = load_profile(profile)  # a bad profile fails before any folder is made
+    quantiles = load_profile(settings.profile)  # a bad profile fails before any folder is made
     work_dir.mkdir(parents=True, exist_ok=True)
     model_dir = bench_model_dir(arch, work_dir)
-    rows_per_step = [micro_batch, pack_batch * cutoff_len] + [batch * cutoff for batch, cutoff, _ in shapes.values()]
-    lengths = bench_lengths(quantiles, rows_per_step, steps + warmup + 2, cutoff_len)
+    rows_per_step = [micro_batch, settings.pack_batch * cutoff_len] + [batch * cutoff for batch, cutoff, _ in shapes.values()]
+    lengths = bench_lengths(quantiles, rows_per_step, settings.steps + settings.warmup + 2, cutoff_len)
     dataset_dir = write_dataset(work_dir / "data", lengths, template_overhead(load_qwen3_tokenizer(str(model_dir))[0]))
     report = {
         "device": device,
         "model": arch.name,
         "params": arch.params(),
-        "steps": steps,
-        "warmup": warmup,
-        "time_budget_s": time_budget,
+        "steps": settings.steps,
+        "warmup": settings.warmup,
+        "time_budget_s": settings.time_budget,
         "cutoff_len": cutoff_len,
         "micro_batch": micro_batch,
-        "pack_batch": pack_batch,
+        "pack_batch": settings.pack_batch,
         "memory_limit_bytes": memory_limit,
-        "profile": profile,
+        "profile": settings.profile,
         "rows": len(lengths),
         "date": time.strftime("%Y-%m-%d"),
         "variants": [],
     }
-    runner = VariantRun(work_dir, model_dir, dataset_dir, arch, lengths, steps, warmup, cuda, log)
+    runner = VariantRun(work_dir, model_dir, dataset_dir, arch, lengths, settings.steps, settings.warmup, cuda, log)
     for name, budget in chosen:
-        planned = planned_variant(name, report, shapes, arch, budget or time_budget)
+        planned = planned_variant(name, report, shapes, arch, budget or settings.time_budget)
         if planned is None:
             log(f"bench: {name}: skipped (no other variant ran)")
             continue

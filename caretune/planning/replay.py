@@ -91,19 +91,11 @@ class Tokenized:
 
 def dataset_lengths(settings: TrainSettings, name: str, tokenizer, scratch: str, use_cache: bool, **options):
     """One dataset's token lengths as the recipe's template and thinking mode encode it (caretune.prep.lengths,
-    cached); `options` are turn_lengths' own."""
-    from caretune.prep.lengths import turn_lengths
+    cached); `options` are LengthRequest's own."""
+    from caretune.prep.lengths import LengthRequest, turn_lengths
 
-    return turn_lengths(
-        name,
-        settings.dataset_dir,
-        tokenizer,
-        scratch,
-        template=settings.template,
-        enable_thinking=settings.enable_thinking,
-        use_cache=use_cache,
-        **options,
-    )
+    request = LengthRequest(settings.template, settings.enable_thinking, use_cache=use_cache, **options)
+    return turn_lengths(name, settings.dataset_dir, tokenizer, scratch, request)
 
 
 def tokenize(

@@ -61,7 +61,7 @@ def check_datasets(
     if not names:
         raise UserError(f"{dataset_info}: no local datasets registered and built; convert a dataset first")
 
-    from caretune.prep.lengths import TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
+    from caretune.prep.lengths import LengthRequest, TokenizerSource, dataset_bytes, tokenizer_processes, turn_lengths
     from caretune.prep.tokenizer import TokenizerError
 
     def log(line: str) -> None:
@@ -78,18 +78,9 @@ def check_datasets(
                 result["error"] = f"not registered in {dataset_info}"
                 continue
             try:
-                data = turn_lengths(
-                    name,
-                    dataset_dir,
-                    tokenizer,
-                    scratch,
-                    template=template,
-                    max_samples=sample,
-                    with_care=True,
-                    use_cache=use_cache,
-                    num_proc=tokenizer_processes(os.cpu_count(), dataset_bytes(dataset_dir, name)),
-                    log=log,
-                )
+                processes = tokenizer_processes(os.cpu_count(), dataset_bytes(dataset_dir, name))
+                request = LengthRequest(template, max_samples=sample, num_proc=processes, with_care=True, use_cache=use_cache)
+                data = turn_lengths(name, dataset_dir, tokenizer, scratch, request, log=log)
             except TokenizerError as err:
                 raise UserError(str(err)) from None
             except Exception as err:  # any load failure is reported per dataset, as LLaMA-Factory would fail

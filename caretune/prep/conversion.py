@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from caretune.basics.errors import UserError
 from converters import chatmed
 from converters.card import CardCollector
 from converters.choices import FILTER_REASONS, SYSTEM_LAYOUT
-from converters.options import Options
+from converters.options import HeldOut, Options, RunControls
 from converters.outputs import Outputs
 from converters.pipeline import convert_file
 from converters.sources import SOURCES, care_policy
@@ -64,13 +63,12 @@ def convert(
     out: str | None,
     data_dir: str,
     options: Options,
+    held_out: HeldOut,
     registry_path: str | None,
     card: bool,
-    log: Callable[[str], None],
-    **settings,
+    controls: RunControls,
 ) -> tuple[dict, Outputs, str]:
-    """Convert `raw`; returns the report, the outputs and what the summary line says of the data card.
-    `settings` are convert_file's (eval_size, max_eval_fraction, progress, workers, lock_timeout)."""
+    """Convert `raw`; returns the report, the outputs and what the summary line says of the data card."""
     source = SOURCES[source_name]
     outputs = Outputs.for_source(source, out, data_dir)
     collector = CardCollector() if card else None
@@ -90,12 +88,12 @@ def convert(
         source,
         raw,
         outputs,
+        held_out,
         options=options,
         registry_path=registry_path,
+        controls=controls,
         card=collector,
         on_published=write_data_card if collector is not None else None,
-        log=log,
-        **settings,
     )
     return report, outputs, card_note
 

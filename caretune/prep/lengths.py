@@ -238,35 +238,38 @@ def _save(path: Path, name: str, data: TurnLengths, warn) -> None:
             old.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class LengthRequest:
+    """How turn_lengths reads a dataset: the recipe's template and thinking mode (`mask_history` keys a thinking-mode
+    entry: history answers may lose thought text there), only the first `max_samples` rows (as LLaMA-Factory
+    reads them), or a seeded random `sample` of them (every row still counted); worker processes, the care tally,
+    and the cache."""
+
+    template: str
+    enable_thinking: bool = False
+    mask_history: bool = False
+    max_samples: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    num_proc: int | None = None
+    with_care: bool = False
+    use_cache: bool = True
+
+
 def turn_lengths(
-    name: str,
-    dataset_dir: str,
-    tokenizer: TokenizerSource,
-    scratch: str,
-    *,
-    template: str,
-    enable_thinking: bool = False,
-    mask_history: bool = False,
-    max_samples: int | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    num_proc: int | None = None,
-    with_care: bool = False,
-    use_cache: bool = True,
-    log=None,
-    warn=_warn,
+    name: str, dataset_dir: str, tokenizer: TokenizerSource, scratch: str, request: LengthRequest, *, log=None, warn=_warn
 ) -> TurnLengths:
-    """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached,
-    when the whole dataset was tokenized). `enable_thinking` and `mask_history` are the recipe's (where the
-    reasoning template puts the empty think block); `max_samples` reads only the first rows (as LLaMA-Factory
-    does); `sample` tokenizes a seeded random sample of them while still counting every row."""
+    """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached, when
+    the whole dataset was tokenized)."""
+    template, enable_thinking, mask_history = request.template, request.enable_thinking, request.mask_history
+    max_samples, sample, with_care = request.max_samples, request.sample, request.with_care
     whole = max_samples is None and sample is None
     # Non-thinking (the recipes' mode): one pass serves every mask_history, the history turns' think blocks counted
     # apart (so check and plan share an entry). Thinking: history answers may lose thought text, so it is keyed too.
     options = {"template": template, "enable_thinking": enable_thinking}
     if enable_thinking:
         options["mask_history"] = mask_history
-    key = cache_key(name, dataset_dir, tokenizer.identity(), options) if whole and use_cache else None
+    key = cache_key(name, dataset_dir, tokenizer.identity(), options) if whole and request.use_cache else None
     if key:
         cached = _load(_cache_path(dataset_dir, name, key), warn)
         if cached is not None and (cached.care is not None or not with_care):
@@ -284,8 +287,8 @@ def turn_lengths(
         template_options=options,
         max_samples=max_samples,
         sample=sample,
-        seed=seed,
-        num_proc=num_proc,
+        seed=request.seed,
+        num_proc=request.num_proc,
         with_care=True if key else with_care,
     )
     if key:

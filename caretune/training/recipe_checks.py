@@ -23,7 +23,9 @@ class PreflightError(RecipeError):
 
 
 def _fits(value: object, hint: object) -> tuple[bool, str]:
-    """Does a YAML value fit a declared type, as the argument parser would take it? (fits, what was expected)"""
+    """Does a YAML value fit a declared type (caretune.lf.field_types, read from the dataclasses)? (fits, what was
+    expected). LLaMA-Factory hands a recipe's values to its dataclasses unchecked (HfArgumentParser.parse_dict), so
+    a wrong type would fail only where the value is first used, after the model has loaded."""
     import enum
     import types
     import typing
@@ -117,7 +119,7 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     share)."""
     import tempfile
 
-    from caretune.prep.lengths import TokenizerSource, turn_lengths
+    from caretune.prep.lengths import LengthRequest, TokenizerSource, turn_lengths
     from caretune.prep.mixing import fitted_within
 
     stage = args.get("stage", "sft")
@@ -150,12 +152,12 @@ def check_fitted_datasets(path: Path, args: dict) -> None:
     tokenizer = TokenizerSource(args.get("model_name_or_path"))
     defaults = lf.field_defaults()
     options = {key: args.get(key, defaults[key]) for key in ("enable_thinking", "mask_history")}
-    options["template"] = args.get("template") or TEMPLATE
+    request = LengthRequest(args.get("template") or TEMPLATE, **options)
     with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "w") as quiet:
         for name in names:
             try:
                 with contextlib.redirect_stderr(quiet):  # datasets' progress bars: preflight says one line or nothing
-                    data = turn_lengths(name, dataset_dir, tokenizer, scratch, **options)
+                    data = turn_lengths(name, dataset_dir, tokenizer, scratch, request)
             except Exception:  # noqa: BLE001 (LLaMA-Factory's own load error is check_registered_datasets' and check's)
                 continue
             lengths = data.lengths(1 << 30, bool(options["mask_history"]), bool(args.get("preserve_thinking")))

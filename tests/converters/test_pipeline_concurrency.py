@@ -63,17 +63,11 @@ def test_concurrent_conversions_into_one_output_set_stay_consistent(tmp_path):
 
 def _convert_report(raw, out, registry, eval_size):
     from converters import chatmed
+    from converters.options import HeldOut
     from converters.outputs import Outputs
     from converters.pipeline import convert_file
 
-    convert_file(
-        chatmed,
-        raw,
-        Outputs.for_source(chatmed, out, Path(out).parent),
-        eval_size=eval_size,
-        max_eval_fraction=0.1,
-        registry_path=registry,
-    )
+    convert_file(chatmed, raw, Outputs.for_source(chatmed, out, Path(out).parent), HeldOut(eval_size, 0.1), registry_path=registry)
 
 
 def test_concurrent_registrations_are_all_kept(tmp_path):

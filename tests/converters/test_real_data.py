@@ -55,7 +55,7 @@ def test_real_chatmed_shard_filters_and_care_advice(project):
 def test_real_chatmed_shard_with_care_off_and_no_filters_is_the_previous_conversion(project):
     import hashlib
 
-    from converters.options import Options
+    from converters.options import HeldOut, Options
 
     raw = shared_file("chatmed/corpus_92_hpc.jsonl")
     outputs = Outputs.for_source(chatmed, None, project / "data")
@@ -63,8 +63,7 @@ def test_real_chatmed_shard_with_care_off_and_no_filters_is_the_previous_convers
         chatmed,
         raw,
         outputs,
-        eval_size=500,
-        max_eval_fraction=0.1,
+        HeldOut(500, 0.1),
         options=Options(filters=frozenset(), strip_wrappers=False, care_reminder="off", layout="walkthrough"),
     )
     assert report["care"]["train"]["advises_care_share"] < 0.8  # what the data teaches unchanged

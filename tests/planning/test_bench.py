@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from caretune.cli import main
 from caretune.planning import bench, bench_report, bench_variants, bench_worker
+from caretune.planning.bench_settings import BenchSettings
 from caretune.prep import profiles
 
 
@@ -177,7 +178,7 @@ def test_model_is_built_on_the_device_in_the_training_dtype():
 def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     """Digits are one Qwen3 token each, so LLaMA-Factory's preprocessing gives back every target length."""
     from caretune.constants import TEMPLATE
-    from caretune.prep.lengths import TokenizerSource, turn_lengths
+    from caretune.prep.lengths import LengthRequest, TokenizerSource, turn_lengths
     from caretune.prep.tokenizer import load_qwen3_tokenizer
 
     tokenizer, _ = load_qwen3_tokenizer(None)
@@ -185,9 +186,8 @@ def test_synthetic_rows_have_the_target_token_lengths(tmp_path):
     targets = profiles.sample_lengths(profiles.load_profile("chatmed"), 40, bench_worker.SEED)
     (tmp_path / "bench.json").write_text(json.dumps(bench.synthetic_rows(targets, overhead)), encoding="utf-8")
     (tmp_path / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": "bench.json"}}), encoding="utf-8")
-    data = turn_lengths(
-        "bench", str(tmp_path), TokenizerSource(None), str(tmp_path / "scratch"), template=TEMPLATE, use_cache=False
-    )
+    request = LengthRequest(TEMPLATE, use_cache=False)
+    data = turn_lengths("bench", str(tmp_path), TokenizerSource(None), str(tmp_path / "scratch"), request)
     assert data.lengths(4096) == targets
 
 
@@ -255,20 +255,8 @@ def test_bench_runs_on_cpu_and_reports_finite_figures(tmp_path, monkeypatch):
 def test_time_budget_stops_a_variant_with_the_steps_done(tmp_path):
     budget = 4.0
     seen = []
-    report = bench.run_bench(
-        model=None,
-        variants=["padding-sdpa"],
-        steps=500,
-        warmup=1,
-        micro_batch=None,
-        pack_batch=1,
-        cutoff_len=None,
-        profile="chatmed",
-        work_dir=tmp_path,
-        time_budget=budget,
-        log=lambda _: None,
-        on_update=lambda r: seen.append(len(r["variants"])),
-    )
+    settings = BenchSettings(variants=("padding-sdpa",), steps=500, warmup=1, profile="chatmed", time_budget=budget)
+    report = bench.run_bench(settings, tmp_path, log=lambda _: None, on_update=lambda r: seen.append(len(r["variants"])))
     [variant] = report["variants"]
     assert report["time_budget_s"] == budget and seen == [1]  # the report is handed over after the variant
     assert 1 <= variant["timed_steps"] < 500 and variant["finite"]

@@ -58,7 +58,8 @@ def lf_preprocessed_lengths(workspace, tokenizer, name, cutoff_len, **options):
 @pytest.mark.parametrize("name", ["multi-med", "huatuo2-sft"])
 @pytest.mark.slow
 def test_replayed_lengths_equal_llamafactory_preprocessing_at_every_cutoff(workspace, tokenizer, name):
-    data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"), template=TEMPLATE, use_cache=False)
+    request = lengths.LengthRequest(TEMPLATE, use_cache=False)
+    data = lengths.turn_lengths(name, str(workspace), tokenizer, str(workspace / "scratch"), request)
     for cutoff in (64, 150, 511, 2047, 1 << 30):
         for mask_history in (False, True):  # one pass serves both: the recipes' mask_history and check's default
             reference = lf_preprocessed_lengths(
@@ -74,16 +75,8 @@ def cache_files(workspace):
 
 def test_cache_is_reused_and_invalidated(workspace, tokenizer):
     def run(**kwargs):
-        return lengths.turn_lengths(
-            "multi-med",
-            str(workspace),
-            tokenizer,
-            str(workspace / "s"),
-            template=kwargs.pop("template", TEMPLATE),
-            with_care=True,
-            log=seen.append,
-            **kwargs,
-        )
+        request = lengths.LengthRequest(kwargs.pop("template", TEMPLATE), with_care=True, **kwargs)
+        return lengths.turn_lengths("multi-med", str(workspace), tokenizer, str(workspace / "s"), request, log=seen.append)
 
     seen = []
     for path in cache_files(workspace):
@@ -121,9 +114,8 @@ def test_a_damaged_or_unwritable_cache_is_only_a_cache(workspace, tokenizer):
     warned = []
 
     def run(**kwargs):
-        return lengths.turn_lengths(
-            "huatuo2-sft", str(workspace), tokenizer, str(workspace / "s"), template=TEMPLATE, warn=warned.append, **kwargs
-        )
+        request = lengths.LengthRequest(TEMPLATE, **kwargs)
+        return lengths.turn_lengths("huatuo2-sft", str(workspace), tokenizer, str(workspace / "s"), request, warn=warned.append)
 
     first = run()
     (entry,) = [p for p in cache_files(workspace) if p.name.startswith("huatuo2-sft-")]
