@@ -121,12 +121,19 @@ def test_two_nodes_on_loopback(workspace):
         return caretune(workspace, "train", RECIPE, "--gpus", "1", env=env)
 
     second = node(1)  # the second node launches first: the first node must not take it for another run
-    deadline = time.monotonic() + 120
-    while len(psutil.Process(second.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)  # its supervisor and llamafactory-cli started: a record it wrote would be there by now
-    time.sleep(1)
-    first = node(0)
-    outputs = [finish(first), finish(second)]
+    started = [second]
+    try:
+        deadline = time.monotonic() + 120
+        while len(psutil.Process(second.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # its supervisor and llamafactory-cli started: a record it wrote would be there by now
+        time.sleep(1)
+        started.append(first := node(0))
+        outputs = [finish(first), finish(second)]
+    finally:  # a node left alone waits for its peer forever
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(60)
     assert all("NNODES=2" in output for output in outputs)
     state = json.loads((workspace / OUTPUT / "trainer_state.json").read_text())
     assert state["global_step"] == 2
