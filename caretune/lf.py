@@ -314,11 +314,11 @@ class ChoiceScorer:
         import torch
 
         rows = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in prompts]
-        batch = self.tokenizer.pad(rows, return_attention_mask=True, return_tensors="pt").to(self.model.device)
-        last = batch["attention_mask"].sum(dim=-1) - 1
+        batch = self.tokenizer.pad(rows, return_attention_mask=True, return_tensors="pt")
+        last = batch["attention_mask"].sum(dim=-1) - 1  # on the CPU: it indexes tensors on any device the model spans
         kept, column = torch.unique(last, return_inverse=True)  # the vocabulary projection at those positions only
         with torch.inference_mode():
-            logits = self.model(**batch, logits_to_keep=kept).logits
+            logits = self.model(**batch.to(self.model.device), logits_to_keep=kept).logits
         return logits[torch.arange(len(rows)), column][:, self.choice_ids]
 
     def choose(self, prompts: list[list[int]]) -> list[str]:

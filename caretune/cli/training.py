@@ -336,7 +336,7 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
         shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
         click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(launch))}")
         code = run(launch, stop_timeout)
-        if launch.args.get("output_dir"):
+        if launch.args.get("output_dir") and first_node:  # the first node records the run
             from caretune.training.runs import manifest_digest_line
 
             click.echo(manifest_digest_line(launch.args["output_dir"]))

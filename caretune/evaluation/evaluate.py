@@ -99,7 +99,7 @@ def _trainer_predict(recipe: str, args: dict, output_dir: Path, emergency_dir: P
     """One LLaMA-Factory predict run over the held-out splits followed by the emergency prompts (the model and the
     data load once), split after it: the held-out rows stay in output_dir, scored with LLaMA-Factory's BLEU/ROUGE
     code on their own, and the emergency rows go to emergency_dir. The splits are concatenated (an interleaving
-    mix_strategy would drop or repeat held-out rows)."""
+    mix_strategy would drop or repeat held-out rows). LLaMA-Factory's runtime figures are the whole run's."""
     eval_sets = f"{args['eval_dataset']},{EMERGENCY_DATASET}"
     _predict(recipe, {"eval_dataset": eval_sets, "mix_strategy": "concat", "eval_on_each_dataset": False})
     rows = _predictions(output_dir)
@@ -205,6 +205,10 @@ def evaluate(recipe: str, backend: str = "trainer") -> dict:
     check_model_paths(Path(recipe), args)
     if not args.get("do_predict") or not args.get("predict_with_generate"):
         raise UserError(f"{recipe}: an eval recipe needs do_predict and predict_with_generate (see predict.yaml)")
+    if not names_in(args.get("eval_dataset")):
+        raise UserError(f"{recipe}: no eval_dataset (a predict recipe such as predict.yaml names the held-out splits)")
+    if EMERGENCY_DATASET in names_in(args["eval_dataset"]):
+        raise UserError(f"{recipe}: eval_dataset names {EMERGENCY_DATASET}, which caretune eval adds itself; remove it")
     output_dir = Path(args["output_dir"])
     register_emergency_set(Path(args.get("dataset_dir", "data")))
     emergency_dir = output_dir / "emergency"

@@ -86,6 +86,8 @@ def read_suite(sources: list[str | os.PathLike], suite: str = MEDICAL) -> dict[s
                 raise UserError(f"{eval_csv}: no matching few-shot file {dev_csv}")
             if subject in subjects:
                 subject = f"{source.name}-{subject}"
+            if subject in subjects:
+                raise UserError(f"{eval_csv}: subject {subject} is given twice; give each source folder once")
             questions = read_questions(eval_csv)
             if wanted is not None:
                 questions = [questions[i] for i in select_questions(selected_as, len(questions))]
@@ -176,6 +178,7 @@ def run_mcq(
             "suite": suite,
             "missing_subjects": sorted(set(general_subjects()) - set(subjects)) if suite != MEDICAL else [],
             "n_shot": n_shot,
+            "prompt": {key: args.get(key) for key in ("template", "enable_thinking", "default_system")},
             **score(subjects, chosen),
             "chosen": chosen,
         }

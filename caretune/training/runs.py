@@ -162,25 +162,25 @@ def _log_tail(path: Path) -> list[dict]:
 
 
 def process_start(pid: int) -> float | None:
-    """When a process started (psutil's create time: seconds since the epoch, to the clock tick): with its PID, it
-    names one process, where a PID alone may be given to another once the first ends. None when there is no such
-    process."""
+    """When a process started, in seconds since boot (psutil's create time less the boot time, so a step of the wall
+    clock does not move it): with its PID, it names one process, where a PID alone may be given to another once the
+    first ends. None when there is no such process."""
     try:
-        return psutil.Process(pid).create_time()
+        return round(psutil.Process(pid).create_time() - psutil.boot_time(), 3)
     except psutil.Error:
         return None
 
 
 def process_alive(pid: object, started: object) -> bool:
     """Whether the process recorded as (`pid`, `started`) still runs; without its start time, no PID is trusted (nor
-    an earlier caretune's record in clock ticks, which no create time equals)."""
+    an earlier caretune's record in clock ticks, which no start time in seconds equals)."""
     if type(pid) is not int or pid <= 0 or type(started) is not float:
         return False
     try:
-        process = psutil.Process(pid)
-        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE  # a zombie has ended
+        ended = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # a zombie has ended
     except psutil.Error:
         return False
+    return not ended and process_start(pid) == started
 
 
 def find_runs(root: Path) -> list[Path]:

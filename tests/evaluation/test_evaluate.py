@@ -90,3 +90,19 @@ def test_the_emergency_set_registers_beside_a_copied_entry(tmp_path):
     with pytest.raises(RegistryError, match="already points at"):
         register_emergency_set(tmp_path)
     assert load_registry(tmp_path / "dataset_info.json")[EMERGENCY_DATASET]["file_name"] == "caretune/data/emergency_prompts.json"
+
+
+@pytest.mark.parametrize(
+    "eval_dataset, message",
+    [(None, "no eval_dataset"), ("multi-med-eval,medical-emergency", "names medical-emergency, which caretune eval adds itself")],
+)
+def test_an_eval_recipe_names_its_held_out_splits_and_not_the_emergency_set(tmp_path, eval_dataset, message):
+    from caretune.basics.errors import UserError
+    from caretune.evaluation.evaluate import evaluate
+
+    (tmp_path / "model").mkdir()
+    args = {"model_name_or_path": str(tmp_path / "model"), "do_predict": True, "predict_with_generate": True}
+    recipe = tmp_path / "predict.yaml"
+    recipe.write_text(yaml.safe_dump({**args, **({"eval_dataset": eval_dataset} if eval_dataset else {})}), encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        evaluate(str(recipe))

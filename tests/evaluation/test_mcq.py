@@ -45,6 +45,15 @@ def test_ceval_style_folder(tmp_path):
     assert subjects["physician"]["answers"] == ["A", "B", "C"]
 
 
+def test_a_subject_given_twice_is_refused(tmp_path):
+    import shutil
+
+    for name in ("one", "two"):
+        shutil.copytree(SAMPLE_MCQ, tmp_path / name / "mcq")
+    with pytest.raises(UserError, match="subject mcq-first_aid is given twice"):
+        read_suite([tmp_path / "one" / "mcq", tmp_path / "two" / "mcq", tmp_path / "one" / "mcq"])
+
+
 def test_bad_answer_names_file_and_row(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text(",Question,A,B,C,D,Answer\n0,q,a,b,c,d,A\n1,q,a,b,c,d,E\n", encoding="utf-8")
@@ -71,6 +80,7 @@ def test_accuracy_equals_a_hand_count(tmp_path):
 
     [result] = run_mcq(str(recipe), [("medical", [str(SAMPLE_MCQ)], tmp_path / "run")])
     assert json.loads((tmp_path / "run" / "mcq.json").read_text(encoding="utf-8")) == result
+    assert result["prompt"]["enable_thinking"] is False and result["prompt"]["default_system"]  # as chat serves it
     by_hand = 0
     for subject in ("first_aid", "pharmacology"):
         with open(SAMPLE_MCQ / "test" / f"{subject}.csv", encoding="utf-8") as f:

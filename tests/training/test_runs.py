@@ -224,3 +224,14 @@ def test_the_lock_follows_the_folder_not_the_name(tmp_path):
             runs.claim_output_dir(tmp_path / "saves" / "alias")
     finally:
         held.close()
+
+
+def test_a_step_of_the_wall_clock_does_not_change_a_process_s_identity(monkeypatch):
+    """psutil's create time is seconds since the epoch: boot time (moved by a clock step) plus ticks since boot."""
+    import psutil
+
+    started = runs.process_start(os.getpid())
+    create_time, boot_time = psutil.Process.create_time, psutil.boot_time
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: create_time(self) + 3600.0)
+    monkeypatch.setattr(psutil, "boot_time", lambda: boot_time() + 3600.0)  # the clock set an hour ahead
+    assert runs.process_start(os.getpid()) == started and runs.process_alive(os.getpid(), started)
