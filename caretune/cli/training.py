@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -318,12 +317,13 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
         raise click.UsageError("--max-failures restarts Ray Train workers: use it with --ray")
 
     from caretune.recipe import Recipe
+    from caretune.training.preflight import first_node
     from caretune.training.runs import claim_output_dir
     from caretune.training.train import command, launch_env, run
 
     output_dir = Recipe.load(recipe).output_dir
-    first_node = os.environ.get("NODE_RANK", "0") == "0"  # every node of a multi-node run trains into one output_dir
-    with claim_output_dir(output_dir) if output_dir and first_node else nullcontext():  # one caretune train per output_dir
+    recording = first_node()  # every node of a multi-node run trains into one output_dir; the first records the run
+    with claim_output_dir(output_dir) if output_dir and recording else nullcontext():  # one caretune train per output_dir
         launch = _preflight(recipe, processes, nodes, overwrite, fresh, allow_thinking)
         if ray_address:
             from caretune.training.train import use_ray
@@ -336,7 +336,7 @@ def train(recipe, processes, nodes, overwrite, fresh, stop_timeout, ray_address,
         shown = " ".join(f"{k}={env[k]}" for k in ("FORCE_TORCHRUN", "NPROC_PER_NODE", "NNODES", "NODE_RANK") if k in env)
         click.echo(f"launch: {shown + ' ' if shown else ''}{' '.join(command(launch))}")
         code = run(launch, stop_timeout)
-        if launch.args.get("output_dir") and first_node:  # the first node records the run
+        if launch.args.get("output_dir") and recording:
             from caretune.training.runs import manifest_digest_line
 
             click.echo(manifest_digest_line(launch.args["output_dir"]))

@@ -147,8 +147,9 @@ def choose_answers(scorer, subjects: dict[str, dict], n_shot: int, batch_size: i
         prompts = [scorer.prompt_ids(question, shots, info["name"]) for question in info["questions"]]
         chosen[subject] = []
         for start in range(0, len(prompts), batch_size):
-            chosen[subject] += scorer.choose(prompts[start : start + batch_size])
-            progress.update(len(prompts[start : start + batch_size]))
+            batch = prompts[start : start + batch_size]
+            chosen[subject] += scorer.choose(batch)
+            progress.update(len(batch))
     return chosen
 
 

@@ -261,18 +261,16 @@ def turn_lengths(
 ) -> TurnLengths:
     """One registered dataset's turn lengths: from the cache when its key matches, else computed (and cached, when
     the whole dataset was tokenized)."""
-    template, enable_thinking, mask_history = request.template, request.enable_thinking, request.mask_history
-    max_samples, sample, with_care = request.max_samples, request.sample, request.with_care
-    whole = max_samples is None and sample is None
+    whole = request.max_samples is None and request.sample is None
     # Non-thinking (the recipes' mode): one pass serves every mask_history, the history turns' think blocks counted
     # apart (so check and plan share an entry). Thinking: history answers may lose thought text, so it is keyed too.
-    options = {"template": template, "enable_thinking": enable_thinking}
-    if enable_thinking:
-        options["mask_history"] = mask_history
+    options = {"template": request.template, "enable_thinking": request.enable_thinking}
+    if request.enable_thinking:
+        options["mask_history"] = request.mask_history
     key = cache_key(name, dataset_dir, tokenizer.identity(), options) if whole and request.use_cache else None
     if key:
         cached = _load(_cache_path(dataset_dir, name, key), warn)
-        if cached is not None and (cached.care is not None or not with_care):
+        if cached is not None and (cached.care is not None or not request.with_care):
             if log:
                 log(f"{name}: token lengths from the cache ({CACHE_DIR}/{name}-{key[:8]}…)")
             return cached
@@ -285,11 +283,11 @@ def turn_lengths(
         tokenizer.model_name_or_path or BASE_MODEL,
         scratch,
         template_options=options,
-        max_samples=max_samples,
-        sample=sample,
+        max_samples=request.max_samples,
+        sample=request.sample,
         seed=request.seed,
         num_proc=request.num_proc,
-        with_care=True if key else with_care,
+        with_care=True if key else request.with_care,
     )
     if key:
         _save(_cache_path(dataset_dir, name, key), name, data, warn)

@@ -77,6 +77,12 @@ def check_processes(path: Path, processes: int, visible_gpus: int) -> None:
         )
 
 
+def first_node(env: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether this is the first node of a run (NODE_RANK 0, or unset): every node trains into one output_dir, and the
+    first one alone holds it and records the run."""
+    return env.get("NODE_RANK", "0") == "0"
+
+
 def finished(output_dir: Path) -> bool:
     """Whether a run folder holds a finished training (LLaMA-Factory's final files)."""
     return any((output_dir / marker).exists() for marker in FINISHED_MARKERS)
@@ -87,7 +93,7 @@ def place_output(path: Path, args: dict, launch: Launch, *, overwrite: bool, fre
     if not args.get("do_train"):
         return
     output_dir = Path(args.get("output_dir", ""))
-    if os.environ.get("NODE_RANK", "0") == "0" and (manifest := live_run(output_dir)):  # other nodes share the run
+    if first_node() and (manifest := live_run(output_dir)):  # other nodes share the run
         raise PreflightError(
             f"{path}: output_dir {output_dir} is being trained now (process {manifest['pid']}, started "
             f"{manifest.get('started')}); wait for it to end, or stop it, then run again"

@@ -14,7 +14,7 @@ import psutil
 
 from caretune.constants import STOP_TIMEOUT_S
 from caretune.lf import cli_command
-from caretune.training.preflight import Launch, ray_requested, visible_gpu_count
+from caretune.training.preflight import Launch, first_node, ray_requested, visible_gpu_count
 
 POLL_S = 0.5
 
@@ -100,9 +100,9 @@ def run(launch: Launch, stop_timeout: float = STOP_TIMEOUT_S) -> int:
         if status_path(old).exists():
             status_path(old).rename(status_path(aside))
     env = launch_env(launch)
-    # the first node records the run; the others train into the same output_dir and record nothing, so they neither
-    # overwrite its manifest nor look to it like another run
-    output_dir = launch.args.get("output_dir") if env.get("NODE_RANK", "0") == "0" else None
+    # the others train into the same output_dir and record nothing, so they neither overwrite its manifest nor look to
+    # it like another run
+    output_dir = launch.args.get("output_dir") if first_node(env) else None
     manifest = start_manifest(launch.recipe, launch.args, launch.processes, command(launch), env) if output_dir else {}
     resumed_from = launch.overrides.get("resume_from_checkpoint")
     earlier = (read_manifest(output_dir).get("attempts") or []) if output_dir and resumed_from else []
