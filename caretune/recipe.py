@@ -65,6 +65,27 @@ def disagreements(recipes: dict) -> list[tuple[str, dict]]:
     return found
 
 
+def checkpointing_problem(args: dict) -> str | None:
+    """Why a training recipe's `gradient_checkpointing` says other than what happens (None when it does not):
+    LLaMA-Factory checkpoints every model it trains unless `disable_gradient_checkpointing` is true, and the trainer
+    checkpoints whenever `gradient_checkpointing` is true, whatever LLaMA-Factory was told."""
+    said = args.get("gradient_checkpointing")
+    if not args.get("do_train") or said not in (True, False):
+        return None
+    kept = args.get("disable_gradient_checkpointing") is True
+    if said is not kept:
+        return None
+    if said:
+        return (
+            "gradient_checkpointing is true, so the trainer checkpoints although disable_gradient_checkpointing is "
+            "true: drop one of them"
+        )
+    return (
+        "gradient_checkpointing is false, but LLaMA-Factory checkpoints unless disable_gradient_checkpointing is "
+        "true: set that to keep every layer's activations (faster, more memory), or say gradient_checkpointing: true"
+    )
+
+
 @dataclass(frozen=True)
 class RunDir:
     """One run folder, `saves/<model folder>/<lora|base>`: training in sft/, generation in predict/, multiple-choice

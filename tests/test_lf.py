@@ -83,6 +83,23 @@ def test_chat_model_engine_and_scores(tmp_path):
     assert scores["bleu-4"] == pytest.approx(100.0) and "rouge-l" in scores
 
 
+@pytest.mark.slow  # loads the tiny model twice
+def test_llamafactory_checkpoints_unless_told_not_to(tmp_path):
+    """What caretune.recipe.checkpointing_problem relies on: `gradient_checkpointing: false` alone leaves the model
+    LLaMA-Factory trains checkpointed; `disable_gradient_checkpointing: true` turns it off."""
+    import yaml
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    checkpointed = []
+    for keys in ({"gradient_checkpointing": False}, {"gradient_checkpointing": False, "disable_gradient_checkpointing": True}):
+        recipe = tiny_recipe(tmp_path, "lora_sft", output_dir=str(tmp_path / "out"), **keys)
+        model_args, _, _, finetuning_args, _ = get_train_args(yaml.safe_load(recipe.read_text(encoding="utf-8")))
+        model = load_model(load_tokenizer(model_args)["tokenizer"], model_args, finetuning_args, is_trainable=True)
+        checkpointed.append(model.get_base_model().is_gradient_checkpointing)
+    assert checkpointed == [True, False]
+
+
 @pytest.mark.slow
 def test_what_the_patching_seams_rely_on_is_there():
     """run_training, ChoiceScorer and the WebUI functions patch or call these names; the runs themselves are

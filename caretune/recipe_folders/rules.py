@@ -1,8 +1,8 @@
 """The rules a recipe folder keeps, edited or not: valid YAML, one prompt per folder (template and thinking mode),
-registered datasets, existing DeepSpeed configs, adapters that the folder's training recipes train (stacked in order), and
-effective-batch comments whose arithmetic holds. `caretune recipes --check` (so `make lint`) and the tests call
-them, and preflight applies the one-prompt rule (caretune.recipe.disagreements) to the recipe it checks; each problem
-names its file."""
+registered datasets, existing DeepSpeed configs, adapters that the folder's training recipes train (stacked in order),
+`gradient_checkpointing` as it happens, and effective-batch comments whose arithmetic holds. `caretune recipes --check`
+(so `make lint`) and the tests call them, and preflight applies the one-prompt and checkpointing rules
+(caretune.recipe) to the recipe it checks; each problem names its file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from caretune.constants import DATASET_INFO
-from caretune.recipe import RECIPES_DIR, RecipeError, disagreements, load_recipe, names_in
+from caretune.recipe import RECIPES_DIR, RecipeError, checkpointing_problem, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 
 _EFFECTIVE_BATCH = re.compile(
@@ -33,8 +33,9 @@ def recipe_problems(where: str, text: str, args: dict, root: Path, registered: s
         problems.append(f"{where}: deepspeed config {args['deepspeed']} does not exist")
     problems += _arithmetic_problems(where, text, args)
     problems += [f"{where}: {problem}" for problem in thinking_problems(args)]
-    if (problem := history_problem(args)) is not None:
-        problems.append(f"{where}: {problem}")
+    for problem in (history_problem(args), checkpointing_problem(args)):
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
     return problems
 
 

@@ -12,6 +12,7 @@ from caretune.constants import RESULT_FILES
 from caretune.recipe import load_recipe
 from caretune.training.recipe_checks import (
     PreflightError,
+    check_checkpointing,
     check_deepspeed,
     check_fast_paths,
     check_fitted_datasets,
@@ -165,6 +166,7 @@ def preflight(
     mix_warnings = attempt(check_mix, path, args) or []
     sibling_warnings = attempt(check_siblings, path, args) or []
     sibling_warnings += attempt(check_thinking, path, args, allow_thinking) or []
+    sibling_warnings += check_checkpointing(path, args)
     attempt(check_stage_data, path, args)
     attempt(check_model_paths, path, args)
     attempt(check_reference_model, path, args, attempt(check_deepspeed, path, args))

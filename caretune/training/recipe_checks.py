@@ -14,7 +14,7 @@ from pathlib import Path
 from caretune import lf
 from caretune.basics.registry import RegistryError, load_registry
 from caretune.constants import DATASET_INFO, TEMPLATE
-from caretune.recipe import RecipeError, disagreements, load_recipe, names_in
+from caretune.recipe import RecipeError, checkpointing_problem, disagreements, load_recipe, names_in
 from caretune.thinking import history_problem, thinking_problems
 
 
@@ -400,6 +400,12 @@ def check_model_paths(path: Path, args: dict) -> None:
                 f"{path}: adapter_name_or_path {adapter_dir} does not exist; train it first "
                 "(caretune train <the folder's recipe whose output_dir it is>), or use the base model (--base)"
             )
+
+
+def check_checkpointing(path: Path, args: dict) -> list[str]:
+    """A warning where the recipe's `gradient_checkpointing` says other than what training will do."""
+    problem = checkpointing_problem(args)
+    return [f"warning: {path}: {problem}"] if problem else []
 
 
 def check_thinking(path: Path, args: dict, allow_thinking: bool) -> list[str]:

@@ -56,6 +56,25 @@ def test_broken_rules_are_named_with_their_file(tmp_path, generated):
     assert len(problems) == len(expected), problems
 
 
+def test_gradient_checkpointing_must_say_what_training_does(tmp_path, generated):
+    """LLaMA-Factory checkpoints unless disable_gradient_checkpointing is true (tests/test_lf.py shows it), and the
+    trainer checkpoints whenever gradient_checkpointing is true: a recipe saying otherwise is named."""
+    key = r"^gradient_checkpointing: true$"
+    root = edited_copy(
+        tmp_path,
+        {
+            "recipes/tiny-qwen3/lora_sft.yaml": [(key, "gradient_checkpointing: false")],  # what it said before
+            "recipes/qwen3-8b/dpo.yaml": [(key, "gradient_checkpointing: true\ndisable_gradient_checkpointing: true")],
+            "recipes/qwen3-8b/lora_sft.yaml": [(key, "gradient_checkpointing: false\ndisable_gradient_checkpointing: true")],
+        },
+        source=generated,
+    )
+    assert sorted(problem.split(" so ")[0].split(", but ")[0] for problem in invariant_problems(root)) == [
+        "recipes/qwen3-8b/dpo.yaml: gradient_checkpointing is true,",
+        "recipes/tiny-qwen3/lora_sft.yaml: gradient_checkpointing is false",
+    ]
+
+
 def test_thinking_rules_are_named_with_their_file(tmp_path, generated):
     nothink = [(r"^template: qwen3 ", "template: qwen3_nothink ")]
     root = edited_copy(

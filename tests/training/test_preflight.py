@@ -126,9 +126,11 @@ def test_a_hybrid_qwen3_is_never_put_into_thinking_mode_unasked(workspace):
 
 
 def test_history_rendered_unlike_serving_is_a_warning(workspace):
-    edit(SFT, mask_history=False)
+    assert not [note for note in preflight(SFT).notes if "warning" in note]
+    edit(SFT, mask_history=False, gradient_checkpointing=False)
     notes = preflight(SFT).notes
     assert any("mask_history is not true" in note and "set mask_history: true" in note for note in notes), notes
+    assert any(note.startswith(f"warning: {SFT}: gradient_checkpointing is false, but LLaMA-Factory") for note in notes)
 
 
 def test_enable_thinking_mismatch(workspace):
