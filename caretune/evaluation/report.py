@@ -46,20 +46,42 @@ EXAMPLES = 3
 
 def check_comparable(runs: list[dict]) -> None:
     """Runs whose answers were generated with different settings (template, system prompt, sampling,
-    max_new_tokens, backend, held-out sets) are not compared: a UserError names the differences."""
-    unrecorded = [run["name"] for run in runs if run["eval"] and not run["eval"].get("settings")]
-    evaluated = [(run["name"], run["eval"]["settings"]) for run in runs if run["eval"] and run["eval"].get("settings")]
-    if unrecorded and evaluated:
-        raise UserError(
-            f"{', '.join(unrecorded)} recorded no generation settings (evaluated before caretune recorded them), so "
-            f"it cannot be checked against {evaluated[0][0]}: run caretune eval on it again"
+    max_new_tokens, backend, held-out sets), or whose multiple-choice prompts differ (shots, template, thinking mode,
+    system prompt), are not compared: a UserError names the differences."""
+    _refuse_differences(
+        [(run["name"], run["eval"].get("settings")) for run in runs if run["eval"]],
+        unrecorded=("generation settings", "evaluated", "caretune eval"),
+        done="were generated",
+        fix="evaluate both with the same recipe settings (caretune eval RECIPE and caretune eval RECIPE --base)",
+    )
+    for suite, key in SUITES:
+        _refuse_differences(
+            [(run["name"], _mcq_prompt(run[key])) for run in runs if run[key]],
+            unrecorded=(f"{suite} multiple-choice prompt", "scored", "caretune mcq"),
+            done=f"were scored on the {suite} suite",
+            fix="score both with the same recipe (caretune mcq RECIPE and caretune mcq RECIPE --base)",
         )
-    for name, settings in evaluated[1:]:
-        if differences := settings_differences(evaluated[0][1], settings):
-            raise UserError(
-                f"{evaluated[0][0]} and {name} were generated with different settings ({'; '.join(differences)}): "
-                "evaluate both with the same recipe settings (caretune eval RECIPE and caretune eval RECIPE --base)"
-            )
+
+
+def _mcq_prompt(result: dict) -> dict | None:
+    """What shapes a suite's prompts: the shots and the recipe's template, thinking mode and system prompt."""
+    return {"n_shot": result.get("n_shot"), **result["prompt"]} if result.get("prompt") else None
+
+
+def _refuse_differences(found: list[tuple[str, dict | None]], *, unrecorded: tuple[str, str, str], done: str, fix: str) -> None:
+    """`found`: (run, its recorded settings or None) for each run that has the result; a UserError unless all agree.
+    `unrecorded`: what is recorded, how it was made and by which command, for a run that recorded none."""
+    missing = [name for name, settings in found if settings is None]
+    recorded = [(name, settings) for name, settings in found if settings is not None]
+    if missing and recorded:
+        what, made, command = unrecorded
+        raise UserError(
+            f"{', '.join(missing)} recorded no {what} ({made} before caretune recorded them), so it cannot be "
+            f"checked against {recorded[0][0]}: run {command} on it again"
+        )
+    for name, settings in recorded[1:]:
+        if differences := settings_differences(recorded[0][1], settings):
+            raise UserError(f"{recorded[0][0]} and {name} {done} with different settings ({'; '.join(differences)}): {fix}")
 
 
 def render_settings(runs: list[dict]) -> list[str]:

@@ -199,6 +199,37 @@ def test_report_refuses_a_run_without_recorded_settings_beside_one_with_them(tmp
         write_report([str(base), str(tuned)], str(tmp_path / "r2"))
 
 
+def _set_mcq(run, folder="mcq", **recorded):
+    path = run / folder / "mcq.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**result, **recorded}), encoding="utf-8")
+
+
+PROMPT = {"template": "qwen3", "enable_thinking": False, "default_system": "你是一名专业的医疗咨询助手。"}
+
+
+def test_report_refuses_multiple_choice_scored_with_other_prompts(tmp_path):
+    """A suite scored in thinking mode, with other shots or without the system prompt is not set beside one scored
+    as chat serves; nor is one that recorded no prompt (scored before caretune recorded it)."""
+    from caretune.basics.errors import UserError
+
+    base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
+    _set_mcq(base, n_shot=5, prompt=PROMPT)
+    _set_mcq(tuned, n_shot=5, prompt=PROMPT)
+    assert write_report([str(base), str(tuned)], str(tmp_path / "same")).exists()
+    _set_mcq(tuned, n_shot=0, prompt={**PROMPT, "enable_thinking": True})
+    with pytest.raises(
+        UserError,
+        match=r"base and \S*lora were scored on the medical suite with different settings \(enable_thinking False vs "
+        r"True; n_shot 5 vs 0\): score both with the same recipe",
+    ):
+        write_report([str(base), str(tuned)], str(tmp_path / "differ"))
+    (base / "mcq" / "mcq.json").write_text(json.dumps({"overall": {"accuracy": 0.3}, "subjects": {}}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"base recorded no medical multiple-choice prompt .* run caretune mcq on it again"):
+        write_report([str(base), str(tuned)], str(tmp_path / "unrecorded"))
+    assert not any((tmp_path / name / "report.md").exists() for name in ("differ", "unrecorded"))
+
+
 @pytest.mark.lf
 def test_generation_settings_fill_llamafactorys_defaults_and_ignore_sampling_when_greedy():
     from caretune.evaluation.evaluate import generation_settings, settings_differences
