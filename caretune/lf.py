@@ -296,6 +296,8 @@ class ChoiceScorer:
         from llamafactory.model import load_model, load_tokenizer
 
         model_args, data_args, finetuning_args, _ = get_infer_args(args)
+        # what shapes the prompt, as LLaMA-Factory reads it (its defaults filled in): mcq.json records it
+        self.prompt = {key: getattr(data_args, key) for key in ("template", "enable_thinking", "default_system")}
         self.tokenizer = load_tokenizer(model_args)["tokenizer"]
         self.tokenizer.padding_side = "right"  # a row's last prompt token sits at its length - 1
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)

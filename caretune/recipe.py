@@ -69,16 +69,14 @@ def checkpointing_problem(args: dict) -> str | None:
     """Why a training recipe's `gradient_checkpointing` says other than what happens (None when it does not):
     LLaMA-Factory checkpoints every model it trains unless `disable_gradient_checkpointing` is true, and the trainer
     checkpoints whenever `gradient_checkpointing` is true, whatever LLaMA-Factory was told."""
-    said = args.get("gradient_checkpointing")
-    if not args.get("do_train") or said not in (True, False):
-        return None
-    kept = args.get("disable_gradient_checkpointing") is True
-    if said is not kept:
-        return None
+    said, kept = args.get("gradient_checkpointing"), args.get("disable_gradient_checkpointing", False)
+    if not args.get("do_train") or not isinstance(said, bool) or not isinstance(kept, bool) or said is not kept:
+        return None  # a value of another type is check_values' to name
     if said:
         return (
             "gradient_checkpointing is true, so the trainer checkpoints although disable_gradient_checkpointing is "
-            "true: drop one of them"
+            "true: set gradient_checkpointing: false to keep every layer's activations, or drop "
+            "disable_gradient_checkpointing to checkpoint"
         )
     return (
         "gradient_checkpointing is false, but LLaMA-Factory checkpoints unless disable_gradient_checkpointing is "

@@ -134,7 +134,7 @@ class ScriptedJudge:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        # shutdown() waits for the serving loop to poll: every 20 ms, not the default half second a test
+        # shutdown() waits for the serving loop to poll: every 20 ms, not the default half second, in every test
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property

@@ -179,7 +179,7 @@ def run_mcq(
             "suite": suite,
             "missing_subjects": sorted(set(general_subjects()) - set(subjects)) if suite != MEDICAL else [],
             "n_shot": n_shot,
-            "prompt": {key: args.get(key) for key in ("template", "enable_thinking", "default_system")},
+            "prompt": scorer.prompt,
             **score(subjects, chosen),
             "chosen": chosen,
         }

@@ -49,7 +49,7 @@ def check_comparable(runs: list[dict]) -> None:
     max_new_tokens, backend, held-out sets), or whose multiple-choice prompts differ (shots, template, thinking mode,
     system prompt), are not compared: a UserError names the differences."""
     _refuse_differences(
-        [(run["name"], run["eval"].get("settings")) for run in runs if run["eval"]],
+        [(run["name"], run["eval"].get("settings") or None) for run in runs if run["eval"]],
         unrecorded=("generation settings", "evaluated", "caretune eval"),
         done="were generated",
         fix="evaluate both with the same recipe settings (caretune eval RECIPE and caretune eval RECIPE --base)",
@@ -57,9 +57,9 @@ def check_comparable(runs: list[dict]) -> None:
     for suite, key in SUITES:
         _refuse_differences(
             [(run["name"], _mcq_prompt(run[key])) for run in runs if run[key]],
-            unrecorded=(f"{suite} multiple-choice prompt", "scored", "caretune mcq"),
+            unrecorded=(f"{suite} multiple-choice prompt settings", "scored", f"caretune mcq --suite {suite}"),
             done=f"were scored on the {suite} suite",
-            fix="score both with the same recipe (caretune mcq RECIPE and caretune mcq RECIPE --base)",
+            fix=f"score both with the same recipe and --n-shot (caretune mcq RECIPE --suite {suite}, then again with --base)",
         )
 
 
@@ -75,9 +75,10 @@ def _refuse_differences(found: list[tuple[str, dict | None]], *, unrecorded: tup
     recorded = [(name, settings) for name, settings in found if settings is not None]
     if missing and recorded:
         what, made, command = unrecorded
+        it = "it" if len(missing) == 1 else "them"
         raise UserError(
-            f"{', '.join(missing)} recorded no {what} ({made} before caretune recorded them), so it cannot be "
-            f"checked against {recorded[0][0]}: run {command} on it again"
+            f"{', '.join(missing)} recorded no {what} ({made} before caretune recorded them), so "
+            f"{'it' if len(missing) == 1 else 'they'} cannot be checked against {recorded[0][0]}: run {command} on {it} again"
         )
     for name, settings in recorded[1:]:
         if differences := settings_differences(recorded[0][1], settings):

@@ -1,8 +1,8 @@
 """The rules a recipe folder keeps, edited or not: valid YAML, one prompt per folder (template and thinking mode),
 registered datasets, existing DeepSpeed configs, adapters that the folder's training recipes train (stacked in order),
 `gradient_checkpointing` as it happens, and effective-batch comments whose arithmetic holds. `caretune recipes --check`
-(so `make lint`) and the tests call them, and preflight applies the one-prompt and checkpointing rules
-(caretune.recipe) to the recipe it checks; each problem names its file."""
+(so `make lint`) and the tests call them, and preflight applies the one-prompt, thinking, history and checkpointing
+rules to the recipe it checks; each problem names its file."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Each check of a recipe that `caretune preflight` runs: keys and values against LLaMA-Factory's own argument
 dataclasses, datasets, the preference stage's data and reference model, mixes, sibling recipes, DeepSpeed, fast
-paths, reporters, model paths and thinking. Each raises PreflightError with one line naming the recipe, the key and
-the fix."""
+paths, reporters, model paths, thinking and gradient checkpointing. Each raises PreflightError with one line naming
+the recipe, the key and the fix, or returns warnings (thinking's history rule, checkpointing)."""
 
 from __future__ import annotations
 

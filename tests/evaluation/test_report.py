@@ -215,6 +215,10 @@ def test_report_refuses_multiple_choice_scored_with_other_prompts(tmp_path):
 
     base, tuned = make_run(tmp_path, "base", 3, 10.5), make_run(tmp_path, "lora", 6, 22.25)
     _set_mcq(base, n_shot=5, prompt=PROMPT)
+    scored = (tuned / "mcq" / "mcq.json").read_text(encoding="utf-8")
+    (tuned / "mcq" / "mcq.json").unlink()
+    assert write_report([str(base), str(tuned)], str(tmp_path / "one")).exists()  # nothing to set it beside
+    (tuned / "mcq" / "mcq.json").write_text(scored, encoding="utf-8")
     _set_mcq(tuned, n_shot=5, prompt=PROMPT)
     assert write_report([str(base), str(tuned)], str(tmp_path / "same")).exists()
     _set_mcq(tuned, n_shot=0, prompt={**PROMPT, "enable_thinking": True})
@@ -225,9 +229,18 @@ def test_report_refuses_multiple_choice_scored_with_other_prompts(tmp_path):
     ):
         write_report([str(base), str(tuned)], str(tmp_path / "differ"))
     (base / "mcq" / "mcq.json").write_text(json.dumps({"overall": {"accuracy": 0.3}, "subjects": {}}), encoding="utf-8")
-    with pytest.raises(UserError, match=r"base recorded no medical multiple-choice prompt .* run caretune mcq on it again"):
+    with pytest.raises(
+        UserError, match=r"base recorded no medical multiple-choice prompt settings .* run caretune mcq --suite medical on it again"
+    ):
         write_report([str(base), str(tuned)], str(tmp_path / "unrecorded"))
-    assert not any((tmp_path / name / "report.md").exists() for name in ("differ", "unrecorded"))
+    for run in (base, tuned):  # the general suite is checked alike
+        _set_mcq(run, n_shot=5, prompt=PROMPT)
+        (run / "mcq-general").mkdir()
+        general = {"overall": {"accuracy": 0.5}, "subjects": {}, "n_shot": 5, "prompt": {**PROMPT, "default_system": run.name}}
+        (run / "mcq-general" / "mcq.json").write_text(json.dumps(general), encoding="utf-8")
+    with pytest.raises(UserError, match=r"scored on the general suite with different settings \(default_system 'base' vs 'lora'\)"):
+        write_report([str(base), str(tuned)], str(tmp_path / "general"))
+    assert not any((tmp_path / name / "report.md").exists() for name in ("differ", "unrecorded", "general"))
 
 
 @pytest.mark.lf
