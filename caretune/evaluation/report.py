@@ -75,10 +75,10 @@ def _refuse_differences(found: list[tuple[str, dict | None]], *, unrecorded: tup
     recorded = [(name, settings) for name, settings in found if settings is not None]
     if missing and recorded:
         what, made, command = unrecorded
-        it = "it" if len(missing) == 1 else "them"
+        they, them = ("it", "it") if len(missing) == 1 else ("they", "them")
         raise UserError(
-            f"{', '.join(missing)} recorded no {what} ({made} before caretune recorded them), so "
-            f"{'it' if len(missing) == 1 else 'they'} cannot be checked against {recorded[0][0]}: run {command} on {it} again"
+            f"{', '.join(missing)} recorded no {what} ({made} before caretune recorded them), so {they} cannot be "
+            f"checked against {recorded[0][0]}: run {command} on {them} again"
         )
     for name, settings in recorded[1:]:
         if differences := settings_differences(recorded[0][1], settings):

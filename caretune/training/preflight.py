@@ -164,9 +164,9 @@ def preflight(
     attempt(check_registered_datasets, path, args)
     attempt(check_fitted_datasets, path, args)
     mix_warnings = attempt(check_mix, path, args) or []
-    sibling_warnings = attempt(check_siblings, path, args) or []
-    sibling_warnings += attempt(check_thinking, path, args, allow_thinking) or []
-    sibling_warnings += check_checkpointing(path, args)
+    recipe_warnings = attempt(check_siblings, path, args) or []
+    recipe_warnings += attempt(check_thinking, path, args, allow_thinking) or []
+    recipe_warnings += check_checkpointing(path, args)
     attempt(check_stage_data, path, args)
     attempt(check_model_paths, path, args)
     attempt(check_reference_model, path, args, attempt(check_deepspeed, path, args))
@@ -183,7 +183,7 @@ def preflight(
     if problems:
         listed = "\n".join(f"  {number}. {problem}" for number, problem in enumerate(problems, start=1))
         raise PreflightError(f"{path}: {len(problems)} problems\n{listed}")
-    launch.notes.extend(fast_path_notes + sibling_warnings + mix_warnings)
+    launch.notes.extend(fast_path_notes + recipe_warnings + mix_warnings)
     if not visible:
         launch.notes.append(
             f"no GPU visible: training runs on CPU in {processes} process(es) (fine for tiny-qwen3, not for Qwen3-8B)"
