@@ -65,7 +65,8 @@ def check_comparable(runs: list[dict]) -> None:
 
 def _mcq_prompt(result: dict) -> dict | None:
     """What shapes a suite's prompts: the shots and the recipe's template, thinking mode and system prompt."""
-    return {"n_shot": result.get("n_shot"), **result["prompt"]} if result.get("prompt") else None
+    prompt = result.get("prompt")
+    return {"n_shot": result.get("n_shot"), **prompt} if isinstance(prompt, dict) and prompt else None
 
 
 def _refuse_differences(found: list[tuple[str, dict | None]], *, unrecorded: tuple[str, str, str], done: str, fix: str) -> None:
